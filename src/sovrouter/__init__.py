@@ -1,0 +1,3 @@
+"""sovrouter: a sovereign AI routing control plane."""
+
+__version__ = "0.1.0"

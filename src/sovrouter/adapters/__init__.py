@@ -1,0 +1,1 @@
+"""Model adapters: the contract the model team implements (see ``protocols.ModelAdapter``)."""

@@ -1,0 +1,66 @@
+"""Records every upstream call made (ok, error, timeout) into the request's call log."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+from sovrouter.contracts import CallAttempt, Candidate, ModelCall, ModelResult, StreamChunk
+from sovrouter.errors import UpstreamError, UpstreamTimeoutError
+from sovrouter.protocols import ModelAdapter
+
+
+class InstrumentedAdapter:
+    def __init__(self, inner: ModelAdapter, timer: Callable[[], float]) -> None:
+        self.inner = inner
+        self.timer = timer  # ms
+
+    @property
+    def target(self) -> Candidate:
+        return self.inner.target
+
+    def _log(self, call: ModelCall, outcome: str, started: float, result: ModelResult | None = None,
+             error: UpstreamError | None = None, out_tokens: int = 0) -> None:
+        elapsed = self.timer() - started
+        call.attempts.append(
+            CallAttempt(
+                candidate=self.target,
+                outcome=outcome,
+                latency_ms=result.latency_ms if result is not None else elapsed,
+                ttft_ms=result.ttft_ms if result is not None else None,
+                input_tokens=result.input_tokens if result is not None else 0,
+                output_tokens=result.output_tokens if result is not None else out_tokens,
+                error=error.code if error is not None else None,
+                purpose=call.purpose,
+            )
+        )
+
+    async def generate(self, call: ModelCall) -> ModelResult:
+        started = self.timer()
+        try:
+            result = await self.inner.generate(call)
+        except UpstreamTimeoutError as exc:
+            self._log(call, "timeout", started, error=exc)
+            raise
+        except UpstreamError as exc:
+            self._log(call, "error", started, error=exc)
+            raise
+        self._log(call, "ok", started, result=result)
+        return result
+
+    async def stream(self, call: ModelCall) -> AsyncIterator[StreamChunk]:
+        started = self.timer()
+        chars = 0
+        try:
+            async for chunk in self.inner.stream(call):
+                chars += len(chunk.delta)
+                if chunk.final is not None:
+                    self._log(call, "ok", started, result=chunk.final)
+                yield chunk
+        except UpstreamTimeoutError as exc:
+            self._log(call, "timeout" if chars == 0 else "stream_error", started, error=exc,
+                      out_tokens=(chars + 3) // 4)
+            raise
+        except UpstreamError as exc:
+            self._log(call, "error" if chars == 0 else "stream_error", started, error=exc,
+                      out_tokens=(chars + 3) // 4)
+            raise

@@ -1,0 +1,1 @@
+"""Response reuse: exact cache (this package) and, later, the semantic cache."""

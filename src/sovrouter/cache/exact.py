@@ -1,0 +1,104 @@
+"""Exact cache keyed by tenant and the normalized request, with TTL and single-flight. Embedded store: SQLite.
+
+- The key is ``sha256(tenant, messages, parameters, requested model)``: two tenants never share an entry.
+- An entry remembers the candidate (slot/deployment) that produced it and is served only if that candidate is in
+  the current request's allowed set.
+- Single-flight: while the first request for a key is being answered, identical requests wait for it instead of
+  calling upstream; if the leader fails, one waiter becomes the next leader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+from sovrouter.contracts import CacheOutcome, Candidate, Detection, ModelResult, NormalizedRequest
+from sovrouter.protocols import Clock
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS exact_cache (
+  key TEXT PRIMARY KEY,
+  tenant TEXT NOT NULL,
+  created_ms REAL NOT NULL,
+  expires_ms REAL NOT NULL,
+  source_request_id TEXT NOT NULL,
+  result_json TEXT NOT NULL
+)
+"""
+
+
+def cache_key(request: NormalizedRequest) -> str:
+    body = {
+        "tenant": request.tenant,
+        "messages": [m.model_dump(mode="json") for m in request.messages],
+        "parameters": request.parameters.model_dump(mode="json"),
+        "model": request.requested_model,
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+class ExactCache:
+    def __init__(self, clock: Clock, path: str | Path = ":memory:", ttl_s: float = 3600.0,
+                 enabled: bool = True) -> None:
+        self.clock = clock
+        self.ttl_ms = ttl_s * 1000.0
+        self.enabled = enabled
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(_SCHEMA)
+        self._flights: dict[str, asyncio.Future[None]] = {}
+
+    async def lookup(self, request: NormalizedRequest, detection: Detection,
+                     allowed: Sequence[Candidate]) -> tuple[CacheOutcome, ModelResult | None]:
+        if not self.enabled:
+            return CacheOutcome(kind="bypass"), None
+        key = cache_key(request)
+        while True:
+            hit = self._get(key, allowed)
+            if hit is not None:
+                return hit
+            flight = self._flights.get(key)
+            if flight is None:
+                self._flights[key] = asyncio.get_running_loop().create_future()
+                return CacheOutcome(kind="miss"), None
+            await asyncio.shield(flight)  # the leader stored an answer or gave up; look again
+
+    def _get(self, key: str, allowed: Sequence[Candidate]) -> tuple[CacheOutcome, ModelResult] | None:
+        row = self._db.execute(
+            "SELECT expires_ms, source_request_id, result_json FROM exact_cache WHERE key = ?", (key,)
+        ).fetchone()
+        if row is None or row[0] <= self.clock.now_ms():
+            return None
+        result = ModelResult.model_validate_json(row[2])
+        if result.candidate not in allowed:
+            return None  # produced on a deployment this request may not use: never served
+        outcome = CacheOutcome(kind="exact", source_request_id=row[1], source_candidate=result.candidate)
+        return outcome, result
+
+    async def store(self, request: NormalizedRequest, detection: Detection, result: ModelResult) -> None:
+        if not self.enabled:
+            return
+        key = cache_key(request)
+        now = self.clock.now_ms()
+        self._db.execute(
+            "INSERT OR REPLACE INTO exact_cache VALUES (?, ?, ?, ?, ?, ?)",
+            (key, request.tenant, now, now + self.ttl_ms, request.request_id, result.model_dump_json()),
+        )
+        self._land(key)
+
+    async def release(self, request: NormalizedRequest) -> None:
+        """The leader failed (or finished without storing): let a waiter try."""
+        if self.enabled:
+            self._land(cache_key(request))
+
+    def _land(self, key: str) -> None:
+        flight = self._flights.pop(key, None)
+        if flight is not None and not flight.done():
+            flight.set_result(None)
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,142 @@
+"""Model catalog (``models.json``-shaped) and tenants (``tenants.json``-shaped), validated by pydantic."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from sovrouter.errors import ConfigError
+
+Compute = Literal["cpu", "gpu", "frontier-accelerator", "accelerator", "edge", "on-device"]
+Modality = Literal["text", "image", "video", "audio"]
+
+
+class Latency(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    ttft_ms: float = Field(ge=0)
+    tokens_per_s: float = Field(gt=0)
+
+    def total_ms(self, output_tokens: int) -> float:
+        return self.ttft_ms + output_tokens / self.tokens_per_s * 1000.0
+
+
+class Deployment(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str
+    region: str
+    compute: str
+    on_premises: bool = False
+    price_multiplier: float = Field(default=1.0, ge=0)
+    latency: Latency
+    available_to: Literal["all"] | list[str] = "all"
+    modalities: list[Modality] = Field(default_factory=lambda: list[Modality](["text"]))
+    # Upstream wiring for the HTTP adapter (absent for replay-only catalogs).
+    base_url: str | None = None
+    upstream_model: str | None = None
+
+    def available_for(self, tenant: str) -> bool:
+        return self.available_to == "all" or tenant in self.available_to
+
+    @property
+    def on_frontier_accelerator(self) -> bool:
+        return self.compute == "frontier-accelerator"
+
+
+class Price(BaseModel):
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+
+class Slot(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str
+    kind: str = ""
+    licence: str = ""
+    languages: list[str] = Field(default_factory=list)
+    price_usd_per_mtok: Price
+    deployments: list[Deployment]
+
+
+class Catalog(BaseModel):
+    """The slots and their deployments. ``(slot id, deployment id)`` is unique."""
+
+    model_config = ConfigDict(extra="allow")
+    slots: list[Slot]
+
+    def model_post_init(self, __context: object) -> None:
+        seen: set[tuple[str, str]] = set()
+        for slot in self.slots:
+            for dep in slot.deployments:
+                key = (slot.id, dep.id)
+                if key in seen:
+                    raise ConfigError(f"duplicate deployment {slot.id}/{dep.id} in catalog")
+                seen.add(key)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Catalog:
+        try:
+            return cls.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot load model catalog {path}: {exc}") from exc
+
+    def slot(self, slot_id: str) -> Slot:
+        for slot in self.slots:
+            if slot.id == slot_id:
+                return slot
+        raise KeyError(slot_id)
+
+    def deployment(self, slot_id: str, deployment_id: str) -> Deployment:
+        for dep in self.slot(slot_id).deployments:
+            if dep.id == deployment_id:
+                return dep
+        raise KeyError(f"{slot_id}/{deployment_id}")
+
+    def pairs(self) -> Iterator[tuple[Slot, Deployment]]:
+        for slot in self.slots:
+            for dep in slot.deployments:
+                yield slot, dep
+
+    def cost_usd(self, slot_id: str, deployment_id: str, input_tokens: int, output_tokens: int) -> float:
+        slot = self.slot(slot_id)
+        dep = self.deployment(slot_id, deployment_id)
+        price = slot.price_usd_per_mtok
+        return (input_tokens * price.input + output_tokens * price.output) / 1e6 * dep.price_multiplier
+
+
+class Tenant(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str
+    name: str = ""
+    jurisdiction: str = ""
+    value: Literal["standard", "high"] = "standard"
+    share: float | None = None
+    policy: str = ""
+
+
+class Tenants(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    data_classes: list[str] = Field(default_factory=lambda: ["public", "internal", "confidential", "restricted"])
+    tenants: list[Tenant]
+
+    @classmethod
+    def load(cls, path: str | Path) -> Tenants:
+        try:
+            return cls.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot load tenants file {path}: {exc}") from exc
+
+    def get(self, tenant_id: str) -> Tenant:
+        for tenant in self.tenants:
+            if tenant.id == tenant_id:
+                return tenant
+        raise KeyError(tenant_id)
+
+
+def estimate_tokens(text: str) -> int:
+    """The workload's token estimate: ``ceil(characters / 4)`` (code points)."""
+    return math.ceil(len(text) / 4)

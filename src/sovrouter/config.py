@@ -1,0 +1,92 @@
+"""Configuration: one YAML (or TOML) file, validated by pydantic. Paths are relative to the file's folder."""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sovrouter.errors import ConfigError
+
+
+class ApiKey(BaseModel):
+    """An API key, stored hashed (sha256 hex); the tenant it authenticates."""
+
+    model_config = ConfigDict(extra="forbid")
+    tenant: str
+    key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    label: str = ""
+
+
+class Upstream(BaseModel):
+    """Where a deployment's OpenAI-compatible server is (one or more replicas)."""
+
+    model_config = ConfigDict(extra="forbid")
+    base_urls: list[str] = Field(min_length=1)
+    model: str = "default"
+    api_key_env: str | None = None
+
+
+class BreakerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    consecutive_failures: int = Field(default=5, ge=1)
+    cooldown_s: float = Field(default=30.0, gt=0)
+    window: int = Field(default=50, ge=5)
+    eject_error_rate: float = Field(default=0.5, gt=0, le=1)
+
+
+class ReliabilitySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    timeout_s: float = Field(default=60.0, gt=0)
+    first_token_timeout_s: float = Field(default=20.0, gt=0)
+    retries: int = Field(default=1, ge=0, le=5)
+    retry_budget_ratio: float = Field(default=0.2, ge=0, le=1)
+    breaker: BreakerSettings = BreakerSettings()
+
+
+class CacheSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    exact_enabled: bool = True
+    ttl_s: float = Field(default=3600.0, gt=0)
+    semantic_enabled: bool = False
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    catalog: Path
+    tenants: Path
+    api_keys: list[ApiKey] = Field(default_factory=list)
+    upstreams: dict[str, Upstream] = Field(default_factory=dict, description="'slot/deployment' -> upstream")
+    state_dir: Path = Path("var")
+    router: Literal["baseline", "learned"] = "baseline"
+    policy: Literal["availability", "cedar"] = "availability"
+    detector: Literal["none", "pii"] = "none"
+    cache: CacheSettings = CacheSettings()
+    reliability: ReliabilitySettings = ReliabilitySettings()
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Settings:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+            raw = tomllib.loads(text) if p.suffix == ".toml" else yaml.safe_load(text)
+            settings = cls.model_validate(raw)
+        except (OSError, ValueError, yaml.YAMLError, ValidationError) as exc:
+            raise ConfigError(f"invalid configuration {p}: {exc}") from exc
+        base = p.parent
+        return settings.model_copy(
+            update={
+                "catalog": (base / settings.catalog).resolve(),
+                "tenants": (base / settings.tenants).resolve(),
+                "state_dir": (base / settings.state_dir).resolve(),
+            }
+        )
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()

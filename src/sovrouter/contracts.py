@@ -1,0 +1,216 @@
+"""The data contracts of the request path (pydantic v2). Documented in ``docs/contracts.md``.
+
+A request flows through these shapes::
+
+    OpenAI chat body --intake--> NormalizedRequest
+        --detect--> Detection --policy--> PolicyVerdict (allowed candidates, per-candidate evidence)
+        --classify--> Signals --route--> RouteDecision --execute--> ModelCall -> ModelResult (+ CallAttempt*)
+        --record--> RequestRecord
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from sovrouter.catalog import Modality
+
+DataClass = Literal["public", "internal", "confidential", "restricted"]
+DATA_CLASS_ORDER: tuple[DataClass, ...] = ("public", "internal", "confidential", "restricted")
+
+
+class ContentPart(BaseModel):
+    """One part of a message. Text parts carry ``text``; media parts carry a reference (URL or data URL)."""
+
+    model_config = ConfigDict(frozen=True)
+    modality: Modality
+    text: str | None = None
+    ref: str | None = Field(default=None, description="URL or data URL of a media part (never logged)")
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    parts: tuple[ContentPart, ...]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(p.text for p in self.parts if p.text is not None)
+
+
+class Parameters(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+class NormalizedRequest(BaseModel):
+    """What every later step sees. The tenant comes from the API key, never from the body."""
+
+    model_config = ConfigDict(frozen=True)
+    request_id: str
+    tenant: str
+    data_class: DataClass = "public"
+    messages: tuple[Message, ...]
+    parameters: Parameters = Parameters()
+    stream: bool = False
+    requested_model: str = "auto"
+    arrived_ms: float = 0.0
+    external_id: str | None = Field(default=None, description="id of the workload record in replay")
+
+    @property
+    def modalities(self) -> frozenset[str]:
+        return frozenset(p.modality for m in self.messages for p in m.parts)
+
+    @property
+    def prompt_text(self) -> str:
+        """All text of the request, in order (what detection and classification read)."""
+        return "\n".join(m.text for m in self.messages)
+
+    @property
+    def user_text(self) -> str:
+        return "\n".join(m.text for m in self.messages if m.role == "user")
+
+
+class Candidate(BaseModel):
+    """A slot on one of its deployments: the unit routing chooses between."""
+
+    model_config = ConfigDict(frozen=True)
+    slot: str
+    deployment: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.slot}/{self.deployment}"
+
+
+class Detection(BaseModel):
+    """Personal-data detection outcome: types only, never the values."""
+
+    pii_types: list[str] = Field(default_factory=list)
+    language: str | None = None
+    failed: bool = Field(default=False, description="detector errored or timed out: treated as personal data")
+    elapsed_ms: float = 0.0
+
+    @property
+    def has_personal_data(self) -> bool:
+        return self.failed or bool(self.pii_types)
+
+
+class CandidateVerdict(BaseModel):
+    candidate: Candidate
+    allowed: bool
+    rule: str = Field(description="id of the rule that allowed or excluded it")
+
+
+class PolicyVerdict(BaseModel):
+    """The allowed set, computed once per request before routing, with evidence per candidate."""
+
+    verdicts: list[CandidateVerdict]
+    effective_class: DataClass = "public"
+    failed: bool = False
+    elapsed_ms: float = 0.0
+
+    @property
+    def allowed(self) -> list[Candidate]:
+        return [v.candidate for v in self.verdicts if v.allowed]
+
+    def allows(self, candidate: Candidate) -> bool:
+        return any(v.allowed and v.candidate == candidate for v in self.verdicts)
+
+
+class Signals(BaseModel):
+    """Classification signals (filled by the classifier; the baseline leaves most of them unset)."""
+
+    model_config = ConfigDict(extra="allow")
+    domain: str | None = None
+    language: str | None = None
+    output_kind: Literal["free_text", "choice", "number", "code"] | None = None
+    difficulty: float | None = None
+    sensitive: bool = False
+
+
+class RouteDecision(BaseModel):
+    """Ordered plan: try ``plan[0]`` first; later entries are cascade / fallback steps."""
+
+    plan: list[Candidate]
+    router: str
+    evidence: dict[str, Any] = Field(default_factory=dict)
+
+
+class CallAttempt(BaseModel):
+    """One upstream call actually made (or refused by the guard before leaving)."""
+
+    candidate: Candidate
+    outcome: Literal["ok", "error", "timeout", "circuit_open", "guard_refused", "stream_error", "rejected"]
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    error: str | None = None
+    purpose: Literal["primary", "fallback", "retry", "cascade", "shadow"] = "primary"
+
+
+class ModelCall(BaseModel):
+    """What an adapter receives. ``attempts`` is the per-request call log every adapter layer appends to."""
+
+    request: NormalizedRequest
+    allowed: list[Candidate] = Field(description="the request's allowed set; the policy guard enforces it")
+    purpose: Literal["primary", "fallback", "retry", "cascade", "shadow"] = "primary"
+    attempts: list[CallAttempt] = Field(default_factory=list, exclude=True)
+
+
+class ModelResult(BaseModel):
+    candidate: Candidate
+    text: str
+    finish_reason: str = "stop"
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+
+
+class StreamChunk(BaseModel):
+    """A piece of a streamed answer; the last one has ``final`` set with the totals."""
+
+    candidate: Candidate
+    delta: str = ""
+    final: ModelResult | None = None
+
+
+class CacheOutcome(BaseModel):
+    kind: Literal["miss", "exact", "semantic", "bypass"] = "miss"
+    source_request_id: str | None = None
+    source_candidate: Candidate | None = None
+
+
+class RequestRecord(BaseModel):
+    """Exactly one per request: what happened and why, with costs from catalog prices."""
+
+    request_id: str
+    external_id: str | None = None
+    tenant: str
+    data_class: DataClass
+    effective_class: DataClass
+    modalities: list[str]
+    arrived_ms: float
+    status: Literal["ok", "refused", "error"]
+    error_code: str | None = None
+    final: Candidate | None = None
+    calls: list[CallAttempt] = Field(default_factory=list)
+    cache: CacheOutcome = CacheOutcome()
+    fallback_used: bool = False
+    escalated: bool = False
+    latency_ms: float = 0.0
+    decision_ms: float = 0.0
+    cost_usd: float = 0.0
+    detected_pii_types: list[str] = Field(default_factory=list)
+    policy: list[CandidateVerdict] = Field(default_factory=list)
+    decision: RouteDecision | None = None
+    signals: Signals | None = None
+    response_text_chars: int = 0

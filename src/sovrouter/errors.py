@@ -1,0 +1,110 @@
+"""The one error hierarchy of sovrouter.
+
+Every error the control plane raises on purpose derives from :class:`SovrouterError`. Each class carries the
+HTTP status, the OpenAI-style ``type`` and a stable ``code``; the gateway boundary maps them to
+``{"error": {"message", "type", "param", "code"}}`` and nothing else. Messages are written for clients: they
+never contain prompt text, personal data, API keys or stack traces.
+
+    SovrouterError                      500 server_error
+    ├── InvalidRequestError             400 invalid_request_error
+    │   ├── UnsupportedModalityError    400 (no configured deployment serves the modality)
+    │   └── RequestTooLargeError        413
+    ├── AuthenticationError             401 authentication_error
+    ├── NotFoundError                   404 not_found_error (unknown model, unknown id)
+    ├── PolicyRefusalError              403 policy_refusal (no deployment the tenant's policy allows)
+    ├── ConfigError                     500 (configuration or artifact is invalid; raised at start-up)
+    └── UpstreamError                   502 upstream_error (a model call failed)
+        ├── UpstreamTimeoutError        504
+        ├── CircuitOpenError            503 (breaker open / replica ejected)
+        ├── RetryBudgetExhaustedError   503
+        ├── PolicyGuardError            403 (a call to a deployment outside the allowed set was refused)
+        └── AllCandidatesFailedError    502 (every step of the fallback chain failed)
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class SovrouterError(Exception):
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "server_error"
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+    def to_openai(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+class InvalidRequestError(SovrouterError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class UnsupportedModalityError(InvalidRequestError):
+    code = "unsupported_modality"
+
+
+class RequestTooLargeError(InvalidRequestError):
+    status = 413
+    code = "request_too_large"
+
+
+class AuthenticationError(SovrouterError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class NotFoundError(SovrouterError):
+    status = 404
+    type = "not_found_error"
+    code = "not_found"
+
+
+class PolicyRefusalError(SovrouterError):
+    status = 403
+    type = "policy_refusal"
+    code = "no_allowed_deployment"
+
+
+class ConfigError(SovrouterError):
+    code = "config_error"
+
+
+class UpstreamError(SovrouterError):
+    status = 502
+    type = "upstream_error"
+    code = "upstream_failed"
+
+
+class UpstreamTimeoutError(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+
+
+class CircuitOpenError(UpstreamError):
+    status = 503
+    code = "circuit_open"
+
+
+class RetryBudgetExhaustedError(UpstreamError):
+    status = 503
+    code = "retry_budget_exhausted"
+
+
+class PolicyGuardError(UpstreamError):
+    """A call to a deployment outside the request's allowed set was attempted and refused before it left."""
+
+    status = 403
+    type = "policy_refusal"
+    code = "policy_guard"
+
+
+class AllCandidatesFailedError(UpstreamError):
+    code = "all_candidates_failed"

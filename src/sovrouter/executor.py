@@ -1,0 +1,84 @@
+"""Execute a route decision: first try, fallbacks on failure, cascade steps when the router's review asks.
+
+``plan`` is ordered. A failed call falls back to the next entry of the plan; a successful answer goes to the
+router's review, which accepts it or names a later plan entry to escalate to. Every call goes through the
+adapter chain the registry built for that deployment, whose innermost-but-one layer is the policy guard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from sovrouter.contracts import Candidate, ModelCall, ModelResult, RouteDecision, StreamChunk
+from sovrouter.errors import AllCandidatesFailedError, UpstreamError
+from sovrouter.protocols import ModelAdapter
+from sovrouter.reliability import FallbackAdapter, PolicyGuard
+
+Review = Callable[[Sequence[ModelResult]], Candidate | None]
+
+
+@dataclass
+class Executor:
+    """``adapters`` maps each candidate to its (already wrapped) adapter; the guard is added here."""
+
+    adapters: Mapping[Candidate, ModelAdapter]
+
+    def _chain(self, plan: Sequence[Candidate]) -> FallbackAdapter:
+        return FallbackAdapter([PolicyGuard(self._adapter(c)) for c in plan])
+
+    def _adapter(self, candidate: Candidate) -> ModelAdapter:
+        try:
+            return self.adapters[candidate]
+        except KeyError:
+            return _Unwired(candidate)
+
+    async def run(self, call: ModelCall, decision: RouteDecision, review: Review) -> ModelResult:
+        plan = decision.plan
+        results: list[ModelResult] = []
+        start = 0
+        while start < len(plan):
+            try:
+                result = await self._chain(plan[start:]).generate(call)
+            except UpstreamError:
+                if results:  # an escalation failed everywhere: keep the answer we have
+                    return results[-1]
+                raise
+            results.append(result)
+            nxt = review(results)
+            if nxt is None or nxt not in plan:
+                return result
+            nxt_index = plan.index(nxt)
+            if nxt_index <= plan.index(result.candidate):
+                return result
+            start = nxt_index
+            call.purpose = "cascade"
+        raise AllCandidatesFailedError("empty route plan")
+
+    async def stream(self, call: ModelCall, decision: RouteDecision, review: Review) -> AsyncIterator[StreamChunk]:
+        if decision.evidence.get("review", False):
+            # The router wants to check the answer before it is shown: buffer, then emit it whole.
+            result = await self.run(call, decision, review)
+            yield StreamChunk(candidate=result.candidate, delta=result.text)
+            yield StreamChunk(candidate=result.candidate, final=result)
+            return
+        async for chunk in self._chain(decision.plan).stream(call):
+            yield chunk
+
+
+class _Unwired:
+    """A catalog deployment with no adapter configured: fails like a down upstream (so fallback applies)."""
+
+    def __init__(self, candidate: Candidate) -> None:
+        self._target = candidate
+
+    @property
+    def target(self) -> Candidate:
+        return self._target
+
+    async def generate(self, call: ModelCall) -> ModelResult:
+        raise UpstreamError(f"no adapter configured for {self._target.key}")
+
+    async def stream(self, call: ModelCall) -> AsyncIterator[StreamChunk]:
+        raise UpstreamError(f"no adapter configured for {self._target.key}")
+        yield  # pragma: no cover

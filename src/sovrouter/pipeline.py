@@ -1,0 +1,259 @@
+"""The request path, assembled in one visible place.
+
+    intake (gateway / replay) -> detect -> policy -> cache -> classify -> route -> execute -> record
+
+The gateway and the replay harness both call :meth:`Pipeline.handle` (or :meth:`Pipeline.handle_stream`); there
+is no second implementation. Everything is injected: swap a component by passing another implementation of its
+Protocol (see ``protocols.py``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+
+from sovrouter.catalog import Catalog, estimate_tokens
+from sovrouter.contracts import (
+    CacheOutcome,
+    CallAttempt,
+    Candidate,
+    Detection,
+    ModelCall,
+    ModelResult,
+    NormalizedRequest,
+    PolicyVerdict,
+    RequestRecord,
+    RouteDecision,
+    Signals,
+    StreamChunk,
+)
+from sovrouter.errors import (
+    AllCandidatesFailedError,
+    PolicyRefusalError,
+    SovrouterError,
+    UnsupportedModalityError,
+    UpstreamError,
+)
+from sovrouter.executor import Executor
+from sovrouter.protocols import Classifier, Clock, Detector, Policy, RecordSink, ResponseCache, Router
+
+
+@dataclass
+class Outcome:
+    """What the pipeline hands back to its caller (gateway or replay)."""
+
+    record: RequestRecord
+    result: ModelResult | None
+    error: SovrouterError | None = None
+
+
+@dataclass
+class _Prepared:
+    request: NormalizedRequest
+    detection: Detection
+    verdict: PolicyVerdict
+    started_ms: float
+    decision_ms: float = 0.0
+    signals: Signals | None = None
+    decision: RouteDecision | None = None
+    cache: CacheOutcome = field(default_factory=CacheOutcome)
+    cached: ModelResult | None = None
+
+
+@dataclass
+class Pipeline:
+    catalog: Catalog
+    detector: Detector
+    policy: Policy
+    classifier: Classifier
+    router: Router
+    executor: Executor
+    cache: ResponseCache
+    records: RecordSink
+    clock: Clock
+    timer: Callable[[], float] = time.perf_counter  # wall-clock for decision_ms, even in replay
+
+    # ------------------------------------------------------------------ the request path
+    async def handle(self, request: NormalizedRequest) -> Outcome:
+        try:
+            prep = await self._prepare(request)
+        except SovrouterError as exc:
+            return self._finish_error(request, exc, None)
+        if prep.cached is not None:
+            return self._finish(prep, prep.cached, [])
+        assert prep.decision is not None and prep.signals is not None
+        call = ModelCall(request=request, allowed=prep.verdict.allowed)
+        try:
+            result = await self.executor.run(call, prep.decision, self._reviewer(prep))
+            await self.cache.store(request, prep.detection, result)
+        except UpstreamError as exc:
+            return self._finish_error(request, exc, prep, call.attempts)
+        finally:
+            await self.cache.release(request)
+        return self._finish(prep, result, call.attempts)
+
+    async def handle_stream(self, request: NormalizedRequest) -> AsyncIterator[StreamChunk | Outcome]:
+        """Yield chunks as they arrive, then the :class:`Outcome` last (also on failure)."""
+        try:
+            prep = await self._prepare(request)
+        except SovrouterError as exc:
+            yield self._finish_error(request, exc, None)
+            return
+        if prep.cached is not None:
+            yield StreamChunk(candidate=prep.cached.candidate, delta=prep.cached.text)
+            yield self._finish(prep, prep.cached, [])
+            return
+        assert prep.decision is not None
+        call = ModelCall(request=request, allowed=prep.verdict.allowed)
+        result: ModelResult | None = None
+        try:
+            async for chunk in self.executor.stream(call, prep.decision, self._reviewer(prep)):
+                if chunk.final is not None:
+                    result = chunk.final
+                yield chunk
+            if result is None:  # never end silently truncated: no final chunk is an error
+                raise AllCandidatesFailedError("upstream stream ended without completing")
+            await self.cache.store(request, prep.detection, result)
+        except UpstreamError as exc:
+            yield self._finish_error(request, exc, prep, call.attempts)
+            return
+        finally:
+            await self.cache.release(request)
+        yield self._finish(prep, result, call.attempts)
+
+    # ------------------------------------------------------------------ steps
+    async def _prepare(self, request: NormalizedRequest) -> _Prepared:
+        t0 = self.timer()
+        started = self.clock.now_ms()
+        servable = self._servable_candidates(request)
+        detection = self.detector.detect(request)
+        verdict = self.policy.evaluate(request, detection, servable)
+        prep = _Prepared(request, detection, verdict, started)
+        allowed = verdict.allowed
+        if not allowed:
+            prep.decision_ms = (self.timer() - t0) * 1000
+            raise _Refusal(prep, PolicyRefusalError("no deployment allowed by the tenant's policy can serve this"))
+        prep.decision_ms = (self.timer() - t0) * 1000
+        prep.cache, prep.cached = await self.cache.lookup(request, detection, allowed)
+        if prep.cached is not None:
+            return prep
+        t1 = self.timer()
+        prep.signals = self.classifier.classify(request, detection)
+        prep.decision = self.router.decide(request, prep.signals, allowed)
+        prep.decision_ms += (self.timer() - t1) * 1000
+        return prep
+
+    def _servable_candidates(self, request: NormalizedRequest) -> list[Candidate]:
+        wanted = request.modalities
+        out: list[Candidate] = []
+        for slot, dep in self.catalog.pairs():
+            if not dep.available_for(request.tenant) or not wanted <= set(dep.modalities):
+                continue
+            if request.requested_model not in ("auto", slot.id, f"{slot.id}/{dep.id}"):
+                continue
+            out.append(Candidate(slot=slot.id, deployment=dep.id))
+        if not out:
+            raise UnsupportedModalityError(
+                "no configured deployment can serve this request (modality "
+                + ",".join(sorted(wanted))
+                + ")",
+                param="messages",
+            )
+        return out
+
+    def _reviewer(
+        self, prep: _Prepared
+    ) -> Callable[[Sequence[ModelResult]], Candidate | None]:
+        assert prep.decision is not None and prep.signals is not None
+        decision, signals = prep.decision, prep.signals
+
+        def review(results: Sequence[ModelResult]) -> Candidate | None:
+            t0 = self.timer()
+            try:
+                return self.router.review(prep.request, signals, decision, results)
+            finally:
+                prep.decision_ms += (self.timer() - t0) * 1000
+
+        return review
+
+    # ------------------------------------------------------------------ record
+    def _finish(self, prep: _Prepared, result: ModelResult, attempts: list[CallAttempt]) -> Outcome:
+        request = prep.request
+        calls = [self._priced(request, a) for a in attempts]
+        record = RequestRecord(
+            request_id=request.request_id,
+            external_id=request.external_id,
+            tenant=request.tenant,
+            data_class=request.data_class,
+            effective_class=prep.verdict.effective_class,
+            modalities=sorted(request.modalities),
+            arrived_ms=request.arrived_ms,
+            status="ok",
+            final=result.candidate,
+            calls=calls,
+            cache=prep.cache,
+            fallback_used=any(c.purpose == "fallback" for c in calls),
+            escalated=any(c.purpose == "cascade" for c in calls),
+            latency_ms=max(0.0, self.clock.now_ms() - prep.started_ms) or sum(c.latency_ms for c in calls),
+            decision_ms=prep.decision_ms,
+            cost_usd=sum(c.cost_usd for c in calls),
+            detected_pii_types=list(prep.detection.pii_types),
+            policy=prep.verdict.verdicts,
+            decision=prep.decision,
+            signals=prep.signals,
+            response_text_chars=len(result.text),
+        )
+        self.records.write(record)
+        return Outcome(record=record, result=result)
+
+    def _finish_error(
+        self,
+        request: NormalizedRequest,
+        exc: SovrouterError,
+        prep: _Prepared | None,
+        attempts: list[CallAttempt] | None = None,
+    ) -> Outcome:
+        if isinstance(exc, _Refusal):
+            prep, exc = exc.prep, exc.error
+        calls = [self._priced(request, a) for a in attempts or []]
+        record = RequestRecord(
+            request_id=request.request_id,
+            external_id=request.external_id,
+            tenant=request.tenant,
+            data_class=request.data_class,
+            effective_class=prep.verdict.effective_class if prep else request.data_class,
+            modalities=sorted(request.modalities),
+            arrived_ms=request.arrived_ms,
+            status="refused" if isinstance(exc, PolicyRefusalError) else "error",
+            error_code=exc.code,
+            calls=calls,
+            cache=prep.cache if prep else CacheOutcome(kind="bypass"),
+            fallback_used=any(c.purpose == "fallback" for c in calls),
+            latency_ms=max(0.0, self.clock.now_ms() - prep.started_ms) if prep else 0.0,
+            decision_ms=prep.decision_ms if prep else 0.0,
+            cost_usd=sum(c.cost_usd for c in calls),
+            detected_pii_types=list(prep.detection.pii_types) if prep else [],
+            policy=prep.verdict.verdicts if prep else [],
+            decision=prep.decision if prep else None,
+            signals=prep.signals if prep else None,
+        )
+        self.records.write(record)
+        return Outcome(record=record, result=None, error=exc)
+
+    def _priced(self, request: NormalizedRequest, attempt: CallAttempt) -> CallAttempt:
+        if attempt.outcome not in ("ok", "stream_error"):
+            return attempt  # refused before leaving, or failed without an answer: nothing billed
+        c = attempt.candidate
+        tokens_in = attempt.input_tokens or estimate_tokens(request.user_text)
+        cost = self.catalog.cost_usd(c.slot, c.deployment, tokens_in, attempt.output_tokens)
+        return attempt.model_copy(update={"input_tokens": tokens_in, "cost_usd": cost})
+
+
+class _Refusal(PolicyRefusalError):
+    """Carries the prepared state out of ``_prepare`` so the refusal is recorded with its evidence."""
+
+    def __init__(self, prep: _Prepared, error: PolicyRefusalError) -> None:
+        super().__init__(error.message)
+        self.prep = prep
+        self.error = error

@@ -1,0 +1,96 @@
+"""The small Protocols each concern of the request path sits behind (1-3 methods each).
+
+Implementations swap through these without touching the pipeline: the baseline router is replaced by the
+learned router, the null detector by the Presidio/spaCy one, the availability policy by the Cedar engine, the
+HTTP adapter by the replay adapter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol, runtime_checkable
+
+from sovrouter.contracts import (
+    CacheOutcome,
+    Candidate,
+    Detection,
+    ModelCall,
+    ModelResult,
+    NormalizedRequest,
+    PolicyVerdict,
+    RequestRecord,
+    RouteDecision,
+    Signals,
+    StreamChunk,
+)
+
+
+class Clock(Protocol):
+    """Wall clock in production, simulated clock (from the stream's ``t_ms``) in replay."""
+
+    def now_ms(self) -> float: ...
+
+
+class Detector(Protocol):
+    """Finds personal data in a request. Must return types only, never the values."""
+
+    def detect(self, request: NormalizedRequest) -> Detection: ...
+
+
+class Policy(Protocol):
+    """Computes the allowed set for a request (hard constraints, before any scoring)."""
+
+    def evaluate(
+        self, request: NormalizedRequest, detection: Detection, candidates: Sequence[Candidate]
+    ) -> PolicyVerdict: ...
+
+
+class Classifier(Protocol):
+    def classify(self, request: NormalizedRequest, detection: Detection) -> Signals: ...
+
+
+class Router(Protocol):
+    """Chooses among allowed candidates only, and reviews an answer to accept it or escalate."""
+
+    name: str
+
+    def decide(
+        self, request: NormalizedRequest, signals: Signals, allowed: Sequence[Candidate]
+    ) -> RouteDecision: ...
+
+    def review(
+        self, request: NormalizedRequest, signals: Signals, decision: RouteDecision, results: Sequence[ModelResult]
+    ) -> Candidate | None:
+        """Return the next candidate to escalate to, or ``None`` to accept the last result."""
+        ...
+
+
+@runtime_checkable
+class ModelAdapter(Protocol):
+    """The adapter contract the model team implements. ``target`` is the deployment it calls."""
+
+    @property
+    def target(self) -> Candidate: ...
+
+    async def generate(self, call: ModelCall) -> ModelResult: ...
+
+    def stream(self, call: ModelCall) -> AsyncIterator[StreamChunk]: ...
+
+
+class ResponseCache(Protocol):
+    """Reuse of earlier answers (exact or semantic). ``allowed`` is the current request's allowed set: an entry
+    produced on a deployment outside it is never served."""
+
+    async def lookup(
+        self, request: NormalizedRequest, detection: Detection, allowed: Sequence[Candidate]
+    ) -> tuple[CacheOutcome, ModelResult | None]: ...
+
+    async def store(self, request: NormalizedRequest, detection: Detection, result: ModelResult) -> None: ...
+
+    async def release(self, request: NormalizedRequest) -> None:
+        """End this request's single-flight lead (stored or not); always called once a miss is finished."""
+        ...
+
+
+class RecordSink(Protocol):
+    def write(self, record: RequestRecord) -> None: ...

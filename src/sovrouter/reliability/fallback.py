@@ -1,0 +1,60 @@
+"""Ordered fallback over several adapters, itself an adapter (like pydantic-ai's FallbackModel).
+
+Non-streaming: try each in order until one answers. Streaming: fall back freely until the first chunk has been
+yielded; after that a failure cannot be hidden, so the error propagates and the caller ends the stream with an
+explicit error event (never a silently truncated answer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+from sovrouter.contracts import Candidate, ModelCall, ModelResult, StreamChunk
+from sovrouter.errors import AllCandidatesFailedError, PolicyGuardError, UpstreamError
+from sovrouter.protocols import ModelAdapter
+
+
+class FallbackAdapter:
+    def __init__(self, adapters: Sequence[ModelAdapter]) -> None:
+        if not adapters:
+            raise ValueError("FallbackAdapter needs at least one adapter")
+        self.adapters = list(adapters)
+
+    @property
+    def target(self) -> Candidate:
+        return self.adapters[0].target
+
+    async def generate(self, call: ModelCall) -> ModelResult:
+        first_purpose = call.purpose
+        errors: list[UpstreamError] = []
+        for i, adapter in enumerate(self.adapters):
+            call.purpose = first_purpose if i == 0 else "fallback"
+            try:
+                return await adapter.generate(call)
+            except UpstreamError as exc:
+                errors.append(exc)
+        raise _all_failed(errors)
+
+    async def stream(self, call: ModelCall) -> AsyncIterator[StreamChunk]:
+        first_purpose = call.purpose
+        errors: list[UpstreamError] = []
+        for i, adapter in enumerate(self.adapters):
+            call.purpose = first_purpose if i == 0 else "fallback"
+            started = False
+            try:
+                async for chunk in adapter.stream(call):
+                    started = True
+                    yield chunk
+                return
+            except UpstreamError as exc:
+                if started:
+                    raise
+                errors.append(exc)
+        raise _all_failed(errors)
+
+
+def _all_failed(errors: list[UpstreamError]) -> UpstreamError:
+    if errors and all(isinstance(e, PolicyGuardError) for e in errors):
+        return errors[-1]
+    codes = ",".join(sorted({e.code for e in errors}))
+    return AllCandidatesFailedError(f"every candidate failed ({codes})")

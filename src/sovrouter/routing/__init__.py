@@ -1,0 +1,1 @@
+"""Routers (see ``protocols.Router``)."""

@@ -1,0 +1,61 @@
+"""Per-request records: exactly one per request, in SQLite, exportable as JSONL."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+from sovrouter.contracts import RequestRecord
+from sovrouter.errors import NotFoundError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+  request_id TEXT PRIMARY KEY,
+  tenant TEXT NOT NULL,
+  arrived_ms REAL NOT NULL,
+  status TEXT NOT NULL,
+  record_json TEXT NOT NULL
+)
+"""
+
+
+class SQLiteRecordStore:
+    """``INSERT`` (not upsert): a second record for the same request id is an error, by design."""
+
+    def __init__(self, path: str | Path = ":memory:") -> None:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(_SCHEMA)
+
+    def write(self, record: RequestRecord) -> None:
+        self._db.execute(
+            "INSERT INTO records VALUES (?, ?, ?, ?, ?)",
+            (record.request_id, record.tenant, record.arrived_ms, record.status, record.model_dump_json()),
+        )
+
+    def get(self, request_id: str) -> RequestRecord:
+        row = self._db.execute("SELECT record_json FROM records WHERE request_id = ?", (request_id,)).fetchone()
+        if row is None:
+            raise NotFoundError("no record with that request id")
+        return RequestRecord.model_validate_json(row[0])
+
+    def __iter__(self) -> Iterator[RequestRecord]:
+        for (raw,) in self._db.execute("SELECT record_json FROM records ORDER BY rowid"):
+            yield RequestRecord.model_validate_json(raw)
+
+    def count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM records").fetchone()[0])
+
+    def export_jsonl(self, path: str | Path) -> int:
+        n = 0
+        with open(path, "w", encoding="utf-8") as fh:
+            for (raw,) in self._db.execute("SELECT record_json FROM records ORDER BY rowid"):
+                fh.write(raw + "\n")
+                n += 1
+        return n
+
+    def close(self) -> None:
+        self._db.close()

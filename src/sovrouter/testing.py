@@ -1,0 +1,98 @@
+"""Test doubles shipped with the package: adapters that answer, fail, stall or break mid-stream, and an
+in-memory record sink. Use them in your own tests of routing and reliability code."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from sovrouter.contracts import Candidate, ModelCall, ModelResult, RequestRecord, StreamChunk
+from sovrouter.errors import UpstreamError
+
+
+@dataclass
+class FakeAdapter:
+    """Answers with ``text`` (split into ``chunks`` when streaming) after ``delay_s``; counts its calls."""
+
+    candidate: Candidate
+    text: str = "ok"
+    delay_s: float = 0.0
+    chunks: int = 3
+    calls: int = 0
+
+    @property
+    def target(self) -> Candidate:
+        return self.candidate
+
+    def _result(self) -> ModelResult:
+        return ModelResult(candidate=self.candidate, text=self.text, input_tokens=5,
+                           output_tokens=max(1, len(self.text) // 4), latency_ms=self.delay_s * 1000)
+
+    async def generate(self, call: ModelCall) -> ModelResult:
+        self.calls += 1
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        return self._result()
+
+    async def stream(self, call: ModelCall) -> AsyncIterator[StreamChunk]:
+        self.calls += 1
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        n = max(1, self.chunks)
+        step = max(1, -(-len(self.text) // n))
+        for i in range(0, len(self.text), step):
+            yield StreamChunk(candidate=self.candidate, delta=self.text[i : i + step])
+        yield StreamChunk(candidate=self.candidate, final=self._result())
+
+
+@dataclass
+class FailingAdapter:
+    """Fails every call with ``error`` (an UpstreamError subclass instance); counts its calls."""
+
+    candidate: Candidate
+    error: UpstreamError = field(default_factory=lambda: UpstreamError("upstream returned 500"))
+    calls: int = 0
+
+    @property
+    def target(self) -> Candidate:
+        return self.candidate
+
+    async def generate(self, call: ModelCall) -> ModelResult:
+        self.calls += 1
+        raise self.error
+
+    async def stream(self, call: ModelCall) -> AsyncIterator[StreamChunk]:
+        self.calls += 1
+        raise self.error
+        yield  # pragma: no cover
+
+
+@dataclass
+class MidStreamFailingAdapter:
+    """Streams ``first`` then fails; ``generate`` fails too (the connection drops mid-answer)."""
+
+    candidate: Candidate
+    first: str = "partial "
+    calls: int = 0
+
+    @property
+    def target(self) -> Candidate:
+        return self.candidate
+
+    async def generate(self, call: ModelCall) -> ModelResult:
+        self.calls += 1
+        raise UpstreamError("connection dropped mid-answer")
+
+    async def stream(self, call: ModelCall) -> AsyncIterator[StreamChunk]:
+        self.calls += 1
+        yield StreamChunk(candidate=self.candidate, delta=self.first)
+        raise UpstreamError("connection dropped mid-stream")
+
+
+@dataclass
+class MemorySink:
+    records: list[RequestRecord] = field(default_factory=list)
+
+    def write(self, record: RequestRecord) -> None:
+        self.records.append(record)

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from sovrouter.build import assemble
+from sovrouter.catalog import Catalog, Tenants
+from sovrouter.clock import WallClock
+from sovrouter.config import Settings
+from sovrouter.contracts import Candidate
+from sovrouter.intake import normalize_chat
+from sovrouter.testing import FailingAdapter, FakeAdapter, MemorySink, MidStreamFailingAdapter
+
+
+def _settings(catalog_path: str = "x", tenants_path: str = "y") -> Settings:
+    return Settings(catalog=catalog_path, tenants=tenants_path)  # type: ignore[arg-type]
+
+
+def _req(text: str = "hello", tenant: str = "acme-us", rid: str = "r1", stream: bool = False):
+    return normalize_chat({"messages": [{"role": "user", "content": text}], "stream": stream},
+                          tenant=tenant, request_id=rid)
+
+
+def _all_fake(catalog: Catalog) -> dict[Candidate, FakeAdapter]:
+    return {Candidate(slot=s.id, deployment=d.id): FakeAdapter(Candidate(slot=s.id, deployment=d.id), text=f"{s.id}")
+            for s, d in catalog.pairs()}
+
+
+async def test_one_record_per_request_and_route(catalog: Catalog, tenants: Tenants) -> None:
+    sink = MemorySink()
+    adapters = _all_fake(catalog)
+    p = assemble(_settings(), catalog, tenants, adapters, WallClock(), sink)
+    out = await p.handle(_req())
+    assert out.result is not None and out.record.status == "ok"
+    assert len(sink.records) == 1
+    assert out.record.final == Candidate(slot="sovereign-large", deployment="eu-sov")
+    assert out.record.calls[0].cost_usd > 0
+
+
+async def test_fallback_on_failure(catalog: Catalog, tenants: Tenants) -> None:
+    sink = MemorySink()
+    adapters: dict = _all_fake(catalog)
+    for c in list(adapters):
+        if c.slot == "sovereign-large":
+            adapters[c] = FailingAdapter(c)
+    p = assemble(_settings(), catalog, tenants, adapters, WallClock(), sink)
+    out = await p.handle(_req())
+    assert out.record.fallback_used
+    assert out.record.final is not None and out.record.final.slot == "frontier"
+
+
+async def test_gov_onprem_never_candidate_for_other_tenants(catalog: Catalog, tenants: Tenants) -> None:
+    sink = MemorySink()
+    p = assemble(_settings(), catalog, tenants, _all_fake(catalog), WallClock(), sink)
+    out = await p.handle(_req())
+    assert all(v.candidate.deployment != "gov-onprem" for v in out.record.policy if v.allowed)
+
+
+async def test_exact_cache_and_single_flight(catalog: Catalog, tenants: Tenants) -> None:
+    sink = MemorySink()
+    adapters = _all_fake(catalog)
+    for a in adapters.values():
+        a.delay_s = 0.05
+    p = assemble(_settings(), catalog, tenants, adapters, WallClock(), sink)
+    outs = await asyncio.gather(*[p.handle(_req(rid=f"r{i}")) for i in range(5)])
+    assert sum(a.calls for a in adapters.values()) == 1
+    assert sum(o.record.cache.kind == "exact" for o in outs) == 4
+    other = await p.handle(_req(rid="t2", tenant="eurobank"))
+    assert other.record.cache.kind == "miss"
+
+
+async def test_mid_stream_failure_ends_with_error(catalog: Catalog, tenants: Tenants) -> None:
+    sink = MemorySink()
+    adapters: dict = _all_fake(catalog)
+    for c in list(adapters):
+        if c.slot == "sovereign-large":
+            adapters[c] = MidStreamFailingAdapter(c)
+    p = assemble(_settings(), catalog, tenants, adapters, WallClock(), sink)
+    items = [x async for x in p.handle_stream(_req(stream=True))]
+    last = items[-1]
+    assert last.error is not None and last.record.status == "error"
+    assert len(sink.records) == 1
+
+
+@pytest.mark.parametrize("tenant", ["acme-us"])
+async def test_image_request_without_image_deployment_is_clear_error(catalog: Catalog, tenants: Tenants,
+                                                                     tenant: str) -> None:
+    sink = MemorySink()
+    p = assemble(_settings(), catalog, tenants, _all_fake(catalog), WallClock(), sink)
+    req = normalize_chat({"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "what is this"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]},
+        tenant=tenant, request_id="img")
+    out = await p.handle(req)
+    assert out.error is not None and out.error.code == "unsupported_modality"
