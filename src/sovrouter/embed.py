@@ -11,6 +11,7 @@ Loading is lazy and per instance (no module-level model); build one embedder at 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 from collections.abc import Sequence
@@ -36,7 +37,8 @@ def _normalise(x: NDArray[Any]) -> Vectors:
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
-    return (x / norms).astype(np.float32)
+    out: Vectors = (x / norms).astype(np.float32)
+    return out
 
 
 class MiniLMEmbedder:
@@ -98,7 +100,7 @@ class HashingEmbedder:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for i, text in enumerate(texts):
             words = self._word.findall(text.lower())
-            for tok in words + [a + " " + b for a, b in zip(words, words[1:], strict=False)]:
+            for tok in words + [a + " " + b for a, b in itertools.pairwise(words)]:
                 j, sign = self._bucket(tok)
                 out[i, j] += sign
         return _normalise(out)
