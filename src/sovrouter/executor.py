@@ -1,7 +1,8 @@
 """Execute a route decision: first try, fallbacks on failure, cascade steps when the router's review asks.
 
 ``plan`` is ordered. A failed call falls back to the next entry of the plan; a successful answer goes to the
-router's review, which accepts it or names a later plan entry to escalate to. Every call goes through the
+router's review, which accepts it (``None``), names a later plan entry to escalate to, or names the candidate of
+an answer it already has to serve that one instead (e.g. when cheap answers agree after an escalation). Every call goes through the
 adapter chain the registry built for that deployment, whose innermost-but-one layer is the policy guard.
 """
 
@@ -48,6 +49,9 @@ class Executor:
             nxt = review(results)
             if nxt is None or nxt not in plan:
                 return result
+            for earlier in results:  # the router picked an answer it already has (e.g. by agreement)
+                if earlier.candidate == nxt:
+                    return earlier
             nxt_index = plan.index(nxt)
             if nxt_index <= plan.index(result.candidate):
                 return result

@@ -61,7 +61,8 @@ class Router(Protocol):
     def review(
         self, request: NormalizedRequest, signals: Signals, decision: RouteDecision, results: Sequence[ModelResult]
     ) -> Candidate | None:
-        """Return the next candidate to escalate to, or ``None`` to accept the last result."""
+        """``None``: accept the last result. A later plan entry: escalate to it. The candidate of an earlier
+        result: serve that answer instead (e.g. the majority answer after an escalation)."""
         ...
 
 
