@@ -14,6 +14,9 @@ never contain prompt text, personal data, API keys or stack traces.
     ├── PolicyRefusalError              403 policy_refusal (no deployment the tenant's policy allows)
     ├── ConfigError                     500 (configuration or artifact is invalid; raised at start-up)
     └── UpstreamError                   502 upstream_error (a model call failed)
+        ├── UpstreamUnavailableError    502 (connect refused/reset, upstream 429/5xx: transient, retryable)
+        ├── UpstreamRejectedError       502 (upstream refused the call with another 4xx: not retryable)
+        ├── UpstreamProtocolError       502 (malformed body, stream ended without completing)
         ├── UpstreamTimeoutError        504
         ├── CircuitOpenError            503 (breaker open / replica ejected)
         ├── RetryBudgetExhaustedError   503
@@ -81,6 +84,24 @@ class UpstreamError(SovrouterError):
     status = 502
     type = "upstream_error"
     code = "upstream_failed"
+
+
+class UpstreamUnavailableError(UpstreamError):
+    """Connection refused or reset, or the upstream answered 429 / 5xx: transient, worth a (budgeted) retry."""
+
+    code = "upstream_unavailable"
+
+
+class UpstreamRejectedError(UpstreamError):
+    """The upstream refused the call with a 4xx other than 429: retrying the same call will not help."""
+
+    code = "upstream_rejected"
+
+
+class UpstreamProtocolError(UpstreamError):
+    """The upstream answered something that is not a valid completion (malformed body, truncated stream)."""
+
+    code = "upstream_bad_response"
 
 
 class UpstreamTimeoutError(UpstreamError):

@@ -1,0 +1,250 @@
+"""Loading a workload directory (the ``rep-v1`` format of ``shared/data/workload``).
+
+Two layouts are accepted:
+
+- flat: ``DIR/{models.json, tenants.json, requests.jsonl.gz, responses.jsonl.gz, stream.jsonl.gz, ...}``;
+- shared: ``DIR/models.json`` and ``DIR/tenants.json`` with the split files under ``DIR/<split>/`` (``dev`` by
+  default; any single sub-folder holding ``requests.jsonl.gz`` is taken when there is no ``dev``).
+
+Each data file may be gzip (``.jsonl.gz``) or plain (``.jsonl``). :func:`load_replay_inputs` reads only what
+the router may see at serving time (catalog, tenants, requests, responses, stream); it never opens the score
+or label files. :func:`load_scores` and :func:`load_labels` are for the offline evaluation only.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sovrouter.adapters.replay import RecordedResponse
+from sovrouter.catalog import Catalog, Tenants
+from sovrouter.contracts import DataClass
+from sovrouter.errors import ConfigError
+
+REPLAY_FILES = ("requests", "responses", "stream")
+EVAL_FILES = ("scores", "labels")
+
+
+class WorkloadMessage(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    role: str
+    content: Any
+
+
+class WorkloadRequest(BaseModel):
+    """A line of ``requests.jsonl.gz``: what the router sees."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    id: str
+    tenant: str
+    data_class: DataClass
+    messages: list[WorkloadMessage] = Field(min_length=1)
+
+    def chat_body(self) -> dict[str, Any]:
+        return {"messages": [m.model_dump() for m in self.messages]}
+
+
+class WorkloadResponse(BaseModel):
+    """A line of ``responses.jsonl.gz``: what slot ``model`` answered to ``request_id``."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    request_id: str
+    model: str
+    response: str
+    input_tokens: int = Field(ge=0)
+    output_tokens: int = Field(ge=0)
+
+
+class StreamEvent(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    seq: int = Field(ge=0)
+    request_id: str
+    t_ms: float = Field(ge=0)
+
+
+class Score(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    request_id: str
+    model: str
+    score: float = Field(ge=0, le=1)
+    score_kind: str = ""
+
+
+class Label(BaseModel):
+    """Ground truth of ``labels.jsonl.gz`` (offline evaluation only, never routing)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    id: str
+    source: str = ""
+    source_item_id: str = ""
+    domain: str = "unknown"
+    subdomain: str = ""
+    pii_types: list[str] = Field(default_factory=list)
+    hard_negative: bool = False
+    copy_of: str | None = None
+
+    @property
+    def has_personal_data(self) -> bool:
+        return bool(self.pii_types)
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class WorkloadPaths:
+    """Where each file of a workload is (``data`` holds the split files)."""
+
+    root: Path
+    data: Path
+
+    @property
+    def catalog(self) -> Path:
+        return _first_existing(self.root / "models.json", self.data / "models.json")
+
+    @property
+    def tenants(self) -> Path:
+        return _first_existing(self.root / "tenants.json", self.data / "tenants.json")
+
+    def file(self, name: str) -> Path | None:
+        for candidate in (self.data / f"{name}.jsonl.gz", self.data / f"{name}.jsonl"):
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def require(self, name: str) -> Path:
+        path = self.file(name)
+        if path is None:
+            raise ConfigError(f"workload {self.data} has no {name}.jsonl.gz")
+        return path
+
+
+def _first_existing(*paths: Path) -> Path:
+    for p in paths:
+        if p.is_file():
+            return p
+    return paths[0]
+
+
+def resolve(directory: str | Path, split: str | None = None) -> WorkloadPaths:
+    """Find the files of a workload in either layout (see module docstring)."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise ConfigError(f"workload directory {root} does not exist")
+    if split is not None:
+        data = root / split
+        if not data.is_dir():
+            raise ConfigError(f"workload {root} has no split folder {split!r}")
+        return WorkloadPaths(root, data)
+    flat = WorkloadPaths(root, root)
+    if flat.file("requests") is not None:
+        return flat
+    if (root / "dev").is_dir():
+        return WorkloadPaths(root, root / "dev")
+    subs = sorted(d for d in root.iterdir() if d.is_dir() and WorkloadPaths(root, d).file("requests"))
+    if len(subs) == 1:
+        return WorkloadPaths(root, subs[0])
+    if not subs:
+        raise ConfigError(f"workload {root} has no requests.jsonl.gz (flat or in a split folder)")
+    raise ConfigError(f"workload {root} has several splits ({', '.join(d.name for d in subs)}): name one")
+
+
+def _open(path: Path) -> IO[str]:
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def iter_jsonl(path: Path, model: type[_M]) -> Iterator[_M]:
+    """Validated rows of a (gzip) JSONL file; a bad line is a :class:`ConfigError` naming file and line."""
+    try:
+        with _open(path) as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    yield model.model_validate(json.loads(line))
+                except (ValueError, ValidationError) as exc:
+                    raise ConfigError(f"{path.name} line {lineno}: invalid {model.__name__}: "
+                                      f"{_short(exc)}") from None
+    except (OSError, EOFError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+
+
+def _short(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        return f"{'.'.join(str(x) for x in err.get('loc', ()))}: {err.get('msg', '')}"
+    return str(exc).splitlines()[0][:200]
+
+
+@dataclass(frozen=True)
+class ReplayInputs:
+    """Everything replay may read: no scores, no labels."""
+
+    paths: WorkloadPaths
+    catalog: Catalog
+    tenants: Tenants
+    requests: dict[str, WorkloadRequest]
+    responses: dict[tuple[str, str], RecordedResponse]  # (request id, slot) -> response
+    stream: list[StreamEvent]
+
+
+def load_requests(paths: WorkloadPaths) -> dict[str, WorkloadRequest]:
+    out: dict[str, WorkloadRequest] = {}
+    for r in iter_jsonl(paths.require("requests"), WorkloadRequest):
+        if r.id in out:
+            raise ConfigError(f"requests: duplicate request id {r.id}")
+        out[r.id] = r
+    return out
+
+
+def load_responses(paths: WorkloadPaths) -> dict[tuple[str, str], RecordedResponse]:
+    out: dict[tuple[str, str], RecordedResponse] = {}
+    for r in iter_jsonl(paths.require("responses"), WorkloadResponse):
+        out[(r.request_id, r.model)] = RecordedResponse(
+            response=r.response, input_tokens=r.input_tokens, output_tokens=r.output_tokens
+        )
+    return out
+
+
+def load_stream(paths: WorkloadPaths) -> list[StreamEvent]:
+    """Stream events in arrival order (by ``seq``; ``seq`` values must be unique)."""
+    events = sorted(iter_jsonl(paths.require("stream"), StreamEvent), key=lambda e: e.seq)
+    for a, b in zip(events, events[1:], strict=False):
+        if a.seq == b.seq:
+            raise ConfigError(f"stream: duplicate seq {a.seq}")
+    return events
+
+
+def load_replay_inputs(directory: str | Path, split: str | None = None) -> ReplayInputs:
+    paths = resolve(directory, split)
+    requests = load_requests(paths)
+    stream = load_stream(paths)
+    unknown = [e.seq for e in stream if e.request_id not in requests]
+    if unknown:
+        raise ConfigError(f"stream: {len(unknown)} events name unknown request ids (first seq {unknown[0]})")
+    return ReplayInputs(
+        paths=paths,
+        catalog=Catalog.load(paths.catalog),
+        tenants=Tenants.load(paths.tenants),
+        requests=requests,
+        responses=load_responses(paths),
+        stream=stream,
+    )
+
+
+def load_scores(paths: WorkloadPaths) -> dict[tuple[str, str], float]:
+    """``(request id, slot) -> score``. Offline evaluation only."""
+    return {(s.request_id, s.model): s.score for s in iter_jsonl(paths.require("scores"), Score)}
+
+
+def load_labels(paths: WorkloadPaths) -> dict[str, Label]:
+    """``request id -> Label``. Offline evaluation only."""
+    return {lab.id: lab for lab in iter_jsonl(paths.require("labels"), Label)}
