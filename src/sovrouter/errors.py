@@ -13,6 +13,10 @@ never contain prompt text, personal data, API keys or stack traces.
     ├── NotFoundError                   404 not_found_error (unknown model, unknown id)
     ├── PolicyRefusalError              403 policy_refusal (no deployment the tenant's policy allows)
     ├── ConfigError                     500 (configuration or artifact is invalid; raised at start-up)
+    ├── DetectionError                  500 (personal-data detection failed; the pipeline fails closed)
+    │   └── DetectionTimeoutError       500 (detection exceeded its time budget)
+    ├── PolicyEngineError               500 (policy evaluation failed; the pipeline fails closed: refusal)
+    ├── ReplayError                     500 (replay could not produce a valid decision for an event)
     └── UpstreamError                   502 upstream_error (a model call failed)
         ├── UpstreamUnavailableError    502 (connect refused/reset, upstream 429/5xx: transient, retryable)
         ├── UpstreamRejectedError       502 (upstream refused the call with another 4xx: not retryable)
@@ -78,6 +82,28 @@ class PolicyRefusalError(SovrouterError):
 
 class ConfigError(SovrouterError):
     code = "config_error"
+
+
+class DetectionError(SovrouterError):
+    """Never reaches a client: ``FailClosedDetector`` turns it into ``Detection(failed=True)``."""
+
+    code = "detection_failed"
+
+
+class DetectionTimeoutError(DetectionError):
+    code = "detection_timeout"
+
+
+class PolicyEngineError(SovrouterError):
+    """The policy engine could not evaluate; the sovereignty policy then allows nothing (a refusal)."""
+
+    code = "policy_engine_failed"
+
+
+class ReplayError(SovrouterError):
+    """The replay harness could not produce a valid decision for an event (one of its invariants broke)."""
+
+    code = "replay_error"
 
 
 class UpstreamError(SovrouterError):

@@ -14,6 +14,7 @@ or label files. :func:`load_scores` and :func:`load_labels` are for the offline 
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -217,7 +218,7 @@ def load_responses(paths: WorkloadPaths) -> dict[tuple[str, str], RecordedRespon
 def load_stream(paths: WorkloadPaths) -> list[StreamEvent]:
     """Stream events in arrival order (by ``seq``; ``seq`` values must be unique)."""
     events = sorted(iter_jsonl(paths.require("stream"), StreamEvent), key=lambda e: e.seq)
-    for a, b in zip(events, events[1:], strict=False):
+    for a, b in itertools.pairwise(events):
         if a.seq == b.seq:
             raise ConfigError(f"stream: duplicate seq {a.seq}")
     return events

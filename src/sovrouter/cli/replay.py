@@ -6,10 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from sovrouter.replay.decisions import write_decisions
-from sovrouter.replay.harness import replay_settings, run_replay
-from sovrouter.workload import load_replay_inputs
-
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("replay", help="replay a workload's stream through the request path")
@@ -22,6 +18,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here so `sovrouter <other command>` does not pay for the pipeline's imports.
+    from sovrouter.replay.decisions import write_decisions
+    from sovrouter.replay.harness import replay_settings, run_replay
+    from sovrouter.workload import load_replay_inputs
+
     inputs = load_replay_inputs(args.workload, args.split)
     settings = replay_settings(inputs, args.config)
     result = run_replay(inputs, settings, keep_records=args.records is not None)
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         f"replay: {s['events']:.0f} events, {s['calls']:.0f} upstream calls, {s['refused']:.0f} refused "
         f"({s['errors']:.0f} errors), {s['cache_hits']:.0f} cache hits; decision_ms p50 "
         f"{s['decision_ms_p50']:.3f} p99 {s['decision_ms_p99']:.3f}; {s['wall_s']:.1f} s wall "
-        f"({s['events_per_s']:.0f} events/s) -> {args.out}",
+        f"({s['events_per_s']:.0f} events/s); data {inputs.paths.data} -> {args.out}",
         file=sys.stderr,
     )
     return 0

@@ -28,7 +28,7 @@ from sovrouter.build import assemble
 from sovrouter.clock import SimClock
 from sovrouter.config import Settings
 from sovrouter.contracts import Candidate, RequestRecord
-from sovrouter.errors import SovrouterError
+from sovrouter.errors import ReplayError
 from sovrouter.intake import normalize_chat
 from sovrouter.protocols import ModelAdapter, RecordSink
 from sovrouter.replay.decisions import CacheRef, Decision, Detected, Route
@@ -37,12 +37,6 @@ from sovrouter.workload import ReplayInputs
 
 # Call-log outcomes that never left the control plane: they are not upstream calls.
 NOT_CALLED = frozenset({"guard_refused", "circuit_open"})
-
-
-class ReplayError(SovrouterError):
-    """The replay could not produce a valid decision for an event (an invariant of the harness broke)."""
-
-    code = "replay_error"
 
 
 @dataclass

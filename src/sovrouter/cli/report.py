@@ -1,0 +1,59 @@
+"""``sovrouter report --workload DIR --decisions FILE [--json OUT]``: KPIs of a replay, next to the baselines."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from sovrouter.errors import ConfigError
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("report", help="KPIs of a replay's decisions (needs the workload's scores and labels)")
+    p.add_argument("--workload", required=True, type=Path, help="workload directory (flat or shared layout)")
+    p.add_argument("--decisions", required=True, type=Path, help="decisions JSONL written by `sovrouter replay`")
+    p.add_argument("--json", type=Path, default=None, help="write the KPIs as JSON here")
+    p.add_argument("--split", default=None, help="split folder in the shared layout (default: dev)")
+    p.add_argument("--no-baselines", action="store_true", help="skip the baseline tables")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    # Imported here so `sovrouter <other command>` does not pay for numpy and the report's imports.
+    from sovrouter.replay.decisions import read_decisions
+    from sovrouter.report.baselines import baselines
+    from sovrouter.report.data import load_eval_data
+    from sovrouter.report.kpi import kpi_report, validate
+    from sovrouter.report.render import baseline_json, baseline_text, domain_text, kpi_text
+
+    data = load_eval_data(args.workload, args.split)
+    decisions = read_decisions(args.decisions)
+    problems = validate(data, decisions)
+    if problems:
+        shown = "; ".join(problems[:5])
+        raise ConfigError(f"decisions do not fit this workload ({len(problems)} problems): {shown}")
+    report: dict[str, Any] = kpi_report(data, decisions)
+    sections: list[str] = []
+    if not args.no_baselines:
+        events = [e.request_id for e in data.stream]
+        records = sorted(data.requests)
+        per_event = baselines(data, events, under_policy=True)
+        per_record = baselines(data, records, under_policy=True)
+        ignoring = baselines(data, records, under_policy=False)
+        sections += [
+            baseline_text("Baselines per stream event, under policy (the replay's denominator, no cache)",
+                          per_event),
+            baseline_text("README baselines recomputed, per request record, under policy", per_record),
+            baseline_text("README baselines recomputed, per request record, ignoring policy", ignoring),
+        ]
+        report["baselines"] = {
+            "per_event_under_policy": baseline_json(per_event),
+            "per_record_under_policy": baseline_json(per_record),
+            "per_record_ignoring_policy": baseline_json(ignoring),
+        }
+    print("\n\n".join([kpi_text(report), domain_text(report), *sections]))
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return 0

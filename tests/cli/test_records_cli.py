@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sovrouter.cli.main import main
+from sovrouter.contracts import RequestRecord
+from sovrouter.store.records import SQLiteRecordStore
+
+
+def _record(i: int) -> RequestRecord:
+    return RequestRecord(request_id=f"r{i}", tenant="acme-us", data_class="public", effective_class="public",
+                         modalities=["text"], arrived_ms=float(i), status="ok")
+
+
+def test_records_export_writes_one_line_per_record(tmp_path: Path) -> None:
+    db = tmp_path / "records.sqlite"
+    store = SQLiteRecordStore(db)
+    for i in range(3):
+        store.write(_record(i))
+    store.close()
+    out = tmp_path / "out.jsonl"
+    assert main(["records", "export", "--db", str(db), "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["request_id"] for r in rows] == ["r0", "r1", "r2"]
+    assert RequestRecord.model_validate(rows[0]) == _record(0)
+
+
+def test_records_export_missing_db_is_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["records", "export", "--db", str(tmp_path / "nope.sqlite"), "--out", str(tmp_path / "o")]) == 2
+    assert "no record store" in capsys.readouterr().err
+    assert not (tmp_path / "nope.sqlite").exists()

@@ -1,0 +1,175 @@
+from __future__ import annotations
+
+import builtins
+import gzip
+import json
+import random
+import string
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sovrouter import build
+from sovrouter.classify import NullClassifier
+from sovrouter.cli.main import main
+from sovrouter.replay.decisions import Decision, read_decisions
+from sovrouter.replay.harness import replay_settings, run_replay
+from sovrouter.testing_workload import DEMO_DATA, EscalatingRouter, tokens, write_jsonl, write_workload
+from sovrouter.workload import ReplayInputs, load_replay_inputs
+
+SHARED = Path("/work/shared/data/workload")
+
+
+def _replay(directory: Path) -> tuple[ReplayInputs, list[Decision]]:
+    inputs = load_replay_inputs(directory)
+    return inputs, run_replay(inputs, replay_settings(inputs)).decisions
+
+
+def _strip(decisions: list[Decision]) -> list[dict[str, Any]]:
+    return [d.model_dump(exclude={"decision_ms"}) for d in decisions]
+
+
+def _check_valid(inputs: ReplayInputs, decisions: list[Decision]) -> None:
+    """One decision per event, known deployments only, cache hits point at earlier served events."""
+    assert [d.seq for d in decisions] == [e.seq for e in inputs.stream]
+    assert [d.request_id for d in decisions] == [e.request_id for e in inputs.stream]
+    known = {(s.id, dep.id) for s, dep in inputs.catalog.pairs()}
+    by_seq = {d.seq: d for d in decisions}
+    for d in decisions:
+        for r in [*d.calls, *([d.final] if d.final else [])]:
+            assert (r.model, r.deployment) in known
+        if d.cache is not None:
+            src = by_seq[d.cache.source_seq]
+            assert src.seq < d.seq and src.final is not None
+            assert d.final == src.final
+        elif d.final is not None:
+            assert d.final in d.calls
+
+
+def test_replay_is_deterministic(tmp_path: Path) -> None:
+    write_workload(tmp_path / "wl", n_requests=30, seed=3)
+    inputs, first = _replay(tmp_path / "wl")
+    _, second = _replay(tmp_path / "wl")
+    assert _strip(first) == _strip(second)
+    _check_valid(inputs, first)
+    assert any(d.cache is not None for d in first), "the stream repeats requests: some must be served from cache"
+    assert all(d.calls == [] for d in first if d.cache is not None)
+
+
+@pytest.fixture
+def escalating(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replay with a router whose decisions depend on the answers it reads (wired through build, as usual)."""
+    monkeypatch.setattr(build, "make_router",
+                        lambda settings, catalog, tenants: (EscalatingRouter(catalog), NullClassifier()))
+
+
+@pytest.mark.usefixtures("escalating")
+def test_noise_in_uncalled_slots_changes_nothing(tmp_path: Path) -> None:
+    wl = write_workload(tmp_path / "wl", n_requests=40, seed=4)
+    _, before = _replay(tmp_path / "wl")
+    assert any(len(d.calls) > 1 for d in before), "the escalating router must escalate on some answers"
+    called = {(d.request_id, c.model) for d in before for c in d.calls}
+    rng = random.Random(99)
+    noisy = []
+    for r in wl.responses:
+        if (r["request_id"], r["model"]) in called:
+            noisy.append(r)
+            continue
+        text = "".join(rng.choice(string.printable) for _ in range(rng.randint(0, 3000)))
+        noisy.append({**r, "response": text, "output_tokens": tokens(text)})
+    assert noisy != wl.responses
+    write_jsonl(wl.paths.data / "responses.jsonl.gz", noisy)
+    _, after = _replay(tmp_path / "wl")
+    assert _strip(after) == _strip(before)
+
+
+@pytest.mark.usefixtures("escalating")
+def test_noise_in_called_slots_does_change_decisions(tmp_path: Path) -> None:
+    """The converse, so the test above can fail: noise in the answers the router did read changes its route."""
+    wl = write_workload(tmp_path / "wl", n_requests=40, seed=4)
+    inputs, before = _replay(tmp_path / "wl")
+    _check_valid(inputs, before)
+    noisy = [{**r, "response": r["response"] + " (changed)"} for r in wl.responses]
+    write_jsonl(wl.paths.data / "responses.jsonl.gz", noisy)
+    _, after = _replay(tmp_path / "wl")
+    assert _strip(after) != _strip(before)
+
+
+def test_replay_never_opens_scores_or_labels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_workload(tmp_path / "wl", n_requests=10, seed=5)  # scores and labels are present...
+    opened: list[str] = []
+    real_open = builtins.open
+
+    def spy(file: Any, *args: Any, **kwargs: Any) -> Any:
+        opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", spy)
+    _replay(tmp_path / "wl")
+    monkeypatch.undo()
+    names = [Path(p).name for p in opened]
+    assert "requests.jsonl.gz" in names
+    assert not [n for n in names if n.startswith(("scores", "labels"))]  # ...and never read
+
+
+def test_replay_without_scores_and_labels_shared_layout(tmp_path: Path) -> None:
+    write_workload(tmp_path / "wl", n_requests=12, seed=6, with_eval=False, layout="shared")
+    assert not list((tmp_path / "wl").rglob("scores*")) and not list((tmp_path / "wl").rglob("labels*"))
+    inputs, decisions = _replay(tmp_path / "wl")
+    _check_valid(inputs, decisions)
+
+
+def test_demo_sample_replays_from_plain_jsonl() -> None:
+    inputs, decisions = _replay(DEMO_DATA)
+    _check_valid(inputs, decisions)
+    assert len(decisions) == len(inputs.stream) > 0
+
+
+def test_cli_replay_writes_decisions_and_records(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    wl = write_workload(tmp_path / "wl", n_requests=12, seed=7)
+    out, recs = tmp_path / "d.jsonl", tmp_path / "r.jsonl"
+    rc = main(["replay", "--workload", str(tmp_path / "wl"), "--out", str(out), "--records", str(recs)])
+    assert rc == 0
+    decisions = read_decisions(out)
+    assert len(decisions) == len(wl.stream)
+    first = json.loads(out.read_text().splitlines()[0])
+    assert set(first) == {"seq", "request_id", "calls", "final", "cache", "detected", "decision_ms"}
+    records = [json.loads(line) for line in recs.read_text().splitlines()]
+    assert len(records) == len(wl.stream)
+    assert len({r["request_id"] for r in records}) == len(records)  # request ids are unique per event
+    assert {r["external_id"] for r in records} == {r["id"] for r in wl.requests}
+    err = capsys.readouterr().err
+    assert f"{len(wl.stream)} events" in err and "p99" in err
+
+
+def test_cli_replay_bad_workload_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_workload(tmp_path / "wl", n_requests=4, seed=8)
+    with gzip.open(tmp_path / "wl" / "stream.jsonl.gz", "at", encoding="utf-8") as fh:
+        fh.write('{"seq": "x"}\n')
+    rc = main(["replay", "--workload", str(tmp_path / "wl"), "--out", str(tmp_path / "d.jsonl")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "stream.jsonl.gz line" in err and "Traceback" not in err
+    assert main(["replay", "--workload", str(tmp_path / "missing"), "--out", str(tmp_path / "d.jsonl")]) == 2
+
+
+def test_replay_config_file_overrides_shipped_settings(tmp_path: Path) -> None:
+    write_workload(tmp_path / "wl", n_requests=20, repeat_share=0.4, seed=9)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("catalog: nowhere.json\ntenants: nowhere.json\ncache:\n  exact_enabled: false\n")
+    inputs = load_replay_inputs(tmp_path / "wl")
+    settings = replay_settings(inputs, cfg)
+    assert settings.catalog == inputs.paths.catalog  # catalog and tenants always come from the workload
+    decisions = run_replay(inputs, settings).decisions
+    assert all(d.cache is None for d in decisions)
+
+
+@pytest.mark.slow
+def test_dev_replay_valid_and_deterministic() -> None:
+    if not (SHARED / "dev" / "stream.jsonl.gz").is_file():
+        pytest.skip("shared dev workload not present")
+    inputs, first = _replay(SHARED)
+    _check_valid(inputs, first)
+    _, second = _replay(SHARED)
+    assert _strip(first) == _strip(second)

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+from sovrouter.errors import ConfigError
+from sovrouter.testing_workload import write_workload
+from sovrouter.workload import load_labels, load_replay_inputs, load_scores, resolve
+
+
+def test_flat_and_shared_layouts_load_the_same(tmp_path: Path) -> None:
+    flat = write_workload(tmp_path / "flat", n_requests=8, seed=1)
+    shared = write_workload(tmp_path / "shared", n_requests=8, seed=1, layout="shared")
+    a, b = load_replay_inputs(tmp_path / "flat"), load_replay_inputs(tmp_path / "shared")
+    assert b.paths.data == tmp_path / "shared" / "dev"
+    assert a.requests == b.requests and a.responses == b.responses and a.stream == b.stream
+    assert [e.seq for e in a.stream] == [e["seq"] for e in flat.stream]
+    assert len(load_scores(resolve(tmp_path / "shared"))) == len(shared.scores)
+    assert set(load_labels(resolve(tmp_path / "flat"))) == {r["id"] for r in flat.requests}
+
+
+def test_split_selection(tmp_path: Path) -> None:
+    write_workload(tmp_path / "w", n_requests=4, seed=2, layout="shared")
+    (tmp_path / "w" / "dev").rename(tmp_path / "w" / "heldout")
+    assert resolve(tmp_path / "w").data.name == "heldout"  # the only split folder
+    write_workload(tmp_path / "w2", n_requests=4, seed=2, layout="shared")
+    (tmp_path / "w2" / "dev").rename(tmp_path / "w2" / "a")
+    write_workload(tmp_path / "w3", n_requests=4, seed=2, layout="shared")
+    (tmp_path / "w3" / "dev").rename(tmp_path / "w2" / "b")
+    with pytest.raises(ConfigError, match="several splits"):
+        resolve(tmp_path / "w2")
+    assert resolve(tmp_path / "w2", split="b").data.name == "b"
+    with pytest.raises(ConfigError, match="no split folder"):
+        resolve(tmp_path / "w2", split="c")
+
+
+def test_bad_inputs_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_replay_inputs(tmp_path / "none")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no requests"):
+        load_replay_inputs(tmp_path / "empty")
+    write_workload(tmp_path / "w", n_requests=4, seed=3)
+    with gzip.open(tmp_path / "w" / "stream.jsonl.gz", "at", encoding="utf-8") as fh:
+        fh.write('{"seq": 999, "request_id": "rq-unknown", "t_ms": 1}\n')
+    with pytest.raises(ConfigError, match="unknown request ids"):
+        load_replay_inputs(tmp_path / "w")
+    write_workload(tmp_path / "v", n_requests=4, seed=3)
+    (tmp_path / "v" / "responses.jsonl.gz").write_bytes(b"not gzip")
+    with pytest.raises(ConfigError, match=r"cannot read .*responses"):
+        load_replay_inputs(tmp_path / "v")
+    with pytest.raises(ConfigError, match="no scores"):
+        load_scores(resolve(write_workload(tmp_path / "x", n_requests=2, with_eval=False).paths.root))
