@@ -1,0 +1,148 @@
+"""Prefix/KV-affinity replica choice on the Mooncake conversation trace (issue 5, item 2).
+
+Runs round robin, least-loaded, the SGLang-router-style cache-aware policy and ours online over the dev trace
+(8 replicas) and generalisation variants (each half of the trace, arrivals time-scaled by 0.8 and 1.2, 4 and 16
+replicas), scores them with the FIFO + LRU model of ``sovrouter.reuse.prefix_sim``, prints a table and writes
+bench/results/prefix_affinity.json.
+
+    python bench/prefix_affinity.py [--trace FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sovrouter.reuse.prefix import AffinitySettings
+from sovrouter.reuse.prefix_policies import (
+    OursPolicy,
+    SGLangCacheAwarePolicy,
+    SGLangSettings,
+    TracePolicy,
+    make_policy,
+    run_online,
+)
+from sovrouter.reuse.prefix_sim import LRUBlocks, SimConfig, TraceRequest, cached_tokens, load_trace, summarize
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_TRACE = ROOT.parent / "shared" / "data" / "prefix" / "mooncake_conversation.jsonl.gz"
+if not DEFAULT_TRACE.exists():
+    DEFAULT_TRACE = Path("/work/shared/data/prefix/mooncake_conversation.jsonl.gz")
+
+ANCHORS = {  # issue 5, dev conversation trace, 8 replicas
+    "sglang": {"hit_fraction_of_bound": 0.895, "token_hit_rate": 0.334, "bound_hit_rate": 0.374,
+               "mean_ttft_s": 1.46, "p99_ttft_s": 9.26, "skew": 1.05},
+    "round-robin": {"hit_fraction_of_bound": 0.27},
+    "prefill-vs-queue router": {"mean_ttft_s": 1.15},
+}
+
+PolicyMaker = Callable[[int, SimConfig], TracePolicy]
+
+
+def _ours(**kw: float) -> PolicyMaker:
+    return lambda n, cfg: OursPolicy(n, cfg, AffinitySettings(**kw))  # type: ignore[arg-type]
+
+
+POLICIES: dict[str, PolicyMaker] = {
+    "round-robin": lambda n, cfg: make_policy("round-robin", n, cfg),
+    "least-loaded": lambda n, cfg: make_policy("least-loaded", n, cfg),
+    "sglang": lambda n, cfg: make_policy("sglang", n, cfg),
+    "ours": lambda n, cfg: make_policy("ours", n, cfg),
+}
+SENSITIVITY: dict[str, PolicyMaker] = {
+    "sglang-0.1": lambda n, cfg: make_policy("sglang-0.1", n, cfg),
+    "sglang[evict 60 s]": lambda n, cfg: SGLangCacheAwarePolicy(n, SGLangSettings(eviction_interval_s=60.0)),
+    "ours[compute_price=0]": _ours(compute_price=0.0),
+    "ours[compute_price=2]": _ours(compute_price=2.0),
+    "ours[compute_price=5]": _ours(compute_price=5.0),
+    "ours[compute_price=20]": _ours(compute_price=20.0),
+    "ours[externality=0]": _ours(externality=0.0),
+    "ours[pollution=0]": _ours(pollution=0.0),
+    "ours[price=0,ext=0,poll=0]": _ours(compute_price=0.0, externality=0.0, pollution=0.0),
+}
+
+
+def _scaled(trace: list[TraceRequest], factor: float) -> list[TraceRequest]:
+    return [dataclasses.replace(r, timestamp_ms=r.timestamp_ms * factor) for r in trace]
+
+
+def pooled_lru_hit_rate(trace: list[TraceRequest], capacity: int, block_tokens: int) -> float:
+    """One LRU cache of the pool's total capacity seeing every request: what plain LRU caching can keep."""
+    cache = LRUBlocks(capacity)
+    hit = total = 0
+    for r in trace:
+        hit += cached_tokens(cache.leading_run(r.hash_ids), r.input_length, block_tokens)
+        total += r.input_length
+        cache.touch(r.hash_ids)
+    return hit / total if total else 0.0
+
+
+def run_one(trace: list[TraceRequest], n: int, maker: PolicyMaker, cfg: SimConfig) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    run = run_online(trace, n, maker(n, cfg), cfg)
+    wall = time.perf_counter() - t0
+    out = summarize(trace, run.served, run.busy_s, cfg.block_tokens).as_dict()
+    out["wall_s"] = round(wall, 2)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trace", type=Path, default=DEFAULT_TRACE)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "prefix_affinity.json")
+    args = ap.parse_args()
+    cfg = SimConfig()
+    trace = load_trace(args.trace)
+    half = len(trace) // 2
+    variants: dict[str, tuple[list[TraceRequest], int]] = {
+        "dev n=8": (trace, 8),
+        "first half n=8": (trace[:half], 8),
+        "second half n=8": (trace[half:], 8),
+        "time x0.8 n=8": (_scaled(trace, 0.8), 8),
+        "time x1.2 n=8": (_scaled(trace, 1.2), 8),
+        "dev n=4": (trace, 4),
+        "dev n=16": (trace, 16),
+    }
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    cols = ("token_hit_rate", "hit_fraction_of_bound", "mean_ttft_s", "p50_ttft_s", "p99_ttft_s", "skew", "wall_s")
+    print(f"{'variant':18s} {'policy':26s} " + " ".join(f"{c[:12]:>12s}" for c in cols))
+    for vname, (tr, n) in variants.items():
+        results[vname] = {}
+        makers = dict(POLICIES)
+        if vname == "dev n=8":
+            makers.update(SENSITIVITY)
+        for pname, maker in makers.items():
+            r = run_one(tr, n, maker, cfg)
+            results[vname][pname] = r
+            print(f"{vname:18s} {pname:26s} " + " ".join(f"{r[c]:12.4f}" for c in cols), flush=True)
+        pooled = pooled_lru_hit_rate(tr, n * cfg.capacity, cfg.block_tokens)
+        bound = results[vname]["ours"]["bound_hit_rate"]
+        results[vname]["pooled_lru_reference"] = {
+            "token_hit_rate": round(pooled, 5), "hit_fraction_of_bound": round(pooled / bound, 5) if bound else 1.0}
+        print(f"{vname:18s} {'(one pooled LRU)':26s} {pooled:12.4f} {pooled / bound if bound else 1.0:12.4f}")
+        ours, sg = results[vname]["ours"], results[vname]["sglang"]
+        results[vname]["ours_vs_sglang"] = {
+            "mean_ttft_reduction": round(1 - ours["mean_ttft_s"] / sg["mean_ttft_s"], 4),
+            "p99_ttft_reduction": round(1 - ours["p99_ttft_s"] / sg["p99_ttft_s"], 4),
+            "acceptance": {
+                "hit_ge_97pct_of_bound": ours["hit_fraction_of_bound"] >= 0.97,
+                "mean_ttft_10pct_below_sglang": ours["mean_ttft_s"] <= 0.9 * sg["mean_ttft_s"],
+                "p99_ttft_6pct_below_sglang": ours["p99_ttft_s"] <= 0.94 * sg["p99_ttft_s"],
+                "skew_le_1.10": ours["skew"] <= 1.10,
+            },
+        }
+        print(f"{'':18s} ours vs sglang: " + json.dumps(results[vname]["ours_vs_sglang"]), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"trace": args.trace.name, "requests": len(trace), "model": dataclasses.asdict(cfg),
+               "anchors_dev_n8": ANCHORS, "results": results}
+    args.out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

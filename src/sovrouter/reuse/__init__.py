@@ -1,0 +1,1 @@
+"""Reuse levers: semantic cache and prefix/KV-affinity replica choice."""

@@ -1,0 +1,159 @@
+"""The prefix/KV-affinity router (cost model) and its ReplicaChooser adapter for the HTTP path."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from sovrouter.adapters.openai_http import OpenAIHTTPAdapter
+from sovrouter.adapters.replicas import ReplicaChooser
+from sovrouter.clock import SimClock
+from sovrouter.config import Upstream
+from sovrouter.contracts import Candidate, ContentPart, Message, ModelCall, NormalizedRequest
+from sovrouter.errors import InvalidRequestError
+from sovrouter.intake import normalize_chat
+from sovrouter.reuse.prefix import (
+    AffinitySettings,
+    PrefixAffinityChooser,
+    PrefixAffinityRouter,
+    prefix_affinity_factory,
+    prompt_blocks,
+)
+
+R = ["a", "b", "c"]
+S = AffinitySettings(capacity_blocks=100, prefill_rate=1000.0, decode_rate=100.0, block_tokens=100)
+
+
+def test_goes_where_the_prefix_is_cached_when_loads_are_equal() -> None:
+    r = PrefixAffinityRouter(S)
+    r.assign(1, [1, 2, 3, 4], 400, 0.0, "b")
+    r.complete(1, 1.0)
+    assert r.choose([1, 2, 3, 4, 5], 500, 2.0, R) == 1
+    est = r.estimate([1, 2, 3, 4, 5], 500, 2.0, R)
+    assert est[1].hit_tokens == 400 and est[0].hit_tokens == 0
+    assert est[1].prefill_s == pytest.approx(0.1) and est[0].prefill_s == pytest.approx(0.5)
+
+
+def test_leaves_the_cached_replica_when_its_queue_costs_more_than_the_prefill_saved() -> None:
+    r = PrefixAffinityRouter(S)
+    r.assign(1, [1, 2], 200, 0.0, "b")
+    r.assign(2, [7] * 1, 20_000, 0.0, "b")  # a 20 s prefill queued on b
+    assert r.choose([1, 2, 3], 300, 0.1, R) != 1
+    # with nothing queued, the same request sticks to b
+    r2 = PrefixAffinityRouter(S)
+    r2.assign(1, [1, 2], 200, 0.0, "b")
+    r2.complete(1, 0.5)
+    assert r2.choose([1, 2, 3], 300, 10.0, R) == 1
+
+
+def test_wait_estimate_follows_fifo_queue_and_learns_decode_time() -> None:
+    r = PrefixAffinityRouter(S)  # prior decode 0.25 s
+    r.assign(1, [1], 100, 0.0, "a")  # prefill 0.1
+    r.assign(2, [2], 100, 0.0, "a")
+    w = r.estimate([9], 100, 0.0, ["a"])[0].wait_s
+    assert w == pytest.approx(2 * (0.1 + 0.25))
+    r.complete(1, 1.1)  # observed decode 1.0 s
+    est = r.estimate([9], 100, 1.1, ["a"])[0]
+    assert est.wait_s == pytest.approx(0.1 + (0.25 + 1.0) / 2)
+
+
+def test_new_prefixes_spread_over_idle_replicas() -> None:
+    r = PrefixAffinityRouter(S)
+    chosen = set()
+    for k in range(3):
+        c = r.choose([100 + k], 100, float(k), R)
+        r.assign(k, [100 + k], 100, float(k), R[c])
+        chosen.add(c)
+    assert chosen == {0, 1, 2}
+
+
+def test_no_replica_is_an_error() -> None:
+    with pytest.raises(InvalidRequestError):
+        PrefixAffinityRouter(S).choose([1], 10, 0.0, [])
+    with pytest.raises(InvalidRequestError):
+        AffinitySettings(prefill_rate=0)
+
+
+def _req(rid: str, texts: list[str], tenant: str = "t1") -> NormalizedRequest:
+    msgs = tuple(Message(role="user" if i % 2 == 0 else "assistant", parts=(ContentPart(modality="text", text=t),))
+                 for i, t in enumerate(texts))
+    return NormalizedRequest(request_id=rid, tenant=tenant, messages=msgs)
+
+
+def test_prompt_blocks_are_chained_and_tenant_salted() -> None:
+    long_turn = " ".join(f"w{i}" for i in range(200))
+    a, na = prompt_blocks(_req("1", [long_turn]), block_words=64)
+    b, nb = prompt_blocks(_req("2", [long_turn, "reply", "next question"]), block_words=64)
+    assert len(a) == 4 and nb > na
+    assert a[:3] == b[:3] and a[3] != b[3]  # full blocks shared, the partial last block is not
+    c, _ = prompt_blocks(_req("3", [long_turn], tenant="t2"), block_words=64)
+    assert not set(a) & set(c)
+
+
+def test_chooser_through_the_replica_chooser_protocol() -> None:
+    clock = SimClock()
+    chooser: ReplicaChooser = PrefixAffinityChooser(clock)
+    assert isinstance(chooser, ReplicaChooser)
+    urls = ["http://r0", "http://r1", "http://r2", "http://r3"]
+    history = " ".join(f"tok{i}" for i in range(3000))
+    placed: dict[str, int] = {}
+    for conv in range(4):
+        req = _req(f"c{conv}", [f"conversation {conv} " + history])
+        i = chooser.choose(req, urls)
+        chooser.observe_start(req, urls, i)
+        clock.set(clock.now_ms() + 10)
+        chooser.observe_done(req, urls, i, True, 10.0)
+        placed[f"c{conv}"] = i
+    assert len(set(placed.values())) == 4  # four new conversations on four idle replicas
+    clock.set(clock.now_ms() + 5000)
+    for conv in range(4):  # follow-up turns return to the replica holding their history
+        follow = _req(f"c{conv}-2", [f"conversation {conv} " + history, "answer", "and then?"])
+        assert chooser.choose(follow, urls) == placed[f"c{conv}"]
+
+
+def test_chooser_tracks_outstanding_calls_and_ignores_unknown_done() -> None:
+    clock = SimClock()
+    chooser = PrefixAffinityChooser(clock)
+    urls = ["http://r0", "http://r1"]
+    big = _req("big", [" ".join(f"x{i}" for i in range(60_000))])
+    chooser.observe_start(big, urls, 0)  # a long prefill now occupies r0
+    small = _req("s", ["hello there"])
+    assert chooser.choose(small, urls) == 1
+    chooser.observe_done(small, urls, 1, True, 1.0)  # never started: ignored
+    chooser.observe_done(big, urls, 0, True, 5.0)
+    clock.set(100_000)
+    follow = _req("big-2", [" ".join(f"x{i}" for i in range(60_000)), "ok", "more"])
+    assert chooser.choose(follow, urls) == 0  # r0 is free again and holds the 60k-word prefix
+
+
+async def test_http_adapter_sends_follow_up_turns_to_the_replica_holding_the_conversation() -> None:
+    hosts: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        hosts.append(request.url.host)
+        return httpx.Response(200, json={
+            "choices": [{"message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 1}})
+
+    cand = Candidate(slot="s", deployment="d")
+    clock = SimClock()
+    urls = ["http://r0.test/v1", "http://r1.test/v1", "http://r2.test/v1"]
+    factory = prefix_affinity_factory(clock)
+    chooser = factory(cand, Upstream(base_urls=urls))
+    assert chooser is not factory(cand, Upstream(base_urls=urls))  # one state per deployment
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        ad = OpenAIHTTPAdapter(cand, urls, client=client, chooser=chooser)
+        docs = {c: " ".join(f"{c}{i}" for i in range(2000)) for c in ("a", "b", "c")}
+        for n, doc in enumerate(docs.values()):
+            req = normalize_chat({"messages": [{"role": "user", "content": doc}]}, tenant="t", request_id=f"{n}")
+            await ad.generate(ModelCall(request=req, allowed=[cand]))
+            clock.set(clock.now_ms() + 50)
+        first = dict(zip(docs, hosts, strict=True))
+        assert len(set(first.values())) == 3
+        clock.set(clock.now_ms() + 10_000)
+        for n, (c, doc) in enumerate(reversed(list(docs.items()))):
+            msgs = [{"role": "user", "content": doc}, {"role": "assistant", "content": "ok"},
+                    {"role": "user", "content": "and more?"}]
+            req = normalize_chat({"messages": msgs}, tenant="t", request_id=f"f{n}")
+            await ad.generate(ModelCall(request=req, allowed=[cand]))
+            assert hosts[-1] == first[c]
