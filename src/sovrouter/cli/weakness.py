@@ -1,0 +1,64 @@
+"""``sovrouter weakness (--db RECORDS.sqlite | --records RECORDS.jsonl | --decisions D.jsonl)
+[--signals SIGNALS.sqlite] [--workload DIR] --out DIR``: the weakness report (Markdown, JSON, PNG plots).
+
+Quality signals come from a signal store (feedback, scorers, judge, shadow) and/or, in replay, from the
+workload's score file joined with the records (labels are never read)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sovrouter.errors import ConfigError
+from sovrouter.evalloop.observations import observations
+from sovrouter.evalloop.offline import load_records, offline_signals, records_from_decisions
+from sovrouter.evalloop.signals import QualitySignal, SignalStore
+from sovrouter.evalloop.weakness import WeaknessSettings, analyse
+from sovrouter.evalloop.weakness_report import write_report
+from sovrouter.replay.decisions import read_decisions
+from sovrouter.workload import load_replay_inputs, load_responses, load_scores, resolve
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("weakness", help="weakness report: slices where a model is worse than expected")
+    p.add_argument("--db", type=Path, default=None, help="record store (SQLite)")
+    p.add_argument("--records", type=Path, default=None, help="records JSONL (sovrouter replay --records)")
+    p.add_argument("--decisions", type=Path, default=None,
+                   help="a replay's decisions JSONL (with --workload; per-slot slices only)")
+    p.add_argument("--signals", type=Path, default=None, help="signal store (SQLite) with live quality signals")
+    p.add_argument("--workload", type=Path, default=None, help="workload dir: use its scores as offline signals")
+    p.add_argument("--split", default=None, help="split folder of the workload (default: dev)")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--min-n", type=int, default=30, help="smallest slice tested (default 30)")
+    p.add_argument("--min-gap", type=float, default=0.03, help="smallest gap reported as a weakness")
+    p.add_argument("--alpha", type=float, default=0.05, help="family-wise error rate (Holm)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.decisions is not None:
+        if args.workload is None:
+            raise ConfigError("--decisions needs --workload (requests, responses and scores)")
+        records = records_from_decisions(read_decisions(args.decisions), load_replay_inputs(args.workload, args.split))
+    else:
+        records = load_records(args.db, args.records)
+    signals: list[QualitySignal] = []
+    if args.signals is not None:
+        if not args.signals.is_file():
+            raise ConfigError(f"no signal store at {args.signals}")
+        store = SignalStore(args.signals)
+        signals += list(store.signals())
+        store.close()
+    if args.workload is not None:
+        paths = resolve(args.workload, args.split)
+        responses = load_responses(paths) if paths.file("responses") is not None else None
+        signals += list(offline_signals(records, load_scores(paths), responses))
+    if not signals:
+        raise ConfigError("no quality signals: give --signals and/or --workload")
+    obs = observations(records, signals)
+    report = analyse(obs, WeaknessSettings(min_n=args.min_n, min_gap=args.min_gap, alpha=args.alpha))
+    written = write_report(report, args.out)
+    print(f"weakness: {len(obs)} observations, {len(report.slices)} slices, {len(report.weaknesses)} weaknesses "
+          f"-> {', '.join(str(p) for p in written)}", file=sys.stderr)
+    return 0

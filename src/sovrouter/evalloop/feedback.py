@@ -1,0 +1,104 @@
+"""``POST /v1/feedback``: a client's quality signal for a response it got.
+
+Body: ``{"response_id": str, "score": 0..1}`` or ``{"response_id": str, "thumbs": "up"|"down"}`` (exactly one
+of ``score`` / ``thumbs``), optional ``"comment"`` (stored, never displayed). ``response_id`` is the request id
+the gateway returned (``id`` of the completion; a ``chatcmpl-`` prefix is accepted). Unknown ids: 404; invalid
+bodies: 400; both with an OpenAI-style error body that never echoes the input.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Literal, Protocol
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sovrouter.contracts import RequestRecord
+from sovrouter.errors import InvalidRequestError, NotFoundError, SovrouterError
+from sovrouter.evalloop.failures import classify_failure
+from sovrouter.evalloop.signals import QualitySignal, SignalStore
+
+MAX_FEEDBACK_BYTES = 16_384
+
+
+class RecordLookup(Protocol):
+    def get(self, request_id: str) -> RequestRecord:
+        """The record of a request; raises :class:`NotFoundError` when there is none."""
+        ...
+
+
+class FeedbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    response_id: str = Field(min_length=1, max_length=200)
+    score: float | None = Field(default=None, ge=0, le=1)
+    thumbs: Literal["up", "down"] | None = None
+    comment: str | None = Field(default=None, max_length=2000)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> FeedbackIn:
+        if (self.score is None) == (self.thumbs is None):
+            raise ValueError("give exactly one of 'score' (0..1) or 'thumbs' ('up' or 'down')")
+        return self
+
+    @property
+    def value(self) -> float:
+        if self.score is not None:
+            return self.score
+        return 1.0 if self.thumbs == "up" else 0.0
+
+
+def parse_feedback(raw: bytes) -> FeedbackIn:
+    if len(raw) > MAX_FEEDBACK_BYTES:
+        raise InvalidRequestError("feedback body too large")
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise InvalidRequestError("body is not valid JSON") from None
+    try:
+        return FeedbackIn.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(x) for x in err.get("loc", ()))
+        msg = err.get("msg", "invalid value")
+        raise InvalidRequestError(f"invalid feedback: {loc + ': ' if loc else ''}{msg}",
+                                  param=loc or None) from None
+
+
+def record_feedback(fb: FeedbackIn, records: RecordLookup, store: SignalStore) -> QualitySignal:
+    rid = fb.response_id
+    try:
+        record = records.get(rid)
+    except NotFoundError:
+        if not rid.startswith("chatcmpl-"):
+            raise NotFoundError("no response with that id", param="response_id") from None
+        try:
+            record = records.get(rid.removeprefix("chatcmpl-"))
+        except NotFoundError:
+            raise NotFoundError("no response with that id", param="response_id") from None
+    score = fb.value
+    signal = QualitySignal(
+        request_id=record.request_id, source="feedback", score=score,
+        failure_mode=classify_failure(record, None, score), comment=fb.comment,
+        slot=record.final.slot if record.final else None,
+        deployment=record.final.deployment if record.final else None,
+    )
+    store.add(signal)
+    return signal
+
+
+def feedback_router(store: SignalStore, records: RecordLookup) -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/v1/feedback")
+    async def feedback(request: Request) -> JSONResponse:
+        try:
+            fb = parse_feedback(await request.body())
+            signal = record_feedback(fb, records, store)
+        except SovrouterError as exc:
+            return JSONResponse(status_code=exc.status, content=exc.to_openai())
+        return JSONResponse({"object": "feedback", "response_id": signal.request_id, "score": signal.score,
+                             "failure_mode": signal.failure_mode})
+
+    return router

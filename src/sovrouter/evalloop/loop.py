@@ -1,0 +1,185 @@
+"""The eval loop's per-request hook and its wiring: what the gateway calls after the pipeline has answered.
+
+``EvalLoop.after(request, outcome)`` tracks regenerations, runs the automatic scorers and the shadow sampler.
+:func:`build_observability` assembles metrics, traces, the signal store and the loop from :class:`EvalSettings`;
+:meth:`Observability.mount` adds ``/metrics``, ``POST /v1/feedback`` and ``/dashboard`` to a FastAPI app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Protocol
+
+from fastapi import FastAPI
+from opentelemetry.sdk.trace.export import SpanExporter
+from pydantic import BaseModel, ConfigDict, Field
+
+from sovrouter.catalog import Catalog
+from sovrouter.config import Settings
+from sovrouter.contracts import Candidate, NormalizedRequest, RequestRecord, StreamChunk
+from sovrouter.errors import ConfigError, SovrouterError
+from sovrouter.evalloop.feedback import feedback_router
+from sovrouter.evalloop.regeneration import RegenerationIndex
+from sovrouter.evalloop.scorers import AgreementJudge, FormatScorer, Judge, Scorer
+from sovrouter.evalloop.shadow import ShadowSampler
+from sovrouter.evalloop.signals import SignalStore
+from sovrouter.pipeline import Outcome, Pipeline
+from sovrouter.protocols import ModelAdapter, RecordSink
+from sovrouter.store.records import SQLiteRecordStore
+from sovrouter.telemetry.metrics import RequestMetrics, TenantLabels
+from sovrouter.telemetry.routes import metrics_router
+from sovrouter.telemetry.sink import TelemetrySink
+from sovrouter.telemetry.traces import RecordTracer, make_tracer_provider
+
+log = logging.getLogger("sovrouter.evalloop")
+
+
+class EvalSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    shadow_fraction: float = Field(default=0.0, ge=0, le=1)
+    regeneration_window_s: float = Field(default=600.0, gt=0)
+    metric_tenants: list[str] = Field(default_factory=list, description="tenants with their own metric label")
+    max_tenant_labels: int = Field(default=20, ge=1)
+    otlp_endpoint: str | None = None
+    format_scorer: bool = True
+    signals_path: Path | None = Field(default=None, description="signal store (default: in memory)")
+
+
+@dataclass
+class EvalLoop:
+    store: SignalStore
+    regenerations: RegenerationIndex | None = None
+    shadow: ShadowSampler | None = None
+    scorers: Sequence[Scorer] = ()
+    background: bool = True  # shadow calls run as tasks, never delaying the client's answer
+    _tasks: set[asyncio.Task[object]] = field(default_factory=set)
+
+    async def after(self, request: NormalizedRequest, outcome: Outcome) -> None:
+        record = outcome.record
+        if self.regenerations is not None:
+            self.regenerations.observe(request, record)
+        if outcome.result is None:
+            return
+        answer = outcome.result.text
+        for scorer in self.scorers:
+            signal = await scorer.score(request, record, answer)
+            if signal is not None:
+                self.store.add(signal)
+        if self.shadow is not None:
+            job = _logged(self.shadow.after(request, record, answer), "shadow sampling")
+            if not self.background:
+                await job
+                return
+            task: asyncio.Task[object] = asyncio.create_task(job)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Wait for the shadow calls in flight (shutdown, end of a replay, tests)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks))
+
+
+@dataclass
+class ObservedPipeline(Pipeline):
+    """The pipeline, plus the eval loop's hook after each request (same interface: the gateway and replay use it
+    unchanged). Built by :meth:`Observability.observe`."""
+
+    loop: EvalLoop | None = None
+
+    async def handle(self, request: NormalizedRequest) -> Outcome:
+        outcome = await super().handle(request)
+        if self.loop is not None:
+            await _logged(self.loop.after(request, outcome), "eval loop")
+        return outcome
+
+    async def handle_stream(self, request: NormalizedRequest) -> AsyncIterator[StreamChunk | Outcome]:
+        async for item in super().handle_stream(request):
+            if isinstance(item, Outcome) and self.loop is not None:
+                await _logged(self.loop.after(request, item), "eval loop")
+            yield item
+
+
+async def _logged(job: Awaitable[object], what: str) -> object:
+    """The eval loop never fails a request that was served: its own errors are logged (type only) and dropped."""
+    try:
+        return await job
+    except (SovrouterError, sqlite3.Error) as exc:
+        log.warning("%s failed: %s", what, type(exc).__name__)
+        return None
+
+
+class RecordSource(Protocol):
+    def get(self, request_id: str) -> RequestRecord: ...
+
+    def __iter__(self) -> Iterator[RequestRecord]: ...
+
+
+@dataclass
+class Observability:
+    metrics: RequestMetrics
+    tracer: RecordTracer | None
+    signals: SignalStore
+    loop: EvalLoop
+    catalog: Catalog | None = None
+    shadow_adapters: bool = False  # take the shadow sampler's adapters from the observed pipeline
+    records: RecordSource | None = None
+
+    def sink(self, inner: RecordSink) -> TelemetrySink:
+        return TelemetrySink(inner, self.metrics, self.tracer)
+
+    def observe(self, pipeline: Pipeline) -> ObservedPipeline:
+        """The same pipeline with its record sink wrapped by telemetry and the eval hook after each request."""
+        parts = {f.name: getattr(pipeline, f.name) for f in fields(Pipeline)}
+        if isinstance(pipeline.records, SQLiteRecordStore):
+            self.records = pipeline.records
+        parts["records"] = self.sink(pipeline.records)
+        if self.shadow_adapters and self.loop.shadow is not None:
+            self.loop.shadow.adapters = pipeline.executor.adapters
+        return ObservedPipeline(**parts, loop=self.loop)
+
+    def mount(self, app: FastAPI, records: RecordSource | None = None) -> None:
+        """Add ``GET /metrics``, ``POST /v1/feedback`` and ``GET /dashboard`` to ``app``; ``records`` is the
+        record store (lookup by id for feedback, iteration for the dashboard), by default the SQLite store of
+        the pipeline passed to :meth:`observe`."""
+        from sovrouter.dashboard.routes import dashboard_router  # the dashboard imports the eval loop
+
+        records = records if records is not None else self.records
+        if records is None:
+            raise ConfigError("the dashboard and feedback endpoints need a record store")
+        app.include_router(metrics_router(self.metrics.registry))
+        app.include_router(feedback_router(self.signals, records))
+        app.include_router(dashboard_router(records, self.signals, self.catalog))
+
+
+def build_observability(settings: EvalSettings, catalog: Catalog | None = None,
+                        adapters: Mapping[Candidate, ModelAdapter] | None = None, judge: Judge | None = None,
+                        exporter: SpanExporter | None = None) -> Observability:
+    """``judge`` enables shadow sampling when ``shadow_fraction > 0``; the reference calls go through
+    ``adapters`` (default: the executor's wired adapters of the pipeline passed to :meth:`Observability.observe`)."""
+    metrics = RequestMetrics(tenants=TenantLabels(settings.metric_tenants, settings.max_tenant_labels))
+    tracer = None
+    if exporter is not None or settings.otlp_endpoint:
+        tracer = RecordTracer(make_tracer_provider(exporter, settings.otlp_endpoint))
+    store = SignalStore(settings.signals_path or ":memory:")
+    shadow = None
+    if settings.shadow_fraction > 0 and judge is not None:
+        shadow = ShadowSampler(adapters or {}, judge, store, settings.shadow_fraction, catalog=catalog,
+                               metrics=metrics)
+    loop = EvalLoop(store, RegenerationIndex(settings.regeneration_window_s * 1000.0, store=store, metrics=metrics),
+                    shadow, [FormatScorer()] if settings.format_scorer else [])
+    return Observability(metrics, tracer, store, loop, catalog, shadow_adapters=adapters is None)
+
+
+def observe_live(settings: Settings, pipeline: Pipeline,
+                 eval_settings: EvalSettings | None = None) -> tuple[Observability, ObservedPipeline]:
+    """For ``sovrouter serve``: signals in ``state_dir/signals.sqlite``, metrics and the eval hook on the live
+    pipeline. Then ``create_app(observed, ...)`` and ``obs.mount(app)``."""
+    cfg = eval_settings or EvalSettings(signals_path=settings.state_dir / "signals.sqlite")
+    obs = build_observability(cfg, pipeline.catalog, judge=AgreementJudge())
+    return obs, obs.observe(pipeline)

@@ -1,0 +1,88 @@
+"""One observation per request with a quality signal: what the system knew in production (its own
+classification in ``record.signals``, the route, the router's predicted quality, the cost) joined with the
+observed quality. This is the table the weakness report, the dashboard and recalibration read."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sovrouter.contracts import RequestRecord
+from sovrouter.evalloop.signals import QualitySignal, best_signal
+
+UNKNOWN = "unknown"
+
+
+def predicted_quality(record: RequestRecord, slot: str | None = None) -> float | None:
+    """The router's predicted quality of the served slot, from whatever it exposes: ``evidence
+    ["predicted_quality"]`` (a number for the served route, or a mapping by candidate key or slot), else the
+    classifier's per-slot prior (``signals.slot_prior``, the learned router)."""
+    target = slot or (record.final.slot if record.final is not None else None)
+    if target is None:
+        return None
+    key = f"{target}/{record.final.deployment}" if record.final is not None and slot is None else target
+    ev: Any = record.decision.evidence.get("predicted_quality") if record.decision is not None else None
+    if isinstance(ev, int | float):
+        return float(ev)
+    if isinstance(ev, Mapping):
+        for k in (key, target):
+            v = ev.get(k)
+            if isinstance(v, int | float):
+                return float(v)
+    prior = getattr(record.signals, "slot_prior", None) if record.signals is not None else None
+    if isinstance(prior, Mapping):
+        v = prior.get(target)
+        if isinstance(v, int | float):
+            return float(v)
+    return None
+
+
+@dataclass(frozen=True)
+class Observation:
+    request_id: str
+    tenant: str
+    slot: str
+    deployment: str
+    domain: str
+    language: str
+    output_kind: str
+    score: float
+    reference_score: float | None
+    reference_slot: str | None
+    predicted: float | None
+    failure_mode: str | None
+    cost_usd: float
+    source: str
+
+    def dim(self, name: str) -> str:
+        v: str = getattr(self, name)
+        return v
+
+
+def observations(records: Iterable[RequestRecord], signals: Iterable[QualitySignal]) -> list[Observation]:
+    by_rid: dict[str, list[QualitySignal]] = defaultdict(list)
+    for s in signals:
+        by_rid[s.request_id].append(s)
+    out: list[Observation] = []
+    for rec in records:
+        sigs = by_rid.get(rec.request_id)
+        if not sigs or rec.final is None or rec.status != "ok":
+            continue
+        best = best_signal(sigs)
+        if best is None or best.score is None:
+            continue
+        ref = next((s for s in sigs if s.reference_score is not None), None)
+        mode = best.failure_mode or next((s.failure_mode for s in sigs if s.failure_mode), None)
+        sig = rec.signals
+        out.append(Observation(
+            request_id=rec.request_id, tenant=rec.tenant, slot=rec.final.slot, deployment=rec.final.deployment,
+            domain=(sig.domain if sig and sig.domain else UNKNOWN),
+            language=(sig.language if sig and sig.language else UNKNOWN),
+            output_kind=(sig.output_kind if sig and sig.output_kind else UNKNOWN),
+            score=best.score, reference_score=ref.reference_score if ref else None,
+            reference_slot=ref.reference_slot if ref else None, predicted=predicted_quality(rec),
+            failure_mode=mode, cost_usd=rec.cost_usd, source=best.source,
+        ))
+    return out

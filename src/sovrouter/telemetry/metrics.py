@@ -1,0 +1,110 @@
+"""Prometheus metrics computed from :class:`~sovrouter.contracts.RequestRecord` (one registry per instance).
+
+Label cardinality is bounded: routes come from the catalog (slot x deployment, a handful), refusal reasons from
+the error hierarchy's codes, and tenants are capped by :class:`TenantLabels` (configured tenants, or the first
+``max_tenants`` seen; every other tenant is reported as ``"other"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from sovrouter.contracts import Candidate, RequestRecord
+
+NO_ROUTE = "none"
+OTHER_TENANT = "other"
+LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0)
+TTFT_BUCKETS_S = (0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 20.0)
+
+
+class TenantLabels:
+    """Maps a tenant to a bounded label value. With ``configured`` tenants, only those get their own label;
+    without, the first ``max_tenants`` distinct tenants seen do."""
+
+    def __init__(self, configured: Iterable[str] = (), max_tenants: int = 20) -> None:
+        self._fixed = bool(list(configured))
+        self._known: set[str] = set(configured)
+        self._max = max_tenants
+
+    def label(self, tenant: str) -> str:
+        if tenant in self._known:
+            return tenant
+        if not self._fixed and len(self._known) < self._max:
+            self._known.add(tenant)
+            return tenant
+        return OTHER_TENANT
+
+
+def route_labels(candidate: Candidate | None) -> tuple[str, str]:
+    return (candidate.slot, candidate.deployment) if candidate is not None else (NO_ROUTE, NO_ROUTE)
+
+
+class RequestMetrics:
+    """The request-level metrics of the control plane. ``observe`` is called once per record."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, tenants: TenantLabels | None = None,
+                 namespace: str = "sovrouter") -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        self.tenants = tenants if tenants is not None else TenantLabels()
+        r, ns = self.registry, namespace
+        route = ("slot", "deployment")
+        self.requests = Counter("requests", "Requests by final route, tenant and status",
+                                ("tenant", *route, "status"), namespace=ns, registry=r)
+        self.cost = Counter("cost_usd", "Cost of upstream calls (catalog prices) by call route and tenant",
+                            ("tenant", *route), namespace=ns, registry=r)
+        self.calls = Counter("upstream_calls", "Upstream calls by route, purpose and outcome",
+                             (*route, "purpose", "outcome"), namespace=ns, registry=r)
+        self.tokens = Counter("tokens", "Tokens of upstream calls by route and direction",
+                              (*route, "direction"), namespace=ns, registry=r)
+        self.latency = Histogram("request_latency_seconds", "Total request latency by final route",
+                                 route, namespace=ns, registry=r, buckets=LATENCY_BUCKETS_S)
+        self.ttft = Histogram("ttft_seconds", "Time to first token of successful upstream calls",
+                              route, namespace=ns, registry=r, buckets=TTFT_BUCKETS_S)
+        self.cache_hits = Counter("cache_hits", "Requests served from a cache, by kind (exact, semantic)",
+                                  ("tenant", "kind"), namespace=ns, registry=r)
+        self.fallbacks = Counter("fallbacks", "Requests that used a fallback step, by final route",
+                                 ("tenant", *route), namespace=ns, registry=r)
+        self.escalations = Counter("escalations", "Requests the router escalated (cascade), by final route",
+                                   ("tenant", *route), namespace=ns, registry=r)
+        self.refusals = Counter("refusals", "Requests not served, by reason (error code)",
+                                ("tenant", "reason"), namespace=ns, registry=r)
+        self.regenerations = Counter("regenerations", "Re-asks of the same or nearly the same prompt within the "
+                                     "window, by the route that served the earlier answer",
+                                     ("tenant", *route), namespace=ns, registry=r)
+        self.shadow_calls = Counter("shadow_calls", "Shadow calls to the reference route, by outcome",
+                                    (*route, "outcome"), namespace=ns, registry=r)
+
+    def observe(self, record: RequestRecord) -> None:
+        tenant = self.tenants.label(record.tenant)
+        slot, dep = route_labels(record.final)
+        self.requests.labels(tenant, slot, dep, record.status).inc()
+        if record.status == "ok":
+            self.latency.labels(slot, dep).observe(record.latency_ms / 1000.0)
+        else:
+            self.refusals.labels(tenant, record.error_code or record.status).inc()
+        if record.cache.kind in ("exact", "semantic"):
+            self.cache_hits.labels(tenant, record.cache.kind).inc()
+        if record.fallback_used:
+            self.fallbacks.labels(tenant, slot, dep).inc()
+        if record.escalated:
+            self.escalations.labels(tenant, slot, dep).inc()
+        for call in record.calls:
+            cs, cd = route_labels(call.candidate)
+            self.calls.labels(cs, cd, call.purpose, call.outcome).inc()
+            if call.cost_usd:
+                self.cost.labels(tenant, cs, cd).inc(call.cost_usd)
+            if call.input_tokens:
+                self.tokens.labels(cs, cd, "input").inc(call.input_tokens)
+            if call.output_tokens:
+                self.tokens.labels(cs, cd, "output").inc(call.output_tokens)
+            if call.outcome == "ok" and call.ttft_ms is not None:
+                self.ttft.labels(cs, cd).observe(call.ttft_ms / 1000.0)
+
+    def regeneration(self, tenant: str, route: Candidate | None) -> None:
+        slot, dep = route_labels(route)
+        self.regenerations.labels(self.tenants.label(tenant), slot, dep).inc()
+
+    def shadow(self, route: Candidate, outcome: str) -> None:
+        self.shadow_calls.labels(route.slot, route.deployment, outcome).inc()

@@ -1,0 +1,158 @@
+"""The after-pipeline hook: regeneration tracking, shadow sampling through the policy guard, format scorer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sovrouter.build import assemble
+from sovrouter.catalog import Catalog, Tenants
+from sovrouter.clock import SimClock
+from sovrouter.config import Settings
+from sovrouter.contracts import (
+    Candidate,
+    CandidateVerdict,
+    Detection,
+    ModelCall,
+    ModelResult,
+    NormalizedRequest,
+    PolicyVerdict,
+)
+from sovrouter.evalloop.loop import EvalLoop
+from sovrouter.evalloop.regeneration import RegenerationIndex, normalize
+from sovrouter.evalloop.scorers import FakeJudge, FormatScorer
+from sovrouter.evalloop.shadow import ShadowSampler, reference_candidate, sampled
+from sovrouter.evalloop.signals import SignalStore
+from sovrouter.intake import normalize_chat
+from sovrouter.telemetry.metrics import RequestMetrics
+from sovrouter.testing import FakeAdapter, MemorySink
+
+
+class Recording(FakeAdapter):
+    purposes: list[str]
+
+    async def generate(self, call: ModelCall) -> ModelResult:
+        self.purposes = [*getattr(self, "purposes", []), call.purpose]
+        return await super().generate(call)
+
+
+class OnPremisesOnly:
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    def evaluate(self, request: NormalizedRequest, detection: Detection,
+                 candidates: Sequence[Candidate]) -> PolicyVerdict:
+        return PolicyVerdict(verdicts=[
+            CandidateVerdict(candidate=c, rule="test.premises",
+                             allowed=self.catalog.deployment(c.slot, c.deployment).on_premises
+                             and self.catalog.deployment(c.slot, c.deployment).available_for(request.tenant))
+            for c in candidates])
+
+
+def _req(text: str, rid: str, t_ms: float, tenant: str = "acme-us") -> NormalizedRequest:
+    return normalize_chat({"messages": [{"role": "user", "content": text}]}, tenant=tenant, request_id=rid,
+                          arrived_ms=t_ms)
+
+
+def _pipeline(catalog: Catalog, tenants: Tenants, clock: SimClock):  # type: ignore[no-untyped-def]
+    adapters = {Candidate(slot=s.id, deployment=d.id): Recording(Candidate(slot=s.id, deployment=d.id),
+                                                                 text=f"The answer is {s.id}")
+                for s, d in catalog.pairs()}
+    settings = Settings(catalog="x", tenants="y")  # type: ignore[arg-type]
+    settings = settings.model_copy(update={"cache": settings.cache.model_copy(update={"exact_enabled": False})})
+    return assemble(settings, catalog, tenants, adapters, clock, MemorySink()), adapters
+
+
+async def test_regeneration_and_shadow(catalog: Catalog, tenants: Tenants) -> None:
+    clock = SimClock()
+    pipeline, adapters = _pipeline(catalog, tenants, clock)
+    store = SignalStore()
+    metrics = RequestMetrics()
+    judge = FakeJudge(rule=lambda a, r: 1.0 if r is not None and a == r else 0.25)
+    shadow = ShadowSampler(pipeline.executor.adapters, judge, store, fraction=1.0, catalog=catalog, metrics=metrics)
+    loop = EvalLoop(store, RegenerationIndex(window_ms=60_000, store=store, metrics=metrics), shadow,
+                    [FormatScorer()])
+    script = [("What is 2+2?", "a", 0.0, "acme-us"), ("what is 2 + 2", "b", 5_000.0, "acme-us"),
+              ("What is 2+2?", "c", 6_000.0, "eurobank"), ("What is 2+2?", "d", 200_000.0, "acme-us")]
+    for text, rid, t, tenant in script:
+        clock.set(t)
+        req = _req(text, rid, t, tenant)
+        await loop.after(req, await pipeline.handle(req))
+    await loop.drain()
+    regens = store.regenerations()
+    # b re-asks a (normalised match) within the window; c is another tenant; d is outside the window
+    assert [(g.request_id, g.previous_request_id, g.match) for g in regens] == [("b", "a", "normalized")]
+    assert regens[0].slot == "sovereign-large"
+    shadows = list(store.signals("shadow"))
+    assert len(shadows) == 4 and all(s.reference_slot == "frontier" for s in shadows)
+    assert all(s.score == 0.25 and s.reference_score == 1.0 and s.cost_usd > 0 for s in shadows)
+    frontier = adapters[Candidate(slot="frontier", deployment="us")]
+    assert frontier.purposes == ["shadow"] * 4  # through the adapter chain with purpose "shadow"
+
+
+async def test_shadow_respects_policy(catalog: Catalog, tenants: Tenants) -> None:
+    clock = SimClock()
+    pipeline, adapters = _pipeline(catalog, tenants, clock)
+    pipeline.policy = OnPremisesOnly(catalog)
+    req = _req("hello", "m1", 0.0, "ministry-airgap")
+    out = await pipeline.handle(req)
+    ref = reference_candidate(out.record, catalog=catalog)
+    assert ref == Candidate(slot="sovereign-large", deployment="gov-onprem")  # frontier-first *under policy*
+    store = SignalStore()
+    signal = await ShadowSampler(pipeline.executor.adapters, FakeJudge(), store, fraction=1.0).after(
+        req, out.record, out.result.text if out.result else "")
+    assert signal is not None and signal.reference_slot == "sovereign-large"
+    assert all(getattr(adapters[c], "purposes", []) == [] for c in adapters if c.slot in ("frontier", "hosted-mini"))
+
+
+def test_sampling_is_deterministic_and_proportional() -> None:
+    ids = [f"req-{i}" for i in range(20_000)]
+    picked = [sampled(i, 0.1) for i in ids]
+    assert picked == [sampled(i, 0.1) for i in ids]
+    assert 0.09 < sum(picked) / len(ids) < 0.11
+    assert not any(sampled(i, 0.0) for i in ids[:100])
+
+
+def test_normalize() -> None:
+    assert normalize("  What IS 2+2 ?") == normalize("what is 2 + 2")
+
+
+async def test_observed_pipeline_stream_and_background_shadow(catalog: Catalog, tenants: Tenants) -> None:
+    from sovrouter.evalloop.loop import EvalSettings, build_observability
+
+    clock = SimClock()
+    pipeline, adapters = _pipeline(catalog, tenants, clock)
+    obs = build_observability(EvalSettings(shadow_fraction=1.0), catalog, judge=FakeJudge())
+    observed = obs.observe(pipeline)
+    items = [x async for x in observed.handle_stream(_req("stream me", "s1", 0.0))]
+    await observed.handle(_req("stream me", "s2", 10.0))
+    await obs.loop.drain()
+    assert items[-1].record.status == "ok"  # type: ignore[union-attr]
+    assert {s.request_id for s in obs.signals.signals("shadow")} == {"s1", "s2"}
+    assert [g.request_id for g in obs.signals.regenerations()] == ["s2"]
+    assert adapters[Candidate(slot="frontier", deployment="us")].purposes == ["shadow", "shadow"]
+
+
+async def test_agreement_judge() -> None:
+    from sovrouter.evalloop.scorers import AgreementJudge
+
+    j = AgreementJudge()
+    req = _req("q", "j1", 0.0)
+    assert await j.judge(req, '{"answer": "42"}', "42") == 1.0
+    assert await j.judge(req, '{"answer": "41"}', '{"answer": "42"}') == 0.0
+    assert await j.judge(req, "anything", None) == 0.5
+
+
+async def test_eval_loop_errors_never_fail_the_request(catalog: Catalog, tenants: Tenants) -> None:
+    from sovrouter.errors import UpstreamError
+    from sovrouter.evalloop.loop import EvalSettings, build_observability
+
+    class BrokenJudge:
+        async def judge(self, request: NormalizedRequest, answer: str, reference: str | None = None) -> float:
+            raise UpstreamError("judge model down")
+
+    pipeline, _ = _pipeline(catalog, tenants, SimClock())
+    obs = build_observability(EvalSettings(shadow_fraction=1.0), catalog, judge=BrokenJudge())
+    obs.loop.background = False
+    out = await obs.observe(pipeline).handle(_req("hello", "e1", 0.0))
+    assert out.record.status == "ok" and out.result is not None
+    assert list(obs.signals.signals("shadow")) == []

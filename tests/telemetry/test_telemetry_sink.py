@@ -1,0 +1,151 @@
+"""Metrics and traces agree with the records for a scripted request mix (ok, fallback, cache hit, refusal)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from sovrouter.build import assemble
+from sovrouter.catalog import Catalog, Tenants
+from sovrouter.clock import WallClock
+from sovrouter.config import Settings
+from sovrouter.contracts import (
+    Candidate,
+    CandidateVerdict,
+    Detection,
+    ModelCall,
+    ModelResult,
+    NormalizedRequest,
+    PolicyVerdict,
+)
+from sovrouter.errors import UpstreamError
+from sovrouter.intake import normalize_chat
+from sovrouter.policy.availability import AvailabilityPolicy
+from sovrouter.telemetry.metrics import RequestMetrics, TenantLabels
+from sovrouter.telemetry.sink import TelemetrySink
+from sovrouter.telemetry.traces import RecordTracer, make_tracer_provider
+from sovrouter.testing import FakeAdapter, MemorySink
+
+
+class FailOnMarker(FakeAdapter):
+    """Answers like FakeAdapter, but fails when the prompt contains FAIL (a scripted fallback)."""
+
+    async def generate(self, call: ModelCall) -> ModelResult:
+        if "FAIL" in call.request.user_text:
+            self.calls += 1
+            raise UpstreamError("upstream returned 500")
+        return await super().generate(call)
+
+
+class RefuseTenant:
+    """Policy double: allows nothing for tenant ``blocked`` (a policy refusal), defers otherwise."""
+
+    def __init__(self, inner: AvailabilityPolicy) -> None:
+        self.inner = inner
+
+    def evaluate(self, request: NormalizedRequest, detection: Detection,
+                 candidates: Sequence[Candidate]) -> PolicyVerdict:
+        if request.tenant == "research-open":
+            return PolicyVerdict(verdicts=[CandidateVerdict(candidate=c, allowed=False, rule="test.deny")
+                                           for c in candidates])
+        return self.inner.evaluate(request, detection, candidates)
+
+
+def _req(text: str, rid: str, tenant: str = "acme-us") -> NormalizedRequest:
+    return normalize_chat({"messages": [{"role": "user", "content": text}]}, tenant=tenant, request_id=rid,
+                          arrived_ms=1_700_000_000_000.0)
+
+
+def _samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for fam in text_string_to_metric_families(generate_latest(registry).decode()):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def _sum(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    return sum(v for (n, lab), v in samples.items()
+               if n == name and all(dict(lab).get(k) == val for k, val in labels.items()))
+
+
+@pytest.fixture
+def scripted(catalog: Catalog, tenants: Tenants):  # type: ignore[no-untyped-def]
+    memory = MemorySink()
+    exporter = InMemorySpanExporter()
+    metrics = RequestMetrics(tenants=TenantLabels(["acme-us", "eurobank"]))
+    sink = TelemetrySink(memory, metrics, RecordTracer(make_tracer_provider(exporter, batch=False)))
+    adapters = {Candidate(slot=s.id, deployment=d.id): FailOnMarker(Candidate(slot=s.id, deployment=d.id),
+                                                                    text=f"answer from {s.id}")
+                for s, d in catalog.pairs()}
+    pipeline = assemble(Settings(catalog="x", tenants="y"), catalog, tenants, adapters,  # type: ignore[arg-type]
+                        WallClock(), sink)
+    pipeline.policy = RefuseTenant(AvailabilityPolicy(catalog))
+    return pipeline, memory, metrics, exporter
+
+
+async def test_metrics_and_traces_agree_with_records(scripted) -> None:  # type: ignore[no-untyped-def]
+    pipeline, memory, metrics, exporter = scripted
+    script = [("hello", "acme-us"), ("hello", "acme-us"), ("please FAIL now", "eurobank"),
+              ("other question", "clinic-ca"), ("anything", "research-open"), ("hello", "acme-us")]
+    for i, (text, tenant) in enumerate(script):
+        await pipeline.handle(_req(text, f"r{i}", tenant))
+    records = memory.records
+    assert len(records) == len(script)
+    kinds = [r.cache.kind for r in records]
+    assert kinds.count("exact") == 2 and any(r.fallback_used for r in records)
+    assert sum(r.status == "refused" for r in records) == 1
+
+    s = _samples(metrics.registry)
+    assert _sum(s, "sovrouter_requests_total") == len(records)
+    for r in records:  # per route and status
+        slot = r.final.slot if r.final else "none"
+        expected = sum(1 for x in records if (x.final.slot if x.final else "none") == slot and x.status == r.status)
+        assert _sum(s, "sovrouter_requests_total", slot=slot, status=r.status) == expected
+    assert _sum(s, "sovrouter_cost_usd_total") == pytest.approx(sum(r.cost_usd for r in records))
+    assert _sum(s, "sovrouter_cache_hits_total", kind="exact") == 2
+    assert _sum(s, "sovrouter_fallbacks_total") == sum(r.fallback_used for r in records)
+    assert _sum(s, "sovrouter_refusals_total", reason="no_allowed_deployment") == 1
+    assert _sum(s, "sovrouter_upstream_calls_total") == sum(len(r.calls) for r in records)
+    assert _sum(s, "sovrouter_request_latency_seconds_count") == sum(r.status == "ok" for r in records)
+    # bounded tenant labels: only the configured tenants get their own label
+    tenants_seen = {dict(lab).get("tenant") for (n, lab) in s if n == "sovrouter_requests_total"}
+    assert tenants_seen == {"acme-us", "eurobank", "other"}
+
+    spans = exporter.get_finished_spans()
+    roots = [sp for sp in spans if sp.parent is None]
+    assert len(roots) == len(records)
+    assert len(spans) - len(roots) == sum(len(r.calls) for r in records)
+    by_rid = {sp.attributes["gen_ai.response.id"]: sp for sp in roots}
+    for r in records:
+        root = by_rid[r.request_id]
+        assert root.attributes["gen_ai.operation.name"] == "chat"
+        assert root.attributes["gen_ai.usage.input_tokens"] == sum(c.input_tokens for c in r.calls)
+        assert root.attributes["gen_ai.usage.output_tokens"] == sum(c.output_tokens for c in r.calls)
+        assert root.start_time == round(r.arrived_ms * 1_000_000)
+        children = [sp for sp in spans if sp.parent is not None and sp.parent.span_id == root.context.span_id]
+        assert [c.attributes["gen_ai.request.model"] for c in children] == [c.candidate.slot for c in r.calls]
+        assert [c.attributes["sovrouter.outcome"] for c in children] == [c.outcome for c in r.calls]
+        assert root.status.is_ok == (r.status == "ok")
+
+
+def test_tenant_labels_capped_without_configuration() -> None:
+    labels = TenantLabels(max_tenants=2)
+    assert [labels.label(t) for t in ("a", "b", "c", "a")] == ["a", "b", "other", "a"]
+
+
+def test_metrics_router_serves_exposition() -> None:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from sovrouter.telemetry.routes import metrics_router
+
+    metrics = RequestMetrics()
+    app = FastAPI()
+    app.include_router(metrics_router(metrics.registry))
+    body = TestClient(app).get("/metrics")
+    assert body.status_code == 200 and "sovrouter_requests_total" in body.text
