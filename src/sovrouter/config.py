@@ -45,6 +45,9 @@ class ReliabilitySettings(BaseModel):
     first_token_timeout_s: float = Field(default=20.0, gt=0)
     retries: int = Field(default=1, ge=0, le=5)
     retry_budget_ratio: float = Field(default=0.2, ge=0, le=1)
+    retry_budget_window_s: float = Field(default=10.0, gt=0)
+    retry_budget_min_retries: int = Field(default=3, ge=0, description="retries always allowed per window")
+    retry_backoff_s: float = Field(default=0.02, ge=0, description="base of the jittered exponential backoff")
     breaker: BreakerSettings = BreakerSettings()
 
 
@@ -63,8 +66,8 @@ class Settings(BaseModel):
     upstreams: dict[str, Upstream] = Field(default_factory=dict, description="'slot/deployment' -> upstream")
     state_dir: Path = Path("var")
     router: Literal["baseline", "learned"] = "baseline"
-    policy: Literal["availability", "cedar"] = "availability"
-    detector: Literal["none", "pii"] = "none"
+    policy: Literal["availability", "cedar"] = "cedar"  # sovereignty on (docs/sovereignty.md)
+    detector: Literal["none", "pii"] = "pii"
     cache: CacheSettings = CacheSettings()
     reliability: ReliabilitySettings = ReliabilitySettings()
     max_body_bytes: int = Field(default=1_000_000, ge=1024)

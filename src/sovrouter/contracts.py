@@ -105,6 +105,7 @@ class CandidateVerdict(BaseModel):
     candidate: Candidate
     allowed: bool
     rule: str = Field(description="id of the rule that allowed or excluded it")
+    policy_version: str | None = Field(default=None, description="version of the policy set that decided")
 
 
 class PolicyVerdict(BaseModel):
@@ -154,6 +155,7 @@ class CallAttempt(BaseModel):
     cost_usd: float = 0.0
     error: str | None = None
     purpose: Literal["primary", "fallback", "retry", "cascade", "shadow"] = "primary"
+    spec_acceptance: float | None = Field(default=None, description="speculative decoding: accepted / drafted")
 
 
 class ModelCall(BaseModel):
@@ -173,6 +175,7 @@ class ModelResult(BaseModel):
     output_tokens: int = 0
     latency_ms: float = 0.0
     ttft_ms: float | None = None
+    spec_acceptance: float | None = Field(default=None, description="speculative decoding: accepted / drafted")
 
 
 class StreamChunk(BaseModel):

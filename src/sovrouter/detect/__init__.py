@@ -1,0 +1,1 @@
+"""Personal-data detection (Presidio + spaCy + checksums). See ``docs/sovereignty.md``."""

@@ -1,0 +1,78 @@
+"""Context words (English, German, French) that tell what an identifier-shaped string is.
+
+The detector decides the type of an identifier-shaped match by the *nearest* cue before it on the same line:
+a cue of a personal-data type (``"SSN"``, ``"passeport"``, ``"geb."``) makes it that type (if its format and
+checksum fit), a cue of an innocent identifier (``"order"``, ``"ISBN"``, ``"Rechnung"``) makes it innocent, and
+no cue leaves only the formats that are self-evident (IBAN, e-mail, card numbers with a valid issuer prefix and
+Luhn digit, ...). The lists are general vocabulary of each domain, not the workload's sentence templates.
+"""
+
+from __future__ import annotations
+
+import re
+
+# type -> cue words/phrases (matched case-insensitively on word boundaries)
+TYPE_CUES: dict[str, tuple[str, ...]] = {
+    "US_SSN": ("ssn", "ss#", "ss no", "social security", "soc. sec", "soc sec", "ssa number"),
+    "CA_SIN": ("sin", "sin#", "sin no", "social insurance", "nas", "assurance sociale"),
+    "CA_HEALTH_CARD": (
+        "health card", "health number", "health insurance number", "health card number", "ohip", "ramq", "hcn",
+        "carte d'assurance maladie", "carte d’assurance maladie", "assurance maladie", "carte santé",
+        "carte soleil", "numéro d'assurance maladie", "healthcard", "health-card",
+    ),
+    "PASSPORT": (
+        "passport", "passport no", "passport number", "passport #", "reisepass", "reisepass-nr", "pass-nr",
+        "passnummer", "reisepassnummer", "passeport", "passeport n°", "travel document", "document de voyage",
+    ),
+    # form-like cues: a date right after them is a date of birth on its own
+    "DATE_OF_BIRTH": (
+        "dob", "d.o.b", "d.o.b.", "date of birth", "birth date", "birthdate", "b.", "geb.", "geb", "geburtsdatum",
+        "geboren am", "né(e)", "né(e) le", "né le", "née le", "date de naissance", "naissance", "ddn",
+    ),
+    # narrative cues ("Lauren was born on January 1, 1990" in a maths problem): only next to other personal data
+    "DATE_OF_BIRTH~weak": ("born", "born on", "birthday", "geboren", "geburtstag", "né", "née", "birth"),
+    "PHONE": (
+        "phone", "phone number", "tel", "tel.", "tél", "tél.", "telephone", "téléphone", "telefon", "mobile",
+        "mobil", "handy", "cell", "cellphone", "call", "callback", "call back", "called", "voicemail", "fax",
+        "reach", "text", "sms", "whatsapp", "contact", "rückruf", "anrufen", "erreichbar", "portable",
+        "rappeler", "joindre", "appeler", "appelez", "numéro", "nummer",
+    ),
+    "CREDIT_CARD": (
+        "card", "credit card", "debit card", "card number", "visa", "mastercard", "amex", "american express",
+        "discover", "jcb", "diners", "paid with", "kreditkarte", "karte", "karten", "carte", "carte bancaire",
+        "carte de crédit", "cc",
+    ),
+}
+
+# Innocent identifiers: a match whose nearest cue is one of these is not personal data.
+INNOCENT_CUES: tuple[str, ...] = (
+    "order", "order no", "order #", "invoice", "po", "purchase order", "ticket", "build", "case", "ref",
+    "reference", "tracking", "tracking number", "shipment", "parcel", "package", "container", "seal", "booking",
+    "sku", "ean", "upc", "gtin", "isbn", "issn", "doi", "part", "part no", "lot", "batch", "serial",
+    "serial number", "asset", "tag", "rack", "firmware", "version", "model", "product", "product code", "item",
+    "article", "cost centre", "cost center", "account code", "job", "run", "issue", "bug", "commit", "release",
+    "patent", "claim no", "policy no", "transaction", "receipt", "confirmation", "page", "isin", "vin",
+    "bestellnummer", "bestellung", "rechnung", "rechnungsnummer", "artikelnummer", "artikel", "sendungsnummer",
+    "kostenstelle", "auftrag", "auftragsnummer", "lieferschein", "vorgang", "commande", "facture", "référence",
+    "numéro de suivi", "suivi", "colis", "centre de coût", "article n°", "produit", "lot n°",
+)
+
+# Words near a name that make it a real person's name in a request (not a character of a benchmark task).
+PERSON_CUES: tuple[str, ...] = (
+    "customer", "client", "patient", "applicant", "employee", "caller", "requester", "requested by",
+    "account holder", "holder", "traveler", "traveller", "passenger", "member", "sender", "message from",
+    "request from", "on behalf of", "beneficiary", "guest", "resident", "subscriber", "user",
+    "opened by", "submitted by", "requested by", "name", "full name", "nom", "prénom", "vorname", "nachname",
+    "name des kunden", "nom du client",
+    "kunde", "kundin", "kunden", "patientin", "antragsteller", "antragstellerin", "mitarbeiter",
+    "mitarbeiterin", "inhaber", "inhaberin", "kontoinhaber", "kontoinhaberin", "absender", "anfrage von",
+    "nachricht von", "cliente", "titulaire", "demandeur", "demandeuse", "employé",
+    "employée", "expéditeur", "message de", "demande de", "de la part de",
+    "patient(e)", "dossier",
+)
+
+
+def cue_regex(words: tuple[str, ...]) -> re.Pattern[str]:
+    """One alternation, longest first, bounded so that ``sin`` does not match inside ``using``."""
+    alts = sorted({re.escape(w) for w in words}, key=len, reverse=True)
+    return re.compile(r"(?<![\w])(?:" + "|".join(alts) + r")(?![\w])", re.IGNORECASE)

