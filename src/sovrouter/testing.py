@@ -96,3 +96,40 @@ class MemorySink:
 
     def write(self, record: RequestRecord) -> None:
         self.records.append(record)
+
+
+@dataclass
+class FlakyAdapter:
+    """Fails its first ``fail_times`` calls with ``error``, then answers ``text``; counts its calls.
+    ``chunk_delay_s`` slows each streamed chunk (for total-timeout tests)."""
+
+    candidate: Candidate
+    fail_times: int = 1
+    error: UpstreamError = field(default_factory=lambda: UpstreamError("upstream returned 503"))
+    text: str = "ok"
+    chunk_delay_s: float = 0.0
+    calls: int = 0
+
+    @property
+    def target(self) -> Candidate:
+        return self.candidate
+
+    def _result(self) -> ModelResult:
+        return ModelResult(candidate=self.candidate, text=self.text, input_tokens=5,
+                           output_tokens=max(1, len(self.text) // 4))
+
+    async def generate(self, call: ModelCall) -> ModelResult:
+        self.calls += 1
+        if self.calls <= self.fail_times:
+            raise self.error
+        return self._result()
+
+    async def stream(self, call: ModelCall) -> AsyncIterator[StreamChunk]:
+        self.calls += 1
+        if self.calls <= self.fail_times:
+            raise self.error
+        for ch in self.text:
+            if self.chunk_delay_s:
+                await asyncio.sleep(self.chunk_delay_s)
+            yield StreamChunk(candidate=self.candidate, delta=ch)
+        yield StreamChunk(candidate=self.candidate, final=self._result())

@@ -31,6 +31,7 @@ class InstrumentedAdapter:
                 output_tokens=result.output_tokens if result is not None else out_tokens,
                 error=error.code if error is not None else None,
                 purpose=call.purpose,
+                spec_acceptance=result.spec_acceptance if result is not None else None,
             )
         )
 

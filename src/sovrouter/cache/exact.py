@@ -49,6 +49,7 @@ class ExactCache:
         self.enabled = enabled
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: no fsync per commit; crash-safe
         self._db.execute(_SCHEMA)
         self._flights: dict[str, asyncio.Future[None]] = {}
 

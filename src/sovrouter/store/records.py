@@ -28,6 +28,7 @@ class SQLiteRecordStore:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: no fsync per commit; crash-safe
         self._db.execute(_SCHEMA)
 
     def write(self, record: RequestRecord) -> None:

@@ -1,0 +1,302 @@
+"""OpenAI-compatible HTTP adapter: llama.cpp's server, ``llama_cpp.server``, vLLM (async httpx, SSE streaming).
+
+- ``generate``: ``POST {base}/v1/chat/completions``; ``stream``: the same with ``stream: true`` and
+  ``stream_options.include_usage``, parsing the ``data:`` lines of the SSE body until ``data: [DONE]``.
+- A base URL may end with ``/v1`` or not; both name the same server.
+- Text-only messages are sent as a string; messages with media are sent as OpenAI content parts
+  (``image_url`` / ``video_url`` / ``audio_url`` with the part's URL or data URL). ``developer`` becomes
+  ``system`` (llama.cpp and most chat templates do not know it).
+- Tokens come from the upstream's ``usage``; without it they are estimated as ``ceil(characters / 4)``.
+- Failures become :class:`UpstreamError` subclasses whose messages never carry the upstream body, the URL's
+  credentials or the API key: connect/reset/429/5xx -> :class:`UpstreamUnavailableError` (retryable),
+  other 4xx -> :class:`UpstreamRejectedError`, malformed body or a stream that ends before ``[DONE]`` or a
+  ``finish_reason`` -> :class:`UpstreamProtocolError`, httpx timeouts -> :class:`UpstreamTimeoutError`.
+  A stream always ends with ``StreamChunk(final=ModelResult(...))`` or raises: never a silent truncation.
+- Several replicas of one deployment: a :class:`ReplicaChooser` picks one per call (default: least outstanding).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import httpx
+
+from sovrouter.adapters.replicas import LeastOutstandingChooser, ReplicaChooser
+from sovrouter.contracts import Candidate, Message, ModelCall, ModelResult, NormalizedRequest, StreamChunk
+from sovrouter.errors import (
+    UpstreamProtocolError,
+    UpstreamRejectedError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
+
+_MEDIA_PART = {"image": "image_url", "video": "video_url", "audio": "audio_url"}
+
+
+def chat_endpoint(base_url: str) -> str:
+    base = base_url.rstrip("/")
+    return base + "/chat/completions" if base.endswith("/v1") else base + "/v1/chat/completions"
+
+
+def _message_body(message: Message) -> dict[str, Any]:
+    role = "system" if message.role == "developer" else message.role
+    parts = message.parts
+    if all(p.modality == "text" for p in parts):
+        return {"role": role, "content": "\n".join(p.text or "" for p in parts) if len(parts) > 1
+                else (parts[0].text or "")}
+    content: list[dict[str, Any]] = []
+    for p in parts:
+        if p.modality == "text":
+            content.append({"type": "text", "text": p.text or ""})
+        else:
+            kind = _MEDIA_PART[p.modality]
+            content.append({"type": kind, kind: {"url": p.ref or ""}})
+    return {"role": role, "content": content}
+
+
+def request_body(request: NormalizedRequest, model: str, stream: bool) -> dict[str, Any]:
+    """The upstream body for a normalized request (parameters only when set)."""
+    body: dict[str, Any] = {"model": model, "messages": [_message_body(m) for m in request.messages]}
+    params = request.parameters
+    if params.temperature is not None:
+        body["temperature"] = params.temperature
+    if params.top_p is not None:
+        body["top_p"] = params.top_p
+    if params.max_tokens is not None:
+        body["max_tokens"] = params.max_tokens
+    if params.stop:
+        body["stop"] = list(params.stop)
+    if params.seed is not None:
+        body["seed"] = params.seed
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def _encode(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _estimate(text: str) -> int:
+    return math.ceil(len(text) / 4)
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+class OpenAIHTTPAdapter:
+    """One deployment (``candidate``) served by one or more OpenAI-compatible replicas (``base_urls``).
+
+    Pass a shared ``client`` to pool connections across adapters (then its owner closes it); otherwise the
+    adapter owns one and :meth:`aclose` closes it. ``timer`` returns seconds (``time.perf_counter``).
+    Total and first-token timeouts are the job of the :mod:`sovrouter.reliability.timeout` wrapper; the
+    client here only bounds connecting.
+    """
+
+    def __init__(
+        self,
+        candidate: Candidate,
+        base_urls: Sequence[str],
+        *,
+        model: str = "default",
+        api_key: str | None = None,
+        client: httpx.AsyncClient | None = None,
+        chooser: ReplicaChooser | None = None,
+        timer: Callable[[], float] = time.perf_counter,
+        connect_timeout_s: float = 5.0,
+    ) -> None:
+        if not base_urls:
+            raise ValueError("OpenAIHTTPAdapter needs at least one base URL")
+        self.candidate = candidate
+        self.replicas = list(base_urls)
+        self._endpoints = [httpx.URL(chat_endpoint(u)) for u in self.replicas]
+        self.model = model
+        self._headers = {"Content-Type": "application/json"}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._owns_client = client is None
+        self.client = client or new_client(connect_timeout_s)
+        self.chooser: ReplicaChooser = chooser or LeastOutstandingChooser()
+        self.timer = timer
+
+    @property
+    def target(self) -> Candidate:
+        return self.candidate
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self.client.aclose()
+
+    # ------------------------------------------------------------------ non-streaming
+    async def generate(self, call: ModelCall) -> ModelResult:
+        request = call.request
+        body = _encode(request_body(request, self.model, stream=False))
+        index = self.chooser.choose(request, self.replicas)
+        self.chooser.observe_start(request, self.replicas, index)
+        started = self.timer()
+        ok = False
+        try:
+            try:
+                resp = await self.client.post(self._endpoints[index], content=body, headers=self._headers)
+            except httpx.TimeoutException as exc:
+                raise UpstreamTimeoutError(f"upstream {self.candidate.key} timed out") from exc
+            except httpx.HTTPError as exc:
+                raise UpstreamUnavailableError(
+                    f"cannot reach upstream {self.candidate.key} ({type(exc).__name__})") from exc
+            self._check_status(resp.status_code)
+            result = self._parse_completion(resp.content, request, (self.timer() - started) * 1000.0)
+            ok = True
+            return result
+        finally:
+            self.chooser.observe_done(request, self.replicas, index, ok, (self.timer() - started) * 1000.0)
+
+    def _parse_completion(self, raw: bytes, request: NormalizedRequest, latency_ms: float) -> ModelResult:
+        try:
+            data = json.loads(raw)
+            choice = data["choices"][0]
+            message = choice["message"]
+            content = message.get("content")
+            if content is None:
+                content = ""
+            if not isinstance(content, str):
+                raise TypeError("content")
+            finish = choice.get("finish_reason") or "stop"
+            usage = data.get("usage") or {}
+            if not isinstance(usage, dict):
+                usage = {}
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise UpstreamProtocolError(f"upstream {self.candidate.key} returned a malformed completion") from exc
+        return ModelResult(
+            candidate=self.candidate,
+            text=content,
+            finish_reason=str(finish),
+            input_tokens=_int(usage.get("prompt_tokens")) or _estimate(request.prompt_text),
+            output_tokens=_int(usage.get("completion_tokens")) or _estimate(content),
+            latency_ms=latency_ms,
+        )
+
+    def _check_status(self, status: int) -> None:
+        if status < 400:
+            return
+        if status == 429 or status >= 500:
+            raise UpstreamUnavailableError(f"upstream {self.candidate.key} answered HTTP {status}")
+        raise UpstreamRejectedError(f"upstream {self.candidate.key} refused the call (HTTP {status})")
+
+    # ------------------------------------------------------------------ streaming
+    async def stream(self, call: ModelCall) -> AsyncIterator[StreamChunk]:
+        request = call.request
+        body = _encode(request_body(request, self.model, stream=True))
+        index = self.chooser.choose(request, self.replicas)
+        self.chooser.observe_start(request, self.replicas, index)
+        started = self.timer()
+        ok = False
+        try:
+            async for chunk in self._stream(index, body, request, started):
+                yield chunk
+            ok = True
+        finally:
+            self.chooser.observe_done(request, self.replicas, index, ok, (self.timer() - started) * 1000.0)
+
+    async def _stream(self, index: int, body: bytes, request: NormalizedRequest,
+                      started: float) -> AsyncIterator[StreamChunk]:
+        parser = _SSEParser(self.candidate.key)
+        ttft: float | None = None
+        try:
+            async with self.client.stream("POST", self._endpoints[index], content=body,
+                                          headers=self._headers) as resp:
+                if resp.status_code >= 400:
+                    self._check_status(resp.status_code)  # the error body is never read into a message
+                async for line in resp.aiter_lines():
+                    delta = parser.feed(line)
+                    if delta:
+                        if ttft is None:
+                            ttft = (self.timer() - started) * 1000.0
+                        yield StreamChunk(candidate=self.candidate, delta=delta)
+                    if parser.done:
+                        break
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeoutError(f"upstream {self.candidate.key} timed out") from exc
+        except httpx.HTTPError as exc:
+            what = "connection dropped mid-stream" if parser.started else "cannot reach upstream"
+            raise UpstreamUnavailableError(f"{what} ({self.candidate.key}, {type(exc).__name__})") from exc
+        if not parser.complete:
+            raise UpstreamProtocolError(f"upstream {self.candidate.key} stream ended before completing")
+        text = "".join(parser.parts)
+        result = ModelResult(
+            candidate=self.candidate,
+            text=text,
+            finish_reason=parser.finish_reason or "stop",
+            input_tokens=parser.prompt_tokens or _estimate(request.prompt_text),
+            output_tokens=parser.completion_tokens or _estimate(text),
+            latency_ms=(self.timer() - started) * 1000.0,
+            ttft_ms=ttft,
+        )
+        yield StreamChunk(candidate=self.candidate, final=result)
+
+
+class _SSEParser:
+    """Reads the ``data:`` lines of an OpenAI chat-completions SSE body (one JSON object per event)."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.parts: list[str] = []
+        self.done = False
+        self.started = False
+        self.finish_reason: str | None = None
+        self.prompt_tokens: int | None = None
+        self.completion_tokens: int | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.done or self.finish_reason is not None
+
+    def feed(self, line: str) -> str:
+        if not line.startswith("data:"):
+            return ""  # blank separators, comments (":"), event:/id:/retry: fields
+        payload = line[5:].strip()
+        if payload == "[DONE]":
+            self.done = True
+            return ""
+        try:
+            obj = json.loads(payload)
+        except ValueError as exc:
+            raise UpstreamProtocolError(f"upstream {self.key} sent a malformed stream event") from exc
+        if not isinstance(obj, dict):
+            raise UpstreamProtocolError(f"upstream {self.key} sent a malformed stream event")
+        if obj.get("error"):
+            raise UpstreamUnavailableError(f"upstream {self.key} reported an error mid-stream")
+        usage = obj.get("usage")
+        if isinstance(usage, dict):
+            self.prompt_tokens = _int(usage.get("prompt_tokens")) or self.prompt_tokens
+            self.completion_tokens = _int(usage.get("completion_tokens")) or self.completion_tokens
+        out = ""
+        choices = obj.get("choices")
+        if isinstance(choices, list):
+            for choice in choices:
+                if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                    continue
+                delta = choice.get("delta")
+                content = delta.get("content") if isinstance(delta, dict) else None
+                if isinstance(content, str) and content:
+                    out += content
+                if choice.get("finish_reason"):
+                    self.finish_reason = str(choice["finish_reason"])
+        if out:
+            self.started = True
+            self.parts.append(out)
+        return out
+
+
+def new_client(connect_timeout_s: float = 5.0, max_connections: int = 256) -> httpx.AsyncClient:
+    """A pooled client for upstream calls: no read timeout here (the timeout wrapper owns it)."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(None, connect=connect_timeout_s),
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+    )
+

@@ -1,0 +1,34 @@
+"""``sovrouter serve --config FILE [--host 127.0.0.1 --port 8080]``: the gateway under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import uvicorn
+
+from sovrouter.adapters.openai_http import new_client
+from sovrouter.config import Settings
+from sovrouter.evalloop.loop import observe_live
+from sovrouter.gateway.app import create_app
+from sovrouter.gateway.wiring import build_live_pipeline
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("serve", help="run the OpenAI-compatible gateway")
+    p.add_argument("--config", required=True, type=Path, help="configuration file (YAML or TOML)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
+    p.add_argument("--port", default=8080, type=int)
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = Settings.load(args.config)
+    client = new_client()
+    pipeline = build_live_pipeline(settings, client=client)
+    obs, observed = observe_live(settings, pipeline)  # metrics, traces, eval loop; /metrics /v1/feedback /dashboard
+    app = create_app(observed, settings, on_shutdown=[client.aclose, obs.loop.drain])
+    obs.mount(app)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    return 0

@@ -1,0 +1,297 @@
+"""The HTTP gateway: an OpenAI-compatible front door onto :class:`Pipeline` (FastAPI + uvicorn).
+
+``create_app(pipeline, settings)`` builds one app; all its state lives on the :class:`Gateway` instance it
+creates (no module-level state). Endpoints:
+
+- ``POST /v1/chat/completions``: JSON or SSE (``stream: true``), OpenAI format plus a ``sovrouter`` metadata
+  object; headers ``x-sovrouter-route``, ``x-sovrouter-request-id``, ``x-sovrouter-cache``.
+- ``GET /v1/models``: ``auto`` plus the catalog slots the caller's tenant may use.
+- ``GET /health`` (process up) and ``GET /ready`` (at least one deployment wired).
+
+The tenant comes from the API key only; the declared data class from the ``X-Data-Class`` header. This module
+is the error boundary: every error leaves as OpenAI-style JSON (see ``gateway/errors.py``), and a stream that
+fails after its first byte ends with an explicit ``data: {"error": ...}`` event, never silently truncated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from sovrouter.config import Settings
+from sovrouter.contracts import (
+    DATA_CLASS_ORDER,
+    CacheOutcome,
+    DataClass,
+    NormalizedRequest,
+    RequestRecord,
+    StreamChunk,
+)
+from sovrouter.errors import (
+    InvalidRequestError,
+    NotFoundError,
+    RequestTooLargeError,
+    SovrouterError,
+    UpstreamError,
+)
+from sovrouter.gateway.auth import KeyRing
+from sovrouter.gateway.errors import error_response, install_handlers, internal_error_response, log
+from sovrouter.gateway.sse import ChatFormatter
+from sovrouter.intake import normalize_chat
+from sovrouter.pipeline import Outcome, Pipeline
+
+_JSON = "application/json"
+_Item = StreamChunk | Outcome | BaseException
+
+
+class Gateway:
+    """The state and handlers of one app instance."""
+
+    def __init__(self, pipeline: Pipeline, settings: Settings,
+                 request_ids: Callable[[], str] | None = None) -> None:
+        self.pipeline = pipeline
+        self.settings = settings
+        self.keys = KeyRing(settings.api_keys)
+        self.request_ids = request_ids or (lambda: uuid.uuid4().hex)
+        self.background: set[asyncio.Task[None]] = set()
+        self._models: dict[str, list[tuple[str, Any]]] = {"auto": []}
+        for slot, dep in pipeline.catalog.pairs():
+            self._models.setdefault(slot.id, []).append((slot.id, dep))
+            self._models[f"{slot.id}/{dep.id}"] = [(slot.id, dep)]
+
+    # ------------------------------------------------------------------ request checks
+    @staticmethod
+    def _data_class(value: str | None) -> DataClass:
+        if value is None:
+            return "public"
+        v = value.strip().lower()
+        if v not in DATA_CLASS_ORDER:
+            raise InvalidRequestError("invalid X-Data-Class header: expected one of " + ", ".join(DATA_CLASS_ORDER),
+                                      param="X-Data-Class")
+        return v
+
+    async def _read_json(self, request: Request) -> dict[str, Any]:
+        limit = self.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                raise InvalidRequestError("invalid Content-Length header") from None
+            if size > limit:
+                raise RequestTooLargeError(f"request body exceeds {limit} bytes")
+            raw = await request.body()  # the server never delivers more than Content-Length
+        else:  # chunked: count while reading
+            buf = bytearray()
+            async for part in request.stream():
+                buf += part
+                if len(buf) > limit:
+                    raise RequestTooLargeError(f"request body exceeds {limit} bytes")
+            raw = bytes(buf)
+        if len(raw) > limit:
+            raise RequestTooLargeError(f"request body exceeds {limit} bytes")
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidRequestError("the request body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise InvalidRequestError("the request body must be a JSON object")
+        return body
+
+    def _check_model(self, model: Any, tenant: str) -> None:
+        if model is None or model == "auto":
+            return
+        if not isinstance(model, str):
+            raise InvalidRequestError("'model' must be a string", param="model")
+        deps = self._models.get(model)
+        if not deps or not any(dep.available_for(tenant) for _, dep in deps):
+            raise NotFoundError("unknown model: use 'auto' or an id from GET /v1/models", param="model")
+
+    def _normalize(self, body: dict[str, Any], tenant: str, rid: str, data_class: DataClass) -> NormalizedRequest:
+        try:
+            return normalize_chat(body, tenant=tenant, request_id=rid, data_class=data_class,
+                                  arrived_ms=self.pipeline.clock.now_ms())
+        except ValidationError:
+            raise InvalidRequestError("invalid request body", param="messages") from None
+
+    def _record_rejection(self, request_id: str, tenant: str, data_class: DataClass, exc: SovrouterError) -> None:
+        """An authenticated request refused at the door still gets its one record."""
+        self.pipeline.records.write(RequestRecord(
+            request_id=request_id, tenant=tenant, data_class=data_class, effective_class=data_class,
+            modalities=[], arrived_ms=self.pipeline.clock.now_ms(), status="error", error_code=exc.code,
+            cache=CacheOutcome(kind="bypass"),
+        ))
+
+    # ------------------------------------------------------------------ endpoints
+    async def chat(self, request: Request) -> Response:
+        rid = self.request_ids()
+        headers = {"x-sovrouter-request-id": rid}
+        data_class: DataClass = "public"
+        try:
+            tenant = self.keys.tenant_for(request.headers.get("authorization"))
+            try:
+                data_class = self._data_class(request.headers.get("x-data-class"))
+                body = await self._read_json(request)
+                self._check_model(body.get("model"), tenant)
+                req = self._normalize(body, tenant, rid, data_class)
+            except SovrouterError as exc:
+                self._record_rejection(rid, tenant, data_class, exc)
+                raise
+            if req.stream:
+                opts = body.get("stream_options")
+                include_usage = isinstance(opts, dict) and opts.get("include_usage") is True
+                return await self._stream(req.request_id, self.pipeline.handle_stream(req), include_usage,
+                                          headers)
+            outcome = await self.pipeline.handle(req)
+        except SovrouterError as exc:
+            return error_response(exc, headers)
+        except Exception as exc:  # the gateway boundary: nothing unexpected leaves as a stack trace
+            return internal_error_response(exc, headers)
+        if outcome.error is not None or outcome.result is None:
+            return error_response(outcome.error or UpstreamError("no answer"), headers)
+        record = outcome.record
+        headers["x-sovrouter-route"] = outcome.result.candidate.key
+        headers["x-sovrouter-cache"] = record.cache.kind
+        fmt = ChatFormatter(rid, int(time.time()))
+        return Response(fmt.completion(outcome.result, record), media_type=_JSON, headers=headers)
+
+    async def _stream(self, rid: str, items: AsyncIterator[StreamChunk | Outcome], include_usage: bool,
+                      headers: dict[str, str]) -> Response:
+        """Run the pipeline's stream in its own task (so a client that disconnects cannot cut the request's
+        record), wait for its first item, then answer: JSON error if it failed before any chunk, SSE otherwise."""
+        queue: asyncio.Queue[_Item] = asyncio.Queue()
+        task = asyncio.create_task(_produce(items, queue))
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        first = await queue.get()
+        if isinstance(first, BaseException):
+            return internal_error_response(first, headers)
+        if isinstance(first, Outcome) and first.error is not None:
+            return error_response(first.error, headers)
+        ready: list[_Item] = [first]
+        while not isinstance(ready[-1], Outcome | BaseException) and not queue.empty():
+            ready.append(queue.get_nowait())  # what is already there (all of it for a cache hit)
+        if isinstance(ready[-1], Outcome):
+            headers["x-sovrouter-cache"] = ready[-1].record.cache.kind
+        else:
+            headers["x-sovrouter-cache"] = "miss" if self.settings.cache.exact_enabled else "bypass"
+        if isinstance(first, StreamChunk):
+            headers["x-sovrouter-route"] = first.candidate.key
+        elif first.result is not None:
+            headers["x-sovrouter-route"] = first.result.candidate.key
+        headers["cache-control"] = "no-cache"
+        headers["x-accel-buffering"] = "no"
+        events = _events(ChatFormatter(rid, int(time.time())), ready, queue, include_usage)
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+
+    async def models(self, request: Request) -> Response:
+        try:
+            tenant = self.keys.tenant_for(request.headers.get("authorization"))
+        except SovrouterError as exc:
+            return error_response(exc)
+        data = [{"id": "auto", "object": "model", "created": 0, "owned_by": "sovrouter"}]
+        for slot in self.pipeline.catalog.slots:
+            if any(d.available_for(tenant) for d in slot.deployments):
+                data.append({"id": slot.id, "object": "model", "created": 0, "owned_by": "sovrouter"})
+        return Response(json.dumps({"object": "list", "data": data}).encode(), media_type=_JSON)
+
+    async def health(self, request: Request) -> Response:
+        return Response(b'{"status":"ok"}', media_type=_JSON)
+
+    async def ready(self, request: Request) -> Response:
+        n = len(self.pipeline.executor.adapters)
+        if n == 0:
+            return Response(b'{"status":"not_ready","deployments":0}', status_code=503, media_type=_JSON)
+        return Response(json.dumps({"status": "ready", "deployments": n}).encode(), media_type=_JSON)
+
+    async def drain(self, timeout_s: float) -> None:
+        """Let in-flight streams finish (and write their records), then cancel what is left."""
+        pending = set(self.background)
+        if not pending:
+            return
+        _, still = await asyncio.wait(pending, timeout=timeout_s)
+        for task in still:
+            task.cancel()
+
+
+async def _produce(items: AsyncIterator[StreamChunk | Outcome], queue: asyncio.Queue[_Item]) -> None:
+    try:
+        async for item in items:
+            queue.put_nowait(item)
+    except BaseException as exc:  # the boundary: hand anything unexpected to the consumer as an error event
+        queue.put_nowait(exc)
+        if not isinstance(exc, Exception):
+            raise
+
+
+async def _events(fmt: ChatFormatter, ready: list[_Item], queue: asyncio.Queue[_Item],
+                  include_usage: bool) -> AsyncIterator[bytes]:
+    """SSE bytes for the queued items. Events already waiting in the queue are sent in one write (fewer
+    syscalls for fast upstreams); nothing is ever held back waiting for more."""
+    first = True
+    pending = ready
+    while True:
+        out = bytearray()
+        for item in pending:
+            if isinstance(item, StreamChunk):
+                if item.final is None and item.delta:
+                    out += fmt.delta(item.candidate.slot, item.delta, first)
+                    first = False
+                continue
+            if isinstance(item, Outcome) and item.error is None and item.result is not None:
+                if first:
+                    out += fmt.delta(item.result.candidate.slot, "", True)
+                out += fmt.final(item.result, item.record, include_usage)
+            elif isinstance(item, Outcome) and item.error is not None:
+                out += fmt.error_event(item.error)
+            else:
+                log.error("stream failed unexpectedly: %s", type(item).__name__)
+                out += fmt.error_event(SovrouterError("internal server error"))
+            yield bytes(out)
+            return
+        if out:
+            yield bytes(out)
+        pending = [await queue.get()]
+        while not queue.empty():
+            pending.append(queue.get_nowait())
+
+
+def create_app(
+    pipeline: Pipeline,
+    settings: Settings,
+    *,
+    on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
+    request_ids: Callable[[], str] | None = None,
+) -> FastAPI:
+    """The gateway app for ``pipeline``. ``on_shutdown`` callbacks run after in-flight streams have drained
+    (close HTTP clients there). ``request_ids`` overrides the request-id factory (tests)."""
+    gateway = Gateway(pipeline, settings, request_ids)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await gateway.drain(settings.reliability.timeout_s)
+        for close in on_shutdown:
+            await close()
+
+    app = FastAPI(title="sovrouter", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.gateway = gateway
+    install_handlers(app)
+    # The hot path is a plain Starlette route (no FastAPI dependency solving: it reads the raw body itself).
+    app.router.routes.append(Route("/v1/chat/completions", gateway.chat, methods=["POST"]))
+    app.add_api_route("/v1/models", gateway.models, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/health", gateway.health, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/ready", gateway.ready, methods=["GET"], include_in_schema=False)
+    return app
+

@@ -1,0 +1,79 @@
+"""The live pipeline: the gateway's request path wired to real upstreams, from settings.
+
+One :class:`OpenAIHTTPAdapter` per entry of ``settings.upstreams`` (``'slot/deployment' -> Upstream``), plus
+any catalog deployment that names its own ``base_url``; SQLite record store and exact cache under
+``settings.state_dir``; wall clock. The rest (policy, router, reliability stack) comes from ``build.assemble``,
+the same assembly the replay harness uses.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import httpx
+
+from sovrouter.adapters.openai_http import OpenAIHTTPAdapter, new_client
+from sovrouter.adapters.replicas import LeastOutstandingChooser, ReplicaChooser
+from sovrouter.build import assemble
+from sovrouter.catalog import Catalog, Tenants
+from sovrouter.clock import WallClock
+from sovrouter.config import Settings, Upstream
+from sovrouter.contracts import Candidate
+from sovrouter.errors import ConfigError
+from sovrouter.pipeline import Pipeline
+from sovrouter.protocols import ModelAdapter
+from sovrouter.store.records import SQLiteRecordStore
+
+ChooserFactory = Callable[[Candidate, Upstream], ReplicaChooser]
+
+
+def upstreams_of(settings: Settings, catalog: Catalog) -> dict[Candidate, Upstream]:
+    """Every wired deployment and where it is served; unknown ``slot/deployment`` keys are a config error."""
+    out: dict[Candidate, Upstream] = {}
+    for slot, dep in catalog.pairs():
+        if dep.base_url:
+            out[Candidate(slot=slot.id, deployment=dep.id)] = Upstream(base_urls=[dep.base_url],
+                                                                         model=dep.upstream_model or "default")
+    for key, upstream in settings.upstreams.items():
+        slot_id, _, dep_id = key.partition("/")
+        try:
+            catalog.deployment(slot_id, dep_id)
+        except KeyError:
+            raise ConfigError(f"upstreams: '{key}' is not a slot/deployment of the catalog") from None
+        out[Candidate(slot=slot_id, deployment=dep_id)] = upstream
+    return out
+
+
+def _api_key(upstream: Upstream, key: str) -> str | None:
+    if upstream.api_key_env is None:
+        return None
+    value = os.environ.get(upstream.api_key_env)
+    if not value:
+        raise ConfigError(f"upstreams: '{key}' needs the environment variable {upstream.api_key_env}")
+    return value
+
+
+def build_live_pipeline(
+    settings: Settings,
+    *,
+    client: httpx.AsyncClient | None = None,
+    chooser_factory: ChooserFactory | None = None,
+) -> Pipeline:
+    """``client`` is shared by every adapter (its owner closes it; one is created if omitted);
+    ``chooser_factory`` gives each deployment its replica chooser (default: least outstanding requests)."""
+    catalog = Catalog.load(settings.catalog)
+    tenants = Tenants.load(settings.tenants)
+    shared = client or new_client()
+    adapters: dict[Candidate, ModelAdapter] = {}
+    for cand, upstream in upstreams_of(settings, catalog).items():
+        chooser = chooser_factory(cand, upstream) if chooser_factory else LeastOutstandingChooser()
+        adapters[cand] = OpenAIHTTPAdapter(cand, upstream.base_urls, model=upstream.model,
+                                           api_key=_api_key(upstream, cand.key), client=shared, chooser=chooser)
+    try:
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create state_dir {settings.state_dir}: {exc}") from exc
+    records = SQLiteRecordStore(settings.state_dir / "records.sqlite")
+    return assemble(settings, catalog, tenants, adapters, WallClock(), records,
+                    cache_path=str(settings.state_dir / "cache.sqlite"))

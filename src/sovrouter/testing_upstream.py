@@ -1,0 +1,151 @@
+"""A minimal OpenAI-compatible upstream for tests and benchmarks (a test double shipped in the package).
+
+It answers ``POST /v1/chat/completions`` (JSON or SSE) like llama.cpp's / vLLM's server, and can fail on
+demand through a mutable :class:`UpstreamBehaviour`: HTTP errors, slowness before the first token or between
+chunks, a connection that dies mid-stream, a stream that ends without ``[DONE]``, a malformed body. "Down" is
+simply a server that is not running (see :func:`closed_port_url`). Serve it with
+:class:`sovrouter.gateway.server.ServerThread`::
+
+    behaviour = UpstreamBehaviour(reply="hi")
+    with ServerThread(create_upstream_app(behaviour)) as up:
+        ...  # up.url is the base URL
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+Mode = Literal["ok", "error", "die_mid_stream", "truncate", "malformed", "stream_error_event"]
+
+
+class UpstreamDied(Exception):
+    """Raised inside the response body to make the server drop the connection mid-stream."""
+
+
+@dataclass
+class UpstreamBehaviour:
+    """How the test upstream answers; change it between (or during) calls. Counts what it received."""
+
+    mode: Mode = "ok"
+    status: int = 500  # for mode "error" and for the first ``fail_first`` calls
+    fail_first: int = 0  # fail the first N calls with ``status``, then behave per ``mode``
+    reply: str = "Hello from the test upstream."
+    echo: bool = False  # answer with the last user message instead of ``reply``
+    chunks: int = 4
+    first_token_delay_s: float = 0.0
+    chunk_delay_s: float = 0.0
+    usage: bool = True
+    model: str = "test-upstream"
+    calls: int = 0
+    last_body: dict[str, Any] | None = field(default=None, repr=False)
+
+
+def _last_user_text(body: dict[str, Any]) -> str:
+    for m in reversed(body.get("messages") or []):
+        if isinstance(m, dict) and m.get("role") == "user":
+            c = m.get("content")
+            if isinstance(c, str):
+                return c
+            if isinstance(c, list):
+                return " ".join(p.get("text", "") for p in c if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
+def _pieces(text: str, n: int) -> list[str]:
+    step = max(1, -(-len(text) // max(1, n)))
+    return [text[i : i + step] for i in range(0, len(text), step)] or [""]
+
+
+def create_upstream_app(behaviour: UpstreamBehaviour) -> Starlette:
+    b = behaviour
+
+    async def chat(request: Request) -> Response:
+        b.calls += 1
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return JSONResponse({"error": {"message": "bad json", "type": "invalid_request_error"}}, 400)
+        b.last_body = body
+        if b.calls <= b.fail_first or b.mode == "error":
+            return JSONResponse({"error": {"message": "upstream secret detail sk-test-leak", "type": "server_error"}},
+                                b.status)
+        text = _last_user_text(body) if b.echo else b.reply
+        n_in = sum(len(json.dumps(m.get("content", ""))) for m in body.get("messages", [])) // 4 + 1
+        n_out = max(1, len(text) // 4)
+        cid = f"chatcmpl-up{b.calls}"
+        if b.first_token_delay_s:
+            await asyncio.sleep(b.first_token_delay_s)
+        if not body.get("stream"):
+            if b.mode == "malformed":
+                return Response(b'{"choices": [', media_type="application/json")
+            out: dict[str, Any] = {
+                "id": cid, "object": "chat.completion", "created": int(time.time()), "model": b.model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                             "finish_reason": "stop"}],
+            }
+            if b.usage:
+                out["usage"] = {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}
+            return Response(json.dumps(out).encode(), media_type="application/json")
+        return StreamingResponse(_sse(b, cid, text, n_in, n_out), media_type="text/event-stream")
+
+    async def models(request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [{"id": b.model, "object": "model", "owned_by": "test"}]})
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    return Starlette(routes=[
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+    ])
+
+
+async def _sse(b: UpstreamBehaviour, cid: str, text: str, n_in: int, n_out: int) -> AsyncIterator[bytes]:
+    def event(obj: dict[str, Any]) -> bytes:
+        return b"data: " + json.dumps(obj).encode() + b"\n\n"
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return event({"id": cid, "object": "chat.completion.chunk", "created": 0, "model": b.model,
+                      "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+
+    yield chunk({"role": "assistant", "content": ""})
+    pieces = _pieces(text, b.chunks)
+    for i, piece in enumerate(pieces):
+        if i and b.chunk_delay_s:
+            await asyncio.sleep(b.chunk_delay_s)
+        if b.mode == "malformed" and i == 1:
+            yield b"data: {not json\n\n"
+            return
+        if b.mode == "stream_error_event" and i == 1:
+            yield event({"error": {"message": "upstream overloaded", "type": "server_error"}})
+            return
+        if b.mode == "die_mid_stream" and i == 1:
+            raise UpstreamDied("dropping the connection on purpose")
+        if b.mode == "truncate" and i == 1:
+            return  # clean end of body, without finish_reason nor [DONE]
+        yield chunk({"content": piece})
+    yield chunk({}, "stop")
+    if b.usage:
+        yield event({"id": cid, "object": "chat.completion.chunk", "created": 0, "model": b.model, "choices": [],
+                     "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}})
+    yield b"data: [DONE]\n\n"
+
+
+def closed_port_url(host: str = "127.0.0.1") -> str:
+    """A base URL nobody listens on (an upstream that is down)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        port = s.getsockname()[1]
+    return f"http://{host}:{port}"

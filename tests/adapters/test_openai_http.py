@@ -1,0 +1,244 @@
+"""The HTTP adapter against a real OpenAI-compatible upstream (the package's test upstream, on loopback)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+
+import httpx
+import pytest
+
+from sovrouter.adapters.openai_http import OpenAIHTTPAdapter, chat_endpoint, request_body
+from sovrouter.adapters.replicas import LeastOutstandingChooser, ReplicaChooser
+from sovrouter.contracts import Candidate, ModelCall, NormalizedRequest
+from sovrouter.errors import (
+    UpstreamProtocolError,
+    UpstreamRejectedError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
+from sovrouter.gateway.server import ServerThread
+from sovrouter.intake import normalize_chat
+from sovrouter.testing_upstream import UpstreamBehaviour, closed_port_url, create_upstream_app
+
+C = Candidate(slot="sovereign-large", deployment="eu-sov")
+
+
+@pytest.fixture
+def upstream() -> Iterator[tuple[str, UpstreamBehaviour]]:
+    b = UpstreamBehaviour(reply="The answer is 42.", chunks=3)
+    with ServerThread(create_upstream_app(b), log_level="critical") as server:
+        yield server.url, b
+
+
+def _call(text: str = "what is six times seven?", **body: object) -> ModelCall:
+    req = normalize_chat({"messages": [{"role": "user", "content": text}], **body}, tenant="t", request_id="r")
+    return ModelCall(request=req, allowed=[C])
+
+
+async def _collect(ad: OpenAIHTTPAdapter, call: ModelCall) -> tuple[list[str], object]:
+    deltas: list[str] = []
+    final = None
+    async for chunk in ad.stream(call):
+        if chunk.final is not None:
+            final = chunk.final
+        else:
+            deltas.append(chunk.delta)
+    return deltas, final
+
+
+async def test_generate_maps_answer_usage_and_latency(upstream: tuple[str, UpstreamBehaviour]) -> None:
+    url, b = upstream
+    ad = OpenAIHTTPAdapter(C, [url], model="m1")
+    try:
+        out = await ad.generate(_call(temperature=0.2, max_tokens=50, stop="END", seed=7))
+    finally:
+        await ad.aclose()
+    assert out.text == "The answer is 42." and out.candidate == C and out.finish_reason == "stop"
+    assert out.output_tokens == len("The answer is 42.") // 4  # from the upstream's usage
+    assert out.latency_ms > 0
+    assert b.last_body is not None
+    assert b.last_body["model"] == "m1" and b.last_body["temperature"] == 0.2
+    assert b.last_body["max_tokens"] == 50 and b.last_body["stop"] == ["END"] and b.last_body["seed"] == 7
+    assert "stream" not in b.last_body
+
+
+async def test_without_usage_tokens_are_estimated(upstream: tuple[str, UpstreamBehaviour]) -> None:
+    url, b = upstream
+    b.usage = False
+    ad = OpenAIHTTPAdapter(C, [url])
+    try:
+        out = await ad.generate(_call("abcdefgh"))
+        _, final = await _collect(ad, _call("abcdefgh"))
+    finally:
+        await ad.aclose()
+    assert out.input_tokens == 2 and out.output_tokens == 5  # ceil(8/4), ceil(17/4)
+    assert final is not None and final.output_tokens == 5  # type: ignore[attr-defined]
+
+
+async def test_stream_yields_deltas_then_final_with_ttft(upstream: tuple[str, UpstreamBehaviour]) -> None:
+    url, b = upstream
+    b.first_token_delay_s = 0.05
+    ad = OpenAIHTTPAdapter(C, [url + "/v1"])  # a base URL with /v1 works too
+    try:
+        deltas, final = await _collect(ad, _call())
+    finally:
+        await ad.aclose()
+    assert "".join(deltas) == "The answer is 42." and len(deltas) == 3
+    assert final is not None
+    assert final.text == "The answer is 42."  # type: ignore[attr-defined]
+    assert final.ttft_ms >= 50 and final.latency_ms >= final.ttft_ms  # type: ignore[attr-defined]
+    assert b.last_body is not None and b.last_body["stream"] is True
+    assert b.last_body["stream_options"] == {"include_usage": True}
+
+
+def test_body_maps_media_parts_and_developer_role() -> None:
+    req = normalize_chat({"messages": [
+        {"role": "developer", "content": "be brief"},
+        {"role": "user", "content": [{"type": "text", "text": "what is this"},
+                                     {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]},
+    ]}, tenant="t", request_id="r")
+    body = request_body(req, "vlm", stream=False)
+    assert body["messages"][0] == {"role": "system", "content": "be brief"}
+    assert body["messages"][1]["content"] == [
+        {"type": "text", "text": "what is this"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+    ]
+    assert chat_endpoint("http://h:1/") == "http://h:1/v1/chat/completions"
+    assert chat_endpoint("http://h:1/v1") == "http://h:1/v1/chat/completions"
+
+
+@pytest.mark.parametrize(("status", "error"), [(500, UpstreamUnavailableError), (503, UpstreamUnavailableError),
+                                               (429, UpstreamUnavailableError), (400, UpstreamRejectedError)])
+async def test_http_errors_map_without_leaking_the_body(upstream: tuple[str, UpstreamBehaviour], status: int,
+                                                        error: type[Exception]) -> None:
+    url, b = upstream
+    b.mode, b.status = "error", status
+    ad = OpenAIHTTPAdapter(C, [url], api_key="sk-upstream-secret")
+    try:
+        with pytest.raises(error) as gen_exc:
+            await ad.generate(_call())
+        with pytest.raises(error) as stream_exc:
+            await _collect(ad, _call())
+    finally:
+        await ad.aclose()
+    for exc in (gen_exc.value, stream_exc.value):
+        assert "sk-test-leak" not in str(exc) and "sk-upstream-secret" not in str(exc)
+        assert str(status) in str(exc)
+
+
+async def test_upstream_down() -> None:
+    ad = OpenAIHTTPAdapter(C, [closed_port_url()])
+    try:
+        with pytest.raises(UpstreamUnavailableError):
+            await ad.generate(_call())
+        with pytest.raises(UpstreamUnavailableError):
+            await _collect(ad, _call())
+    finally:
+        await ad.aclose()
+
+
+async def test_malformed_bodies(upstream: tuple[str, UpstreamBehaviour]) -> None:
+    url, b = upstream
+    b.mode = "malformed"
+    ad = OpenAIHTTPAdapter(C, [url])
+    try:
+        with pytest.raises(UpstreamProtocolError):
+            await ad.generate(_call())
+        with pytest.raises(UpstreamProtocolError):
+            await _collect(ad, _call())
+    finally:
+        await ad.aclose()
+
+
+@pytest.mark.parametrize(("mode", "error"), [("die_mid_stream", UpstreamUnavailableError),
+                                             ("truncate", UpstreamProtocolError),
+                                             ("stream_error_event", UpstreamUnavailableError)])
+async def test_broken_streams_raise_after_partial_output(upstream: tuple[str, UpstreamBehaviour], mode: str,
+                                                         error: type[Exception]) -> None:
+    url, b = upstream
+    b.mode = mode  # type: ignore[assignment]
+    ad = OpenAIHTTPAdapter(C, [url])
+    got: list[str] = []
+    try:
+        with pytest.raises(error):
+            async for chunk in ad.stream(_call()):
+                assert chunk.final is None  # never a final result for a broken stream
+                got.append(chunk.delta)
+    finally:
+        await ad.aclose()
+    assert got  # part of the answer came before the failure
+
+
+async def test_client_read_timeout_maps_to_timeout(upstream: tuple[str, UpstreamBehaviour]) -> None:
+    url, b = upstream
+    b.first_token_delay_s = 1.0
+    client = httpx.AsyncClient(timeout=httpx.Timeout(0.1))
+    ad = OpenAIHTTPAdapter(C, [url], client=client)
+    try:
+        with pytest.raises(UpstreamTimeoutError):
+            await ad.generate(_call())
+    finally:
+        await client.aclose()
+
+
+class _Recorder:
+    """A chooser that always picks ``index`` and records what it is told."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.events: list[tuple[str, int, bool | None]] = []
+
+    def choose(self, request: NormalizedRequest, replicas: Sequence[str]) -> int:
+        return self.index
+
+    def observe_start(self, request: NormalizedRequest, replicas: Sequence[str], index: int) -> None:
+        self.events.append(("start", index, None))
+
+    def observe_done(self, request: NormalizedRequest, replicas: Sequence[str], index: int, ok: bool,
+                     latency_ms: float) -> None:
+        self.events.append(("done", index, ok))
+
+
+async def test_replica_chooser_protocol_is_followed(upstream: tuple[str, UpstreamBehaviour]) -> None:
+    url, b = upstream
+    chooser = _Recorder(1)
+    assert isinstance(chooser, ReplicaChooser)
+    ad = OpenAIHTTPAdapter(C, [closed_port_url(), url], chooser=chooser)
+    try:
+        await ad.generate(_call())
+        await _collect(ad, _call())
+        chooser.index = 0  # the dead replica
+        with pytest.raises(UpstreamUnavailableError):
+            await ad.generate(_call())
+    finally:
+        await ad.aclose()
+    assert b.calls == 2
+    assert chooser.events == [("start", 1, None), ("done", 1, True), ("start", 1, None), ("done", 1, True),
+                              ("start", 0, None), ("done", 0, False)]
+
+
+async def test_least_outstanding_spreads_concurrent_calls() -> None:
+    b1 = UpstreamBehaviour(first_token_delay_s=0.1)
+    b2 = UpstreamBehaviour(first_token_delay_s=0.1)
+    with ServerThread(create_upstream_app(b1), log_level="critical") as s1, \
+            ServerThread(create_upstream_app(b2), log_level="critical") as s2:
+        chooser = LeastOutstandingChooser()
+        ad = OpenAIHTTPAdapter(C, [s1.url, s2.url], chooser=chooser)
+        try:
+            await asyncio.gather(*[ad.generate(_call()) for _ in range(6)])
+        finally:
+            await ad.aclose()
+    assert (b1.calls, b2.calls) == (3, 3)
+    assert chooser.outstanding(s1.url) == 0 and chooser.outstanding(s2.url) == 0
+
+
+def test_least_outstanding_prefers_the_idle_replica() -> None:
+    chooser = LeastOutstandingChooser()
+    req = normalize_chat({"messages": [{"role": "user", "content": "x"}]}, tenant="t", request_id="r")
+    reps = ["a", "b", "c"]
+    chooser.observe_start(req, reps, 0)
+    chooser.observe_start(req, reps, 2)
+    assert chooser.choose(req, reps) == 1
+    chooser.observe_done(req, reps, 0, True, 1.0)
+    assert chooser.choose(req, reps) in (0, 1)

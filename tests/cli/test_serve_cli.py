@@ -1,0 +1,63 @@
+"""``sovrouter serve`` as a real process, and ``sovrouter keys``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sovrouter.cli.main import main
+from sovrouter.config import hash_key
+from sovrouter.gateway.server import ServerThread
+from sovrouter.testing_upstream import UpstreamBehaviour, closed_port_url, create_upstream_app
+
+DATA = Path(__file__).resolve().parents[2] / "src" / "sovrouter" / "data" / "demo"
+
+
+def test_keys_hash_prints_sha256(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keys", "hash", "sk-abc"]) == 0
+    assert capsys.readouterr().out.strip() == hash_key("sk-abc")
+
+
+def test_keys_new_prints_a_config_entry_matching_the_key(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keys", "new", "--tenant", "acme-us"]) == 0
+    out = capsys.readouterr()
+    key = out.err.split("key (shown once): ")[1].strip()
+    assert f"key_sha256: {hash_key(key)}" in out.out and "tenant: acme-us" in out.out
+
+
+def test_serve_runs_the_gateway(tmp_path: Path) -> None:
+    behaviour = UpstreamBehaviour(reply="served")
+    port = int(closed_port_url().rsplit(":", 1)[1])
+    with ServerThread(create_upstream_app(behaviour), log_level="critical") as up:
+        config = tmp_path / "sovrouter.yaml"
+        config.write_text(
+            f"catalog: {DATA / 'models.json'}\ntenants: {DATA / 'tenants.json'}\nstate_dir: state\n"
+            "detector: none\npolicy: availability\n"
+            f"api_keys:\n  - tenant: acme-us\n    key_sha256: {hash_key('sk-serve')}\n"
+            f"upstreams:\n  sovereign-large/eu-sov:\n    base_urls: ['{up.url}']\n",
+            encoding="utf-8")
+        proc = subprocess.Popen([sys.executable, "-m", "sovrouter.cli.main", "serve", "--config", str(config),
+                                 "--port", str(port), "--log-level", "warning"])
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(url + "/health").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert proc.poll() is None and time.monotonic() < deadline, "serve did not come up"
+                time.sleep(0.1)
+            r = httpx.post(url + "/v1/chat/completions", headers={"Authorization": "Bearer sk-serve"},
+                           json={"messages": [{"role": "user", "content": "hi"}]})
+            assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "served"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=15)
+    assert (tmp_path / "state" / "records.sqlite").is_file()

@@ -1,0 +1,161 @@
+"""Bad input: the right status, an OpenAI-style body, and nothing of the key or the prompt echoed back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from gateway_harness import ACME_KEY, Live
+
+SECRET_PROMPT = "my passport is X1234567 please keep it secret"
+WRONG_KEY = "sk-wrong-key-do-not-echo-9876"
+AUTH = {"Authorization": f"Bearer {ACME_KEY}"}
+
+
+def _post(live: Live, content: bytes | None = None, headers: dict[str, str] | None = None,
+          **kw: Any) -> httpx.Response:
+    h = {"Content-Type": "application/json", **AUTH, **(headers or {})}
+    return httpx.post(live.url + "/v1/chat/completions", content=content, headers=h, **kw)
+
+
+def _check(r: httpx.Response, status: int, type_: str) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert body["error"]["type"] == type_
+    for leaked in (SECRET_PROMPT, "X1234567", WRONG_KEY, ACME_KEY, "Traceback"):
+        assert leaked not in r.text
+    return body["error"]  # type: ignore[no-any-return]
+
+
+def _body(**kw: Any) -> bytes:
+    import json
+
+    return json.dumps({"model": "auto", "messages": [{"role": "user", "content": SECRET_PROMPT}], **kw}).encode()
+
+
+def test_malformed_json(live: Live) -> None:
+    _check(_post(live, b'{"model": "auto", "messages": [' + SECRET_PROMPT.encode()), 400, "invalid_request_error")
+
+
+def test_body_not_an_object(live: Live) -> None:
+    _check(_post(live, b'["a"]'), 400, "invalid_request_error")
+
+
+def test_unknown_model(live: Live) -> None:
+    err = _check(_post(live, _body(model="gpt-secret-model")), 404, "not_found_error")
+    assert err["param"] == "model" and "gpt-secret-model" not in err["message"]
+
+
+def test_deployment_not_available_to_tenant_is_unknown(live: Live) -> None:
+    _check(_post(live, _body(model="sovereign-large/gov-onprem")), 404, "not_found_error")
+
+
+def test_missing_key(live: Live) -> None:
+    r = httpx.post(live.url + "/v1/chat/completions", content=_body(), headers={"Content-Type": "application/json"})
+    _check(r, 401, "authentication_error")
+
+
+@pytest.mark.parametrize("header", [f"Bearer {WRONG_KEY}", WRONG_KEY, "Basic abc", "Bearer"])
+def test_wrong_or_malformed_key(live: Live, header: str) -> None:
+    _check(_post(live, _body(), headers={"Authorization": header}), 401, "authentication_error")
+
+
+def test_wrong_key_through_openai_client(live: Live) -> None:
+    with pytest.raises(openai.AuthenticationError) as exc:
+        live.client(WRONG_KEY).chat.completions.create(model="auto",
+                                                       messages=[{"role": "user", "content": SECRET_PROMPT}])
+    assert WRONG_KEY not in exc.value.response.text
+
+
+def test_oversized_body_by_content_length(live: Live) -> None:
+    big = _body(padding="x" * 10_000)
+    _check(_post(live, big), 413, "invalid_request_error")
+
+
+def test_oversized_chunked_body(live: Live) -> None:
+    def gen() -> Iterator[bytes]:
+        yield b'{"model": "auto", "messages": [{"role": "user", "content": "'
+        for _ in range(10):
+            yield b"y" * 1000
+        yield b'"}]}'
+
+    r = httpx.post(live.url + "/v1/chat/completions", content=gen(), headers={**AUTH})
+    assert "content-length" not in r.request.headers
+    _check(r, 413, "invalid_request_error")
+
+
+def test_bad_data_class(live: Live) -> None:
+    err = _check(_post(live, _body(), headers={"X-Data-Class": "top-secret"}), 400, "invalid_request_error")
+    assert err["param"] == "X-Data-Class"
+
+
+@pytest.mark.parametrize("content", [
+    [{"type": "hologram", "hologram": SECRET_PROMPT}],
+    [{"text": SECRET_PROMPT}],
+    [{"type": "text", "text": 5}],
+    [],
+])
+def test_bad_content_part(live: Live, content: Any) -> None:
+    import json
+
+    body = json.dumps({"model": "auto", "messages": [{"role": "user", "content": content}]}).encode()
+    _check(_post(live, body), 400, "invalid_request_error")
+
+
+@pytest.mark.parametrize("body", [
+    {"model": "auto"},
+    {"model": "auto", "messages": []},
+    {"model": "auto", "messages": [{"role": "wizard", "content": SECRET_PROMPT}]},
+    {"model": "auto", "messages": [{"role": "user", "content": SECRET_PROMPT}], "temperature": 9},
+    {"model": "auto", "messages": [{"role": "user", "content": SECRET_PROMPT}], "max_tokens": "many"},
+    {"model": 42, "messages": [{"role": "user", "content": SECRET_PROMPT}]},
+    {"model": "auto", "messages": "hello"},
+])
+def test_invalid_fields(live: Live, body: dict[str, Any]) -> None:
+    import json
+
+    _check(_post(live, json.dumps(body).encode()), 400, "invalid_request_error")
+
+
+def test_image_without_an_image_deployment(live: Live) -> None:
+    import json
+
+    body = {"model": "auto", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": SECRET_PROMPT},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}
+    err = _check(_post(live, json.dumps(body).encode()), 400, "invalid_request_error")
+    assert err["code"] == "unsupported_modality"
+
+
+def test_bad_input_through_the_openai_client(live: Live) -> None:
+    with pytest.raises(openai.NotFoundError):
+        live.client().chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.BadRequestError):
+        live.client().chat.completions.create(model="auto", messages=[{"role": "user", "content": "x"}],
+                                              extra_headers={"X-Data-Class": "nope"})
+
+
+def test_unknown_path_and_method_are_openai_shaped(live: Live) -> None:
+    _check(httpx.get(live.url + "/v1/nothing-here"), 404, "not_found_error")
+    _check(httpx.get(live.url + "/v1/chat/completions", headers=AUTH), 405, "invalid_request_error")
+
+
+def test_models_needs_a_key(live: Live) -> None:
+    _check(httpx.get(live.url + "/v1/models"), 401, "authentication_error")
+
+
+def test_one_record_per_authenticated_request_none_for_unauthenticated(live: Live) -> None:
+    _post(live, b"{nope")
+    _post(live, _body(model="nope"))
+    _post(live, _body(), headers={"Authorization": f"Bearer {WRONG_KEY}"})
+    _post(live, _body())
+    records = live.records()
+    assert [(r.status, r.error_code) for r in records] == [
+        ("error", "invalid_request"), ("error", "not_found"), ("ok", None)]
+    assert all(r.tenant == "acme-us" for r in records)
+    assert len({r.request_id for r in records}) == 3
