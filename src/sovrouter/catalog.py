@@ -25,6 +25,18 @@ class Latency(BaseModel):
         return self.ttft_ms + output_tokens / self.tokens_per_s * 1000.0
 
 
+class Speculative(BaseModel):
+    """A deployment's speculative decoding setup (optional): a draft/target pair (e.g. vLLM with a draft model)
+    or prompt lookup. ``expected_speedup`` is the decode speed-up on copy-heavy output (copy fraction 1);
+    ``base_speedup`` the one on output that copies nothing (1.0 = no gain, below 1 = a slowdown)."""
+
+    model_config = ConfigDict(extra="allow")
+    kind: Literal["draft-model", "prompt-lookup"]
+    draft: str | None = None
+    expected_speedup: float = Field(default=1.0, gt=0)
+    base_speedup: float = Field(default=1.0, gt=0)
+
+
 class Deployment(BaseModel):
     model_config = ConfigDict(extra="allow")
     id: str
@@ -38,6 +50,7 @@ class Deployment(BaseModel):
     # Upstream wiring for the HTTP adapter (absent for replay-only catalogs).
     base_url: str | None = None
     upstream_model: str | None = None
+    speculative: Speculative | None = None
 
     def available_for(self, tenant: str) -> bool:
         return self.available_to == "all" or tenant in self.available_to

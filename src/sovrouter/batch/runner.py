@@ -1,0 +1,126 @@
+"""Run a parsed batch through the pipeline, a bounded number of lines at a time, writing results in input order.
+
+Every line goes through :meth:`Pipeline.handle` (detection, policy, cache, routing, reliability, records): the
+batch path has no way around sovereignty. :func:`deferrable` swaps the pipeline's router for its
+:class:`DeferrableRouter` wrapper (the cheapest allowed capacity first). ``concurrency`` is how many lines are
+in flight: it is what lets several llama.cpp slots or replicas of the local CPU model work at once (measured in
+``bench/batching.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TextIO
+
+from pydantic import ValidationError
+
+from sovrouter.batch.fileio import LineError, ParsedLine, dumps_line, output_line
+from sovrouter.batch.router import DeferrableRouter
+from sovrouter.contracts import CacheOutcome, DataClass, RequestRecord
+from sovrouter.errors import InvalidRequestError, SovrouterError
+from sovrouter.gateway.sse import ChatFormatter
+from sovrouter.intake import normalize_chat
+from sovrouter.pipeline import Pipeline
+
+
+def deferrable(pipeline: Pipeline, scope: Literal["slot", "plan", "allowed"] = "slot") -> Pipeline:
+    """The same pipeline with its router wrapped for deferrable work (nothing else changes)."""
+    return dataclasses.replace(pipeline, router=DeferrableRouter(pipeline.router, pipeline.catalog, scope=scope))
+
+
+@dataclass
+class BatchSummary:
+    lines: int = 0
+    ok: int = 0
+    failed: int = 0
+    invalid: int = 0
+    cost_usd: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    wall_s: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    routes: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class BatchRunner:
+    pipeline: Pipeline
+    tenant: str
+    data_class: DataClass = "public"
+    concurrency: int = 4
+    batch_id: str = field(default_factory=lambda: "batch_" + uuid.uuid4().hex[:16])
+    timer: Callable[[], float] = time.perf_counter
+
+    async def _one(self, line: ParsedLine, summary: BatchSummary) -> dict[str, Any]:
+        line_id = f"{self.batch_id}_req_{line.line_no}"
+        if line.error is not None or line.body is None:
+            summary.invalid += 1
+            return output_line(line_id, line.custom_id, error=line.error or LineError("invalid_batch_line", "empty"),
+                               line_no=line.line_no)
+        rid = f"{self.batch_id}-{line.line_no}"
+        started = self.timer()
+        try:
+            request = normalize_chat(line.body, tenant=self.tenant, request_id=rid, data_class=self.data_class,
+                                     arrived_ms=self.pipeline.clock.now_ms(), external_id=line.custom_id)
+        except (InvalidRequestError, ValidationError) as exc:
+            err = exc if isinstance(exc, InvalidRequestError) else InvalidRequestError("invalid request body",
+                                                                                     param="messages")
+            self._record_rejection(rid, err)
+            summary.failed += 1
+            return output_line(line_id, line.custom_id, status_code=err.status, request_id=rid, body=err.to_openai())
+        request = request.model_copy(update={"stream": False})
+        outcome = await self.pipeline.handle(request)
+        summary.latencies_ms.append((self.timer() - started) * 1000.0)
+        record = outcome.record
+        if outcome.error is not None or outcome.result is None:
+            summary.failed += 1
+            failure = outcome.error or SovrouterError("no answer")
+            return output_line(line_id, line.custom_id, status_code=failure.status, request_id=rid,
+                               body=failure.to_openai())
+        summary.ok += 1
+        summary.cost_usd += record.cost_usd
+        summary.input_tokens += outcome.result.input_tokens
+        summary.output_tokens += outcome.result.output_tokens
+        key = outcome.result.candidate.key
+        summary.routes[key] = summary.routes.get(key, 0) + 1
+        body = json.loads(ChatFormatter(rid, int(time.time())).completion(outcome.result, record))
+        return output_line(line_id, line.custom_id, status_code=200, request_id=rid, body=body)
+
+    def _record_rejection(self, request_id: str, exc: SovrouterError) -> None:
+        self.pipeline.records.write(RequestRecord(
+            request_id=request_id, tenant=self.tenant, data_class=self.data_class, effective_class=self.data_class,
+            modalities=[], arrived_ms=self.pipeline.clock.now_ms(), status="error", error_code=exc.code,
+            cache=CacheOutcome(kind="bypass"),
+        ))
+
+    async def run(self, lines: Sequence[ParsedLine], out: TextIO | None = None) -> tuple[list[dict[str, Any]],
+                                                                                       BatchSummary]:
+        """Results in input order (also written to ``out`` as they become ready in that order)."""
+        summary = BatchSummary(lines=len(lines))
+        gate = asyncio.Semaphore(max(1, self.concurrency))
+
+        async def guarded(line: ParsedLine) -> dict[str, Any]:
+            async with gate:
+                return await self._one(line, summary)
+
+        started = self.timer()
+        tasks = [asyncio.create_task(guarded(line)) for line in lines]
+        results: list[dict[str, Any]] = []
+        try:
+            for task in tasks:
+                item = await task
+                results.append(item)
+                if out is not None:
+                    out.write(dumps_line(item))
+                    out.flush()
+        finally:
+            for task in tasks:
+                task.cancel()
+        summary.wall_s = self.timer() - started
+        return results, summary

@@ -1,0 +1,83 @@
+"""``sovrouter batch``: run an OpenAI Batch-style JSONL file through the live pipeline (deferrable routing).
+
+    sovrouter batch --config sovrouter.yaml --tenant acme-us --input in.jsonl --output out.jsonl
+
+Every line goes through the same pipeline as the gateway (policy, cache, routing, records); the router is
+wrapped by :class:`~sovrouter.batch.router.DeferrableRouter` (cheapest allowed capacity first). Bad lines get
+an error line in the output; the batch never aborts on one. A summary goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+from pathlib import Path
+
+from sovrouter.adapters.openai_http import new_client
+from sovrouter.batch.fileio import parse_lines
+from sovrouter.batch.runner import BatchRunner, BatchSummary, deferrable
+from sovrouter.catalog import Tenants
+from sovrouter.config import Settings
+from sovrouter.errors import ConfigError, NotFoundError
+from sovrouter.gateway.wiring import build_live_pipeline
+
+_DATA_CLASSES = ("public", "internal", "confidential", "restricted")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("batch", help="run a JSONL batch of chat completions (OpenAI Batch shape)")
+    p.add_argument("--config", required=True, type=Path, help="sovrouter configuration (YAML or TOML)")
+    p.add_argument("--input", required=True, type=Path, help="input JSONL: {custom_id, method, url, body}")
+    p.add_argument("--output", required=True, type=Path, help="output JSONL: {id, custom_id, response, error}")
+    p.add_argument("--tenant", required=True, help="tenant the batch is submitted for (from tenants.json)")
+    p.add_argument("--data-class", default="public", choices=_DATA_CLASSES)
+    p.add_argument("--concurrency", type=int, default=4, help="lines in flight at once (default 4)")
+    p.add_argument("--scope", default="slot", choices=("slot", "plan", "allowed"),
+                   help="slot: router's model, cheapest allowed deployment of it (default); plan: cheapest of "
+                        "the router's plan; allowed: cheapest of the whole allowed set")
+    p.set_defaults(func=run)
+
+
+def _print_summary(s: BatchSummary) -> None:
+    lat = sorted(s.latencies_ms)
+    p50 = statistics.median(lat) if lat else 0.0
+    print(f"batch: {s.lines} lines, {s.ok} ok, {s.failed} failed, {s.invalid} invalid; "
+          f"{s.wall_s:.1f} s, cost ${s.cost_usd:.6f}, {s.output_tokens} output tokens, p50 {p50:.0f} ms; "
+          f"routes {s.routes}", file=sys.stderr)
+
+
+async def _run(args: argparse.Namespace) -> BatchSummary:
+    settings = Settings.load(args.config)
+    try:
+        Tenants.load(settings.tenants).get(args.tenant)
+    except KeyError:
+        raise NotFoundError("unknown tenant (not in the tenants file)", param="tenant") from None
+    try:
+        text = args.input.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read batch input {args.input}: {type(exc).__name__}") from None
+    lines = parse_lines(text.splitlines())
+    async with new_client() as client:
+        pipeline = deferrable(build_live_pipeline(settings, client=client), scope=args.scope)
+        try:
+            with open(args.output, "w", encoding="utf-8") as out:
+                runner = BatchRunner(pipeline, tenant=args.tenant, data_class=args.data_class,
+                                     concurrency=max(1, args.concurrency))
+                _, summary = await runner.run(lines, out)
+        except OSError as exc:
+            raise ConfigError(f"cannot write batch output {args.output}: {type(exc).__name__}") from None
+        finally:
+            close = getattr(pipeline.records, "close", None)
+            if callable(close):
+                close()
+    return summary
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.concurrency < 1:
+        raise SystemExit("sovrouter batch: --concurrency must be >= 1")
+    summary = asyncio.run(_run(args))
+    _print_summary(summary)
+    return 0

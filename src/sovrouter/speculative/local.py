@@ -1,0 +1,114 @@
+"""In-process llama.cpp adapter (llama-cpp-python's ``Llama``), optionally with counted prompt lookup.
+
+Used where acceptance must be measured: llama.cpp's server accepts ``--draft_model prompt-lookup-decoding`` but
+reports no draft statistics, so the per-request ``spec_acceptance`` is only known in process. One ``Llama`` runs
+one generation at a time (an asyncio lock serialises calls; the work runs in a thread). Greedy decoding by
+default (``temperature`` 0 unless the request sets one) so plain and prompt-lookup runs give the same text.
+
+Per-request switching uses a pair (:func:`load_llama_pair` + :class:`~sovrouter.speculative.switch.
+SpeculativeSwitchAdapter`): the plain instance keeps ``logits_all`` off, which prompt lookup needs on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sovrouter.contracts import Candidate, ModelCall, ModelResult, NormalizedRequest, StreamChunk
+from sovrouter.errors import ConfigError, UpstreamProtocolError
+from sovrouter.speculative.lookup import CountingPromptLookup
+
+
+def load_llama(model_path: str | Path, *, prompt_lookup: bool, n_threads: int = 1, n_ctx: int = 2048,
+               num_pred_tokens: int = 10, max_ngram_size: int = 2) -> tuple[Any, CountingPromptLookup | None]:
+    """A ``Llama`` for ``model_path`` and its counting draft model (``None`` without prompt lookup)."""
+    try:
+        from llama_cpp import Llama
+    except ImportError as exc:
+        raise ConfigError("llama-cpp-python is not installed; pip install -e '.[models]'") from exc
+    draft = CountingPromptLookup(max_ngram_size=max_ngram_size, num_pred_tokens=num_pred_tokens) \
+        if prompt_lookup else None
+    try:
+        llm = Llama(str(model_path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
+                    verbose=False, draft_model=draft)
+    except ValueError as exc:
+        raise ConfigError(f"cannot load model {Path(model_path).name}: {exc}") from exc
+    return llm, draft
+
+
+def chat_messages(request: NormalizedRequest) -> list[dict[str, str]]:
+    return [{"role": "system" if m.role == "developer" else m.role, "content": m.text} for m in request.messages]
+
+
+class LlamaLocalAdapter:
+    """``ModelAdapter`` over one in-process ``Llama``; ``draft`` is its counting prompt-lookup draft, if any."""
+
+    def __init__(self, candidate: Candidate, llm: Any, draft: CountingPromptLookup | None = None, *,
+                 default_max_tokens: int = 256, timer: Callable[[], float] = time.perf_counter) -> None:
+        self.candidate = candidate
+        self.llm = llm
+        self.draft = draft
+        self.default_max_tokens = default_max_tokens
+        self.timer = timer
+        self._lock = asyncio.Lock()
+
+    @property
+    def target(self) -> Candidate:
+        return self.candidate
+
+    def _run(self, request: NormalizedRequest) -> ModelResult:
+        p = request.parameters
+        kwargs: dict[str, Any] = {
+            "max_tokens": p.max_tokens or self.default_max_tokens,
+            "temperature": 0.0 if p.temperature is None else p.temperature,
+        }
+        if p.top_p is not None:
+            kwargs["top_p"] = p.top_p
+        if p.stop:
+            kwargs["stop"] = list(p.stop)
+        if p.seed is not None:
+            kwargs["seed"] = p.seed
+        if self.draft is not None:
+            self.draft.reset()
+        started = self.timer()
+        out = self.llm.create_chat_completion(chat_messages(request), **kwargs)
+        latency_ms = (self.timer() - started) * 1000.0
+        try:
+            choice = out["choices"][0]
+            usage = out.get("usage") or {}
+            acceptance = self._acceptance(int(usage.get("prompt_tokens", 0)) + int(usage.get("completion_tokens", 0)))
+            return ModelResult(
+                candidate=self.candidate,
+                text=choice["message"].get("content") or "",
+                finish_reason=str(choice.get("finish_reason") or "stop"),
+                input_tokens=int(usage.get("prompt_tokens", 0)),
+                output_tokens=int(usage.get("completion_tokens", 0)),
+                latency_ms=latency_ms,
+                spec_acceptance=acceptance,
+            )
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise UpstreamProtocolError(f"local model {self.candidate.key} returned a malformed completion") from exc
+
+    def _acceptance(self, used_tokens: int) -> float | None:
+        """Accepted / drafted for the generation just finished. The model's buffer also holds drafts that were
+        evaluated but never verified once generation stopped: only the prompt + output tokens count."""
+        if self.draft is None:
+            return None
+        kept = np.asarray(self.llm.input_ids[: min(self.llm.n_tokens, used_tokens)], dtype=np.intc)
+        acceptance = self.draft.finish(kept).acceptance
+        return 0.0 if acceptance is None else acceptance  # on, but nothing was proposed
+
+    async def generate(self, call: ModelCall) -> ModelResult:
+        async with self._lock:
+            return await asyncio.to_thread(self._run, call.request)
+
+    async def stream(self, call: ModelCall) -> AsyncIterator[StreamChunk]:
+        """Generates the whole answer, then emits it as one chunk and the final result."""
+        result = await self.generate(call)
+        yield StreamChunk(candidate=self.candidate, delta=result.text)
+        yield StreamChunk(candidate=self.candidate, final=result)

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import json
+
+from sovrouter.batch.fileio import dumps_line, output_line, parse_line, parse_lines
+
+GOOD = {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions",
+        "body": {"messages": [{"role": "user", "content": "hi"}]}}
+
+
+def test_good_line_parses() -> None:
+    p = parse_line(json.dumps(GOOD), 1)
+    assert p.error is None and p.custom_id == "a" and p.body == GOOD["body"]
+
+
+def test_per_line_errors_keep_every_line_and_never_echo_content() -> None:
+    secret = "jane.doe@example.com"
+    lines = [
+        json.dumps(GOOD),
+        "{not json " + secret,
+        json.dumps({**GOOD, "custom_id": "b", "url": "/v1/embeddings"}),
+        json.dumps({k: v for k, v in GOOD.items() if k != "custom_id"}),
+        "",
+        json.dumps({**GOOD, "custom_id": "c", "body": "not an object " + secret}),
+        json.dumps(GOOD),  # duplicate custom_id
+        json.dumps({**GOOD, "custom_id": "d", "method": "GET"}),
+        json.dumps({**GOOD, "custom_id": "e"}),
+    ]
+    parsed = parse_lines(lines)
+    assert [p.line_no for p in parsed] == [1, 2, 3, 4, 6, 7, 8, 9]  # blank line 5 is not a request
+    codes = [p.error.code if p.error else None for p in parsed]
+    assert codes == [None, "invalid_json", "invalid_batch_line", "invalid_batch_line", "invalid_batch_line",
+                     "duplicate_custom_id", "invalid_batch_line", None]
+    assert parsed[2].custom_id == "b"  # an invalid line keeps its custom_id when it has one
+    assert parsed[1].custom_id is None
+    for p in parsed:
+        if p.error:
+            assert secret not in p.error.message
+
+
+def test_output_line_shape() -> None:
+    ok = output_line("id1", "a", status_code=200, request_id="r", body={"x": 1})
+    assert ok == {"id": "id1", "custom_id": "a", "response": {"status_code": 200, "request_id": "r", "body": {"x": 1}},
+                  "error": None}
+    parsed = parse_line("nope", 3)
+    assert parsed.error is not None
+    bad = output_line("id2", None, error=parsed.error, line_no=3)
+    assert bad["response"] is None and bad["error"] == {"code": "invalid_json", "message": "line is not valid JSON",
+                                                        "line": 3}
+    assert json.loads(dumps_line(bad)) == bad and dumps_line(bad).endswith("\n")

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+
+from sovrouter.batch.fileio import parse_lines
+from sovrouter.batch.runner import BatchRunner, deferrable
+from sovrouter.build import assemble
+from sovrouter.catalog import Catalog, Tenants
+from sovrouter.clock import WallClock
+from sovrouter.config import CacheSettings, Settings
+from sovrouter.contracts import Candidate, CandidateVerdict, Detection, NormalizedRequest, PolicyVerdict
+from sovrouter.testing import FakeAdapter, MemorySink
+
+
+class NoLocalNoUSPolicy:
+    """Excludes local-small everywhere and every US deployment; refuses requests that say 'forbidden'."""
+
+    def evaluate(self, request: NormalizedRequest, detection: Detection,
+                 candidates: Sequence[Candidate]) -> PolicyVerdict:
+        refuse = "forbidden" in request.user_text
+        verdicts = [CandidateVerdict(candidate=c, allowed=not refuse and c.slot != "local-small"
+                                     and c.deployment not in ("us", "us-east"), rule="test")
+                    for c in candidates]
+        return PolicyVerdict(verdicts=verdicts)
+
+
+def _line(cid: str, text: str, **body: object) -> str:
+    return json.dumps({"custom_id": cid, "method": "POST", "url": "/v1/chat/completions",
+                       "body": {"messages": [{"role": "user", "content": text}], **body}})
+
+
+def _pipeline(catalog: Catalog, tenants: Tenants, sink: MemorySink) -> tuple[object, dict[Candidate, FakeAdapter]]:
+    adapters = {Candidate(slot=s.id, deployment=d.id): FakeAdapter(Candidate(slot=s.id, deployment=d.id),
+                                                                     text=f"answer from {s.id}/{d.id}")
+                for s, d in catalog.pairs()}
+    settings = Settings(catalog="x", tenants="y", detector="none",  # type: ignore[arg-type]
+                        cache=CacheSettings(exact_enabled=False))
+    base = assemble(settings, catalog, tenants, adapters, WallClock(), sink)
+    base.policy = NoLocalNoUSPolicy()
+    return base, adapters
+
+
+async def test_batch_runs_every_line_through_policy_in_order(catalog: Catalog, tenants: Tenants) -> None:
+    sink = MemorySink()
+    base, adapters = _pipeline(catalog, tenants, sink)
+    pipeline = deferrable(base, scope="plan")  # type: ignore[arg-type]
+    lines = [
+        _line("a", "summarise this"),
+        "not json",
+        _line("b", "this is forbidden"),
+        json.dumps({"custom_id": "c", "method": "POST", "url": "/v1/chat/completions",
+                    "body": {"messages": []}}),
+        _line("d", "another question", max_tokens=50),
+        _line("a", "duplicate id"),
+    ]
+    out = io.StringIO()
+    results, summary = await BatchRunner(pipeline, tenant="acme-us", concurrency=3).run(parse_lines(lines), out)
+    assert [r["custom_id"] for r in results] == ["a", None, "b", "c", "d", "a"]
+    assert [json.loads(x) for x in out.getvalue().splitlines()] == results
+    ok = [r for r in results if r["response"] and r["response"]["status_code"] == 200]
+    assert [r["custom_id"] for r in ok] == ["a", "d"]
+    for r in ok:
+        body = r["response"]["body"]
+        assert body["object"] == "chat.completion"
+        # cheapest allowed: hosted-mini on its only allowed deployment (eu-zone); never local-small or US
+        assert body["choices"][0]["message"]["content"] == "answer from hosted-mini/eu-zone"
+    assert results[1]["response"] is None and results[1]["error"]["code"] == "invalid_json"
+    assert results[2]["response"]["status_code"] == 403
+    assert results[2]["response"]["body"]["error"]["code"] == "no_allowed_deployment"
+    assert results[3]["response"]["status_code"] == 400
+    assert results[5]["error"]["code"] == "duplicate_custom_id"
+    assert summary.ok == 2 and summary.invalid == 2 and summary.failed == 2 and summary.lines == 6
+    for cand, adapter in adapters.items():
+        if cand.slot == "local-small" or cand.deployment in ("us", "us-east"):
+            assert adapter.calls == 0
+    # one record per request that reached the pipeline (ok, refused, rejected body)
+    assert sorted(r.status for r in sink.records) == ["error", "ok", "ok", "refused"]
+    assert all(r.decision is None or r.decision.router.startswith("deferrable(") for r in sink.records)
+
+
+async def test_records_carry_cost_and_the_deferrable_evidence(catalog: Catalog, tenants: Tenants) -> None:
+    sink = MemorySink()
+    base, _ = _pipeline(catalog, tenants, sink)
+    normal_sink = MemorySink()
+    normal, _ = _pipeline(catalog, tenants, normal_sink)
+    lines = parse_lines([_line(str(i), f"question {i}") for i in range(4)])
+    _, batch = await BatchRunner(deferrable(base, scope="plan"), tenant="acme-us").run(lines)  # type: ignore[arg-type]
+    _, one_by_one = await BatchRunner(normal, tenant="acme-us", concurrency=1).run(lines)  # type: ignore[arg-type]
+    assert batch.ok == one_by_one.ok == 4
+    assert batch.cost_usd < one_by_one.cost_usd  # normal route: sovereign-large first
+    assert all(r.decision is not None and r.decision.evidence.get("deferrable") for r in sink.records)

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sovrouter.catalog import Catalog
+from sovrouter.errors import ConfigError
+from sovrouter.speculative.latency import expected_latency_ms, expected_speedup
+
+DEMO = Path(__file__).resolve().parents[2] / "src" / "sovrouter" / "data" / "demo" / "models.json"
+
+
+def _with_spec(tmp_path: Path, spec: object) -> Path:
+    data = json.loads(DEMO.read_text())
+    data["slots"][1]["deployments"][0]["speculative"] = spec
+    path = tmp_path / "models.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_catalog_without_speculative_fields_loads_unchanged() -> None:
+    catalog = Catalog.load(DEMO)
+    for _, dep in catalog.pairs():
+        assert dep.speculative is None
+        assert expected_latency_ms(dep, 100, copy_fraction=1.0) == dep.latency.total_ms(100)
+
+
+def test_declared_draft_target_pair_speeds_up_the_latency_estimate(tmp_path: Path) -> None:
+    path = _with_spec(tmp_path, {"kind": "draft-model", "draft": "Llama-3.2-1B-Instruct",
+                                 "expected_speedup": 2.0, "base_speedup": 1.2})
+    dep = Catalog.load(path).slots[1].deployments[0]
+    assert dep.speculative is not None and dep.speculative.draft == "Llama-3.2-1B-Instruct"
+    assert expected_speedup(dep, 0.0) == pytest.approx(1.2)
+    assert expected_speedup(dep, 1.0) == pytest.approx(2.0)
+    assert expected_speedup(dep, 0.5) == pytest.approx(1.6)
+    assert expected_speedup(dep, 7.0) == pytest.approx(2.0)  # clamped
+    decode_ms = dep.latency.total_ms(200) - dep.latency.ttft_ms
+    assert expected_latency_ms(dep, 200, 1.0) == pytest.approx(dep.latency.ttft_ms + decode_ms / 2.0)
+    assert expected_latency_ms(dep, 200, 1.0) < expected_latency_ms(dep, 200, 0.0) < dep.latency.total_ms(200)
+
+
+def test_prompt_lookup_kind_defaults(tmp_path: Path) -> None:
+    dep = Catalog.load(_with_spec(tmp_path, {"kind": "prompt-lookup", "expected_speedup": 1.8})).slots[1].deployments[0]
+    assert dep.speculative is not None and dep.speculative.base_speedup == 1.0 and dep.speculative.draft is None
+
+
+@pytest.mark.parametrize("spec", [{"kind": "medusa"}, {"kind": "draft-model", "expected_speedup": 0},
+                                  {"expected_speedup": 2.0}])
+def test_invalid_speculative_block_is_a_config_error(tmp_path: Path, spec: object) -> None:
+    with pytest.raises(ConfigError):
+        Catalog.load(_with_spec(tmp_path, spec))
