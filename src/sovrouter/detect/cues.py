@@ -13,7 +13,8 @@ import re
 
 # type -> cue words/phrases (matched case-insensitively on word boundaries)
 TYPE_CUES: dict[str, tuple[str, ...]] = {
-    "US_SSN": ("ssn", "ss#", "ss no", "social security", "soc. sec", "soc sec", "ssa number"),
+    "US_SSN": ("ssn", "ss#", "ss no", "social security", "soc. sec", "soc sec", "ssa number",
+               "sozialversicherungsnummer", "numéro de sécurité sociale"),
     "CA_SIN": ("sin", "sin#", "sin no", "social insurance", "nas", "assurance sociale"),
     "CA_HEALTH_CARD": (
         "health card", "health number", "health insurance number", "health card number", "ohip", "ramq", "hcn",
@@ -35,7 +36,8 @@ TYPE_CUES: dict[str, tuple[str, ...]] = {
         "phone", "phone number", "tel", "tel.", "tél", "tél.", "telephone", "téléphone", "telefon", "mobile",
         "mobil", "handy", "cell", "cellphone", "call", "callback", "call back", "called", "voicemail", "fax",
         "reach", "text", "sms", "whatsapp", "contact", "rückruf", "anrufen", "erreichbar", "portable",
-        "rappeler", "joindre", "appeler", "appelez", "numéro", "nummer",
+        "rappeler", "joindre", "appeler", "appelez", "numéro", "nummer", "rufnummer", "festnetz", "telephone no",
+        "ph", "ph.", "mob", "mob.", "cel", "gsm", "rappelez", "anruf", "zurückrufen",
     ),
     "CREDIT_CARD": (
         "card", "credit card", "debit card", "card number", "visa", "mastercard", "amex", "american express",
@@ -69,10 +71,41 @@ PERSON_CUES: tuple[str, ...] = (
     "nachricht von", "cliente", "titulaire", "demandeur", "demandeuse", "employé",
     "employée", "expéditeur", "message de", "demande de", "de la part de",
     "patient(e)", "dossier",
+    # addressing a person: salutations, closings, titles, self-introductions (a name right after them is someone's)
+    "dear", "hi", "hello", "hey", "regards", "best regards", "kind regards", "sincerely", "thanks", "thank you",
+    "cheers", "signed", "my name is", "i am", "i'm",
+    "this is", "contact person", "attn", "attn.", "attention", "to:", "from:", "cc:", "recipient", "addressee",
+    "hallo", "liebe", "lieber", "sehr geehrte", "sehr geehrter", "grüße", "gruß", "viele grüße",
+    "mit freundlichen grüßen", "ich heiße", "ich bin", "hier ist", "mein name ist",
+    "ansprechpartner", "ansprechpartnerin", "kontaktperson", "empfänger", "empfängerin", "z. hd.", "zu händen",
+    "bonjour", "cher", "chère", "cordialement", "bien à vous", "salutations",
+    "je m'appelle", "je suis", "c'est", "moi c'est", "interlocuteur", "interlocutrice", "destinataire",
+    "à l'attention de", "voyageur", "voyageuse", "reisende", "reisender", "bewerber", "bewerberin", "candidat",
+    "candidate", "insured", "assuré", "assurée", "versicherte", "versicherter", "bénéficiaire", "owner",
+    "emergency contact", "notfallkontakt", "contact d'urgence", "contact",
+)
+
+# Weaker context: a name right after these counts only in a short line and only if spaCy's NER calls it a
+# person ("For Jane Roe:", "reply to Jane Roe", "rappeler Jean Dupont"); prepositions and contact verbs.
+WEAK_PERSON_CUES: tuple[str, ...] = (
+    "for", "from", "to", "with", "cc", "für", "an", "mit", "pour", "à", "avec", "auprès de", "call", "email",
+    "e-mail", "mail", "contact", "reply to", "write to", "remind", "ask", "tell", "meet", "visit", "invite",
+    "anrufen", "kontaktieren", "schreiben", "antworten", "erinnern", "appeler", "contacter", "écrire",
+    "répondre à", "rappeler", "inviter", "rencontrer",
+)
+
+# Offices and honorifics of public roles: a name after them is a public figure's ("President Johnson").
+PUBLIC_TITLES: tuple[str, ...] = (
+    "president", "king", "queen", "prince", "princess", "emperor", "empress", "pope", "saint", "st", "senator",
+    "governor", "general", "admiral", "captain", "colonel", "lord", "lady", "sir", "dame", "judge", "justice",
+    "chief", "secretary", "minister", "chancellor", "prime", "sultan", "tsar", "czar", "pharaoh", "bishop",
+    "cardinal", "reverend", "präsident", "präsidentin", "kanzler", "kanzlerin", "könig", "königin", "kaiser",
+    "président", "présidente", "roi", "reine", "empereur", "général",
 )
 
 
 def cue_regex(words: tuple[str, ...]) -> re.Pattern[str]:
     """One alternation, longest first, bounded so that ``sin`` does not match inside ``using``."""
     alts = sorted({re.escape(w) for w in words}, key=len, reverse=True)
-    return re.compile(r"(?<![\w])(?:" + "|".join(alts) + r")(?![\w])", re.IGNORECASE)
+    # German compounds: "Rückrufnummer", "Telefon-Nr.", "Reisepassnummer" carry their cue as first part
+    return re.compile(r"(?<![\w])(?:" + "|".join(alts) + r")(?:-?(?:nummer|nr\.?))?(?![\w])", re.IGNORECASE)

