@@ -12,21 +12,59 @@ from sovrouter.contracts import Candidate
 from sovrouter.executor import Executor
 from sovrouter.pipeline import Pipeline
 from sovrouter.policy.availability import AvailabilityPolicy
-from sovrouter.protocols import Classifier, Clock, Detector, ModelAdapter, Policy, RecordSink, Router
+from sovrouter.protocols import (
+    Classifier,
+    Clock,
+    Detector,
+    ModelAdapter,
+    Policy,
+    RecordSink,
+    ResponseCache,
+    Router,
+)
 from sovrouter.reliability import stack
 from sovrouter.routing.baseline import BaselineRouter
 
 
 def make_detector(settings: Settings) -> Detector:
+    if settings.detector == "pii":
+        from sovrouter.detect.detector import FailClosedDetector, PiiDetector  # heavy imports: only when chosen
+
+        detector = PiiDetector(timeout_ms=settings.detector_timeout_ms)
+        detector.load_models()  # at start-up, not on the first request that needs NER
+        return FailClosedDetector(detector)
     return NullDetector()
 
 
 def make_policy(settings: Settings, catalog: Catalog, tenants: Tenants) -> Policy:
+    if settings.policy == "cedar":
+        from sovrouter.policy.cedar import CedarPolicy
+
+        return CedarPolicy(catalog, tenants)
     return AvailabilityPolicy(catalog)
 
 
 def make_router(settings: Settings, catalog: Catalog, tenants: Tenants) -> tuple[Router, Classifier]:
+    if settings.router == "learned":
+        from sovrouter.routing.learned import LearnedClassifier, LearnedRouter  # loads scikit-learn
+        from sovrouter.routing.model import Bundle
+
+        bundle = Bundle.load()  # the shipped artifacts, once at start-up
+        return LearnedRouter(bundle, catalog, tenants), LearnedClassifier(bundle)
     return BaselineRouter(catalog, tenants), NullClassifier()
+
+
+def make_cache(settings: Settings, clock: Clock, cache_path: str) -> ResponseCache:
+    exact = ExactCache(clock, cache_path, ttl_s=settings.cache.ttl_s, enabled=settings.cache.exact_enabled)
+    if not settings.cache.semantic_enabled:
+        return exact
+    from sovrouter.cache.layered import LayeredCache  # the embedding model loads only when chosen
+    from sovrouter.cache.semantic import SemanticCache
+    from sovrouter.cache.verifier import PairVerifier
+    from sovrouter.embed import MiniLMEmbedder
+
+    semantic = SemanticCache(clock, MiniLMEmbedder(), PairVerifier.load(), ttl_s=settings.cache.ttl_s)
+    return LayeredCache(exact, semantic)
 
 
 def assemble(
@@ -48,7 +86,7 @@ def assemble(
         classifier=classifier,
         router=router,
         executor=Executor(adapters=wired),
-        cache=ExactCache(clock, cache_path, ttl_s=settings.cache.ttl_s, enabled=settings.cache.exact_enabled),
+        cache=make_cache(settings, clock, cache_path),
         records=records,
         clock=clock,
     )

@@ -68,6 +68,9 @@ class Settings(BaseModel):
     router: Literal["baseline", "learned"] = "baseline"
     policy: Literal["availability", "cedar"] = "cedar"  # sovereignty on (docs/sovereignty.md)
     detector: Literal["none", "pii"] = "pii"
+    detector_timeout_ms: float = Field(
+        default=1000.0, gt=0, description="detection past this deadline fails closed; replay lifts it (determinism)"
+    )
     cache: CacheSettings = CacheSettings()
     reliability: ReliabilitySettings = ReliabilitySettings()
     max_body_bytes: int = Field(default=1_000_000, ge=1024)

@@ -9,21 +9,43 @@ from collections.abc import Sequence
 
 from sovrouter.errors import SovrouterError
 
-# Subcommand modules (each defines ``register(subparsers)``; the handler is stored as ``func``).
-SUBCOMMANDS: tuple[str, ...] = (
-)
+# Command name -> module under ``sovrouter.cli`` (each defines ``register(subparsers)`` and sets ``func``).
+# Only the module of the command being run is imported, so one command's heavy dependencies (models, plotting)
+# never slow down or break another.
+SUBCOMMANDS: dict[str, str] = {
+    "serve": "serve",
+    "demo": "demo",
+    "replay": "replay",
+    "report": "report",
+    "explain": "explain",
+    "records": "records",
+    "keys": "keys",
+    "train": "train",
+    "train-cache": "train_cache",
+    "eval": "eval",
+    "weakness": "weakness",
+    "recalibrate": "recalibrate",
+    "batch": "batch",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sovrouter", description="Sovereign AI routing control plane")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in SUBCOMMANDS:
-        importlib.import_module(f"sovrouter.cli.{name}").register(sub)
+    for name, module in SUBCOMMANDS.items():
+        if only is None or name == only:
+            importlib.import_module(f"sovrouter.cli.{module}").register(sub)
     return parser
 
 
+def _command_in(argv: Sequence[str]) -> str | None:
+    first = next((a for a in argv if not a.startswith("-")), None)
+    return first if first in SUBCOMMANDS else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(_command_in(argv)).parse_args(argv)
     try:
         rc = args.func(args)
     except SovrouterError as exc:

@@ -37,6 +37,7 @@ from sovrouter.workload import ReplayInputs
 
 # Call-log outcomes that never left the control plane: they are not upstream calls.
 NOT_CALLED = frozenset({"guard_refused", "circuit_open"})
+REPLAY_DETECTOR_TIMEOUT_MS = 3_600_000.0
 
 
 @dataclass
@@ -76,7 +77,10 @@ def replay_settings(inputs: ReplayInputs, config: str | Path | None = None) -> S
     base = Settings.load(config) if config is not None else Settings(
         catalog=inputs.paths.catalog, tenants=inputs.paths.tenants
     )
-    return base.model_copy(update={"catalog": inputs.paths.catalog, "tenants": inputs.paths.tenants})
+    # Replay is offline and must be deterministic: a wall-clock detection deadline would make a loaded machine
+    # fail closed on some events and not others, so replay lifts it (the gateway keeps it).
+    return base.model_copy(update={"catalog": inputs.paths.catalog, "tenants": inputs.paths.tenants,
+                                   "detector_timeout_ms": REPLAY_DETECTOR_TIMEOUT_MS})
 
 
 def replay_adapters(inputs: ReplayInputs) -> dict[Candidate, ModelAdapter]:
