@@ -1,0 +1,60 @@
+"""``sovrouter batch`` end to end: config file -> live pipeline -> loopback OpenAI-compatible upstream."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sovrouter.cli.main import main
+from sovrouter.gateway.server import ServerThread
+from sovrouter.testing_upstream import UpstreamBehaviour, create_upstream_app
+
+DATA = Path(__file__).resolve().parents[2] / "src" / "sovrouter" / "data" / "demo"
+
+
+def _config(tmp_path: Path, url: str) -> Path:
+    catalog = json.loads((DATA / "models.json").read_text())
+    upstreams = {f"{s['id']}/{d['id']}": {"base_urls": [url], "model": f"{s['id']}/{d['id']}"}
+                 for s in catalog["slots"] for d in s["deployments"]}
+    cfg = {"catalog": str(DATA / "models.json"), "tenants": str(DATA / "tenants.json"), "state_dir": str(tmp_path),
+           "detector": "none", "policy": "availability", "upstreams": upstreams,
+           "cache": {"exact_enabled": False}}
+    path = tmp_path / "sovrouter.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_batch_cli_writes_one_output_line_per_input_line(tmp_path: Path) -> None:
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    good = {"method": "POST", "url": "/v1/chat/completions",
+            "body": {"messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 8}}
+    inp.write_text("\n".join([json.dumps({"custom_id": "one", **good}), "{broken",
+                              json.dumps({"custom_id": "two", **good})]) + "\n")
+    behaviour = UpstreamBehaviour(reply="hi there")
+    with ServerThread(create_upstream_app(behaviour), log_level="critical") as up:
+        rc = main(["batch", "--config", str(_config(tmp_path, up.url)), "--tenant", "acme-us",
+                   "--input", str(inp), "--output", str(out), "--scope", "plan"])
+    assert rc == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["custom_id"] for r in rows] == ["one", None, "two"]
+    for r in (rows[0], rows[2]):
+        assert r["response"]["status_code"] == 200 and r["error"] is None
+        body = r["response"]["body"]
+        assert body["choices"][0]["message"]["content"] == "hi there"
+        assert body["sovrouter"]["route"] == {"slot": "local-small", "deployment": "edge"}  # cheapest allowed
+    assert rows[1]["response"] is None and rows[1]["error"]["code"] == "invalid_json"
+    assert behaviour.calls == 2 and behaviour.last_body is not None
+    assert behaviour.last_body["model"] == "local-small/edge"
+
+
+def test_batch_cli_unknown_tenant_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("")
+    rc = main(["batch", "--config", str(_config(tmp_path, "http://127.0.0.1:9")), "--tenant", "nobody",
+               "--input", str(inp), "--output", str(tmp_path / "out.jsonl")])
+    assert rc == 2
+    assert "unknown tenant" in capsys.readouterr().err
+    assert not (tmp_path / "out.jsonl").exists()
