@@ -1,0 +1,193 @@
+"""Fit and calibrate the pair verifier on labelled question pairs (``sovrouter train-cache``), and score decisions.
+
+Protocol (the same one the held-out evaluation uses): every distinct eligible ``q1`` of a part goes into one
+fresh index; each ``q2`` is looked up; a decision is right if it is a verbatim match or the pair (q2, matched q1)
+is labelled duplicate anywhere in the file, and wrong otherwise (strict: matching another pair's q1 that was never
+labelled counts as wrong).
+
+- fit: the candidates retrieved for the fit part's q2s (cosine >= floor) are the training pairs, labelled as
+  above, so the verifier learns on the hard negatives retrieval actually produces;
+- calibrate: on a disjoint part, the threshold is the lowest one reached by fixed-sequence testing from the top
+  (Learn-then-Test) whose Clopper-Pearson upper bound on the false-hit rate of non-verbatim hits stays <= alpha.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from sovrouter.cache.eligibility import text_ineligible_reason
+from sovrouter.cache.semindex import Scored, SemanticIndex, normalise_text
+from sovrouter.cache.verifier import PairVerifier, expand, fit_logistic, standardise
+from sovrouter.errors import ConfigError
+
+EmbedFn = Callable[[Sequence[str]], NDArray[np.float32]]
+
+
+@dataclass(frozen=True)
+class Pair:
+    id: str
+    q1: str
+    q2: str
+    duplicate: bool | None = None
+
+
+def read_pairs(path: str | Path, with_labels: bool = False) -> list[Pair]:
+    """gzip (or plain) JSONL ``{"id", "q1", "q2"}``; a missing id becomes the line index. ``duplicate`` is read
+    only when ``with_labels`` (training), never by the evaluation."""
+    p = Path(path)
+    opener = gzip.open if p.suffix == ".gz" else open
+    out: list[Pair] = []
+    try:
+        with opener(p, "rt", encoding="utf-8") as fh:
+            for i, line in enumerate(fh):
+                if not line.strip():
+                    continue
+                row = json.loads(line)
+                q1, q2 = row["q1"], row["q2"]
+                if not isinstance(q1, str) or not isinstance(q2, str):
+                    raise ValueError(f"line {i + 1}: q1 and q2 must be strings")
+                dup = bool(row["duplicate"]) if with_labels and "duplicate" in row else None
+                out.append(Pair(str(row.get("id", i)), q1, q2, dup))
+    except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"cannot read pairs file {p}: {exc}") from exc
+    return out
+
+
+def part_of(q1: str, parts: int, salt: str = "semcache-split") -> int:
+    return int(hashlib.blake2b(f"{salt}:{q1}".encode(), digest_size=8).hexdigest(), 16) % parts
+
+
+def positive_keys(pairs: Iterable[Pair]) -> set[tuple[str, str]]:
+    keys: set[tuple[str, str]] = set()
+    for p in pairs:
+        if p.duplicate:
+            a, b = normalise_text(p.q1), normalise_text(p.q2)
+            keys.update({(a, b), (b, a)})
+    return keys
+
+
+def build_index(pairs: Sequence[Pair], embed: EmbedFn, verifier: PairVerifier, dim: int) -> SemanticIndex[str]:
+    """A fresh index holding every distinct eligible q1, in file order."""
+    texts = list(dict.fromkeys(p.q1 for p in pairs if text_ineligible_reason(p.q1) is None))
+    index: SemanticIndex[str] = SemanticIndex(verifier, dim)
+    vecs = embed(texts)
+    for t, v in zip(texts, vecs, strict=True):
+        index.add(t, v, t)
+    return index
+
+
+@dataclass(frozen=True)
+class QueryScores:
+    pair: Pair
+    eligible: bool
+    verbatim: bool
+    candidates: list[Scored]
+
+
+def score_queries(pairs: Sequence[Pair], index: SemanticIndex[str], embed: EmbedFn) -> list[QueryScores]:
+    eligible = [text_ineligible_reason(p.q2) is None for p in pairs]
+    qs = [p.q2 for p, e in zip(pairs, eligible, strict=True) if e]
+    scored = iter(index.score_many(qs, embed(qs)) if qs else [])
+    out = []
+    for p, e in zip(pairs, eligible, strict=True):
+        cands = next(scored) if e else []
+        out.append(QueryScores(p, e, e and index.payload(p.q2) is not None, cands))
+    return out
+
+
+def is_right(q2: str, matched: str, positives: set[tuple[str, str]]) -> bool:
+    a, b = normalise_text(q2), normalise_text(matched)
+    return a == b or (a, b) in positives
+
+
+def fit_verifier(queries: Sequence[QueryScores], positives: set[tuple[str, str]], base: PairVerifier,
+                 l2: float = 3.0) -> PairVerifier:
+    feats, labels = [], []
+    for q in queries:
+        for c in q.candidates:
+            feats.append(c.features)
+            labels.append(1.0 if is_right(q.pair.q2, c.text, positives) else 0.0)
+    if not feats or len(set(labels)) < 2:
+        raise ConfigError("not enough labelled candidate pairs to fit the verifier")
+    x = expand(np.asarray(feats, dtype=np.float64))
+    mean, scale = standardise(x)
+    w, b = fit_logistic((x - mean) / scale, np.asarray(labels), l2=l2)
+    meta = dict(base.meta, fit_pairs=len(labels), fit_positive=int(sum(labels)))
+    return PairVerifier(mean=mean.tolist(), scale=scale.tolist(), weights=w.tolist(), bias=b,
+                        threshold=base.threshold, cos_floor=base.cos_floor, top_k=base.top_k,
+                        embedder=base.embedder, meta=meta)
+
+
+def best_decisions(queries: Sequence[QueryScores], positives: set[tuple[str, str]],
+                   rescore: PairVerifier | None = None) -> list[tuple[float, bool]]:
+    """(probability, right) of each eligible non-verbatim query's best candidate (the threshold decides later)."""
+    out = []
+    for q in queries:
+        if q.verbatim or not q.candidates:
+            continue
+        cands = q.candidates
+        if rescore is not None:
+            probs = rescore.probability(np.asarray([c.features for c in cands], dtype=np.float64))
+            cands = [Scored(c.text, c.cosine, float(p), c.features) for c, p in zip(cands, probs, strict=True)]
+        best = min(cands, key=lambda s: (-s.probability, -s.cosine, s.text))
+        out.append((best.probability, is_right(q.pair.q2, best.text, positives)))
+    return out
+
+
+def clopper_pearson_upper(wrong: int, n: int, delta: float) -> float:
+    """One-sided upper confidence bound on a binomial rate (exact, by bisection on the beta tail)."""
+    if n == 0:
+        return 1.0
+    if wrong >= n:
+        return 1.0
+    from math import comb  # local: exact tail sums for the small counts involved
+
+    def tail(p: float) -> float:  # P(X <= wrong | n, p)
+        return sum(comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(wrong + 1))
+
+    lo, hi = wrong / n, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if tail(mid) > delta:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def choose_threshold(decisions: Sequence[tuple[float, bool]], alpha: float, delta: float | None,
+                     verbatim_hits: int = 0) -> tuple[float, dict[str, float]]:
+    """Fixed-sequence test from the highest threshold down; return the last threshold whose false-hit rate
+    (wrong / (verbatim_hits + semantic hits)) stays <= alpha: its one-sided Clopper-Pearson upper bound at level
+    ``delta``, or the point estimate when ``delta`` is None.
+
+    With a bound, testing starts at the first threshold with enough hits for a zero-error bound to pass
+    (``n >= ln(delta) / ln(1 - alpha)``): the sequence depends on scores only, never on labels, so the
+    family-wise guarantee of fixed-sequence testing holds."""
+    start = math.ceil(math.log(delta) / math.log(1.0 - alpha)) if delta is not None else 1
+    ordered = sorted(decisions, key=lambda d: -d[0])
+    chosen, info = 1.01, {"hits": float(verbatim_hits), "wrong": 0.0, "fhr": 0.0}
+    hits, wrong = verbatim_hits, 0
+    i = 0
+    while i < len(ordered):
+        p = ordered[i][0]
+        while i < len(ordered) and ordered[i][0] == p:
+            hits += 1
+            wrong += int(not ordered[i][1])
+            i += 1
+        if hits < start:
+            continue
+        fhr = clopper_pearson_upper(wrong, hits, delta) if delta is not None else wrong / hits
+        if fhr > alpha:
+            break
+        chosen, info = p, {"hits": float(hits), "wrong": float(wrong), "fhr": fhr}
+    return chosen, info

@@ -1,0 +1,75 @@
+"""Which requests may be answered from (or stored into) the semantic cache at all.
+
+A wrong semantic hit costs the whole answer, so eligibility is narrow on purpose. Not eligible:
+
+- personal data detected (or the detector failed): never embedded, stored or matched;
+- anything but a single text user turn (an optional system message is part of the partition key instead):
+  conversations depend on their history;
+- time-sensitive prompts (today, now, latest, current, this year, a date or a year...): yesterday's answer is wrong;
+- long prompts (over ``max_words`` words or ``max_chars`` characters): long prompts are generative or templated
+  (few-shot preambles, benchmark headers) and a shared preamble makes different questions look alike;
+- generative or code instructions (write / implement / translate / summarise ..., code fences or code syntax):
+  the output is a new artefact each time and a one-word change in the spec changes it.
+
+The rules are generic English surface patterns, not fitted to any data set.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sovrouter.contracts import Detection, NormalizedRequest
+
+MAX_WORDS = 40
+MAX_CHARS = 300
+
+_TIME = re.compile(
+    r"\b(today|tonight|tomorrow|yesterday|now|nowadays|currently|current|latest|recent|recently|upcoming|"
+    r"this (?:week|month|year|season|weekend|morning|evening)|next (?:week|month|year)|last (?:week|month|year)|"
+    r"right now|at the moment|as of|news|live|weather|forecast|stock price|exchange rate|"
+    r"january|february|march|april|june|july|august|september|october|november|december|"
+    r"(?:19|20)\d\d)\b",
+    re.IGNORECASE,
+)
+_GENERATIVE = re.compile(
+    r"^\s*(?:(?:please|kindly)\s+|(?:can|could|would|will)\s+you\s+(?:please\s+)?(?:help\s+me\s+)?|"
+    r"i\s+(?:want|need|would like)\s+you\s+to\s+|help\s+me\s+(?:to\s+)?)?"
+    r"(?:write|create|generate|compose|draft|implement|code|program|build|design|translate|provide|show me|"
+    r"summari[sz]e|rewrite|rephrase|paraphrase|edit|fix|refactor|complete|continue|convert|make me|give me|"
+    r"tell me a (?:story|joke|poem)|list|outline|plan|suggest|author|describe|solve|calculate)\b"
+    r"|^\s*(?:you are|act as|pretend|imagine you|as an? )",
+    re.IGNORECASE,
+)
+_CODE = re.compile(r"```|\bdef |\bclass |\breturn\b|[{};]|==|=>|->|</?\w+>|\bimport\b|\(\)")
+
+
+def text_ineligible_reason(text: str, max_words: int = MAX_WORDS, max_chars: int = MAX_CHARS) -> str | None:
+    """Why ``text`` may not use the semantic cache, or ``None`` if it may."""
+    stripped = text.strip()
+    if not stripped:
+        return "empty"
+    if len(stripped) > max_chars or len(stripped.split()) > max_words:
+        return "long"
+    if "\n\n" in stripped or stripped.count("\n") > 2:
+        return "multi_part"  # a context block and a task: the shape of templated and injected prompts
+    if _TIME.search(stripped):
+        return "time_sensitive"
+    if _GENERATIVE.search(stripped):
+        return "generative"
+    if _CODE.search(stripped):
+        return "code"
+    return None
+
+
+def request_ineligible_reason(request: NormalizedRequest, detection: Detection) -> str | None:
+    if detection.has_personal_data:
+        return "personal_data"
+    if request.modalities - {"text"}:
+        return "non_text"
+    users = [m for m in request.messages if m.role == "user"]
+    others = [m for m in request.messages if m.role not in ("user", "system", "developer")]
+    if len(users) != 1 or others:
+        return "conversation"
+    if request.parameters.temperature is not None and request.parameters.temperature > 1.0:
+        return "high_temperature"
+    return text_ineligible_reason(users[0].text)

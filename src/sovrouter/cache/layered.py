@@ -1,0 +1,35 @@
+"""Exact cache first, then the semantic cache; stores into both. Same :class:`ResponseCache` Protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sovrouter.contracts import CacheOutcome, Candidate, Detection, ModelResult, NormalizedRequest
+from sovrouter.protocols import ResponseCache
+
+
+class LayeredCache:
+    def __init__(self, exact: ResponseCache, semantic: ResponseCache) -> None:
+        self.exact = exact
+        self.semantic = semantic
+
+    async def lookup(self, request: NormalizedRequest, detection: Detection,
+                     allowed: Sequence[Candidate]) -> tuple[CacheOutcome, ModelResult | None]:
+        outcome, result = await self.exact.lookup(request, detection, allowed)
+        if result is not None:
+            return outcome, result
+        s_outcome, s_result = await self.semantic.lookup(request, detection, allowed)
+        if s_result is None:
+            return outcome, None  # the exact layer's miss (and its single-flight lead) stands
+        # Served without an upstream call: the pipeline will not release, so end the exact lead here.
+        await self.exact.release(request)
+        await self.semantic.release(request)
+        return s_outcome, s_result
+
+    async def store(self, request: NormalizedRequest, detection: Detection, result: ModelResult) -> None:
+        await self.exact.store(request, detection, result)
+        await self.semantic.store(request, detection, result)
+
+    async def release(self, request: NormalizedRequest) -> None:
+        await self.exact.release(request)
+        await self.semantic.release(request)

@@ -1,0 +1,140 @@
+"""One partition of the semantic cache (one tenant and parameter set): vectors, texts, and the hit decision.
+
+Retrieval is usearch's exact (brute-force, SIMD) cosine search over the partition's vectors, so the candidate set
+is the true top-k and never depends on the order entries were added (an HNSW graph's answers can). Every
+candidate at or above the verifier's cosine floor is scored by the pair verifier; the best one is chosen by
+(verifier probability, cosine, text) and is a hit only if its probability reaches the calibrated threshold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+from usearch.compiled import MetricKind
+from usearch.index import search
+
+from sovrouter.cache.textfeat import TextInfo, analyse, hard_mismatch, pair_features
+from sovrouter.cache.verifier import PairVerifier
+
+P = TypeVar("P")
+_CLOSE = 0.02  # neighbours within this cosine of the best count as "close" (ambiguity feature)
+
+
+@dataclass(frozen=True)
+class Match(Generic[P]):
+    text: str
+    payload: P
+    probability: float
+    cosine: float
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One candidate of one query: for calibration and benchmarks (the cache itself only needs the best)."""
+
+    text: str
+    cosine: float
+    probability: float
+    features: list[float]
+
+
+def normalise_text(text: str) -> str:
+    return " ".join(text.split())
+
+
+class SemanticIndex(Generic[P]):
+    def __init__(self, verifier: PairVerifier, dim: int) -> None:
+        self.verifier = verifier
+        self.dim = dim
+        self._texts: list[str] = []
+        self._infos: list[TextInfo] = []
+        self._payloads: list[P] = []
+        self._rows: dict[str, int] = {}
+        self._vectors = np.zeros((16, dim), dtype=np.float32)  # grows by doubling; rows [0, len) are live
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+    def add(self, text: str, vector: NDArray[np.float32], payload: P) -> None:
+        """Add (or replace) the entry for ``text``; one entry per distinct normalised text."""
+        key = normalise_text(text)
+        row = self._rows.get(key)
+        if row is not None:
+            self._payloads[row] = payload
+            return
+        self._rows[key] = len(self._texts)
+        self._texts.append(text)
+        self._infos.append(analyse(text))
+        self._payloads.append(payload)
+        row = len(self._texts) - 1
+        if row >= self._vectors.shape[0]:
+            grown = np.zeros((2 * self._vectors.shape[0], self.dim), dtype=np.float32)
+            grown[: self._vectors.shape[0]] = self._vectors
+            self._vectors = grown
+        self._vectors[row] = np.asarray(vector, dtype=np.float32).reshape(self.dim)
+
+    def payload(self, text: str) -> P | None:
+        row = self._rows.get(normalise_text(text))
+        return None if row is None else self._payloads[row]
+
+    def _matrix(self) -> NDArray[np.float32]:
+        return self._vectors[: len(self._texts)]
+
+    # ------------------------------------------------------------------ decisions
+    def match_many(self, texts: Sequence[str], vectors: NDArray[np.float32]) -> list[Match[P] | None]:
+        return [self._best(t, s) for t, s in zip(texts, self.score_many(texts, vectors), strict=True)]
+
+    def match(self, text: str, vector: NDArray[np.float32]) -> Match[P] | None:
+        return self.match_many([text], np.asarray(vector, dtype=np.float32).reshape(1, self.dim))[0]
+
+    def _best(self, text: str, scored: list[Scored]) -> Match[P] | None:
+        verbatim = self._rows.get(normalise_text(text))
+        if verbatim is not None:
+            return Match(self._texts[verbatim], self._payloads[verbatim], 1.0, 1.0)
+        if not scored:
+            return None
+        best = min(scored, key=lambda s: (-s.probability, -s.cosine, s.text))
+        if best.probability < self.verifier.threshold:
+            return None
+        row = self._rows[normalise_text(best.text)]
+        return Match(best.text, self._payloads[row], best.probability, best.cosine)
+
+    def score_many(self, texts: Sequence[str], vectors: NDArray[np.float32]) -> list[list[Scored]]:
+        """Every candidate at or above the cosine floor (hard mismatches dropped), with its verifier score."""
+        matrix = self._matrix()
+        n = len(texts)
+        if n == 0 or matrix.shape[0] == 0:
+            return [[] for _ in range(n)]
+        k = min(self.verifier.top_k, matrix.shape[0])
+        queries = np.asarray(vectors, dtype=np.float32).reshape(n, self.dim)
+        found = search(matrix, queries, k, MetricKind.Cos, exact=True, threads=1)
+        keys = np.asarray(found.keys).reshape(n, k)
+        dists = np.asarray(found.distances).reshape(n, k)
+        rows_feats: list[tuple[int, int, float, list[float]]] = []
+        for qi in range(n):
+            info = analyse(texts[qi])
+            cands = sorted(
+                ((1.0 - float(d), int(key)) for key, d in zip(keys[qi], dists[qi], strict=True) if key >= 0),
+                key=lambda c: (-c[0], self._texts[c[1]]),
+            )
+            cands = [c for c in cands if self._texts[c[1]] != texts[qi]]
+            if not cands or cands[0][0] < self.verifier.cos_floor:
+                continue
+            best_cos = cands[0][0]
+            second_cos = cands[1][0] if len(cands) > 1 else 0.0
+            n_close = sum(c[0] >= best_cos - _CLOSE for c in cands)
+            for cos, row in cands:
+                if cos < self.verifier.cos_floor or hard_mismatch(info, self._infos[row]):
+                    continue
+                feats = pair_features(info, self._infos[row], cos, best_cos, second_cos, n_close)
+                rows_feats.append((qi, row, cos, feats))
+        out: list[list[Scored]] = [[] for _ in range(n)]
+        if rows_feats:
+            probs = self.verifier.probability(np.asarray([f for *_, f in rows_feats], dtype=np.float64))
+            for (qi, row, cos, feats), p in zip(rows_feats, probs, strict=True):
+                out[qi].append(Scored(self._texts[row], cos, float(p), feats))
+        return out

@@ -1,0 +1,43 @@
+"""``sovrouter eval semantic-cache --pairs FILE --out DECISIONS.jsonl [--verifier FILE] [--threads N]``.
+
+Loads every distinct ``q1`` of FILE (gzip JSONL ``{"id", "q1", "q2"}``) into a fresh cache of one tenant, looks
+up each ``q2`` in file order and writes ``{"id", "hit", "matched"}`` per line. Labels in the file, if any, are
+never read, and nothing is fitted to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from sovrouter.cache.calibrate import read_pairs
+from sovrouter.cache.evaluate import evaluate_pairs
+from sovrouter.cache.verifier import PairVerifier
+from sovrouter.embed import MiniLMEmbedder
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("semantic-cache", help="label-free semantic-cache decisions over question pairs")
+    p.add_argument("--pairs", required=True, type=Path, help="gzip JSONL of {id, q1, q2}")
+    p.add_argument("--out", required=True, type=Path, help="decisions JSONL to write")
+    p.add_argument("--verifier", type=Path, default=None, help="pair verifier artifact (default: the shipped one)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for the embedding model")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    pairs = read_pairs(args.pairs)
+    verifier = PairVerifier.load(args.verifier)
+    decisions, kinds = evaluate_pairs(pairs, MiniLMEmbedder(threads=args.threads, batch_size=128), verifier)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("w", encoding="utf-8") as fh:
+        for d in decisions:
+            fh.write(json.dumps(d, ensure_ascii=False) + "\n")
+    hits = sum(d["hit"] for d in decisions)
+    print(f"semantic-cache: {len(decisions)} lookups, {hits} hits ({kinds}); "
+          f"{time.perf_counter() - t0:.1f} s -> {args.out}", file=sys.stderr)
+    return 0

@@ -1,0 +1,31 @@
+"""``sovrouter train-cache --pairs FILE --out DIR``: rebuild the semantic cache's pair verifier.
+
+FILE is labelled gzip JSONL ``{"q1", "q2", "duplicate"}`` (the dev Quora pairs). Writes ``DIR/verifier.json``
+(copy it to ``src/sovrouter/data/semantic_cache/`` to ship it) and ``DIR/training_report.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sovrouter.cache.training import load_labelled, train, write_artifact
+from sovrouter.embed import MiniLMEmbedder
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("train-cache", help="fit and calibrate the semantic cache's pair verifier")
+    p.add_argument("--pairs", required=True, type=Path, help="labelled pairs, gzip JSONL")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for the embedding model")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    pairs = load_labelled(args.pairs)
+    embedder = MiniLMEmbedder(threads=args.threads, batch_size=128)
+    verifier, report = train(pairs, embedder.embed)
+    path = write_artifact(verifier, report, args.out)
+    print(f"train-cache: threshold {verifier.threshold:.4f} ({report['calibration']}) -> {path}", file=sys.stderr)
+    return 0

@@ -1,0 +1,168 @@
+"""SemanticCache: hits, tenant isolation, policy check, personal data, TTL, order independence."""
+
+from __future__ import annotations
+
+import pytest
+
+from sovrouter.cache.semantic import SemanticCache
+from sovrouter.cache.semindex import SemanticIndex
+from sovrouter.cache.verifier import PairVerifier
+from sovrouter.clock import SimClock
+from sovrouter.contracts import Candidate, ContentPart, Detection, Message, ModelResult, NormalizedRequest
+from sovrouter.embed import HashingEmbedder
+
+A = Candidate(slot="frontier", deployment="us")
+B = Candidate(slot="local-small", deployment="edge")
+NONE = Detection()
+
+
+def req(text: str, tenant: str = "acme", rid: str = "r1", temperature: float | None = None) -> NormalizedRequest:
+    params = {"temperature": temperature} if temperature is not None else {}
+    return NormalizedRequest.model_validate({
+        "request_id": rid, "tenant": tenant, "parameters": params,
+        "messages": (Message(role="user", parts=(ContentPart(modality="text", text=text),)),),
+    })
+
+
+def make_cache(clock: SimClock | None = None, ttl_s: float = 3600.0) -> SemanticCache:
+    return SemanticCache(clock or SimClock(), HashingEmbedder(384), PairVerifier.cosine_only(0.7), ttl_s=ttl_s)
+
+
+async def put(cache: SemanticCache, text: str, cand: Candidate = A, tenant: str = "acme", rid: str = "src") -> None:
+    r = req(text, tenant, rid)
+    await cache.store(r, NONE, ModelResult(candidate=cand, text=f"answer to {text}"))
+    await cache.release(r)
+
+
+async def test_paraphrase_hits_with_source_and_candidate() -> None:
+    cache = make_cache()
+    await put(cache, "How do I learn Python quickly?")
+    outcome, result = await cache.lookup(req("How can I learn Python quickly?", rid="q"), NONE, [A, B])
+    assert result is not None and result.text == "answer to How do I learn Python quickly?"
+    assert outcome.kind == "semantic" and outcome.source_request_id == "src" and outcome.source_candidate == A
+
+
+async def test_unrelated_question_misses() -> None:
+    cache = make_cache()
+    await put(cache, "How do I learn Python quickly?")
+    outcome, result = await cache.lookup(req("Why is the sky blue?", rid="q"), NONE, [A])
+    assert result is None and outcome.kind == "miss"
+
+
+async def test_tenant_isolation() -> None:
+    cache = make_cache()
+    await put(cache, "How do I learn Python quickly?", tenant="acme")
+    _, other = await cache.lookup(req("How can I learn Python quickly?", tenant="eurobank", rid="q"), NONE, [A])
+    _, same = await cache.lookup(req("How can I learn Python quickly?", tenant="acme", rid="q2"), NONE, [A])
+    assert other is None and same is not None
+
+
+async def test_entry_from_deployment_not_allowed_now_is_not_served() -> None:
+    cache = make_cache()
+    await put(cache, "How do I learn Python quickly?", cand=A)
+    outcome, result = await cache.lookup(req("How can I learn Python quickly?", rid="q"), NONE, [B])
+    assert result is None and outcome.kind == "miss"
+
+
+async def test_personal_data_bypasses_and_is_never_stored() -> None:
+    cache = make_cache()
+    pii = Detection(pii_types=["PERSON"])
+    r = req("How do I learn Python quickly?", rid="p")
+    outcome, _ = await cache.lookup(r, pii, [A])
+    assert outcome.kind == "bypass"
+    await cache.store(r, pii, ModelResult(candidate=A, text="x"))
+    await cache.release(r)
+    _, result = await cache.lookup(req("How do I learn Python quickly?", rid="q"), NONE, [A])
+    assert result is None
+
+
+async def test_detector_failure_counts_as_personal_data() -> None:
+    cache = make_cache()
+    outcome, _ = await cache.lookup(req("How do I learn Python quickly?"), Detection(failed=True), [A])
+    assert outcome.kind == "bypass"
+
+
+async def test_numbers_must_match_exactly() -> None:
+    cache = make_cache()
+    await put(cache, "How should I invest 500 dollars as a student?")
+    _, result = await cache.lookup(req("How should I invest 5000 dollars as a student?", rid="q"), NONE, [A])
+    assert result is None
+
+
+async def test_different_parameters_do_not_share_entries() -> None:
+    cache = make_cache()
+    await put(cache, "How do I learn Python quickly?")
+    _, result = await cache.lookup(req("How can I learn Python quickly?", rid="q", temperature=0.9), NONE, [A])
+    assert result is None
+
+
+async def test_expired_entry_is_not_served() -> None:
+    clock = SimClock()
+    cache = make_cache(clock, ttl_s=10)
+    await put(cache, "How do I learn Python quickly?")
+    clock.set(11_000)
+    _, result = await cache.lookup(req("How can I learn Python quickly?", rid="q"), NONE, [A])
+    assert result is None
+
+
+async def test_truncated_answers_are_not_stored() -> None:
+    cache = make_cache()
+    r = req("How do I learn Python quickly?")
+    await cache.store(r, NONE, ModelResult(candidate=A, text="partial", finish_reason="length"))
+    _, result = await cache.lookup(req("How can I learn Python quickly?", rid="q"), NONE, [A])
+    assert result is None
+
+
+async def test_lookup_vector_is_reused_by_store_and_dropped_on_release() -> None:
+    cache = make_cache()
+    r = req("How do I learn Python quickly?", rid="lead")
+    await cache.lookup(r, NONE, [A])
+    assert "lead" in cache._pending
+    await cache.store(r, NONE, ModelResult(candidate=A, text="y"))
+    await cache.release(r)
+    assert not cache._pending
+
+
+STORED = [
+    "How do I learn Python fast?", "How do I learn Python quick?", "What is the capital of France?",
+    "Why do cats purr?", "How can I improve my English speaking?", "What is machine learning?",
+    "How do I make good coffee at home?", "Is coffee bad for your health?", "What causes rainbows?",
+]
+QUERIES = ["How do I learn Python?", "How can I improve my spoken English?", "What is the capital city of France?",
+           "Why do cats purr so much?", "What is deep learning?", "Is tea bad for your health?"]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_decisions_do_not_depend_on_insertion_order(seed: int) -> None:
+    import random
+
+    emb = HashingEmbedder(384)
+    verifier = PairVerifier.cosine_only(0.6)
+
+    def decide(order: list[str]) -> list[tuple[str, float] | None]:
+        index: SemanticIndex[str] = SemanticIndex(verifier, emb.dim)
+        for t in order:
+            index.add(t, emb.embed([t])[0], t)
+        out = index.match_many(QUERIES, emb.embed(QUERIES))
+        return [None if m is None else (m.text, round(m.probability, 9)) for m in out]
+
+    shuffled = list(STORED)
+    random.Random(seed).shuffle(shuffled)
+    first = decide(STORED)
+    assert first == decide(shuffled)
+    assert first[0] is not None and first[0][0] in STORED[:2]
+
+
+def test_exact_ties_are_broken_by_text_not_by_order() -> None:
+    import numpy as np
+
+    verifier = PairVerifier.cosine_only(0.6)
+    vec = np.ones(8, dtype=np.float32) / np.sqrt(8)
+    picks = set()
+    for order in (["What is b?", "What is a?"], ["What is a?", "What is b?"]):
+        index: SemanticIndex[str] = SemanticIndex(verifier, 8)
+        for t in order:
+            index.add(t, vec, t)
+        m = index.match("What is c?", vec)
+        picks.add(None if m is None else m.text)
+    assert picks == {"What is a?"}

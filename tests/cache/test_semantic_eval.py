@@ -1,0 +1,69 @@
+"""``sovrouter eval semantic-cache``: input handling and output format."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from sovrouter.cache.calibrate import read_pairs
+from sovrouter.cache.evaluate import evaluate_pairs
+from sovrouter.cache.verifier import PairVerifier
+from sovrouter.cli.main import main
+from sovrouter.embed import HashingEmbedder
+from sovrouter.errors import ConfigError
+
+ROWS = [
+    {"id": "a", "q1": "How do I learn Python quickly?", "q2": "How can I learn Python quickly?", "duplicate": False},
+    {"id": "b", "q1": "Why is the sky blue?", "q2": "What is the best pizza in Naples?", "duplicate": True},
+    {"id": "c", "q1": "Why is the sky blue?", "q2": "How do I learn Python quickly?"},
+    {"id": "d", "q1": "What is the news today?", "q2": "What is the news today?"},
+]
+
+
+def write(path: Path, rows: list[dict[str, object]]) -> Path:
+    with gzip.open(path, "wt", encoding="utf-8") as fh:
+        for r in rows:
+            fh.write(json.dumps(r) + "\n")
+    return path
+
+
+def test_labels_are_never_read_and_missing_ids_are_line_indexes(tmp_path: Path) -> None:
+    rows = [{k: v for k, v in r.items() if k != "id"} for r in ROWS]
+    pairs = read_pairs(write(tmp_path / "p.jsonl.gz", rows))
+    assert [p.id for p in pairs] == ["0", "1", "2", "3"]
+    assert all(p.duplicate is None for p in pairs)
+
+
+def test_decisions_in_file_order(tmp_path: Path) -> None:
+    pairs = read_pairs(write(tmp_path / "p.jsonl.gz", ROWS))
+    decisions, _ = evaluate_pairs(pairs, HashingEmbedder(384), PairVerifier.cosine_only(0.7))
+    assert [d["id"] for d in decisions] == ["a", "b", "c", "d"]
+    assert all(set(d) == {"id", "hit", "matched"} for d in decisions)
+    by_id = {d["id"]: d for d in decisions}
+    assert by_id["a"] == {"id": "a", "hit": True, "matched": "How do I learn Python quickly?"}
+    assert by_id["b"] == {"id": "b", "hit": False, "matched": None}
+    assert by_id["c"]["matched"] == "How do I learn Python quickly?"  # q1 of another pair: all q1 are cached
+    assert by_id["d"]["hit"] is True  # verbatim: the exact layer serves it even though it is time-sensitive
+
+
+def test_bad_file_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl.gz"
+    with gzip.open(bad, "wt") as fh:
+        fh.write('{"q1": "x"}\n')
+    with pytest.raises(ConfigError):
+        read_pairs(bad)
+
+
+@pytest.mark.slow
+def test_cli_writes_decisions(tmp_path: Path) -> None:
+    src = write(tmp_path / "p.jsonl.gz", ROWS)
+    out = tmp_path / "out" / "decisions.jsonl"
+    assert main(["eval", "semantic-cache", "--pairs", str(src), "--out", str(out), "--threads", "1"]) == 0
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [d["id"] for d in lines] == ["a", "b", "c", "d"]
+    assert all(set(d) == {"id", "hit", "matched"} and isinstance(d["hit"], bool) for d in lines)
+    assert all((d["matched"] is None) != d["hit"] for d in lines)
+    assert lines[3]["hit"] and lines[3]["matched"] == "What is the news today?"

@@ -1,0 +1,86 @@
+"""LayeredCache: exact first, then semantic; stores into both; single-flight lead ended on a semantic hit."""
+
+from __future__ import annotations
+
+import pytest
+
+from sovrouter.cache.exact import ExactCache
+from sovrouter.cache.layered import LayeredCache
+from sovrouter.cache.semantic import SemanticCache
+from sovrouter.cache.verifier import PairVerifier
+from sovrouter.clock import SimClock
+from sovrouter.contracts import Candidate, ContentPart, Detection, Message, ModelResult, NormalizedRequest
+from sovrouter.embed import HashingEmbedder
+
+A = Candidate(slot="frontier", deployment="us")
+NONE = Detection()
+
+
+def req(text: str, rid: str) -> NormalizedRequest:
+    return NormalizedRequest(request_id=rid, tenant="acme",
+                             messages=(Message(role="user", parts=(ContentPart(modality="text", text=text),)),))
+
+
+def layered() -> tuple[LayeredCache, ExactCache]:
+    clock = SimClock()
+    exact = ExactCache(clock)
+    return LayeredCache(exact, SemanticCache(clock, HashingEmbedder(384), PairVerifier.cosine_only(0.7))), exact
+
+
+async def test_exact_then_semantic_then_miss() -> None:
+    cache, exact = layered()
+    lead = req("How do I learn Python quickly?", "r1")
+    outcome, _ = await cache.lookup(lead, NONE, [A])
+    assert outcome.kind == "miss"
+    await cache.store(lead, NONE, ModelResult(candidate=A, text="answer"))
+    await cache.release(lead)
+
+    same, r_same = await cache.lookup(req("How do I learn Python quickly?", "r2"), NONE, [A])
+    assert same.kind == "exact" and r_same is not None and same.source_request_id == "r1"
+
+    para = req("How can I learn Python quickly?", "r3")
+    sem, r_sem = await cache.lookup(para, NONE, [A])
+    assert sem.kind == "semantic" and r_sem is not None and r_sem.text == "answer"
+    assert not exact._flights  # the exact lead taken by r3's lookup was ended on the semantic hit
+
+    other, r_other = await cache.lookup(req("Why is the sky blue?", "r4"), NONE, [A])
+    assert other.kind == "miss" and r_other is None
+
+
+async def test_semantic_layer_respects_exact_bypass_for_personal_data() -> None:
+    cache, _ = layered()
+    pii = Detection(pii_types=["PERSON"])
+    lead = req("How do I learn Python quickly?", "r1")
+    await cache.lookup(lead, pii, [A])
+    await cache.store(lead, pii, ModelResult(candidate=A, text="answer"))
+    await cache.release(lead)
+    outcome, result = await cache.lookup(req("How can I learn Python quickly?", "r2"), NONE, [A])
+    assert result is None and outcome.kind == "miss"
+
+
+def test_default_settings_keep_exact_only() -> None:
+    from pathlib import Path
+
+    from sovrouter.build import make_cache
+    from sovrouter.config import Settings
+
+    settings = Settings(catalog=Path("c.json"), tenants=Path("t.json"))
+    assert isinstance(make_cache(settings, SimClock(), ":memory:"), ExactCache)
+
+
+@pytest.mark.slow
+async def test_semantic_enabled_builds_layered_cache_with_real_model() -> None:
+    from pathlib import Path
+
+    from sovrouter.build import make_cache
+    from sovrouter.config import CacheSettings, Settings
+
+    settings = Settings(catalog=Path("c.json"), tenants=Path("t.json"), cache=CacheSettings(semantic_enabled=True))
+    cache = make_cache(settings, SimClock(), ":memory:")
+    assert isinstance(cache, LayeredCache)
+    lead = req("How do I learn Python programming?", "r1")
+    await cache.lookup(lead, NONE, [A])
+    await cache.store(lead, NONE, ModelResult(candidate=A, text="answer"))
+    await cache.release(lead)
+    outcome, result = await cache.lookup(req("How do I learn Java programming?", "r2"), NONE, [A])
+    assert result is None and outcome.kind == "miss"  # one entity swapped: never the same question

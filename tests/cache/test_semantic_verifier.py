@@ -1,0 +1,72 @@
+"""Pair verifier artifact, logistic fit, threshold calibration, pair features."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sovrouter.cache.calibrate import choose_threshold, clopper_pearson_upper
+from sovrouter.cache.textfeat import FEATURE_NAMES, analyse, hard_mismatch, pair_features
+from sovrouter.cache.verifier import PairVerifier, fit_logistic
+
+
+def test_shipped_artifact_loads_and_round_trips() -> None:
+    v = PairVerifier.load()
+    assert 0.0 < v.threshold <= 1.01 and v.cos_floor > 0
+    again = PairVerifier.from_json(v.to_json())
+    assert again.weights == v.weights and again.threshold == v.threshold
+
+
+def test_shipped_verifier_accepts_near_copy_and_rejects_entity_swap() -> None:
+    v = PairVerifier.load()
+    a = analyse("What is the difference between a midget and a dwarf?")
+    copy = pair_features(a, analyse("What is the difference between a dwarf and a midget?"), 0.998, 0.998, 0.85, 1)
+    swap = pair_features(analyse("How do I learn Python quickly?"), analyse("How do I learn Java quickly?"),
+                         0.82, 0.82, 0.78, 1)
+    p = v.probability(np.asarray([copy, swap]))
+    assert p[0] > p[1] and p[1] < v.threshold
+
+
+def test_fit_logistic_separates() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 2))
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(float)
+    w, b = fit_logistic(x, y, l2=0.1)
+    acc = float((((x @ w + b) > 0) == (y > 0)).mean())
+    assert acc > 0.95 and w[0] > w[1] > 0
+
+
+def test_clopper_pearson_bounds() -> None:
+    assert clopper_pearson_upper(0, 100, 0.05) == __import__("pytest").approx(0.0295, abs=1e-3)
+    assert clopper_pearson_upper(5, 100, 0.05) > 0.05
+
+
+def test_threshold_stops_at_first_failing_step() -> None:
+    right = [(0.99 - i * 0.001, True) for i in range(300)]
+    wrong = [(0.5 - i * 0.001, False) for i in range(50)]
+    t, info = choose_threshold(right + wrong, alpha=0.01, delta=0.05)
+    assert t == __import__("pytest").approx(0.99 - 299 * 0.001) and info["wrong"] == 0 and info["hits"] == 300
+
+
+def test_threshold_none_when_too_few_hits() -> None:
+    t, _ = choose_threshold([(0.9, True)] * 50, alpha=0.01, delta=0.05)
+    assert t > 1.0
+
+
+def test_point_estimate_counts_verbatim_hits() -> None:
+    decisions = [(0.9, True)] * 10 + [(0.8, False)] + [(0.7, True)] * 10 + [(0.6, False)]
+    t, info = choose_threshold(decisions, alpha=0.015, delta=None, verbatim_hits=100)
+    assert t == 0.7 and info == {"hits": 121.0, "wrong": 1.0, "fhr": 1 / 121}
+    t0, _ = choose_threshold(decisions, alpha=0.015, delta=None, verbatim_hits=0)
+    assert t0 == 0.9
+
+
+def test_features_and_hard_mismatch() -> None:
+    a, b = analyse("Why can't I sleep at night?"), analyse("Why can I sleep at night?")
+    assert hard_mismatch(a, b)  # negation differs
+    assert hard_mismatch(analyse("Is 7 prime?"), analyse("Is 9 prime?"))
+    shots = "Question: Which gas do plants absorb?\nAnswer: CO2\n\nQuestion: "
+    assert hard_mismatch(analyse(shots + "What is the boiling point?"), analyse(shots + "What is the melting point?"))
+    assert hard_mismatch(analyse("word " * 41), analyse("word " * 41))
+    assert not hard_mismatch(analyse("How do I learn Python?"), analyse("How can I learn Python?"))
+    f = pair_features(analyse("What is the best laptop?"), analyse("What is the worst laptop?"), 0.9, 0.9, 0.8, 1)
+    assert len(f) == len(FEATURE_NAMES) and f[FEATURE_NAMES.index("polarity_mismatch")] == 2.0
