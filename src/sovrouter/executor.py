@@ -1,9 +1,10 @@
 """Execute a route decision: first try, fallbacks on failure, cascade steps when the router's review asks.
 
 ``plan`` is ordered. A failed call falls back to the next entry of the plan; a successful answer goes to the
-router's review, which accepts it (``None``), names a later plan entry to escalate to, or names the candidate of
-an answer it already has to serve that one instead (e.g. when cheap answers agree after an escalation). Every call goes through the
-adapter chain the registry built for that deployment, whose innermost-but-one layer is the policy guard.
+router's review, which accepts it (``None``), names a later plan entry to escalate to, or names the candidate
+of an answer it already has to serve that one instead (e.g. when cheap answers agree after an escalation).
+Every call goes through the adapter chain the registry built for that deployment, whose outermost layer (added
+here) is the policy guard.
 """
 
 from __future__ import annotations
