@@ -1,0 +1,130 @@
+"""Execute what can be executed safely: "what does this code return?" questions, as an answer check.
+
+A prompt that shows a Python snippet and asks for the value of an expression (an ``assert <expr> == ??`` line,
+the common form of output-prediction questions) can be checked by running the snippet. The run is sandboxed:
+
+- static screen first (``ast``): no imports, no dunder names or attributes, none of the builtins that reach the
+  file system, the interpreter or introspection (``open``, ``exec``, ``eval``, ``getattr``, ...);
+- then a separate, isolated interpreter (``python -I -S``) with CPU-time, memory, file-size and process
+  limits, a wall-clock timeout, an empty environment, a temporary working directory and only a short list of
+  pure builtins; the result comes back as ``repr`` text on stdout.
+
+Anything that does not pass the screen, fails, or times out yields ``None`` (no evidence, never an error).
+The router only uses the result to *check* a model's answer; it never serves the executed value itself.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import warnings
+
+_BLOCK = re.compile(r"\[PYTHON\]\s*\n(.*?)\[/PYTHON\]|```(?:python|py)\s*\n(.*?)```", re.DOTALL | re.IGNORECASE)
+_ASK = re.compile(r"^\s*assert\s+(.+?)\s*==\s*\?\?\s*$", re.MULTILINE)
+_DENY = frozenset({
+    "open", "exec", "eval", "compile", "input", "__import__", "globals", "locals", "vars", "getattr", "setattr",
+    "delattr", "breakpoint", "exit", "quit", "help", "memoryview", "object", "super", "dir", "id", "hash",
+    "classmethod", "staticmethod", "property", "type",
+})
+MAX_CODE_CHARS = 4000
+
+_RUNNER = r"""
+import json, resource, sys
+resource.setrlimit(resource.RLIMIT_CPU, (2, 2))
+resource.setrlimit(resource.RLIMIT_AS, (512 * 2**20, 512 * 2**20))
+resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
+job = json.loads(sys.stdin.read())
+import builtins
+safe = {k: getattr(builtins, k) for k in job["builtins"] if hasattr(builtins, k)}
+scope = {"__builtins__": safe, "__name__": "snippet"}
+exec(compile(job["code"], "<snippet>", "exec"), scope)
+sys.stdout.write(repr(eval(compile(job["expr"], "<expr>", "eval"), scope)))
+"""
+
+_SAFE_BUILTINS = (
+    "abs", "all", "any", "bin", "bool", "chr", "dict", "divmod", "enumerate", "filter", "float", "format",
+    "frozenset", "hex", "int", "isinstance", "iter", "len", "list", "map", "max", "min", "next", "oct", "ord",
+    "pow", "range", "repr", "reversed", "round", "set", "slice", "sorted", "str", "sum", "tuple", "zip",
+    "ValueError", "IndexError", "KeyError", "TypeError", "Exception", "StopIteration", "ZeroDivisionError",
+    "AttributeError", "True", "False", "None", "print",
+)
+
+
+def find_question(text: str) -> tuple[str, str] | None:
+    """(snippet without the question line, expression asked for), or ``None``."""
+    for m in _BLOCK.finditer(text):
+        body = m.group(1) or m.group(2) or ""
+        ask = _ASK.search(body)
+        if ask is None:
+            continue
+        code = (body[: ask.start()] + body[ask.end() :]).strip("\n")
+        return code, ask.group(1)
+    return None
+
+
+def screen(code: str, expr: str) -> bool:
+    """True when the snippet passes the static safety screen."""
+    if len(code) > MAX_CODE_CHARS:
+        return False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)
+            trees = [ast.parse(code, mode="exec"), ast.parse(expr, mode="eval")]
+    except (SyntaxError, ValueError):
+        return False
+    for tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom | ast.Global | ast.Nonlocal | ast.AsyncFunctionDef |
+                          ast.Await | ast.With | ast.AsyncWith):
+                return False
+            if isinstance(node, ast.Name) and (node.id in _DENY or node.id.startswith("__")):
+                return False
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+                return False
+    return True
+
+
+def run_question(text: str, timeout_s: float = 3.0) -> str | None:
+    """``repr`` of the asked expression's value, or ``None`` (no question, unsafe, failed, or timed out)."""
+    found = find_question(text)
+    if found is None or not screen(*found):
+        return None
+    job = json.dumps({"code": found[0], "expr": found[1], "builtins": list(_SAFE_BUILTINS)})
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            proc = subprocess.run([sys.executable, "-I", "-S", "-c", _RUNNER], input=job, capture_output=True,
+                                  text=True, timeout=timeout_s, cwd=tmp, env={}, check=False)
+        except (subprocess.TimeoutExpired, OSError):
+            return None
+    if proc.returncode != 0 or not proc.stdout or len(proc.stdout) > 10_000:
+        return None
+    return proc.stdout
+
+
+def answer_key(value: str | None) -> str | None:
+    """A digest of a value's canonical form (``repr`` of the Python literal, else the stripped text).
+
+    Signals carry this digest rather than the executed value, so no prompt-derived text reaches the records."""
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)
+            canonical = repr(ast.literal_eval(text))
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        canonical = text
+    return hashlib.sha256(canonical.encode("utf-8", "replace")).hexdigest()
+
+
+def matches(answer: str | None, executed: str | None) -> bool:
+    """Whether a model's stated answer is the executed value (compared as canonical Python literals)."""
+    if answer is None or executed is None:
+        return False
+    return answer_key(answer) == answer_key(executed)

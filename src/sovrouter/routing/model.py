@@ -1,0 +1,185 @@
+"""The learned artifact bundle: prompt models, answer verifiers and cascade thresholds; load, save, score.
+
+One bundle holds every learned piece the learned router needs. ``sovrouter train`` writes it (``router.joblib``,
+``thresholds.json``, ``model_card.md``, ``metrics.json``); the router loads it once at start-up.
+
+Scores are expected answer quality in [0, 1] (= P(correct) for 0/1-graded answers; judge scores are used as soft
+targets), computed at three moments:
+
+- prior (prompt only): one model per slot, plus the domain and output-kind classifiers;
+- stage 1 (after the first cheap answer ``L``): P(L good), P(top good | L);
+- stage 2 (after two cheap answers ``L``, ``S``): P(S good), P(top good | L, S).
+
+"top" is the strongest slot the request's allowed set has (frontier > hosted-mini > sovereign-large).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, Field
+
+from sovrouter.errors import ConfigError
+from sovrouter.routing.answers import AnswerView, pair_features
+from sovrouter.routing.features import make_vectorizer, prompt_matrix
+
+SLOT_ORDER: tuple[str, ...] = ("local-small", "sovereign-large", "hosted-mini", "frontier")
+"""Cheapest to strongest; the reference order (frontier-first under policy) is its reverse."""
+TOP_SLOTS: tuple[str, ...] = ("sovereign-large", "hosted-mini", "frontier")
+OUTPUT_KINDS: tuple[str, ...] = ("free_text", "choice", "number", "code")
+ARTIFACT_FILE = "router.joblib"
+THRESHOLDS_FILE = "thresholds.json"
+
+
+class TierThresholds(BaseModel):
+    """Escalate when the predicted quality gain of the next step exceeds the threshold (see docs/routing.md)."""
+
+    direct: float = Field(description="prior gain of top over the best cheap slot above which top is called first")
+    stage1: float = Field(description="P(top good | L) - P(L good) above which L is not accepted")
+    stage2: float = Field(description="P(top good | L, S) - P(S good) above which top is called")
+    skip: float = Field(default=2.0, description="stage-1 gain above which top is called at once (no S step)")
+    pick_agreeing: bool = Field(default=False, description="after top, serve the cheap answer when both cheap "
+                                "answers agree against top")
+
+
+class Thresholds(BaseModel):
+    standard: TierThresholds
+    high_value_factor: float = Field(default=0.5, gt=0, le=1,
+                                     description="high-value tenants weigh quality 1/factor times more: "
+                                     "their gain thresholds are multiplied by this factor")
+    margin: float = Field(default=0.0, description="quality margin over the reference required on training folds")
+    cost_unit_usd: float = Field(default=0.0, ge=0, description="stage gain thresholds are per this much "
+                                 "estimated cost of the top call (0: thresholds are plain quality gains)")
+    chosen_on: str = ""
+
+    def cost_scale(self, top_cost_usd: float) -> float:
+        """Multiplier of the stage thresholds for a top call estimated to cost ``top_cost_usd``."""
+        return top_cost_usd / self.cost_unit_usd if self.cost_unit_usd > 0 else 1.0
+
+    def for_value(self, value: str) -> TierThresholds:
+        if value != "high":
+            return self.standard
+        f = self.high_value_factor
+        s = self.standard
+        return TierThresholds(direct=s.direct * f, stage1=s.stage1 * f, stage2=s.stage2 * f, skip=s.skip * f,
+                              pick_agreeing=s.pick_agreeing)
+
+
+@dataclass
+class LinearModel:
+    """A fitted linear classifier reduced to its coefficients (float32): what ships instead of the estimator.
+
+    ``predict_proba`` follows scikit-learn's one-vs-rest logistic convention (binary: sigmoid; more classes:
+    per-class sigmoids normalised to sum to one)."""
+
+    coef: NDArray[np.float32]  # (k, d); k == 1 for a binary model
+    intercept: NDArray[np.float32]  # (k,)
+    classes_: NDArray[Any]
+
+    @classmethod
+    def from_estimator(cls, est: Any) -> LinearModel:
+        return cls(coef=np.asarray(est.coef_, dtype=np.float32), intercept=np.asarray(est.intercept_,
+                   dtype=np.float32), classes_=np.asarray(est.classes_))
+
+    def predict_proba(self, x: Any) -> NDArray[np.float64]:
+        scores = np.asarray(x @ self.coef.T, dtype=np.float64) + self.intercept
+        sig = 1.0 / (1.0 + np.exp(-np.clip(scores, -50, 50)))
+        if self.coef.shape[0] == 1:
+            return np.column_stack([1.0 - sig[:, 0], sig[:, 0]])
+        out: NDArray[np.float64] = sig / np.maximum(sig.sum(axis=1, keepdims=True), 1e-12)
+        return out
+
+
+@dataclass
+class PromptScores:
+    """What the classifier computes once per request and the router reuses (no recomputation in review)."""
+
+    dense: list[float]
+    domain_probs: list[float]
+    kind_probs: list[float]
+    priors: dict[str, float]
+
+    def vector(self) -> list[float]:
+        return [*self.dense, *self.domain_probs, *self.kind_probs, *(self.priors[s] for s in SLOT_ORDER)]
+
+
+def top_onehot(top: str) -> list[float]:
+    return [1.0 if top == t else 0.0 for t in TOP_SLOTS]
+
+
+def stage1_vector(prompt: Sequence[float], first: AnswerView, top: str) -> list[float]:
+    return [*prompt, *first.features, *top_onehot(top)]
+
+
+def stage2_vector(prompt: Sequence[float], first: AnswerView, second: AnswerView, top: str) -> list[float]:
+    return [*prompt, *first.features, *second.features, *pair_features(first, second), *top_onehot(top)]
+
+
+@dataclass
+class RouterModels:
+    """The fitted estimators (scikit-learn objects) and the metadata needed to use them."""
+
+    domains: tuple[str, ...]
+    domain_model: Any
+    kind_model: Any
+    prior_models: dict[str, Any]
+    stage1_first: Any
+    stage1_top: Any
+    stage2_second: Any
+    stage2_top: Any
+    version: str = "1"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def score_prompts(self, texts: list[str], dense: NDArray[np.float64]) -> list[PromptScores]:
+        x = prompt_matrix(make_vectorizer(), texts, dense)
+        dom = self.domain_model.predict_proba(x)
+        kind_raw = self.kind_model.predict_proba(x)
+        kinds = np.zeros((len(texts), len(OUTPUT_KINDS)))
+        for j, k in enumerate(self.kind_model.classes_):
+            kinds[:, OUTPUT_KINDS.index(str(k))] = kind_raw[:, j]
+        priors = {s: self.prior_models[s].predict_proba(x)[:, 1] for s in SLOT_ORDER}
+        return [
+            PromptScores(dense=[float(v) for v in dense[i]], domain_probs=[float(v) for v in dom[i]],
+                         kind_probs=[float(v) for v in kinds[i]],
+                         priors={s: float(priors[s][i]) for s in SLOT_ORDER})
+            for i in range(len(texts))
+        ]
+
+
+def proba(model: Any, rows: Sequence[Sequence[float]]) -> NDArray[np.float64]:
+    out: NDArray[np.float64] = model.predict_proba(np.asarray(rows, dtype=np.float64))[:, 1]
+    return out
+
+
+class Bundle:
+    """Models plus thresholds, as shipped."""
+
+    def __init__(self, models: RouterModels, thresholds: Thresholds) -> None:
+        self.models = models
+        self.thresholds = thresholds
+
+    @classmethod
+    def load(cls, directory: str | Path | None = None) -> Bundle:
+        """Load from ``directory``, or the artifacts shipped in the package when it is ``None``."""
+        base = Path(directory) if directory is not None else Path(str(resources.files("sovrouter"))) / "data" / "router"
+        try:
+            models = joblib.load(base / ARTIFACT_FILE)
+            thresholds = Thresholds.model_validate_json((base / THRESHOLDS_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot load learned-router artifacts from {base}: {exc}") from exc
+        if not isinstance(models, RouterModels):
+            raise ConfigError(f"{base / ARTIFACT_FILE} does not hold router models")
+        return cls(models, thresholds)
+
+    def save(self, directory: str | Path) -> None:
+        base = Path(directory)
+        base.mkdir(parents=True, exist_ok=True)
+        joblib.dump(self.models, base / ARTIFACT_FILE, compress=3)
+        (base / THRESHOLDS_FILE).write_text(self.thresholds.model_dump_json(indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,37 @@
+"""The shipped artifacts load and drive a decision end to end (no training at request time)."""
+
+from __future__ import annotations
+
+from sovrouter.build import make_router
+from sovrouter.catalog import Catalog, Tenants
+from sovrouter.config import Settings
+from sovrouter.contracts import Candidate, Detection
+from sovrouter.intake import normalize_chat
+from sovrouter.routing.learned import LearnedRouter
+from sovrouter.routing.model import SLOT_ORDER, Bundle
+
+
+def test_shipped_bundle_loads_with_thresholds() -> None:
+    bundle = Bundle.load()
+    assert set(bundle.models.prior_models) == set(SLOT_ORDER)
+    assert bundle.thresholds.high_value_factor <= 1.0
+    assert bundle.models.domains
+
+
+def test_learned_router_from_settings_classifies_and_decides(catalog: Catalog, tenants: Tenants) -> None:
+    settings = Settings(catalog="x", tenants="y", router="learned")  # type: ignore[arg-type]
+    router, classifier = make_router(settings, catalog, tenants)
+    assert isinstance(router, LearnedRouter)
+    req = normalize_chat({"messages": [{"role": "user", "content": (
+        "Question: Which gas do plants absorb from the air?\nA) Oxygen\nB) Carbon dioxide\nC) Nitrogen\n"
+        "D) Helium\nAnswer:")}]}, tenant="acme-us", request_id="r1")
+    sig = classifier.classify(req, Detection())
+    assert sig.domain in router.models.domains
+    assert sig.output_kind in ("free_text", "choice", "number", "code")
+    assert sig.language == "en"
+    assert set(sig.slot_prior) == set(SLOT_ORDER)  # type: ignore[attr-defined]
+    allowed = [Candidate(slot="local-small", deployment="edge"), Candidate(slot="sovereign-large",
+                                                                          deployment="eu-sov")]
+    d = router.decide(req, sig, allowed)
+    assert set(d.plan) == set(allowed)
+    assert d.plan[-1].slot in ("sovereign-large", "local-small")

@@ -1,0 +1,158 @@
+"""Review logic (accept / escalate / pick an earlier answer) and cascades under policy, with stub verifiers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from sovrouter.cache.exact import ExactCache
+from sovrouter.catalog import Catalog, Tenants
+from sovrouter.classify import NullDetector
+from sovrouter.clock import WallClock
+from sovrouter.config import ReliabilitySettings
+from sovrouter.contracts import (
+    Candidate,
+    CandidateVerdict,
+    Detection,
+    ModelResult,
+    NormalizedRequest,
+    PolicyVerdict,
+    Signals,
+)
+from sovrouter.executor import Executor
+from sovrouter.intake import normalize_chat
+from sovrouter.pipeline import Pipeline
+from sovrouter.reliability import stack
+from sovrouter.routing.learned import LearnedRouter
+from sovrouter.routing.model import SLOT_ORDER, Bundle, RouterModels, Thresholds, TierThresholds
+from sovrouter.testing import FakeAdapter, MemorySink
+
+
+@dataclass
+class Const:
+    """A stub estimator: predict_proba returns ``p`` for every row."""
+
+    p: float
+
+    def predict_proba(self, x: object) -> np.ndarray:
+        n = len(x)  # type: ignore[arg-type]
+        return np.column_stack([np.full(n, 1 - self.p), np.full(n, self.p)])
+
+
+def _router(catalog: Catalog, tenants: Tenants, *, s1: tuple[float, float], s2: tuple[float, float],
+            pick: bool = True) -> LearnedRouter:
+    models = RouterModels(domains=("math",), domain_model=None, kind_model=None, prior_models={},
+                          stage1_first=Const(s1[0]), stage1_top=Const(s1[1]),
+                          stage2_second=Const(s2[0]), stage2_top=Const(s2[1]))
+    th = Thresholds(standard=TierThresholds(direct=0.3, stage1=0.05, stage2=0.05, pick_agreeing=pick))
+    return LearnedRouter(Bundle(models, th), catalog, tenants)
+
+
+SIGNALS = Signals(slot_prior={s: 0.7 for s in SLOT_ORDER}, route_features=[0.0] * 27)
+
+
+def _req(text: str = "What is 6*7? Answer in JSON.", tenant: str = "acme-us") -> NormalizedRequest:
+    return normalize_chat({"messages": [{"role": "user", "content": text}]}, tenant=tenant, request_id="r1")
+
+
+def _all(catalog: Catalog) -> list[Candidate]:
+    return [Candidate(slot=s.id, deployment=d.id) for s, d in catalog.pairs() if d.available_for("acme-us")]
+
+
+def _res(c: Candidate, text: str) -> ModelResult:
+    return ModelResult(candidate=c, text=text)
+
+
+def test_decide_builds_cascade_from_allowed_only(catalog: Catalog, tenants: Tenants) -> None:
+    router = _router(catalog, tenants, s1=(0.5, 0.9), s2=(0.5, 0.9))
+    allowed = [c for c in _all(catalog) if c.slot != "frontier"]
+    d = router.decide(_req(), SIGNALS, allowed)
+    assert d.evidence["mode"] == "cascade" and d.evidence["review"] is True
+    assert [c.slot for c in d.plan[:3]] == ["local-small", "sovereign-large", "hosted-mini"]
+    assert set(d.plan) == set(allowed)
+
+
+def test_direct_when_prior_gain_is_large(catalog: Catalog, tenants: Tenants) -> None:
+    router = _router(catalog, tenants, s1=(0.5, 0.9), s2=(0.5, 0.9))
+    sig = Signals(slot_prior={"local-small": 0.2, "sovereign-large": 0.3, "hosted-mini": 0.6, "frontier": 0.9},
+                  route_features=[0.0] * 27)
+    d = router.decide(_req(), sig, _all(catalog))
+    assert d.evidence["mode"] == "direct" and d.plan[0].slot == "frontier"
+
+
+def test_review_accepts_escalates_and_picks(catalog: Catalog, tenants: Tenants) -> None:
+    req = _req()
+    accept = _router(catalog, tenants, s1=(0.9, 0.9), s2=(0.9, 0.9))
+    d = accept.decide(req, SIGNALS, _all(catalog))
+    local, sov, top = d.plan[0], d.plan[1], d.plan[2]
+    assert accept.review(req, SIGNALS, d, [_res(local, '{"answer": "42"}')]) is None
+    escalate = _router(catalog, tenants, s1=(0.5, 0.9), s2=(0.5, 0.9))
+    assert escalate.review(req, SIGNALS, d, [_res(local, '{"answer": "42"}')]) == sov
+    two = [_res(local, '{"answer": "42"}'), _res(sov, '{"answer": "42"}')]
+    assert escalate.review(req, SIGNALS, d, two) == top
+    assert accept.review(req, SIGNALS, d, two) is None
+    # both cheap answers agree against top: serve the cheap answer; top agreeing: accept top
+    assert escalate.review(req, SIGNALS, d, [*two, _res(top, '{"answer": "41"}')]) == sov
+    assert escalate.review(req, SIGNALS, d, [*two, _res(top, '{"answer": "42"}')]) is None
+    no_pick = _router(catalog, tenants, s1=(0.5, 0.9), s2=(0.5, 0.9), pick=False)
+    d2 = no_pick.decide(req, SIGNALS, _all(catalog))
+    assert no_pick.review(req, SIGNALS, d2, [*two, _res(top, '{"answer": "41"}')]) is None
+
+
+def test_high_value_tenant_escalates_more_readily(catalog: Catalog, tenants: Tenants) -> None:
+    router = _router(catalog, tenants, s1=(0.86, 0.9), s2=(0.86, 0.9))  # gain 0.04: standard 0.05, high 0.025
+    high = next(t.id for t in tenants.tenants if t.value == "high")
+    for tenant, escalates in (("acme-us", False), (high, True)):
+        req = _req(tenant=tenant)
+        d = router.decide(req, SIGNALS, _all(catalog))
+        out = router.review(req, SIGNALS, d, [_res(d.plan[0], '{"answer": "1"}')])
+        assert (out is not None) is escalates
+
+
+class NoFrontier:
+    """A policy that forbids the frontier slot."""
+
+    def evaluate(self, request: NormalizedRequest, detection: Detection,
+                 candidates: Sequence[Candidate]) -> PolicyVerdict:
+        return PolicyVerdict(verdicts=[CandidateVerdict(candidate=c, allowed=c.slot != "frontier",
+                                                        rule="test.no-frontier") for c in candidates])
+
+
+class FixedClassifier:
+    def classify(self, request: NormalizedRequest, detection: Detection) -> Signals:
+        return SIGNALS
+
+
+async def test_cascade_under_policy_never_calls_forbidden_step(catalog: Catalog, tenants: Tenants) -> None:
+    adapters = {Candidate(slot=s.id, deployment=d.id): FakeAdapter(Candidate(slot=s.id, deployment=d.id),
+                                                                   text=f'{{"answer": "{s.id}"}}')
+                for s, d in catalog.pairs()}
+    router = _router(catalog, tenants, s1=(0.1, 0.95), s2=(0.1, 0.95))  # always escalate as far as allowed
+    sink = MemorySink()
+    clock = WallClock()
+    wired = {c: stack.wrap(a, ReliabilitySettings(), clock) for c, a in adapters.items()}
+    pipe = Pipeline(catalog=catalog, detector=NullDetector(), policy=NoFrontier(), classifier=FixedClassifier(),
+                    router=router, executor=Executor(adapters=wired), cache=ExactCache(clock, enabled=False),
+                    records=sink, clock=clock)
+    out = await pipe.handle(_req())
+    assert out.record.status == "ok"
+    called = [c.candidate.slot for c in out.record.calls]
+    assert called == ["local-small", "sovereign-large", "hosted-mini"]
+    assert all(a.calls == 0 for c, a in adapters.items() if c.slot == "frontier")
+    assert out.record.escalated and out.record.final is not None and out.record.final.slot == "hosted-mini"
+
+
+def test_executed_question_decides_acceptance(catalog: Catalog, tenants: Tenants) -> None:
+    from sovrouter.routing.execute import answer_key
+
+    router = _router(catalog, tenants, s1=(0.1, 0.95), s2=(0.1, 0.95))  # verifiers alone would escalate
+    sig = Signals(slot_prior={s: 0.2 for s in SLOT_ORDER} | {"frontier": 0.95}, route_features=[0.0] * 27,
+                  executed=answer_key("[2, 6]"))
+    req = _req()
+    d = router.decide(req, sig, _all(catalog))
+    assert d.evidence["mode"] == "cascade"  # never direct when the answer can be checked by execution
+    local, sov = d.plan[0], d.plan[1]
+    assert router.review(req, sig, d, [_res(local, '{"answer": "[2,6]"}')]) is None
+    assert router.review(req, sig, d, [_res(local, '{"answer": "[2, 4]"}')]) == sov

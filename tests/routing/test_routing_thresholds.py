@@ -1,0 +1,50 @@
+"""Threshold selection: the cheapest grid point meeting the quality constraint, and the vectorised cascade."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sovrouter.routing.model import TierThresholds
+from sovrouter.routing.simulate import EvalSet, metrics, reference, run_policy, select_thresholds
+from sovrouter.routing.training import StageProbs
+
+
+def _case() -> tuple[EvalSet, StageProbs]:
+    """Four requests, top = frontier. Rows 0-1: local-small right and the verifier knows it; rows 2-3: only
+    frontier is right and the verifier predicts a large gain."""
+    n = 4
+    scores = np.array([[1, 1, 1, 1], [1, 1, 1, 1], [0, 0, 0, 1], [0, 0, 0, 1]], dtype=float)
+    cost = np.tile(np.array([0.01, 0.2, 0.05, 1.0]), (n, 1))
+    accel = np.tile(np.array([False, False, True, True]), (n, 1))
+    ev = EvalSet(scores=scores, cost=cost, accel=accel, latency=np.ones((n, 4)), events=np.ones(n),
+                 top=np.full(n, 3), high=np.zeros(n, dtype=bool), domains=np.array(["math"] * n),
+                 pick_case=np.zeros(n, dtype=bool), executable=np.zeros(n, dtype=bool),
+                 exec_match=np.zeros((n, 4), dtype=bool), top_cost_est=np.ones((n, 2)))
+    sp = StageProbs(prior=np.full((n, 4), 0.5), p1_first=np.array([0.9, 0.9, 0.2, 0.2]),
+                    p1_top=np.array([0.9, 0.9, 0.9, 0.9]), p2_second=np.array([0.9, 0.9, 0.2, 0.2]),
+                    p2_top=np.array([0.9, 0.9, 0.9, 0.9]), domain_probs=np.ones((n, 1)))
+    return ev, sp
+
+
+def test_cascade_accepts_and_escalates_as_the_router_would() -> None:
+    ev, sp = _case()
+    out = run_policy(ev, sp, TierThresholds(direct=2.0, stage1=0.1, stage2=0.1, skip=2.0), 0.5)
+    assert out.served.tolist() == [0, 0, 3, 3]
+    assert out.called[2].tolist() == [True, True, False, True]  # local, sovereign, then frontier
+    skip = run_policy(ev, sp, TierThresholds(direct=2.0, stage1=0.1, stage2=0.1, skip=0.5), 0.5)
+    assert skip.called[2].tolist() == [True, False, False, True]  # large stage-1 gain: straight to frontier
+
+
+def test_selection_picks_cheapest_feasible_point() -> None:
+    ev, sp = _case()
+    th, m = select_thresholds(ev, sp, margin=0.0, domain_floor=-0.01, high_factor=0.5,
+                              grids=((2.0,), (-0.5, 0.1, 2.0), (0.1,), (2.0,)))
+    assert th.stage1 == 0.1  # -0.5 escalates everything (dearer), 2.0 accepts wrong answers (infeasible)
+    assert m.diff == 0.0 and m.cost < metrics(ev, reference(ev)).cost
+
+
+def test_selection_falls_back_to_best_quality_when_nothing_is_feasible() -> None:
+    ev, sp = _case()
+    th, m = select_thresholds(ev, sp, margin=0.5, domain_floor=-0.01, high_factor=0.5,
+                              grids=((2.0,), (-0.5, 2.0), (0.1,), (2.0,)))
+    assert th.stage1 == -0.5 and m.diff == 0.0
