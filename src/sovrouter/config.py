@@ -65,7 +65,7 @@ class Settings(BaseModel):
     api_keys: list[ApiKey] = Field(default_factory=list)
     upstreams: dict[str, Upstream] = Field(default_factory=dict, description="'slot/deployment' -> upstream")
     state_dir: Path = Path("var")
-    router: Literal["baseline", "learned"] = "baseline"
+    router: Literal["baseline", "learned"] = "learned"
     policy: Literal["availability", "cedar"] = "cedar"  # sovereignty on (docs/sovereignty.md)
     detector: Literal["none", "pii"] = "pii"
     detector_timeout_ms: float = Field(
