@@ -14,7 +14,7 @@ from sovrouter.testing import FailingAdapter, FakeAdapter, MemorySink, MidStream
 
 
 def _settings(catalog_path: str = "x", tenants_path: str = "y") -> Settings:
-    return Settings(catalog=catalog_path, tenants=tenants_path)  # type: ignore[arg-type]
+    return Settings(catalog=catalog_path, tenants=tenants_path, router="baseline")  # type: ignore[arg-type]
 
 
 def _req(text: str = "hello", tenant: str = "acme-us", rid: str = "r1", stream: bool = False):

@@ -35,7 +35,7 @@ def _pipeline(catalog: Catalog, tenants: Tenants, sink: MemorySink) -> tuple[obj
     adapters = {Candidate(slot=s.id, deployment=d.id): FakeAdapter(Candidate(slot=s.id, deployment=d.id),
                                                                      text=f"answer from {s.id}/{d.id}")
                 for s, d in catalog.pairs()}
-    settings = Settings(catalog="x", tenants="y", detector="none",  # type: ignore[arg-type]
+    settings = Settings(catalog="x", tenants="y", detector="none", router="baseline",  # type: ignore[arg-type]
                         cache=CacheSettings(exact_enabled=False))
     base = assemble(settings, catalog, tenants, adapters, WallClock(), sink)
     base.policy = NoLocalNoUSPolicy()

@@ -20,7 +20,7 @@ def _config(tmp_path: Path, url: str) -> Path:
     upstreams = {f"{s['id']}/{d['id']}": {"base_urls": [url], "model": f"{s['id']}/{d['id']}"}
                  for s in catalog["slots"] for d in s["deployments"]}
     cfg = {"catalog": str(DATA / "models.json"), "tenants": str(DATA / "tenants.json"), "state_dir": str(tmp_path),
-           "detector": "none", "policy": "availability", "upstreams": upstreams,
+           "detector": "none", "policy": "availability", "router": "baseline", "upstreams": upstreams,
            "cache": {"exact_enabled": False}}
     path = tmp_path / "sovrouter.yaml"
     path.write_text(yaml.safe_dump(cfg))

@@ -57,7 +57,7 @@ def _pipeline(catalog: Catalog, tenants: Tenants, clock: SimClock):  # type: ign
     adapters = {Candidate(slot=s.id, deployment=d.id): Recording(Candidate(slot=s.id, deployment=d.id),
                                                                  text=f"The answer is {s.id}")
                 for s, d in catalog.pairs()}
-    settings = Settings(catalog="x", tenants="y")  # type: ignore[arg-type]
+    settings = Settings(catalog="x", tenants="y", router="baseline")  # type: ignore[arg-type]
     settings = settings.model_copy(update={"cache": settings.cache.model_copy(update={"exact_enabled": False})})
     return assemble(settings, catalog, tenants, adapters, clock, MemorySink()), adapters
 

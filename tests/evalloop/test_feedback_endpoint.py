@@ -24,7 +24,7 @@ DATA = Path(__file__).resolve().parents[2] / "src" / "sovrouter" / "data" / "dem
 
 @pytest.fixture
 def client(catalog: Catalog, tenants: Tenants) -> Iterator[tuple[TestClient, object]]:
-    settings = Settings(catalog=DATA / "models.json", tenants=DATA / "tenants.json",
+    settings = Settings(catalog=DATA / "models.json", tenants=DATA / "tenants.json", router="baseline",
                         api_keys=[ApiKey(tenant="acme-us", key_sha256=hash_key(KEY))])
     store = SQLiteRecordStore(":memory:")
     obs = build_observability(EvalSettings(), catalog)

@@ -61,6 +61,7 @@ def make_settings(state_dir: Path, primary_url: str, backup_url: str, **override
         # detector have their own tests; loading the NER models per test would take most of the suite's time)
         "detector": "none",
         "policy": "availability",
+        "router": "baseline",
     }
     fields.update(overrides)
     return Settings(**fields)
