@@ -6,6 +6,8 @@ import asyncio
 
 import pytest
 
+from tests.conftest import needs_process_without_usearch
+
 from sovrouter.batch.coalesce import CoalescingLlamaAdapter
 from sovrouter.contracts import Candidate, ModelCall
 from sovrouter.intake import normalize_chat
@@ -22,6 +24,8 @@ def _call(text: str, rid: str, **params: object) -> ModelCall:
 
 
 async def test_concurrent_requests_are_decoded_together() -> None:
+    if needs_process_without_usearch("tests/batch/test_coalesce_real.py::test_concurrent_requests_are_decoded_together"):
+        return
     adapter = CoalescingLlamaAdapter(LOCAL, find_smollm2_gguf(), slots=4, ctx_per_seq=512)
     try:
         calls = [_call("Name a colour.", "a"), _call("Name a fruit.", "b"), _call("Name an animal.", "c"),
