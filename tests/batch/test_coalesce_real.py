@@ -6,12 +6,11 @@ import asyncio
 
 import pytest
 
-from tests.conftest import needs_process_without_usearch
-
 from sovrouter.batch.coalesce import CoalescingLlamaAdapter
 from sovrouter.contracts import Candidate, ModelCall
 from sovrouter.intake import normalize_chat
 from sovrouter.local_model import find_smollm2_gguf
+from tests.conftest import needs_process_without_usearch
 
 pytestmark = pytest.mark.slow
 

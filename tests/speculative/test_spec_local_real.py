@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import needs_process_without_usearch
-
 from sovrouter.build import assemble
 from sovrouter.catalog import Catalog, Tenants
 from sovrouter.clock import WallClock
@@ -19,6 +17,7 @@ from sovrouter.local_model import find_smollm2_gguf
 from sovrouter.speculative.local import LlamaLocalAdapter, load_llama
 from sovrouter.speculative.switch import SpeculativeSwitchAdapter
 from sovrouter.testing import MemorySink
+from tests.conftest import needs_process_without_usearch
 
 pytestmark = pytest.mark.slow
 
