@@ -23,7 +23,7 @@ def _call(text: str, rid: str, **params: object) -> ModelCall:
 
 
 async def test_concurrent_requests_are_decoded_together() -> None:
-    if needs_process_without_usearch("tests/batch/test_coalesce_real.py::test_concurrent_requests_are_decoded_together"):
+    if needs_process_without_usearch(f"{__file__}::test_concurrent_requests_are_decoded_together"):
         return
     adapter = CoalescingLlamaAdapter(LOCAL, find_smollm2_gguf(), slots=4, ctx_per_seq=512)
     try:

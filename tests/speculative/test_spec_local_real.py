@@ -28,7 +28,7 @@ CODE = "def area(width, height):\n    return width * height\n\n\ndef perimeter(w
 
 
 async def test_prompt_lookup_runs_and_reports_acceptance() -> None:
-    if needs_process_without_usearch("tests/speculative/test_spec_local_real.py::test_prompt_lookup_runs_and_reports_acceptance"):
+    if needs_process_without_usearch(f"{__file__}::test_prompt_lookup_runs_and_reports_acceptance"):
         return
     path = find_smollm2_gguf()
     plain_llm, _ = load_llama(path, prompt_lookup=False)
