@@ -52,6 +52,7 @@ class ExactCache:
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: no fsync per commit; crash-safe
         self._db.execute(_SCHEMA)
         self._flights: dict[str, asyncio.Future[None]] = {}
+        self._leading: dict[str, str] = {}  # request id of a flight's leader -> its key (hashed once per miss)
 
     async def lookup(self, request: NormalizedRequest, detection: Detection,
                      allowed: Sequence[Candidate]) -> tuple[CacheOutcome, ModelResult | None]:
@@ -65,6 +66,7 @@ class ExactCache:
             flight = self._flights.get(key)
             if flight is None:
                 self._flights[key] = asyncio.get_running_loop().create_future()
+                self._leading[request.request_id] = key
                 return CacheOutcome(kind="miss"), None
             await asyncio.shield(flight)  # the leader stored an answer or gave up; look again
 
@@ -83,7 +85,7 @@ class ExactCache:
     async def store(self, request: NormalizedRequest, detection: Detection, result: ModelResult) -> None:
         if not self.enabled:
             return
-        key = cache_key(request)
+        key = self._leading.get(request.request_id) or cache_key(request)
         now = self.clock.now_ms()
         self._db.execute(
             "INSERT OR REPLACE INTO exact_cache VALUES (?, ?, ?, ?, ?, ?)",
@@ -94,7 +96,8 @@ class ExactCache:
     async def release(self, request: NormalizedRequest) -> None:
         """The leader failed (or finished without storing): let a waiter try."""
         if self.enabled:
-            self._land(cache_key(request))
+            key = self._leading.pop(request.request_id, None)
+            self._land(key if key is not None else cache_key(request))
 
     def _land(self, key: str) -> None:
         flight = self._flights.pop(key, None)
