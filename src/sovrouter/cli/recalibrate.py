@@ -14,7 +14,7 @@ from sovrouter.errors import ConfigError
 from sovrouter.evalloop.observations import observations
 from sovrouter.evalloop.offline import load_records, offline_signals
 from sovrouter.evalloop.recalibrate import detect_drift, drifted_slots, fit_recalibration, samples_from
-from sovrouter.evalloop.signals import QualitySignal, SignalStore
+from sovrouter.evalloop.signals import QualitySignal, stored_signals
 from sovrouter.workload import load_scores, resolve
 
 
@@ -35,13 +35,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     records = load_records(args.db, args.records)
-    signals: list[QualitySignal] = []
-    if args.signals is not None:
-        if not args.signals.is_file():
-            raise ConfigError(f"no signal store at {args.signals}")
-        store = SignalStore(args.signals)
-        signals += list(store.signals())
-        store.close()
+    signals: list[QualitySignal] = stored_signals(args.signals)
     if args.workload is not None:
         signals += list(offline_signals(records, load_scores(resolve(args.workload, args.split))))
     samples = samples_from(observations(records, signals))

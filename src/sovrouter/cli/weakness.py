@@ -13,7 +13,7 @@ from pathlib import Path
 from sovrouter.errors import ConfigError
 from sovrouter.evalloop.observations import observations
 from sovrouter.evalloop.offline import load_records, offline_signals, records_from_decisions
-from sovrouter.evalloop.signals import QualitySignal, SignalStore
+from sovrouter.evalloop.signals import QualitySignal, stored_signals
 from sovrouter.evalloop.weakness import WeaknessSettings, analyse
 from sovrouter.evalloop.weakness_report import write_report
 from sovrouter.replay.decisions import read_decisions
@@ -43,13 +43,7 @@ def run(args: argparse.Namespace) -> int:
         records = records_from_decisions(read_decisions(args.decisions), load_replay_inputs(args.workload, args.split))
     else:
         records = load_records(args.db, args.records)
-    signals: list[QualitySignal] = []
-    if args.signals is not None:
-        if not args.signals.is_file():
-            raise ConfigError(f"no signal store at {args.signals}")
-        store = SignalStore(args.signals)
-        signals += list(store.signals())
-        store.close()
+    signals: list[QualitySignal] = stored_signals(args.signals)
     if args.workload is not None:
         paths = resolve(args.workload, args.split)
         responses = load_responses(paths) if paths.file("responses") is not None else None

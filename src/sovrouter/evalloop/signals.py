@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sovrouter.errors import ConfigError
+
 Source = Literal["feedback", "offline", "scorer", "judge", "shadow"]
 FailureMode = Literal["wrong_answer", "format_error", "truncated", "refusal", "timeout", "policy_refusal"]
 FAILURE_MODES: tuple[FailureMode, ...] = (
@@ -119,3 +121,16 @@ def best_signal(signals: Iterable[QualitySignal]) -> QualitySignal | None:
     if not scored:
         return None
     return min(scored, key=lambda s: SOURCE_PRIORITY.index(s.source))
+
+
+def stored_signals(path: Path | None) -> list[QualitySignal]:
+    """Every signal in the store at ``path`` (none when ``path`` is None); a missing file is a ConfigError."""
+    if path is None:
+        return []
+    if not path.is_file():
+        raise ConfigError(f"no signal store at {path}")
+    store = SignalStore(path)
+    try:
+        return list(store.signals())
+    finally:
+        store.close()
