@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+
 import httpx
 import pytest
 
@@ -157,3 +160,54 @@ async def test_http_adapter_sends_follow_up_turns_to_the_replica_holding_the_con
             req = normalize_chat({"messages": msgs}, tenant="t", request_id=f"f{n}")
             await ad.generate(ModelCall(request=req, allowed=[cand]))
             assert hosts[-1] == first[c]
+
+
+def test_eviction_value_is_measured_per_idle_age_and_never_rises_with_age() -> None:
+    s = AffinitySettings(capacity_blocks=2, prefill_rate=1000.0, decode_rate=100.0, block_tokens=100,
+                         age_aware=True, load_window_s=1e6)
+    r = PrefixAffinityRouter(s)
+    r.assign(1, [1, 2], 200, 0.0, "a")
+    r.assign(2, [3, 4], 200, 100.0, "a")  # evicts 1, 2 after 100 s idle (bucket 60-120 s)
+    r.assign(3, [5], 100, 101.0, "c")
+    r.assign(4, [6], 100, 150.0, "c")  # then 7, 8 evict 5 (50 s idle) and 6 (1 s idle): not missed later
+    r.assign(5, [7, 8], 200, 151.0, "c")
+    assert r.eviction_cost_by_age() == [0.0] * len(r.eviction_cost_by_age())  # nothing missed yet
+    r.assign(6, [1, 2, 9], 300, 152.0, "b")  # 1, 2 found only in a's ghost: 200 tokens lost to evictions
+    by_age = r.eviction_cost_by_age()
+    assert by_age[3] == pytest.approx(100.0, rel=1e-3)  # 200 tokens / 2 evictions in the 60-120 s bucket
+    assert by_age[0] == pytest.approx(100.0, rel=1e-3)  # younger buckets are worth at least as much as older ones
+    assert all(by_age[k] == 0.0 for k in range(4, len(by_age)))
+    assert all(x >= y for x, y in itertools.pairwise(by_age))
+    assert r.eviction_cost_tokens == pytest.approx(200.0 / 5, rel=1e-3)  # age-blind mean (b evicted its 1 too)
+
+
+def test_age_aware_pollution_prefers_the_replica_whose_evicted_blocks_are_older() -> None:
+    s = AffinitySettings(capacity_blocks=2, prefill_rate=1000.0, decode_rate=100.0, block_tokens=100,
+                         age_aware=True, compute_price=0.0, externality=0.0, load_window_s=1e6)
+    r = PrefixAffinityRouter(s)
+    r.assign(1, [1, 2], 200, 0.0, "a")
+    r.assign(2, [3, 4], 200, 100.0, "a")
+    r.assign(3, [1, 2, 7], 300, 102.0, "b")  # measures a cost for 60-120 s-old evictions
+    for k in (1, 2, 3):
+        r.complete(k, 200.0)
+    r.assign(4, [8, 9], 200, 1000.0, "c")  # c's content is 900 s older than a's by the next choice
+    r.assign(5, [10, 11], 200, 1900.0, "a")
+    for k in (4, 5):
+        r.complete(k, 1950.0)
+    est = {e.replica: e for e in r.estimate([20, 21], 200, 1960.0, ["a", "c"])}
+    assert est[0].wait_s == est[1].wait_s == 0.0
+    assert est[0].cost > est[1].cost  # evicting a's 60 s-old blocks is priced, c's 960 s-old ones are not
+    assert r.choose([20, 21], 200, 1960.0, ["a", "c"]) == 1
+
+
+def test_tail_penalty_avoids_a_long_wait_that_the_compute_price_would_accept() -> None:
+    base = AffinitySettings(capacity_blocks=100, prefill_rate=1000.0, decode_rate=100.0, block_tokens=100,
+                            externality=0.0, pollution=0.0, compute_price=10.0)
+    for tail, expected in ((0.0, 1), (1.0, 0)):
+        r = PrefixAffinityRouter(dataclasses.replace(base, tail=tail))
+        r.assign(1, [1, 2, 3, 4, 5], 500, 0.0, "b")  # b caches 1..5; then 2 s of prefill queue on b
+        r.complete(1, 1.0)
+        r.assign(2, [9] * 20, 2000, 1.0, "b")
+        # q on a: 0.6 s prefill, no wait; on b: ~2 s wait, 0.1 s prefill. Price 10 favours b (saves 0.5 s of
+        # prefill = 5 s), a convex wait penalty favours a.
+        assert r.choose([1, 2, 3, 4, 5, 6], 600, 1.0, ["a", "b"]) == expected

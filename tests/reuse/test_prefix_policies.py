@@ -151,3 +151,17 @@ def test_out_of_order_trace_is_routed_in_arrival_order() -> None:
     a = run_online(trace, 3, make_policy("ours", 3, CFG), CFG).assignment
     b = run_online(shuffled, 3, make_policy("ours", 3, CFG), CFG).assignment
     assert [b[shuffled_idx.index(i)] for i in range(120)] == a
+
+
+@pytest.mark.parametrize("options", [{"age_aware": True}, {"tail": 0.3}])
+def test_router_options_are_online_too(options: dict[str, object]) -> None:
+    from sovrouter.reuse.prefix import AffinitySettings
+    from sovrouter.reuse.prefix_policies import OursPolicy
+
+    def make() -> OursPolicy:
+        return OursPolicy(4, CFG, AffinitySettings(capacity_blocks=CFG.capacity, **options))  # type: ignore[arg-type]
+
+    trace = synthetic_trace()
+    full = run_online(trace, 4, make(), CFG).assignment
+    for cut in (57, 250):
+        assert run_online(trace[:cut], 4, make(), CFG).assignment == full[:cut]
