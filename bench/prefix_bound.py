@@ -13,6 +13,9 @@ For each trace (the dev conversation trace, its halves, and the FAST'25 syntheti
   back, sends those to k "scratch" replicas so that they pollute only those: the most that reuse *prediction*
   could buy a router over LRU replicas, and what it does to TTFT and skew.
 
+``ours`` and ``oracle_segregation`` use our router's default settings; the ``*_tail0`` entries the same with
+the long-wait penalty off (``tail=0``, the earlier default), which keeps more hit rate.
+
     python bench/prefix_bound.py [--trace FILE] [--synthetic FILE --label NAME]  # -> results/prefix_bound.json
 """
 
@@ -26,8 +29,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sovrouter.reuse.prefix import AffinitySettings
 from sovrouter.reuse.prefix_bound import belady_pooled
-from sovrouter.reuse.prefix_policies import OursPolicy, run_online
+from sovrouter.reuse.prefix_policies import OursPolicy, run_online, trace_settings
 from sovrouter.reuse.prefix_sim import (
     LRUBlocks,
     SimConfig,
@@ -67,8 +71,9 @@ class OracleSegregation(OursPolicy):
     nothing) and whose new blocks are never used again goes to replicas 0..k-1; other such requests go to
     k..n-1; requests with a replica-specific prefix choose among all. Offline only (it reads the future)."""
 
-    def __init__(self, n: int, cfg: SimConfig, trace: Sequence[TraceRequest], k: int) -> None:
-        super().__init__(n, cfg)
+    def __init__(self, n: int, cfg: SimConfig, trace: Sequence[TraceRequest], k: int,
+                 settings: AffinitySettings | None = None) -> None:
+        super().__init__(n, cfg, settings)
         self.n, self.k = n, k
         left = collections.Counter(b for r in trace for b in r.hash_ids)
         seen: set[int] = set()
@@ -102,16 +107,20 @@ def analyse(trace: list[TraceRequest], n: int, cfg: SimConfig, segregation: bool
     out["belady_in_ours_start_order"] = belady_pooled(trace, pool, order=starts).as_dict()
     ours = summarize(trace, run.served, run.busy_s, cfg.block_tokens)
     out["ours"] = ours.as_dict()
+    r0 = run_online(trace, n, OursPolicy(n, cfg, trace_settings(cfg, 0.0)), cfg)
+    out["ours_tail0"] = summarize(trace, r0.served, r0.busy_s, cfg.block_tokens).as_dict()
     out["pooled_lru_fraction_of_bound"] = {
         str(c): round(pooled_lru(trace, c) / bound, 5) for c in (pool, pool * 3 // 2, 2 * pool)}
     out["lru_oracle_bypass_fraction_of_bound"] = {
         str(c): round(pooled_lru(trace, c, oracle_bypass=True) / bound, 5) for c in (pool // 2, pool)}
     if segregation:
-        seg: dict[str, Any] = {}
-        for k in (2, 3, 4):
-            r = run_online(trace, n, OracleSegregation(n, cfg, trace, k), cfg)
-            seg[f"k={k}"] = summarize(trace, r.served, r.busy_s, cfg.block_tokens).as_dict()
-        out["oracle_segregation"] = seg
+        for key, tail in (("oracle_segregation", None), ("oracle_segregation_tail0", 0.0)):
+            seg: dict[str, Any] = {}
+            for k in (2, 3, 4):
+                pol = OracleSegregation(n, cfg, trace, k, trace_settings(cfg, tail))
+                r = run_online(trace, n, pol, cfg)
+                seg[f"k={k}"] = summarize(trace, r.served, r.busy_s, cfg.block_tokens).as_dict()
+            out[key] = seg
     out["wall_s"] = round(time.perf_counter() - t0, 1)
     return out
 
@@ -143,10 +152,12 @@ def main() -> None:
               f"{r['belady'][str(cfg.capacity)]['belady_prefix_fraction_of_bound']:.4f}/"
               f"{r['belady'][str(2 * cfg.capacity)]['belady_prefix_fraction_of_bound']:.4f}; "
               f"in ours' start order {r['belady_in_ours_start_order']['belady_prefix_fraction_of_bound']:.4f}; "
-              f"ours {r['ours']['hit_fraction_of_bound']:.4f}", flush=True)
+              f"ours {r['ours']['hit_fraction_of_bound']:.4f} (tail=0: {r['ours_tail0']['hit_fraction_of_bound']:.4f})",
+              flush=True)
         print(f"  pooled LRU (fraction of bound) {r['pooled_lru_fraction_of_bound']}; "
               f"LRU + oracle bypass {r['lru_oracle_bypass_fraction_of_bound']}", flush=True)
-        for k, v in r.get("oracle_segregation", {}).items():
+        for k, v in [(f"{k}", v) for k, v in r.get("oracle_segregation", {}).items()] + [
+                (f"{k}, tail=0", v) for k, v in r.get("oracle_segregation_tail0", {}).items()]:
             print(f"  oracle segregation {k}: hit {v['hit_fraction_of_bound']:.4f} of bound, mean TTFT "
                   f"{v['mean_ttft_s']:.3f}, p99 {v['p99_ttft_s']:.2f}, skew {v['skew']:.3f}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,9 @@ replicas on ten variants (dev conversation trace, its halves, timestamps x0.8 an
 FAST'25 synthetic trace in bench/data/) and prints, per variant, hit (% of the unbounded bound) / mean TTFT
 change / p99 TTFT change vs the SGLang-style policy / skew. Writes bench/results/prefix_options.json.
 
+Each setting is a change from the default ``AffinitySettings`` (long-wait penalty ``tail`` 0.3, compute price
+10); ``tail=0`` is the earlier default.
+
     python bench/prefix_options.py [--trace FILE] [--synthetic FILE]      # ~2 min
 """
 
@@ -16,21 +19,22 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sovrouter.reuse.prefix import AffinitySettings
-from sovrouter.reuse.prefix_policies import OursPolicy, make_policy, run_online
+from sovrouter.reuse.prefix_policies import OursPolicy, make_policy, run_online, trace_settings
 from sovrouter.reuse.prefix_sim import SimConfig, TraceRequest, load_trace, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV = Path("/work/shared/data/prefix/mooncake_conversation.jsonl.gz")
 SYNTHETIC = ROOT / "bench" / "data" / "mooncake_synthetic.jsonl.gz"
 
-SETTINGS: dict[str, dict[str, Any]] = {
+SETTINGS: dict[str, dict[str, Any]] = {  # changes from the default (tail 0.3, compute price 10)
     "default": {},
+    "tail=0": {"tail": 0.0},  # the earlier default: long-wait penalty off
     "age_aware": {"age_aware": True},
-    "tail=0.3": {"tail": 0.3},
-    "tail=0.3,price=30": {"tail": 0.3, "compute_price": 30.0},
+    "price=30": {"compute_price": 30.0},
     "price=1": {"compute_price": 1.0},
     "price=50": {"compute_price": 50.0},
+    "tail=0,price=1": {"tail": 0.0, "compute_price": 1.0},
+    "tail=0,price=50": {"tail": 0.0, "compute_price": 50.0},
 }
 
 
@@ -64,9 +68,7 @@ def main() -> None:
         results[sname] = {}
         cells = []
         for v, tr in variants.items():
-            pol = OursPolicy(n, cfg, dataclasses.replace(AffinitySettings(
-                capacity_blocks=cfg.capacity, prefill_rate=cfg.prefill_rate, decode_rate=cfg.decode_rate,
-                block_tokens=cfg.block_tokens), **kw))
+            pol = OursPolicy(n, cfg, dataclasses.replace(trace_settings(cfg), **kw))
             run = run_online(tr, n, pol, cfg)
             r = summarize(tr, run.served, run.busy_s, cfg.block_tokens).as_dict()
             sg = sglang[v]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,40 @@ def test_policy_and_model_flags(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert [json.loads(x)["replica"] for x in out.read_text().splitlines()][:4] == [0, 1, 0, 1]
 
 
+def _busy_trace(path: Path, n: int = 400, seed: int = 7) -> Path:
+    """Multi-turn conversations arriving faster than 3 replicas with 64 blocks serve without queueing."""
+    rng = random.Random(seed)
+    next_id, t = 1, 0.0
+    convs: list[list[int]] = []
+    with gzip.open(path, "wt") as fh:
+        for _ in range(n):
+            t += rng.expovariate(2.0)
+            if convs and rng.random() < 0.6:
+                blocks = rng.choice(convs)
+            else:
+                blocks = [0]
+                convs.append(blocks)
+            for _ in range(rng.randint(1, 6)):
+                blocks.append(next_id)
+                next_id += 1
+            inp = len(blocks) * 512 - rng.randint(0, 511)
+            fh.write(json.dumps({"timestamp": round(t * 1000.0), "input_length": inp,
+                                 "output_length": rng.randint(1, 600), "hash_ids": blocks}) + "\n")
+    return path
+
+
+def test_ours_has_the_long_wait_penalty_on_by_default_and_tail_0_turns_it_off(tmp_path: Path) -> None:
+    trace = _busy_trace(tmp_path / "busy.jsonl.gz")
+    got = {}
+    for name, flags in (("default", []), ("0.3", ["--tail", "0.3"]), ("0", ["--tail", "0"])):
+        out = tmp_path / f"{name}.jsonl"
+        assert main(["eval", "prefix-affinity", "--trace", str(trace), "--replicas", "3", "--capacity", "64",
+                     "--out", str(out), *flags]) == 0
+        got[name] = [json.loads(x)["replica"] for x in out.read_text().splitlines()]
+    assert got["default"] == got["0.3"]
+    assert got["0"] != got["default"]  # the penalty moves choices on this trace
+
+
 def test_bad_input_gives_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"timestamp": 0}\n')
@@ -55,3 +90,11 @@ def test_bad_input_gives_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFix
     rc = main(["eval", "prefix-affinity", "--trace", str(_trace(tmp_path / "t.gz")), "--replicas", "0",
                "--out", str(tmp_path / "o")])
     assert rc == 2 and "--replicas" in capsys.readouterr().err
+    ok = str(_trace(tmp_path / "t2.gz"))
+    rc = main(["eval", "prefix-affinity", "--trace", ok, "--replicas", "2", "--out", str(tmp_path / "o"),
+               "--policy", "round-robin", "--tail", "0.3"])
+    assert rc == 2 and "--tail applies to --policy ours" in capsys.readouterr().err
+    rc = main(["eval", "prefix-affinity", "--trace", ok, "--replicas", "2", "--out", str(tmp_path / "o"),
+               "--tail", "-1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "tail" in err and "Traceback" not in err

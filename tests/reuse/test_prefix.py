@@ -77,6 +77,24 @@ def test_no_replica_is_an_error() -> None:
         AffinitySettings(prefill_rate=0)
 
 
+def test_the_long_wait_penalty_is_on_by_default_everywhere_and_can_be_turned_off() -> None:
+    from sovrouter.reuse.prefix_policies import OursPolicy, make_policy, trace_settings
+    from sovrouter.reuse.prefix_sim import SimConfig
+
+    assert AffinitySettings().tail == 0.3
+    cfg = SimConfig(capacity=64)
+    assert trace_settings(cfg).tail == 0.3 and trace_settings(cfg, 0.0).tail == 0.0
+    ours = make_policy("ours", 3, cfg)
+    assert isinstance(ours, OursPolicy) and ours.router.settings.tail == 0.3
+    chooser = prefix_affinity_factory(SimClock())(Candidate(slot="s", deployment="d"),
+                                                  Upstream(base_urls=["http://r0.test/v1", "http://r1.test/v1"]))
+    assert chooser.settings.tail == 0.3
+    assert PrefixAffinityChooser(SimClock(), dataclasses.replace(S, tail=0.0)).settings.tail == 0.0
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(InvalidRequestError, match="tail"):
+            AffinitySettings(tail=bad)
+
+
 def _req(rid: str, texts: list[str], tenant: str = "t1") -> NormalizedRequest:
     msgs = tuple(Message(role="user" if i % 2 == 0 else "assistant", parts=(ContentPart(modality="text", text=t),))
                  for i, t in enumerate(texts))

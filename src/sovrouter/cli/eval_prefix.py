@@ -1,11 +1,13 @@
 """``sovrouter eval prefix-affinity`` (online replica choice over a Mooncake trace) and ``eval prefix-score``.
 
     sovrouter eval prefix-affinity --trace FILE --replicas N --out ASSIGN.jsonl
-        [--policy ours|sglang|least-loaded|round-robin] [--capacity 4096 --prefill-rate 10000 --decode-rate 1000]
+        [--policy ours|sglang|sglang-0.1|least-loaded|round-robin] [--tail 0.3]
+        [--capacity 4096 --prefill-rate 10000 --decode-rate 1000]
     sovrouter eval prefix-score --trace FILE --assign ASSIGN.jsonl --replicas N [same model flags]
 
 ``prefix-affinity`` writes ``{"i": request index, "replica": int}`` per line, choosing online (see
 :mod:`sovrouter.reuse.prefix_policies`), and prints the figures of the scoring model to stderr.
+``--tail`` sets the long-wait penalty of policy ``ours`` (default 0.3, ``--tail 0`` turns it off).
 ``prefix-score`` scores any assignment file with the independent model of :mod:`sovrouter.reuse.prefix_sim`.
 """
 
@@ -17,7 +19,8 @@ import sys
 from pathlib import Path
 
 from sovrouter.errors import InvalidRequestError
-from sovrouter.reuse.prefix_policies import POLICIES, make_policy, run_online
+from sovrouter.reuse.prefix import AffinitySettings
+from sovrouter.reuse.prefix_policies import POLICIES, OursPolicy, TracePolicy, make_policy, run_online, trace_settings
 from sovrouter.reuse.prefix_sim import Score, SimConfig, load_assignment, load_trace, score, summarize
 
 
@@ -34,6 +37,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _model_flags(p)
     p.add_argument("--out", required=True, type=Path, help="assignment JSONL to write")
     p.add_argument("--policy", default="ours", choices=sorted(POLICIES), help="replica-choice policy")
+    p.add_argument("--tail", type=float, default=None,
+                   help=f"long-wait penalty weight of policy ours (default {AffinitySettings().tail}; 0 = off)")
     p.set_defaults(func=run_affinity)
     s = sub.add_parser("prefix-score", help="score an assignment under the FIFO + LRU model")
     _model_flags(s)
@@ -51,10 +56,18 @@ def _report(label: str, sc: Score) -> None:
     print(f"{label}: " + json.dumps(sc.as_dict()), file=sys.stderr)
 
 
+def _policy(args: argparse.Namespace, cfg: SimConfig) -> TracePolicy:
+    if args.policy != "ours":
+        if args.tail is not None:
+            raise InvalidRequestError("--tail applies to --policy ours only")
+        return make_policy(args.policy, args.replicas, cfg)
+    return OursPolicy(args.replicas, cfg, trace_settings(cfg, args.tail))
+
+
 def run_affinity(args: argparse.Namespace) -> int:
     cfg = _config(args)
     trace = load_trace(args.trace)
-    run = run_online(trace, args.replicas, make_policy(args.policy, args.replicas, cfg), cfg)
+    run = run_online(trace, args.replicas, _policy(args, cfg), cfg)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", encoding="utf-8") as fh:
         for i, r in enumerate(run.assignment):

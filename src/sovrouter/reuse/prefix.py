@@ -18,6 +18,7 @@ Cost of sending request ``q`` to replica ``r`` (seconds), with ``P = uncached_pr
             + lam * S * (wait(r) + S) / (1 - rho)      # queueing externality: delay imposed on later requests
             + evictions(q, r) * eviction_cost          # cache pollution: future prefill the evicted blocks cost
             + compute_price * P                        # the operator's price of prefill compute
+            + tail * wait(r)**2 / mean_service         # long-wait penalty (convex in the wait)
 
 - *Queueing externality* (M/G/1): the ``S`` seconds of work are paid by every request that arrives (rate
   ``lam`` per replica) while that replica works off its backlog ``wait(r) + S``, stretched by ``1 / (1 - rho)``.
@@ -28,11 +29,20 @@ Cost of sending request ``q`` to replica ``r`` (seconds), with ``P = uncached_pr
 - *Compute price*: seconds of TTFT one replica-second of prefill is worth. Latency alone (price 0) moves
   conversations off their cached replica whenever that is a little faster for the request at hand; the saving
   is small (~4% mean TTFT on the dev trace) and costs ~5 points of hit rate, i.e. more accelerator time per
-  request. The default (10) keeps the prefill compute at the level of SGLang's cache-aware router.
+  request. The default (10) keeps the prefill compute at the level of SGLang's cache-aware router (with the
+  long-wait penalty on, 1.3 points of hit rate below it on the dev trace).
+- *Long-wait penalty* (``tail``, default 0.3; 0 turns it off): ``mean_service`` is the mean estimated service
+  time of the router's sends over the recent window. It keeps the compute price from queueing a request behind
+  a long backlog to save prefill. It improves p99 TTFT on 9 of 10 variants of the two traces (equal on the
+  tenth) and mean TTFT on most, and costs 1.5-1.7 points of hit rate (of the unbounded bound) on the dev
+  conversation trace, i.e. more prefill compute (bench/prefix_options.py). A trade, made the default because
+  the shape of the served trace is unknown: where it is conversation-like the hit criterion fails with or
+  without it and TTFT gains, where it is synthetic-like (large cold prompts make the tail) it keeps the hit
+  rate and wins p99.
 
-Options, off by default (bench/prefix_options.py: neither is a gain on every trace): ``age_aware`` prices each
+Option, off by default (bench/prefix_options.py: not a gain on every trace): ``age_aware`` prices each
 eviction by the idle age of the block it would evict on that replica (value per age bucket measured with the
-ghost lists); ``tail`` adds ``tail * wait**2 / mean service``, a convex penalty on long waits.
+ghost lists).
 
 Costs within ``tie_s`` (10 ms, below anything the model resolves) are ties, broken towards the replica with the
 least recent work (exponentially decayed estimated busy time), which keeps busy time balanced at low load.
@@ -74,19 +84,22 @@ class AffinitySettings:
     compute_price: float = 10.0
     """Seconds of TTFT one replica-second of prefill is worth (the operator's price of compute; 0 = latency only).
 
-    10 keeps the prefill compute spent (the hit rate) at the level of SGLang's cache-aware router while TTFT
-    stays ~20% lower; 0 buys ~4% lower mean TTFT for ~5 points less hit rate (bench/prefix_affinity.py)."""
+    10 keeps the prefill compute spent (the hit rate) near the level of SGLang's cache-aware router (within 1
+    point with ``tail=0``, 0.8-2.1 points below with the default ``tail``) while TTFT stays ~20% lower; 0 buys
+    ~2-4% lower mean TTFT for ~5-7 points less hit rate (bench/prefix_affinity.py)."""
     pollution: float = 1.0
     """Weight of the cache-pollution term (1 = the measured cost of an eviction; 0 = ignore)."""
     age_aware: bool = False
     """Price each eviction by the idle age of the block it would evict on that replica (the value of an
     eviction per age bucket is measured online with the ghost lists) instead of one mean price for every
-    eviction anywhere. Off: within +-0.4 points of hit rate and +-1 point of TTFT across the dev variants and
-    the synthetic trace (bench/prefix_affinity.py), so not worth the extra work per choice."""
-    tail: float = 0.0
+    eviction anywhere. Off: on top of the default it moves hit rate by -1.2 to +0.3 points and p99 TTFT by 0 to
+    -1.3 points across the dev and synthetic variants (bench/prefix_options.py), no consistent gain for ~50%
+    more routing time."""
+    tail: float = 0.3
     """Weight of a convex wait penalty ``tail * wait**2 / mean service`` (mean over the recent window): long
-    waits cost more than linearly. 0.3 buys ~3-5 points of p99 TTFT on the synthetic trace for ~1.6 points of
-    hit rate on the dev conversation trace (bench/prefix_affinity.py); off by default."""
+    waits cost more than linearly. 0.3 (the default) improves p99 TTFT on 9 of 10 dev and synthetic variants
+    (by up to ~5 points; equal on the tenth) and costs 1.5-1.7 points of hit rate on the dev conversation trace
+    (bench/prefix_options.py); 0 turns it off (the earlier default)."""
     tie_s: float = 0.01
     busy_tau_s: float = 300.0
     load_window_s: float = 300.0
@@ -94,6 +107,8 @@ class AffinitySettings:
     def __post_init__(self) -> None:
         if self.capacity_blocks < 1 or self.prefill_rate <= 0 or self.decode_rate <= 0 or self.block_tokens < 1:
             raise InvalidRequestError("affinity settings: capacity, block size and rates must be positive")
+        if not (math.isfinite(self.tail) and self.tail >= 0.0):
+            raise InvalidRequestError("affinity settings: tail must be a finite number >= 0")
 
 
 @dataclasses.dataclass(slots=True)
@@ -420,6 +435,11 @@ class PrefixAffinityChooser:
         self._block_words = block_words
         self._seq = 0
         self._inflight: dict[tuple[str, str], deque[int]] = {}  # (request id, replica) -> call sequence numbers
+
+    @property
+    def settings(self) -> AffinitySettings:
+        """The router's settings, in this chooser's block units."""
+        return self._router.settings
 
     def choose(self, request: NormalizedRequest, replicas: Sequence[str]) -> int:
         blocks, tokens = prompt_blocks(request, self._block_words)

@@ -165,14 +165,20 @@ class SGLangCacheAwarePolicy:
         self._load[replica] -= 1
 
 
+def trace_settings(cfg: SimConfig, tail: float | None = None) -> AffinitySettings:
+    """Our router's default settings with the scoring model's capacity, rates and block size; ``tail``
+    overrides the long-wait penalty (``None`` keeps the default, 0 turns it off)."""
+    base = AffinitySettings(capacity_blocks=cfg.capacity, prefill_rate=cfg.prefill_rate,
+                            decode_rate=cfg.decode_rate, block_tokens=cfg.block_tokens)
+    return base if tail is None else dataclasses.replace(base, tail=tail)
+
+
 class OursPolicy:
     """:class:`PrefixAffinityRouter` driven by the trace's block ids and times."""
 
     def __init__(self, n: int, cfg: SimConfig, settings: AffinitySettings | None = None) -> None:
         self._names = list(range(n))
-        self.router = PrefixAffinityRouter(settings or AffinitySettings(
-            capacity_blocks=cfg.capacity, prefill_rate=cfg.prefill_rate, decode_rate=cfg.decode_rate,
-            block_tokens=cfg.block_tokens))
+        self.router = PrefixAffinityRouter(settings or trace_settings(cfg))
 
     def choose(self, req: TraceRequest, now_s: float) -> int:
         return self.router.choose(req.hash_ids, req.input_length, now_s, self._names)
