@@ -42,11 +42,15 @@ class Const:
 
 
 def _router(catalog: Catalog, tenants: Tenants, *, s1: tuple[float, float], s2: tuple[float, float],
-            pick: bool = True) -> LearnedRouter:
+            pick: bool = True, s3: tuple[float, float] | None = None,
+            s4: dict[str, float] | None = None) -> LearnedRouter:
     models = RouterModels(domains=("math",), domain_model=None, kind_model=None, prior_models={},
                           stage1_first=Const(s1[0]), stage1_top=Const(s1[1]),
-                          stage2_second=Const(s2[0]), stage2_top=Const(s2[1]))
-    th = Thresholds(standard=TierThresholds(direct=0.3, stage1=0.05, stage2=0.05, pick_agreeing=pick))
+                          stage2_second=Const(s2[0]), stage2_top=Const(s2[1]),
+                          stage3_mid=Const(s3[0]) if s3 else None, stage3_top=Const(s3[1]) if s3 else None,
+                          stage4={k: Const(v) for k, v in (s4 or {}).items()})
+    th = Thresholds(standard=TierThresholds(direct=0.3, stage1=0.05, stage2=0.05, pick_agreeing=pick,
+                                            stage3=0.05 if s3 else None, pick=0.1 if s4 else None))
     return LearnedRouter(Bundle(models, th), catalog, tenants)
 
 
@@ -156,3 +160,83 @@ def test_executed_question_decides_acceptance(catalog: Catalog, tenants: Tenants
     local, sov = d.plan[0], d.plan[1]
     assert router.review(req, sig, d, [_res(local, '{"answer": "[2,6]"}')]) is None
     assert router.review(req, sig, d, [_res(local, '{"answer": "[2, 4]"}')]) == sov
+
+
+def test_voter_step_between_cheap_chain_and_frontier(catalog: Catalog, tenants: Tenants) -> None:
+    req = _req()
+    router = _router(catalog, tenants, s1=(0.5, 0.9), s2=(0.5, 0.9), s3=(0.88, 0.9))
+    d = router.decide(req, SIGNALS, _all(catalog))
+    local, sov, voter, top = d.plan[:4]
+    assert [c.slot for c in (local, sov, voter, top)] == ["local-small", "sovereign-large", "hosted-mini",
+                                                         "frontier"]
+    two = [_res(local, '{"answer": "42"}'), _res(sov, '{"answer": "41"}')]
+    assert router.review(req, SIGNALS, d, two) == voter  # stage 2 escalates: the voter answers first
+    three = [*two, _res(voter, '{"answer": "41"}')]
+    assert router.review(req, SIGNALS, d, three) is None  # gain 0.02 <= 0.05: the voter's answer is served
+    doubt = _router(catalog, tenants, s1=(0.5, 0.9), s2=(0.5, 0.9), s3=(0.5, 0.9))
+    assert doubt.review(req, SIGNALS, d, three) == top
+
+
+def test_no_voter_when_hosted_mini_is_not_allowed_or_top_is_not_frontier(catalog: Catalog,
+                                                                          tenants: Tenants) -> None:
+    router = _router(catalog, tenants, s1=(0.5, 0.9), s2=(0.5, 0.9), s3=(0.5, 0.9))
+    no_mini = [c for c in _all(catalog) if c.slot != "hosted-mini"]
+    d = router.decide(_req(), SIGNALS, no_mini)
+    assert [c.slot for c in d.plan[:3]] == ["local-small", "sovereign-large", "frontier"]
+    assert all(c.slot != "hosted-mini" for c in d.plan)
+    no_frontier = [c for c in _all(catalog) if c.slot != "frontier"]
+    d2 = router.decide(_req(), SIGNALS, no_frontier)  # hosted-mini is top here, not a voter
+    assert [c.slot for c in d2.plan[:3]] == ["local-small", "sovereign-large", "hosted-mini"]
+    two = [_res(d2.plan[0], '{"answer": "1"}'), _res(d2.plan[1], '{"answer": "2"}')]
+    assert router.review(_req(), SIGNALS, d2, two) == d2.plan[2]
+
+
+def test_picker_after_top_serves_the_more_trusted_cheap_answer(catalog: Catalog, tenants: Tenants) -> None:
+    req = _req()
+    trusting = _router(catalog, tenants, s1=(0.5, 0.9), s2=(0.5, 0.9), s3=(0.5, 0.9),
+                       s4={"sovereign-large": 0.5, "hosted-mini": 0.9, "frontier": 0.6})
+    d = trusting.decide(req, SIGNALS, _all(catalog))
+    local, sov, voter, top = d.plan[:4]
+    four = [_res(local, '{"answer": "1"}'), _res(sov, '{"answer": "2"}'), _res(voter, '{"answer": "3"}'),
+            _res(top, '{"answer": "4"}')]
+    assert trusting.review(req, SIGNALS, d, four) == voter
+    close = _router(catalog, tenants, s1=(0.5, 0.9), s2=(0.5, 0.9), s3=(0.5, 0.9),
+                    s4={"sovereign-large": 0.5, "hosted-mini": 0.65, "frontier": 0.6})
+    assert close.review(req, SIGNALS, d, four) is None
+
+
+class NoHostedMini:
+    """A policy that forbids the voter slot."""
+
+    def evaluate(self, request: NormalizedRequest, detection: Detection,
+                 candidates: Sequence[Candidate]) -> PolicyVerdict:
+        return PolicyVerdict(verdicts=[CandidateVerdict(candidate=c, allowed=c.slot != "hosted-mini",
+                                                        rule="test.no-hosted-mini") for c in candidates])
+
+
+async def test_voter_cascade_under_policy_never_calls_a_forbidden_voter(catalog: Catalog,
+                                                                        tenants: Tenants) -> None:
+    adapters = {Candidate(slot=s.id, deployment=d.id): FakeAdapter(Candidate(slot=s.id, deployment=d.id),
+                                                                   text=f'{{"answer": "{s.id}"}}')
+                for s, d in catalog.pairs()}
+    router = _router(catalog, tenants, s1=(0.1, 0.95), s2=(0.1, 0.95), s3=(0.1, 0.95))
+    clock = WallClock()
+    wired = {c: stack.wrap(a, ReliabilitySettings(), clock) for c, a in adapters.items()}
+    for policy, expected in ((NoHostedMini(), ["local-small", "sovereign-large", "frontier"]),
+                             (None, ["local-small", "sovereign-large", "hosted-mini", "frontier"])):
+        for a in adapters.values():
+            a.calls = 0
+        pipe = Pipeline(catalog=catalog, detector=NullDetector(), policy=policy or AllowAll(),
+                        classifier=FixedClassifier(), router=router, executor=Executor(adapters=wired),
+                        cache=ExactCache(clock, enabled=False), records=MemorySink(), clock=clock)
+        out = await pipe.handle(_req())
+        assert [c.candidate.slot for c in out.record.calls] == expected
+        if policy is not None:
+            assert all(a.calls == 0 for c, a in adapters.items() if c.slot == "hosted-mini")
+
+
+class AllowAll:
+    def evaluate(self, request: NormalizedRequest, detection: Detection,
+                 candidates: Sequence[Candidate]) -> PolicyVerdict:
+        return PolicyVerdict(verdicts=[CandidateVerdict(candidate=c, allowed=True, rule="test.allow")
+                                       for c in candidates])

@@ -22,7 +22,9 @@ def _case() -> tuple[EvalSet, StageProbs]:
                  exec_match=np.zeros((n, 4), dtype=bool), top_cost_est=np.ones((n, 2)))
     sp = StageProbs(prior=np.full((n, 4), 0.5), p1_first=np.array([0.9, 0.9, 0.2, 0.2]),
                     p1_top=np.array([0.9, 0.9, 0.9, 0.9]), p2_second=np.array([0.9, 0.9, 0.2, 0.2]),
-                    p2_top=np.array([0.9, 0.9, 0.9, 0.9]), domain_probs=np.ones((n, 1)))
+                    p2_top=np.array([0.9, 0.9, 0.9, 0.9]), domain_probs=np.ones((n, 1)),
+                    p3_mid=np.array([0.9, 0.9, 0.9, 0.2]), p3_top=np.array([0.9, 0.9, 0.9, 0.9]),
+                    p4=np.tile(np.array([0.0, 0.5, 0.5, 0.5]), (n, 1)))
     return ev, sp
 
 
@@ -38,7 +40,7 @@ def test_cascade_accepts_and_escalates_as_the_router_would() -> None:
 def test_selection_picks_cheapest_feasible_point() -> None:
     ev, sp = _case()
     th, m = select_thresholds(ev, sp, margin=0.0, domain_floor=-0.01, high_factor=0.5,
-                              grids=((2.0,), (-0.5, 0.1, 2.0), (0.1,), (2.0,)))
+                              grids=((2.0,), (-0.5, 0.1, 2.0), (0.1,), (2.0,), (None,), (None,)))
     assert th.stage1 == 0.1  # -0.5 escalates everything (dearer), 2.0 accepts wrong answers (infeasible)
     assert m.diff == 0.0 and m.cost < metrics(ev, reference(ev)).cost
 
@@ -46,5 +48,33 @@ def test_selection_picks_cheapest_feasible_point() -> None:
 def test_selection_falls_back_to_best_quality_when_nothing_is_feasible() -> None:
     ev, sp = _case()
     th, m = select_thresholds(ev, sp, margin=0.5, domain_floor=-0.01, high_factor=0.5,
-                              grids=((2.0,), (-0.5, 2.0), (0.1,), (2.0,)))
+                              grids=((2.0,), (-0.5, 2.0), (0.1,), (2.0,), (None,), (None,)))
     assert th.stage1 == -0.5 and m.diff == 0.0
+
+
+def test_voter_step_answers_before_frontier_and_is_paid_for() -> None:
+    ev, sp = _case()
+    th = TierThresholds(direct=2.0, stage1=0.1, stage2=0.1, skip=2.0, stage3=0.1)
+    out = run_policy(ev, sp, th, 0.5)
+    # row 2: the verifier trusts hosted-mini's answer (gain 0) -> served by the voter, frontier never called;
+    # row 3: gain 0.7 -> frontier after the voter, every step paid
+    assert out.called[2].tolist() == [True, True, True, False] and out.served[2] == 2
+    assert out.called[3].tolist() == [True, True, True, True] and out.served[3] == 3
+    assert metrics(ev, out).cost == sum(float(ev.cost[i][out.called[i]].sum()) for i in range(4))
+
+
+def test_voter_step_is_skipped_where_hosted_mini_is_not_allowed() -> None:
+    ev, sp = _case()
+    ev.cost[:, 2] = np.nan  # not in the allowed set
+    out = run_policy(ev, sp, TierThresholds(direct=2.0, stage1=0.1, stage2=0.1, skip=2.0, stage3=0.1), 0.5)
+    assert not out.called[:, 2].any()
+    assert out.served[2:].tolist() == [3, 3]
+
+
+def test_picker_serves_a_cheap_answer_only_when_clearly_more_trusted() -> None:
+    ev, sp = _case()
+    th = TierThresholds(direct=2.0, stage1=0.1, stage2=0.1, skip=2.0, stage3=0.1, pick=0.1)
+    sp.p4[3] = [0.0, 0.3, 0.8, 0.6]  # hosted-mini 0.2 above frontier: more than the 0.1 margin
+    assert run_policy(ev, sp, th, 0.5).served[3] == 2
+    sp.p4[3] = [0.0, 0.3, 0.65, 0.6]  # within the margin: keep frontier
+    assert run_policy(ev, sp, th, 0.5).served[3] == 3

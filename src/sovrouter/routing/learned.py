@@ -33,9 +33,13 @@ from sovrouter.routing.model import (
     proba,
     stage1_vector,
     stage2_vector,
+    stage3_vector,
+    stage4_vector,
 )
 
 CHEAP_CHAIN: tuple[str, ...] = ("local-small", "sovereign-large")
+VOTER = "hosted-mini"
+"""Asked before frontier when the cheap chain did not convince the verifiers (``stage3``): a third, cheap answer."""
 TOP_PREFERENCE: tuple[str, ...] = ("frontier", "hosted-mini", "sovereign-large", "local-small")
 
 
@@ -146,7 +150,10 @@ class LearnedRouter:
                 plan = [top]
                 evidence["mode"] = "direct"
             else:
-                plan = [*chain, top]
+                voter = by_slot.get(VOTER)
+                use_voter = (tier.stage3 is not None and voter is not None and top_slot == "frontier"
+                             and len(chain) == len(CHEAP_CHAIN) and self.models.stage3_mid is not None)
+                plan = [*chain, voter, top] if use_voter and voter is not None else [*chain, top]
                 evidence["mode"] = "cascade"
                 evidence["review"] = True
         plan += self._fallback_order(allowed, plan)
@@ -163,18 +170,28 @@ class LearnedRouter:
         cheap = {r.candidate.slot: r for r in results if decision.plan.index(r.candidate) < top_idx}
         last = results[-1]
         if decision.plan.index(last.candidate) >= top_idx:
+            if tier.pick is not None and len(cheap) == 3 and getattr(signals, "executed", None) is None:
+                return self._pick_among_four(list(getattr(signals, "route_features", None) or []), cheap, last,
+                                             tier.pick)
             return self._pick_after_top(cheap, last, tier)
         scale = self._cost_scale(top, int(decision.evidence.get("input_tokens", 0)), last)
         prompt: list[float] = list(getattr(signals, "route_features", None) or [])
         first = cheap.get("local-small")
         second = cheap.get("sovereign-large")
+        third = cheap.get(VOTER)
+        voter = next((c for c in decision.plan[:top_idx] if c.slot == VOTER), None)
         executed: str | None = getattr(signals, "executed", None)
         if executed is not None:  # the question was executed: the check is exact, no model needed
             if answer_key(raw_answer(last.text)) == executed:
                 return None
             nxt = [c for c in decision.plan[decision.plan.index(last.candidate) + 1 : top_idx]
-                   if c.slot == "sovereign-large"]
+                   if c.slot in ("sovereign-large", VOTER)]
             return nxt[0] if nxt else top
+        if first is not None and second is not None and third is not None and tier.stage3 is not None:
+            row = [stage3_vector(prompt, read_answer(first.text), read_answer(second.text), read_answer(third.text))]
+            with self._threads.limit(limits=1, user_api="openmp"):
+                gain = float(proba(self.models.stage3_top, row)[0] - proba(self.models.stage3_mid, row)[0])
+            return top if gain > tier.stage3 * scale else None
         if first is not None and second is None:
             view = read_answer(first.text)
             row = [stage1_vector(prompt, view, top.slot)]
@@ -189,7 +206,9 @@ class LearnedRouter:
             row = [stage2_vector(prompt, a, b, top.slot)]
             with self._threads.limit(limits=1, user_api="openmp"):
                 gain = float(proba(self.models.stage2_top, row)[0] - proba(self.models.stage2_second, row)[0])
-            return top if gain > tier.stage2 * scale else None
+            if gain <= tier.stage2 * scale:
+                return None
+            return voter if voter is not None and last.candidate.slot == "sovereign-large" else top
         # only the second cheap slot answered (the first failed): prompt priors are all we have
         priors: dict[str, float] = getattr(signals, "slot_prior", None) or {}
         gain = priors.get(top.slot, 1.0) - priors.get(last.candidate.slot, 0.0)
@@ -204,6 +223,21 @@ class LearnedRouter:
         except KeyError:
             return 1.0
         return self.thresholds.cost_scale(cost)
+
+    def _pick_among_four(self, prompt: list[float], cheap: dict[str, ModelResult], last: ModelResult,
+                         margin: float) -> Candidate | None:
+        """All four answered: serve the cheap answer (sovereign-large or the voter) the picker trusts more than
+        top's by ``margin``; None keeps top's answer."""
+        first, second, third = cheap.get("local-small"), cheap.get("sovereign-large"), cheap.get(VOTER)
+        if first is None or second is None or third is None or not self.models.stage4:
+            return None
+        row = [stage4_vector(prompt, [read_answer(r.text) for r in (first, second, third, last)])]
+        with self._threads.limit(limits=1, user_api="openmp"):
+            p = {slot: float(proba(model, row)[0]) for slot, model in self.models.stage4.items()}
+        best = third if p.get(VOTER, 0.0) >= p.get("sovereign-large", 0.0) else second
+        if p.get(best.candidate.slot, 0.0) > p.get(last.candidate.slot, 1.0) + margin:
+            return best.candidate
+        return None
 
     @staticmethod
     def _pick_after_top(cheap: dict[str, ModelResult], last: ModelResult, tier: TierThresholds) -> Candidate | None:

@@ -47,6 +47,12 @@ class TierThresholds(BaseModel):
     skip: float = Field(default=2.0, description="stage-1 gain above which top is called at once (no S step)")
     pick_agreeing: bool = Field(default=False, description="after top, serve the cheap answer when both cheap "
                                 "answers agree against top")
+    stage3: float | None = Field(default=None, description="voter step: when stage 2 escalates and top is "
+                                 "frontier, hosted-mini answers first; P(top good | L, S, M) - P(M good) above "
+                                 "which top is called (None: no voter step)")
+    pick: float | None = Field(default=None, description="after top answered on the voter path: serve a cheap "
+                               "answer instead when its P(good | all four answers) exceeds top's by this margin "
+                               "(None: always serve top)")
 
 
 class Thresholds(BaseModel):
@@ -69,7 +75,9 @@ class Thresholds(BaseModel):
         f = self.high_value_factor
         s = self.standard
         return TierThresholds(direct=s.direct * f, stage1=s.stage1 * f, stage2=s.stage2 * f, skip=s.skip * f,
-                              pick_agreeing=s.pick_agreeing)
+                              pick_agreeing=s.pick_agreeing,
+                              stage3=None if s.stage3 is None else s.stage3 * f,
+                              pick=None if s.pick is None else s.pick / f)
 
 
 @dataclass
@@ -122,6 +130,23 @@ def stage2_vector(prompt: Sequence[float], first: AnswerView, second: AnswerView
     return [*prompt, *first.features, *second.features, *pair_features(first, second), *top_onehot(top)]
 
 
+def stage3_vector(prompt: Sequence[float], first: AnswerView, second: AnswerView, third: AnswerView) -> list[float]:
+    """After the voter (hosted-mini) answered: three answers and their pairwise agreement (top is frontier)."""
+    return [*prompt, *first.features, *second.features, *third.features, *pair_features(first, second),
+            *pair_features(second, third), *pair_features(first, third)]
+
+
+def stage4_vector(prompt: Sequence[float], views: Sequence[AnswerView]) -> list[float]:
+    """After top answered on the voter path: the four answers (L, S, M, top) and every pair's agreement."""
+    row = [*prompt]
+    for v in views:
+        row += v.features
+    for a in range(len(views)):
+        for b in range(a + 1, len(views)):
+            row += pair_features(views[a], views[b])
+    return row
+
+
 @dataclass
 class RouterModels:
     """The fitted estimators (scikit-learn objects) and the metadata needed to use them."""
@@ -136,6 +161,9 @@ class RouterModels:
     stage2_top: Any
     version: str = "1"
     meta: dict[str, Any] = field(default_factory=dict)
+    stage3_mid: Any = None  # P(hosted-mini good | L, S, M answers); None in bundles without the voter step
+    stage3_top: Any = None  # P(frontier good | L, S, M answers)
+    stage4: dict[str, Any] = field(default_factory=dict)  # slot -> P(slot good | L, S, M, frontier answers)
 
     def score_prompts(self, texts: list[str], dense: NDArray[np.float64]) -> list[PromptScores]:
         x = prompt_matrix(make_vectorizer(), texts, dense)

@@ -102,8 +102,21 @@ def run_policy(ev: EvalSet, sp: StageProbs, th: TierThresholds, high_factor: flo
     accept2 = to_s & np.where(ex, ev.exec_match[:, S], (sp.p2_top - sp.p2_second) <= th.stage2 * f2)
     served[accept2] = S
     esc = to_s & ~accept2
+    vote = np.zeros(n, dtype=bool)
+    if th.stage3 is not None:  # voter step: hosted-mini answers before frontier is called
+        vote = esc & ~np.isnan(ev.cost[:, M]) & (ev.top == F)
+        called[vote, M] = True
+        accept3 = vote & np.where(ex, ev.exec_match[:, M], (sp.p3_top - sp.p3_mid) <= th.stage3 * f2)
+        served[accept3] = M
+        esc = esc & ~accept3
     called[esc, ev.top[esc]] = True
     served[esc] = ev.top[esc]
+    if th.pick is not None:  # all four answered: serve the cheap answer the picker trusts clearly more
+        margin = th.pick / f
+        cheap = np.where(sp.p4[:, M] >= sp.p4[:, S], M, S)
+        better = sp.p4[np.arange(n), cheap] > sp.p4[:, F] + margin
+        chosen = esc & vote & ~ex & better
+        served[chosen] = cheap[chosen]
     if th.pick_agreeing:
         served[esc & ev.pick_case] = S
     return Outcome(served=served, called=called)
@@ -158,46 +171,59 @@ def metrics(ev: EvalSet, out: Outcome, ref: Outcome | None = None) -> Metrics:
     )
 
 
-DIRECT_GRID: tuple[float, ...] = (0.15, 0.2, 0.3, 0.4, 2.0)
-STAGE1_GRID: tuple[float, ...] = (-0.2, -0.1, -0.05, -0.02, 0.0, 0.02, 0.05, 0.1, 2.0)
-STAGE2_GRID: tuple[float, ...] = (-0.1, -0.05, -0.02, 0.0, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 2.0)
-SKIP_GRID: tuple[float, ...] = (0.1, 0.2, 0.3, 2.0)
+DIRECT_GRID: tuple[float, ...] = (0.3, 2.0)
+STAGE1_GRID: tuple[float, ...] = (-0.2, -0.1, -0.05, 0.0, 0.05)
+STAGE2_GRID: tuple[float, ...] = (-0.05, 0.0, 0.02, 0.05, 0.1)
+SKIP_GRID: tuple[float, ...] = (2.0,)
+STAGE3_GRID: tuple[float | None, ...] = (0.0, 0.01, 0.02, 0.04, 0.07, 0.1, 0.15)
+PICK_GRID: tuple[float | None, ...] = (None, 0.1)
 
 
-def feasible(m: Metrics, margin: float, domain_floor: float) -> bool:
-    return m.diff >= margin and min(m.domain_diff.values()) >= domain_floor
+def feasible(m: Metrics, margin: float, domain_floor: float, min_off_frontier: float = 0.0) -> bool:
+    return (m.diff >= margin and min(m.domain_diff.values()) >= domain_floor
+            and m.off_frontier_cache_hits_off >= min_off_frontier)
+
+
+GRIDS: tuple[Sequence[float | None], ...] = (DIRECT_GRID, STAGE1_GRID, STAGE2_GRID, SKIP_GRID, STAGE3_GRID, PICK_GRID)
 
 
 def select_thresholds(ev: EvalSet, sp: StageProbs, *, margin: float, domain_floor: float, high_factor: float,
-                      cost_unit: float = 0.0,
-                      grids: Sequence[Sequence[float]] = (DIRECT_GRID, STAGE1_GRID, STAGE2_GRID, SKIP_GRID),
-                      picks: Sequence[bool] = (False,)) -> tuple[TierThresholds, Metrics]:
+                      cost_unit: float = 0.0, min_off_frontier: float = 0.0,
+                      grids: Sequence[Sequence[float | None]] = GRIDS) -> tuple[TierThresholds, Metrics]:
     """The cheapest grid point whose quality on ``ev`` beats the reference by ``margin`` with every domain's
-    difference at least ``domain_floor``. When none qualifies, the point with the best quality difference.
+    difference at least ``domain_floor`` and at least ``min_off_frontier`` of events off frontier accelerators.
+    When none qualifies, the point with the best quality difference among those keeping the off-frontier share.
 
     This is the utility ``w_v * quality - lambda * cost`` with lambda as large as the quality constraint
     allows (lambda is the constraint's multiplier; ``w_v`` is 1/high_factor for high-value tenants)."""
     best: tuple[float, TierThresholds, Metrics] | None = None
     fallback: tuple[float, TierThresholds, Metrics] | None = None
-    for direct, s1, s2, sk, pick in itertools.product(*grids, picks):
-        th = TierThresholds(direct=direct, stage1=s1, stage2=s2, skip=sk, pick_agreeing=pick)
+    for direct, s1, s2, sk, s3, pick in itertools.product(*grids):
+        assert direct is not None and s1 is not None and s2 is not None and sk is not None
+        th = TierThresholds(direct=direct, stage1=s1, stage2=s2, skip=sk, stage3=s3, pick=pick)
         m = metrics(ev, run_policy(ev, sp, th, high_factor, cost_unit))
-        if feasible(m, margin, domain_floor):
+        if feasible(m, margin, domain_floor, min_off_frontier):
             if best is None or m.cost < best[0]:
                 best = (m.cost, th, m)
-        elif fallback is None or m.diff > fallback[2].diff:
+        elif fallback is None or _fallback_key(m, min_off_frontier) > _fallback_key(fallback[2], min_off_frontier):
             fallback = (m.cost, th, m)
     chosen = best or fallback
     assert chosen is not None
     return chosen[1], chosen[2]
 
 
+def _fallback_key(m: Metrics, min_off_frontier: float) -> tuple[bool, float]:
+    """When no point is feasible: the best quality among points that keep the off-frontier share."""
+    return (m.off_frontier_cache_hits_off >= min_off_frontier, m.diff)
+
+
 def curve(ev: EvalSet, sp: StageProbs, high_factor: float, cost_unit: float = 0.0,
-          pick: bool = False) -> list[tuple[float, float, float]]:
+          grids: Sequence[Sequence[float | None]] = GRIDS) -> list[tuple[float, float, float]]:
     """(cost ratio, quality, off-frontier share) of the whole threshold grid's Pareto front."""
     pts = []
-    for direct, s1, s2, sk in itertools.product(DIRECT_GRID, STAGE1_GRID, STAGE2_GRID, SKIP_GRID):
-        th = TierThresholds(direct=direct, stage1=s1, stage2=s2, skip=sk, pick_agreeing=pick)
+    for direct, s1, s2, sk, s3, pick in itertools.product(*grids):
+        assert direct is not None and s1 is not None and s2 is not None and sk is not None
+        th = TierThresholds(direct=direct, stage1=s1, stage2=s2, skip=sk, stage3=s3, pick=pick)
         m = metrics(ev, run_policy(ev, sp, th, high_factor, cost_unit))
         pts.append((m.cost_ratio, m.quality, m.off_frontier))
     return pareto(pts)

@@ -36,6 +36,8 @@ from sovrouter.routing.model import (
     proba,
     stage1_vector,
     stage2_vector,
+    stage3_vector,
+    stage4_vector,
 )
 
 SEED = 0
@@ -145,7 +147,10 @@ def _fit_soft(rows: list[list[float]], scores: list[float]) -> HistGradientBoost
 
 
 def fit_stage_models(pvec: NDArray[np.float64], feat: Featurized, w: Workload,
-                     idx: NDArray[np.int_]) -> tuple[Any, Any, Any, Any]:
+                     idx: NDArray[np.int_]) -> tuple[Any, Any, Any, Any, Any, Any, dict[str, Any]]:
+    s4: dict[int, tuple[list[list[float]], list[float]]] = {j: ([], []) for j in (S, M, F)}
+    s3m: tuple[list[list[float]], list[float]] = ([], [])
+    s3t: tuple[list[list[float]], list[float]] = ([], [])
     s1f: tuple[list[list[float]], list[float]] = ([], [])
     s1t: tuple[list[list[float]], list[float]] = ([], [])
     s2s: tuple[list[list[float]], list[float]] = ([], [])
@@ -158,6 +163,15 @@ def fit_stage_models(pvec: NDArray[np.float64], feat: Featurized, w: Workload,
         s1f[1].append(w.scores[i, L])
         s2s[0].append(stage2_vector(p, first, second, "frontier"))
         s2s[1].append(w.scores[i, S])
+        row3 = stage3_vector(p, first, second, feat.views[i][M])  # the voter step only runs when top is frontier
+        s3m[0].append(row3)
+        s3m[1].append(w.scores[i, M])
+        s3t[0].append(row3)
+        s3t[1].append(w.scores[i, F])
+        row4 = stage4_vector(p, feat.views[i])
+        for j, rows in s4.items():
+            rows[0].append(row4)
+            rows[1].append(w.scores[i, j])
         for top in TOP_SLOTS:
             j = SLOT_ORDER.index(top)
             s1t[0].append(stage1_vector(p, first, top))
@@ -165,7 +179,8 @@ def fit_stage_models(pvec: NDArray[np.float64], feat: Featurized, w: Workload,
             if top != "sovereign-large":
                 s2t[0].append(stage2_vector(p, first, second, top))
                 s2t[1].append(w.scores[i, j])
-    return _fit_soft(*s1f), _fit_soft(*s1t), _fit_soft(*s2s), _fit_soft(*s2t)
+    return (_fit_soft(*s1f), _fit_soft(*s1t), _fit_soft(*s2s), _fit_soft(*s2t), _fit_soft(*s3m),
+            _fit_soft(*s3t), {SLOT_ORDER[j]: _fit_soft(*rows) for j, rows in s4.items()})
 
 
 def fit_models(feat: Featurized, w: Workload, idx: NDArray[np.int_]) -> RouterModels:
@@ -175,7 +190,8 @@ def fit_models(feat: Featurized, w: Workload, idx: NDArray[np.int_]) -> RouterMo
         stage = fit_stage_models(pvec, feat, w, idx)
         domain_model, kind_model, priors = fit_prompt_models(feat, w, idx)
     return RouterModels(domains=domains, domain_model=domain_model, kind_model=kind_model, prior_models=priors,
-                        stage1_first=stage[0], stage1_top=stage[1], stage2_second=stage[2], stage2_top=stage[3])
+                        stage1_first=stage[0], stage1_top=stage[1], stage2_second=stage[2], stage2_top=stage[3],
+                        stage3_mid=stage[4], stage3_top=stage[5], stage4=stage[6])
 
 
 @dataclass
@@ -188,25 +204,34 @@ class StageProbs:
     p2_second: NDArray[np.float64]
     p2_top: NDArray[np.float64]
     domain_probs: NDArray[np.float64]
+    p3_mid: NDArray[np.float64]  # after the voter: P(hosted-mini good | L, S, M)
+    p3_top: NDArray[np.float64]  # P(frontier good | L, S, M)
+    p4: NDArray[np.float64]  # (n, 4) after all four answered: P(slot good | L, S, M, F); local-small column 0
 
 
 def stage_probs(models: RouterModels, feat: Featurized, w: Workload, idx: NDArray[np.int_],
                 tops: NDArray[np.int_]) -> StageProbs:
     pm = (models.domain_model, models.kind_model, models.prior_models)
     pvec = prompt_vectors(pm, feat, idx, models.domains)
-    r1, r2 = [], []
+    r1, r2, r3, r4 = [], [], [], []
     for k, i in enumerate(idx):
         top = SLOT_ORDER[int(tops[k])] if int(tops[k]) != L else "sovereign-large"
         p = list(pvec[k])
         r1.append(stage1_vector(p, feat.views[i][L], top))
         r2.append(stage2_vector(p, feat.views[i][L], feat.views[i][S],
                                 top if top != "sovereign-large" else "frontier"))
+        r3.append(stage3_vector(p, feat.views[i][L], feat.views[i][S], feat.views[i][M]))
+        r4.append(stage4_vector(p, feat.views[i]))
+    p4 = np.zeros((len(idx), len(SLOT_ORDER)))
+    for slot, model in models.stage4.items():
+        p4[:, SLOT_ORDER.index(slot)] = proba(model, r4)
     nd = len(models.domains)
     d0 = feat.dense.shape[1]
     return StageProbs(
         prior=pvec[:, -len(SLOT_ORDER):], p1_first=proba(models.stage1_first, r1),
         p1_top=proba(models.stage1_top, r1), p2_second=proba(models.stage2_second, r2),
         p2_top=proba(models.stage2_top, r2), domain_probs=pvec[:, d0 : d0 + nd],
+        p3_mid=proba(models.stage3_mid, r3), p3_top=proba(models.stage3_top, r3), p4=p4,
     )
 
 
@@ -224,7 +249,8 @@ def oof_stage_probs(feat: Featurized, w: Workload, tops: NDArray[np.int_], folds
     n = len(rows)
     nd = parts[0][1].domain_probs.shape[1]
     out = StageProbs(prior=np.zeros((n, len(SLOT_ORDER))), p1_first=np.zeros(n), p1_top=np.zeros(n),
-                     p2_second=np.zeros(n), p2_top=np.zeros(n), domain_probs=np.zeros((n, nd)))
+                     p2_second=np.zeros(n), p2_top=np.zeros(n), domain_probs=np.zeros((n, nd)),
+                     p3_mid=np.zeros(n), p3_top=np.zeros(n), p4=np.zeros((n, len(SLOT_ORDER))))
     for te, sp in parts:
         out.prior[te] = sp.prior
         out.p1_first[te] = sp.p1_first
@@ -232,4 +258,7 @@ def oof_stage_probs(feat: Featurized, w: Workload, tops: NDArray[np.int_], folds
         out.p2_second[te] = sp.p2_second
         out.p2_top[te] = sp.p2_top
         out.domain_probs[te] = sp.domain_probs
+        out.p3_mid[te] = sp.p3_mid
+        out.p3_top[te] = sp.p3_top
+        out.p4[te] = sp.p4
     return out, fold_of
