@@ -2,18 +2,52 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pytest
 
 from sovrouter.cache.calibrate import choose_threshold, clopper_pearson_upper
 from sovrouter.cache.textfeat import FEATURE_NAMES, analyse, hard_mismatch, pair_features
-from sovrouter.cache.verifier import PairVerifier, fit_logistic
+from sovrouter.cache.verifier import PairVerifier, TreeEnsemble, fit_logistic
+from sovrouter.errors import ConfigError
 
 
 def test_shipped_artifact_loads_and_round_trips() -> None:
     v = PairVerifier.load()
-    assert 0.0 < v.threshold <= 1.01 and v.cos_floor > 0
+    assert 0.0 < v.threshold <= 1.0 and v.cos_floor > 0 and isinstance(v.model, TreeEnsemble)
     again = PairVerifier.from_json(v.to_json())
-    assert again.weights == v.weights and again.threshold == v.threshold
+    assert again.to_json() == v.to_json()
+    x = np.random.default_rng(0).uniform(0, 1, size=(50, len(FEATURE_NAMES)))
+    assert np.array_equal(again.probability(x), v.probability(x))
+
+
+def test_tree_export_matches_scikit_learn() -> None:
+    from sovrouter.cache.training import _hgb
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2000, len(FEATURE_NAMES)))
+    x[:7, 2] = np.nan  # missing values follow the learned side
+    y = ((np.nan_to_num(x[:, 0]) + x[:, 3] * x[:, 5] + 0.5 * rng.normal(size=2000)) > 0).astype(float)
+    clf = _hgb().fit(x, y)
+    trees = TreeEnsemble.from_sklearn(clf)
+    assert np.allclose(trees.probability(x), clf.predict_proba(x)[:, 1], atol=1e-12)
+    again = PairVerifier.from_json(PairVerifier(model=trees, threshold=0.9, cos_floor=0.8).to_json())
+    assert np.allclose(again.probability(x), clf.predict_proba(x)[:, 1], atol=1e-12)
+
+
+def test_corrupt_artifacts_are_config_errors() -> None:
+    body = json.loads(PairVerifier.load().to_json())
+    body["model"]["nodes"]["left"][0] = 10**9
+    body["model"]["nodes"]["leaf"][0] = False
+    with pytest.raises(ConfigError):
+        PairVerifier.from_json(json.dumps(body))
+    body = json.loads(PairVerifier.load().to_json())
+    body["model"]["kind"] = "pickle"
+    with pytest.raises(ConfigError):
+        PairVerifier.from_json(json.dumps(body))
+    with pytest.raises(ConfigError):
+        PairVerifier.from_json("{}")
 
 
 def test_shipped_verifier_accepts_near_copy_and_rejects_entity_swap() -> None:
@@ -36,7 +70,7 @@ def test_fit_logistic_separates() -> None:
 
 
 def test_clopper_pearson_bounds() -> None:
-    assert clopper_pearson_upper(0, 100, 0.05) == __import__("pytest").approx(0.0295, abs=1e-3)
+    assert clopper_pearson_upper(0, 100, 0.05) == pytest.approx(0.0295, abs=1e-3)
     assert clopper_pearson_upper(5, 100, 0.05) > 0.05
 
 
@@ -44,7 +78,7 @@ def test_threshold_stops_at_first_failing_step() -> None:
     right = [(0.99 - i * 0.001, True) for i in range(300)]
     wrong = [(0.5 - i * 0.001, False) for i in range(50)]
     t, info = choose_threshold(right + wrong, alpha=0.01, delta=0.05)
-    assert t == __import__("pytest").approx(0.99 - 299 * 0.001) and info["wrong"] == 0 and info["hits"] == 300
+    assert t == pytest.approx(0.99 - 299 * 0.001) and info["wrong"] == 0 and info["hits"] == 300
 
 
 def test_threshold_none_when_too_few_hits() -> None:

@@ -2,13 +2,14 @@
 
 Protocol (the same one the held-out evaluation uses): every distinct eligible ``q1`` of a part goes into one
 fresh index; each ``q2`` is looked up; a decision is right if it is a verbatim match or the pair (q2, matched q1)
-is labelled duplicate anywhere in the file, and wrong otherwise (strict: matching another pair's q1 that was never
+is labelled duplicate in the same labelled set, and wrong otherwise (strict: matching another pair's q1 that was never
 labelled counts as wrong).
 
-- fit: the candidates retrieved for the fit part's q2s (cosine >= floor) are the training pairs, labelled as
-  above, so the verifier learns on the hard negatives retrieval actually produces;
-- calibrate: on a disjoint part, the threshold is the lowest one reached by fixed-sequence testing from the top
-  (Learn-then-Test) whose Clopper-Pearson upper bound on the false-hit rate of non-verbatim hits stays <= alpha.
+- fit: the candidates retrieved for each q2 (cosine >= floor) are the training pairs, labelled as above, so the
+  verifier learns on the hard negatives retrieval actually produces (:mod:`sovrouter.cache.training`);
+- calibrate: on decisions the model did not see in fitting, the threshold is the lowest one reached by
+  fixed-sequence testing from the top whose false-hit rate (point estimate, or a Clopper-Pearson upper bound
+  as in Learn-then-Test) stays <= alpha.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from numpy.typing import NDArray
 
 from sovrouter.cache.eligibility import text_ineligible_reason
 from sovrouter.cache.semindex import Scored, SemanticIndex, normalise_text
-from sovrouter.cache.verifier import PairVerifier, expand, fit_logistic, standardise
+from sovrouter.cache.verifier import PairVerifier
 from sovrouter.errors import ConfigError
 
 EmbedFn = Callable[[Sequence[str]], NDArray[np.float32]]
@@ -109,35 +110,15 @@ def is_right(q2: str, matched: str, positives: set[tuple[str, str]]) -> bool:
     return a == b or (a, b) in positives
 
 
-def fit_verifier(queries: Sequence[QueryScores], positives: set[tuple[str, str]], base: PairVerifier,
-                 l2: float = 3.0) -> PairVerifier:
-    feats, labels = [], []
-    for q in queries:
-        for c in q.candidates:
-            feats.append(c.features)
-            labels.append(1.0 if is_right(q.pair.q2, c.text, positives) else 0.0)
-    if not feats or len(set(labels)) < 2:
-        raise ConfigError("not enough labelled candidate pairs to fit the verifier")
-    x = expand(np.asarray(feats, dtype=np.float64))
-    mean, scale = standardise(x)
-    w, b = fit_logistic((x - mean) / scale, np.asarray(labels), l2=l2)
-    meta = dict(base.meta, fit_pairs=len(labels), fit_positive=int(sum(labels)))
-    return PairVerifier(mean=mean.tolist(), scale=scale.tolist(), weights=w.tolist(), bias=b,
-                        threshold=base.threshold, cos_floor=base.cos_floor, top_k=base.top_k,
-                        embedder=base.embedder, meta=meta)
-
-
-def best_decisions(queries: Sequence[QueryScores], positives: set[tuple[str, str]],
-                   rescore: PairVerifier | None = None) -> list[tuple[float, bool]]:
-    """(probability, right) of each eligible non-verbatim query's best candidate (the threshold decides later)."""
+def best_decisions(queries: Sequence[QueryScores], probabilities: Sequence[Sequence[float]],
+                   positives: set[tuple[str, str]]) -> list[tuple[float, bool]]:
+    """(probability, right) of each eligible non-verbatim query's best candidate, the best chosen as the index does
+    (probability, then cosine, then text) under ``probabilities`` (one list per query, one value per candidate)."""
     out = []
-    for q in queries:
+    for q, probs in zip(queries, probabilities, strict=True):
         if q.verbatim or not q.candidates:
             continue
-        cands = q.candidates
-        if rescore is not None:
-            probs = rescore.probability(np.asarray([c.features for c in cands], dtype=np.float64))
-            cands = [Scored(c.text, c.cosine, float(p), c.features) for c, p in zip(cands, probs, strict=True)]
+        cands = [Scored(c.text, c.cosine, float(p), c.features) for c, p in zip(q.candidates, probs, strict=True)]
         best = min(cands, key=lambda s: (-s.probability, -s.cosine, s.text))
         out.append((best.probability, is_right(q.pair.q2, best.text, positives)))
     return out

@@ -1,9 +1,10 @@
-"""The pair verifier: a small logistic model over pair features, with a calibrated acceptance threshold.
+"""The pair verifier: a model over pair features with a calibrated acceptance threshold.
 
-The shipped artifact (``sovrouter/data/semantic_cache/verifier.json``) holds the feature standardisation, the
-weights, the embedding cosine floor below which a cached entry is not even considered, and the threshold chosen
-on held-out calibration pairs so that the false-hit rate's upper confidence bound stays under the target (see
-``docs/semantic-cache.md``). It is plain JSON: no pickle is ever loaded.
+The shipped artifact (``sovrouter/data/semantic_cache/verifier.json``) holds the model (gradient-boosted trees
+exported as plain arrays; a logistic model is the other supported kind, used by the cosine-only test double),
+the embedding cosine floor below which a cached entry is not even considered, and the threshold chosen on
+calibration pairs so that the false-hit rate stays under the target (see ``docs/semantic-cache.md``). It is
+plain JSON: no pickle is ever loaded.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -44,12 +45,135 @@ def expand(features: Matrix) -> Matrix:
     return np.hstack(cols)
 
 
-@dataclass
-class PairVerifier:
+class ScoreModel(Protocol):
+    """Maps pair features (rows in :data:`FEATURE_NAMES` order) to duplicate probabilities."""
+
+    def probability(self, features: Matrix) -> NDArray[np.float64]: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+def _sigmoid(logits: NDArray[np.float64]) -> NDArray[np.float64]:
+    out: NDArray[np.float64] = 1.0 / (1.0 + np.exp(-np.clip(logits, -40.0, 40.0)))
+    return out
+
+
+@dataclass(frozen=True)
+class LogisticModel:
+    """Logistic model over :func:`expand`-ed, standardised features."""
+
     mean: list[float]
     scale: list[float]
     weights: list[float]
     bias: float
+
+    def probability(self, features: Matrix) -> NDArray[np.float64]:
+        if features.shape[0] == 0:
+            return np.zeros(0)
+        z = (expand(features) - np.asarray(self.mean)) / np.asarray(self.scale)
+        return _sigmoid(z @ np.asarray(self.weights) + self.bias)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "logistic", "mean": self.mean, "scale": self.scale, "weights": self.weights,
+                "bias": self.bias}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> LogisticModel:
+        m = cls([float(x) for x in raw["mean"]], [float(x) for x in raw["scale"]],
+                [float(x) for x in raw["weights"]], float(raw["bias"]))
+        if not (len(m.mean) == len(m.scale) == len(m.weights) == expand(np.zeros((1, len(FEATURE_NAMES)))).shape[1]):
+            raise ConfigError("invalid pair verifier artifact: inconsistent sizes")
+        return m
+
+
+_TREE_FIELDS = ("feature", "threshold", "left", "right", "value", "leaf", "missing_left")
+
+
+@dataclass(frozen=True)
+class TreeEnsemble:
+    """Gradient-boosted trees as plain arrays (exported from scikit-learn's HistGradientBoostingClassifier, so
+    serving needs numpy only and no pickle is loaded). All trees' nodes are stored flat; ``roots`` are the
+    first node of each tree. A node goes left when ``x[feature] <= threshold`` (NaN: ``missing_left``)."""
+
+    baseline: float
+    roots: NDArray[np.int64]
+    feature: NDArray[np.int64]
+    threshold: NDArray[np.float64]
+    left: NDArray[np.int64]
+    right: NDArray[np.int64]
+    value: NDArray[np.float64]
+    leaf: NDArray[np.bool_]
+    missing_left: NDArray[np.bool_]
+    depth: int
+
+    def raw(self, features: Matrix) -> NDArray[np.float64]:
+        n = features.shape[0]
+        node = np.broadcast_to(self.roots, (n, self.roots.shape[0])).copy()
+        rows = np.arange(n)[:, None]
+        for _ in range(self.depth):
+            x = features[rows, self.feature[node]]
+            go_left = np.where(np.isnan(x), self.missing_left[node], x <= self.threshold[node])
+            node = np.where(self.leaf[node], node, np.where(go_left, self.left[node], self.right[node]))
+        out: NDArray[np.float64] = self.baseline + self.value[node].sum(axis=1)
+        return out
+
+    def probability(self, features: Matrix) -> NDArray[np.float64]:
+        if features.shape[0] == 0:
+            return np.zeros(0)
+        if features.shape[1] != len(FEATURE_NAMES):
+            raise ConfigError(f"pair features have {features.shape[1]} columns, expected {len(FEATURE_NAMES)}")
+        return _sigmoid(self.raw(np.asarray(features, dtype=np.float64)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "trees", "baseline": self.baseline, "roots": self.roots.tolist(), "depth": self.depth,
+                "nodes": {f: getattr(self, f).tolist() for f in _TREE_FIELDS}}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TreeEnsemble:
+        nodes = raw["nodes"]
+        sizes = {len(nodes[f]) for f in _TREE_FIELDS}
+        if len(sizes) != 1:
+            raise ConfigError("invalid pair verifier artifact: tree arrays of different lengths")
+        m = cls(baseline=float(raw["baseline"]), roots=np.asarray(raw["roots"], dtype=np.int64),
+                feature=np.asarray(nodes["feature"], dtype=np.int64),
+                threshold=np.asarray(nodes["threshold"], dtype=np.float64),
+                left=np.asarray(nodes["left"], dtype=np.int64), right=np.asarray(nodes["right"], dtype=np.int64),
+                value=np.asarray(nodes["value"], dtype=np.float64), leaf=np.asarray(nodes["leaf"], dtype=np.bool_),
+                missing_left=np.asarray(nodes["missing_left"], dtype=np.bool_), depth=int(raw["depth"]))
+        size = sizes.pop()
+        inner = ~m.leaf
+        if (np.any(m.roots < 0) or np.any(m.roots >= size) or np.any(m.left[inner] >= size)
+                or np.any(m.right[inner] >= size) or np.any(m.feature[inner] >= len(FEATURE_NAMES))):
+            raise ConfigError("invalid pair verifier artifact: tree indices out of range")
+        return m
+
+    @classmethod
+    def from_sklearn(cls, clf: Any) -> TreeEnsemble:
+        """Export a fitted binary ``HistGradientBoostingClassifier`` (numeric features only)."""
+        cols: dict[str, list[Any]] = {f: [] for f in _TREE_FIELDS}
+        roots: list[int] = []
+        depth = 0
+        for per_class in clf._predictors:  # the fitted trees (scikit-learn has no public accessor)
+            nodes = per_class[0].nodes
+            base = len(cols["feature"])
+            roots.append(base)
+            leaf = nodes["is_leaf"].astype(bool)
+            cols["feature"].extend(np.where(leaf, 0, nodes["feature_idx"]).tolist())
+            cols["threshold"].extend(nodes["num_threshold"].astype(float).tolist())
+            cols["left"].extend(np.where(leaf, 0, nodes["left"] + base).tolist())
+            cols["right"].extend(np.where(leaf, 0, nodes["right"] + base).tolist())
+            cols["value"].extend(np.where(leaf, nodes["value"], 0.0).astype(float).tolist())
+            cols["leaf"].extend(leaf.tolist())
+            cols["missing_left"].extend(nodes["missing_go_to_left"].astype(bool).tolist())
+            depth = max(depth, int(nodes["depth"].max()))
+        raw = {"baseline": float(np.ravel(clf._baseline_prediction)[0]),
+               "roots": roots, "depth": depth, "nodes": cols}
+        return cls.from_dict(raw)
+
+
+@dataclass
+class PairVerifier:
+    model: ScoreModel
     threshold: float
     cos_floor: float
     top_k: int = 10
@@ -57,12 +181,7 @@ class PairVerifier:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def probability(self, features: Matrix) -> NDArray[np.float64]:
-        if features.shape[0] == 0:
-            return np.zeros(0)
-        z = (expand(features) - np.asarray(self.mean)) / np.asarray(self.scale)
-        logits = z @ np.asarray(self.weights) + self.bias
-        out: NDArray[np.float64] = 1.0 / (1.0 + np.exp(-np.clip(logits, -40.0, 40.0)))
-        return out
+        return self.model.probability(np.asarray(features, dtype=np.float64))
 
     @classmethod
     def cosine_only(cls, cos_threshold: float, cos_floor: float = 0.5, top_k: int = 10) -> PairVerifier:
@@ -70,17 +189,16 @@ class PairVerifier:
         width = expand(np.zeros((1, len(FEATURE_NAMES)))).shape[1]
         weights = [0.0] * width
         weights[FEATURE_NAMES.index("cos")] = 200.0
-        return cls(mean=[0.0] * width, scale=[1.0] * width, weights=weights, bias=-200.0 * cos_threshold,
-                   threshold=0.5, cos_floor=cos_floor, top_k=top_k, embedder="any")
+        model = LogisticModel(mean=[0.0] * width, scale=[1.0] * width, weights=weights, bias=-200.0 * cos_threshold)
+        return cls(model=model, threshold=0.5, cos_floor=cos_floor, top_k=top_k, embedder="any")
 
     # ------------------------------------------------------------------ persistence
     def to_json(self) -> str:
         body = {
-            "feature_names": list(FEATURE_NAMES), "mean": self.mean, "scale": self.scale, "weights": self.weights,
-            "bias": self.bias, "threshold": self.threshold, "cos_floor": self.cos_floor, "top_k": self.top_k,
-            "embedder": self.embedder, "meta": self.meta,
+            "feature_names": list(FEATURE_NAMES), "model": self.model.to_dict(), "threshold": self.threshold,
+            "cos_floor": self.cos_floor, "top_k": self.top_k, "embedder": self.embedder, "meta": self.meta,
         }
-        return json.dumps(body, indent=1, sort_keys=True)
+        return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> PairVerifier:
@@ -88,15 +206,19 @@ class PairVerifier:
             raw = json.loads(text)
             if tuple(raw["feature_names"]) != FEATURE_NAMES:
                 raise ConfigError("pair verifier artifact was built for other features; rebuild it")
-            v = cls(mean=[float(x) for x in raw["mean"]], scale=[float(x) for x in raw["scale"]],
-                    weights=[float(x) for x in raw["weights"]], bias=float(raw["bias"]),
-                    threshold=float(raw["threshold"]), cos_floor=float(raw["cos_floor"]),
-                    top_k=int(raw["top_k"]), embedder=str(raw["embedder"]), meta=dict(raw.get("meta", {})))
+            spec = raw["model"]
+            kind = spec["kind"]
+            model: ScoreModel
+            if kind == "trees":
+                model = TreeEnsemble.from_dict(spec)
+            elif kind == "logistic":
+                model = LogisticModel.from_dict(spec)
+            else:
+                raise ConfigError(f"invalid pair verifier artifact: unknown model kind {kind!r}")
+            return cls(model=model, threshold=float(raw["threshold"]), cos_floor=float(raw["cos_floor"]),
+                       top_k=int(raw["top_k"]), embedder=str(raw["embedder"]), meta=dict(raw.get("meta", {})))
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"invalid pair verifier artifact: {exc}") from exc
-        if not (len(v.mean) == len(v.scale) == len(v.weights)):
-            raise ConfigError("invalid pair verifier artifact: inconsistent sizes")
-        return v
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> PairVerifier:

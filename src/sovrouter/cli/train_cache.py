@@ -1,7 +1,8 @@
 """``sovrouter train-cache --pairs FILE --out DIR``: rebuild the semantic cache's pair verifier.
 
 FILE is labelled gzip JSONL ``{"q1", "q2", "duplicate"}`` (the dev Quora pairs). Writes ``DIR/verifier.json``
-(copy it to ``src/sovrouter/data/semantic_cache/`` to ship it) and ``DIR/training_report.json``.
+(copy it to ``src/sovrouter/data/semantic_cache/`` to ship it) and ``DIR/training_report.json``. With
+``--vectors VDIR`` the MiniLM vectors are kept on disk there, so a rerun embeds nothing again.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from sovrouter.cache.training import load_labelled, train, write_artifact
+from sovrouter.cache.training import VectorStore, load_labelled, train, write_artifact
 from sovrouter.embed import MiniLMEmbedder
 
 
@@ -19,13 +20,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--pairs", required=True, type=Path, help="labelled pairs, gzip JSONL")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for the embedding model")
+    p.add_argument("--vectors", type=Path, default=None, help="folder to keep embeddings in between runs")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     pairs = load_labelled(args.pairs)
     embedder = MiniLMEmbedder(threads=args.threads, batch_size=128)
-    verifier, report = train(pairs, embedder.embed)
+    embed = embedder.embed if args.vectors is None else VectorStore(embedder.embed, args.vectors).embed
+    verifier, report = train(pairs, embed)
     path = write_artifact(verifier, report, args.out)
     print(f"train-cache: threshold {verifier.threshold:.4f} ({report['calibration']}) -> {path}", file=sys.stderr)
     return 0

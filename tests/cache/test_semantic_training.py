@@ -1,0 +1,75 @@
+"""Training of the pair verifier: deterministic, calibrated on out-of-fold decisions, vectors kept on disk."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from sovrouter.cache.calibrate import Pair
+from sovrouter.cache.training import VectorStore, collect, fit, score_decisions, split, train
+from sovrouter.cache.verifier import TreeEnsemble
+from sovrouter.embed import HashingEmbedder, Vectors
+
+TOPICS = ["Python", "Java", "Rust", "Haskell", "Kotlin", "Swift", "Scala", "Ruby", "Perl", "Go", "Elixir", "Erlang",
+          "Lua", "Julia", "Fortran", "Cobol", "Pascal", "Ada", "Prolog", "Lisp", "Scheme", "Clojure", "Dart", "Zig"]
+FORMS = ["What is the best way to learn the {} programming language as a complete beginner?",
+         "What's the best way to learn the {} programming language as a complete beginner?",
+         "What is the best way to learn the {} programming language as a total beginner?",
+         "What is the best way for me to learn the {} programming language as a complete beginner?"]
+
+
+def labelled_pairs() -> list[Pair]:
+    pairs = []
+    for i, topic in enumerate(TOPICS):
+        other = TOPICS[(i + 1) % len(TOPICS)]
+        for j in range(1, len(FORMS)):
+            pairs.append(Pair(f"{i}-{j}d", FORMS[0].format(topic), FORMS[j].format(topic), True))
+            pairs.append(Pair(f"{i}-{j}n", FORMS[j].format(other) + " Why?", FORMS[0].format(topic), False))
+    return pairs
+
+
+def embed(texts: Sequence[str]) -> Vectors:
+    return HashingEmbedder(384).embed(texts)
+
+
+def test_training_is_deterministic_and_calibrated() -> None:
+    pairs = labelled_pairs()
+    a, report_a = train(pairs, embed)
+    b, _ = train(pairs, embed)
+    assert a.to_json() == b.to_json()
+    assert isinstance(a.model, TreeEnsemble)
+    assert report_a["fit_pairs"] > 0 and 0 < report_a["fit_positive"] < report_a["fit_pairs"]
+    assert report_a["calibration"]["fhr"] <= report_a["alpha"]
+    assert len(split(pairs)) == 2 and sum(len(h) for h in split(pairs)) == len(pairs)
+
+
+def test_fit_on_one_group_scores_the_other() -> None:
+    pairs = labelled_pairs()
+    groups = [collect(h, embed) for h in split(pairs)]
+    verifier, report = fit([groups[0]])
+    assert report["groups"] == [len(groups[0].queries)]
+    # the scorer counts a verbatim match as right and an unlabelled match as wrong
+    decisions = [{"hit": True, "matched": p.q1 if p.duplicate else p.q2} for p in pairs]
+    scores = score_decisions(pairs, decisions)
+    assert scores["wrong_hits"] == 0 and scores["recall_nonverbatim"] == 1.0
+    wrong = score_decisions(pairs, [{"hit": True, "matched": p.q1} for p in pairs])
+    assert wrong["wrong_hits"] == sum(not p.duplicate for p in pairs)
+    assert verifier.threshold > 0
+
+
+def test_vector_store_embeds_each_text_once(tmp_path: Path) -> None:
+    calls: list[list[str]] = []
+
+    def counting(texts: Sequence[str]) -> Vectors:
+        calls.append(list(texts))
+        return embed(texts)
+
+    store = VectorStore(counting, tmp_path)
+    first = store.embed(["a b", "c d", "a b"])
+    assert calls == [["a b", "c d"]]
+    again = VectorStore(counting, tmp_path)  # reloaded from disk: nothing embedded
+    assert np.array_equal(again.embed(["c d", "a b"]), first[[1, 0]])
+    again.embed(["e f"])
+    assert calls[-1] == ["e f"] and len(calls) == 2
