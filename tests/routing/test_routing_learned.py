@@ -240,3 +240,13 @@ class AllowAll:
                  candidates: Sequence[Candidate]) -> PolicyVerdict:
         return PolicyVerdict(verdicts=[CandidateVerdict(candidate=c, allowed=True, rule="test.allow")
                                        for c in candidates])
+
+
+def test_voter_answer_after_a_failed_sovereign_step_is_checked_against_top(catalog: Catalog,
+                                                                           tenants: Tenants) -> None:
+    req = _req()
+    router = _router(catalog, tenants, s1=(0.5, 0.9), s2=(0.5, 0.9), s3=(0.5, 0.9))
+    d = router.decide(req, SIGNALS, _all(catalog))
+    local, _sov, voter, top = d.plan[:4]
+    # sovereign-large failed and the fallback chain answered with the voter: escalate to top, not backwards
+    assert router.review(req, SIGNALS, d, [_res(local, '{"answer": "1"}'), _res(voter, '{"answer": "2"}')]) == top

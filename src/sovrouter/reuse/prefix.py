@@ -132,7 +132,10 @@ class ReplicaEstimate:
 
 
 class _ValuedLRU:
-    """An LRU of block ids, each with a value (a send time for the cache model, an age bucket for a ghost)."""
+    """An LRU of block ids, each with a value (a send time for the cache model, an age bucket for a ghost).
+
+    Deliberately separate from ``prefix_sim.LRUBlocks``: the scoring model shares no code with the router it
+    scores, so a bug in one cannot flatter the other."""
 
     __slots__ = ("_d", "capacity")
 

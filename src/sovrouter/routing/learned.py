@@ -199,7 +199,10 @@ class LearnedRouter:
                 gain = float(proba(self.models.stage1_top, row)[0] - proba(self.models.stage1_first, row)[0])
             if gain <= tier.stage1 * scale:
                 return None
-            nxt = [c for c in decision.plan[:top_idx] if c.slot == "sovereign-large"]
+            # the next cheap step only if it is still ahead (a failed sovereign-large call falls back to the
+            # voter, whose answer then arrives here)
+            nxt = [c for c in decision.plan[decision.plan.index(last.candidate) + 1 : top_idx]
+                   if c.slot == "sovereign-large"]
             return nxt[0] if nxt and gain <= tier.skip * scale else top
         if first is not None and second is not None:
             a, b = read_answer(first.text), read_answer(second.text)
