@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import gzip
 import json
-import random
 from pathlib import Path
 
 import pytest
 
 from sovrouter.cli.main import main
+from sovrouter.testing_traces import conversation_trace, write_trace
 
 
 def _trace(path: Path, n: int = 60) -> Path:
@@ -49,24 +49,7 @@ def test_policy_and_model_flags(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 def _busy_trace(path: Path, n: int = 400, seed: int = 7) -> Path:
     """Multi-turn conversations arriving faster than 3 replicas with 64 blocks serve without queueing."""
-    rng = random.Random(seed)
-    next_id, t = 1, 0.0
-    convs: list[list[int]] = []
-    with gzip.open(path, "wt") as fh:
-        for _ in range(n):
-            t += rng.expovariate(2.0)
-            if convs and rng.random() < 0.6:
-                blocks = rng.choice(convs)
-            else:
-                blocks = [0]
-                convs.append(blocks)
-            for _ in range(rng.randint(1, 6)):
-                blocks.append(next_id)
-                next_id += 1
-            inp = len(blocks) * 512 - rng.randint(0, 511)
-            fh.write(json.dumps({"timestamp": round(t * 1000.0), "input_length": inp,
-                                 "output_length": rng.randint(1, 600), "hash_ids": blocks}) + "\n")
-    return path
+    return write_trace(path, conversation_trace(n, seed))
 
 
 def test_ours_has_the_long_wait_penalty_on_by_default_and_tail_0_turns_it_off(tmp_path: Path) -> None:

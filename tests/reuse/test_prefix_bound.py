@@ -11,6 +11,7 @@ from sovrouter.errors import InvalidRequestError
 from sovrouter.reuse.prefix_bound import belady_pooled
 from sovrouter.reuse.prefix_policies import POLICIES, make_policy, run_online
 from sovrouter.reuse.prefix_sim import SimConfig, TraceRequest, unbounded_hit_rate
+from sovrouter.testing_traces import conversation_trace
 
 
 def _req(t: float, ids: list[int], inp: int | None = None) -> TraceRequest:
@@ -65,22 +66,8 @@ def test_large_capacity_reaches_the_unbounded_bound_with_partial_blocks() -> Non
 
 @pytest.mark.parametrize("name", sorted(POLICIES))
 def test_no_policy_beats_the_pooled_belady_bound(name: str) -> None:
-    rng = random.Random(11)
-    convs: list[list[int]] = []
-    nxt = 1
-    trace: list[TraceRequest] = []
-    t = 0.0
-    for _ in range(300):
-        t += rng.expovariate(3.0)
-        if convs and rng.random() < 0.7:
-            blocks = rng.choice(convs)
-        else:
-            blocks = [0]
-            convs.append(blocks)
-        blocks.extend(range(nxt, nxt + rng.randint(1, 5)))
-        nxt = blocks[-1] + 1
-        trace.append(TraceRequest(t * 1000.0, 512 * len(blocks) - rng.randint(0, 400), rng.randint(1, 300),
-                                  tuple(blocks)))
+    trace = conversation_trace(300, 11, rate=3.0, p_return=0.7, max_new=5, slack=400, max_output=300,
+                               round_ms=False)
     cfg = SimConfig(capacity=24)
     run = run_online(trace, 3, make_policy(name, 3, cfg), cfg)
     hit = sum(s.cached_tokens for s in run.served) / sum(r.input_length for r in trace)

@@ -17,30 +17,14 @@ from sovrouter.reuse.prefix_policies import (
     run_online,
 )
 from sovrouter.reuse.prefix_sim import SimConfig, TraceRequest, load_trace, score, summarize
+from sovrouter.testing_traces import conversation_trace
 
 CFG = SimConfig(capacity=64)
 
 
 def synthetic_trace(n: int = 400, seed: int = 7) -> list[TraceRequest]:
     """Multi-turn conversations sharing a system block: each turn extends its conversation's blocks."""
-    rng = random.Random(seed)
-    next_id = 1
-    convs: list[list[int]] = []
-    out: list[TraceRequest] = []
-    t = 0.0
-    for _ in range(n):
-        t += rng.expovariate(2.0)
-        if convs and rng.random() < 0.6:
-            blocks = rng.choice(convs)
-        else:
-            blocks = [0]
-            convs.append(blocks)
-        for _ in range(rng.randint(1, 6)):
-            blocks.append(next_id)
-            next_id += 1
-        inp = len(blocks) * 512 - rng.randint(0, 511)
-        out.append(TraceRequest(round(t * 1000.0), inp, rng.randint(1, 600), tuple(blocks)))
-    return out
+    return conversation_trace(n, seed)
 
 
 @pytest.mark.parametrize("name", sorted(POLICIES))
