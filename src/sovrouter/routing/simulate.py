@@ -9,7 +9,7 @@ costs nothing and serves the same answer (quality counted per stream event).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -187,6 +187,13 @@ def feasible(m: Metrics, margin: float, domain_floor: float, min_off_frontier: f
 GRIDS: tuple[Sequence[float | None], ...] = (DIRECT_GRID, STAGE1_GRID, STAGE2_GRID, SKIP_GRID, STAGE3_GRID, PICK_GRID)
 
 
+def grid_points(grids: Sequence[Sequence[float | None]] = GRIDS) -> Iterator[TierThresholds]:
+    """Every threshold setting of ``grids`` (direct, stage1, stage2, skip, stage3, pick), in a fixed order."""
+    for direct, s1, s2, sk, s3, pick in itertools.product(*grids):
+        assert direct is not None and s1 is not None and s2 is not None and sk is not None
+        yield TierThresholds(direct=direct, stage1=s1, stage2=s2, skip=sk, stage3=s3, pick=pick)
+
+
 def select_thresholds(ev: EvalSet, sp: StageProbs, *, margin: float, domain_floor: float, high_factor: float,
                       cost_unit: float = 0.0, min_off_frontier: float = 0.0,
                       grids: Sequence[Sequence[float | None]] = GRIDS) -> tuple[TierThresholds, Metrics]:
@@ -198,9 +205,7 @@ def select_thresholds(ev: EvalSet, sp: StageProbs, *, margin: float, domain_floo
     allows (lambda is the constraint's multiplier; ``w_v`` is 1/high_factor for high-value tenants)."""
     best: tuple[float, TierThresholds, Metrics] | None = None
     fallback: tuple[float, TierThresholds, Metrics] | None = None
-    for direct, s1, s2, sk, s3, pick in itertools.product(*grids):
-        assert direct is not None and s1 is not None and s2 is not None and sk is not None
-        th = TierThresholds(direct=direct, stage1=s1, stage2=s2, skip=sk, stage3=s3, pick=pick)
+    for th in grid_points(grids):
         m = metrics(ev, run_policy(ev, sp, th, high_factor, cost_unit))
         if feasible(m, margin, domain_floor, min_off_frontier):
             if best is None or m.cost < best[0]:
@@ -221,9 +226,7 @@ def curve(ev: EvalSet, sp: StageProbs, high_factor: float, cost_unit: float = 0.
           grids: Sequence[Sequence[float | None]] = GRIDS) -> list[tuple[float, float, float]]:
     """(cost ratio, quality, off-frontier share) of the whole threshold grid's Pareto front."""
     pts = []
-    for direct, s1, s2, sk, s3, pick in itertools.product(*grids):
-        assert direct is not None and s1 is not None and s2 is not None and sk is not None
-        th = TierThresholds(direct=direct, stage1=s1, stage2=s2, skip=sk, stage3=s3, pick=pick)
+    for th in grid_points(grids):
         m = metrics(ev, run_policy(ev, sp, th, high_factor, cost_unit))
         pts.append((m.cost_ratio, m.quality, m.off_frontier))
     return pareto(pts)
