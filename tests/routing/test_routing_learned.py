@@ -43,13 +43,14 @@ class Const:
 
 def _router(catalog: Catalog, tenants: Tenants, *, s1: tuple[float, float], s2: tuple[float, float],
             pick: bool = True, s3: tuple[float, float] | None = None,
-            s4: dict[str, float] | None = None) -> LearnedRouter:
+            s4: dict[str, float] | None = None, skip: float = 2.0, skip_share: float = 0.0) -> LearnedRouter:
     models = RouterModels(domains=("math",), domain_model=None, kind_model=None, prior_models={},
                           stage1_first=Const(s1[0]), stage1_top=Const(s1[1]),
                           stage2_second=Const(s2[0]), stage2_top=Const(s2[1]),
                           stage3_mid=Const(s3[0]) if s3 else None, stage3_top=Const(s3[1]) if s3 else None,
                           stage4={k: Const(v) for k, v in (s4 or {}).items()})
     th = Thresholds(standard=TierThresholds(direct=0.3, stage1=0.05, stage2=0.05, pick_agreeing=pick,
+                                            skip=skip, skip_share=skip_share,
                                             stage3=0.05 if s3 else None, pick=0.1 if s4 else None))
     return LearnedRouter(Bundle(models, th), catalog, tenants)
 
@@ -158,7 +159,7 @@ def test_executed_question_decides_acceptance(catalog: Catalog, tenants: Tenants
     d = router.decide(req, sig, _all(catalog))
     assert d.evidence["mode"] == "cascade"  # never direct when the answer can be checked by execution
     local, sov = d.plan[0], d.plan[1]
-    assert router.review(req, sig, d, [_res(local, '{"answer": "[2,6]"}')]) is None
+    assert router.review(req, sig, d, [_res(local, '{"answer": "[2, 6]"}')]) is None
     assert router.review(req, sig, d, [_res(local, '{"answer": "[2, 4]"}')]) == sov
 
 
@@ -250,3 +251,18 @@ def test_voter_answer_after_a_failed_sovereign_step_is_checked_against_top(catal
     local, _sov, voter, top = d.plan[:4]
     # sovereign-large failed and the fallback chain answered with the voter: escalate to top, not backwards
     assert router.review(req, SIGNALS, d, [_res(local, '{"answer": "1"}'), _res(voter, '{"answer": "2"}')]) == top
+
+
+def test_skip_goes_straight_to_top_only_when_the_next_step_is_dear(catalog: Catalog, tenants: Tenants) -> None:
+    """Stage-1 gain 0.6 exceeds ``skip``: sovereign-large is skipped when it would cost at least ``skip_share`` of
+    frontier (a long prompt with a short answer), tried when it is cheap by comparison (a long answer)."""
+    router = _router(catalog, tenants, s1=(0.3, 0.9), s2=(0.5, 0.9), skip=0.5, skip_share=0.25)
+    long_prompt = _req("Context line. " * 400 + "Which option is right? Answer with one letter.")
+    d = router.decide(long_prompt, SIGNALS, _all(catalog))
+    local, top = d.plan[0], next(c for c in d.plan if c.slot == "frontier")
+    assert router.review(long_prompt, SIGNALS, d, [_res(local, "B")]) == top
+    short = _req("Write an essay about rivers.")
+    d2 = router.decide(short, SIGNALS, _all(catalog))
+    essay = _res(d2.plan[0], "Rivers shape valleys. " * 300)
+    assert router.review(short, SIGNALS, d2, [essay]) == d2.plan[1]
+    assert d2.plan[1].slot == "sovereign-large"

@@ -19,7 +19,8 @@ def _case() -> tuple[EvalSet, StageProbs]:
     ev = EvalSet(scores=scores, cost=cost, accel=accel, latency=np.ones((n, 4)), events=np.ones(n),
                  top=np.full(n, 3), high=np.zeros(n, dtype=bool), domains=np.array(["math"] * n),
                  pick_case=np.zeros(n, dtype=bool), executable=np.zeros(n, dtype=bool),
-                 exec_match=np.zeros((n, 4), dtype=bool), top_cost_est=np.ones((n, 2)))
+                 exec_match=np.zeros((n, 4), dtype=bool), top_cost_est=np.ones((n, 2)),
+                 step_share=np.full(n, 0.2))
     sp = StageProbs(prior=np.full((n, 4), 0.5), p1_first=np.array([0.9, 0.9, 0.2, 0.2]),
                     p1_top=np.array([0.9, 0.9, 0.9, 0.9]), p2_second=np.array([0.9, 0.9, 0.2, 0.2]),
                     p2_top=np.array([0.9, 0.9, 0.9, 0.9]), domain_probs=np.ones((n, 1)),
@@ -35,6 +36,16 @@ def test_cascade_accepts_and_escalates_as_the_router_would() -> None:
     assert out.called[2].tolist() == [True, True, False, True]  # local, sovereign, then frontier
     skip = run_policy(ev, sp, TierThresholds(direct=2.0, stage1=0.1, stage2=0.1, skip=0.5), 0.5)
     assert skip.called[2].tolist() == [True, False, False, True]  # large stage-1 gain: straight to frontier
+
+
+def test_skip_weighs_only_steps_that_cost_a_real_share_of_top() -> None:
+    ev, sp = _case()
+    ev.step_share[:] = [0.2, 0.2, 0.1, 0.4]  # sovereign-large costs 10% of frontier on row 2, 40% on row 3
+    th = TierThresholds(direct=2.0, stage1=0.1, stage2=0.1, skip=0.5, skip_share=0.25)
+    out = run_policy(ev, sp, th, 0.5)
+    assert out.called[2].tolist() == [True, True, False, True]  # a cheap step is still tried
+    assert out.called[3].tolist() == [True, False, False, True]  # a dear one is skipped on a large gain
+    assert out.served.tolist() == [0, 0, 3, 3]
 
 
 def test_selection_picks_cheapest_feasible_point() -> None:

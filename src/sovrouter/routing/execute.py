@@ -107,24 +107,54 @@ def run_question(text: str, timeout_s: float = 3.0) -> str | None:
     return proc.stdout
 
 
+def _literal(text: str) -> tuple[bool, object]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)
+            return True, ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return False, None
+
+
+def _digest(kind: str, text: str) -> str:
+    return hashlib.sha256(f"{kind}:{text}".encode("utf-8", "replace")).hexdigest()
+
+
+def _printed(text: str) -> str:
+    """Printed form with the quote style folded (``'a'`` and ``"a"`` print the same string)."""
+    return text.strip().replace('"', "'")
+
+
 def answer_key(value: str | None) -> str | None:
-    """A digest of a value's canonical form (``repr`` of the Python literal, else the stripped text).
+    """A digest of an executed value (its ``repr`` text): a string by its exact content, anything else by how
+    Python prints it, quote style aside.
 
     Signals carry this digest rather than the executed value, so no prompt-derived text reaches the records."""
     if value is None:
         return None
-    text = value.strip()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", SyntaxWarning)
-            canonical = repr(ast.literal_eval(text))
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        canonical = text
-    return hashlib.sha256(canonical.encode("utf-8", "replace")).hexdigest()
+    ok, literal = _literal(value.strip())
+    if ok and isinstance(literal, str):
+        return _digest("s", literal)
+    return _digest("r", _printed(value))
+
+
+def stated_keys(answer: str | None) -> frozenset[str]:
+    """The digests a stated answer can match: the text itself as a string, its quoted string literal, or the
+    text as a printed value.
+
+    Deliberately as strict as an output-prediction grader: a string must be stated exactly (leading and
+    trailing spaces count) and any other value exactly as Python prints it (``[ -5, 3]`` is not how Python
+    prints ``[-5, 3]``, and a dict's key order is part of its printed form)."""
+    if answer is None:
+        return frozenset()
+    keys = {_digest("s", answer), _digest("r", _printed(answer))}
+    ok, literal = _literal(answer.strip())
+    if ok and isinstance(literal, str):
+        keys.add(_digest("s", literal))
+    return frozenset(keys)
 
 
 def matches(answer: str | None, executed: str | None) -> bool:
-    """Whether a model's stated answer is the executed value (compared as canonical Python literals)."""
-    if answer is None or executed is None:
-        return False
-    return answer_key(answer) == answer_key(executed)
+    """Whether a model's stated answer is the executed value (see :func:`stated_keys`)."""
+    key = answer_key(executed)
+    return key is not None and key in stated_keys(answer)

@@ -23,7 +23,7 @@ from threadpoolctl import ThreadpoolController
 from sovrouter.catalog import Catalog, Tenants, estimate_tokens
 from sovrouter.contracts import Candidate, Detection, ModelResult, NormalizedRequest, RouteDecision, Signals
 from sovrouter.routing.answers import AnswerView, raw_answer, read_answer
-from sovrouter.routing.execute import answer_key, run_question
+from sovrouter.routing.execute import answer_key, run_question, stated_keys
 from sovrouter.routing.features import cheap_features
 from sovrouter.routing.model import (
     OUTPUT_KINDS,
@@ -182,7 +182,7 @@ class LearnedRouter:
         voter = next((c for c in decision.plan[:top_idx] if c.slot == VOTER), None)
         executed: str | None = getattr(signals, "executed", None)
         if executed is not None:  # the question was executed: the check is exact, no model needed
-            if answer_key(raw_answer(last.text)) == executed:
+            if executed in stated_keys(raw_answer(last.text)):
                 return None
             nxt = [c for c in decision.plan[decision.plan.index(last.candidate) + 1 : top_idx]
                    if c.slot in ("sovereign-large", VOTER)]
@@ -203,7 +203,10 @@ class LearnedRouter:
             # voter, whose answer then arrives here)
             nxt = [c for c in decision.plan[decision.plan.index(last.candidate) + 1 : top_idx]
                    if c.slot == "sovereign-large"]
-            return nxt[0] if nxt and gain <= tier.skip * scale else top
+            if not nxt:
+                return top
+            worth_trying = gain <= tier.skip * scale or self._step_share(nxt[0], top, decision, last) < tier.skip_share
+            return nxt[0] if worth_trying else top
         if first is not None and second is not None:
             a, b = read_answer(first.text), read_answer(second.text)
             row = [stage2_vector(prompt, a, b, top.slot)]
@@ -226,6 +229,17 @@ class LearnedRouter:
         except KeyError:
             return 1.0
         return self.thresholds.cost_scale(cost)
+
+    def _step_share(self, step: Candidate, top: Candidate, decision: RouteDecision, last: ModelResult) -> float:
+        """The next cheap step's estimated cost over top's (local-small's answer length stands in for both)."""
+        tokens_in = int(str(decision.evidence.get("input_tokens", 0)))
+        tokens_out = last.output_tokens or estimate_tokens(last.text)
+        try:
+            top_cost = self.catalog.cost_usd(top.slot, top.deployment, tokens_in, tokens_out)
+            step_cost = self.catalog.cost_usd(step.slot, step.deployment, tokens_in, tokens_out)
+        except KeyError:
+            return 0.0
+        return step_cost / top_cost if top_cost > 0 else 0.0
 
     def _pick_among_four(self, prompt: list[float], cheap: dict[str, ModelResult], last: ModelResult,
                          margin: float) -> Candidate | None:

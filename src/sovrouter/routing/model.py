@@ -45,6 +45,9 @@ class TierThresholds(BaseModel):
     stage1: float = Field(description="P(top good | L) - P(L good) above which L is not accepted")
     stage2: float = Field(description="P(top good | L, S) - P(S good) above which top is called")
     skip: float = Field(default=2.0, description="stage-1 gain above which top is called at once (no S step)")
+    skip_share: float = Field(default=0.0, ge=0, description="the skip test applies only where the "
+                              "sovereign-large step's estimated cost is at least this share of top's: a step "
+                              "that cheap is always worth trying (0: the skip test applies everywhere)")
     pick_agreeing: bool = Field(default=False, description="after top, serve the cheap answer when both cheap "
                                 "answers agree against top")
     stage3: float | None = Field(default=None, description="voter step: when stage 2 escalates and top is "
@@ -75,7 +78,7 @@ class Thresholds(BaseModel):
         f = self.high_value_factor
         s = self.standard
         return TierThresholds(direct=s.direct * f, stage1=s.stage1 * f, stage2=s.stage2 * f, skip=s.skip * f,
-                              pick_agreeing=s.pick_agreeing,
+                              skip_share=s.skip_share, pick_agreeing=s.pick_agreeing,
                               stage3=None if s.stage3 is None else s.stage3 * f,
                               pick=None if s.pick is None else s.pick / f)
 

@@ -37,11 +37,12 @@ class EvalSet:
     executable: NDArray[np.bool_]  # the prompt's question was executed (sandbox)
     exec_match: NDArray[np.bool_]  # (n, 4) the slot's answer equals the executed value
     top_cost_est: NDArray[np.float64]  # (n, 2) top's cost estimated from local-small's / sovereign-large's length
+    step_share: NDArray[np.float64]  # (n,) sovereign-large's cost over top's, both estimated from local-small's
 
     def subset(self, rows: NDArray[np.int_]) -> EvalSet:
         return EvalSet(self.scores[rows], self.cost[rows], self.accel[rows], self.latency[rows], self.events[rows],
                        self.top[rows], self.high[rows], self.domains[rows], self.pick_case[rows],
-                       self.executable[rows], self.exec_match[rows], self.top_cost_est[rows])
+                       self.executable[rows], self.exec_match[rows], self.top_cost_est[rows], self.step_share[rows])
 
 
 @dataclass
@@ -93,7 +94,7 @@ def run_policy(ev: EvalSet, sp: StageProbs, th: TierThresholds, high_factor: flo
     served[accept1] = L
     go_on = cascade & ~accept1
     # escalation from L: to S when S is a cheap step, else straight to top (top == S for on-premises tenants)
-    skip = ~ex & ((sp.p1_top - sp.p1_first) > th.skip * f1)
+    skip = ~ex & (ev.step_share >= th.skip_share) & ((sp.p1_top - sp.p1_first) > th.skip * f1)
     to_s = go_on & has_s & ~skip
     to_top = go_on & ~to_s
     called[to_top, ev.top[to_top]] = True
@@ -174,7 +175,8 @@ def metrics(ev: EvalSet, out: Outcome, ref: Outcome | None = None) -> Metrics:
 DIRECT_GRID: tuple[float, ...] = (0.3, 2.0)
 STAGE1_GRID: tuple[float, ...] = (-0.2, -0.1, -0.05, 0.0, 0.05)
 STAGE2_GRID: tuple[float, ...] = (-0.05, 0.0, 0.02, 0.05, 0.1)
-SKIP_GRID: tuple[float, ...] = (2.0,)
+SKIP_GRID: tuple[float, ...] = (0.2, 0.3, 2.0)
+SKIP_SHARE = 0.25  # the skip test weighs only steps costing at least a quarter of top (docs/routing.md)
 STAGE3_GRID: tuple[float | None, ...] = (0.0, 0.01, 0.02, 0.04, 0.07, 0.1, 0.15)
 PICK_GRID: tuple[float | None, ...] = (None, 0.1)
 
@@ -191,7 +193,8 @@ def grid_points(grids: Sequence[Sequence[float | None]] = GRIDS) -> Iterator[Tie
     """Every threshold setting of ``grids`` (direct, stage1, stage2, skip, stage3, pick), in a fixed order."""
     for direct, s1, s2, sk, s3, pick in itertools.product(*grids):
         assert direct is not None and s1 is not None and s2 is not None and sk is not None
-        yield TierThresholds(direct=direct, stage1=s1, stage2=s2, skip=sk, stage3=s3, pick=pick)
+        yield TierThresholds(direct=direct, stage1=s1, stage2=s2, skip=sk, skip_share=SKIP_SHARE, stage3=s3,
+                             pick=pick)
 
 
 def select_thresholds(ev: EvalSet, sp: StageProbs, *, margin: float, domain_floor: float, high_factor: float,
