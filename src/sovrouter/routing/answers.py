@@ -21,6 +21,8 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sovrouter.routing.codecheck import CodeAnswer, behaviour_agreement, example_runs, parse_code_answer
+
 _JSON_ANSWER = re.compile(r'"answer"\s*:\s*"((?:[^"\\]|\\.)*)"', re.IGNORECASE)
 _JSON_ANSWER_BARE = re.compile(r'"answer"\s*:\s*([^,}\n"]+)', re.IGNORECASE)
 _STATED_CHOICE = re.compile(r"answer\s*(?:is|:)\s*:?\s*\(?\*{0,2}([A-Ja-j])\b\)?", re.IGNORECASE)
@@ -120,7 +122,7 @@ def _compressibility(text: str) -> float:
 
 ANSWER_FEATURES: tuple[str, ...] = (
     "extracted", "is_letter", "is_number", "answer_len", "resp_log_len", "has_code", "json_valid",
-    "hedge", "compress", "ends_clean", "n_numbers",
+    "hedge", "compress", "ends_clean", "n_numbers", "example_runs",
 )
 
 
@@ -131,10 +133,12 @@ class AnswerView:
     text: str
     answer: str | None
     features: tuple[float, ...]
+    code: CodeAnswer | None = None  # a code answer's function and example, for differential execution
 
 
 def read_answer(text: str) -> AnswerView:
     answer = extract_answer(text)
+    code = parse_code_answer(text) if "def " in text and "```" in text else None
     low = text[:2000].lower()
     stripped = text.rstrip()
     feats = (
@@ -149,11 +153,13 @@ def read_answer(text: str) -> AnswerView:
         _compressibility(text),
         1.0 if stripped.endswith((".", "}", "```", ")", "!", "?")) or len(stripped) < 40 else 0.0,
         math.log1p(len(_NUMBER.findall(text[:4000]))),
+        example_runs(code),
     )
-    return AnswerView(text=text, answer=answer, features=feats)
+    return AnswerView(text=text, answer=answer, features=feats, code=code)
 
 
-PAIR_FEATURES: tuple[str, ...] = ("both_extracted", "agree", "jaccard", "len_ratio", "final_num_agree")
+PAIR_FEATURES: tuple[str, ...] = ("both_extracted", "agree", "jaccard", "len_ratio", "final_num_agree",
+                                  "behaviour_agree")
 
 
 def pair_features(a: AnswerView, b: AnswerView) -> tuple[float, ...]:
@@ -166,6 +172,7 @@ def pair_features(a: AnswerView, b: AnswerView) -> tuple[float, ...]:
         jaccard(code_block(a.text) or a.text, code_block(b.text) or b.text),
         math.log(la / lb),
         1.0 if fa is not None and fa == fb else 0.0,
+        behaviour_agreement(a.code, b.code),
     )
 
 

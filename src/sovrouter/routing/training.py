@@ -11,6 +11,7 @@ score and a row with label 0 weighted by 1 - score), so each probability estimat
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from sklearn.model_selection import GroupKFold
 from threadpoolctl import threadpool_limits
 
 from sovrouter.routing.answers import AnswerView, raw_answer, read_answer
+from sovrouter.routing.codecheck import behaviour_agreement
 from sovrouter.routing.dataset import Workload
 from sovrouter.routing.execute import matches, run_question
 from sovrouter.routing.features import cheap_features, make_vectorizer, prompt_matrix
@@ -70,12 +72,28 @@ def output_kind_label(prompt_dense: Sequence[float], reference: AnswerView) -> s
 def featurize(w: Workload) -> Featurized:
     dense = np.asarray([cheap_features(t, detect_language(t)) for t in w.texts], dtype=np.float64)
     x = prompt_matrix(make_vectorizer(), w.texts, dense)
-    views = [[read_answer(r) for r in resp] for resp in w.responses]
+    with ThreadPoolExecutor(max_workers=4) as pool:  # code answers run their examples (subprocess-bound)
+        views = list(pool.map(lambda resp: [read_answer(r) for r in resp], w.responses))
+    warm_code_checks(views)
     kinds = [output_kind_label(dense[i], views[i][F]) for i in range(len(w))]
     executed = [run_question(t) for t in w.texts]
     match = np.asarray([[matches(raw_answer(r), executed[i]) for r in w.responses[i]] for i in range(len(w))])
     return Featurized(x=x, dense=dense, views=views, kinds=kinds, exec_match=match,
                       executable=np.asarray([e is not None for e in executed]))
+
+
+def warm_code_checks(views: Sequence[Sequence[AnswerView]], workers: int = 4) -> None:
+    """Run every pair's differential execution once, in parallel (subprocess-bound); the results are memoised
+    in the answers' :class:`~sovrouter.routing.codecheck.CodeAnswer` objects, so the stage vectors built for
+    every fold reuse them."""
+    def one_row(row: Sequence[AnswerView]) -> None:
+        for a in range(len(row)):
+            for b in range(a + 1, len(row)):
+                behaviour_agreement(row[a].code, row[b].code)
+
+    rows = [row for row in views if sum(v.code is not None for v in row) >= 2]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(one_row, rows))
 
 
 def top_index(allowed_slots: set[str]) -> int:
