@@ -1,9 +1,10 @@
 """Offline evaluation of cascade thresholds over precomputed scores (vectorised), metrics, threshold selection.
 
 ``run_policy`` mirrors :class:`~sovrouter.routing.learned.LearnedRouter` step for step (direct / accept the first
-cheap answer / accept the second / call top, then pick): the router-object replay in ``bench/router_curves.py``
-checks that both agree at the shipped thresholds. Every call made is paid for; an exact-cache repeat of a request
-costs nothing and serves the same answer (quality counted per stream event).
+cheap answer / accept the second / call top, then pick): ``bench/router_parity.py`` compares both on a replay
+of dev at the shipped thresholds (99.9% of requests get the same calls and the same served slot). Every call
+made is paid for; an exact-cache repeat of a request costs nothing and serves the same answer (quality counted
+per stream event).
 """
 
 from __future__ import annotations
