@@ -45,7 +45,7 @@ from sovrouter.routing.evaluation import (
     cost_unit,
     cross_validate,
 )
-from sovrouter.routing.simulate import EvalSet, Outcome, curve, metrics, pareto, reference
+from sovrouter.routing.simulate import CURVE_GRIDS, EvalSet, Outcome, curve, metrics, pareto, reference
 from sovrouter.routing.training import featurize, oof_stage_probs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,7 +110,7 @@ def main() -> None:
     ev = build_evalset(w, feat, catalog, tenants)
     sp, fold_of = oof_stage_probs(feat, w, ev.top, folds=FOLDS)
     cv = cross_validate(ev, sp, fold_of)
-    learned_front = curve(ev, sp, HIGH_FACTOR, cost_unit(ev))
+    learned_front = curve(ev, sp, HIGH_FACTOR, cost_unit(ev), grids=CURVE_GRIDS)
     hashed = feat.x[:, : feat.x.shape[1] - feat.dense.shape[1]]
     emb = TruncatedSVD(n_components=64, random_state=0).fit_transform(hashed)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True) + 1e-9

@@ -32,7 +32,7 @@ from sovrouter.routing.training import (
     top_index,
 )
 
-MARGIN = 0.002  # training folds must beat the reference's mean quality by 0.2 points ...
+MARGIN = 0.001  # training folds must beat the reference's mean quality by 0.1 points ...
 DOMAIN_FLOOR = -0.0075  # ... with no domain more than 0.75 points below it (the floor is 2)
 HIGH_FACTOR = 0.5  # high-value tenants weigh quality twice: half the gain thresholds
 MIN_OFF_FRONTIER = 0.53  # training folds must keep this share of events off frontier accelerators (floor 0.50)
