@@ -65,3 +65,10 @@ def test_answer_features_carry_the_evidence() -> None:
     plain = read_answer("The answer is 42.")
     assert plain.code is None and plain.features[-1] == 0.5
     assert dict(zip(PAIR_FEATURES, pair_features(plain, a), strict=True))["behaviour_agree"] == 0.5
+
+
+def test_one_sandbox_process_runs_many_snippets_each_on_its_own_budget() -> None:
+    from sovrouter.routing.codecheck import run_many
+
+    out = run_many(["print(1)", "while True:\n    pass", "import os", "print(sum(range(10)))", "x = y"])
+    assert out == ["1\n", None, None, "45\n", None]  # a runaway or failing snippet does not take the others down

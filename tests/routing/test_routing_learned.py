@@ -266,3 +266,11 @@ def test_skip_goes_straight_to_top_only_when_the_next_step_is_dear(catalog: Cata
     essay = _res(d2.plan[0], "Rivers shape valleys. " * 300)
     assert router.review(short, SIGNALS, d2, [essay]) == d2.plan[1]
     assert d2.plan[1].slot == "sovereign-large"
+
+
+def test_later_reviews_reuse_answers_already_read(catalog: Catalog, tenants: Tenants) -> None:
+    router = _router(catalog, tenants, s1=(0.5, 0.9), s2=(0.5, 0.9))
+    text = "```python\ndef f(x):\n    return x\n\nprint(f(1))\n```"
+    first = router._read(text)
+    assert router._read(text) is first  # the sandbox result travels with the view: run once per answer
+    assert router._read(text + " ") is not first

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sovrouter.routing.execute import MAX_CODE_CHARS
@@ -42,34 +43,46 @@ _BUILTINS = (
     "IndexError", "KeyError", "TypeError", "Exception", "StopIteration", "ZeroDivisionError", "AttributeError",
     "ArithmeticError", "RuntimeError", "NotImplementedError", "True", "False", "None",
 )
-TIMEOUT_S = 2.0
+TIMEOUT_S = 2.0  # wall clock per snippet
+CPU_S = 1.0  # CPU time per snippet
 
 _RUNNER = r"""
-import builtins, io, json, resource, sys
-resource.setrlimit(resource.RLIMIT_CPU, (1, 1))
+import builtins, io, json, resource, signal, sys
+job = json.loads(sys.stdin.read())
+codes = job["codes"]
+resource.setrlimit(resource.RLIMIT_CPU, (len(codes) + 1, len(codes) + 1))
 resource.setrlimit(resource.RLIMIT_AS, (512 * 2**20, 512 * 2**20))
 resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
 resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
-job = json.loads(sys.stdin.read())
 allowed = frozenset(job["modules"])
 real_import = builtins.__import__
 def guarded_import(name, globals=None, locals=None, fromlist=(), level=0):
     if level or name.split(".")[0] not in allowed:
         raise ImportError(name)
     return real_import(name, globals, locals, fromlist, level)
-out = io.StringIO()
-def captured_print(*args, sep=" ", end="\n", **_ignored):
-    out.write(sep.join(str(a) for a in args) + end)
-safe = {k: getattr(builtins, k) for k in job["builtins"] if hasattr(builtins, k)}
-safe.update(__import__=guarded_import, __build_class__=builtins.__build_class__, print=captured_print)
-try:
-    exec(compile(job["code"], "<answer>", "exec"), {"__builtins__": safe, "__name__": "__main__"})
-    ok = True
-except BaseException:
-    ok = False
-sys.stdout.write(json.dumps({"ok": ok, "out": out.getvalue()[:4000]}))
+class OutOfTime(BaseException):
+    pass
+def out_of_time(signum, frame):
+    raise OutOfTime()
+signal.signal(signal.SIGVTALRM, out_of_time)
+results = []
+for code in codes:
+    out = io.StringIO()
+    def captured_print(*args, sep=" ", end="\n", _out=out, **_ignored):
+        _out.write(sep.join(str(a) for a in args) + end)
+    safe = {k: getattr(builtins, k) for k in job["builtins"] if hasattr(builtins, k)}
+    safe.update(__import__=guarded_import, __build_class__=builtins.__build_class__, print=captured_print)
+    signal.setitimer(signal.ITIMER_VIRTUAL, job["cpu_s"])
+    try:
+        exec(compile(code, "<answer>", "exec"), {"__builtins__": safe, "__name__": "__main__"})
+        ok = True
+    except BaseException:
+        ok = False
+    finally:
+        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
+    results.append({"ok": ok, "out": out.getvalue()[:4000]})
+sys.stdout.write(json.dumps(results))
 """
-
 
 def screen(code: str) -> bool:
     """True when ``code`` passes the static safety screen (see the module docstring)."""
@@ -98,20 +111,33 @@ def screen(code: str) -> bool:
 
 def run(code: str, timeout_s: float = TIMEOUT_S) -> str | None:
     """What ``code`` prints, or ``None`` when it is unsafe, fails or times out."""
-    if not screen(code):
-        return None
-    job = json.dumps({"code": code, "builtins": list(_BUILTINS), "modules": list(MODULES)})
+    return run_many([code], timeout_s)[0]
+
+
+def run_many(codes: Sequence[str], timeout_s: float = TIMEOUT_S) -> list[str | None]:
+    """:func:`run` for several snippets in one sandboxed interpreter (one process start instead of one each):
+    every snippet gets fresh globals and its own CPU-time budget; unsafe ones are not sent at all."""
+    results: list[str | None] = [None] * len(codes)
+    todo = [i for i, code in enumerate(codes) if screen(code)]
+    if not todo:
+        return results
+    job = json.dumps({"codes": [codes[i] for i in todo], "builtins": list(_BUILTINS), "modules": list(MODULES),
+                      "cpu_s": CPU_S})
     with tempfile.TemporaryDirectory() as tmp:
         try:
             proc = subprocess.run([sys.executable, "-I", "-S", "-c", _RUNNER], input=job, capture_output=True,
-                                  text=True, timeout=timeout_s, cwd=tmp, env={}, check=False)
+                                  text=True, timeout=timeout_s * len(todo), cwd=tmp, env={}, check=False)
         except (subprocess.TimeoutExpired, OSError):
-            return None
+            return results
     try:
-        result = json.loads(proc.stdout)
+        outputs = json.loads(proc.stdout)
     except ValueError:
-        return None
-    return str(result["out"]) if result.get("ok") else None
+        return results
+    if not isinstance(outputs, list) or len(outputs) != len(todo):
+        return results
+    for i, out in zip(todo, outputs, strict=True):
+        results[i] = str(out["out"]) if out.get("ok") else None
+    return results
 
 
 @dataclass
@@ -129,17 +155,39 @@ class CodeAnswer:
     def example_output(self) -> str | None:
         """The example's output with this answer's own definitions (run once)."""
         if not self.ran:
-            self.own_output = run(self.definitions + "\n" + self.example) if self.example else None
+            self.own_output = run(self.own_program()) if self.example else None
             self.ran = True
         return self.own_output
 
+    def own_program(self) -> str:
+        return self.definitions + "\n" + self.example
+
+    def program_with(self, other: CodeAnswer) -> str:
+        """This answer's example with its function name bound to ``other``'s function."""
+        return other.definitions + "\n" + f"{self.function} = {other.function}" + "\n" + self.example
+
     def output_with(self, other: CodeAnswer) -> str | None:
-        """The example's output when its function name is bound to ``other``'s function (memoised per other)."""
+        """The example's output with ``other``'s function swapped in (memoised per other)."""
         key = other.definitions
         if key not in self._borrowed:
-            alias = f"{self.function} = {other.function}"
-            self._borrowed[key] = run(other.definitions + "\n" + alias + "\n" + self.example)
+            self._borrowed[key] = run(self.program_with(other))
         return self._borrowed[key]
+
+    def prefetch(self, other: CodeAnswer) -> None:
+        """Run, in one sandbox process, whatever :func:`behaviour_agreement` of the two answers still needs."""
+        jobs: list[tuple[str, CodeAnswer, CodeAnswer | None]] = []
+        for host, guest in ((self, other), (other, self)):
+            if host.example and not host.ran:
+                jobs.append((host.own_program(), host, None))
+            if host.example and guest.definitions not in host._borrowed:
+                jobs.append((host.program_with(guest), host, guest))
+        if not jobs:
+            return
+        for (_, owner, borrowed), out in zip(jobs, run_many([j[0] for j in jobs]), strict=True):
+            if borrowed is None:
+                owner.own_output, owner.ran = out, True
+            else:
+                owner._borrowed[borrowed.definitions] = out
 
 
 def parse_code_answer(text: str) -> CodeAnswer | None:
@@ -179,6 +227,7 @@ def behaviour_agreement(a: CodeAnswer | None, b: CodeAnswer | None) -> float:
     votes: list[bool] = []
     if a is None or b is None or not a.safe or not b.safe:
         return 0.5
+    a.prefetch(b)
     for host, guest in ((a, b), (b, a)):
         own = host.example_output()
         if own:  # an example that runs and prints something

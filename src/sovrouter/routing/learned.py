@@ -15,6 +15,9 @@ difficulty, per-slot prior quality) and hands them to the router inside :class:`
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
@@ -41,6 +44,7 @@ CHEAP_CHAIN: tuple[str, ...] = ("local-small", "sovereign-large")
 VOTER = "hosted-mini"
 """Asked before frontier when the cheap chain did not convince the verifiers (``stage3``): a third, cheap answer."""
 TOP_PREFERENCE: tuple[str, ...] = ("frontier", "hosted-mini", "sovereign-large", "local-small")
+VIEW_CACHE_SIZE = 512
 
 
 def detect_language(text: str) -> str | None:
@@ -94,8 +98,26 @@ class LearnedRouter:
         # one-row predictions: OpenMP thread start-up costs far more than the work (246 ms vs 4 ms measured
         # under load), so verifier calls run single-threaded (scoped to the call, not process-wide)
         self._threads = ThreadpoolController()
+        # answers already read for this router's recent reviews: a cascade's later review re-reads the earlier
+        # answers, and a code answer's view holds its sandbox results (bounded, oldest dropped first)
+        self._views: OrderedDict[bytes, AnswerView] = OrderedDict()
+        self._views_lock = threading.Lock()
 
     # ------------------------------------------------------------------ helpers
+    def _read(self, text: str) -> AnswerView:
+        key = hashlib.sha256(text.encode("utf-8", "replace")).digest()
+        with self._views_lock:
+            view = self._views.get(key)
+            if view is not None:
+                self._views.move_to_end(key)
+                return view
+        view = read_answer(text)  # outside the lock: a code answer runs its example in the sandbox
+        with self._views_lock:
+            self._views[key] = view
+            if len(self._views) > VIEW_CACHE_SIZE:
+                self._views.popitem(last=False)
+        return view
+
     def _tier(self, tenant: str) -> TierThresholds:
         value = "standard"
         if self.tenants is not None:
@@ -188,12 +210,12 @@ class LearnedRouter:
                    if c.slot in ("sovereign-large", VOTER)]
             return nxt[0] if nxt else top
         if first is not None and second is not None and third is not None and tier.stage3 is not None:
-            row = [stage3_vector(prompt, read_answer(first.text), read_answer(second.text), read_answer(third.text))]
+            row = [stage3_vector(prompt, self._read(first.text), self._read(second.text), self._read(third.text))]
             with self._threads.limit(limits=1, user_api="openmp"):
                 gain = float(proba(self.models.stage3_top, row)[0] - proba(self.models.stage3_mid, row)[0])
             return top if gain > tier.stage3 * scale else None
         if first is not None and second is None:
-            view = read_answer(first.text)
+            view = self._read(first.text)
             row = [stage1_vector(prompt, view, top.slot)]
             with self._threads.limit(limits=1, user_api="openmp"):
                 gain = float(proba(self.models.stage1_top, row)[0] - proba(self.models.stage1_first, row)[0])
@@ -208,7 +230,7 @@ class LearnedRouter:
             worth_trying = gain <= tier.skip * scale or self._step_share(nxt[0], top, decision, last) < tier.skip_share
             return nxt[0] if worth_trying else top
         if first is not None and second is not None:
-            a, b = read_answer(first.text), read_answer(second.text)
+            a, b = self._read(first.text), self._read(second.text)
             row = [stage2_vector(prompt, a, b, top.slot)]
             with self._threads.limit(limits=1, user_api="openmp"):
                 gain = float(proba(self.models.stage2_top, row)[0] - proba(self.models.stage2_second, row)[0])
@@ -248,7 +270,7 @@ class LearnedRouter:
         first, second, third = cheap.get("local-small"), cheap.get("sovereign-large"), cheap.get(VOTER)
         if first is None or second is None or third is None or not self.models.stage4:
             return None
-        row = [stage4_vector(prompt, [read_answer(r.text) for r in (first, second, third, last)])]
+        row = [stage4_vector(prompt, [self._read(r.text) for r in (first, second, third, last)])]
         with self._threads.limit(limits=1, user_api="openmp"):
             p = {slot: float(proba(model, row)[0]) for slot, model in self.models.stage4.items()}
         best = third if p.get(VOTER, 0.0) >= p.get("sovereign-large", 0.0) else second
