@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from sovrouter.build import make_router
 from sovrouter.catalog import Catalog, Tenants
 from sovrouter.config import Settings
@@ -16,6 +19,15 @@ def test_shipped_bundle_loads_with_thresholds() -> None:
     assert set(bundle.models.prior_models) == set(SLOT_ORDER)
     assert bundle.thresholds.high_value_factor <= 1.0
     assert bundle.models.domains
+
+
+def test_shipped_artifacts_match_the_taxonomy_version() -> None:
+    """The artifacts record the docs/taxonomy.md version they were trained against; a taxonomy change that
+    alters routing paths must come with retrained artifacts."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "taxonomy.md").read_text(encoding="utf-8")
+    found = re.search(r"Version \*\*([0-9.]+)\*\*", doc)
+    assert found is not None
+    assert Bundle.load().models.version == found.group(1)
 
 
 def test_learned_router_from_settings_classifies_and_decides(catalog: Catalog, tenants: Tenants) -> None:

@@ -162,7 +162,7 @@ class RouterModels:
     stage1_top: Any
     stage2_second: Any
     stage2_top: Any
-    version: str = "1.1"  # the docs/taxonomy.md version the models were trained against
+    version: str = "1.2"  # the docs/taxonomy.md version the models were trained against
     meta: dict[str, Any] = field(default_factory=dict)
     stage3_mid: Any = None  # P(hosted-mini good | L, S, M answers); None in bundles without the voter step
     stage3_top: Any = None  # P(frontier good | L, S, M answers)
