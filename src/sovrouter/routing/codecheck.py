@@ -22,19 +22,18 @@ import re
 import subprocess
 import sys
 import tempfile
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sovrouter.routing.execute import MAX_CODE_CHARS
+from sovrouter.routing.execute import MAX_CODE_CHARS, parse_quietly, safe_tree
 
 _CODE_BLOCK = re.compile(r"```(?:python|py|python3)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 _DENY = frozenset({
     "open", "exec", "eval", "compile", "input", "__import__", "globals", "locals", "vars", "getattr", "setattr",
     "delattr", "breakpoint", "exit", "quit", "help", "memoryview", "dir", "type", "os", "sys", "subprocess",
 })
-MODULES = ("math", "re", "collections", "itertools", "functools", "heapq", "string", "bisect", "operator",
-           "statistics", "fractions", "decimal", "typing", "copy", "cmath", "array", "datetime")
+MODULES = frozenset({"math", "re", "collections", "itertools", "functools", "heapq", "string", "bisect", "operator",
+                     "statistics", "fractions", "decimal", "typing", "copy", "cmath", "array", "datetime"})
 _BUILTINS = (
     "abs", "all", "any", "bin", "bool", "chr", "dict", "divmod", "enumerate", "filter", "float", "format",
     "frozenset", "hex", "int", "isinstance", "issubclass", "iter", "len", "list", "map", "max", "min", "next",
@@ -88,25 +87,8 @@ def screen(code: str) -> bool:
     """True when ``code`` passes the static safety screen (see the module docstring)."""
     if len(code) > MAX_CODE_CHARS:
         return False
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", SyntaxWarning)
-            tree = ast.parse(code, mode="exec")
-    except (SyntaxError, ValueError):
-        return False
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import) and any(a.name.split(".")[0] not in MODULES for a in node.names):
-            return False
-        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").split(".")[0] not in MODULES):
-            return False
-        if isinstance(node, ast.Global | ast.Nonlocal | ast.AsyncFunctionDef | ast.Await | ast.With |
-                      ast.AsyncWith):
-            return False
-        if isinstance(node, ast.Name) and (node.id in _DENY or node.id.startswith("__")):
-            return False
-        if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
-            return False
-    return True
+    tree = parse_quietly(code)
+    return tree is not None and safe_tree(tree, _DENY, MODULES)
 
 
 def run(code: str, timeout_s: float = TIMEOUT_S) -> str | None:
@@ -121,7 +103,7 @@ def run_many(codes: Sequence[str], timeout_s: float = TIMEOUT_S) -> list[str | N
     todo = [i for i, code in enumerate(codes) if screen(code)]
     if not todo:
         return results
-    job = json.dumps({"codes": [codes[i] for i in todo], "builtins": list(_BUILTINS), "modules": list(MODULES),
+    job = json.dumps({"codes": [codes[i] for i in todo], "builtins": list(_BUILTINS), "modules": sorted(MODULES),
                       "cpu_s": CPU_S})
     with tempfile.TemporaryDirectory() as tmp:
         try:
@@ -195,11 +177,8 @@ def parse_code_answer(text: str) -> CodeAnswer | None:
     code = "\n".join(_CODE_BLOCK.findall(text))
     if not code or len(code) > MAX_CODE_CHARS:
         return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", SyntaxWarning)
-            tree = ast.parse(code)
-    except (SyntaxError, ValueError):
+    tree = parse_quietly(code)
+    if not isinstance(tree, ast.Module):
         return None
     kinds = (ast.FunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)
     functions = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]

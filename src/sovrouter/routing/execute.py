@@ -68,26 +68,40 @@ def find_question(text: str) -> tuple[str, str] | None:
     return None
 
 
-def screen(code: str, expr: str) -> bool:
-    """True when the snippet passes the static safety screen."""
-    if len(code) > MAX_CODE_CHARS:
-        return False
+def parse_quietly(source: str, mode: str = "exec") -> ast.AST | None:
+    """``ast.parse`` without SyntaxWarnings; ``None`` when ``source`` does not parse."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SyntaxWarning)
-            trees = [ast.parse(code, mode="exec"), ast.parse(expr, mode="eval")]
+            return ast.parse(source, mode=mode)
     except (SyntaxError, ValueError):
-        return False
-    for tree in trees:
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import | ast.ImportFrom | ast.Global | ast.Nonlocal | ast.AsyncFunctionDef |
-                          ast.Await | ast.With | ast.AsyncWith):
-                return False
-            if isinstance(node, ast.Name) and (node.id in _DENY or node.id.startswith("__")):
-                return False
-            if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
-                return False
+        return None
+
+
+def safe_tree(tree: ast.AST, deny: frozenset[str], modules: frozenset[str] = frozenset()) -> bool:
+    """The static screen shared by the sandboxes: no imports except top-level ones from ``modules``, no global /
+    nonlocal / async / with, no name in ``deny`` or starting with ``__``, no attribute starting with ``_``."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import) and any(a.name.split(".")[0] not in modules for a in node.names):
+            return False
+        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").split(".")[0] not in modules):
+            return False
+        if isinstance(node, ast.Global | ast.Nonlocal | ast.AsyncFunctionDef | ast.Await | ast.With |
+                      ast.AsyncWith):
+            return False
+        if isinstance(node, ast.Name) and (node.id in deny or node.id.startswith("__")):
+            return False
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+            return False
     return True
+
+
+def screen(code: str, expr: str) -> bool:
+    """True when the snippet passes the static safety screen (no imports at all)."""
+    if len(code) > MAX_CODE_CHARS:
+        return False
+    trees = [parse_quietly(code, "exec"), parse_quietly(expr, "eval")]
+    return all(t is not None and safe_tree(t, _DENY) for t in trees)
 
 
 def run_question(text: str, timeout_s: float = 3.0) -> str | None:
