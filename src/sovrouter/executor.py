@@ -9,6 +9,7 @@ here) is the policy guard.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -47,7 +48,8 @@ class Executor:
                     return results[-1]
                 raise
             results.append(result)
-            nxt = review(results)
+            # off the event loop: a review may run verifiers and sandboxed code checks (tens of ms)
+            nxt = await asyncio.to_thread(review, results)
             if nxt is None or nxt not in plan:
                 return result
             for earlier in results:  # the router picked an answer it already has (e.g. by agreement)
