@@ -36,17 +36,16 @@ from sklearn.model_selection import GroupKFold
 
 from sovrouter.catalog import Catalog, Tenants
 from sovrouter.routing.calibration import reliability
-from sovrouter.routing.dataset import load_workload
 from sovrouter.routing.evaluation import (
     FOLDS,
     HIGH_FACTOR,
-    build_evalset,
     calibration_report,
     cost_unit,
     cross_validate,
+    prepare,
 )
 from sovrouter.routing.simulate import CURVE_GRIDS, EvalSet, Outcome, curve, metrics, pareto, reference
-from sovrouter.routing.training import featurize, oof_stage_probs
+from sovrouter.routing.training import oof_stage_probs
 
 ROOT = Path(__file__).resolve().parents[1]
 S = 1
@@ -105,9 +104,7 @@ def main() -> None:
     t0 = time.perf_counter()
     wl = Path(args.workload)
     catalog, tenants = Catalog.load(wl / "models.json"), Tenants.load(wl / "tenants.json")
-    w = load_workload(wl, catalog)
-    feat = featurize(w)
-    ev = build_evalset(w, feat, catalog, tenants)
+    w, feat, ev = prepare(wl, catalog, tenants)
     sp, fold_of = oof_stage_probs(feat, w, ev.top, folds=FOLDS)
     cv = cross_validate(ev, sp, fold_of)
     learned_front = curve(ev, sp, HIGH_FACTOR, cost_unit(ev), grids=CURVE_GRIDS)

@@ -23,11 +23,10 @@ import numpy as np
 
 from sovrouter.catalog import Catalog, Tenants
 from sovrouter.replay.decisions import iter_decisions
-from sovrouter.routing.dataset import load_workload
-from sovrouter.routing.evaluation import HIGH_FACTOR, build_evalset
+from sovrouter.routing.evaluation import HIGH_FACTOR, prepare
 from sovrouter.routing.model import SLOT_ORDER, Bundle
 from sovrouter.routing.simulate import run_policy
-from sovrouter.routing.training import featurize, stage_probs
+from sovrouter.routing.training import stage_probs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,9 +40,7 @@ def main() -> None:
     t0 = time.perf_counter()
     wdir = Path(args.workload)
     catalog, tenants = Catalog.load(wdir / "models.json"), Tenants.load(wdir / "tenants.json")
-    w = load_workload(wdir, catalog)
-    feat = featurize(w)
-    ev = build_evalset(w, feat, catalog, tenants)
+    w, feat, ev = prepare(wdir, catalog, tenants)
     bundle = Bundle.load()
     sp = stage_probs(bundle.models, feat, w, np.arange(len(w)), ev.top)
     out = run_policy(ev, sp, bundle.thresholds.standard, HIGH_FACTOR)

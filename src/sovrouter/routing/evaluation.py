@@ -149,13 +149,18 @@ def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 4)
 
 
+def prepare(workload: str | Path, catalog: Catalog, tenants: Tenants) -> tuple[Workload, Featurized, EvalSet]:
+    """A workload read, featurised and turned into outcome accounting: what training and the benches start from."""
+    w = load_workload(workload, catalog)
+    feat = featurize(w)
+    return w, feat, build_evalset(w, feat, catalog, tenants)
+
+
 def train_all(workload: str | Path, out_dir: str | Path, catalog: Catalog, tenants: Tenants,
               log: Any = print) -> dict[str, Any]:
     """The whole ``sovrouter train`` run: CV figures, shipped thresholds, models refit on all of dev."""
     t0 = time.perf_counter()
-    w = load_workload(workload, catalog)
-    feat = featurize(w)
-    ev = build_evalset(w, feat, catalog, tenants)
+    w, feat, ev = prepare(workload, catalog, tenants)
     log(f"loaded {len(w)} requests, featurised in {time.perf_counter() - t0:.0f}s")
     sp, fold_of = oof_stage_probs(feat, w, ev.top, folds=FOLDS)
     log(f"out-of-fold scores in {time.perf_counter() - t0:.0f}s")
