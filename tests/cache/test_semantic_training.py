@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from sovrouter.cache.calibrate import Pair
-from sovrouter.cache.training import VectorStore, collect, fit, score_decisions, split, train
+from sovrouter.cache.training import VectorStore, collect, fit, oof_decisions, score_decisions, split, train
 from sovrouter.cache.verifier import TreeEnsemble
 from sovrouter.embed import HashingEmbedder, Vectors
 
@@ -73,3 +73,14 @@ def test_vector_store_embeds_each_text_once(tmp_path: Path) -> None:
     assert np.array_equal(again.embed(["c d", "a b"]), first[[1, 0]])
     again.embed(["e f"])
     assert calls[-1] == ["e f"] and len(calls) == 2
+
+
+def test_sweep_reports_thresholds_from_the_same_out_of_fold_decisions() -> None:
+    groups = [collect(h, embed) for h in split(labelled_pairs())]
+    verifier, report = fit([groups[0]], alpha=0.0125, sweep=(0.0125, 0.5))
+    plain, plain_report = fit([groups[0]], alpha=0.0125)
+    assert "sweep" not in plain_report and plain.to_json() == verifier.to_json()  # the artifact ignores the sweep
+    assert report["sweep"]["0.0125"] == verifier.threshold
+    assert report["sweep"]["0.5"] <= report["sweep"]["0.0125"]  # a looser target never raises the threshold
+    decisions, x, y = oof_decisions([groups[0]])
+    assert len(x) == len(y) == report["fit_pairs"] and len(decisions) == report["calibration_queries"]

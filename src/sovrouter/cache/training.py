@@ -144,9 +144,10 @@ def _per_query(groups: Sequence[GroupScores], probs: NDArray[np.float64]) -> lis
     return out
 
 
-def fit(groups: Sequence[GroupScores], alpha: float = ALPHA,
-        delta: float | None = DELTA) -> tuple[PairVerifier, dict[str, Any]]:
-    """Fit the trees on every group's candidates and calibrate the threshold on out-of-fold probabilities."""
+def oof_decisions(groups: Sequence[GroupScores]) -> tuple[list[tuple[float, bool]], NDArray[np.float64],
+                                                             NDArray[np.float64]]:
+    """Each non-verbatim query's best candidate under a model that never saw that query (five folds by a hash of
+    ``q1``), as (probability, right); also the training rows (features, labels) for the final fit."""
     x, y, folds = _rows(groups)
     oof = np.zeros(len(y))
     for f in range(FOLDS):
@@ -156,12 +157,24 @@ def fit(groups: Sequence[GroupScores], alpha: float = ALPHA,
     decisions: list[tuple[float, bool]] = []
     for g, probs in zip(groups, _per_query(groups, oof), strict=True):
         decisions.extend(best_decisions(g.queries, probs, g.positives))
+    return decisions, x, y
+
+
+def fit(groups: Sequence[GroupScores], alpha: float = ALPHA, delta: float | None = DELTA,
+        sweep: Sequence[float] = ()) -> tuple[PairVerifier, dict[str, Any]]:
+    """Fit the trees on every group's candidates and calibrate the threshold on out-of-fold probabilities.
+
+    ``sweep``: other calibration targets whose thresholds (on the same out-of-fold decisions) go into the
+    report as ``sweep`` (benchmarks only; the shipped artifact uses ``alpha``)."""
+    decisions, x, y = oof_decisions(groups)
     verbatim = sum(g.verbatim_hits for g in groups)
     threshold, info = choose_threshold(decisions, alpha, delta, verbatim_hits=verbatim)
     model = TreeEnsemble.from_sklearn(_hgb().fit(x, y))
     report = {"alpha": alpha, "delta": delta, "groups": [len(g.queries) for g in groups],
               "fit_pairs": len(y), "fit_positive": int(y.sum()), "threshold": threshold,
               "calibration": info, "calibration_queries": len(decisions), "folds": FOLDS}
+    if sweep:
+        report["sweep"] = {str(a): choose_threshold(decisions, a, delta, verbatim_hits=verbatim)[0] for a in sweep}
     verifier = PairVerifier(model=model, threshold=threshold, cos_floor=COS_FLOOR, top_k=TOP_K, embedder=EMBEDDER,
                             meta={"alpha": alpha, "delta": delta, "fit_pairs": len(y), **info})
     return verifier, report
