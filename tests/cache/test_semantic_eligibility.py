@@ -20,6 +20,9 @@ from sovrouter.contracts import ContentPart, Detection, Message, NormalizedReque
     ("Summarize the plot of Hamlet.", "generative"),
     ("What does `x == y` return for lists?", "code"),
     ("Why does def f(): pass fail?", "code"),
+    ("Python function to remove all whitespaces from a string.", "code"),  # a task without the imperative
+    ("A program that prints the first ten primes?", "code"),
+    ("What is the best program for editing videos?", None),
     ("Context: a bank customer.\n\nQuestion: What is an IBAN?", "multi_part"),
     ("word " * 60, "long"),
     ("Q: " + "a" * 400, "long"),

@@ -40,7 +40,10 @@ _GENERATIVE = re.compile(
     r"|^\s*(?:you are|act as|pretend|imagine you|as an? )",
     re.IGNORECASE,
 )
-_CODE = re.compile(r"```|\bdef |\bclass |\breturn\b|[{};]|==|=>|->|</?\w+>|\bimport\b|\(\)")
+_CODE = re.compile(r"```|\bdef |\bclass |\breturn\b|[{};]|==|=>|->|</?\w+>|\bimport\b|\(\)"
+                   # a code task stated without an imperative ("Python function to ...", "A program that ..."):
+                   # two such tasks with near-identical wording still have different tests
+                   r"|(?i:\b(?:function|program|script|regex)\s+(?:to|that|which)\b)")
 
 
 def text_ineligible_reason(text: str, max_words: int = MAX_WORDS, max_chars: int = MAX_CHARS) -> str | None:
