@@ -11,9 +11,12 @@ match is right). FHR = wrong hits / hits; recall = right non-verbatim hits / non
 
 (a) static cosine on all-MiniLM-L6-v2: best cached q1 by cosine, hit if cosine >= t; t is the lowest threshold
     with FHR <= 2% on the fitting half;
-(b) ours: ``training.fit`` on the fitting half (trees fitted on its retrieval candidates, threshold on
-    out-of-fold decisions at FHR <= 1%), measured on the other half through the code of
-    ``sovrouter eval semantic-cache`` (layered exact + semantic cache, eligibility on).
+(b) ours: ``training.fit`` on the fitting half (trees fitted on its retrieval candidates and their pair features
+    plus the second embedding model's (multilingual-e5-small) cosine features, threshold on out-of-fold
+    decisions at the shipped FHR target), measured on the other half through the code of
+    ``sovrouter eval semantic-cache`` (layered exact + semantic cache, eligibility on);
+(c) the same without the second model (pair features only, the verifier shipped before 2026-11-26): measured on
+    the collected candidates of the other half (same model choice as the index), calibration targets and oracle.
 
 For (b) the bench also reports, on the measured half, what other calibration targets would have given (same
 model, thresholds from the same out-of-fold decisions) and the best recall any threshold reaches at FHR <= 2%
@@ -22,13 +25,14 @@ whole file, the share of pairs labelled duplicate by how close the two texts are
 scoring cannot do better than the labels of the closest pairs allow).
 
 Finally the shipped artifact is refitted on both halves (what ``sovrouter train-cache`` does) and compared with
-the file in the package. MiniLM vectors are kept under ``--vectors`` (default /tmp/semcache-vectors) so reruns
-embed nothing. Writes bench/results/semantic_cache.json.
+the file in the package. MiniLM and e5 vectors are kept under ``--vectors`` (default /tmp/semcache-vectors) so
+reruns embed nothing. Writes bench/results/semantic_cache.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -37,10 +41,11 @@ from typing import Any
 
 import numpy as np
 
-from sovrouter.cache.calibrate import Pair, best_decisions, is_right, positive_keys
+from sovrouter.cache.calibrate import Pair, QueryScores, best_decisions, is_right, positive_keys
 from sovrouter.cache.evaluate import evaluate_pairs
-from sovrouter.cache.textfeat import STOP_WORDS, stem, words
+from sovrouter.cache.textfeat import FEATURE_NAMES, STOP_WORDS, stem, words
 from sovrouter.cache.training import (
+    ALT_EMBEDDER,
     GroupScores,
     VectorStore,
     collect,
@@ -51,11 +56,12 @@ from sovrouter.cache.training import (
     write_artifact,
 )
 from sovrouter.cache.verifier import PairVerifier
-from sovrouter.embed import MiniLMEmbedder, Vectors
+from sovrouter.embed import E5Embedder, MiniLMEmbedder, Vectors
 from sovrouter.errors import ConfigError
 
 OUT = Path(__file__).parent / "results" / "semantic_cache.json"
 SWEEP = (0.0125, 0.015, 0.0175, 0.02)
+N_PAIR_FEATURES = len(FEATURE_NAMES)
 
 
 class LazyMiniLM:
@@ -68,6 +74,26 @@ class LazyMiniLM:
         if self._model is None:
             self._model = MiniLMEmbedder(threads=2, batch_size=128)
         return self._model.embed(texts)
+
+
+class LazyE5:
+    """Loads multilingual-e5-small only if the vector store lacks a text."""
+
+    def __init__(self) -> None:
+        self._model: E5Embedder | None = None
+
+    def __call__(self, texts: Sequence[str]) -> Vectors:
+        if self._model is None:
+            self._model = E5Embedder()
+        return self._model.embed(texts)
+
+
+def without_alt(group: GroupScores) -> GroupScores:
+    """The same candidates with the pair features only (the second model's columns dropped)."""
+    queries = [QueryScores(q.pair, q.eligible, q.verbatim,
+                           [dataclasses.replace(c, features=c.features[:N_PAIR_FEATURES]) for c in q.candidates])
+               for q in group.queries]
+    return GroupScores(queries, group.positives, None)
 
 
 def static_decisions(part: Sequence[Pair], emb: VectorStore) -> list[tuple[float, str]]:
@@ -160,11 +186,13 @@ def main() -> None:
     args = ap.parse_args()
     pairs = load_labelled(args.pairs)
     emb = VectorStore(LazyMiniLM(), args.vectors)
+    alt = VectorStore(LazyE5(), args.vectors, embedder=ALT_EMBEDDER)
     halves = split(pairs)
     grid = [round(float(x), 4) for x in np.arange(0.80, 1.0001, 0.0025)]
     t0 = time.perf_counter()
-    groups = [collect(h, emb.embed) for h in halves]
+    groups = [collect(h, emb.embed, alt=alt) for h in halves]
     collect_s = time.perf_counter() - t0
+    plain_groups = [without_alt(g) for g in groups]
     directions: list[dict[str, Any]] = []
     for a, b in ((0, 1), (1, 0)):
         fit_decs, test_decs = static_decisions(halves[a], emb), static_decisions(halves[b], emb)
@@ -177,15 +205,19 @@ def main() -> None:
         verifier, report = fit([groups[a]], sweep=SWEEP)
         fit_s = time.perf_counter() - t1
         t1 = time.perf_counter()
-        decisions, kinds = evaluate_pairs(halves[b], emb, verifier)
+        decisions, kinds = evaluate_pairs(halves[b], emb, verifier, alt)
         eval_s = time.perf_counter() - t1
         scored = score_decisions(halves[b], decisions)
         curve = sweep_and_oracle(groups[b], verifier, report["sweep"], int(scored["nonverbatim_duplicates"]))
         ours = {"training": report, "test_half": scored, "outcome_kinds": kinds,
                 "fit_s": fit_s, "eval_s_cached_embeddings": eval_s,
                 "wrong_hit_examples": wrong_examples(halves[b], decisions), "measured_half_curve": curve}
+        plain_verifier, plain_report = fit([plain_groups[a]], sweep=SWEEP)
+        plain = {"training": plain_report, "measured_half_curve": sweep_and_oracle(
+            plain_groups[b], plain_verifier, plain_report["sweep"], int(scored["nonverbatim_duplicates"]))}
         directions.append({"fit_half": a, "test_half": b, "pairs": [len(halves[a]), len(halves[b])],
-                           "static_cosine_minilm": static, "pair_verifier": ours})
+                           "static_cosine_minilm": static, "pair_verifier": ours,
+                           "pair_verifier_without_alt": plain})
         for name, r in (("static cosine", static["test_half"]), ("pair verifier", ours["test_half"])):
             print(f"fit {a} -> test {b}: {name:14s} hits {r['hits']:.0f}, wrong {r['wrong_hits']:.0f}, "
                   f"FHR {100 * r['false_hit_rate']:.2f}%, non-verbatim recall {100 * r['recall_nonverbatim']:.2f}%"
@@ -196,6 +228,12 @@ def main() -> None:
                   f"recall {100 * r['recall_nonverbatim']:.2f}%")
         o = curve["oracle_at_2pct"]
         print(f"    oracle (threshold chosen on the measured half): FHR {100 * o['false_hit_rate']:.2f}%, "
+              f"recall {100 * o['recall_nonverbatim']:.2f}%", flush=True)
+        for target, r in plain["measured_half_curve"]["calibration_targets"].items():
+            print(f"    without the second model, calibrated at {100 * float(target):.2f}%: "
+                  f"FHR {100 * r['false_hit_rate']:.2f}%, recall {100 * r['recall_nonverbatim']:.2f}%")
+        o = plain["measured_half_curve"]["oracle_at_2pct"]
+        print(f"    without the second model, oracle: FHR {100 * o['false_hit_rate']:.2f}%, "
               f"recall {100 * o['recall_nonverbatim']:.2f}%", flush=True)
     ceiling = label_ceiling(pairs)
     for k, v in sorted(ceiling.items(), key=lambda kv: -kv[1]["labelled_duplicate"]):

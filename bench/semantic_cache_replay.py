@@ -16,7 +16,7 @@ from typing import Any
 
 from sovrouter.cache.semindex import SemanticIndex
 from sovrouter.cache.verifier import PairVerifier
-from sovrouter.embed import MiniLMEmbedder
+from sovrouter.embed import MiniLMEmbedder, named_embedder
 from sovrouter.replay.harness import replay_settings, run_replay
 from sovrouter.report.data import load_eval_data
 from sovrouter.report.kpi import kpi_report
@@ -32,6 +32,7 @@ def stress(inputs: ReplayInputs, text: dict[str, str]) -> dict[str, Any]:
     and the verifier only. Every accepted match is a different prompt (a different task): all would be wrong."""
     verifier = PairVerifier.load()
     embedder = MiniLMEmbedder(threads=2)
+    alt = named_embedder(verifier.alt_embedder) if verifier.alt_embedder else None
     by_tenant: dict[str, list[str]] = {}
     for rid, r in inputs.requests.items():
         by_tenant.setdefault(r.tenant, []).append(text[rid])
@@ -39,7 +40,7 @@ def stress(inputs: ReplayInputs, text: dict[str, str]) -> dict[str, Any]:
     for tenant in sorted(by_tenant):
         prompts = sorted(set(by_tenant[tenant]))
         vecs = embedder.embed(prompts)
-        index: SemanticIndex[str] = SemanticIndex(verifier, embedder.dim)
+        index: SemanticIndex[str] = SemanticIndex(verifier, embedder.dim, alt)
         for p, v in zip(prompts, vecs, strict=True):
             index.add(p, v, p)
         for p, cands in zip(prompts, index.score_many(prompts, vecs), strict=True):  # itself is never a candidate

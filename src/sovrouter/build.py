@@ -61,9 +61,11 @@ def make_cache(settings: Settings, clock: Clock, cache_path: str) -> ResponseCac
     from sovrouter.cache.layered import LayeredCache  # the embedding model loads only when chosen
     from sovrouter.cache.semantic import SemanticCache
     from sovrouter.cache.verifier import PairVerifier
-    from sovrouter.embed import MiniLMEmbedder
+    from sovrouter.embed import MiniLMEmbedder, named_embedder
 
-    semantic = SemanticCache(clock, MiniLMEmbedder(), PairVerifier.load(), ttl_s=settings.cache.ttl_s)
+    verifier = PairVerifier.load()
+    alt = named_embedder(verifier.alt_embedder) if verifier.alt_embedder else None
+    semantic = SemanticCache(clock, MiniLMEmbedder(), verifier, ttl_s=settings.cache.ttl_s, alt_embedder=alt)
     return LayeredCache(exact, semantic)
 
 

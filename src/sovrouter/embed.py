@@ -66,6 +66,7 @@ class MiniLMEmbedder:
 
 
 class E5Embedder:
+    name = "multilingual-e5-small"
     dim = 384
 
     def __init__(self, max_chars: int | None = 1000) -> None:
@@ -82,6 +83,15 @@ class E5Embedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         out = self._model.query(clipped)
         return _normalise(np.asarray(out).reshape(len(clipped), self.dim))
+
+
+def named_embedder(name: str, threads: int | None = 1) -> Embedder:
+    """The embedder a pair-verifier artifact names (``embedder`` / ``alt_embedder``)."""
+    if name == "all-MiniLM-L6-v2":
+        return MiniLMEmbedder(threads=threads)
+    if name == E5Embedder.name:
+        return E5Embedder()
+    raise ConfigError(f"unknown embedding model {name!r}")
 
 
 class HashingEmbedder:

@@ -6,11 +6,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from sovrouter.cache.calibrate import Pair
-from sovrouter.cache.training import VectorStore, collect, fit, oof_decisions, score_decisions, split, train
-from sovrouter.cache.verifier import TreeEnsemble
+from sovrouter.cache.training import (
+    ALT_EMBEDDER,
+    VectorStore,
+    collect,
+    fit,
+    oof_decisions,
+    score_decisions,
+    split,
+    train,
+)
+from sovrouter.cache.verifier import PairVerifier, TreeEnsemble, feature_names
 from sovrouter.embed import HashingEmbedder, Vectors
+from sovrouter.errors import ConfigError
 
 TOPICS = ["Python", "Java", "Rust", "Haskell", "Kotlin", "Swift", "Scala", "Ruby", "Perl", "Go", "Elixir", "Erlang",
           "Lua", "Julia", "Fortran", "Cobol", "Pascal", "Ada", "Prolog", "Lisp", "Scheme", "Clojure", "Dart", "Zig"]
@@ -84,3 +95,19 @@ def test_sweep_reports_thresholds_from_the_same_out_of_fold_decisions() -> None:
     assert report["sweep"]["0.5"] <= report["sweep"]["0.0125"]  # a looser target never raises the threshold
     decisions, x, y = oof_decisions([groups[0]])
     assert len(x) == len(y) == report["fit_pairs"] and len(decisions) == report["calibration_queries"]
+
+
+def test_training_with_second_model_ships_it_in_the_artifact() -> None:
+    pairs = labelled_pairs()
+    groups = [collect(h, embed, alt=HashingEmbedder(64)) for h in split(pairs)]
+    assert all(g.alt_embedder == ALT_EMBEDDER for g in groups)
+    widths = {len(c.features) for g in groups for q in g.queries for c in q.candidates}
+    assert widths == {len(feature_names(True))}
+    verifier, _ = fit(groups)
+    assert verifier.alt_embedder == ALT_EMBEDDER and isinstance(verifier.model, TreeEnsemble)
+    assert verifier.model.n_features == len(feature_names(True))
+    again = PairVerifier.from_json(verifier.to_json())
+    assert again.to_json() == verifier.to_json()
+    plain = collect(split(pairs)[0], embed)
+    with pytest.raises(ConfigError):
+        fit([groups[0], plain])  # candidates with different columns never mix

@@ -28,6 +28,7 @@ from numpy.typing import NDArray
 from sovrouter.cache.eligibility import text_ineligible_reason
 from sovrouter.cache.semindex import Scored, SemanticIndex, normalise_text
 from sovrouter.cache.verifier import PairVerifier
+from sovrouter.embed import Embedder
 from sovrouter.errors import ConfigError
 
 EmbedFn = Callable[[Sequence[str]], NDArray[np.float32]]
@@ -76,10 +77,11 @@ def positive_keys(pairs: Iterable[Pair]) -> set[tuple[str, str]]:
     return keys
 
 
-def build_index(pairs: Sequence[Pair], embed: EmbedFn, verifier: PairVerifier, dim: int) -> SemanticIndex[str]:
+def build_index(pairs: Sequence[Pair], embed: EmbedFn, verifier: PairVerifier, dim: int,
+                alt: Embedder | None = None) -> SemanticIndex[str]:
     """A fresh index holding every distinct eligible q1, in file order."""
     texts = list(dict.fromkeys(p.q1 for p in pairs if text_ineligible_reason(p.q1) is None))
-    index: SemanticIndex[str] = SemanticIndex(verifier, dim)
+    index: SemanticIndex[str] = SemanticIndex(verifier, dim, alt)
     vecs = embed(texts)
     for t, v in zip(texts, vecs, strict=True):
         index.add(t, v, t)

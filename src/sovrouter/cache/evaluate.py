@@ -53,11 +53,11 @@ def _request(i: int, text: str) -> NormalizedRequest:
                              messages=(Message(role="user", parts=(ContentPart(modality="text", text=text),)),))
 
 
-async def _run(pairs: Sequence[Pair], embedder: Embedder,
-               verifier: PairVerifier) -> tuple[list[dict[str, Any]], dict[str, int]]:
+async def _run(pairs: Sequence[Pair], embedder: Embedder, verifier: PairVerifier,
+               alt: Embedder | None) -> tuple[list[dict[str, Any]], dict[str, int]]:
     clock = SimClock()
     exact = ExactCache(clock, ":memory:", ttl_s=1e9)
-    cache = LayeredCache(exact, SemanticCache(clock, embedder, verifier, ttl_s=1e9))
+    cache = LayeredCache(exact, SemanticCache(clock, embedder, verifier, ttl_s=1e9, alt_embedder=alt))
     none = Detection()
     allowed = [_CANDIDATE]
     q1s = list(dict.fromkeys(p.q1 for p in pairs))
@@ -78,10 +78,11 @@ async def _run(pairs: Sequence[Pair], embedder: Embedder,
     return out, kinds
 
 
-def evaluate_pairs(pairs: Sequence[Pair], base: Embedder,
-                   verifier: PairVerifier) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Decisions ``{"id", "hit", "matched"}`` in file order, and the count of cache outcome kinds."""
+def evaluate_pairs(pairs: Sequence[Pair], base: Embedder, verifier: PairVerifier,
+                   alt: Embedder | None = None) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Decisions ``{"id", "hit", "matched"}`` in file order, and the count of cache outcome kinds. ``alt``: the
+    verifier's second embedding model, if it reads one (embedded lazily by the index, see ``semindex``)."""
     texts = [p.q1 for p in pairs if text_ineligible_reason(p.q1) is None]
     texts += [p.q2 for p in pairs if text_ineligible_reason(p.q2) is None]
     embedder = PrecomputedEmbedder(base, texts)
-    return asyncio.run(_run(pairs, embedder, verifier))
+    return asyncio.run(_run(pairs, embedder, verifier, alt))

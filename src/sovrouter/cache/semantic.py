@@ -25,6 +25,7 @@ from sovrouter.cache.semindex import SemanticIndex
 from sovrouter.cache.verifier import PairVerifier
 from sovrouter.contracts import CacheOutcome, Candidate, Detection, ModelResult, NormalizedRequest
 from sovrouter.embed import Embedder
+from sovrouter.errors import ConfigError
 from sovrouter.protocols import Clock
 
 
@@ -54,9 +55,13 @@ class _Pending:
 
 
 class SemanticCache:
-    def __init__(self, clock: Clock, embedder: Embedder, verifier: PairVerifier, ttl_s: float = 3600.0) -> None:
+    def __init__(self, clock: Clock, embedder: Embedder, verifier: PairVerifier, ttl_s: float = 3600.0,
+                 alt_embedder: Embedder | None = None) -> None:
+        if verifier.alt_embedder is not None and alt_embedder is None:
+            raise ConfigError(f"this pair verifier needs the {verifier.alt_embedder} embedding model as well")
         self.clock = clock
         self.embedder = embedder
+        self.alt_embedder = alt_embedder
         self.verifier = verifier
         self.ttl_ms = ttl_s * 1000.0
         self._indexes: dict[str, SemanticIndex[Entry]] = {}
@@ -98,7 +103,8 @@ class SemanticCache:
             return
         index = self._indexes.get(pending.partition)
         if index is None:
-            index = self._indexes[pending.partition] = SemanticIndex(self.verifier, self.embedder.dim)
+            index = SemanticIndex(self.verifier, self.embedder.dim, self.alt_embedder)
+            self._indexes[pending.partition] = index
         entry = Entry(request.request_id, self.clock.now_ms() + self.ttl_ms, result)
         index.add(pending.text, pending.vector, entry)
 

@@ -4,6 +4,10 @@ Retrieval is usearch's exact (brute-force, SIMD) cosine search over the partitio
 is the true top-k and never depends on the order entries were added (an HNSW graph's answers can). Every
 candidate at or above the verifier's cosine floor is scored by the pair verifier; the best one is chosen by
 (verifier probability, cosine, text) and is a hit only if its probability reaches the calibrated threshold.
+
+When the verifier reads a second embedding model (``verifier.alt_embedder``), the index computes that model's
+vectors lazily, only for queries that have a candidate and for the entries they are compared with (an entry's
+vector is kept once computed), so most requests pay for one embedding, not two.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ from numpy.typing import NDArray
 from usearch.compiled import MetricKind
 from usearch.index import search
 
-from sovrouter.cache.textfeat import TextInfo, analyse, hard_mismatch, pair_features
+from sovrouter.cache.textfeat import TextInfo, alt_features, analyse, hard_mismatch, pair_features
 from sovrouter.cache.verifier import PairVerifier
+from sovrouter.embed import Embedder
+from sovrouter.errors import ConfigError
 
 P = TypeVar("P")
 _CLOSE = 0.02  # neighbours within this cosine of the best count as "close" (ambiguity feature)
@@ -46,10 +52,17 @@ def normalise_text(text: str) -> str:
     return " ".join(text.split())
 
 
+_Row = tuple[int, int, float, list[float]]  # (query position, entry row, cosine, features)
+
+
 class SemanticIndex(Generic[P]):
-    def __init__(self, verifier: PairVerifier, dim: int) -> None:
+    def __init__(self, verifier: PairVerifier, dim: int, alt: Embedder | None = None) -> None:
+        if verifier.alt_embedder is not None and alt is None:
+            raise ConfigError(f"this pair verifier needs the {verifier.alt_embedder} embedding model as well")
         self.verifier = verifier
         self.dim = dim
+        self.alt = alt if verifier.alt_embedder is not None else None
+        self._alt_vectors: dict[int, NDArray[np.float32]] = {}  # entry row -> second model's vector
         self._texts: list[str] = []
         self._infos: list[TextInfo] = []
         self._payloads: list[P] = []
@@ -114,7 +127,7 @@ class SemanticIndex(Generic[P]):
         found = search(matrix, queries, k, MetricKind.Cos, exact=True, threads=1)
         keys = np.asarray(found.keys).reshape(n, k)
         dists = np.asarray(found.distances).reshape(n, k)
-        rows_feats: list[tuple[int, int, float, list[float]]] = []
+        rows_feats: list[_Row] = []
         for qi in range(n):
             info = analyse(texts[qi])
             cands = sorted(
@@ -133,8 +146,29 @@ class SemanticIndex(Generic[P]):
                 feats = pair_features(info, self._infos[row], cos, best_cos, second_cos, n_close)
                 rows_feats.append((qi, row, cos, feats))
         out: list[list[Scored]] = [[] for _ in range(n)]
+        if rows_feats and self.alt is not None:
+            rows_feats = self._with_alt(self.alt, texts, rows_feats)
         if rows_feats:
             probs = self.verifier.probability(np.asarray([f for *_, f in rows_feats], dtype=np.float64))
             for (qi, row, cos, feats), p in zip(rows_feats, probs, strict=True):
                 out[qi].append(Scored(self._texts[row], cos, float(p), feats))
+        return out
+
+    def _with_alt(self, alt: Embedder, texts: Sequence[str], rows_feats: list[_Row]) -> list[_Row]:
+        """Append the second model's features to each candidate row (one batched embedding call)."""
+        queries = sorted({qi for qi, *_ in rows_feats})
+        missing = sorted({row for _, row, *_ in rows_feats if row not in self._alt_vectors})
+        vecs = alt.embed([texts[qi] for qi in queries] + [self._texts[r] for r in missing])
+        query_vec = {qi: vecs[i] for i, qi in enumerate(queries)}
+        for j, row in enumerate(missing):
+            self._alt_vectors[row] = vecs[len(queries) + j]
+        by_query: dict[int, list[int]] = {}
+        for pos, (qi, *_) in enumerate(rows_feats):
+            by_query.setdefault(qi, []).append(pos)
+        out = list(rows_feats)
+        for qi, positions in by_query.items():
+            sims = [float(query_vec[qi] @ self._alt_vectors[rows_feats[p][1]]) for p in positions]
+            for p, extra in zip(positions, alt_features(sims), strict=True):
+                q, row, cos, feats = rows_feats[p]
+                out[p] = (q, row, cos, feats + extra)
         return out

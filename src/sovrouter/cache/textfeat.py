@@ -159,6 +159,20 @@ def pair_features(a: TextInfo, b: TextInfo, cos: float, best_cos: float, second_
     ]
 
 
+ALT_FEATURE_NAMES: tuple[str, ...] = ("alt_cos", "alt_gap_to_best_other", "alt_rank")
+
+
+def alt_features(sims: Sequence[float]) -> list[list[float]]:
+    """Features from a second embedding model for one query's candidates (those that passed the cosine floor and
+    the hard gates), in candidate order: the second model's cosine, its margin over the best other candidate, and
+    how many candidates it ranks strictly higher. Set-based, so independent of the order entries were cached."""
+    out = []
+    for i, me in enumerate(sims):
+        others = [x for j, x in enumerate(sims) if j != i]
+        out.append([me, me - max(others) if others else me, float(sum(x > me for x in others))])
+    return out
+
+
 MAX_VERIFIED_WORDS = 40  # the verifier was fitted on short questions; longer texts are out of its domain
 
 

@@ -8,7 +8,9 @@ Protocol, chosen to mimic the held-out evaluation (one file, all its distinct q1
   pairs, labelled strictly with the group's own labels (a candidate is right only if verbatim or labelled
   duplicate), so the model learns on the hard negatives retrieval actually produces;
 - the model is gradient-boosted trees (scikit-learn ``HistGradientBoostingClassifier``, fixed seed, no early
-  stopping: deterministic) over the pair features of :mod:`sovrouter.cache.textfeat`, exported as plain arrays;
+  stopping: deterministic) over the pair features of :mod:`sovrouter.cache.textfeat` and, when a second
+  embedding model is given (``alt``, shipped: multilingual-e5-small), its cosine features; exported as plain
+  arrays;
 - the threshold is calibrated on *out-of-fold* probabilities (five folds by a hash of ``q1``): each query's best
   candidate under a model that never saw that query, scored as the acceptance scores (verbatim hits count as
   hits); :func:`calibrate.choose_threshold` picks the lowest threshold whose false-hit rate stays <= ``alpha``.
@@ -43,20 +45,20 @@ from sovrouter.cache.calibrate import (
     read_pairs,
     score_queries,
 )
-from sovrouter.cache.textfeat import FEATURE_NAMES
-from sovrouter.cache.verifier import LogisticModel, PairVerifier, TreeEnsemble, expand
-from sovrouter.embed import Vectors
+from sovrouter.cache.verifier import LogisticModel, PairVerifier, TreeEnsemble, expand, feature_names
+from sovrouter.embed import Embedder, Vectors
 from sovrouter.errors import ConfigError
 
 GROUPS = 2
 GROUP_SALT = "semcache-half"
 FOLDS = 5
 FOLD_SALT = "semcache-fold"
-ALPHA = 0.015  # calibration target for the false-hit rate, verbatim hits included (acceptance: <= 2%)
+ALPHA = 0.019  # calibration target for the false-hit rate, verbatim hits included (acceptance: <= 2%)
 DELTA: float | None = None  # point estimate: a 95% bound is not reachable on QQP (see docs/semantic-cache.md)
 COS_FLOOR = 0.80
 TOP_K = 8
 EMBEDDER = "all-MiniLM-L6-v2"
+ALT_EMBEDDER = "multilingual-e5-small"  # the second opinion: a different model family, also trained on QQP-like pairs
 
 
 def score_decisions(pairs: Sequence[Pair], decisions: Sequence[dict[str, Any]]) -> dict[str, float]:
@@ -81,11 +83,12 @@ def split(pairs: Sequence[Pair], groups: int = GROUPS, salt: str = GROUP_SALT) -
     return [[p for p in pairs if part_of(p.q1, groups, salt) == k] for k in range(groups)]
 
 
-def untrained() -> PairVerifier:
+def untrained(alt_embedder: str | None = None) -> PairVerifier:
     """A verifier that scores every pair 0.5 and accepts none: used to collect candidates before fitting."""
-    width = expand(np.zeros((1, len(FEATURE_NAMES)))).shape[1]
+    width = expand(np.zeros((1, len(feature_names(alt_embedder is not None))))).shape[1]
     model = LogisticModel(mean=[0.0] * width, scale=[1.0] * width, weights=[0.0] * width, bias=0.0)
-    return PairVerifier(model=model, threshold=1.01, cos_floor=COS_FLOOR, top_k=TOP_K, embedder=EMBEDDER)
+    return PairVerifier(model=model, threshold=1.01, cos_floor=COS_FLOOR, top_k=TOP_K, embedder=EMBEDDER,
+                        alt_embedder=alt_embedder)
 
 
 @dataclass(frozen=True)
@@ -94,16 +97,19 @@ class GroupScores:
 
     queries: list[QueryScores]
     positives: set[tuple[str, str]]
+    alt_embedder: str | None = None  # the second model whose features the candidates carry, if any
 
     @property
     def verbatim_hits(self) -> int:
         return sum(q.verbatim for q in self.queries)
 
 
-def collect(group: Sequence[Pair], embed: EmbedFn, dim: int = 384) -> GroupScores:
-    base = untrained()
-    index = build_index(group, embed, base, dim)
-    return GroupScores(score_queries(group, index, embed), positive_keys(group))
+def collect(group: Sequence[Pair], embed: EmbedFn, dim: int = 384, alt: Embedder | None = None,
+            alt_name: str = ALT_EMBEDDER) -> GroupScores:
+    """Index the group's q1s, look up its q2s: the candidates and their features (with ``alt``'s if given)."""
+    name = alt_name if alt is not None else None
+    index = build_index(group, embed, untrained(name), dim, alt)
+    return GroupScores(score_queries(group, index, embed), positive_keys(group), name)
 
 
 def _hgb() -> HistGradientBoostingClassifier:
@@ -166,6 +172,10 @@ def fit(groups: Sequence[GroupScores], alpha: float = ALPHA, delta: float | None
 
     ``sweep``: other calibration targets whose thresholds (on the same out-of-fold decisions) go into the
     report as ``sweep`` (benchmarks only; the shipped artifact uses ``alpha``)."""
+    alts = {g.alt_embedder for g in groups}
+    if len(alts) != 1:
+        raise ConfigError("groups were collected with different second embedding models")
+    alt_embedder = alts.pop()
     decisions, x, y = oof_decisions(groups)
     verbatim = sum(g.verbatim_hits for g in groups)
     threshold, info = choose_threshold(decisions, alpha, delta, verbatim_hits=verbatim)
@@ -176,14 +186,15 @@ def fit(groups: Sequence[GroupScores], alpha: float = ALPHA, delta: float | None
     if sweep:
         report["sweep"] = {str(a): choose_threshold(decisions, a, delta, verbatim_hits=verbatim)[0] for a in sweep}
     verifier = PairVerifier(model=model, threshold=threshold, cos_floor=COS_FLOOR, top_k=TOP_K, embedder=EMBEDDER,
-                            meta={"alpha": alpha, "delta": delta, "fit_pairs": len(y), **info})
+                            meta={"alpha": alpha, "delta": delta, "fit_pairs": len(y), **info},
+                            alt_embedder=alt_embedder)
     return verifier, report
 
 
 def train(pairs: Sequence[Pair], embed: EmbedFn, dim: int = 384, alpha: float = ALPHA,
-          delta: float | None = DELTA) -> tuple[PairVerifier, dict[str, Any]]:
+          delta: float | None = DELTA, alt: Embedder | None = None) -> tuple[PairVerifier, dict[str, Any]]:
     """``sovrouter train-cache``: every group of ``pairs`` indexed on its own, then :func:`fit`."""
-    return fit([collect(g, embed, dim) for g in split(pairs)], alpha, delta)
+    return fit([collect(g, embed, dim, alt) for g in split(pairs)], alpha, delta)
 
 
 def write_artifact(verifier: PairVerifier, report: dict[str, Any], out_dir: str | Path) -> Path:

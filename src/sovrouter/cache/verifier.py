@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from sovrouter.cache.textfeat import FEATURE_NAMES
+from sovrouter.cache.textfeat import ALT_FEATURE_NAMES, FEATURE_NAMES
 from sovrouter.errors import ConfigError
 
 Matrix = NDArray[np.float64]
@@ -32,8 +32,14 @@ _KNOTS: dict[str, tuple[float, ...]] = {
 }
 
 
+def feature_names(alt: bool) -> tuple[str, ...]:
+    """The verifier's input columns: the pair features, then the second embedding model's when it has one."""
+    return FEATURE_NAMES + ALT_FEATURE_NAMES if alt else FEATURE_NAMES
+
+
 def expand(features: Matrix) -> Matrix:
-    """Basis expansion: raw features, hinges ``max(0, x - knot)`` and a few interactions."""
+    """Basis expansion: raw features (any second-model columns after the pair features), hinges
+    ``max(0, x - knot)`` and a few interactions."""
     cols = [features]
     idx = {n: i for i, n in enumerate(FEATURE_NAMES)}
     for name, knots in _KNOTS.items():
@@ -78,10 +84,10 @@ class LogisticModel:
                 "bias": self.bias}
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> LogisticModel:
+    def from_dict(cls, raw: dict[str, Any], n_features: int = len(FEATURE_NAMES)) -> LogisticModel:
         m = cls([float(x) for x in raw["mean"]], [float(x) for x in raw["scale"]],
                 [float(x) for x in raw["weights"]], float(raw["bias"]))
-        if not (len(m.mean) == len(m.scale) == len(m.weights) == expand(np.zeros((1, len(FEATURE_NAMES)))).shape[1]):
+        if not (len(m.mean) == len(m.scale) == len(m.weights) == expand(np.zeros((1, n_features))).shape[1]):
             raise ConfigError("invalid pair verifier artifact: inconsistent sizes")
         return m
 
@@ -105,6 +111,7 @@ class TreeEnsemble:
     leaf: NDArray[np.bool_]
     missing_left: NDArray[np.bool_]
     depth: int
+    n_features: int
 
     def raw(self, features: Matrix) -> NDArray[np.float64]:
         n = features.shape[0]
@@ -120,8 +127,8 @@ class TreeEnsemble:
     def probability(self, features: Matrix) -> NDArray[np.float64]:
         if features.shape[0] == 0:
             return np.zeros(0)
-        if features.shape[1] != len(FEATURE_NAMES):
-            raise ConfigError(f"pair features have {features.shape[1]} columns, expected {len(FEATURE_NAMES)}")
+        if features.shape[1] != self.n_features:
+            raise ConfigError(f"pair features have {features.shape[1]} columns, expected {self.n_features}")
         return _sigmoid(self.raw(np.asarray(features, dtype=np.float64)))
 
     def to_dict(self) -> dict[str, Any]:
@@ -129,7 +136,7 @@ class TreeEnsemble:
                 "nodes": {f: getattr(self, f).tolist() for f in _TREE_FIELDS}}
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> TreeEnsemble:
+    def from_dict(cls, raw: dict[str, Any], n_features: int) -> TreeEnsemble:
         nodes = raw["nodes"]
         sizes = {len(nodes[f]) for f in _TREE_FIELDS}
         if len(sizes) != 1:
@@ -139,11 +146,12 @@ class TreeEnsemble:
                 threshold=np.asarray(nodes["threshold"], dtype=np.float64),
                 left=np.asarray(nodes["left"], dtype=np.int64), right=np.asarray(nodes["right"], dtype=np.int64),
                 value=np.asarray(nodes["value"], dtype=np.float64), leaf=np.asarray(nodes["leaf"], dtype=np.bool_),
-                missing_left=np.asarray(nodes["missing_left"], dtype=np.bool_), depth=int(raw["depth"]))
+                missing_left=np.asarray(nodes["missing_left"], dtype=np.bool_), depth=int(raw["depth"]),
+                n_features=n_features)
         size = sizes.pop()
         inner = ~m.leaf
         if (np.any(m.roots < 0) or np.any(m.roots >= size) or np.any(m.left[inner] >= size)
-                or np.any(m.right[inner] >= size) or np.any(m.feature[inner] >= len(FEATURE_NAMES))):
+                or np.any(m.right[inner] >= size) or np.any(m.feature[inner] >= n_features)):
             raise ConfigError("invalid pair verifier artifact: tree indices out of range")
         return m
 
@@ -168,7 +176,7 @@ class TreeEnsemble:
             depth = max(depth, int(nodes["depth"].max()))
         raw = {"baseline": float(np.ravel(clf._baseline_prediction)[0]),
                "roots": roots, "depth": depth, "nodes": cols}
-        return cls.from_dict(raw)
+        return cls.from_dict(raw, int(clf.n_features_in_))
 
 
 @dataclass
@@ -179,6 +187,11 @@ class PairVerifier:
     top_k: int = 10
     embedder: str = "all-MiniLM-L6-v2"
     meta: dict[str, Any] = field(default_factory=dict)
+    alt_embedder: str | None = None  # a second embedding model whose cosine the model reads (ALT_FEATURE_NAMES)
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return feature_names(self.alt_embedder is not None)
 
     def probability(self, features: Matrix) -> NDArray[np.float64]:
         return self.model.probability(np.asarray(features, dtype=np.float64))
@@ -195,8 +208,9 @@ class PairVerifier:
     # ------------------------------------------------------------------ persistence
     def to_json(self) -> str:
         body = {
-            "feature_names": list(FEATURE_NAMES), "model": self.model.to_dict(), "threshold": self.threshold,
+            "feature_names": list(self.feature_names), "model": self.model.to_dict(), "threshold": self.threshold,
             "cos_floor": self.cos_floor, "top_k": self.top_k, "embedder": self.embedder, "meta": self.meta,
+            "alt_embedder": self.alt_embedder,
         }
         return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
@@ -204,19 +218,22 @@ class PairVerifier:
     def from_json(cls, text: str) -> PairVerifier:
         try:
             raw = json.loads(text)
-            if tuple(raw["feature_names"]) != FEATURE_NAMES:
+            alt = raw.get("alt_embedder")
+            names = feature_names(alt is not None)
+            if tuple(raw["feature_names"]) != names:
                 raise ConfigError("pair verifier artifact was built for other features; rebuild it")
             spec = raw["model"]
             kind = spec["kind"]
             model: ScoreModel
             if kind == "trees":
-                model = TreeEnsemble.from_dict(spec)
+                model = TreeEnsemble.from_dict(spec, len(names))
             elif kind == "logistic":
-                model = LogisticModel.from_dict(spec)
+                model = LogisticModel.from_dict(spec, len(names))
             else:
                 raise ConfigError(f"invalid pair verifier artifact: unknown model kind {kind!r}")
             return cls(model=model, threshold=float(raw["threshold"]), cos_floor=float(raw["cos_floor"]),
-                       top_k=int(raw["top_k"]), embedder=str(raw["embedder"]), meta=dict(raw.get("meta", {})))
+                       top_k=int(raw["top_k"]), embedder=str(raw["embedder"]), meta=dict(raw.get("meta", {})),
+                       alt_embedder=None if alt is None else str(alt))
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"invalid pair verifier artifact: {exc}") from exc
 

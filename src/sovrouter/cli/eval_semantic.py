@@ -16,7 +16,7 @@ from pathlib import Path
 from sovrouter.cache.calibrate import read_pairs
 from sovrouter.cache.evaluate import evaluate_pairs
 from sovrouter.cache.verifier import PairVerifier
-from sovrouter.embed import MiniLMEmbedder
+from sovrouter.embed import MiniLMEmbedder, named_embedder
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     pairs = read_pairs(args.pairs)
     verifier = PairVerifier.load(args.verifier)
-    decisions, kinds = evaluate_pairs(pairs, MiniLMEmbedder(threads=args.threads, batch_size=128), verifier)
+    alt = named_embedder(verifier.alt_embedder) if verifier.alt_embedder else None
+    decisions, kinds = evaluate_pairs(pairs, MiniLMEmbedder(threads=args.threads, batch_size=128), verifier, alt)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", encoding="utf-8") as fh:
         for d in decisions:
