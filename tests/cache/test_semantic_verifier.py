@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sovrouter.cache.calibrate import choose_threshold, clopper_pearson_upper
-from sovrouter.cache.textfeat import FEATURE_NAMES, analyse, hard_mismatch, pair_features
+from sovrouter.cache.textfeat import FEATURE_NAMES, alt_features, analyse, hard_mismatch, pair_features
 from sovrouter.cache.verifier import PairVerifier, TreeEnsemble, fit_logistic
 from sovrouter.errors import ConfigError
 
@@ -18,8 +18,9 @@ def test_shipped_artifact_loads_and_round_trips() -> None:
     assert 0.0 < v.threshold <= 1.0 and v.cos_floor > 0 and isinstance(v.model, TreeEnsemble)
     again = PairVerifier.from_json(v.to_json())
     assert again.to_json() == v.to_json()
-    x = np.random.default_rng(0).uniform(0, 1, size=(50, len(FEATURE_NAMES)))
+    x = np.random.default_rng(0).uniform(0, 1, size=(50, len(v.feature_names)))
     assert np.array_equal(again.probability(x), v.probability(x))
+    assert v.alt_embedder == "multilingual-e5-small" and len(v.feature_names) == len(FEATURE_NAMES) + 3
 
 
 def test_tree_export_matches_scikit_learn() -> None:
@@ -56,6 +57,9 @@ def test_shipped_verifier_accepts_near_copy_and_rejects_entity_swap() -> None:
     copy = pair_features(a, analyse("What is the difference between a dwarf and a midget?"), 0.998, 0.998, 0.85, 1)
     swap = pair_features(analyse("How do I learn Python quickly?"), analyse("How do I learn Java quickly?"),
                          0.82, 0.82, 0.78, 1)
+    # the second model's view (one candidate each: cosine, margin = cosine, rank 0), as multilingual-e5-small scores
+    # these pairs (0.999 and 0.941: e5 cosines sit high)
+    copy, swap = copy + alt_features([0.999])[0], swap + alt_features([0.941])[0]
     p = v.probability(np.asarray([copy, swap]))
     assert p[0] > p[1] and p[1] < v.threshold
 
