@@ -35,7 +35,7 @@ import argparse
 import dataclasses
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ from sovrouter.cache.training import (
     write_artifact,
 )
 from sovrouter.cache.verifier import PairVerifier
-from sovrouter.embed import E5Embedder, MiniLMEmbedder, Vectors
+from sovrouter.embed import E5Embedder, Embedder, MiniLMEmbedder, Vectors
 from sovrouter.errors import ConfigError
 
 OUT = Path(__file__).parent / "results" / "semantic_cache.json"
@@ -64,27 +64,16 @@ SWEEP = (0.0125, 0.015, 0.0175, 0.02)
 N_PAIR_FEATURES = len(FEATURE_NAMES)
 
 
-class LazyMiniLM:
-    """Loads MiniLM only if the vector store lacks a text."""
+class Lazy:
+    """Loads the embedding model only if the vector store lacks a text."""
 
-    def __init__(self) -> None:
-        self._model: MiniLMEmbedder | None = None
-
-    def __call__(self, texts: Sequence[str]) -> Vectors:
-        if self._model is None:
-            self._model = MiniLMEmbedder(threads=2, batch_size=128)
-        return self._model.embed(texts)
-
-
-class LazyE5:
-    """Loads multilingual-e5-small only if the vector store lacks a text."""
-
-    def __init__(self) -> None:
-        self._model: E5Embedder | None = None
+    def __init__(self, load: Callable[[], Embedder]) -> None:
+        self._load = load
+        self._model: Embedder | None = None
 
     def __call__(self, texts: Sequence[str]) -> Vectors:
         if self._model is None:
-            self._model = E5Embedder()
+            self._model = self._load()
         return self._model.embed(texts)
 
 
@@ -185,8 +174,8 @@ def main() -> None:
                     help="also write the verifier fitted on both halves here (what `sovrouter train-cache` ships)")
     args = ap.parse_args()
     pairs = load_labelled(args.pairs)
-    emb = VectorStore(LazyMiniLM(), args.vectors)
-    alt = VectorStore(LazyE5(), args.vectors, embedder=ALT_EMBEDDER)
+    emb = VectorStore(Lazy(lambda: MiniLMEmbedder(threads=2, batch_size=128)), args.vectors)
+    alt = VectorStore(Lazy(E5Embedder), args.vectors, embedder=ALT_EMBEDDER)
     halves = split(pairs)
     grid = [round(float(x), 4) for x in np.arange(0.80, 1.0001, 0.0025)]
     t0 = time.perf_counter()

@@ -2,7 +2,8 @@
 
 Every distinct ``q1`` goes into one fresh cache of one tenant (the layered cache the gateway runs: exact, then
 semantic), then every ``q2`` is looked up in file order. Nothing is fitted to the file: the verifier is the
-shipped artifact. Texts are embedded once, in batches, before the loop (in memory only).
+shipped artifact. Texts are embedded once with the main model, in batches, before the loop (in memory only);
+the verifier's second model, if it has one, is embedded lazily by the index (see ``semindex``).
 """
 
 from __future__ import annotations
