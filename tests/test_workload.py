@@ -48,7 +48,13 @@ def test_bad_inputs_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown request ids"):
         load_replay_inputs(tmp_path / "w")
     write_workload(tmp_path / "v", n_requests=4, seed=3)
-    (tmp_path / "v" / "responses.jsonl.gz").write_bytes(b"not gzip")
+    (tmp_path / "v" / "responses.jsonl.gz").write_bytes(b"not json")
+    with pytest.raises(ConfigError, match=r"responses.jsonl.gz line 1: invalid"):
+        load_replay_inputs(tmp_path / "v")
+    (tmp_path / "v" / "responses.jsonl.gz").write_bytes(b"\x1f\x8b truncated gzip")
+    with pytest.raises(ConfigError, match=r"cannot read .*responses"):
+        load_replay_inputs(tmp_path / "v")
+    (tmp_path / "v" / "responses.jsonl.gz").write_bytes(b"\xff\xfe not utf-8")
     with pytest.raises(ConfigError, match=r"cannot read .*responses"):
         load_replay_inputs(tmp_path / "v")
     with pytest.raises(ConfigError, match="no scores"):

@@ -6,20 +6,20 @@ Two layouts are accepted:
 - shared: ``DIR/models.json`` and ``DIR/tenants.json`` with the split files under ``DIR/<split>/`` (``dev`` by
   default; any single sub-folder holding ``requests.jsonl.gz`` is taken when there is no ``dev``).
 
-Each data file may be gzip (``.jsonl.gz``) or plain (``.jsonl``). :func:`load_replay_inputs` reads only what
-the router may see at serving time (catalog, tenants, requests, responses, stream); it never opens the score
-or label files. :func:`load_scores` and :func:`load_labels` are for the offline evaluation only.
+Each data file may be gzip (``.jsonl.gz``; recognised by its magic bytes) or plain (``.jsonl``).
+:func:`load_replay_inputs` reads only what the router may see at serving time (catalog, tenants, requests,
+responses, stream); it never opens the score or label files. :func:`load_scores` and :func:`load_labels` are
+for the offline evaluation only.
 """
 
 from __future__ import annotations
 
-import gzip
 import itertools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -27,6 +27,7 @@ from sovrouter.adapters.replay import RecordedResponse
 from sovrouter.catalog import Catalog, Tenants
 from sovrouter.contracts import DataClass
 from sovrouter.errors import ConfigError
+from sovrouter.fileio import open_text
 
 REPLAY_FILES = ("requests", "responses", "stream")
 EVAL_FILES = ("scores", "labels")
@@ -156,16 +157,10 @@ def resolve(directory: str | Path, split: str | None = None) -> WorkloadPaths:
     raise ConfigError(f"workload {root} has several splits ({', '.join(d.name for d in subs)}): name one")
 
 
-def _open(path: Path) -> IO[str]:
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
-
-
 def iter_jsonl(path: Path, model: type[_M]) -> Iterator[_M]:
     """Validated rows of a (gzip) JSONL file; a bad line is a :class:`ConfigError` naming file and line."""
     try:
-        with _open(path) as fh:
+        with open_text(path) as fh:
             for lineno, line in enumerate(fh, 1):
                 if not line.strip():
                     continue
@@ -174,7 +169,7 @@ def iter_jsonl(path: Path, model: type[_M]) -> Iterator[_M]:
                 except (ValueError, ValidationError) as exc:
                     raise ConfigError(f"{path.name} line {lineno}: invalid {model.__name__}: "
                                       f"{_short(exc)}") from None
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
 
 

@@ -33,8 +33,29 @@ def write(path: Path, rows: list[dict[str, object]]) -> Path:
 def test_labels_are_never_read_and_missing_ids_are_line_indexes(tmp_path: Path) -> None:
     rows = [{k: v for k, v in r.items() if k != "id"} for r in ROWS]
     pairs = read_pairs(write(tmp_path / "p.jsonl.gz", rows))
-    assert [p.id for p in pairs] == ["0", "1", "2", "3"]
+    assert [p.id for p in pairs] == [0, 1, 2, 3]
     assert all(p.duplicate is None for p in pairs)
+
+
+def test_ids_keep_their_json_type(tmp_path: Path) -> None:
+    rows = [{**r, "id": k} for k, r in zip((7, "8", 9.5, 0), ROWS, strict=True)]
+    pairs = read_pairs(write(tmp_path / "p.jsonl.gz", rows))
+    decisions, _ = evaluate_pairs(pairs, HashingEmbedder(384), PairVerifier.cosine_only(0.7))
+    assert [d["id"] for d in decisions] == [7, "8", 9.5, 0]
+    assert [type(json.loads(json.dumps(d))["id"]) for d in decisions] == [int, str, float, int]
+
+
+def test_gzip_is_recognised_by_content_not_name(tmp_path: Path) -> None:
+    gz_named_plain = write(tmp_path / "pairs.jsonl", ROWS)
+    plain_named_gz = tmp_path / "plain.jsonl.gz"
+    plain_named_gz.write_text("".join(json.dumps(r) + "\n" for r in ROWS), encoding="utf-8")
+    assert read_pairs(gz_named_plain) == read_pairs(plain_named_gz) == read_pairs(write(tmp_path / "p.gz", ROWS))
+
+
+@pytest.mark.parametrize("bad_id", [None, True, [1], {"a": 1}])
+def test_id_that_is_not_a_string_or_number_is_a_clear_error(tmp_path: Path, bad_id: object) -> None:
+    with pytest.raises(ConfigError, match="id must be"):
+        read_pairs(write(tmp_path / "p.jsonl.gz", [{**ROWS[0], "id": bad_id}]))
 
 
 def test_decisions_in_file_order(tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ labelled counts as wrong).
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import math
@@ -30,26 +29,27 @@ from sovrouter.cache.semindex import Scored, SemanticIndex, normalise_text
 from sovrouter.cache.verifier import PairVerifier
 from sovrouter.embed import Embedder
 from sovrouter.errors import ConfigError
+from sovrouter.fileio import open_text
 
 EmbedFn = Callable[[Sequence[str]], NDArray[np.float32]]
 
 
 @dataclass(frozen=True)
 class Pair:
-    id: str
+    id: str | int | float
     q1: str
     q2: str
     duplicate: bool | None = None
 
 
 def read_pairs(path: str | Path, with_labels: bool = False) -> list[Pair]:
-    """gzip (or plain) JSONL ``{"id", "q1", "q2"}``; a missing id becomes the line index. ``duplicate`` is read
-    only when ``with_labels`` (training), never by the evaluation."""
+    """gzip (by magic bytes) or plain JSONL ``{"id", "q1", "q2"}``. The id is kept as written (a JSON string or
+    number, so decisions join back to the file's ids); a missing id becomes the line index. ``duplicate`` is
+    read only when ``with_labels`` (training), never by the evaluation."""
     p = Path(path)
-    opener = gzip.open if p.suffix == ".gz" else open
     out: list[Pair] = []
     try:
-        with opener(p, "rt", encoding="utf-8") as fh:
+        with open_text(p) as fh:
             for i, line in enumerate(fh):
                 if not line.strip():
                     continue
@@ -58,10 +58,16 @@ def read_pairs(path: str | Path, with_labels: bool = False) -> list[Pair]:
                 if not isinstance(q1, str) or not isinstance(q2, str):
                     raise ValueError(f"line {i + 1}: q1 and q2 must be strings")
                 dup = bool(row["duplicate"]) if with_labels and "duplicate" in row else None
-                out.append(Pair(str(row.get("id", i)), q1, q2, dup))
+                out.append(Pair(_pair_id(row.get("id", i)), q1, q2, dup))
     except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"cannot read pairs file {p}: {exc}") from exc
     return out
+
+
+def _pair_id(raw: object) -> str | int | float:
+    if isinstance(raw, (str, int, float)) and not isinstance(raw, bool):
+        return raw
+    raise ValueError("id must be a string or a number")
 
 
 def part_of(q1: str, parts: int, salt: str = "semcache-split") -> int:

@@ -19,7 +19,6 @@ router only once their time has come) and the offline scorer.
 
 from __future__ import annotations
 
-import gzip
 import json
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from sovrouter.errors import InvalidRequestError
+from sovrouter.fileio import open_text
 
 BLOCK_TOKENS = 512
 
@@ -111,14 +111,9 @@ def load_trace(path: str | Path) -> list[TraceRequest]:
     p = Path(path)
     if not p.is_file():
         raise InvalidRequestError(f"trace file not found: {p.name}")
-    with p.open("rb") as fh:
-        gz = fh.read(2) == b"\x1f\x8b"
     try:
-        if gz:
-            with gzip.open(p, "rt", encoding="utf-8") as gfh:
-                return parse_trace(gfh)
-        with p.open("r", encoding="utf-8") as tfh:
-            return parse_trace(tfh)
+        with open_text(p) as fh:
+            return parse_trace(fh)
     except (OSError, UnicodeDecodeError, EOFError) as exc:
         raise InvalidRequestError(f"cannot read trace file {p.name}") from exc
 

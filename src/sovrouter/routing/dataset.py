@@ -9,7 +9,6 @@ data), the same reading the README's baselines use; the sovereignty engine repla
 
 from __future__ import annotations
 
-import gzip
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from numpy.typing import NDArray
 from sovrouter.catalog import Catalog, Deployment
 from sovrouter.contracts import Candidate
 from sovrouter.errors import ConfigError
+from sovrouter.fileio import open_text
 from sovrouter.routing.model import SLOT_ORDER
 
 FRONTIER_ACCELERATOR = "frontier-accelerator"
@@ -30,7 +30,7 @@ FRONTIER_ACCELERATOR = "frontier-accelerator"
 
 def _read(path: Path) -> Iterator[dict[str, Any]]:
     try:
-        with gzip.open(path, "rt", encoding="utf-8") as fh:
+        with open_text(path) as fh:
             for line in fh:
                 if line.strip():
                     yield json.loads(line)

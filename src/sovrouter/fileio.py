@@ -1,0 +1,22 @@
+"""Opening input files: gzip is recognised by its magic bytes, not by the file name, so a compressed file named
+``pairs.jsonl`` (or a plain one named ``.gz``) reads the same as a correctly named one."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import IO
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def is_gzip(path: str | Path) -> bool:
+    with Path(path).open("rb") as fh:
+        return fh.read(2) == GZIP_MAGIC
+
+
+def open_text(path: str | Path) -> IO[str]:
+    """A UTF-8 text stream over ``path``, decompressed when the file is gzip."""
+    if is_gzip(path):
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")

@@ -1,0 +1,28 @@
+"""``fileio``: gzip recognised by content."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+from sovrouter.fileio import is_gzip, open_text
+
+
+def test_reads_gzip_and_plain_whatever_the_name(tmp_path: Path) -> None:
+    zipped = tmp_path / "named-plain.jsonl"
+    with gzip.open(zipped, "wt", encoding="utf-8") as fh:
+        fh.write('{"a": "é"}\n')
+    plain = tmp_path / "named-zipped.jsonl.gz"
+    plain.write_text('{"a": "é"}\n', encoding="utf-8")
+    assert is_gzip(zipped) and not is_gzip(plain)
+    for path in (zipped, plain):
+        with open_text(path) as fh:
+            assert fh.read() == '{"a": "é"}\n'
+
+
+def test_empty_file_is_plain(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.gz"
+    empty.write_bytes(b"")
+    assert not is_gzip(empty)
+    with open_text(empty) as fh:
+        assert fh.read() == ""
