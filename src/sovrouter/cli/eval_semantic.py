@@ -1,8 +1,9 @@
 """``sovrouter eval semantic-cache --pairs FILE --out DECISIONS.jsonl [--verifier FILE] [--threads N]``.
 
 Loads every distinct ``q1`` of FILE (gzip JSONL ``{"id", "q1", "q2"}``) into a fresh cache of one tenant, looks
-up each ``q2`` in file order and writes ``{"id", "hit", "matched"}`` per line. Labels in the file, if any, are
-never read, and nothing is fitted to it.
+up each ``q2`` in file order and writes ``{"id", "hit", "matched"}`` per line (``id`` as the file wrote it, string
+or number; the line index when absent). Gzip is recognised by content, so a plain file works too. Labels in the
+file, if any, are never read, and nothing is fitted to it.
 """
 
 from __future__ import annotations
