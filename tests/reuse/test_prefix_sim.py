@@ -89,10 +89,20 @@ def test_parse_rejects_bad_lines_and_decreasing_time() -> None:
     assert len(parse_trace([ok, "", ok])) == 2
     with pytest.raises(InvalidRequestError, match="line 1"):
         parse_trace(["{not json"])
-    with pytest.raises(InvalidRequestError, match="hash_ids"):
-        parse_trace(['{"timestamp": 0, "input_length": 5, "output_length": 1, "hash_ids": ["x"]}'])
+    for bad in ('[true]', '[""]', '[1.5]', '[[1]]', '{"a": 1}'):
+        with pytest.raises(InvalidRequestError, match="hash_ids"):
+            parse_trace([f'{{"timestamp": 0, "input_length": 5, "output_length": 1, "hash_ids": {bad}}}'])
     with pytest.raises(InvalidRequestError, match="lengths"):
         parse_trace(['{"timestamp": 0, "input_length": -5, "output_length": 1, "hash_ids": [0]}'])
+
+
+def test_string_and_integral_float_block_ids_are_read_without_colliding_with_integers() -> None:
+    line = '{{"timestamp": 0, "input_length": 1024, "output_length": 1, "hash_ids": {}}}'
+    a, b, c = parse_trace([line.format('["9f2c", "0a11"]'), line.format('["9f2c", "5"]'), line.format("[5, 2.0]")])
+    assert a.hash_ids[0] == b.hash_ids[0] and a.hash_ids[1] != b.hash_ids[1]  # equal strings, equal blocks
+    assert c.hash_ids == (5, 2) and b.hash_ids[1] != 5  # the string "5" is not the integer 5
+    # the simulator treats them as blocks: the second request reuses the first block of the first
+    assert score([a, b], [0, 0], 1, SimConfig(block_tokens=512)).token_hit_rate == pytest.approx(512 / 2048)
 
 
 def test_out_of_order_lines_are_served_in_arrival_order() -> None:

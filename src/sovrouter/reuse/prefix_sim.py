@@ -19,6 +19,7 @@ router only once their time has come) and the offline scorer.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -77,11 +78,25 @@ def _parse_record(obj: Any, lineno: int) -> TraceRequest:
         raise InvalidRequestError(
             f"trace line {lineno}: needs timestamp, input_length, output_length and hash_ids"
         ) from exc
-    if not isinstance(ids, list) or not all(isinstance(h, int) and not isinstance(h, bool) for h in ids):
-        raise InvalidRequestError(f"trace line {lineno}: hash_ids must be a list of integers")
+    if not isinstance(ids, list):
+        raise InvalidRequestError(f"trace line {lineno}: hash_ids must be a list of block ids")
+    blocks = tuple(_block_id(h, lineno) for h in ids)
     if inp < 0 or out < 0 or not np.isfinite(ts):
         raise InvalidRequestError(f"trace line {lineno}: lengths must be >= 0 and the timestamp finite")
-    return TraceRequest(ts, inp, out, tuple(ids))
+    return TraceRequest(ts, inp, out, blocks)
+
+
+def _block_id(h: Any, lineno: int) -> int:
+    """A block id as an int. Mooncake writes integers; a trace that writes hashes as strings (hex digests) or
+    integral floats is read too: a string maps to 2**64 + its 64-bit blake2b digest, outside the range of any
+    64-bit integer id, so the two kinds never collide; equal strings map to equal ids."""
+    if isinstance(h, int) and not isinstance(h, bool):
+        return h
+    if isinstance(h, float) and h.is_integer():
+        return int(h)
+    if isinstance(h, str) and h:
+        return 2**64 + int.from_bytes(hashlib.blake2b(h.encode("utf-8"), digest_size=8).digest(), "big")
+    raise InvalidRequestError(f"trace line {lineno}: hash_ids must be integers or non-empty strings")
 
 
 def parse_trace(lines: Iterable[str]) -> list[TraceRequest]:
