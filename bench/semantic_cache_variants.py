@@ -1,0 +1,260 @@
+"""Four questions about the semantic cache's verifier training, each answered out of sample on dev. None ships.
+
+    python bench/semantic_cache_variants.py [--only learning-curve,thirds,reversed,cross-fit]
+                                            [--pairs FILE] [--vectors DIR] [--groups DIR]
+
+- ``learning-curve``: fit on 50/75/100% of one half's queries (by a hash of q1; the half's index unchanged),
+  measure on the other half, over the 10 draws of ``semantic_cache_splits.py``. Is the ranking data-limited?
+- ``thirds``: the shipped shape (two groups, each indexed alone, calibrated out of fold on both) against one
+  group: dev in thirds by three q1 hashes, fit on one third or on the other two, measure on the third left.
+- ``reversed``: add each pair reversed (index the q2s, look up the q1s: other hard negatives, same labels) to the
+  trees' training rows (weights 1.0, 0.6, 0.3), folds keyed on the original q1; the first split, both ways.
+- ``cross-fit``: three fold assignments instead of one for the threshold, the same final model: the median of
+  the three thresholds, or first passage on the averaged out-of-fold probabilities; over the 10 draws.
+
+Collected groups are pickled under ``--groups`` (default /tmp/semcache-groups) so a rerun skips the lookups
+(~3 min per halving, ~5 min per cut in thirds, with vectors cached under ``--vectors``). Writes
+bench/results/semantic_cache_variants.json. Figures and reading: docs/semantic-cache.md ("Measured ... seventh
+session").
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import pickle
+import statistics
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from semantic_cache import Lazy, sweep_and_oracle
+
+from sovrouter.cache.calibrate import Pair, best_decisions, choose_threshold, is_right, part_of
+from sovrouter.cache.training import (
+    ALT_EMBEDDER,
+    FOLD_SALT,
+    FOLDS,
+    GROUP_SALT,
+    GroupScores,
+    VectorStore,
+    _hgb,
+    _per_query,
+    collect,
+    fit,
+    load_labelled,
+    split,
+)
+from sovrouter.cache.verifier import PairVerifier, TreeEnsemble
+from sovrouter.embed import E5Embedder, MiniLMEmbedder
+
+OUT = Path(__file__).parent / "results" / "semantic_cache_variants.json"
+TARGETS = (0.0175, 0.019, 0.02)
+HALF_SALTS = [GROUP_SALT] + [f"{GROUP_SALT}-{k}" for k in range(1, 5)]
+THIRD_SALTS = ["third-a", "third-b", "third-c"]
+Collector = Callable[[Sequence[Pair]], GroupScores]
+Row = dict[str, Any]
+Draw = tuple[str, list[list[Pair]], list[GroupScores]]
+
+
+def cached(path: Path, make: Callable[[], Any]) -> Any:
+    if path.is_file():
+        with path.open("rb") as fh:
+            return pickle.load(fh)  # our own file, written below
+    value = make()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as fh:
+        pickle.dump(value, fh)
+    return value
+
+
+def nonverbatim_dups(pairs: Sequence[Pair]) -> int:
+    return sum(1 for p in pairs if p.duplicate and p.q1.strip() != p.q2.strip())
+
+
+def measure(group: GroupScores, verifier: PairVerifier, sweep: dict[str, float], nv: int, **tags: Any) -> Row:
+    r = sweep_and_oracle(group, verifier, sweep, nv)
+    return {**tags, "oracle": r["oracle_at_2pct"]["recall_nonverbatim"],
+            "targets": {t: [x["false_hit_rate"], x["recall_nonverbatim"]] for t, x in r["calibration_targets"].items()}}
+
+
+def summary(rows: Sequence[Row]) -> dict[str, Any]:
+    out: dict[str, Any] = {"draws": len(rows), "oracle_median": statistics.median(r["oracle"] for r in rows)}
+    for t in rows[0]["targets"]:
+        fhr = [r["targets"][t][0] for r in rows]
+        rec = [r["targets"][t][1] for r in rows]
+        out[t] = {"fhr_median": statistics.median(fhr), "fhr_max": max(fhr), "recall_median": statistics.median(rec),
+                  "fhr_le_2pct": sum(f <= 0.02 for f in fhr), "recall_ge_5pct": sum(x >= 0.05 for x in rec),
+                  "both": sum(f <= 0.02 and x >= 0.05 for f, x in zip(fhr, rec, strict=True))}
+    return out
+
+
+def show(label: str, s: dict[str, Any]) -> None:
+    t = s["0.02"]
+    print(f"{label:28s} oracle {100 * s['oracle_median']:.2f}%  at 2.0%: FHR {100 * t['fhr_median']:.2f}% "
+          f"(max {100 * t['fhr_max']:.2f}%, <=2% in {t['fhr_le_2pct']}/{s['draws']}), recall "
+          f"{100 * t['recall_median']:.2f}% (>=5% in {t['recall_ge_5pct']}), both {t['both']}", flush=True)
+
+
+def halvings(pairs: Sequence[Pair], col: Collector, gdir: Path) -> list[Draw]:
+    out = []
+    for salt in HALF_SALTS:
+        halves, groups = cached(gdir / f"{salt}.pkl", lambda s=salt: _collect_parts(split(pairs, salt=s), col))
+        out.append((salt, halves, groups))
+    return out
+
+
+def _collect_parts(parts: list[list[Pair]], col: Collector) -> tuple[list[list[Pair]], list[GroupScores]]:
+    return parts, [col(p) for p in parts]
+
+
+def learning_curve(draws: Sequence[Draw]) -> dict[str, Any]:
+    def share(g: GroupScores, frac: float) -> GroupScores:
+        keep = [q for q in g.queries
+                if int(hashlib.sha256(("lc" + q.pair.q1).encode()).hexdigest()[:8], 16) / 2**32 < frac]
+        return GroupScores(keep, g.positives, g.alt_embedder)
+    out = {}
+    for frac in (0.5, 0.75, 1.0):
+        rows = []
+        for salt, halves, groups in draws:
+            for a, b in ((0, 1), (1, 0)):
+                v, rep = fit([share(groups[a], frac)], sweep=TARGETS)
+                rows.append(measure(groups[b], v, rep["sweep"], nonverbatim_dups(halves[b]), salt=salt, fit=a))
+        out[str(frac)] = {"rows": rows, "summary": summary(rows)}
+        show(f"learning curve {frac:.0%}", out[str(frac)]["summary"])
+    return out
+
+
+def thirds(pairs: Sequence[Pair], col: Collector, gdir: Path) -> dict[str, Any]:
+    one: list[Row] = []
+    two: list[Row] = []
+    for salt in THIRD_SALTS:
+        parts, groups = cached(gdir / f"thirds-{salt}.pkl", lambda s=salt: _collect_parts(
+            split(pairs, groups=3, salt=s), col))
+        for k in range(3):
+            i, j = (x for x in range(3) if x != k)
+            nv = nonverbatim_dups(parts[k])
+            for arm, gs in (("one", [groups[i]]), ("one", [groups[j]]), ("two", [groups[i], groups[j]])):
+                v, rep = fit(gs, sweep=TARGETS)
+                (one if arm == "one" else two).append(measure(groups[k], v, rep["sweep"], nv, salt=salt, test=k))
+    out = {"one_group": {"rows": one, "summary": summary(one)}, "two_groups": {"rows": two, "summary": summary(two)}}
+    show("thirds, one group", out["one_group"]["summary"])
+    show("thirds, two groups (shipped)", out["two_groups"]["summary"])
+    return out
+
+
+def _rows_keyed(g: GroupScores, reversed_: bool, fold_salt: str = FOLD_SALT) -> tuple[np.ndarray, np.ndarray,
+                                                                                      np.ndarray]:
+    """``training._rows`` for one group (same order), with the fold key and salt chosen here."""
+    x, y, f = [], [], []
+    for q in g.queries:
+        if q.verbatim:
+            continue
+        fold = part_of(q.pair.q2 if reversed_ else q.pair.q1, FOLDS, fold_salt)  # the original q1 either way
+        for c in q.candidates:
+            x.append(c.features)
+            y.append(1.0 if is_right(q.pair.q2, c.text, g.positives) else 0.0)
+            f.append(fold)
+    return np.asarray(x), np.asarray(y), np.asarray(f)
+
+
+def fit_with_reversed(g: GroupScores, rev: GroupScores, weight: float) -> tuple[PairVerifier, dict[str, float]]:
+    xg, yg, fg = _rows_keyed(g, False)
+    xr, yr, fr = _rows_keyed(rev, True)
+    x, y, folds = np.vstack([xg, xr]), np.concatenate([yg, yr]), np.concatenate([fg, fr])
+    w = np.concatenate([np.ones(len(yg)), np.full(len(yr), weight)])
+    oof = np.zeros(len(y))
+    for f in range(FOLDS):
+        held = folds == f
+        oof[held] = _hgb().fit(x[~held], y[~held], sample_weight=w[~held]).predict_proba(x[held])[:, 1]
+    decisions = best_decisions(g.queries, _per_query([g], oof[: len(yg)])[0], g.positives)  # calibrate as shipped
+    sweep = {str(t): choose_threshold(decisions, t, None, verbatim_hits=g.verbatim_hits)[0] for t in TARGETS}
+    base, _ = fit([g])
+    model = TreeEnsemble.from_sklearn(_hgb().fit(x, y, sample_weight=w))
+    return dataclasses.replace(base, model=model, threshold=sweep["0.02"]), sweep
+
+
+def reversed_pairs(draw: Draw, col: Collector, gdir: Path) -> dict[str, Any]:
+    salt, halves, groups = draw
+    rev = cached(gdir / f"{salt}.reversed.pkl",
+                 lambda: [col([dataclasses.replace(p, q1=p.q2, q2=p.q1) for p in h]) for h in halves])
+    out: dict[str, Any] = {}
+    for label, weight in (("shipped", None), ("reversed x1.0", 1.0), ("reversed x0.6", 0.6), ("reversed x0.3", 0.3)):
+        rows = []
+        for a, b in ((0, 1), (1, 0)):
+            if weight is None:
+                v, rep = fit([groups[a]], sweep=TARGETS)
+                sweep = rep["sweep"]
+            else:
+                v, sweep = fit_with_reversed(groups[a], rev[a], weight)
+            rows.append(measure(groups[b], v, sweep, nonverbatim_dups(halves[b]), salt=salt, fit=a))
+        out[label] = {"rows": rows, "summary": summary(rows)}
+        show(f"first split, {label}", out[label]["summary"])
+    return out
+
+
+def cross_fit(draws: Sequence[Draw]) -> dict[str, Any]:
+    fold_salts = [FOLD_SALT, f"{FOLD_SALT}-1", f"{FOLD_SALT}-2"]
+    rows: dict[str, list[Row]] = {"shipped": [], "median of 3 thresholds": [], "averaged out-of-fold": []}
+    for salt, halves, groups in draws:
+        for a, b in ((0, 1), (1, 0)):
+            g = groups[a]
+            v, rep = fit([g], sweep=TARGETS)
+            probs = []
+            for fs in fold_salts:
+                x, y, folds = _rows_keyed(g, False, fs)
+                p = np.zeros(len(y))
+                for f in range(FOLDS):
+                    held = folds == f
+                    p[held] = _hgb().fit(x[~held], y[~held]).predict_proba(x[held])[:, 1]
+                probs.append(p)
+
+            def threshold(p: np.ndarray, t: float, g: GroupScores = g) -> float:
+                dec = best_decisions(g.queries, _per_query([g], p)[0], g.positives)
+                return choose_threshold(dec, t, None, verbatim_hits=g.verbatim_hits)[0]
+            sweeps = {"shipped": rep["sweep"],
+                      "median of 3 thresholds": {str(t): float(np.median([threshold(p, t) for p in probs]))
+                                                 for t in TARGETS},
+                      "averaged out-of-fold": {str(t): threshold(np.mean(probs, axis=0), t) for t in TARGETS}}
+            for label, sw in sweeps.items():
+                rows[label].append(measure(groups[b], v, sw, nonverbatim_dups(halves[b]), salt=salt, fit=a))
+    out = {label: {"rows": r, "summary": summary(r)} for label, r in rows.items()}
+    for label, r in out.items():
+        show(f"cross-fit, {label}", r["summary"])
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pairs", type=Path, default=Path("/work/shared/data/cache/qqp_dev.jsonl.gz"))
+    ap.add_argument("--vectors", type=Path, default=Path("/tmp/semcache-vectors"))
+    ap.add_argument("--groups", type=Path, default=Path("/tmp/semcache-groups"))
+    ap.add_argument("--only", default="learning-curve,thirds,reversed,cross-fit")
+    args = ap.parse_args()
+    only = set(args.only.split(","))
+    pairs = load_labelled(args.pairs)
+    emb = VectorStore(Lazy(lambda: MiniLMEmbedder(threads=2, batch_size=128)), args.vectors)
+    alt = VectorStore(Lazy(E5Embedder), args.vectors, embedder=ALT_EMBEDDER)
+
+    def col(part: Sequence[Pair]) -> GroupScores:
+        return collect(part, emb.embed, alt=alt)
+    result: dict[str, Any] = {"pairs_file": str(args.pairs), "targets": TARGETS}
+    draws = halvings(pairs, col, args.groups) if only & {"learning-curve", "reversed", "cross-fit"} else []
+    if "learning-curve" in only:
+        result["learning_curve"] = learning_curve(draws)
+    if "thirds" in only:
+        result["thirds"] = thirds(pairs, col, args.groups)
+    if "reversed" in only:
+        result["reversed"] = reversed_pairs(draws[0], col, args.groups)
+    if "cross-fit" in only:
+        result["cross_fit"] = cross_fit(draws)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"-> {OUT}")
+
+
+if __name__ == "__main__":
+    main()
