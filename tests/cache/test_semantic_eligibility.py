@@ -27,6 +27,10 @@ from sovrouter.contracts import ContentPart, Detection, Message, NormalizedReque
     ("word " * 60, "long"),
     ("Q: " + "a" * 400, "long"),
     ("   ", "empty"),
+    ("🙂🙂", "no_words"),
+    ("?!…", "no_words"),
+    ("Как выучить английский язык?", None),  # letters in any script are words
+    ("2+2?", None),
 ])
 def test_text_rules(text: str, reason: str | None) -> None:
     assert text_ineligible_reason(text) == reason

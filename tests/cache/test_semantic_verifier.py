@@ -105,6 +105,7 @@ def test_features_and_hard_mismatch() -> None:
     shots = "Question: Which gas do plants absorb?\nAnswer: CO2\n\nQuestion: "
     assert hard_mismatch(analyse(shots + "What is the boiling point?"), analyse(shots + "What is the melting point?"))
     assert hard_mismatch(analyse("word " * 41), analyse("word " * 41))
+    assert hard_mismatch(analyse("🙂🙂"), analyse("🙂🙂🙂"))  # nothing to compare: never a semantic match
     assert not hard_mismatch(analyse("How do I learn Python?"), analyse("How can I learn Python?"))
     f = pair_features(analyse("What is the best laptop?"), analyse("What is the worst laptop?"), 0.9, 0.9, 0.8, 1)
     assert len(f) == len(FEATURE_NAMES) and f[FEATURE_NAMES.index("polarity_mismatch")] == 2.0

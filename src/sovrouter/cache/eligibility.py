@@ -2,6 +2,7 @@
 
 A wrong semantic hit costs the whole answer, so eligibility is narrow on purpose. Not eligible:
 
+- empty text, or text with no letter or digit in any script (punctuation, emoji): nothing to compare;
 - personal data detected (or the detector failed): never embedded, stored or matched;
 - anything but a single text user turn (an optional system message is part of the partition key instead):
   conversations depend on their history;
@@ -46,11 +47,16 @@ _CODE = re.compile(r"```|\bdef |\bclass |\breturn\b|[{};]|==|=>|->|</?\w+>|\bimp
                    r"|(?i:\b(?:function|program|script|regex)\s+(?:to|that|which)\b)")
 
 
+_WORDLIKE = re.compile(r"[^\W_]")  # a letter or digit in any script
+
+
 def text_ineligible_reason(text: str, max_words: int = MAX_WORDS, max_chars: int = MAX_CHARS) -> str | None:
     """Why ``text`` may not use the semantic cache, or ``None`` if it may."""
     stripped = text.strip()
     if not stripped:
         return "empty"
+    if not _WORDLIKE.search(stripped):
+        return "no_words"  # punctuation or emoji only: nothing for the verifier to compare, both sides look alike
     if len(stripped) > max_chars or len(stripped.split()) > max_words:
         return "long"
     if "\n\n" in stripped or stripped.count("\n") > 2:

@@ -178,9 +178,9 @@ MAX_VERIFIED_WORDS = 40  # the verifier was fitted on short questions; longer te
 
 def hard_mismatch(a: TextInfo, b: TextInfo) -> bool:
     """Never a match: different numbers, one side negated and not the other, or a text outside the verifier's
-    domain (over :data:`MAX_VERIFIED_WORDS` words or in several blank-line separated parts, the shape of
-    templated and few-shot prompts, whose shared preamble makes different questions look alike). The last rule
-    repeats the eligibility rules on purpose: the index is safe even when used without them."""
+    domain (no words at all, over :data:`MAX_VERIFIED_WORDS` words or in several blank-line separated parts, the
+    shape of templated and few-shot prompts, whose shared preamble makes different questions look alike). The
+    last rules repeat the eligibility rules on purpose: the index is safe even when used without them."""
     if a.numbers != b.numbers or a.negated != b.negated:
         return True
-    return any(len(x.words) > MAX_VERIFIED_WORDS or "\n\n" in x.text.strip() for x in (a, b))
+    return any(not x.words or len(x.words) > MAX_VERIFIED_WORDS or "\n\n" in x.text.strip() for x in (a, b))
