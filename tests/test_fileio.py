@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 from pathlib import Path
 
 from sovrouter.fileio import is_gzip, open_text
@@ -26,3 +27,14 @@ def test_empty_file_is_plain(tmp_path: Path) -> None:
     assert not is_gzip(empty)
     with open_text(empty) as fh:
         assert fh.read() == ""
+
+
+def test_byte_order_mark_and_crlf_read_like_plain_lf(tmp_path: Path) -> None:
+    body = b'{"q1": "a?", "q2": "b?"}\r\n{"q1": "c?", "q2": "d?"}\r\n'
+    plain = tmp_path / "bom.jsonl"
+    plain.write_bytes(b"\xef\xbb\xbf" + body)
+    zipped = tmp_path / "bom.jsonl.gz"
+    zipped.write_bytes(gzip.compress(b"\xef\xbb\xbf" + body))
+    for path in (plain, zipped):
+        with open_text(path) as fh:
+            assert [json.loads(line) for line in fh] == [{"q1": "a?", "q2": "b?"}, {"q1": "c?", "q2": "d?"}]
