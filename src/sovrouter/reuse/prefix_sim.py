@@ -300,7 +300,7 @@ def load_assignment(path: str | Path, n_requests: int) -> list[int]:
     if not p.is_file():
         raise InvalidRequestError(f"assignment file not found: {p.name}")
     out: list[int | None] = [None] * n_requests
-    with p.open("r", encoding="utf-8") as fh:
+    with open_text(p) as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
