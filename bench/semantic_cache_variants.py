@@ -12,6 +12,9 @@
 - ``cross-fit``: three fold assignments instead of one for the threshold, the same final model: the median of
   the three thresholds, or first passage on the averaged out-of-fold probabilities; and ten folds instead of
   five (fold models closer to the final one); over the 10 draws.
+- ``monotone``: the same trees with monotonic constraints (the probability may only rise with the two cosines;
+  or only rise with word overlap and fall with mismatches; or both), over the 10 draws. A prior that should
+  help a data-limited model, if the constraints are true of the labels.
 
 Collected groups are pickled under ``--groups`` (default /tmp/semcache-groups) so a rerun skips the lookups
 (~3 min per halving, ~5 min per cut in thirds, with vectors cached under ``--vectors``). Writes
@@ -33,6 +36,7 @@ from typing import Any
 
 import numpy as np
 from semantic_cache import Lazy, sweep_and_oracle
+from sklearn.ensemble import HistGradientBoostingClassifier
 
 from sovrouter.cache.calibrate import Pair, best_decisions, choose_threshold, is_right, part_of
 from sovrouter.cache.training import (
@@ -49,14 +53,14 @@ from sovrouter.cache.training import (
     load_labelled,
     split,
 )
-from sovrouter.cache.verifier import PairVerifier, TreeEnsemble
+from sovrouter.cache.verifier import PairVerifier, TreeEnsemble, feature_names
 from sovrouter.embed import E5Embedder, MiniLMEmbedder
 
 OUT = Path(__file__).parent / "results" / "semantic_cache_variants.json"
 TARGETS = (0.0175, 0.019, 0.02)
 HALF_SALTS = [GROUP_SALT] + [f"{GROUP_SALT}-{k}" for k in range(1, 5)]
 THIRD_SALTS = ["third-a", "third-b", "third-c"]
-ALL = "learning-curve,thirds,reversed,cross-fit"
+ALL = "learning-curve,thirds,reversed,cross-fit,monotone"
 Collector = Callable[[Sequence[Pair]], GroupScores]
 Row = dict[str, Any]
 Draw = tuple[str, list[list[Pair]], list[GroupScores]]
@@ -232,6 +236,40 @@ def cross_fit(draws: Sequence[Draw]) -> dict[str, Any]:
     return out
 
 
+MONOTONE = {
+    "cosines rise": {"cos": 1, "alt_cos": 1},
+    "overlap rises, mismatches fall": {"jaccard_content": 1, "jaccard_words": 1, "unmatched_frac": -1,
+                                       "negation_mismatch": -1, "polarity_mismatch": -1, "qword_mismatch": -1},
+}
+MONOTONE["both"] = {**MONOTONE["cosines rise"], **MONOTONE["overlap rises, mismatches fall"]}
+
+
+def monotone(draws: Sequence[Draw]) -> dict[str, Any]:
+    def trees(cst: list[int]) -> HistGradientBoostingClassifier:
+        return _hgb().set_params(monotonic_cst=cst)
+    out = {}
+    for label, signs in MONOTONE.items():
+        rows = []
+        for salt, halves, groups in draws:
+            cst = [signs.get(n, 0) for n in feature_names(groups[0].alt_embedder is not None)]
+            for a, b in ((0, 1), (1, 0)):
+                g = groups[a]
+                x, y, folds = _rows_keyed(g, False)
+                oof = np.zeros(len(y))
+                for f in range(FOLDS):
+                    held = folds == f
+                    oof[held] = trees(cst).fit(x[~held], y[~held]).predict_proba(x[held])[:, 1]
+                dec = best_decisions(g.queries, _per_query([g], oof)[0], g.positives)
+                sweep = {str(t): choose_threshold(dec, t, None, verbatim_hits=g.verbatim_hits)[0] for t in TARGETS}
+                base, _ = fit([g])
+                v = dataclasses.replace(base, model=TreeEnsemble.from_sklearn(trees(cst).fit(x, y)),
+                                        threshold=sweep["0.02"])
+                rows.append(measure(groups[b], v, sweep, nonverbatim_dups(halves[b]), salt=salt, fit=a))
+        out[label] = {"signs": signs, "rows": rows, "summary": summary(rows)}
+        show(f"monotone: {label}", out[label]["summary"])
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", type=Path, default=Path("/work/shared/data/cache/qqp_dev.jsonl.gz"))
@@ -247,7 +285,7 @@ def main() -> None:
     def col(part: Sequence[Pair]) -> GroupScores:
         return collect(part, emb.embed, alt=alt)
     result: dict[str, Any] = {"pairs_file": str(args.pairs), "targets": TARGETS}
-    draws = halvings(pairs, col, args.groups) if only & {"learning-curve", "reversed", "cross-fit"} else []
+    draws = halvings(pairs, col, args.groups) if only & {"learning-curve", "reversed", "cross-fit", "monotone"} else []
     if "learning-curve" in only:
         result["learning_curve"] = learning_curve(draws)
     if "thirds" in only:
@@ -258,6 +296,8 @@ def main() -> None:
         result["cross_fit"] = cross_fit(draws)
     if OUT.is_file() and args.only != ALL:  # a partial rerun replaces only its own sections
         result = {**json.loads(OUT.read_text()), **result}
+    if "monotone" in only:
+        result["monotone"] = monotone(draws)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=1) + "\n")
     print(f"-> {OUT}")
