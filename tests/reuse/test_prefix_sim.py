@@ -130,5 +130,14 @@ def test_load_trace_gzip_and_plain_and_assignment(tmp_path: Path) -> None:
     a.write_text('{"i": 1, "replica": 0}\n')
     with pytest.raises(InvalidRequestError, match="misses"):
         load_assignment(a, 3)
+    agz = tmp_path / "a.jsonl.gz"
+    agz.write_bytes(gzip.compress(b'{"i": 0, "replica": 1}\n{"i": 1, "replica": 0}\n{"i": 2, "replica": 1}\n'))
+    assert load_assignment(agz, 3) == [1, 0, 1]  # gzip by content, like the trace
+    agz.write_bytes(agz.read_bytes()[:-9])  # truncated gzip
+    with pytest.raises(InvalidRequestError, match="cannot read"):
+        load_assignment(agz, 3)
+    a.write_bytes(b'{"i": 0, "replica": "\xff"}\n')  # not UTF-8
+    with pytest.raises(InvalidRequestError, match="cannot read"):
+        load_assignment(a, 1)
     with pytest.raises(InvalidRequestError, match="not found"):
         load_trace(tmp_path / "missing.jsonl")

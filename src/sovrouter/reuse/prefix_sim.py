@@ -299,20 +299,24 @@ def load_assignment(path: str | Path, n_requests: int) -> list[int]:
     p = Path(path)
     if not p.is_file():
         raise InvalidRequestError(f"assignment file not found: {p.name}")
+    try:
+        with open_text(p) as fh:
+            lines = fh.readlines()
+    except (OSError, UnicodeDecodeError, EOFError) as exc:
+        raise InvalidRequestError(f"cannot read assignment file {p.name}") from exc
     out: list[int | None] = [None] * n_requests
-    with open_text(p) as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                i, r = int(obj["i"]), int(obj["replica"])
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                raise InvalidRequestError(f"assignment line {lineno}: expected {{\"i\": int, \"replica\": int}}") \
-                    from exc
-            if not 0 <= i < n_requests or out[i] is not None:
-                raise InvalidRequestError(f"assignment line {lineno}: index {i} out of range or repeated")
-            out[i] = r
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            i, r = int(obj["i"]), int(obj["replica"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise InvalidRequestError(f"assignment line {lineno}: expected {{\"i\": int, \"replica\": int}}") \
+                from exc
+        if not 0 <= i < n_requests or out[i] is not None:
+            raise InvalidRequestError(f"assignment line {lineno}: index {i} out of range or repeated")
+        out[i] = r
     missing = sum(1 for r in out if r is None)
     if missing:
         raise InvalidRequestError(f"assignment misses {missing} of {n_requests} requests")
