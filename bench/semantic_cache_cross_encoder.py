@@ -36,7 +36,7 @@ import numpy as np
 from semantic_cache import Lazy
 from semantic_cache_variants import (
     TARGETS,
-    Collector,
+    _collect_parts,
     cached,
     measure,
     nonverbatim_dups,
@@ -206,9 +206,7 @@ def main() -> None:
 
     def col(part: Sequence[Pair]) -> GroupScores:
         return collect(part, emb.embed, alt=alt)
-    collector: Collector = col
-    halves, groups = cached(args.groups / f"{GROUP_SALT}.pkl",
-                            lambda: ([h for h in split(pairs)], [collector(h) for h in split(pairs)]))
+    halves, groups = cached(args.groups / f"{GROUP_SALT}.pkl", lambda: _collect_parts(split(pairs), col))
     result = {"pairs_file": str(args.pairs), **run(halves, groups, args.epochs, args.lr)}
     key = f"epochs={args.epochs:g},lr={args.lr:g}"
     previous = json.loads(OUT.read_text()) if OUT.is_file() else {}
