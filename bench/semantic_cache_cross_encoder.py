@@ -33,11 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from semantic_cache import Lazy
 from semantic_cache_variants import (
     TARGETS,
     _collect_parts,
     cached,
+    collector,
+    data_args,
     measure,
     nonverbatim_dups,
     summary,
@@ -45,16 +46,12 @@ from semantic_cache_variants import (
 
 from sovrouter.cache.calibrate import Pair, best_decisions, is_right
 from sovrouter.cache.training import (
-    ALT_EMBEDDER,
     GROUP_SALT,
     GroupScores,
-    VectorStore,
-    collect,
     fit,
     load_labelled,
     split,
 )
-from sovrouter.embed import E5Embedder, MiniLMEmbedder
 
 OUT = Path(__file__).parent / "results" / "semantic_cache_cross_encoder.json"
 BATCH = 32
@@ -194,18 +191,12 @@ def run(halves: list[list[Pair]], groups: list[GroupScores], epochs: float, lr: 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--pairs", type=Path, default=Path("/work/shared/data/cache/qqp_dev.jsonl.gz"))
-    ap.add_argument("--vectors", type=Path, default=Path("/tmp/semcache-vectors"))
-    ap.add_argument("--groups", type=Path, default=Path("/tmp/semcache-groups"))
+    data_args(ap)
     ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--lr", type=float, default=3e-5)
     args = ap.parse_args()
     pairs = load_labelled(args.pairs)
-    emb = VectorStore(Lazy(lambda: MiniLMEmbedder(threads=2, batch_size=128)), args.vectors)
-    alt = VectorStore(Lazy(E5Embedder), args.vectors, embedder=ALT_EMBEDDER)
-
-    def col(part: Sequence[Pair]) -> GroupScores:
-        return collect(part, emb.embed, alt=alt)
+    col = collector(args.vectors)
     halves, groups = cached(args.groups / f"{GROUP_SALT}.pkl", lambda: _collect_parts(split(pairs), col))
     result = {"pairs_file": str(args.pairs), **run(halves, groups, args.epochs, args.lr)}
     key = f"epochs={args.epochs:g},lr={args.lr:g}"

@@ -270,20 +270,31 @@ def monotone(draws: Sequence[Draw]) -> dict[str, Any]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def data_args(ap: argparse.ArgumentParser) -> None:
+    """The dev pairs, the embedding cache and the pickled groups: shared by the semantic-cache training benches."""
     ap.add_argument("--pairs", type=Path, default=Path("/work/shared/data/cache/qqp_dev.jsonl.gz"))
     ap.add_argument("--vectors", type=Path, default=Path("/tmp/semcache-vectors"))
     ap.add_argument("--groups", type=Path, default=Path("/tmp/semcache-groups"))
+
+
+def collector(vectors: Path) -> Collector:
+    """Index a part and look up its q2s with both embedding models, vectors cached under ``vectors``."""
+    emb = VectorStore(Lazy(lambda: MiniLMEmbedder(threads=2, batch_size=128)), vectors)
+    alt = VectorStore(Lazy(E5Embedder), vectors, embedder=ALT_EMBEDDER)
+
+    def col(part: Sequence[Pair]) -> GroupScores:
+        return collect(part, emb.embed, alt=alt)
+    return col
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    data_args(ap)
     ap.add_argument("--only", default=ALL, help="comma-separated sections; a partial run updates only those")
     args = ap.parse_args()
     only = set(args.only.split(","))
     pairs = load_labelled(args.pairs)
-    emb = VectorStore(Lazy(lambda: MiniLMEmbedder(threads=2, batch_size=128)), args.vectors)
-    alt = VectorStore(Lazy(E5Embedder), args.vectors, embedder=ALT_EMBEDDER)
-
-    def col(part: Sequence[Pair]) -> GroupScores:
-        return collect(part, emb.embed, alt=alt)
+    col = collector(args.vectors)
     result: dict[str, Any] = {"pairs_file": str(args.pairs), "targets": TARGETS}
     draws = halvings(pairs, col, args.groups) if only & {"learning-curve", "reversed", "cross-fit", "monotone"} else []
     if "learning-curve" in only:
