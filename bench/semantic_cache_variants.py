@@ -1,6 +1,6 @@
-"""Four questions about the semantic cache's verifier training, each answered out of sample on dev. None ships.
+"""Questions about the semantic cache's verifier training, each answered out of sample on dev. None ships.
 
-    python bench/semantic_cache_variants.py [--only learning-curve,thirds,reversed,cross-fit]
+    python bench/semantic_cache_variants.py [--only learning-curve,thirds,reversed,cross-fit,monotone,rarity]
                                             [--pairs FILE] [--vectors DIR] [--groups DIR]
 
 - ``learning-curve``: fit on 50/75/100% of one half's queries (by a hash of q1; the half's index unchanged),
@@ -15,6 +15,10 @@
 - ``monotone``: the same trees with monotonic constraints (the probability may only rise with the two cosines;
   or only rise with word overlap and fall with mismatches; or both), over the 10 draws. A prior that should
   help a data-limited model, if the constraints are true of the labels.
+- ``rarity``: how rare the words are that differ (or are shared), as more tree inputs, over the 10 draws: general
+  English word frequencies (``wordfreq``'s Zipf scale; not a project dependency, ``pip install wordfreq``,
+  skipped without it), or IDF over the cache's own entries (label-free and set-based, so a serving-time
+  statistic). "Python" vs "Java" differ by two common words, a typo by one word that is no word at all.
 
 Collected groups are pickled under ``--groups`` (default /tmp/semcache-groups) so a rerun skips the lookups
 (~3 min per halving, ~5 min per cut in thirds, with vectors cached under ``--vectors``). Writes
@@ -26,8 +30,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
+import math
 import pickle
 import statistics
 from collections.abc import Callable, Sequence
@@ -39,6 +45,7 @@ from semantic_cache import Lazy, sweep_and_oracle
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from sovrouter.cache.calibrate import Pair, best_decisions, choose_threshold, is_right, part_of
+from sovrouter.cache.textfeat import NEGATIONS, STOP_WORDS, stem, words
 from sovrouter.cache.training import (
     ALT_EMBEDDER,
     FOLD_SALT,
@@ -60,7 +67,7 @@ OUT = Path(__file__).parent / "results" / "semantic_cache_variants.json"
 TARGETS = (0.0175, 0.019, 0.02)
 HALF_SALTS = [GROUP_SALT] + [f"{GROUP_SALT}-{k}" for k in range(1, 5)]
 THIRD_SALTS = ["third-a", "third-b", "third-c"]
-ALL = "learning-curve,thirds,reversed,cross-fit,monotone"
+ALL = "learning-curve,thirds,reversed,cross-fit,monotone,rarity"
 Collector = Callable[[Sequence[Pair]], GroupScores]
 Row = dict[str, Any]
 Draw = tuple[str, list[list[Pair]], list[GroupScores]]
@@ -270,6 +277,84 @@ def monotone(draws: Sequence[Draw]) -> dict[str, Any]:
     return out
 
 
+Extra = Callable[[str, str], list[float]]
+
+
+def _content_words(text: str) -> dict[str, str]:
+    """Content stems of a text, each with the first word it came from."""
+    out: dict[str, str] = {}
+    for w in words(text):
+        if w not in STOP_WORDS and w not in NEGATIONS and not w.isdigit():
+            out.setdefault(stem(w), w)
+    return out
+
+
+def zipf_features() -> Extra | None:
+    """Rarest differing word, rarity-weighted overlap, rare and non-word differing words (wordfreq Zipf, 0-8)."""
+    try:
+        from wordfreq import zipf_frequency  # bench only, optional
+    except ImportError:
+        return None
+    zipf = functools.lru_cache(maxsize=None)(lambda w: float(zipf_frequency(w, "en")))
+
+    def extra(query: str, entry: str) -> list[float]:
+        a, b = _content_words(query), _content_words(entry)
+        only = [a[s] for s in a.keys() - b.keys()] + [b[s] for s in b.keys() - a.keys()]
+        shared = [a[s] for s in a.keys() & b.keys()]
+        weight = [max(8.0 - zipf(w), 0.5) for w in shared]
+        total = sum(weight) + sum(max(8.0 - zipf(w), 0.5) for w in only)
+        z = [zipf(w) for w in only]
+        return [min(z, default=8.0), sum(weight) / total if total else 1.0, float(sum(0 < x < 3.0 for x in z)),
+                float(sum(x == 0 for x in z)), min((x for x in z if x > 0), default=8.0)]
+    return extra
+
+
+def cache_idf_features(g: GroupScores) -> Extra:
+    """IDF over the group's cached entries: largest differing / shared IDF, IDF-weighted overlap, differing IDF."""
+    entries = {q.pair.q1 for q in g.queries} | {c.text for q in g.queries for c in q.candidates}
+    df: dict[str, int] = {}
+    for t in entries:
+        for s in _content_words(t):
+            df[s] = df.get(s, 0) + 1
+
+    def idf(s: str) -> float:
+        return math.log((len(entries) + 1) / (df.get(s, 0) + 1))
+
+    def extra(query: str, entry: str) -> list[float]:
+        a, b = _content_words(query).keys(), _content_words(entry).keys()
+        only, shared = [idf(s) for s in (a - b) | (b - a)], [idf(s) for s in a & b]
+        total = sum(only) + sum(shared)
+        return [max(only, default=0.0), sum(shared) / total if total else 1.0, sum(only), max(shared, default=0.0)]
+    return extra
+
+
+def with_features(g: GroupScores, extra: Extra) -> GroupScores:
+    qs = [dataclasses.replace(q, candidates=[dataclasses.replace(c, features=[*c.features, *extra(q.pair.q2, c.text)])
+                                             for c in q.candidates]) for q in g.queries]
+    return GroupScores(qs, g.positives, g.alt_embedder)
+
+
+def rarity(draws: Sequence[Draw]) -> dict[str, Any]:
+    zipf = zipf_features()
+    arms: dict[str, Callable[[GroupScores], Extra] | None] = {
+        "shipped": None, "IDF over the cache's entries": cache_idf_features}
+    if zipf is None:
+        print("rarity: wordfreq is not installed, the Zipf arm is skipped (pip install wordfreq)")
+    else:
+        arms["wordfreq Zipf"] = lambda g: zipf
+    out: dict[str, Any] = {}
+    for label, make in arms.items():
+        rows = []
+        for salt, halves, groups in draws:
+            gs = groups if make is None else [with_features(g, make(g)) for g in groups]
+            for a, b in ((0, 1), (1, 0)):
+                v, rep = fit([gs[a]], sweep=TARGETS)
+                rows.append(measure(gs[b], v, rep["sweep"], nonverbatim_dups(halves[b]), salt=salt, fit=a))
+        out[label] = {"rows": rows, "summary": summary(rows)}
+        show(f"rarity: {label}", out[label]["summary"])
+    return out
+
+
 def data_args(ap: argparse.ArgumentParser) -> None:
     """The dev pairs, the embedding cache and the pickled groups: shared by the semantic-cache training benches."""
     ap.add_argument("--pairs", type=Path, default=Path("/work/shared/data/cache/qqp_dev.jsonl.gz"))
@@ -296,7 +381,8 @@ def main() -> None:
     pairs = load_labelled(args.pairs)
     col = collector(args.vectors)
     result: dict[str, Any] = {"pairs_file": str(args.pairs), "targets": TARGETS}
-    draws = halvings(pairs, col, args.groups) if only & {"learning-curve", "reversed", "cross-fit", "monotone"} else []
+    draws = (halvings(pairs, col, args.groups)
+             if only & {"learning-curve", "reversed", "cross-fit", "monotone", "rarity"} else [])
     if "learning-curve" in only:
         result["learning_curve"] = learning_curve(draws)
     if "thirds" in only:
@@ -309,6 +395,8 @@ def main() -> None:
         result = {**json.loads(OUT.read_text()), **result}
     if "monotone" in only:
         result["monotone"] = monotone(draws)
+    if "rarity" in only:
+        result["rarity"] = rarity(draws)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=1) + "\n")
     print(f"-> {OUT}")
