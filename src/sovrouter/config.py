@@ -22,13 +22,31 @@ class ApiKey(BaseModel):
     label: str = ""
 
 
+class ReplicaAffinity(BaseModel):
+    """What the prefix/KV-affinity replica chooser assumes of each replica (docs/prefix-affinity.md).
+
+    The defaults are the scoring model of issue 5; set them to the serving engine's figures (vLLM prints its
+    KV cache size in tokens at start-up)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kv_cache_tokens: int = Field(default=4096 * 512, ge=512, description="KV cache of one replica, in tokens")
+    prefill_tokens_per_s: float = Field(default=10_000.0, gt=0, allow_inf_nan=False)
+    decode_tokens_per_s: float = Field(default=1_000.0, gt=0, allow_inf_nan=False)
+    compute_price: float = Field(default=10.0, ge=0, le=1e6,
+                                 description="seconds of TTFT one replica-second of prefill is worth")
+    tail: float = Field(default=0.3, ge=0, le=1e6, description="weight of the long-wait penalty (0 = off)")
+
+
 class Upstream(BaseModel):
-    """Where a deployment's OpenAI-compatible server is (one or more replicas)."""
+    """Where a deployment's OpenAI-compatible server is (one or more replicas), and how a replica is chosen."""
 
     model_config = ConfigDict(extra="forbid")
     base_urls: list[str] = Field(min_length=1)
     model: str = "default"
     api_key_env: str | None = None
+    replica_choice: Literal["prefix-affinity", "least-outstanding"] = "prefix-affinity"
+    """With several replicas: by expected cached prefix and queue (default), or fewest calls in flight."""
+    affinity: ReplicaAffinity = ReplicaAffinity()
 
 
 class BreakerSettings(BaseModel):

@@ -1,14 +1,23 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import openai
 import pytest
-from gateway_harness import make_settings
+from gateway_harness import ACME_KEY, make_settings
 
-from sovrouter.config import Upstream
+from sovrouter.adapters.openai_http import OpenAIHTTPAdapter, new_client
+from sovrouter.adapters.replicas import LeastOutstandingChooser, ReplicaChooser
+from sovrouter.clock import SimClock
+from sovrouter.config import Settings, Upstream
 from sovrouter.contracts import Candidate
 from sovrouter.errors import ConfigError
+from sovrouter.gateway.app import create_app
+from sovrouter.gateway.server import ServerThread
 from sovrouter.gateway.wiring import build_live_pipeline
+from sovrouter.reuse.prefix import AffinitySettings, PrefixAffinityChooser
+from sovrouter.testing_upstream import UpstreamBehaviour, create_upstream_app
 
 
 def test_wires_one_http_adapter_per_upstream_and_sqlite_state(tmp_path: Path) -> None:
@@ -33,3 +42,71 @@ def test_missing_api_key_env_is_a_config_error(tmp_path: Path, monkeypatch: pyte
     settings.upstreams["frontier/us"] = Upstream(base_urls=["http://c"], api_key_env="SOVROUTER_TEST_UPSTREAM_KEY")
     with pytest.raises(ConfigError, match="SOVROUTER_TEST_UPSTREAM_KEY"):
         build_live_pipeline(settings)
+
+
+def _chooser_of(pipeline: Any, key: str) -> ReplicaChooser:
+    """The replica chooser inside the reliability stack around one deployment's HTTP adapter."""
+    slot, _, dep = key.partition("/")
+    node: Any = pipeline.executor.adapters[Candidate(slot=slot, deployment=dep)]
+    while not isinstance(node, OpenAIHTTPAdapter):
+        node = node.inner
+    return node.chooser
+
+
+def test_several_replicas_get_the_prefix_affinity_chooser_from_their_configuration(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, "http://a", "http://b")
+    settings.upstreams["sovereign-large/eu-sov"] = Upstream.model_validate(
+        {"base_urls": ["http://r0", "http://r1"], "affinity": {"kv_cache_tokens": 1024 * 512, "tail": 0}})
+    settings.upstreams["sovereign-large/us-east"] = Upstream(base_urls=["http://r2", "http://r3"],
+                                                             replica_choice="least-outstanding")
+    pipeline = build_live_pipeline(settings)
+    chooser = _chooser_of(pipeline, "sovereign-large/eu-sov")
+    assert isinstance(chooser, PrefixAffinityChooser)
+    assert chooser.settings.tail == 0.0
+    assert chooser.settings == PrefixAffinityChooser(
+        SimClock(), AffinitySettings(capacity_blocks=1024, tail=0.0)).settings  # same capacity, in gateway blocks
+    assert isinstance(_chooser_of(pipeline, "sovereign-large/us-east"), LeastOutstandingChooser)
+    assert isinstance(_chooser_of(pipeline, "frontier/us"), LeastOutstandingChooser)  # one replica: nothing to choose
+
+
+@pytest.mark.parametrize("upstream", [
+    "{base_urls: [http://a, http://b], replica_choice: random}",
+    "{base_urls: [http://a, http://b], affinity: {tail: -1}}",
+    "{base_urls: [http://a, http://b], affinity: {kv_cache_tokens: 0}}",
+    "{base_urls: [http://a, http://b], affinity: {prefill_tokens_per_s: .nan}}",
+    "{base_urls: [http://a, http://b], affinity: {decode_tokens_per_s: .inf}}",
+    "{base_urls: [http://a, http://b], affinity: {colour: blue}}",
+])
+def test_a_bad_replica_choice_is_a_config_error(tmp_path: Path, upstream: str) -> None:
+    path = tmp_path / "sovrouter.yaml"
+    path.write_text(f"catalog: c.json\ntenants: t.json\nupstreams:\n  sovereign-large/eu-sov: {upstream}\n")
+    with pytest.raises(ConfigError, match="upstreams"):
+        Settings.load(path)
+
+
+def test_the_gateway_sends_each_conversation_back_to_the_replica_that_holds_it(tmp_path: Path) -> None:
+    """Real HTTP end to end: the official client -> gateway -> three replicas of one deployment, chosen by the
+    default (prefix-affinity) chooser; a follow-up turn goes where its conversation's prefix was sent."""
+    behaviours = [UpstreamBehaviour(reply=f"replica {i}", chunks=1) for i in range(3)]
+    with ServerThread(create_upstream_app(behaviours[0]), log_level="critical") as r0, \
+            ServerThread(create_upstream_app(behaviours[1]), log_level="critical") as r1, \
+            ServerThread(create_upstream_app(behaviours[2]), log_level="critical") as r2:
+        settings = make_settings(tmp_path, "http://127.0.0.1:9", "http://127.0.0.1:9", max_body_bytes=1_000_000)
+        settings.upstreams["sovereign-large/eu-sov"] = Upstream(base_urls=[r0.url, r1.url, r2.url])
+        client = new_client()
+        app = create_app(build_live_pipeline(settings, client=client), settings, on_shutdown=[client.aclose])
+        with ServerThread(app, log_level="critical") as gw:
+            api = openai.OpenAI(base_url=gw.url + "/v1", api_key=ACME_KEY, max_retries=0, timeout=20)
+            docs = {c: " ".join(f"{c}{i}" for i in range(1500)) for c in "abc"}
+            first = {}
+            for c, doc in docs.items():
+                out = api.chat.completions.create(model="sovereign-large/eu-sov",
+                                                  messages=[{"role": "user", "content": doc}])
+                first[c] = out.choices[0].message.content
+            assert sorted(first.values()) == ["replica 0", "replica 1", "replica 2"]  # idle replicas share new work
+            for c in "cab":
+                out = api.chat.completions.create(model="sovereign-large/eu-sov", messages=[
+                    {"role": "user", "content": docs[c]}, {"role": "assistant", "content": first[c]},
+                    {"role": "user", "content": f"and more about {c}?"}])
+                assert out.choices[0].message.content == first[c]
+    assert [b.calls for b in behaviours] == [2, 2, 2]

@@ -12,7 +12,8 @@
   other 4xx -> :class:`UpstreamRejectedError`, malformed body or a stream that ends before ``[DONE]`` or a
   ``finish_reason`` -> :class:`UpstreamProtocolError`, httpx timeouts -> :class:`UpstreamTimeoutError`.
   A stream always ends with ``StreamChunk(final=ModelResult(...))`` or raises: never a silent truncation.
-- Several replicas of one deployment: a :class:`ReplicaChooser` picks one per call (default: least outstanding).
+- Several replicas of one deployment: a :class:`ReplicaChooser` picks one per call (default here: least
+  outstanding; the gateway's wiring passes the one the upstream configures, prefix/KV affinity by default).
 """
 
 from __future__ import annotations

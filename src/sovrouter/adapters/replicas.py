@@ -2,8 +2,9 @@
 
 A deployment (``slot/deployment``) may be served by several identical replicas (``Upstream.base_urls``). The
 HTTP adapter asks a :class:`ReplicaChooser` which one to call, tells it when the call starts and when it ends.
-The default is :class:`LeastOutstandingChooser` (fewest in-flight requests, ties broken round-robin); the
-prefix/KV-affinity chooser (``reuse/prefix.py``) implements the same Protocol.
+The adapter's own default is :class:`LeastOutstandingChooser` (fewest in-flight requests, ties broken
+round-robin); the gateway's wiring gives a deployment with several replicas the prefix/KV-affinity chooser
+(``reuse/prefix.py``, same Protocol) unless its upstream configures ``replica_choice: least-outstanding``.
 
 Stable contract (other components import it):
 

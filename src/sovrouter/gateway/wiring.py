@@ -2,8 +2,9 @@
 
 One :class:`OpenAIHTTPAdapter` per entry of ``settings.upstreams`` (``'slot/deployment' -> Upstream``), plus
 any catalog deployment that names its own ``base_url``; SQLite record store and exact cache under
-``settings.state_dir``; wall clock. The rest (policy, router, reliability stack) comes from ``build.assemble``,
-the same assembly the replay harness uses.
+``settings.state_dir``; wall clock; each deployment's replica chooser as its upstream configures it
+(prefix/KV affinity by default when it has several replicas). The rest (policy, router, reliability stack)
+comes from ``build.assemble``, the same assembly the replay harness uses.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from sovrouter.config import Settings, Upstream
 from sovrouter.contracts import Candidate
 from sovrouter.errors import ConfigError
 from sovrouter.pipeline import Pipeline
-from sovrouter.protocols import ModelAdapter
+from sovrouter.protocols import Clock, ModelAdapter
+from sovrouter.reuse.prefix import PrefixAffinityChooser, settings_from_config
 from sovrouter.store.records import SQLiteRecordStore
 
 ChooserFactory = Callable[[Candidate, Upstream], ReplicaChooser]
@@ -45,6 +47,14 @@ def upstreams_of(settings: Settings, catalog: Catalog) -> dict[Candidate, Upstre
     return out
 
 
+def configured_chooser(upstream: Upstream, clock: Clock) -> ReplicaChooser:
+    """The replica chooser an upstream's configuration asks for: prefix/KV affinity (the default) when it has
+    several replicas, else fewest calls in flight (with one replica there is nothing to choose)."""
+    if upstream.replica_choice == "prefix-affinity" and len(upstream.base_urls) > 1:
+        return PrefixAffinityChooser(clock, settings_from_config(upstream.affinity))
+    return LeastOutstandingChooser()
+
+
 def _api_key(upstream: Upstream, key: str) -> str | None:
     if upstream.api_key_env is None:
         return None
@@ -61,13 +71,14 @@ def build_live_pipeline(
     chooser_factory: ChooserFactory | None = None,
 ) -> Pipeline:
     """``client`` is shared by every adapter (its owner closes it; one is created if omitted);
-    ``chooser_factory`` gives each deployment its replica chooser (default: least outstanding requests)."""
+    ``chooser_factory`` gives each deployment its replica chooser (default: :func:`configured_chooser`)."""
     catalog = Catalog.load(settings.catalog)
     tenants = Tenants.load(settings.tenants)
     shared = client or new_client()
+    clock = WallClock()
     adapters: dict[Candidate, ModelAdapter] = {}
     for cand, upstream in upstreams_of(settings, catalog).items():
-        chooser = chooser_factory(cand, upstream) if chooser_factory else LeastOutstandingChooser()
+        chooser = chooser_factory(cand, upstream) if chooser_factory else configured_chooser(upstream, clock)
         adapters[cand] = OpenAIHTTPAdapter(cand, upstream.base_urls, model=upstream.model,
                                            api_key=_api_key(upstream, cand.key), client=shared, chooser=chooser)
     try:
@@ -75,5 +86,5 @@ def build_live_pipeline(
     except OSError as exc:
         raise ConfigError(f"cannot create state_dir {settings.state_dir}: {exc}") from exc
     records = SQLiteRecordStore(settings.state_dir / "records.sqlite")
-    return assemble(settings, catalog, tenants, adapters, WallClock(), records,
+    return assemble(settings, catalog, tenants, adapters, clock, records,
                     cache_path=str(settings.state_dir / "cache.sqlite"))

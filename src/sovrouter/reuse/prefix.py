@@ -61,7 +61,7 @@ from bisect import bisect_right
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Sequence
 
-from sovrouter.config import Upstream
+from sovrouter.config import ReplicaAffinity, Upstream
 from sovrouter.contracts import Candidate, NormalizedRequest
 from sovrouter.errors import InvalidRequestError
 from sovrouter.protocols import Clock
@@ -466,13 +466,21 @@ class PrefixAffinityChooser:
         self._router.complete(seq, self._clock.now_ms() / 1000.0)
 
 
+def settings_from_config(cfg: ReplicaAffinity) -> AffinitySettings:
+    """The router's settings for an upstream's ``affinity`` configuration (KV cache in 512-token blocks)."""
+    return AffinitySettings(capacity_blocks=max(1, cfg.kv_cache_tokens // BLOCK_TOKENS),
+                            prefill_rate=cfg.prefill_tokens_per_s, decode_rate=cfg.decode_tokens_per_s,
+                            compute_price=cfg.compute_price, tail=cfg.tail)
+
+
 def prefix_affinity_factory(
     clock: Clock, settings: AffinitySettings | None = None
 ) -> Callable[[Candidate, Upstream], PrefixAffinityChooser]:
     """A ``chooser_factory`` for :func:`sovrouter.gateway.wiring.build_live_pipeline`: one fresh
-    :class:`PrefixAffinityChooser` (its own cache and queue models) per deployment."""
+    :class:`PrefixAffinityChooser` (its own cache and queue models) per deployment, with ``settings`` or, when
+    omitted, each upstream's own ``affinity`` configuration."""
 
     def make(candidate: Candidate, upstream: Upstream) -> PrefixAffinityChooser:
-        return PrefixAffinityChooser(clock, settings)
+        return PrefixAffinityChooser(clock, settings or settings_from_config(upstream.affinity))
 
     return make
