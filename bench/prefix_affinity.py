@@ -8,7 +8,7 @@ the only other FAST'25 trace in the stored Mooncake snapshot) and its variants; 
 model of ``sovrouter.reuse.prefix_sim``, prints a table with the acceptance criteria per variant and writes
 bench/results/prefix_affinity.json. The achievable hit rate is in bench/prefix_bound.py.
 
-    python bench/prefix_affinity.py [--trace FILE] [--synthetic FILE --label NAME]
+    python bench/prefix_affinity.py [--trace FILE] [--synthetic FILE --label NAME [--skip-dev --out FILE]]
 """
 
 from __future__ import annotations
@@ -107,12 +107,13 @@ def main() -> None:
     ap.add_argument("--synthetic", type=Path, default=SYNTHETIC_TRACE,
                     help="second trace (skipped if absent), e.g. the FAST'25 toolagent trace")
     ap.add_argument("--label", default="synthetic", help="name of the second trace in the output")
+    ap.add_argument("--skip-dev", action="store_true", help="only the second trace's variants")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "prefix_affinity.json")
     args = ap.parse_args()
     cfg = SimConfig()
     trace = load_trace(args.trace)
     half = len(trace) // 2
-    variants: dict[str, tuple[list[TraceRequest], int]] = {
+    variants: dict[str, tuple[list[TraceRequest], int]] = {} if args.skip_dev else {
         "dev n=8": (trace, 8),
         "first half n=8": (trace[:half], 8),
         "second half n=8": (trace[half:], 8),
