@@ -66,6 +66,9 @@ class ReliabilitySettings(BaseModel):
     retry_budget_window_s: float = Field(default=10.0, gt=0)
     retry_budget_min_retries: int = Field(default=3, ge=0, description="retries always allowed per window")
     retry_backoff_s: float = Field(default=0.02, ge=0, description="base of the jittered exponential backoff")
+    replica_consecutive_failures: int = Field(default=3, ge=1, description="failed calls in a row that eject a replica")
+    replica_cooldown_s: float = Field(default=10.0, gt=0, allow_inf_nan=False,
+                                      description="how long an ejected replica is left out")
     breaker: BreakerSettings = BreakerSettings()
 
 

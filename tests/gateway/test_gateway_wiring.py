@@ -8,7 +8,7 @@ import pytest
 from gateway_harness import ACME_KEY, make_settings
 
 from sovrouter.adapters.openai_http import OpenAIHTTPAdapter, new_client
-from sovrouter.adapters.replicas import LeastOutstandingChooser, ReplicaChooser
+from sovrouter.adapters.replicas import HealthAwareChooser, LeastOutstandingChooser, ReplicaChooser
 from sovrouter.clock import SimClock
 from sovrouter.config import Settings, Upstream
 from sovrouter.contracts import Candidate
@@ -17,7 +17,7 @@ from sovrouter.gateway.app import create_app
 from sovrouter.gateway.server import ServerThread
 from sovrouter.gateway.wiring import build_live_pipeline
 from sovrouter.reuse.prefix import AffinitySettings, PrefixAffinityChooser
-from sovrouter.testing_upstream import UpstreamBehaviour, create_upstream_app
+from sovrouter.testing_upstream import UpstreamBehaviour, closed_port_url, create_upstream_app
 
 
 def test_wires_one_http_adapter_per_upstream_and_sqlite_state(tmp_path: Path) -> None:
@@ -59,13 +59,18 @@ def test_several_replicas_get_the_prefix_affinity_chooser_from_their_configurati
         {"base_urls": ["http://r0", "http://r1"], "affinity": {"kv_cache_tokens": 1024 * 512, "tail": 0}})
     settings.upstreams["sovereign-large/us-east"] = Upstream(base_urls=["http://r2", "http://r3"],
                                                              replica_choice="least-outstanding")
+    settings.reliability.replica_consecutive_failures, settings.reliability.replica_cooldown_s = 1, 2.5
     pipeline = build_live_pipeline(settings)
-    chooser = _chooser_of(pipeline, "sovereign-large/eu-sov")
+    wrapped = _chooser_of(pipeline, "sovereign-large/eu-sov")
+    assert isinstance(wrapped, HealthAwareChooser)
+    assert (wrapped.consecutive_failures, wrapped.cooldown_s) == (1, 2.5)  # from the reliability settings
+    chooser = wrapped.inner
     assert isinstance(chooser, PrefixAffinityChooser)
     assert chooser.settings.tail == 0.0
     assert chooser.settings == PrefixAffinityChooser(
         SimClock(), AffinitySettings(capacity_blocks=1024, tail=0.0)).settings  # same capacity, in gateway blocks
-    assert isinstance(_chooser_of(pipeline, "sovereign-large/us-east"), LeastOutstandingChooser)
+    us_east = _chooser_of(pipeline, "sovereign-large/us-east")
+    assert isinstance(us_east, HealthAwareChooser) and isinstance(us_east.inner, LeastOutstandingChooser)
     assert isinstance(_chooser_of(pipeline, "frontier/us"), LeastOutstandingChooser)  # one replica: nothing to choose
 
 
@@ -110,3 +115,33 @@ def test_the_gateway_sends_each_conversation_back_to_the_replica_that_holds_it(t
                     {"role": "user", "content": f"and more about {c}?"}])
                 assert out.choices[0].message.content == first[c]
     assert [b.calls for b in behaviours] == [2, 2, 2]
+
+
+def test_a_dead_replica_is_avoided_on_retry_and_ejected(tmp_path: Path) -> None:
+    """One of three replicas refuses connections: every request still gets an answer from the deployment (the
+    retry goes to another replica, not back to the one whose modelled cache holds the prompt), and after a few
+    failures the dead replica is no longer tried at all."""
+    behaviours = [UpstreamBehaviour(reply=f"replica {i}", chunks=1) for i in range(2)]
+    with ServerThread(create_upstream_app(behaviours[0]), log_level="critical") as r0, \
+            ServerThread(create_upstream_app(behaviours[1]), log_level="critical") as r1:
+        dead = closed_port_url()
+        settings = make_settings(tmp_path, "http://127.0.0.1:9", "http://127.0.0.1:9", max_body_bytes=1_000_000)
+        settings.upstreams["sovereign-large/eu-sov"] = Upstream(base_urls=[dead, r0.url, r1.url])
+        client = new_client()
+        pipeline = build_live_pipeline(settings, client=client)
+        app = create_app(pipeline, settings, on_shutdown=[client.aclose])
+        with ServerThread(app, log_level="critical") as gw:
+            api = openai.OpenAI(base_url=gw.url + "/v1", api_key=ACME_KEY, max_retries=0, timeout=20)
+            answers = []
+            for k in range(12):
+                doc = " ".join(f"d{k}w{i}" for i in range(300))
+                for turn in range(2):
+                    msgs = [{"role": "user", "content": doc}]
+                    if turn:
+                        msgs += [{"role": "assistant", "content": answers[-1]}, {"role": "user", "content": "more?"}]
+                    out = api.chat.completions.create(model="sovereign-large/eu-sov", messages=msgs)
+                    answers.append(out.choices[0].message.content)
+        chooser = _chooser_of(pipeline, "sovereign-large/eu-sov")
+    assert set(answers) <= {"replica 0", "replica 1"}
+    assert sum(b.calls for b in behaviours) == 24  # every request answered by the deployment itself
+    assert isinstance(chooser, HealthAwareChooser) and chooser.ejected(dead)

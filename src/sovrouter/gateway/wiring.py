@@ -3,8 +3,8 @@
 One :class:`OpenAIHTTPAdapter` per entry of ``settings.upstreams`` (``'slot/deployment' -> Upstream``), plus
 any catalog deployment that names its own ``base_url``; SQLite record store and exact cache under
 ``settings.state_dir``; wall clock; each deployment's replica chooser as its upstream configures it
-(prefix/KV affinity by default when it has several replicas). The rest (policy, router, reliability stack)
-comes from ``build.assemble``, the same assembly the replay harness uses.
+(prefix/KV affinity by default when it has several replicas, with replica outlier ejection). The rest
+(policy, router, reliability stack) comes from ``build.assemble``, the same assembly the replay harness uses.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from collections.abc import Callable
 import httpx
 
 from sovrouter.adapters.openai_http import OpenAIHTTPAdapter, new_client
-from sovrouter.adapters.replicas import LeastOutstandingChooser, ReplicaChooser
+from sovrouter.adapters.replicas import HealthAwareChooser, LeastOutstandingChooser, ReplicaChooser
 from sovrouter.build import assemble
 from sovrouter.catalog import Catalog, Tenants
 from sovrouter.clock import WallClock
-from sovrouter.config import Settings, Upstream
+from sovrouter.config import ReliabilitySettings, Settings, Upstream
 from sovrouter.contracts import Candidate
 from sovrouter.errors import ConfigError
 from sovrouter.pipeline import Pipeline
@@ -47,12 +47,17 @@ def upstreams_of(settings: Settings, catalog: Catalog) -> dict[Candidate, Upstre
     return out
 
 
-def configured_chooser(upstream: Upstream, clock: Clock) -> ReplicaChooser:
-    """The replica chooser an upstream's configuration asks for: prefix/KV affinity (the default) when it has
-    several replicas, else fewest calls in flight (with one replica there is nothing to choose)."""
-    if upstream.replica_choice == "prefix-affinity" and len(upstream.base_urls) > 1:
-        return PrefixAffinityChooser(clock, settings_from_config(upstream.affinity))
-    return LeastOutstandingChooser()
+def configured_chooser(upstream: Upstream, clock: Clock,
+                       reliability: ReliabilitySettings | None = None) -> ReplicaChooser:
+    """The replica chooser an upstream's configuration asks for: with several replicas, prefix/KV affinity (the
+    default) or fewest calls in flight, inside replica outlier ejection; with one, nothing to choose."""
+    if len(upstream.base_urls) <= 1:
+        return LeastOutstandingChooser()
+    rel = reliability or ReliabilitySettings()
+    inner: ReplicaChooser = (PrefixAffinityChooser(clock, settings_from_config(upstream.affinity))
+                             if upstream.replica_choice == "prefix-affinity" else LeastOutstandingChooser())
+    return HealthAwareChooser(inner, clock, consecutive_failures=rel.replica_consecutive_failures,
+                              cooldown_s=rel.replica_cooldown_s)
 
 
 def _api_key(upstream: Upstream, key: str) -> str | None:
@@ -78,7 +83,8 @@ def build_live_pipeline(
     clock = WallClock()
     adapters: dict[Candidate, ModelAdapter] = {}
     for cand, upstream in upstreams_of(settings, catalog).items():
-        chooser = chooser_factory(cand, upstream) if chooser_factory else configured_chooser(upstream, clock)
+        chooser = (chooser_factory(cand, upstream) if chooser_factory
+                   else configured_chooser(upstream, clock, settings.reliability))
         adapters[cand] = OpenAIHTTPAdapter(cand, upstream.base_urls, model=upstream.model,
                                            api_key=_api_key(upstream, cand.key), client=shared, chooser=chooser)
     try:
