@@ -139,8 +139,13 @@ def test_a_dead_replica_is_avoided_on_retry_and_ejected(tmp_path: Path) -> None:
                     msgs = [{"role": "user", "content": doc}]
                     if turn:
                         msgs += [{"role": "assistant", "content": answers[-1]}, {"role": "user", "content": "more?"}]
-                    out = api.chat.completions.create(model="sovereign-large/eu-sov", messages=msgs)
-                    answers.append(out.choices[0].message.content)
+                    if k % 2:  # streamed calls take the same path through the chooser
+                        chunks = api.chat.completions.create(model="sovereign-large/eu-sov", messages=msgs,
+                                                             stream=True)
+                        answers.append("".join(c.choices[0].delta.content or "" for c in chunks if c.choices))
+                    else:
+                        out = api.chat.completions.create(model="sovereign-large/eu-sov", messages=msgs)
+                        answers.append(out.choices[0].message.content)
         chooser = _chooser_of(pipeline, "sovereign-large/eu-sov")
     assert set(answers) <= {"replica 0", "replica 1"}
     assert sum(b.calls for b in behaviours) == 24  # every request answered by the deployment itself
