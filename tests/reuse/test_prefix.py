@@ -147,6 +147,25 @@ def test_chooser_tracks_outstanding_calls_and_ignores_unknown_done() -> None:
     assert chooser.choose(follow, urls) == 0  # r0 is free again and holds the 60k-word prefix
 
 
+def test_a_failed_call_is_not_counted_as_cached_on_its_replica() -> None:
+    clock = SimClock()
+    chooser = PrefixAffinityChooser(clock)
+    urls = ["http://r0", "http://r1"]
+    doc = " ".join(f"y{i}" for i in range(3000))
+    first = _req("a", [doc])
+    chooser.observe_start(first, urls, 0)
+    clock.set(1_000)
+    chooser.observe_done(first, urls, 0, True, 1.0)
+    clock.set(2_000)
+    assert chooser.choose(_req("a2", [doc, "ok", "more"]), urls) == 0  # r0 holds the document
+    second = _req("b", [doc, "ok", "again"])
+    chooser.observe_start(second, urls, 0)
+    clock.set(3_000)
+    chooser.observe_done(second, urls, 0, False, 1.0)  # r0 failed: it may have lost its cache
+    clock.set(4_000)
+    assert chooser.choose(_req("b2", [doc, "ok", "once more"]), urls) == 1  # nothing cached to go back for
+
+
 async def test_http_adapter_sends_follow_up_turns_to_the_replica_holding_the_conversation() -> None:
     hosts: list[str] = []
 

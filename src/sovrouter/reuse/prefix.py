@@ -384,6 +384,11 @@ class PrefixAffinityRouter:
         self._work.append((now_s, prefill + self._decode.mean_s))
         self._work_sum += prefill + self._decode.mean_s
 
+    def forget(self, replica: Hashable, blocks: Sequence[int]) -> None:
+        """Stop counting on ``blocks`` being cached at ``replica`` (a call there failed: it may never have been
+        prefilled, and a failing replica may have restarted with an empty cache)."""
+        self._model(replica).cache.discard(blocks)
+
     def complete(self, key: Hashable, now_s: float) -> None:
         """The request ``key`` was observed done at ``now_s`` (unknown keys are ignored)."""
         replica = self._where.pop(key, None)
@@ -464,6 +469,8 @@ class PrefixAffinityChooser:
         if not calls:
             del self._inflight[(request.request_id, replicas[index])]
         self._router.complete(seq, self._clock.now_ms() / 1000.0)
+        if not ok:
+            self._router.forget(replicas[index], prompt_blocks(request, self._block_words)[0])
 
 
 def settings_from_config(cfg: ReplicaAffinity) -> AffinitySettings:
