@@ -443,6 +443,15 @@ class PrefixAffinityChooser:
         self._block_words = block_words
         self._seq = 0
         self._inflight: dict[tuple[str, str], deque[int]] = {}  # (request id, replica) -> call sequence numbers
+        self._last: tuple[NormalizedRequest, list[int], int] | None = None  # choose's blocks, for observe_start
+
+    def _blocks(self, request: NormalizedRequest) -> tuple[list[int], int]:
+        """The request's block hashes, computed once for a choose / observe_start pair (the same request object)."""
+        if self._last is not None and self._last[0] is request:
+            return self._last[1], self._last[2]
+        blocks, tokens = prompt_blocks(request, self._block_words)
+        self._last = (request, blocks, tokens)
+        return blocks, tokens
 
     @property
     def settings(self) -> AffinitySettings:
@@ -450,11 +459,11 @@ class PrefixAffinityChooser:
         return self._router.settings
 
     def choose(self, request: NormalizedRequest, replicas: Sequence[str]) -> int:
-        blocks, tokens = prompt_blocks(request, self._block_words)
+        blocks, tokens = self._blocks(request)
         return self._router.choose(blocks, tokens, self._clock.now_ms() / 1000.0, list(replicas))
 
     def observe_start(self, request: NormalizedRequest, replicas: Sequence[str], index: int) -> None:
-        blocks, tokens = prompt_blocks(request, self._block_words)
+        blocks, tokens = self._blocks(request)
         self._seq += 1
         self._inflight.setdefault((request.request_id, replicas[index]), deque()).append(self._seq)
         self._router.assign(self._seq, blocks, tokens, self._clock.now_ms() / 1000.0, replicas[index])
@@ -470,7 +479,7 @@ class PrefixAffinityChooser:
             del self._inflight[(request.request_id, replicas[index])]
         self._router.complete(seq, self._clock.now_ms() / 1000.0)
         if not ok:
-            self._router.forget(replicas[index], prompt_blocks(request, self._block_words)[0])
+            self._router.forget(replicas[index], self._blocks(request)[0])
 
 
 def settings_from_config(cfg: ReplicaAffinity) -> AffinitySettings:
