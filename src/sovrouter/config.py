@@ -35,6 +35,8 @@ class ReplicaAffinity(BaseModel):
     compute_price: float = Field(default=10.0, ge=0, le=1e6,
                                  description="seconds of TTFT one replica-second of prefill is worth")
     tail: float = Field(default=0.3, ge=0, le=1e6, description="weight of the long-wait penalty (0 = off)")
+    learn_prefill_rate: bool = Field(default=True, description="learn each deployment's prefill speed from "
+                                     "completions (the configured rate is the prior)")
 
 
 class Upstream(BaseModel):

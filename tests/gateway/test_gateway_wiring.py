@@ -15,7 +15,7 @@ from sovrouter.contracts import Candidate
 from sovrouter.errors import ConfigError
 from sovrouter.gateway.app import create_app
 from sovrouter.gateway.server import ServerThread
-from sovrouter.gateway.wiring import build_live_pipeline
+from sovrouter.gateway.wiring import build_live_pipeline, configured_chooser
 from sovrouter.reuse.prefix import AffinitySettings, PrefixAffinityChooser
 from sovrouter.testing_upstream import UpstreamBehaviour, closed_port_url, create_upstream_app
 
@@ -67,8 +67,12 @@ def test_several_replicas_get_the_prefix_affinity_chooser_from_their_configurati
     chooser = wrapped.inner
     assert isinstance(chooser, PrefixAffinityChooser)
     assert chooser.settings.tail == 0.0
-    assert chooser.settings == PrefixAffinityChooser(
-        SimClock(), AffinitySettings(capacity_blocks=1024, tail=0.0)).settings  # same capacity, in gateway blocks
+    assert chooser.settings == PrefixAffinityChooser(  # same capacity, in gateway blocks; rates learned
+        SimClock(), AffinitySettings(capacity_blocks=1024, tail=0.0, learn_prefill_rate=True)).settings
+    fixed = configured_chooser(Upstream.model_validate(
+        {"base_urls": ["http://r4", "http://r5"], "affinity": {"learn_prefill_rate": False}}), SimClock())
+    assert isinstance(fixed, HealthAwareChooser) and isinstance(fixed.inner, PrefixAffinityChooser)
+    assert not fixed.inner.settings.learn_prefill_rate
     us_east = _chooser_of(pipeline, "sovereign-large/us-east")
     assert isinstance(us_east, HealthAwareChooser) and isinstance(us_east.inner, LeastOutstandingChooser)
     assert isinstance(_chooser_of(pipeline, "frontier/us"), LeastOutstandingChooser)  # one replica: nothing to choose

@@ -147,6 +147,51 @@ def test_chooser_tracks_outstanding_calls_and_ignores_unknown_done() -> None:
     assert chooser.choose(follow, urls) == 0  # r0 is free again and holds the 60k-word prefix
 
 
+def _serve_sequentially(router: PrefixAffinityRouter, true_rate: float, n: int, decode_s: float = 0.1) -> None:
+    """n one-at-a-time requests of varying size on replica "a", each finishing after its true service time."""
+    t = 0.0
+    for k in range(n):
+        tokens = 500 + 250 * (k % 7)
+        blocks = [10_000 * (k + 1) + j for j in range(tokens // 100 + 1)]  # never cached: all tokens uncached
+        router.assign(k, blocks, tokens, t, "a")
+        t += tokens / true_rate + decode_s
+        router.complete(k, t)
+        t += 1.0
+
+
+def test_prefill_rate_is_learned_from_completions_when_asked() -> None:
+    configured = dataclasses.replace(S, prefill_rate=100_000.0, load_window_s=1e6)  # 100x too fast
+    learning = PrefixAffinityRouter(dataclasses.replace(configured, learn_prefill_rate=True))
+    _serve_sequentially(learning, true_rate=1_000.0, n=19)
+    assert learning.seconds_per_token == pytest.approx(1e-5)  # the prior until 20 completions
+    _serve_sequentially(learning, true_rate=1_000.0, n=40)
+    assert learning.seconds_per_token == pytest.approx(1e-4)  # clamped at 10x the prior (the truth is 1e-3)
+    within = PrefixAffinityRouter(dataclasses.replace(configured, prefill_rate=2_000.0, learn_prefill_rate=True))
+    _serve_sequentially(within, true_rate=1_000.0, n=60)
+    assert within.seconds_per_token == pytest.approx(1e-3, rel=0.02)  # within the clamp: the true slope
+    assert within.prefill_seconds(1000) == pytest.approx(1.0, rel=0.02)
+    fixed = PrefixAffinityRouter(configured)
+    _serve_sequentially(fixed, true_rate=1_000.0, n=60)
+    assert fixed.seconds_per_token == pytest.approx(1e-5)  # off: the configured rate, whatever is observed
+
+
+def test_a_learned_slow_prefill_keeps_a_follow_up_on_its_cached_replica() -> None:
+    """With prefill believed 10x too fast, a short queue looks worse than re-reading a long prompt elsewhere;
+    once the real rate is learned, staying where the prompt is cached is right."""
+    base = dataclasses.replace(S, capacity_blocks=1000, prefill_rate=20_000.0, compute_price=0.0, tail=0.0,
+                               externality=0.0, pollution=0.0, load_window_s=1e6)
+    choices = {}
+    for learn in (False, True):
+        router = PrefixAffinityRouter(dataclasses.replace(base, learn_prefill_rate=learn))
+        _serve_sequentially(router, true_rate=2_000.0, n=40)
+        doc = list(range(1, 101))  # 100 blocks = 10,000 tokens, cached on "b"
+        router.assign("doc", doc, 10_000, 500.0, "b")
+        router.complete("doc", 505.1)
+        router.assign("busy", [7_777_777], 100, 600.0, "b")  # b has one short request in front
+        choices[learn] = router.choose([*doc, 999_999], 10_050, 600.0, ["b", "c"])
+    assert choices == {False: 1, True: 0}
+
+
 def test_a_failed_call_is_not_counted_as_cached_on_its_replica() -> None:
     clock = SimClock()
     chooser = PrefixAffinityChooser(clock)

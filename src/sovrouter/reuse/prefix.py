@@ -100,6 +100,11 @@ class AffinitySettings:
     waits cost more than linearly. 0.3 (the default) improves p99 TTFT on 9 of 10 dev and synthetic variants
     (by up to ~5 points; equal on the tenth) and costs 1.5-1.7 points of hit rate on the dev conversation trace
     (bench/prefix_options.py); 0 turns it off (the earlier default)."""
+    learn_prefill_rate: bool = False
+    """Learn the seconds per uncached prompt token from completions (least squares of each observed service time
+    on its uncached tokens, older observations forgotten), clamped to 0.1-10x the configured ``prefill_rate``,
+    which stays the prior until 20 completions are seen. Off for the trace model (its rates are given); on for
+    the gateway's chooser, whose configured rates may be far from the real servers'."""
     tie_s: float = 0.01
     busy_tau_s: float = 300.0
     load_window_s: float = 300.0
@@ -116,6 +121,7 @@ class _Pending:
     key: Hashable
     arrival_s: float
     prefill_s: float
+    uncached_tokens: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -240,6 +246,39 @@ class _DecodeEstimator:
         return self._sum / self._n
 
 
+class _PrefillRateEstimator:
+    """Seconds per uncached token: the slope of observed service time on uncached tokens (exponentially weighted
+    least squares), clamped around the prior; the prior until enough completions have been seen."""
+
+    __slots__ = ("_prior", "_ss", "_su", "_sus", "_suu", "_w")
+
+    MIN_WEIGHT = 20.0
+    FORGET = 0.995
+
+    def __init__(self, prior_s_per_token: float) -> None:
+        self._prior = prior_s_per_token
+        self._w = self._su = self._ss = self._suu = self._sus = 0.0
+
+    def observe(self, uncached_tokens: int, service_s: float) -> None:
+        f = self.FORGET
+        u, y = float(uncached_tokens), max(0.0, service_s)
+        self._w = f * self._w + 1.0
+        self._su = f * self._su + u
+        self._ss = f * self._ss + y
+        self._suu = f * self._suu + u * u
+        self._sus = f * self._sus + u * y
+
+    @property
+    def seconds_per_token(self) -> float:
+        if self._w < self.MIN_WEIGHT:
+            return self._prior
+        den = self._w * self._suu - self._su * self._su
+        if den <= 1e-9 * max(1.0, self._w * self._suu):
+            return self._prior
+        slope = (self._w * self._sus - self._su * self._ss) / den
+        return min(10.0 * self._prior, max(0.1 * self._prior, slope))
+
+
 class PrefixAffinityRouter:
     """Online replica choice over block-hash sequences; state per replica id, times given by the caller."""
 
@@ -248,12 +287,26 @@ class PrefixAffinityRouter:
         self._replicas: dict[Hashable, _ReplicaModel] = {}
         self._where: dict[Hashable, Hashable] = {}
         self._decode = _DecodeEstimator(self.settings.prior_decode_s)
+        self._rate = _PrefillRateEstimator(1.0 / self.settings.prefill_rate)
         self._work: deque[tuple[float, float]] = deque()  # (sent at, estimated service s) in the window
         self._work_sum = 0.0
         nb = len(AGE_EDGES_S) + 1
         self._lost_tokens = [0.0] * nb  # per age bucket at eviction: tokens missed because it was evicted
         self._evictions = [0.0] * nb  # per age bucket: blocks evicted (both decayed)
         self._pollution_t = 0.0
+
+    @property
+    def seconds_per_token(self) -> float:
+        """Prefill seconds per uncached prompt token: ``1 / prefill_rate``, or learned (``learn_prefill_rate``)."""
+        if self.settings.learn_prefill_rate:
+            return self._rate.seconds_per_token
+        return 1.0 / self.settings.prefill_rate
+
+    def prefill_seconds(self, tokens: float) -> float:
+        """Prefill time of ``tokens`` uncached tokens (exactly ``tokens / prefill_rate`` when not learning)."""
+        if self.settings.learn_prefill_rate:
+            return tokens * self._rate.seconds_per_token
+        return tokens / self.settings.prefill_rate
 
     def _decay_pollution(self, now_s: float) -> None:
         f = math.exp(-max(0.0, now_s - self._pollution_t) / self.settings.load_window_s)
@@ -306,8 +359,8 @@ class PrefixAffinityRouter:
         decode = self._decode.mean_s
         lam, rho = self._load(now_s, len(replicas))
         self._decay_pollution(now_s)
-        per_evict_s = s.pollution * self.eviction_cost_tokens / s.prefill_rate
-        by_age = [s.pollution * v / s.prefill_rate for v in self.eviction_cost_by_age()] if s.age_aware else []
+        per_evict_s = self.prefill_seconds(s.pollution * self.eviction_cost_tokens)
+        by_age = [self.prefill_seconds(s.pollution * v) for v in self.eviction_cost_by_age()] if s.age_aware else []
         mean_service = max(0.05, self._work_sum / len(self._work)) if self._work else 1.0
         out: list[ReplicaEstimate] = []
         for i, rid in enumerate(replicas):
@@ -320,7 +373,7 @@ class PrefixAffinityRouter:
                 pollution = sum(by_age[bisect_right(AGE_EDGES_S, now_s - t)] for t in m.cache.tail(inserts))
             else:
                 pollution = inserts * per_evict_s
-            prefill = (input_tokens - hit) / s.prefill_rate
+            prefill = self.prefill_seconds(input_tokens - hit)
             service = prefill + decode
             cost = (wait + (1.0 + s.compute_price) * prefill
                     + s.externality * lam * service * (wait + service) / (1.0 - rho) + pollution
@@ -377,8 +430,8 @@ class PrefixAffinityRouter:
                 self._evictions[int(bucket)] += 1.0
         if not m.queue:
             m.anchor_s = max(m.anchor_s, now_s)
-        prefill = (input_tokens - hit) / s.prefill_rate
-        m.queue.append(_Pending(key, now_s, prefill))
+        prefill = self.prefill_seconds(input_tokens - hit)
+        m.queue.append(_Pending(key, now_s, prefill, input_tokens - hit))
         self._where[key] = replica
         m.add_busy(now_s, s.busy_tau_s, prefill + self._decode.mean_s)
         self._work.append((now_s, prefill + self._decode.mean_s))
@@ -399,6 +452,8 @@ class PrefixAffinityRouter:
             if p.key == key:
                 if idx == 0:
                     start = max(m.anchor_s, p.arrival_s)
+                    if self.settings.learn_prefill_rate:
+                        self._rate.observe(p.uncached_tokens, now_s - start)
                     self._decode.observe(now_s - start - p.prefill_s)
                     m.anchor_s = now_s
                 del m.queue[idx]
@@ -486,7 +541,8 @@ def settings_from_config(cfg: ReplicaAffinity) -> AffinitySettings:
     """The router's settings for an upstream's ``affinity`` configuration (KV cache in 512-token blocks)."""
     return AffinitySettings(capacity_blocks=max(1, cfg.kv_cache_tokens // BLOCK_TOKENS),
                             prefill_rate=cfg.prefill_tokens_per_s, decode_rate=cfg.decode_tokens_per_s,
-                            compute_price=cfg.compute_price, tail=cfg.tail)
+                            compute_price=cfg.compute_price, tail=cfg.tail,
+                            learn_prefill_rate=cfg.learn_prefill_rate)
 
 
 def prefix_affinity_factory(
