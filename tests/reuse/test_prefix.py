@@ -175,6 +175,21 @@ def test_prefill_rate_is_learned_from_completions_when_asked() -> None:
     assert fixed.seconds_per_token == pytest.approx(1e-5)  # off: the configured rate, whatever is observed
 
 
+def test_failed_calls_teach_nothing_about_service_times() -> None:
+    router = PrefixAffinityRouter(dataclasses.replace(S, prefill_rate=2_000.0, learn_prefill_rate=True,
+                                                      load_window_s=1e6))
+    _serve_sequentially(router, true_rate=1_000.0, n=40)
+    learned = router.seconds_per_token
+    t = 10_000.0
+    for k in range(40):  # large prompts that fail at once (connection refused)
+        router.assign(f"x{k}", [900_000 + k], 5_000, t, "a")
+        router.complete(f"x{k}", t + 0.001, ok=False)
+        t += 1.0
+    assert router.seconds_per_token == learned
+    router.assign("next", [1], 100, t, "a")
+    assert router.estimate([2], 100, t, ["a"])[0].wait_s > 0.05  # the mean decode time was not dragged to 0
+
+
 def test_a_learned_slow_prefill_keeps_a_follow_up_on_its_cached_replica() -> None:
     """With prefill believed 10x too fast, a short queue looks worse than re-reading a long prompt elsewhere;
     once the real rate is learned, staying where the prompt is cached is right."""

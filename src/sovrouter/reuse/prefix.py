@@ -443,8 +443,9 @@ class PrefixAffinityRouter:
         prefilled, and a failing replica may have restarted with an empty cache)."""
         self._model(replica).cache.discard(blocks)
 
-    def complete(self, key: Hashable, now_s: float) -> None:
-        """The request ``key`` was observed done at ``now_s`` (unknown keys are ignored)."""
+    def complete(self, key: Hashable, now_s: float, ok: bool = True) -> None:
+        """The request ``key`` was observed done at ``now_s`` (unknown keys are ignored). A failed call
+        (``ok=False``) leaves the queue but teaches nothing about service times: it may have ended at once."""
         replica = self._where.pop(key, None)
         if replica is None:
             return
@@ -453,9 +454,10 @@ class PrefixAffinityRouter:
             if p.key == key:
                 if idx == 0:
                     start = max(m.anchor_s, p.arrival_s)
-                    if self.settings.learn_prefill_rate:
+                    if ok and self.settings.learn_prefill_rate:
                         self._rate.observe(p.uncached_tokens, now_s - start)
-                    self._decode.observe(now_s - start - p.prefill_s)
+                    if ok:
+                        self._decode.observe(now_s - start - p.prefill_s)
                     m.anchor_s = now_s
                 del m.queue[idx]
                 break
@@ -533,7 +535,7 @@ class PrefixAffinityChooser:
         seq = calls.popleft()
         if not calls:
             del self._inflight[(request.request_id, replicas[index])]
-        self._router.complete(seq, self._clock.now_ms() / 1000.0)
+        self._router.complete(seq, self._clock.now_ms() / 1000.0, ok)
         if not ok:
             self._router.forget(replicas[index], self._blocks(request)[0])
 
