@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from sovrouter.catalog import Catalog, Tenants
+from sovrouter.testing_redis import RedisServer, redis_server, redis_server_path
 
 DATA = Path(__file__).resolve().parents[1] / "src" / "sovrouter" / "data" / "demo"
 
@@ -37,3 +40,14 @@ def needs_process_without_usearch(nodeid: str) -> bool:
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     return True
+
+@pytest.fixture(scope="session")
+def redis_srv() -> Iterator[RedisServer]:
+    """A real redis-server for the shared-cache tests. Missing, the tests are skipped on a developer's machine
+    and fail under CI, which installs it (.ci/run)."""
+    if redis_server_path() is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is not installed; .ci/run should have installed it")
+        pytest.skip("needs redis-server (apt-get install -y redis-server)")
+    with redis_server() as server:
+        yield server

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 from sovrouter.cache.exact import ExactCache
@@ -9,6 +10,7 @@ from sovrouter.catalog import Catalog, Tenants
 from sovrouter.classify import NullClassifier, NullDetector
 from sovrouter.config import Settings
 from sovrouter.contracts import Candidate
+from sovrouter.errors import ConfigError
 from sovrouter.executor import Executor
 from sovrouter.pipeline import Pipeline
 from sovrouter.policy.availability import AvailabilityPolicy
@@ -54,8 +56,29 @@ def make_router(settings: Settings, catalog: Catalog, tenants: Tenants) -> tuple
     return BaselineRouter(catalog, tenants), NullClassifier()
 
 
+def make_exact_cache(settings: Settings, clock: Clock, cache_path: str) -> ResponseCache:
+    """This instance's SQLite cache; with ``cache.shared``, a Redis cache shared by every instance for the
+    requests its scope admits (:mod:`sovrouter.cache.split`)."""
+    local = ExactCache(clock, cache_path, ttl_s=settings.cache.ttl_s, enabled=settings.cache.exact_enabled)
+    shared = settings.cache.shared
+    if shared is None or not settings.cache.exact_enabled:
+        return local
+    from sovrouter.cache.redis_exact import RedisExactCache  # the client library loads only when configured
+    from sovrouter.cache.split import SharedScope, SplitCache
+
+    password = None
+    if shared.password_env is not None:
+        password = os.environ.get(shared.password_env)
+        if not password:
+            raise ConfigError(f"cache.shared needs the environment variable {shared.password_env}")
+    remote = RedisExactCache.from_url(clock, shared.url, password=password, ttl_s=settings.cache.ttl_s,
+                                      prefix=shared.key_prefix, lock_ttl_s=shared.lock_ttl_s,
+                                      wait_s=shared.wait_s, op_timeout_s=shared.op_timeout_s)
+    return SplitCache(remote, local, SharedScope.of(shared.tenants, shared.max_class))
+
+
 def make_cache(settings: Settings, clock: Clock, cache_path: str) -> ResponseCache:
-    exact = ExactCache(clock, cache_path, ttl_s=settings.cache.ttl_s, enabled=settings.cache.exact_enabled)
+    exact = make_exact_cache(settings, clock, cache_path)
     if not settings.cache.semantic_enabled:
         return exact
     from sovrouter.cache.layered import LayeredCache  # the embedding model loads only when chosen

@@ -74,11 +74,33 @@ class ReliabilitySettings(BaseModel):
     breaker: BreakerSettings = BreakerSettings()
 
 
+class SharedCacheSettings(BaseModel):
+    """An exact cache in Redis shared by every gateway instance (docs/gateway.md, "Several gateway instances").
+
+    Only the listed tenants' requests with no personal data and a class at most ``max_class`` are cached there;
+    the others stay in each instance's local cache."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(pattern=r"^(redis|rediss|unix)://[^@]*$",
+                     description="redis://host:port/db; no credentials in it (a password goes in password_env)")
+    password_env: str | None = Field(default=None, description="environment variable holding the password")
+    tenants: list[str] = Field(min_length=1, description="tenants whose policy allows the store's location")
+    max_class: Literal["public", "internal", "confidential", "restricted"] = "internal"
+    key_prefix: str = Field(default="sovrouter", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    lock_ttl_s: float = Field(default=60.0, gt=0, le=3600, allow_inf_nan=False,
+                              description="a dead leader's single-flight lock lapses after this")
+    wait_s: float = Field(default=30.0, ge=0, le=3600, allow_inf_nan=False,
+                          description="how long a request waits for another instance's identical call")
+    op_timeout_s: float = Field(default=0.5, gt=0, le=60, allow_inf_nan=False,
+                                description="each Redis operation; past it the cache is skipped (fail open)")
+
+
 class CacheSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     exact_enabled: bool = True
     ttl_s: float = Field(default=3600.0, gt=0)
     semantic_enabled: bool = False
+    shared: SharedCacheSettings | None = None
 
 
 class Settings(BaseModel):
@@ -105,7 +127,10 @@ class Settings(BaseModel):
             text = p.read_text(encoding="utf-8")
             raw = tomllib.loads(text) if p.suffix == ".toml" else yaml.safe_load(text)
             settings = cls.model_validate(raw)
-        except (OSError, ValueError, yaml.YAMLError, ValidationError) as exc:
+        except ValidationError as exc:  # field and reason only: values (a URL's password, a key) are not echoed
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors())
+            raise ConfigError(f"invalid configuration {p}: {problems}") from exc
+        except (OSError, ValueError, yaml.YAMLError) as exc:
             raise ConfigError(f"invalid configuration {p}: {exc}") from exc
         base = p.parent
         return settings.model_copy(

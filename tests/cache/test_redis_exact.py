@@ -1,0 +1,186 @@
+"""RedisExactCache against a real redis-server: shared entries, allowed-set and TTL checks, single-flight across
+instances (leader stores, leader fails, leader dies), one poller per process, and fail-open when Redis is gone."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import redis.asyncio as aioredis
+
+from sovrouter.cache.redis_exact import RedisExactCache
+from sovrouter.clock import SimClock
+from sovrouter.contracts import Candidate, ContentPart, Detection, Message, ModelResult, NormalizedRequest
+from sovrouter.testing_redis import RedisServer
+from sovrouter.testing_upstream import closed_port_url
+
+A = Candidate(slot="frontier", deployment="us")
+B = Candidate(slot="sovereign-large", deployment="eu-sov")
+NONE = Detection()
+_prefixes = itertools.count()
+
+Factory = Callable[..., RedisExactCache]
+
+
+def req(text: str, rid: str, tenant: str = "acme") -> NormalizedRequest:
+    return NormalizedRequest(request_id=rid, tenant=tenant,
+                             messages=(Message(role="user", parts=(ContentPart(modality="text", text=text),)),))
+
+
+@pytest.fixture
+async def make(redis_srv: RedisServer) -> AsyncIterator[Factory]:
+    """``make(**kwargs)`` -> a new instance (its own client, as another gateway process would have) on a key
+    prefix of this test's own."""
+    prefix = f"t{next(_prefixes)}"
+    made: list[RedisExactCache] = []
+
+    def factory(clock: SimClock | None = None, **kwargs: object) -> RedisExactCache:
+        kw: dict[str, object] = {"prefix": prefix, "poll_s": (0.005, 0.02), **kwargs}
+        cache = RedisExactCache.from_url(clock or SimClock(), redis_srv.url, **kw)  # type: ignore[arg-type]
+        made.append(cache)
+        return cache
+
+    yield factory
+    for cache in made:
+        await cache.aclose()
+
+
+async def test_an_answer_stored_by_one_instance_is_served_by_another(make: Factory) -> None:
+    one, two = make(), make()
+    lead = req("What is the capital of France?", "r1")
+    outcome, result = await one.lookup(lead, NONE, [A])
+    assert outcome.kind == "miss" and result is None
+    await one.store(lead, NONE, ModelResult(candidate=A, text="Paris", output_tokens=1))
+    await one.release(lead)
+
+    outcome, result = await two.lookup(req("What is the capital of France?", "r2"), NONE, [A, B])
+    assert outcome.kind == "exact" and outcome.source_request_id == "r1" and outcome.source_candidate == A
+    assert result is not None and result.text == "Paris" and result.output_tokens == 1
+
+
+async def test_other_tenant_other_text_and_disallowed_producer_miss(make: Factory) -> None:
+    one, two = make(), make()
+    lead = req("hello", "r1")
+    await one.lookup(lead, NONE, [A])
+    await one.store(lead, NONE, ModelResult(candidate=A, text="hi"))
+    await one.release(lead)
+    assert (await two.lookup(req("hello", "r2", tenant="other"), NONE, [A]))[1] is None
+    await two.release(req("hello", "r2", tenant="other"))
+    assert (await two.lookup(req("hello!", "r3"), NONE, [A]))[1] is None
+    await two.release(req("hello!", "r3"))
+    # produced on A; a request that may only use B never gets it (and leads its own call instead)
+    outcome, result = await two.lookup(req("hello", "r4"), NONE, [B])
+    assert result is None and outcome.kind == "miss" and two.stats["leads"] == 3
+
+
+async def test_entries_expire_by_the_injected_clock(make: Factory) -> None:
+    clock = SimClock()
+    one = make(clock, ttl_s=10.0)
+    lead = req("q", "r1")
+    await one.lookup(lead, NONE, [A])
+    await one.store(lead, NONE, ModelResult(candidate=A, text="a"))
+    await one.release(lead)
+    clock.set(9_000)
+    assert (await one.lookup(req("q", "r2"), NONE, [A]))[1] is not None
+    clock.set(10_001)
+    outcome, result = await one.lookup(req("q", "r3"), NONE, [A])
+    assert result is None and outcome.kind == "miss"
+
+
+async def test_single_flight_across_instances_leader_stores(make: Factory) -> None:
+    one, two = make(), make()
+    lead = req("popular", "r1")
+    assert (await one.lookup(lead, NONE, [A]))[0].kind == "miss"
+    waiters = [asyncio.create_task(two.lookup(req("popular", f"w{i}"), NONE, [A])) for i in range(5)]
+    await asyncio.sleep(0.1)
+    assert not any(w.done() for w in waiters)  # they wait for the leader instead of calling upstream
+    await one.store(lead, NONE, ModelResult(candidate=A, text="answer"))
+    await one.release(lead)
+    outs = await asyncio.wait_for(asyncio.gather(*waiters), 5)
+    assert [o.kind for o, _ in outs] == ["exact"] * 5
+    assert two.stats["waits"] == 1  # one poller for the process, the other four waited on it locally
+    assert two.stats["leads"] == 0
+
+
+async def test_a_failed_leader_hands_the_lead_to_a_waiter(make: Factory) -> None:
+    one, two = make(), make()
+    lead = req("flaky", "r1")
+    await one.lookup(lead, NONE, [A])
+    waiter = asyncio.create_task(two.lookup(req("flaky", "r2"), NONE, [A]))
+    await asyncio.sleep(0.05)
+    await one.release(lead)  # the upstream call failed: nothing stored
+    outcome, result = await asyncio.wait_for(waiter, 5)
+    assert outcome.kind == "miss" and result is None and two.stats["leads"] == 1
+
+
+async def test_a_dead_leaders_lock_lapses(make: Factory) -> None:
+    one, two = make(lock_ttl_s=0.2), make(lock_ttl_s=0.2)
+    await one.lookup(req("orphan", "r1"), NONE, [A])  # this leader never stores nor releases (process died)
+    outcome, result = await asyncio.wait_for(two.lookup(req("orphan", "r2"), NONE, [A]), 5)
+    assert outcome.kind == "miss" and result is None and two.stats["leads"] == 1
+
+
+async def test_waiting_is_bounded(make: Factory) -> None:
+    one, two = make(), make(wait_s=0.1)
+    await one.lookup(req("slow", "r1"), NONE, [A])
+    outcome, _ = await asyncio.wait_for(two.lookup(req("slow", "r2"), NONE, [A]), 5)
+    assert outcome.kind == "miss" and two.stats["wait_expired"] == 1 and two.stats["leads"] == 0
+    await two.store(req("slow", "r2"), NONE, ModelResult(candidate=A, text="mine"))  # it may still store
+    await two.release(req("slow", "r2"))
+
+
+async def test_an_unreadable_entry_is_a_miss_never_served(make: Factory, redis_srv: RedisServer) -> None:
+    one = make()
+    lead = req("q", "r1")
+    await one.lookup(lead, NONE, [A])
+    await one.store(lead, NONE, ModelResult(candidate=A, text="a"))
+    await one.release(lead)
+    raw = aioredis.Redis.from_url(redis_srv.url)
+    try:
+        keys = [k async for k in raw.scan_iter(match=f"{one.prefix}:e:*")]
+        assert len(keys) == 1
+        await raw.set(keys[0], b'{"expires_ms": 1e30, "source_request_id": "x", "result": {"text": 5}}')
+    finally:
+        await raw.aclose()
+    outcome, result = await one.lookup(req("q", "r2"), NONE, [A])
+    assert result is None and outcome.kind == "miss" and one.stats["errors"] == 1
+
+
+async def test_redis_unreachable_fails_open_quickly() -> None:
+    url = closed_port_url().replace("http://", "redis://")
+    cache = RedisExactCache.from_url(SimClock(), url, op_timeout_s=0.2)
+    try:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        lead = req("q", "r1")
+        outcome, result = await cache.lookup(lead, NONE, [A])
+        await cache.store(lead, NONE, ModelResult(candidate=A, text="a"))
+        await cache.release(lead)
+        assert outcome.kind == "miss" and result is None
+        assert cache.stats["errors"] == 2 and loop.time() - t0 < 2.0
+    finally:
+        await cache.aclose()
+
+
+async def test_redis_stopping_mid_flight_fails_open(redis_srv: RedisServer) -> None:
+    from sovrouter.testing_redis import redis_server
+
+    with redis_server() as own:
+        one = RedisExactCache.from_url(SimClock(), own.url, op_timeout_s=0.2, poll_s=(0.005, 0.02))
+        two = RedisExactCache.from_url(SimClock(), own.url, op_timeout_s=0.2, poll_s=(0.005, 0.02))
+        try:
+            await one.lookup(req("q", "r1"), NONE, [A])
+            waiter = asyncio.create_task(two.lookup(req("q", "r2"), NONE, [A]))
+            await asyncio.sleep(0.05)
+            own.process.kill()
+            own.process.wait()
+            outcome, result = await asyncio.wait_for(waiter, 5)  # the poller gives up: a miss, no error
+            assert outcome.kind == "miss" and result is None and two.stats["errors"] >= 1
+            await one.store(req("q", "r1"), NONE, ModelResult(candidate=A, text="a"))
+            await one.release(req("q", "r1"))
+            assert not one._flights and not two._flights
+        finally:
+            await one.aclose()
+            await two.aclose()

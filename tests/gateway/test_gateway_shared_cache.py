@@ -1,0 +1,73 @@
+"""Two gateway instances in front of the same upstreams share an exact cache in a real Redis (`cache.shared`):
+what one answered, the other serves without an upstream call; bad shared-cache settings fail at start-up without
+echoing a secret."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import openai
+import pytest
+from gateway_harness import ACME_KEY, EURO_KEY, make_settings
+
+from sovrouter.adapters.openai_http import new_client
+from sovrouter.build import make_exact_cache
+from sovrouter.cache.split import SplitCache
+from sovrouter.clock import SimClock
+from sovrouter.config import Settings, SharedCacheSettings
+from sovrouter.errors import ConfigError
+from sovrouter.gateway.app import create_app
+from sovrouter.gateway.server import ServerThread
+from sovrouter.gateway.wiring import build_live_pipeline
+from sovrouter.testing_redis import RedisServer
+from sovrouter.testing_upstream import UpstreamBehaviour, create_upstream_app
+
+
+def _ask(url: str, key: str, text: str) -> tuple[str, str]:
+    client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=20)
+    raw = client.chat.completions.with_raw_response.create(model="auto",
+                                                           messages=[{"role": "user", "content": text}])
+    return raw.parse().choices[0].message.content or "", raw.headers["x-sovrouter-cache"]
+
+
+def test_two_gateway_instances_share_answers_through_redis(tmp_path: Path, redis_srv: RedisServer) -> None:
+    primary = UpstreamBehaviour(reply="primary answer", chunks=2)
+    backup = UpstreamBehaviour(reply="backup answer", chunks=2)
+    shared = SharedCacheSettings(url=redis_srv.url, tenants=["acme-us"], key_prefix="gw-test")
+    with ServerThread(create_upstream_app(primary), log_level="critical") as p, \
+            ServerThread(create_upstream_app(backup), log_level="critical") as b:
+        gateways = []
+        for i in range(2):
+            settings = make_settings(tmp_path / f"gw{i}", p.url, b.url, cache={"shared": shared})
+            client = new_client()
+            gateways.append(ServerThread(create_app(build_live_pipeline(settings, client=client), settings,
+                                                    on_shutdown=[client.aclose]), log_level="critical"))
+        with gateways[0] as g0, gateways[1] as g1:
+            assert _ask(g0.url, ACME_KEY, "What is sovereignty?") == ("primary answer", "miss")
+            assert _ask(g1.url, ACME_KEY, "What is sovereignty?") == ("primary answer", "exact")
+            assert primary.calls == 1
+            # eurobank is not in the shared scope: each instance answers it once on its own
+            assert _ask(g0.url, EURO_KEY, "What is sovereignty?")[1] == "miss"
+            assert _ask(g1.url, EURO_KEY, "What is sovereignty?")[1] == "miss"
+            assert _ask(g1.url, EURO_KEY, "What is sovereignty?")[1] == "exact"
+            assert primary.calls == 3
+
+
+def test_shared_cache_settings_are_checked_at_start_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "sovrouter.yaml"
+    path.write_text("catalog: c.json\ntenants: t.json\ncache:\n  shared: {url: 'redis://:hunter2@cache:6379/0', "
+                    "tenants: [acme-us]}\n")
+    with pytest.raises(ConfigError, match=r"cache\.shared\.url") as info:
+        Settings.load(path)
+    assert "hunter2" not in str(info.value)  # a credential in the URL is refused and never echoed
+    path.write_text("catalog: c.json\ntenants: t.json\ncache:\n  shared: {url: 'redis://cache:6379/0', tenants: []}\n")
+    with pytest.raises(ConfigError, match=r"cache\.shared\.tenants"):
+        Settings.load(path)  # sharing nobody's answers is a mistake, not a silent no-op
+
+    monkeypatch.delenv("SOVROUTER_TEST_REDIS_PASSWORD", raising=False)
+    settings = make_settings(tmp_path, "http://a", "http://b", cache={"shared": SharedCacheSettings(
+        url="redis://127.0.0.1:9/0", tenants=["acme-us"], password_env="SOVROUTER_TEST_REDIS_PASSWORD")})
+    with pytest.raises(ConfigError, match="SOVROUTER_TEST_REDIS_PASSWORD"):
+        make_exact_cache(settings, SimClock(), ":memory:")
+    monkeypatch.setenv("SOVROUTER_TEST_REDIS_PASSWORD", "s3cret")
+    assert isinstance(make_exact_cache(settings, SimClock(), ":memory:"), SplitCache)
