@@ -93,5 +93,12 @@ class ResponseCache(Protocol):
         ...
 
 
+@runtime_checkable
+class AsyncClosable(Protocol):
+    """A part holding connections (a shared cache's Redis client) that the server closes on shutdown."""
+
+    async def aclose(self) -> None: ...
+
+
 class RecordSink(Protocol):
     def write(self, record: RequestRecord) -> None: ...

@@ -64,7 +64,10 @@ async def test_only_admitted_answers_are_written_to_the_shared_store(redis_srv: 
         assert [k async for k in raw.scan_iter(match=f"{prefix}:l:*")] == []  # no lock left behind
     finally:
         await raw.aclose()
-        await shared.aclose()
+        await cache.aclose()  # closes the shared store's client
+    pool = shared.client.connection_pool
+    assert not any(c.is_connected for c in pool._available_connections)  # the shared store's client was closed
+    assert not pool._in_use_connections
 
 
 def _settings(url: str, prefix: str) -> Settings:

@@ -40,8 +40,11 @@ def test_two_gateway_instances_share_answers_through_redis(tmp_path: Path, redis
         for i in range(2):
             settings = make_settings(tmp_path / f"gw{i}", p.url, b.url, cache={"shared": shared})
             client = new_client()
-            gateways.append(ServerThread(create_app(build_live_pipeline(settings, client=client), settings,
-                                                    on_shutdown=[client.aclose]), log_level="critical"))
+            pipeline = build_live_pipeline(settings, client=client)
+            assert isinstance(pipeline.cache, SplitCache)
+            gateways.append(ServerThread(create_app(pipeline, settings,
+                                                    on_shutdown=[client.aclose, pipeline.cache.aclose]),
+                                         log_level="critical"))
         with gateways[0] as g0, gateways[1] as g1:
             assert _ask(g0.url, ACME_KEY, "What is sovereignty?") == ("primary answer", "miss")
             assert _ask(g1.url, ACME_KEY, "What is sovereignty?") == ("primary answer", "exact")

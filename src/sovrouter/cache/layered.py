@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sovrouter.contracts import CacheOutcome, Candidate, Detection, ModelResult, NormalizedRequest
-from sovrouter.protocols import ResponseCache
+from sovrouter.protocols import AsyncClosable, ResponseCache
 
 
 class LayeredCache:
@@ -33,3 +33,8 @@ class LayeredCache:
     async def release(self, request: NormalizedRequest) -> None:
         await self.exact.release(request)
         await self.semantic.release(request)
+
+    async def aclose(self) -> None:
+        for layer in (self.exact, self.semantic):
+            if isinstance(layer, AsyncClosable):
+                await layer.aclose()

@@ -27,7 +27,7 @@ from sovrouter.contracts import (
     ModelResult,
     NormalizedRequest,
 )
-from sovrouter.protocols import ResponseCache
+from sovrouter.protocols import AsyncClosable, ResponseCache
 
 
 @dataclass(frozen=True)
@@ -78,3 +78,8 @@ class SplitCache:
             return
         await self.local.release(request)  # never looked up here (or served from cache): both are no-ops
         await self.shared.release(request)
+
+    async def aclose(self) -> None:
+        for side in (self.shared, self.local):
+            if isinstance(side, AsyncClosable):
+                await side.aclose()

@@ -12,6 +12,7 @@ from sovrouter.config import Settings
 from sovrouter.evalloop.loop import observe_live
 from sovrouter.gateway.app import create_app
 from sovrouter.gateway.wiring import build_live_pipeline
+from sovrouter.protocols import AsyncClosable
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
     client = new_client()
     pipeline = build_live_pipeline(settings, client=client)
     obs, observed = observe_live(settings, pipeline)  # metrics, traces, eval loop; /metrics /v1/feedback /dashboard
-    app = create_app(observed, settings, on_shutdown=[client.aclose, obs.loop.drain])
+    closers = [pipeline.cache.aclose] if isinstance(pipeline.cache, AsyncClosable) else []  # a shared cache's client
+    app = create_app(observed, settings, on_shutdown=[client.aclose, obs.loop.drain, *closers])
     obs.mount(app)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     return 0
