@@ -308,3 +308,32 @@ def test_tail_penalty_avoids_a_long_wait_that_the_compute_price_would_accept() -
         # q on a: 0.6 s prefill, no wait; on b: ~2 s wait, 0.1 s prefill. Price 10 favours b (saves 0.5 s of
         # prefill = 5 s), a convex wait penalty favours a.
         assert r.choose([1, 2, 3, 4, 5, 6], 600, 1.0, ["a", "b"]) == expected
+
+
+def test_decode_time_is_predicted_per_template_so_short_calls_do_not_look_busy() -> None:
+    """Tool calls answered in a few tokens (template 100) and long replies (template 200) share the replicas.
+    Five queued short calls are less work than one long reply; one mean decode for all says the opposite."""
+    def trained(by_template: bool) -> tuple[PrefixAffinityRouter, float]:
+        r = PrefixAffinityRouter(dataclasses.replace(S, decode_by_template=by_template, compute_price=0.0))
+        t = 0.0
+        for k in range(20):  # completions teach: template 100 decodes in 0.01 s, template 200 in 2 s
+            r.assign(("s", k), [100, 1000 + k], 200, t, "c")
+            t += 0.2 + 0.01
+            r.complete(("s", k), t)
+            r.assign(("l", k), [200, 2000 + k], 200, t, "c")
+            t += 0.2 + 2.0
+            r.complete(("l", k), t)
+        for k in range(5):
+            r.assign(("qs", k), [100, 3000 + k], 100, t, "a")
+        r.assign("ql", [200, 4000], 100, t, "b")
+        r.assign("busy", [300], 100_000, t, "c")  # c is out of the picture
+        return r, t
+
+    new = [500, 5000]
+    r, now = trained(True)
+    waits = [e.wait_s for e in r.estimate(new, 100, now, ["a", "b", "c"])]
+    assert waits[0] == pytest.approx(0.1 + 5 * r._decode.predict(100))  # one prefill: the rest hit block 100
+    assert waits[0] < waits[1]
+    assert r.choose(new, 100, now, ["a", "b", "c"]) == 0
+    r, now = trained(False)
+    assert r.choose(new, 100, now, ["a", "b", "c"]) == 1

@@ -66,6 +66,7 @@ from sovrouter.config import ReplicaAffinity, Upstream
 from sovrouter.contracts import Candidate, NormalizedRequest
 from sovrouter.errors import InvalidRequestError
 from sovrouter.protocols import Clock
+from sovrouter.reuse.estimators import PrefillRateEstimator, TemplateDecodeEstimator
 from sovrouter.reuse.prefix_sim import BLOCK_TOKENS, cached_tokens
 
 AGE_EDGES_S = (15.0, 30.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0)
@@ -101,6 +102,11 @@ class AffinitySettings:
     waits cost more than linearly. 0.3 (the default) improves p99 TTFT on 9 of 10 dev and synthetic variants
     (by up to ~5 points; equal on the tenth) and costs 1.5-1.7 points of hit rate on the dev conversation trace
     (bench/prefix_options.py); 0 turns it off (the earlier default)."""
+    decode_by_template: bool = True
+    """Predict each request's decode time by its prompt template (its first block: the system prompt or tool
+    preamble), learned from completions and shrunk towards the overall mean, instead of one mean for every
+    request. Tool calls answered in a few tokens and chat replies of hundreds share a deployment; one mean makes
+    replicas serving many short calls look busier than they are, so long work piles up elsewhere (skew)."""
     learn_prefill_rate: bool = False
     """Learn the seconds per uncached prompt token from completions (least squares of each observed service time
     on its uncached tokens, older observations forgotten), clamped to 0.1-10x the configured ``prefill_rate``,
@@ -123,6 +129,7 @@ class _Pending:
     arrival_s: float
     prefill_s: float
     uncached_tokens: int = 0
+    template: Hashable | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -213,71 +220,22 @@ class _ReplicaModel:
         self.busy = self.decayed_busy(now_s, tau_s) + service_s
         self.busy_t = now_s
 
-    def free_at(self, now_s: float, decode_s: float) -> float:
-        """Estimated time this replica finishes everything sent to it so far."""
+    def free_at(self, now_s: float, decode_of: Callable[[Hashable | None], float]) -> float:
+        """Estimated time this replica finishes everything sent to it so far (``decode_of(template)``: the
+        predicted decode time of a request of that template)."""
         t = self.anchor_s
         first = True
         for p in self.queue:
             start = max(t, p.arrival_s)
+            decode_s = decode_of(p.template)
             t = start + p.prefill_s + decode_s
             if first:
                 # The head is in service: if it has outlived its estimate, it still needs some decode time;
-                # with no better knowledge assume the mean again (memoryless residual).
+                # with no better knowledge assume the prediction again (memoryless residual).
                 if t <= now_s:
                     t = now_s + decode_s
                 first = False
         return t
-
-
-class _DecodeEstimator:
-    """Mean decode seconds per request, learned from completions (plus a one-observation prior)."""
-
-    __slots__ = ("_n", "_sum")
-
-    def __init__(self, prior_s: float) -> None:
-        self._sum = prior_s
-        self._n = 1
-
-    def observe(self, decode_s: float) -> None:
-        self._sum += max(0.0, decode_s)
-        self._n += 1
-
-    @property
-    def mean_s(self) -> float:
-        return self._sum / self._n
-
-
-class _PrefillRateEstimator:
-    """Seconds per uncached token: the slope of observed service time on uncached tokens (exponentially weighted
-    least squares), clamped around the prior; the prior until enough completions have been seen."""
-
-    __slots__ = ("_prior", "_ss", "_su", "_sus", "_suu", "_w")
-
-    MIN_WEIGHT = 20.0
-    FORGET = 0.995
-
-    def __init__(self, prior_s_per_token: float) -> None:
-        self._prior = prior_s_per_token
-        self._w = self._su = self._ss = self._suu = self._sus = 0.0
-
-    def observe(self, uncached_tokens: int, service_s: float) -> None:
-        f = self.FORGET
-        u, y = float(uncached_tokens), max(0.0, service_s)
-        self._w = f * self._w + 1.0
-        self._su = f * self._su + u
-        self._ss = f * self._ss + y
-        self._suu = f * self._suu + u * u
-        self._sus = f * self._sus + u * y
-
-    @property
-    def seconds_per_token(self) -> float:
-        if self._w < self.MIN_WEIGHT:
-            return self._prior
-        den = self._w * self._suu - self._su * self._su
-        if den <= 1e-9 * max(1.0, self._w * self._suu):
-            return self._prior
-        slope = (self._w * self._sus - self._su * self._ss) / den
-        return min(10.0 * self._prior, max(0.1 * self._prior, slope))
 
 
 class PrefixAffinityRouter:
@@ -287,8 +245,8 @@ class PrefixAffinityRouter:
         self.settings = settings or AffinitySettings()
         self._replicas: dict[Hashable, _ReplicaModel] = {}
         self._where: dict[Hashable, Hashable] = {}
-        self._decode = _DecodeEstimator(self.settings.prior_decode_s)
-        self._rate = _PrefillRateEstimator(1.0 / self.settings.prefill_rate)
+        self._decode = TemplateDecodeEstimator(self.settings.prior_decode_s)
+        self._rate = PrefillRateEstimator(1.0 / self.settings.prefill_rate)
         self._work: deque[tuple[float, float]] = deque()  # (sent at, estimated service s) in the window
         self._work_sum = 0.0
         nb = len(AGE_EDGES_S) + 1
@@ -336,6 +294,9 @@ class PrefixAffinityRouter:
             out[b] = running
         return out
 
+    def _template(self, blocks: Sequence[int]) -> int | None:
+        return blocks[0] if blocks and self.settings.decode_by_template else None
+
     def _model(self, replica: Hashable) -> _ReplicaModel:
         m = self._replicas.get(replica)
         if m is None:
@@ -357,7 +318,8 @@ class PrefixAffinityRouter:
     def estimate(self, blocks: Sequence[int], input_tokens: int, now_s: float,
                  replicas: Sequence[Hashable]) -> list[ReplicaEstimate]:
         s = self.settings
-        decode = self._decode.mean_s
+        decode = self._decode.predict(self._template(blocks))
+        decode_of = self._decode.predict
         lam, rho = self._load(now_s, len(replicas))
         self._decay_pollution(now_s)
         per_evict_s = self.prefill_seconds(s.pollution * self.eviction_cost_tokens)
@@ -368,7 +330,7 @@ class PrefixAffinityRouter:
             m = self._model(rid)
             run = m.cache.leading_run(blocks)
             hit = cached_tokens(run, input_tokens, s.block_tokens)
-            wait = max(0.0, m.free_at(now_s, decode) - now_s)
+            wait = max(0.0, m.free_at(now_s, decode_of) - now_s)
             inserts = max(0, len(blocks) - run - (m.cache.capacity - len(m.cache)))
             if s.age_aware:
                 pollution = sum(by_age[bisect_right(AGE_EDGES_S, now_s - t)] for t in m.cache.tail(inserts))
@@ -432,11 +394,13 @@ class PrefixAffinityRouter:
         if not m.queue:
             m.anchor_s = max(m.anchor_s, now_s)
         prefill = self.prefill_seconds(input_tokens - hit)
-        m.queue.append(_Pending(key, now_s, prefill, input_tokens - hit))
+        template = self._template(blocks)
+        m.queue.append(_Pending(key, now_s, prefill, input_tokens - hit, template))
         self._where[key] = replica
-        m.add_busy(now_s, s.busy_tau_s, prefill + self._decode.mean_s)
-        self._work.append((now_s, prefill + self._decode.mean_s))
-        self._work_sum += prefill + self._decode.mean_s
+        service = prefill + self._decode.predict(template)
+        m.add_busy(now_s, s.busy_tau_s, service)
+        self._work.append((now_s, service))
+        self._work_sum += service
 
     def forget(self, replica: Hashable, blocks: Sequence[int]) -> None:
         """Stop counting on ``blocks`` being cached at ``replica`` (a call there failed: it may never have been
@@ -457,7 +421,7 @@ class PrefixAffinityRouter:
                     if ok and self.settings.learn_prefill_rate:
                         self._rate.observe(p.uncached_tokens, now_s - start)
                     if ok:
-                        self._decode.observe(now_s - start - p.prefill_s)
+                        self._decode.observe(p.template, now_s - start - p.prefill_s)
                     m.anchor_s = now_s
                 del m.queue[idx]
                 break
