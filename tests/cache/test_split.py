@@ -115,3 +115,31 @@ async def test_two_gateway_pipelines_make_one_upstream_call(redis_srv: RedisServ
         for p in pipes:
             assert isinstance(p.cache, SplitCache) and isinstance(p.cache.shared, RedisExactCache)
             await p.cache.shared.aclose()
+
+
+async def test_a_semantic_hit_ends_the_shared_exact_lead(redis_srv: RedisServer) -> None:
+    """Exact layer shared in Redis under the semantic layer: a semantic hit is served without an upstream call,
+    so the exact layer's cross-instance lead (a lock in Redis) must end with it, or other instances would wait."""
+    from sovrouter.cache.layered import LayeredCache
+    from sovrouter.cache.semantic import SemanticCache
+    from sovrouter.cache.verifier import PairVerifier
+    from sovrouter.embed import HashingEmbedder
+
+    prefix = f"s{next(_prefixes)}"
+    clock = SimClock()
+    shared = RedisExactCache.from_url(clock, redis_srv.url, prefix=prefix)
+    exact = SplitCache(shared, ExactCache(clock), SharedScope.of(["acme-us"]))
+    cache = LayeredCache(exact, SemanticCache(clock, HashingEmbedder(384), PairVerifier.cosine_only(0.7)))
+    raw = aioredis.Redis.from_url(redis_srv.url)
+    try:
+        lead = chat("How do I learn Python quickly?", "r1")
+        assert (await cache.lookup(lead, Detection(), [A]))[1] is None
+        await cache.store(lead, Detection(), ModelResult(candidate=A, text="answer"))
+        await cache.release(lead)
+        outcome, result = await cache.lookup(chat("How can I learn Python quickly?", "r2"), Detection(), [A])
+        assert outcome.kind == "semantic" and result is not None
+        assert [k async for k in raw.scan_iter(match=f"{prefix}:l:*")] == []
+        assert len([k async for k in raw.scan_iter(match=f"{prefix}:e:*")]) == 1
+    finally:
+        await raw.aclose()
+        await cache.aclose()

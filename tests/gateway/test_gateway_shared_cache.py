@@ -49,11 +49,19 @@ def test_two_gateway_instances_share_answers_through_redis(tmp_path: Path, redis
             assert _ask(g0.url, ACME_KEY, "What is sovereignty?") == ("primary answer", "miss")
             assert _ask(g1.url, ACME_KEY, "What is sovereignty?") == ("primary answer", "exact")
             assert primary.calls == 1
+            # a streamed answer is stored once complete and served to the other instance too
+            stream = openai.OpenAI(base_url=g1.url + "/v1", api_key=ACME_KEY, max_retries=0, timeout=20)
+            pieces = [c.choices[0].delta.content or "" for c in stream.chat.completions.create(
+                model="auto", stream=True, messages=[{"role": "user", "content": "Streamed question"}])
+                if c.choices]
+            assert "".join(pieces) == "primary answer" and primary.calls == 2
+            assert _ask(g0.url, ACME_KEY, "Streamed question") == ("primary answer", "exact")
+            assert primary.calls == 2
             # eurobank is not in the shared scope: each instance answers it once on its own
             assert _ask(g0.url, EURO_KEY, "What is sovereignty?")[1] == "miss"
             assert _ask(g1.url, EURO_KEY, "What is sovereignty?")[1] == "miss"
             assert _ask(g1.url, EURO_KEY, "What is sovereignty?")[1] == "exact"
-            assert primary.calls == 3
+            assert primary.calls == 4
 
 
 def test_shared_cache_settings_are_checked_at_start_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
