@@ -95,6 +95,18 @@ class SharedCacheSettings(BaseModel):
                                 description="each Redis operation; past it the cache is skipped (fail open)")
 
 
+class AffinityEventsSettings(BaseModel):
+    """Share the prefix-affinity model between gateway instances through Redis Streams (docs/prefix-affinity.md,
+    "Several gateway instances")."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(pattern=r"^(redis|rediss|unix)://[^@]*$",
+                     description="redis://host:port/db; no credentials in it (a password goes in password_env)")
+    password_env: str | None = None
+    key_prefix: str = Field(default="sovrouter", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    op_timeout_s: float = Field(default=0.5, gt=0, le=60, allow_inf_nan=False)
+
+
 class CacheSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     exact_enabled: bool = True
@@ -117,6 +129,8 @@ class Settings(BaseModel):
         default=1000.0, gt=0, description="detection past this deadline fails closed; replay lifts it (determinism)"
     )
     cache: CacheSettings = CacheSettings()
+    affinity_events: AffinityEventsSettings | None = Field(
+        default=None, description="several gateway instances: share the replica choosers' models through Redis")
     reliability: ReliabilitySettings = ReliabilitySettings()
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
 

@@ -4,6 +4,7 @@ echoing a secret."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import openai
@@ -14,11 +15,11 @@ from sovrouter.adapters.openai_http import new_client
 from sovrouter.build import make_exact_cache
 from sovrouter.cache.split import SplitCache
 from sovrouter.clock import SimClock
-from sovrouter.config import Settings, SharedCacheSettings
+from sovrouter.config import Settings, SharedCacheSettings, Upstream
 from sovrouter.errors import ConfigError
 from sovrouter.gateway.app import create_app
 from sovrouter.gateway.server import ServerThread
-from sovrouter.gateway.wiring import build_live_pipeline
+from sovrouter.gateway.wiring import build_live_pipeline, make_affinity_bus
 from sovrouter.testing_redis import RedisServer
 from sovrouter.testing_upstream import UpstreamBehaviour, create_upstream_app
 
@@ -82,3 +83,51 @@ def test_shared_cache_settings_are_checked_at_start_up(tmp_path: Path, monkeypat
         make_exact_cache(settings, SimClock(), ":memory:")
     monkeypatch.setenv("SOVROUTER_TEST_REDIS_PASSWORD", "s3cret")
     assert isinstance(make_exact_cache(settings, SimClock(), ":memory:"), SplitCache)
+
+
+def test_two_gateway_instances_send_a_conversation_to_one_replica(tmp_path: Path, redis_srv: RedisServer) -> None:
+    """Real HTTP: two gateway instances, three replicas of one deployment, a conversation whose turns alternate
+    between the instances. With `affinity_events` each instance knows where the other sent the earlier turns."""
+    behaviours = [UpstreamBehaviour(reply=f"replica {i}", chunks=1) for i in range(3)]
+    with ServerThread(create_upstream_app(behaviours[0]), log_level="critical") as r0, \
+            ServerThread(create_upstream_app(behaviours[1]), log_level="critical") as r1, \
+            ServerThread(create_upstream_app(behaviours[2]), log_level="critical") as r2:
+        gateways, buses = [], []
+        for i in range(2):
+            settings = make_settings(tmp_path / f"gw{i}", "http://127.0.0.1:9", "http://127.0.0.1:9",
+                                     max_body_bytes=1_000_000,
+                                     affinity_events={"url": redis_srv.url, "key_prefix": "gw-affinity-test"})
+            settings.upstreams["sovereign-large/eu-sov"] = Upstream(base_urls=[r0.url, r1.url, r2.url])
+            client = new_client()
+            bus = make_affinity_bus(settings)
+            assert bus is not None
+            buses.append(bus)
+            app = create_app(build_live_pipeline(settings, client=client, events=bus), settings,
+                             on_shutdown=[client.aclose, bus.aclose], on_startup=[bus.start])
+            gateways.append(ServerThread(app, log_level="critical"))
+        with gateways[0] as g0, gateways[1] as g1:
+            apis = [openai.OpenAI(base_url=g.url + "/v1", api_key=ACME_KEY, max_retries=0, timeout=20)
+                    for g in (g0, g1)]
+            docs = {c: " ".join(f"{c}{i}" for i in range(1500)) for c in "abc"}
+            history: dict[str, list[dict[str, str]]] = {c: [{"role": "user", "content": d}] for c, d in docs.items()}
+            served: dict[str, list[str]] = {c: [] for c in docs}
+            calls = 0
+
+            def settle() -> None:  # each call's start and end have reached the other instance
+                deadline = time.monotonic() + 10
+                while sum(b.stats["applied"] for b in buses) < 2 * calls and time.monotonic() < deadline:
+                    time.sleep(0.01)
+
+            for step, order in enumerate(["abc", "cab", "bca", "acb"]):  # turn k goes through instance k % 2
+                for c in order:  # (a new order each round: an instance guessing blind would not match)
+                    settle()
+                    out = apis[step % 2].chat.completions.create(model="sovereign-large/eu-sov",
+                                                                 messages=history[c])
+                    calls += 1
+                    reply = out.choices[0].message.content or ""
+                    served[c].append(reply)
+                    history[c] += [{"role": "assistant", "content": reply},
+                                   {"role": "user", "content": f"and then {step}?"}]
+    assert all(len(set(replies)) == 1 for replies in served.values()), served  # one replica per conversation
+    assert sorted(replies[0] for replies in served.values()) == ["replica 0", "replica 1", "replica 2"]
+    assert [b.calls for b in behaviours] == [4, 4, 4]

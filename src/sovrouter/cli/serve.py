@@ -11,7 +11,7 @@ from sovrouter.adapters.openai_http import new_client
 from sovrouter.config import Settings
 from sovrouter.evalloop.loop import observe_live
 from sovrouter.gateway.app import create_app
-from sovrouter.gateway.wiring import build_live_pipeline
+from sovrouter.gateway.wiring import build_live_pipeline, make_affinity_bus
 from sovrouter.protocols import AsyncClosable
 
 
@@ -27,10 +27,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = Settings.load(args.config)
     client = new_client()
-    pipeline = build_live_pipeline(settings, client=client)
+    bus = make_affinity_bus(settings)  # several gateway instances: their replica choosers share one model
+    pipeline = build_live_pipeline(settings, client=client, events=bus)
     obs, observed = observe_live(settings, pipeline)  # metrics, traces, eval loop; /metrics /v1/feedback /dashboard
     closers = [pipeline.cache.aclose] if isinstance(pipeline.cache, AsyncClosable) else []  # a shared cache's client
-    app = create_app(observed, settings, on_shutdown=[client.aclose, obs.loop.drain, *closers])
+    if bus is not None:
+        closers.append(bus.aclose)
+    app = create_app(observed, settings, on_shutdown=[client.aclose, obs.loop.drain, *closers],
+                     on_startup=[bus.start] if bus is not None else [])
     obs.mount(app)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     return 0

@@ -273,13 +273,17 @@ def create_app(
     *,
     on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
     request_ids: Callable[[], str] | None = None,
+    on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
 ) -> FastAPI:
-    """The gateway app for ``pipeline``. ``on_shutdown`` callbacks run after in-flight streams have drained
+    """The gateway app for ``pipeline``. ``on_startup`` callbacks run in the serving loop before the first
+    request (start background readers there); ``on_shutdown`` callbacks run after in-flight streams have drained
     (close HTTP clients there). ``request_ids`` overrides the request-id factory (tests)."""
     gateway = Gateway(pipeline, settings, request_ids)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for start in on_startup:
+            await start()
         yield
         await gateway.drain(settings.reliability.timeout_s)
         for close in on_shutdown:

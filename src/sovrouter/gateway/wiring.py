@@ -24,6 +24,7 @@ from sovrouter.contracts import Candidate
 from sovrouter.errors import ConfigError
 from sovrouter.pipeline import Pipeline
 from sovrouter.protocols import Clock, ModelAdapter
+from sovrouter.reuse.affinity_events import AffinityEventBus, RedisAffinityBus
 from sovrouter.reuse.prefix import PrefixAffinityChooser, settings_from_config
 from sovrouter.store.records import SQLiteRecordStore
 
@@ -47,14 +48,16 @@ def upstreams_of(settings: Settings, catalog: Catalog) -> dict[Candidate, Upstre
     return out
 
 
-def configured_chooser(upstream: Upstream, clock: Clock,
-                       reliability: ReliabilitySettings | None = None) -> ReplicaChooser:
+def configured_chooser(upstream: Upstream, clock: Clock, reliability: ReliabilitySettings | None = None,
+                       events: AffinityEventBus | None = None, stream: str = "default") -> ReplicaChooser:
     """The replica chooser an upstream's configuration asks for: with several replicas, prefix/KV affinity (the
-    default) or fewest calls in flight, inside replica outlier ejection; with one, nothing to choose."""
+    default; sharing its model on ``events``' ``stream`` when given) or fewest calls in flight, inside replica
+    outlier ejection; with one, nothing to choose."""
     if len(upstream.base_urls) <= 1:
         return LeastOutstandingChooser()
     rel = reliability or ReliabilitySettings()
-    inner: ReplicaChooser = (PrefixAffinityChooser(clock, settings_from_config(upstream.affinity))
+    inner: ReplicaChooser = (PrefixAffinityChooser(clock, settings_from_config(upstream.affinity), events=events,
+                                                   stream=stream)
                              if upstream.replica_choice == "prefix-affinity" else LeastOutstandingChooser())
     return HealthAwareChooser(inner, clock, consecutive_failures=rel.replica_consecutive_failures,
                               cooldown_s=rel.replica_cooldown_s)
@@ -69,22 +72,41 @@ def _api_key(upstream: Upstream, key: str) -> str | None:
     return value
 
 
+def make_affinity_bus(settings: Settings) -> RedisAffinityBus | None:
+    """The Redis bus that shares the replica choosers' models between gateway instances, if configured (its
+    owner closes it: ``await bus.aclose()``)."""
+    cfg = settings.affinity_events
+    if cfg is None:
+        return None
+    password = None
+    if cfg.password_env is not None:
+        password = os.environ.get(cfg.password_env)
+        if not password:
+            raise ConfigError(f"affinity_events needs the environment variable {cfg.password_env}")
+    return RedisAffinityBus.from_url(cfg.url, password=password, op_timeout_s=cfg.op_timeout_s,
+                                     prefix=cfg.key_prefix)
+
+
 def build_live_pipeline(
     settings: Settings,
     *,
     client: httpx.AsyncClient | None = None,
     chooser_factory: ChooserFactory | None = None,
+    events: AffinityEventBus | None = None,
 ) -> Pipeline:
     """``client`` is shared by every adapter (its owner closes it; one is created if omitted);
-    ``chooser_factory`` gives each deployment its replica chooser (default: :func:`configured_chooser`)."""
+    ``chooser_factory`` gives each deployment its replica chooser (default: :func:`configured_chooser`);
+    ``events`` shares the prefix-affinity choosers' models with other gateway instances (default: the bus
+    ``settings.affinity_events`` configures, if any)."""
     catalog = Catalog.load(settings.catalog)
     tenants = Tenants.load(settings.tenants)
     shared = client or new_client()
     clock = WallClock()
     adapters: dict[Candidate, ModelAdapter] = {}
+    bus = events if events is not None else make_affinity_bus(settings)
     for cand, upstream in upstreams_of(settings, catalog).items():
         chooser = (chooser_factory(cand, upstream) if chooser_factory
-                   else configured_chooser(upstream, clock, settings.reliability))
+                   else configured_chooser(upstream, clock, settings.reliability, bus, cand.key))
         adapters[cand] = OpenAIHTTPAdapter(cand, upstream.base_urls, model=upstream.model,
                                            api_key=_api_key(upstream, cand.key), client=shared, chooser=chooser)
     try:

@@ -66,6 +66,7 @@ from sovrouter.config import ReplicaAffinity, Upstream
 from sovrouter.contracts import Candidate, NormalizedRequest
 from sovrouter.errors import InvalidRequestError
 from sovrouter.protocols import Clock
+from sovrouter.reuse.affinity_events import AffinityEvent, AffinityEventBus
 from sovrouter.reuse.estimators import PrefillRateEstimator, TemplateDecodeEstimator
 from sovrouter.reuse.prefix_sim import BLOCK_TOKENS, cached_tokens
 
@@ -451,10 +452,13 @@ class PrefixAffinityChooser:
     """:class:`~sovrouter.adapters.replicas.ReplicaChooser` for the HTTP adapter (one instance per deployment).
 
     Blocks are tenant-salted, so two tenants never share modelled cache entries (the serving engine may still
-    share them; the router just does not count on it).
+    share them; the router just does not count on it). With ``events`` (several gateway instances), every start
+    and completion is published on ``stream`` and the other instances' are applied, so each instance models the
+    whole traffic (:mod:`sovrouter.reuse.affinity_events`).
     """
 
-    def __init__(self, clock: Clock, settings: AffinitySettings | None = None, block_words: int = 64) -> None:
+    def __init__(self, clock: Clock, settings: AffinitySettings | None = None, block_words: int = 64,
+                 events: AffinityEventBus | None = None, stream: str = "default") -> None:
         base = settings or AffinitySettings()
         # Gateway blocks are ``block_words`` words, not 512 tokens: size the model in the same unit.
         tokens_per_block = max(1, (block_words * 4) // 3)
@@ -466,6 +470,10 @@ class PrefixAffinityChooser:
         self._seq = 0
         self._inflight: dict[tuple[str, str], deque[int]] = {}  # (request id, replica) -> call sequence numbers
         self._last: tuple[NormalizedRequest, list[int], int] | None = None  # choose's blocks, for observe_start
+        self._events = events
+        self._stream = stream
+        if events is not None:
+            events.subscribe(stream, self.apply)
 
     def _blocks(self, request: NormalizedRequest) -> tuple[list[int], int]:
         """The request's block hashes, computed once for a choose / observe_start pair (the same request object)."""
@@ -488,7 +496,11 @@ class PrefixAffinityChooser:
         blocks, tokens = self._blocks(request)
         self._seq += 1
         self._inflight.setdefault((request.request_id, replicas[index]), deque()).append(self._seq)
-        self._router.assign(self._seq, blocks, tokens, self._clock.now_ms() / 1000.0, replicas[index])
+        now = self._clock.now_ms() / 1000.0
+        self._router.assign(self._seq, blocks, tokens, now, replicas[index])
+        if self._events is not None:
+            self._events.publish(self._stream, AffinityEvent("start", self._events.instance, self._seq,
+                                                             replicas[index], now, tuple(blocks), tokens))
 
     def observe_done(
         self, request: NormalizedRequest, replicas: Sequence[str], index: int, ok: bool, latency_ms: float
@@ -499,9 +511,25 @@ class PrefixAffinityChooser:
         seq = calls.popleft()
         if not calls:
             del self._inflight[(request.request_id, replicas[index])]
-        self._router.complete(seq, self._clock.now_ms() / 1000.0, ok)
+        now = self._clock.now_ms() / 1000.0
+        self._router.complete(seq, now, ok)
+        forgotten: tuple[int, ...] = ()
         if not ok:
-            self._router.forget(replicas[index], self._blocks(request)[0])
+            forgotten = tuple(self._blocks(request)[0])
+            self._router.forget(replicas[index], forgotten)
+        if self._events is not None:
+            self._events.publish(self._stream, AffinityEvent("done", self._events.instance, seq, replicas[index],
+                                                             now, forgotten, ok=ok))
+
+    def apply(self, event: AffinityEvent) -> None:
+        """Another gateway instance started or finished a call on one of this deployment's replicas."""
+        key = (event.origin, event.call)
+        if event.kind == "start":
+            self._router.assign(key, event.blocks, event.tokens, event.t, event.replica)
+            return
+        self._router.complete(key, event.t, event.ok)
+        if not event.ok:
+            self._router.forget(event.replica, event.blocks)
 
 
 def settings_from_config(cfg: ReplicaAffinity) -> AffinitySettings:

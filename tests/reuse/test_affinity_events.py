@@ -1,0 +1,123 @@
+"""Sharing the prefix-affinity model between gateway instances: events, the in-memory bus, the Redis bus (real
+redis-server), and two choosers that route one conversation's turns to the same replica whichever instance they
+arrive at."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+import redis.asyncio as aioredis
+
+from sovrouter.clock import SimClock
+from sovrouter.intake import normalize_chat
+from sovrouter.reuse.affinity_events import AffinityEvent, MemoryAffinityBus, RedisAffinityBus
+from sovrouter.reuse.prefix import PrefixAffinityChooser
+from sovrouter.testing_redis import RedisServer
+from sovrouter.testing_upstream import closed_port_url
+
+REPLICAS = ["http://r0", "http://r1", "http://r2"]
+DOC = " ".join(f"w{i}" for i in range(2000))
+_prefixes = itertools.count()
+
+
+def turn(n: int, rid: str):  # type: ignore[no-untyped-def]
+    messages = [{"role": "user", "content": DOC}]
+    for k in range(1, n):
+        messages += [{"role": "assistant", "content": f"answer {k}"}, {"role": "user", "content": f"more {k}?"}]
+    return normalize_chat({"messages": messages}, tenant="acme-us", request_id=rid)
+
+
+def send(chooser: PrefixAffinityChooser, request, index: int, clock: SimClock, seconds: float) -> None:  # type: ignore[no-untyped-def]
+    chooser.observe_start(request, REPLICAS, index)
+    clock.set(clock.now_ms() + seconds * 1000)
+    chooser.observe_done(request, REPLICAS, index, ok=True, latency_ms=seconds * 1000)
+
+
+def test_events_round_trip_through_json() -> None:
+    e = AffinityEvent("start", "gw-a", 7, "http://r1", 12.5, (1, 2, 2**64 + 3), 900)
+    assert AffinityEvent.from_json(e.to_json()) == e
+    with pytest.raises(ValueError):
+        AffinityEvent.from_json('{"kind": "evict", "origin": "x", "call": 1, "replica": "r", "t": 0}')
+
+
+def test_a_follow_up_at_another_instance_goes_where_the_conversation_is() -> None:
+    hub = MemoryAffinityBus()
+    clock = SimClock(1000.0)
+    a = PrefixAffinityChooser(clock, events=hub.view("gw-a"), stream="dep")
+    b = PrefixAffinityChooser(clock, events=hub.view("gw-b"), stream="dep")
+    alone = PrefixAffinityChooser(clock)  # an instance that shares nothing
+    send(a, turn(1, "t1"), 2, clock, 0.5)  # turn 1 went through gateway a to replica 2
+    assert b.choose(turn(2, "t2"), REPLICAS) == 2
+    assert alone.choose(turn(2, "t2"), REPLICAS) == 0  # without the events it has no idea
+    send(b, turn(2, "t2"), 2, clock, 0.5)  # and a sees b's turn too
+    assert a.choose(turn(3, "t3"), REPLICAS) == 2
+    assert a._router._where == {} and b._router._where == {}  # every call, local or remote, completed
+
+
+def test_a_failed_remote_call_is_forgotten_where_it_failed() -> None:
+    hub = MemoryAffinityBus()
+    clock = SimClock(1000.0)
+    a = PrefixAffinityChooser(clock, events=hub.view("gw-a"), stream="dep")
+    b = PrefixAffinityChooser(clock, events=hub.view("gw-b"), stream="dep")
+    request, follow_up = turn(1, "t1"), turn(2, "t2")
+
+    def cached_on_r1() -> int:
+        blocks, tokens = b._blocks(follow_up)
+        return b._router.estimate(blocks, tokens, clock.now_ms() / 1000, REPLICAS)[1].hit_tokens
+
+    a.observe_start(request, REPLICAS, 1)
+    assert cached_on_r1() > 0  # b learned that r1 is prefilling the conversation
+    a.observe_done(request, REPLICAS, 1, ok=False, latency_ms=1.0)
+    assert cached_on_r1() == 0  # the call failed there: b no longer counts on it
+
+
+async def test_redis_bus_broadcasts_to_the_other_instances_only(redis_srv: RedisServer) -> None:
+    prefix = f"ae{next(_prefixes)}"
+    bus_a = RedisAffinityBus.from_url(redis_srv.url, prefix=prefix, instance="gw-a", block_ms=50)
+    bus_b = RedisAffinityBus.from_url(redis_srv.url, prefix=prefix, instance="gw-b", block_ms=50)
+    clock = SimClock(1000.0)
+    try:
+        a = PrefixAffinityChooser(clock, events=bus_a, stream="sovereign-large/eu-sov")
+        b = PrefixAffinityChooser(clock, events=bus_b, stream="sovereign-large/eu-sov")
+        await asyncio.sleep(0.2)  # both readers have joined
+        send(a, turn(1, "t1"), 2, clock, 0.5)
+        for _ in range(100):
+            if bus_b.stats["applied"] >= 2:
+                break
+            await asyncio.sleep(0.02)
+        assert bus_b.stats["applied"] == 2 and bus_a.stats["applied"] == 0  # its own events are not re-applied
+        assert b.choose(turn(2, "t2"), REPLICAS) == 2
+        # garbage on the stream is counted and skipped; the reader goes on
+        raw = aioredis.Redis.from_url(redis_srv.url)
+        try:
+            await raw.xadd(f"{prefix}:affinity:sovereign-large/eu-sov", {"e": b"not json"})
+        finally:
+            await raw.aclose()
+        send(b, turn(2, "t2"), 2, clock, 0.5)
+        for _ in range(100):
+            if bus_a.stats["applied"] >= 2:
+                break
+            await asyncio.sleep(0.02)
+        assert bus_a.stats["applied"] == 2 and bus_a.stats["errors"] == 1
+    finally:
+        await bus_a.aclose()
+        await bus_b.aclose()
+
+
+async def test_redis_down_leaves_each_instance_with_its_own_model() -> None:
+    bus = RedisAffinityBus.from_url(closed_port_url().replace("http://", "redis://"), instance="gw-a",
+                                    op_timeout_s=0.2, retry_s=0.05)
+    clock = SimClock(1000.0)
+    try:
+        a = PrefixAffinityChooser(clock, events=bus, stream="dep")
+        send(a, turn(1, "t1"), 2, clock, 0.5)  # publishing never raises nor waits
+        assert a.choose(turn(2, "t2"), REPLICAS) == 2  # the local model works as before
+        for _ in range(100):
+            if bus.stats["errors"] >= 3:
+                break
+            await asyncio.sleep(0.02)
+        assert bus.stats["errors"] >= 3 and bus.stats["published"] == 0
+    finally:
+        await bus.aclose()
