@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 
 from sovrouter.cache.exact import ExactCache
 from sovrouter.catalog import Catalog, Tenants
 from sovrouter.classify import NullClassifier, NullDetector
-from sovrouter.config import Settings
+from sovrouter.config import Settings, env_secret
 from sovrouter.contracts import Candidate
-from sovrouter.errors import ConfigError
 from sovrouter.executor import Executor
 from sovrouter.pipeline import Pipeline
 from sovrouter.policy.availability import AvailabilityPolicy
@@ -66,12 +64,8 @@ def make_exact_cache(settings: Settings, clock: Clock, cache_path: str) -> Respo
     from sovrouter.cache.redis_exact import RedisExactCache  # the client library loads only when configured
     from sovrouter.cache.split import SharedScope, SplitCache
 
-    password = None
-    if shared.password_env is not None:
-        password = os.environ.get(shared.password_env)
-        if not password:
-            raise ConfigError(f"cache.shared needs the environment variable {shared.password_env}")
-    remote = RedisExactCache.from_url(clock, shared.url, password=password, ttl_s=settings.cache.ttl_s,
+    remote = RedisExactCache.from_url(clock, shared.url, password=env_secret(shared.password_env, "cache.shared"),
+                                      ttl_s=settings.cache.ttl_s,
                                       prefix=shared.key_prefix, lock_ttl_s=shared.lock_ttl_s,
                                       wait_s=shared.wait_s, op_timeout_s=shared.op_timeout_s)
     return SplitCache(remote, local, SharedScope.of(shared.tenants, shared.max_class))

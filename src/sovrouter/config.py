@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -158,3 +159,14 @@ class Settings(BaseModel):
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def env_secret(variable: str | None, needed_by: str) -> str | None:
+    """The secret held in environment ``variable`` (None when no variable is configured); a configured but unset
+    or empty variable is a start-up :class:`ConfigError` naming the variable, never a value."""
+    if variable is None:
+        return None
+    value = os.environ.get(variable)
+    if not value:
+        raise ConfigError(f"{needed_by} needs the environment variable {variable}")
+    return value

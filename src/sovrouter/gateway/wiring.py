@@ -9,7 +9,6 @@ any catalog deployment that names its own ``base_url``; SQLite record store and 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import httpx
@@ -19,7 +18,7 @@ from sovrouter.adapters.replicas import HealthAwareChooser, LeastOutstandingChoo
 from sovrouter.build import assemble
 from sovrouter.catalog import Catalog, Tenants
 from sovrouter.clock import WallClock
-from sovrouter.config import ReliabilitySettings, Settings, Upstream
+from sovrouter.config import ReliabilitySettings, Settings, Upstream, env_secret
 from sovrouter.contracts import Candidate
 from sovrouter.errors import ConfigError
 from sovrouter.pipeline import Pipeline
@@ -64,12 +63,7 @@ def configured_chooser(upstream: Upstream, clock: Clock, reliability: Reliabilit
 
 
 def _api_key(upstream: Upstream, key: str) -> str | None:
-    if upstream.api_key_env is None:
-        return None
-    value = os.environ.get(upstream.api_key_env)
-    if not value:
-        raise ConfigError(f"upstreams: '{key}' needs the environment variable {upstream.api_key_env}")
-    return value
+    return env_secret(upstream.api_key_env, f"upstreams: '{key}'")
 
 
 def make_affinity_bus(settings: Settings) -> RedisAffinityBus | None:
@@ -78,13 +72,8 @@ def make_affinity_bus(settings: Settings) -> RedisAffinityBus | None:
     cfg = settings.affinity_events
     if cfg is None:
         return None
-    password = None
-    if cfg.password_env is not None:
-        password = os.environ.get(cfg.password_env)
-        if not password:
-            raise ConfigError(f"affinity_events needs the environment variable {cfg.password_env}")
-    return RedisAffinityBus.from_url(cfg.url, password=password, op_timeout_s=cfg.op_timeout_s,
-                                     prefix=cfg.key_prefix)
+    return RedisAffinityBus.from_url(cfg.url, password=env_secret(cfg.password_env, "affinity_events"),
+                                     op_timeout_s=cfg.op_timeout_s, prefix=cfg.key_prefix)
 
 
 def build_live_pipeline(
