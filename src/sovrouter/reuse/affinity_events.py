@@ -119,10 +119,11 @@ class RedisAffinityBus:
 
     @classmethod
     def from_url(cls, url: str, *, password: str | None = None, op_timeout_s: float = 0.5,
-                 **kwargs: object) -> RedisAffinityBus:
+                 prefix: str = "sovrouter", instance: str | None = None, block_ms: int = 500,
+                 retry_s: float = 1.0) -> RedisAffinityBus:
         client = aioredis.Redis.from_url(url, password=password, socket_connect_timeout=op_timeout_s,
-                                         socket_timeout=op_timeout_s + 1.0)  # reads block up to block_ms
-        return cls(client, **kwargs)  # type: ignore[arg-type]
+                                         socket_timeout=op_timeout_s + block_ms / 1000.0)  # reads block
+        return cls(client, prefix=prefix, instance=instance, block_ms=block_ms, retry_s=retry_s)
 
     def _key(self, stream: str) -> str:
         return f"{self.prefix}:affinity:{stream}"

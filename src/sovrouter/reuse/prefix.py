@@ -9,8 +9,9 @@ sent there (their prefix block hashes and input sizes, in order) and the complet
 - **Queue model.** The requests sent and not yet observed done, FIFO. Their prefill time is known (uncached
   input / prefill rate, the cache model gives the hit); their decode time is not (output length is known only
   at completion), so it is estimated from completed requests (completion - start - prefill), per prompt
-  template: the request's first block, shrunk towards the overall mean (``decode_by_template``). The prefill rate is given (trace model) or, in the gateway,
-  learned the same way: the slope of observed service time on uncached tokens (``learn_prefill_rate``).
+  template: the request's first block, shrunk towards the overall mean (``decode_by_template``). The prefill
+  rate is given (trace model) or, in the gateway, learned the same way: the slope of observed service time on
+  uncached tokens (``learn_prefill_rate``).
 
 Cost of sending request ``q`` to replica ``r`` (seconds), with ``P = uncached_prefill(q, r)`` and
 ``S = P + E[decode]`` the work it adds there::
