@@ -9,10 +9,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from sovrouter.cli.main import main
 from sovrouter.config import hash_key
 from sovrouter.gateway.server import ServerThread
+from sovrouter.testing_redis import RedisServer
 from sovrouter.testing_upstream import UpstreamBehaviour, closed_port_url, create_upstream_app
 
 DATA = Path(__file__).resolve().parents[2] / "src" / "sovrouter" / "data" / "demo"
@@ -61,3 +63,50 @@ def test_serve_runs_the_gateway(tmp_path: Path) -> None:
             proc.terminate()
             proc.wait(timeout=15)
     assert (tmp_path / "state" / "records.sqlite").is_file()
+
+
+def test_serve_wires_the_shared_cache_and_the_shared_affinity_model(tmp_path: Path, redis_srv: RedisServer) -> None:
+    """`sovrouter serve` with `cache.shared` and `affinity_events`: an answer lands in Redis, the replica chooser's
+    start and end events are on the deployment's stream, and the process stops cleanly."""
+    behaviour = UpstreamBehaviour(reply="served")
+    port = int(closed_port_url().rsplit(":", 1)[1])
+    with ServerThread(create_upstream_app(behaviour), log_level="critical") as up, \
+            ServerThread(create_upstream_app(behaviour), log_level="critical") as up2:
+        config = tmp_path / "sovrouter.yaml"
+        config.write_text(
+            f"catalog: {DATA / 'models.json'}\ntenants: {DATA / 'tenants.json'}\nstate_dir: state\n"
+            "detector: none\npolicy: availability\n"
+            f"api_keys:\n  - tenant: acme-us\n    key_sha256: {hash_key('sk-serve')}\n"
+            f"upstreams:\n  sovereign-large/eu-sov:\n    base_urls: ['{up.url}', '{up2.url}']\n"
+            f"cache:\n  shared: {{url: '{redis_srv.url}', tenants: [acme-us], key_prefix: serve-test}}\n"
+            f"affinity_events: {{url: '{redis_srv.url}', key_prefix: serve-test}}\n",
+            encoding="utf-8")
+        proc = subprocess.Popen([sys.executable, "-m", "sovrouter.cli.main", "serve", "--config", str(config),
+                                 "--port", str(port), "--log-level", "warning"], stderr=subprocess.PIPE, text=True)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(url + "/health").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert proc.poll() is None and time.monotonic() < deadline, "serve did not come up"
+                time.sleep(0.1)
+            r = httpx.post(url + "/v1/chat/completions", headers={"Authorization": "Bearer sk-serve"},
+                           json={"model": "sovereign-large/eu-sov", "messages": [{"role": "user", "content": "hi"}]})
+            assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "served"
+            client = redis.Redis.from_url(redis_srv.url)
+            try:
+                deadline = time.monotonic() + 10
+                while client.xlen("serve-test:affinity:sovereign-large/eu-sov") < 2 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert client.xlen("serve-test:affinity:sovereign-large/eu-sov") == 2  # the call's start and end
+                assert len(list(client.scan_iter(match="serve-test:e:*"))) == 1
+            finally:
+                client.close()
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=15)
+    assert "Traceback" not in err, err[-2000:]  # start-up and shutdown (readers, Redis clients) raised nothing
