@@ -20,6 +20,20 @@ from sovrouter.testing_upstream import UpstreamBehaviour, closed_port_url, creat
 DATA = Path(__file__).resolve().parents[2] / "src" / "sovrouter" / "data" / "demo"
 
 
+def _wait_healthy(proc: subprocess.Popen[str] | subprocess.Popen[bytes], port: int) -> str:
+    """Wait until the served gateway answers /health; its base URL."""
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(url + "/health").status_code == 200:
+                return url
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, "serve did not come up"
+        time.sleep(0.1)
+
+
 def test_keys_hash_prints_sha256(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["keys", "hash", "sk-abc"]) == 0
     assert capsys.readouterr().out.strip() == hash_key("sk-abc")
@@ -46,16 +60,7 @@ def test_serve_runs_the_gateway(tmp_path: Path) -> None:
         proc = subprocess.Popen([sys.executable, "-m", "sovrouter.cli.main", "serve", "--config", str(config),
                                  "--port", str(port), "--log-level", "warning"])
         try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(url + "/health").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert proc.poll() is None and time.monotonic() < deadline, "serve did not come up"
-                time.sleep(0.1)
+            url = _wait_healthy(proc, port)
             r = httpx.post(url + "/v1/chat/completions", headers={"Authorization": "Bearer sk-serve"},
                            json={"messages": [{"role": "user", "content": "hi"}]})
             assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "served"
@@ -84,16 +89,7 @@ def test_serve_wires_the_shared_cache_and_the_shared_affinity_model(tmp_path: Pa
         proc = subprocess.Popen([sys.executable, "-m", "sovrouter.cli.main", "serve", "--config", str(config),
                                  "--port", str(port), "--log-level", "warning"], stderr=subprocess.PIPE, text=True)
         try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(url + "/health").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert proc.poll() is None and time.monotonic() < deadline, "serve did not come up"
-                time.sleep(0.1)
+            url = _wait_healthy(proc, port)
             r = httpx.post(url + "/v1/chat/completions", headers={"Authorization": "Bearer sk-serve"},
                            json={"model": "sovereign-large/eu-sov", "messages": [{"role": "user", "content": "hi"}]})
             assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "served"
