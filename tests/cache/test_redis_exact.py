@@ -184,3 +184,21 @@ async def test_redis_stopping_mid_flight_fails_open(redis_srv: RedisServer) -> N
         finally:
             await one.aclose()
             await two.aclose()
+
+
+async def test_an_entry_this_request_may_not_use_does_not_end_the_wait(make: Factory) -> None:
+    """The key holds an answer produced on A; requests allowed only B wait for B's leader once, not in a loop."""
+    one, two = make(), make()
+    first = req("q", "r1")
+    await one.lookup(first, NONE, [A])
+    await one.store(first, NONE, ModelResult(candidate=A, text="from A"))
+    await one.release(first)
+    lead = req("q", "r2")
+    assert (await one.lookup(lead, NONE, [B]))[1] is None  # A's answer is not for it: it leads a call to B
+    waiter = asyncio.create_task(two.lookup(req("q", "r3"), NONE, [B]))
+    await asyncio.sleep(0.2)
+    assert not waiter.done() and two.stats["waits"] == 1
+    await one.store(lead, NONE, ModelResult(candidate=B, text="from B"))
+    await one.release(lead)
+    outcome, result = await asyncio.wait_for(waiter, 5)
+    assert outcome.kind == "exact" and result is not None and result.text == "from B"

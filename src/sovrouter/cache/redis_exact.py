@@ -173,10 +173,13 @@ class RedisExactCache:
         self.stats["waits"] += 1
         delay = self.poll_s[0]
         try:
+            # An entry already there could not serve this request (another deployment produced it): wait for
+            # the leader to end rather than for an entry, or this would poll at the shortest interval.
+            stale = bool(await self._call(self.client.exists(self._entry(key))))
             while loop.time() < deadline:
                 await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
                 delay = min(delay * 2, self.poll_s[1])
-                if await self._call(self.client.exists(self._entry(key))):
+                if not stale and await self._call(self.client.exists(self._entry(key))):
                     return
                 if not await self._call(self.client.exists(self._lock(key))):
                     return
