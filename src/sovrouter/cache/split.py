@@ -73,11 +73,8 @@ class SplitCache:
 
     async def release(self, request: NormalizedRequest) -> None:
         side = self._side.pop(request.request_id, None)
-        if side is not None:
+        if side is not None:  # else it was served from the cache here, or never looked up: nothing to end
             await side.release(request)
-            return
-        await self.local.release(request)  # never looked up here (or served from cache): both are no-ops
-        await self.shared.release(request)
 
     async def aclose(self) -> None:
         for side in (self.shared, self.local):
