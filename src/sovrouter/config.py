@@ -75,37 +75,35 @@ class ReliabilitySettings(BaseModel):
     breaker: BreakerSettings = BreakerSettings()
 
 
-class SharedCacheSettings(BaseModel):
-    """An exact cache in Redis shared by every gateway instance (docs/gateway.md, "Several gateway instances").
-
-    Only the listed tenants' requests with no personal data and a class at most ``max_class`` are cached there;
-    the others stay in each instance's local cache."""
+class RedisConnection(BaseModel):
+    """Where a shared store lives: a Redis URL without credentials, the password's environment variable, the key
+    prefix, and the deadline of each operation (past it the feature is skipped: fail open)."""
 
     model_config = ConfigDict(extra="forbid")
     url: str = Field(pattern=r"^(redis|rediss|unix)://[^@]*$",
                      description="redis://host:port/db; no credentials in it (a password goes in password_env)")
     password_env: str | None = Field(default=None, description="environment variable holding the password")
+    key_prefix: str = Field(default="sovrouter", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    op_timeout_s: float = Field(default=0.5, gt=0, le=60, allow_inf_nan=False)
+
+
+class SharedCacheSettings(RedisConnection):
+    """An exact cache in Redis shared by every gateway instance (docs/gateway.md, "Several gateway instances").
+
+    Only the listed tenants' requests with no personal data and a class at most ``max_class`` are cached there;
+    the others stay in each instance's local cache."""
+
     tenants: list[str] = Field(min_length=1, description="tenants whose policy allows the store's location")
     max_class: Literal["public", "internal", "confidential", "restricted"] = "internal"
-    key_prefix: str = Field(default="sovrouter", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     lock_ttl_s: float = Field(default=60.0, gt=0, le=3600, allow_inf_nan=False,
                               description="a dead leader's single-flight lock lapses after this")
     wait_s: float = Field(default=30.0, ge=0, le=3600, allow_inf_nan=False,
                           description="how long a request waits for another instance's identical call")
-    op_timeout_s: float = Field(default=0.5, gt=0, le=60, allow_inf_nan=False,
-                                description="each Redis operation; past it the cache is skipped (fail open)")
 
 
-class AffinityEventsSettings(BaseModel):
+class AffinityEventsSettings(RedisConnection):
     """Share the prefix-affinity model between gateway instances through Redis Streams (docs/prefix-affinity.md,
     "Several gateway instances")."""
-
-    model_config = ConfigDict(extra="forbid")
-    url: str = Field(pattern=r"^(redis|rediss|unix)://[^@]*$",
-                     description="redis://host:port/db; no credentials in it (a password goes in password_env)")
-    password_env: str | None = None
-    key_prefix: str = Field(default="sovrouter", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    op_timeout_s: float = Field(default=0.5, gt=0, le=60, allow_inf_nan=False)
 
 
 class CacheSettings(BaseModel):
