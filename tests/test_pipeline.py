@@ -94,3 +94,29 @@ async def test_image_request_without_image_deployment_is_clear_error(catalog: Ca
         tenant=tenant, request_id="img")
     out = await p.handle(req)
     assert out.error is not None and out.error.code == "unsupported_modality"
+
+
+async def test_latency_aware_deployment_choice_end_to_end(catalog: Catalog, tenants: Tenants) -> None:
+    """Default settings: the speculative deployment of a slot serves the request whose answer is expected to copy
+    its prompt (options restated), the plain one an open question; the record says why. ``cheapest`` ignores it."""
+    data = catalog.model_dump()
+    sov = next(s for s in data["slots"] if s["id"] == "sovereign-large")
+    sov["deployments"].append({**sov["deployments"][0], "id": "eu-sov-spec",
+                               "speculative": {"kind": "prompt-lookup", "expected_speedup": 2.8, "base_speedup": 0.9}})
+    spec_catalog = Catalog.model_validate(data)
+    options = "\n".join(f"{c}. option number {i} about the topic" for i, c in enumerate("ABCDEFGHIJ"))
+    mc = f"Think step by step, then finish with 'the answer is (X)'.\nQuestion: Which is right?\n{options}"
+    for choice, text, expected in (("latency-aware", mc, "eu-sov-spec"), ("latency-aware", "Tell me about Rome.",
+                                                                            "eu-sov"), ("cheapest", mc, "eu-sov")):
+        sink = MemorySink()
+        settings = _settings().model_copy(update={"deployment_choice": choice})
+        p = assemble(settings, spec_catalog, tenants, _all_fake(spec_catalog), WallClock(), sink)
+        out = await p.handle(_req(text))
+        assert out.record.final == Candidate(slot="sovereign-large", deployment=expected)
+        assert out.record.decision is not None
+        evidence = out.record.decision.evidence.get("deployment")
+        if choice == "cheapest":
+            assert evidence is None
+        else:
+            assert evidence is not None and set(evidence["expected_ms"]) >= {"sovereign-large/eu-sov",
+                                                                             "sovereign-large/eu-sov-spec"}

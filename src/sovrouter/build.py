@@ -15,6 +15,7 @@ from sovrouter.policy.availability import AvailabilityPolicy
 from sovrouter.protocols import (
     Classifier,
     Clock,
+    DeploymentChooser,
     Detector,
     ModelAdapter,
     Policy,
@@ -24,6 +25,7 @@ from sovrouter.protocols import (
 )
 from sovrouter.reliability import stack
 from sovrouter.routing.baseline import BaselineRouter
+from sovrouter.routing.deployments import CheapestDeployment, LatencyAwareDeployment
 
 
 def make_detector(settings: Settings) -> Detector:
@@ -44,14 +46,23 @@ def make_policy(settings: Settings, catalog: Catalog, tenants: Tenants) -> Polic
     return AvailabilityPolicy(catalog)
 
 
+def make_deployment_chooser(settings: Settings, catalog: Catalog, tenants: Tenants) -> DeploymentChooser:
+    if settings.deployment_choice == "cheapest":
+        return CheapestDeployment(catalog)
+    from sovrouter.speculative.answer_shape import AnswerShapeModel
+
+    return LatencyAwareDeployment(catalog, tenants, AnswerShapeModel.load())  # the shipped artifact
+
+
 def make_router(settings: Settings, catalog: Catalog, tenants: Tenants) -> tuple[Router, Classifier]:
+    deployments = make_deployment_chooser(settings, catalog, tenants)
     if settings.router == "learned":
         from sovrouter.routing.learned import LearnedClassifier, LearnedRouter  # loads scikit-learn
         from sovrouter.routing.model import Bundle
 
         bundle = Bundle.load()  # the shipped artifacts, once at start-up
-        return LearnedRouter(bundle, catalog, tenants), LearnedClassifier(bundle)
-    return BaselineRouter(catalog, tenants), NullClassifier()
+        return LearnedRouter(bundle, catalog, tenants, deployments), LearnedClassifier(bundle)
+    return BaselineRouter(catalog, tenants, deployments), NullClassifier()
 
 
 def make_exact_cache(settings: Settings, clock: Clock, cache_path: str) -> ResponseCache:

@@ -129,6 +129,9 @@ class Tenant(BaseModel):
     value: Literal["standard", "high"] = "standard"
     share: float | None = None
     policy: str = ""
+    latency_budget_ms: float | None = Field(
+        default=None, gt=0, description="end-to-end latency the tenant wants: the cheapest deployment of a chosen "
+                                        "model expected to meet it is preferred (routing/deployments.py)")
 
 
 class Tenants(BaseModel):

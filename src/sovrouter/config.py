@@ -114,6 +114,15 @@ class CacheSettings(BaseModel):
     shared: SharedCacheSettings | None = None
 
 
+class BatchSettings(BaseModel):
+    """``/v1/files`` + ``/v1/batches`` (docs/batching-and-speculation.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    concurrency: int = Field(default=4, ge=1, le=256, description="lines of one batch in flight")
+    max_file_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     catalog: Path
@@ -122,6 +131,10 @@ class Settings(BaseModel):
     upstreams: dict[str, Upstream] = Field(default_factory=dict, description="'slot/deployment' -> upstream")
     state_dir: Path = Path("var")
     router: Literal["baseline", "learned"] = "learned"
+    deployment_choice: Literal["latency-aware", "cheapest"] = Field(
+        default="latency-aware",
+        description="within a chosen slot: the cheapest deployment expected to meet the tenant's latency budget "
+                    "(speculative decoding counted), or simply the cheapest (docs/routing.md)")
     policy: Literal["availability", "cedar"] = "cedar"  # sovereignty on (docs/sovereignty.md)
     detector: Literal["none", "pii"] = "pii"
     detector_timeout_ms: float = Field(
@@ -131,6 +144,7 @@ class Settings(BaseModel):
     affinity_events: AffinityEventsSettings | None = Field(
         default=None, description="several gateway instances: share the replica choosers' models through Redis")
     reliability: ReliabilitySettings = ReliabilitySettings()
+    batches: BatchSettings = BatchSettings()
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
 
     @classmethod

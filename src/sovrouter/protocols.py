@@ -8,7 +8,7 @@ HTTP adapter by the replay adapter.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from sovrouter.contracts import (
     CacheOutcome,
@@ -63,6 +63,17 @@ class Router(Protocol):
     ) -> Candidate | None:
         """``None``: accept the last result. A later plan entry: escalate to it. The candidate of an earlier
         result: serve that answer instead (e.g. the majority answer after an escalation)."""
+        ...
+
+
+class DeploymentChooser(Protocol):
+    """Orders the deployments of each slot for one request (a router has chosen the slots). ``options`` are
+    allowed candidates only; the result holds exactly them, and only the order *within* a slot is meaningful."""
+
+    def order(self, request: NormalizedRequest, signals: Signals, options: Sequence[Candidate]) -> list[Candidate]: ...
+
+    def describe(self, request: NormalizedRequest, signals: Signals, plan: Sequence[Candidate]) -> dict[str, Any]:
+        """Route evidence for ``plan`` (may be empty)."""
         ...
 
 

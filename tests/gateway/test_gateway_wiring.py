@@ -154,3 +154,22 @@ def test_a_dead_replica_is_avoided_on_retry_and_ejected(tmp_path: Path) -> None:
     assert set(answers) <= {"replica 0", "replica 1"}
     assert sum(b.calls for b in behaviours) == 24  # every request answered by the deployment itself
     assert isinstance(chooser, HealthAwareChooser) and chooser.ejected(dead)
+
+
+def test_deployment_choice_is_configurable_and_checked(tmp_path: Path) -> None:
+    from sovrouter.build import make_deployment_chooser
+    from sovrouter.catalog import Catalog, Tenants
+    from sovrouter.routing.deployments import CheapestDeployment, LatencyAwareDeployment
+    from sovrouter.speculative.answer_shape import AnswerShapeModel
+
+    path = tmp_path / "sovrouter.yaml"
+    path.write_text("catalog: c.json\ntenants: t.json\ndeployment_choice: fastest\n")
+    with pytest.raises(ConfigError, match="deployment_choice"):
+        Settings.load(path)
+    path.write_text("catalog: c.json\ntenants: t.json\n")
+    settings = Settings.load(path)
+    catalog, tenants = Catalog(slots=[]), Tenants(tenants=[])
+    chooser = make_deployment_chooser(settings, catalog, tenants)
+    assert isinstance(chooser, LatencyAwareDeployment) and isinstance(chooser.shapes, AnswerShapeModel)
+    cheapest = settings.model_copy(update={"deployment_choice": "cheapest"})
+    assert isinstance(make_deployment_chooser(cheapest, catalog, tenants), CheapestDeployment)

@@ -274,3 +274,30 @@ def test_later_reviews_reuse_answers_already_read(catalog: Catalog, tenants: Ten
     first = router._read(text)
     assert router._read(text) is first  # the sandbox result travels with the view: run once per answer
     assert router._read(text + " ") is not first
+
+
+def test_cascade_steps_and_top_run_on_the_deployment_the_chooser_prefers(catalog: Catalog, tenants: Tenants) -> None:
+    from sovrouter.routing.deployments import LatencyAwareDeployment
+
+    data = catalog.model_dump()
+    for slot in data["slots"]:
+        if slot["id"] in ("sovereign-large", "frontier"):
+            base = dict(slot["deployments"][0])
+            slot["deployments"].append({**base, "id": "spec", "available_to": "all",
+                                        "speculative": {"kind": "draft-model", "expected_speedup": 2.5,
+                                                        "base_speedup": 0.9}})
+    spec_catalog = Catalog.model_validate(data)
+    router = _router(spec_catalog, tenants, s1=(0.5, 0.9), s2=(0.5, 0.9))
+    router.deployments = LatencyAwareDeployment(spec_catalog, tenants)
+    code = "```python\n" + "\n".join(f"def f{i}(x):\n    return x * {i}\n" for i in range(10)) + "```"
+    edit = _req(f"Refactor this code and return the full code:\n{code}")
+    d = router.decide(edit, SIGNALS, _all(spec_catalog))
+    assert d.evidence["mode"] == "cascade" and d.evidence["top"] == "frontier/spec"
+    assert [c.key for c in d.plan[:2]] == ["local-small/edge", "sovereign-large/spec"]
+    # review finds top by its key: escalation lands on the speculative frontier deployment
+    two = [_res(d.plan[0], '{"answer": "1"}'), _res(d.plan[1], '{"answer": "2"}')]
+    assert router.review(edit, SIGNALS, d, two) == Candidate(slot="frontier", deployment="spec")
+    # an open question: speculation would slow it (0.9x), so the plain deployments serve it
+    d = router.decide(_req(), SIGNALS, _all(spec_catalog))
+    assert d.evidence["top"] == "frontier/us" and d.plan[1].key == "sovereign-large/eu-sov"
+    assert set(d.plan) == set(_all(spec_catalog))

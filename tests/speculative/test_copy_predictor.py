@@ -62,3 +62,14 @@ def test_threshold_is_a_setting() -> None:
     content = f"Summarize this:\n{TEXT}"
     assert not _predict(content).speculate
     assert _predict(content, predictor=CopyPredictor(threshold=0.2)).speculate
+
+
+def test_observed_copy_fraction_counts_what_prompt_lookup_could_guess() -> None:
+    from sovrouter.speculative.predictor import observed_copy_fraction
+
+    assert observed_copy_fraction(TEXT, TEXT) == pytest.approx(1.0)
+    assert observed_copy_fraction(TEXT, "Blue light scatters more than red light in the air.") == 0.0
+    half = "The vote was seven to two, and the mayor said so. Nobody here expected any other outcome at all."
+    assert 0.2 < observed_copy_fraction(TEXT, half) < 0.6
+    assert observed_copy_fraction(TEXT, "too short") == 0.0
+    assert observed_copy_fraction("", TEXT) == 0.0

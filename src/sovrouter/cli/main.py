@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, str] = {
     "keys": "keys",
     "train": "train",
     "train-cache": "train_cache",
+    "train-answer-shape": "train_answer_shape",
     "eval": "eval",
     "weakness": "weakness",
     "recalibrate": "recalibrate",

@@ -25,7 +25,9 @@ from threadpoolctl import ThreadpoolController
 
 from sovrouter.catalog import Catalog, Tenants, estimate_tokens
 from sovrouter.contracts import Candidate, Detection, ModelResult, NormalizedRequest, RouteDecision, Signals
+from sovrouter.protocols import DeploymentChooser
 from sovrouter.routing.answers import AnswerView, raw_answer, read_answer
+from sovrouter.routing.deployments import CheapestDeployment
 from sovrouter.routing.execute import answer_key, run_question, stated_keys
 from sovrouter.routing.features import cheap_features
 from sovrouter.routing.model import (
@@ -90,11 +92,13 @@ class LearnedClassifier:
 class LearnedRouter:
     name = "learned"
 
-    def __init__(self, bundle: Bundle, catalog: Catalog, tenants: Tenants | None = None) -> None:
+    def __init__(self, bundle: Bundle, catalog: Catalog, tenants: Tenants | None = None,
+                 deployments: DeploymentChooser | None = None) -> None:
         self.models = bundle.models
         self.thresholds = bundle.thresholds
         self.catalog = catalog
         self.tenants = tenants
+        self.deployments = deployments or CheapestDeployment(catalog)
         # one-row predictions: OpenMP thread start-up costs far more than the work (246 ms vs 4 ms measured
         # under load), so verifier calls run single-threaded (scoped to the call, not process-wide)
         self._threads = ThreadpoolController()
@@ -127,29 +131,38 @@ class LearnedRouter:
                 value = "standard"
         return self.thresholds.for_value(value)
 
-    def _cheapest_per_slot(self, allowed: Sequence[Candidate]) -> dict[str, Candidate]:
-        best: dict[str, tuple[float, str, Candidate]] = {}
+    def _ordered(self, request: NormalizedRequest, signals: Signals, allowed: Sequence[Candidate]) -> list[Candidate]:
+        """The allowed candidates the catalog knows, each slot's deployments in the chooser's order."""
+        known = []
         for c in allowed:
             try:
-                mult = self.catalog.deployment(c.slot, c.deployment).price_multiplier
+                self.catalog.deployment(c.slot, c.deployment)
             except KeyError:
                 continue
-            key = (mult, c.deployment, c)
-            if c.slot not in best or key[:2] < best[c.slot][:2]:
-                best[c.slot] = key
-        return {slot: v[2] for slot, v in best.items()}
+            known.append(c)
+        return self.deployments.order(request, signals, known)
 
-    def _fallback_order(self, allowed: Sequence[Candidate], used: Sequence[Candidate]) -> list[Candidate]:
-        def rank(c: Candidate) -> tuple[int, float, str]:
+    @staticmethod
+    def _best_per_slot(ordered: Sequence[Candidate]) -> dict[str, Candidate]:
+        best: dict[str, Candidate] = {}
+        for c in ordered:
+            best.setdefault(c.slot, c)
+        return best
+
+    @staticmethod
+    def _fallback_order(ordered: Sequence[Candidate], used: Sequence[Candidate]) -> list[Candidate]:
+        position = {c: i for i, c in enumerate(ordered)}
+
+        def rank(c: Candidate) -> tuple[int, int]:
             pref = TOP_PREFERENCE.index(c.slot) if c.slot in TOP_PREFERENCE else len(TOP_PREFERENCE)
-            mult = self.catalog.deployment(c.slot, c.deployment).price_multiplier
-            return (pref, mult, c.key)
+            return (pref, position[c])
 
-        return sorted((c for c in allowed if c not in used), key=rank)
+        return sorted((c for c in ordered if c not in used), key=rank)
 
     # ------------------------------------------------------------------ Router protocol
     def decide(self, request: NormalizedRequest, signals: Signals, allowed: Sequence[Candidate]) -> RouteDecision:
-        by_slot = self._cheapest_per_slot(allowed)
+        ordered = self._ordered(request, signals, allowed)
+        by_slot = self._best_per_slot(ordered)
         if not by_slot:
             return RouteDecision(plan=list(allowed), router=self.name, evidence={"mode": "unknown", "review": False})
         top_slot = next(s for s in (*TOP_PREFERENCE, *sorted(by_slot)) if s in by_slot)
@@ -178,7 +191,10 @@ class LearnedRouter:
                 plan = [*chain, voter, top] if use_voter and voter is not None else [*chain, top]
                 evidence["mode"] = "cascade"
                 evidence["review"] = True
-        plan += self._fallback_order(allowed, plan)
+        plan += self._fallback_order(ordered, plan)
+        deployment = self.deployments.describe(request, signals, plan)
+        if deployment:
+            evidence["deployment"] = deployment
         return RouteDecision(plan=plan, router=self.name, evidence=evidence)
 
     def review(self, request: NormalizedRequest, signals: Signals, decision: RouteDecision,

@@ -86,6 +86,17 @@ def _payload(text: str) -> str:
     return "\n".join(parts)
 
 
+def payload_text(text: str) -> str:
+    """The part of a prompt an answer could copy (code blocks, quoted or indented text, the text after an
+    instruction line)."""
+    return _payload(text)
+
+
+def code_chars(text: str) -> int:
+    """Characters inside fenced code blocks."""
+    return sum(len(m.group(0)) for m in _FENCE.finditer(text))
+
+
 def _repeated_ngram_share(text: str, n: int = 3) -> float:
     words = _WORD.findall(text.lower())
     grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
@@ -132,3 +143,19 @@ class CopyPredictor:
         fraction = round(min(1.0, fraction), 4)
         return CopyPrediction(kind=kind, copy_fraction=fraction, payload_tokens=payload_tokens,
                               speculate=fraction >= self.threshold)
+
+
+def observed_copy_fraction(prompt: str, answer: str, n: int = 2) -> float:
+    """What a prompt-lookup draft could have guessed of ``answer``, measured after the fact: the share of the
+    answer's words (after its first ``n``) that follow their preceding ``n`` words somewhere in ``prompt``, as
+    prompt lookup proposes them. A label for checking :class:`CopyPredictor` on recorded answers, never an
+    input to it (it needs the answer)."""
+    source = _WORD.findall(prompt.lower())
+    words = _WORD.findall(answer.lower())
+    if len(words) <= n:
+        return 0.0
+    follows: dict[tuple[str, ...], set[str]] = {}
+    for i in range(len(source) - n):
+        follows.setdefault(tuple(source[i : i + n]), set()).add(source[i + n])
+    hits = sum(1 for i in range(n, len(words)) if words[i] in follows.get(tuple(words[i - n : i]), ()))
+    return hits / (len(words) - n)
