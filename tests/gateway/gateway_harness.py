@@ -14,7 +14,7 @@ from sovrouter.adapters.openai_http import new_client
 from sovrouter.config import ApiKey, BreakerSettings, ReliabilitySettings, Settings, Upstream, hash_key
 from sovrouter.gateway.app import create_app
 from sovrouter.gateway.server import ServerThread
-from sovrouter.gateway.wiring import build_live_pipeline
+from sovrouter.gateway.wiring import build_live_pipeline, make_batch_service
 from sovrouter.store.records import SQLiteRecordStore
 from sovrouter.testing_upstream import UpstreamBehaviour, closed_port_url, create_upstream_app
 
@@ -77,7 +77,9 @@ def live_gateway(state_dir: Path, primary_down: bool = False, **overrides: Any) 
             ServerThread(create_upstream_app(backup), log_level="critical") as b:
         settings = make_settings(state_dir, closed_port_url() if primary_down else p.url, b.url, **overrides)
         client = new_client()
-        app = create_app(build_live_pipeline(settings, client=client), settings, on_shutdown=[client.aclose])
+        pipeline = build_live_pipeline(settings, client=client)
+        app = create_app(pipeline, settings, on_shutdown=[client.aclose],
+                         batches=make_batch_service(settings, pipeline))
         gw = ServerThread(app, log_level="critical")
         with gw:
             try:

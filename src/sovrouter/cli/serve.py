@@ -11,7 +11,7 @@ from sovrouter.adapters.openai_http import new_client
 from sovrouter.config import Settings
 from sovrouter.evalloop.loop import observe_live
 from sovrouter.gateway.app import create_app
-from sovrouter.gateway.wiring import build_live_pipeline, make_affinity_bus
+from sovrouter.gateway.wiring import build_live_pipeline, make_affinity_bus, make_batch_service
 from sovrouter.protocols import AsyncClosable
 
 
@@ -33,8 +33,9 @@ def run(args: argparse.Namespace) -> int:
     closers = [pipeline.cache.aclose] if isinstance(pipeline.cache, AsyncClosable) else []  # a shared cache's client
     if bus is not None:
         closers.append(bus.aclose)
+    batches = make_batch_service(settings, observed)  # /v1/files, /v1/batches
     app = create_app(observed, settings, on_shutdown=[client.aclose, obs.loop.drain, *closers],
-                     on_startup=[bus.start] if bus is not None else [])
+                     on_startup=[bus.start] if bus is not None else [], batches=batches)
     obs.mount(app)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     return 0

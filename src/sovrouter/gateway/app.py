@@ -7,6 +7,7 @@ creates (no module-level state). Endpoints:
   object; headers ``x-sovrouter-route``, ``x-sovrouter-request-id``, ``x-sovrouter-cache``.
 - ``GET /v1/models``: ``auto`` plus the catalog slots the caller's tenant may use.
 - ``GET /health`` (process up) and ``GET /ready`` (at least one deployment wired).
+- with a :class:`~sovrouter.batch.service.BatchService`: ``/v1/files`` and ``/v1/batches`` (``gateway/batches.py``).
 
 The tenant comes from the API key only; the declared data class from the ``X-Data-Class`` header. This module
 is the error boundary: every error leaves as OpenAI-style JSON (see ``gateway/errors.py``), and a stream that
@@ -29,9 +30,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from sovrouter.batch.service import BatchService
 from sovrouter.config import Settings
 from sovrouter.contracts import (
-    DATA_CLASS_ORDER,
     CacheOutcome,
     DataClass,
     NormalizedRequest,
@@ -46,7 +47,9 @@ from sovrouter.errors import (
     UpstreamError,
 )
 from sovrouter.gateway.auth import KeyRing
+from sovrouter.gateway.batches import mount_batches
 from sovrouter.gateway.errors import error_response, install_handlers, internal_error_response, log
+from sovrouter.gateway.headers import data_class_header
 from sovrouter.gateway.sse import ChatFormatter
 from sovrouter.intake import normalize_chat
 from sovrouter.pipeline import Outcome, Pipeline
@@ -73,13 +76,7 @@ class Gateway:
     # ------------------------------------------------------------------ request checks
     @staticmethod
     def _data_class(value: str | None) -> DataClass:
-        if value is None:
-            return "public"
-        v = value.strip().lower()
-        if v not in DATA_CLASS_ORDER:
-            raise InvalidRequestError("invalid X-Data-Class header: expected one of " + ", ".join(DATA_CLASS_ORDER),
-                                      param="X-Data-Class")
-        return v
+        return data_class_header(value)
 
     async def _read_json(self, request: Request) -> dict[str, Any]:
         limit = self.settings.max_body_bytes
@@ -274,17 +271,23 @@ def create_app(
     on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
     request_ids: Callable[[], str] | None = None,
     on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
+    batches: BatchService | None = None,
 ) -> FastAPI:
     """The gateway app for ``pipeline``. ``on_startup`` callbacks run in the serving loop before the first
     request (start background readers there); ``on_shutdown`` callbacks run after in-flight streams have drained
-    (close HTTP clients there). ``request_ids`` overrides the request-id factory (tests)."""
+    (close HTTP clients there). ``request_ids`` overrides the request-id factory (tests). ``batches``: serve
+    ``/v1/files`` and ``/v1/batches`` from it (started and closed with the app)."""
     gateway = Gateway(pipeline, settings, request_ids)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for start in on_startup:
             await start()
+        if batches is not None:
+            await batches.start()
         yield
+        if batches is not None:
+            await batches.aclose()  # a running batch stops here and resumes at the next start
         await gateway.drain(settings.reliability.timeout_s)
         for close in on_shutdown:
             await close()
@@ -297,5 +300,7 @@ def create_app(
     app.add_api_route("/v1/models", gateway.models, methods=["GET"], include_in_schema=False)
     app.add_api_route("/health", gateway.health, methods=["GET"], include_in_schema=False)
     app.add_api_route("/ready", gateway.ready, methods=["GET"], include_in_schema=False)
+    if batches is not None:
+        mount_batches(app, batches, gateway.keys, settings.max_body_bytes)
     return app
 

@@ -15,6 +15,7 @@ import httpx
 
 from sovrouter.adapters.openai_http import OpenAIHTTPAdapter, new_client
 from sovrouter.adapters.replicas import HealthAwareChooser, LeastOutstandingChooser, ReplicaChooser
+from sovrouter.batch.service import BatchService
 from sovrouter.build import assemble
 from sovrouter.catalog import Catalog, Tenants
 from sovrouter.clock import WallClock
@@ -105,3 +106,12 @@ def build_live_pipeline(
     records = SQLiteRecordStore(settings.state_dir / "records.sqlite")
     return assemble(settings, catalog, tenants, adapters, clock, records,
                     cache_path=str(settings.state_dir / "cache.sqlite"))
+
+
+def make_batch_service(settings: Settings, pipeline: Pipeline) -> BatchService | None:
+    """``/v1/files`` and ``/v1/batches`` over ``pipeline``, stored under ``state_dir/batches`` (off when
+    ``batches.enabled`` is false)."""
+    if not settings.batches.enabled:
+        return None
+    return BatchService(settings.state_dir / "batches", pipeline, concurrency=settings.batches.concurrency,
+                        max_file_bytes=settings.batches.max_file_bytes)

@@ -1,0 +1,135 @@
+"""``/v1/files`` and ``/v1/batches``: the OpenAI Files and Batch endpoints over :class:`BatchService`.
+
+What the official client calls: ``files.create`` (multipart ``file`` + ``purpose=batch``), ``files.retrieve``,
+``files.content``, ``files.list``; ``batches.create``, ``batches.retrieve``, ``batches.cancel``,
+``batches.list`` (``limit``, ``after``). The tenant is the key's, as for chat; ``X-Data-Class`` on
+``POST /v1/batches`` declares the class of every line. Errors leave as OpenAI-style JSON (this module is part
+of the gateway boundary); a failed upload stores nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sovrouter.batch.service import BatchService, CreateBatch
+from sovrouter.errors import InvalidRequestError, RequestTooLargeError, SovrouterError
+from sovrouter.gateway.auth import KeyRing
+from sovrouter.gateway.errors import error_response, internal_error_response
+from sovrouter.gateway.headers import data_class_header
+
+_JSON = "application/json"
+_FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the purpose field around the file
+_Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _boundary(handler: _Handler) -> _Handler:
+    @functools.wraps(handler)
+    async def guarded(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except SovrouterError as exc:
+            return error_response(exc)
+        except Exception as exc:  # the gateway boundary: nothing unexpected leaves as a stack trace
+            return internal_error_response(exc)
+
+    return guarded
+
+
+def _json(body: str) -> Response:
+    return Response(body.encode("utf-8"), media_type=_JSON)
+
+
+class BatchRoutes:
+    def __init__(self, service: BatchService, keys: KeyRing, max_body_bytes: int) -> None:
+        self.service = service
+        self.keys = keys
+        self.max_body_bytes = max_body_bytes
+
+    def _tenant(self, request: Request) -> str:
+        return self.keys.tenant_for(request.headers.get("authorization"))
+
+    async def upload(self, request: Request) -> Response:
+        tenant = self._tenant(request)
+        limit = self.service.max_file_bytes + _FORM_OVERHEAD
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise RequestTooLargeError(f"file exceeds {self.service.max_file_bytes} bytes")
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise InvalidRequestError("upload a file as multipart/form-data with fields 'file' and 'purpose'")
+        try:
+            async with request.form(max_files=1, max_fields=8) as form:
+                upload, purpose = form.get("file"), form.get("purpose")
+                if not isinstance(upload, UploadFile):
+                    raise InvalidRequestError("missing 'file' part", param="file")
+                if not isinstance(purpose, str):
+                    raise InvalidRequestError("missing 'purpose' field", param="purpose")
+                data = await upload.read(self.service.max_file_bytes + 1)
+                filename = upload.filename or "upload.jsonl"
+        except MultiPartException:
+            raise InvalidRequestError("malformed multipart body") from None
+        return _json(self.service.upload(tenant, filename, purpose, data).model_dump_json())
+
+    async def get_file(self, request: Request) -> Response:
+        return _json(self.service.file(self._tenant(request), request.path_params["file_id"]).model_dump_json())
+
+    async def file_content(self, request: Request) -> Response:
+        data = self.service.content(self._tenant(request), request.path_params["file_id"])
+        return Response(data, media_type="application/jsonl")
+
+    async def list_files(self, request: Request) -> Response:
+        items = [f.model_dump(mode="json") for f in self.service.files(self._tenant(request))]
+        return _json(json.dumps({"object": "list", "data": items, "has_more": False}))
+
+    async def create_batch(self, request: Request) -> Response:
+        tenant = self._tenant(request)
+        data_class = data_class_header(request.headers.get("x-data-class"))
+        raw = await request.body()
+        if len(raw) > self.max_body_bytes:
+            raise RequestTooLargeError(f"request body exceeds {self.max_body_bytes} bytes")
+        try:
+            body = CreateBatch.model_validate_json(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            param = ".".join(str(x) for x in first.get("loc", ())) or None
+            raise InvalidRequestError(f"invalid batch request: {param or 'body'}: {first['msg']}",
+                                      param=param) from None
+        return _json(self.service.create(tenant, body, data_class).model_dump_json())
+
+    async def get_batch(self, request: Request) -> Response:
+        return _json(self.service.get(self._tenant(request), request.path_params["batch_id"]).model_dump_json())
+
+    async def cancel_batch(self, request: Request) -> Response:
+        return _json(self.service.cancel(self._tenant(request), request.path_params["batch_id"]).model_dump_json())
+
+    async def list_batches(self, request: Request) -> Response:
+        tenant = self._tenant(request)
+        raw_limit = request.query_params.get("limit", "20")
+        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 100:
+            raise InvalidRequestError("limit must be an integer from 1 to 100", param="limit")
+        items, more = self.service.list_batches(tenant, int(raw_limit), request.query_params.get("after"))
+        data = [b.model_dump(mode="json") for b in items]
+        return _json(json.dumps({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+                                 "last_id": data[-1]["id"] if data else None, "has_more": more}))
+
+
+def mount_batches(app: FastAPI, service: BatchService, keys: KeyRing, max_body_bytes: int = 1_000_000) -> None:
+    """Add the Files and Batch endpoints to a gateway app (start and close ``service`` with the app)."""
+    r = BatchRoutes(service, keys, max_body_bytes)
+    routes = [
+        ("/v1/files", r.upload, "POST"), ("/v1/files", r.list_files, "GET"),
+        ("/v1/files/{file_id}", r.get_file, "GET"), ("/v1/files/{file_id}/content", r.file_content, "GET"),
+        ("/v1/batches", r.create_batch, "POST"), ("/v1/batches", r.list_batches, "GET"),
+        ("/v1/batches/{batch_id}", r.get_batch, "GET"), ("/v1/batches/{batch_id}/cancel", r.cancel_batch, "POST"),
+    ]
+    for path, handler, method in routes:
+        app.router.routes.append(Route(path, _boundary(handler), methods=[method]))

@@ -1,0 +1,110 @@
+"""BatchService without HTTP: storage, restart and resume, cancel of a queued batch."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from sovrouter.batch.service import BatchService, CreateBatch
+from sovrouter.build import assemble
+from sovrouter.catalog import Catalog, Tenants
+from sovrouter.clock import WallClock
+from sovrouter.config import CacheSettings, Settings
+from sovrouter.contracts import Candidate
+from sovrouter.errors import InvalidRequestError, NotFoundError, RequestTooLargeError
+from sovrouter.pipeline import Pipeline
+from sovrouter.testing import FakeAdapter, MemorySink
+
+
+def _pipeline(catalog: Catalog, tenants: Tenants, delay_s: float = 0.0) -> tuple[Pipeline, list[FakeAdapter]]:
+    adapters = {Candidate(slot=s.id, deployment=d.id): FakeAdapter(Candidate(slot=s.id, deployment=d.id),
+                                                                     text="answer", delay_s=delay_s)
+                for s, d in catalog.pairs()}
+    settings = Settings(catalog="x", tenants="y", detector="none", router="baseline",  # type: ignore[arg-type]
+                        cache=CacheSettings(exact_enabled=False))
+    return assemble(settings, catalog, tenants, adapters, WallClock(), MemorySink()), list(adapters.values())
+
+
+def _file(n: int) -> bytes:
+    return "".join(json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
+                               "body": {"messages": [{"role": "user", "content": f"q {i}"}]}}) + "\n"
+                   for i in range(n)).encode()
+
+
+CHAT = {"endpoint": "/v1/chat/completions", "completion_window": "24h"}
+
+
+async def _until(service: BatchService, batch_id: str, states: tuple[str, ...], timeout_s: float = 10.0) -> None:
+    for _ in range(int(timeout_s / 0.01)):
+        if service.get("acme-us", batch_id).status in states:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("batch did not reach " + "/".join(states))
+
+
+async def test_a_stopped_batch_resumes_without_answering_a_line_twice(tmp_path: Path, catalog: Catalog,
+                                                                      tenants: Tenants) -> None:
+    pipeline, adapters = _pipeline(catalog, tenants, delay_s=0.02)
+    first = BatchService(tmp_path, pipeline, concurrency=2)
+    await first.start()
+    f = first.upload("acme-us", "in.jsonl", "batch", _file(30))
+    batch = first.create("acme-us", CreateBatch(input_file_id=f.id, **CHAT))
+    await asyncio.sleep(0.15)  # part of it done
+    await first.aclose()  # process stops mid-batch
+    calls_before = sum(a.calls for a in adapters)
+    partial = tmp_path / f"{batch.id}.partial.jsonl"
+    with partial.open("a") as out:
+        out.write('{"id": "cut by the crash')  # a line the stop cut in half
+    done_before = len(partial.read_text().splitlines()) - 1
+    assert 0 < done_before < 30
+
+    second = BatchService(tmp_path, pipeline, concurrency=2)
+    assert second.get("acme-us", batch.id).status == "in_progress"
+    await second.start()
+    await _until(second, batch.id, ("completed",))
+    done = second.get("acme-us", batch.id)
+    assert (done.request_counts.total, done.request_counts.completed, done.request_counts.failed) == (30, 30, 0)
+    out = [json.loads(x) for x in second.content("acme-us", done.output_file_id or "").decode().splitlines()]
+    assert [x["custom_id"] for x in out] == [f"r{i}" for i in range(30)]
+    calls_after = sum(a.calls for a in adapters) - calls_before
+    assert calls_after <= 30 - done_before + 2  # only what was not answered (plus what was in flight)
+    assert not partial.exists()
+    await second.aclose()
+
+
+async def test_cancel_of_a_queued_batch_ends_it_at_once(tmp_path: Path, catalog: Catalog, tenants: Tenants) -> None:
+    pipeline, _ = _pipeline(catalog, tenants, delay_s=0.05)
+    service = BatchService(tmp_path, pipeline, concurrency=1)
+    await service.start()
+    f = service.upload("acme-us", "in.jsonl", "batch", _file(20))
+    running = service.create("acme-us", CreateBatch(input_file_id=f.id, **CHAT))
+    queued = service.create("acme-us", CreateBatch(input_file_id=f.id, **CHAT))
+    await _until(service, running.id, ("in_progress",))
+    out = service.cancel("acme-us", queued.id)
+    assert out.status == "cancelled" and out.request_counts.completed == 0 and out.output_file_id is None
+    service.cancel("acme-us", running.id)
+    await _until(service, running.id, ("cancelled",))
+    await service.aclose()
+
+
+def test_store_checks_and_tenancy(tmp_path: Path, catalog: Catalog, tenants: Tenants) -> None:
+    pipeline, _ = _pipeline(catalog, tenants)
+    service = BatchService(tmp_path, pipeline, max_file_bytes=2048)
+    with pytest.raises(RequestTooLargeError):
+        service.upload("acme-us", "big.jsonl", "batch", _file(40))
+    with pytest.raises(InvalidRequestError):
+        service.upload("acme-us", "x.jsonl", "assistants", _file(1))
+    f = service.upload("acme-us", "../../etc/passwd", "batch", _file(1))
+    assert f.filename == "passwd" and (tmp_path / "files" / f"{f.id}.jsonl").is_file()
+    with pytest.raises(NotFoundError):
+        service.file("eurobank", f.id)
+    batch = service.create("acme-us", CreateBatch(input_file_id=f.id, **CHAT))  # not started: stays queued
+    with pytest.raises(NotFoundError):
+        service.get("eurobank", batch.id)
+    items, more = service.list_batches("acme-us", limit=1)
+    assert [b.id for b in items] == [batch.id] and more is False
+    assert service.list_batches("acme-us", after=batch.id) == ([], False)
+    service.store.close()

@@ -1,0 +1,149 @@
+"""``/v1/files`` and ``/v1/batches`` through the official ``openai`` client against the live gateway."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from gateway_harness import ACME_KEY, EURO_KEY, Live, live_gateway
+
+
+def _line(cid: str, text: str, **body: Any) -> str:
+    return json.dumps({"custom_id": cid, "method": "POST", "url": "/v1/chat/completions",
+                       "body": {"model": "auto", "messages": [{"role": "user", "content": text}], **body}})
+
+
+def _upload(client: openai.OpenAI, lines: list[str]) -> str:
+    data = ("\n".join(lines) + "\n").encode()
+    return client.files.create(file=("batch.jsonl", io.BytesIO(data)), purpose="batch").id
+
+
+def _wait(client: openai.OpenAI, batch_id: str, timeout_s: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        batch = client.batches.retrieve(batch_id)
+        if batch.status in ("completed", "failed", "cancelled") or time.monotonic() > deadline:
+            return batch
+        time.sleep(0.05)
+
+
+def _jsonl(text: str) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in text.splitlines() if x.strip()]
+
+
+def test_a_batch_runs_end_to_end_with_the_official_client(live: Live) -> None:
+    client = live.client()
+    lines = [_line(f"req-{i}", f"question {i}") for i in range(5)]
+    lines.insert(2, "{not json")
+    lines.append(_line("req-1", "a repeated custom_id"))
+    file_id = _upload(client, lines)
+    meta = client.files.retrieve(file_id)
+    assert meta.purpose == "batch" and meta.filename == "batch.jsonl" and meta.bytes > 0
+    assert client.files.content(file_id).text.splitlines()[0] == lines[0]
+    batch = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h",
+                                  metadata={"job": "nightly"})
+    assert batch.status in ("in_progress", "completed") and batch.metadata == {"job": "nightly"}
+    done = _wait(client, batch.id)
+    assert done.status == "completed" and done.completed_at is not None
+    assert done.request_counts is not None
+    assert (done.request_counts.total, done.request_counts.completed, done.request_counts.failed) == (7, 5, 2)
+    assert done.output_file_id and done.error_file_id
+    out = _jsonl(client.files.content(done.output_file_id).text)
+    assert [x["custom_id"] for x in out] == [f"req-{i}" for i in range(5)]  # input order
+    for x in out:
+        body = x["response"]["body"]
+        assert x["response"]["status_code"] == 200 and x["error"] is None
+        assert body["object"] == "chat.completion" and body["choices"][0]["message"]["content"]
+    errors = _jsonl(client.files.content(done.error_file_id).text)
+    assert [e["error"]["code"] for e in errors] == ["invalid_json", "duplicate_custom_id"]
+    assert "not json" not in json.dumps(errors)  # messages name the problem, never echo the line
+    assert client.files.retrieve(done.output_file_id).purpose == "batch_output"
+    # every answered line left its one record, through the same pipeline as live traffic
+    ids = {x["response"]["request_id"] for x in out}
+    assert ids <= {r.request_id for r in live.records()}
+    listed = client.batches.list(limit=5)
+    assert listed.data[0].id == batch.id
+    assert any(f.id == file_id for f in client.files.list().data)
+
+
+def test_tenants_never_see_each_others_files_or_batches(live: Live) -> None:
+    acme, euro = live.client(ACME_KEY), live.client(EURO_KEY)
+    file_id = _upload(acme, [_line("a", "hello")])
+    batch = acme.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h")
+    for call in (lambda: euro.files.retrieve(file_id), lambda: euro.files.content(file_id),
+                 lambda: euro.batches.retrieve(batch.id), lambda: euro.batches.cancel(batch.id),
+                 lambda: euro.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions",
+                                             completion_window="24h")):
+        with pytest.raises(openai.NotFoundError):
+            call()
+    assert euro.batches.list().data == [] and all(f.id != file_id for f in euro.files.list().data)
+    assert _wait(acme, batch.id).status == "completed"
+
+
+@pytest.mark.parametrize("kwargs,param", [
+    ({"endpoint": "/v1/embeddings", "completion_window": "24h"}, "endpoint"),
+    ({"endpoint": "/v1/chat/completions", "completion_window": "1h"}, "completion_window"),
+])
+def test_bad_batch_requests_are_clear_errors(live: Live, kwargs: dict[str, str], param: str) -> None:
+    client = live.client()
+    file_id = _upload(client, [_line("a", "hello")])
+    with pytest.raises(openai.BadRequestError) as err:
+        client.batches.create(input_file_id=file_id, **kwargs)  # type: ignore[arg-type]
+    assert err.value.body["param"] == param  # type: ignore[index]
+    with pytest.raises(openai.NotFoundError):
+        client.batches.create(input_file_id="file-nope", endpoint="/v1/chat/completions", completion_window="24h")
+    assert client.batches.list().data == []  # nothing half-created
+
+
+def test_bad_uploads_store_nothing(live: Live) -> None:
+    client = live.client()
+    with pytest.raises(openai.BadRequestError) as err:
+        client.files.create(file=("x.jsonl", io.BytesIO(b'{"a": 1}\n')), purpose="fine-tune")
+    assert err.value.body["param"] == "purpose"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError):
+        client.files.create(file=("x.jsonl", io.BytesIO(b"\xff\xfe\x00")), purpose="batch")
+    with pytest.raises(openai.BadRequestError):
+        client.files.create(file=("x.jsonl", io.BytesIO(b"   \n")), purpose="batch")
+    raw = httpx.post(live.url + "/v1/files", headers={"authorization": f"Bearer {ACME_KEY}"}, json={"a": 1})
+    assert raw.status_code == 400 and raw.json()["error"]["message"]
+    missing = httpx.post(live.url + "/v1/files", headers={"authorization": f"Bearer {ACME_KEY}"},
+                         files={"purpose": (None, "batch")})
+    assert missing.status_code == 400 and missing.json()["error"]["param"] == "file"
+    assert httpx.get(live.url + "/v1/files").status_code == 401
+    assert client.files.list().data == []
+    assert not [p for p in (live.state_dir / "batches" / "files").iterdir()]
+
+
+def test_unreadable_lines_all_go_to_the_error_file(live: Live) -> None:
+    client = live.client()
+    file_id = client.files.create(file=("x.jsonl", io.BytesIO(b"\n{}\n[1]\n"), ), purpose="batch").id
+    batch = _wait(client, client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions",
+                                                completion_window="24h").id)
+    assert batch.status == "completed" and batch.output_file_id is None and batch.error_file_id
+    assert batch.request_counts is not None and (batch.request_counts.total, batch.request_counts.failed) == (2, 2)
+    lines = _jsonl(client.files.content(batch.error_file_id).text)
+    assert [x["error"]["line"] for x in lines] == [2, 3]
+
+
+def test_cancel_keeps_what_was_answered(tmp_path: Path) -> None:
+    with live_gateway(tmp_path / "state") as live:
+        live.primary.first_token_delay_s = live.backup.first_token_delay_s = 0.3
+        client = live.client()
+        file_id = _upload(client, [_line(f"r{i}", f"q {i}") for i in range(40)])
+        batch = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions",
+                                      completion_window="24h")
+        time.sleep(0.5)
+        cancelling = client.batches.cancel(batch.id)
+        assert cancelling.status in ("cancelling", "cancelled")
+        done = _wait(client, batch.id)
+        assert done.status == "cancelled" and done.request_counts is not None
+        assert 0 < done.request_counts.completed < 40
+        if done.output_file_id:
+            assert len(_jsonl(client.files.content(done.output_file_id).text)) == done.request_counts.completed
+        assert client.batches.cancel(batch.id).status == "cancelled"  # idempotent on a finished batch
