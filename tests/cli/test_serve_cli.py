@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -64,10 +65,26 @@ def test_serve_runs_the_gateway(tmp_path: Path) -> None:
             r = httpx.post(url + "/v1/chat/completions", headers={"Authorization": "Bearer sk-serve"},
                            json={"messages": [{"role": "user", "content": "hi"}]})
             assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "served"
+            # the Batch API is served too, from the same pipeline
+            auth = {"Authorization": "Bearer sk-serve"}
+            line = json.dumps({"custom_id": "a", "method": "POST", "url": "/v1/chat/completions",
+                               "body": {"messages": [{"role": "user", "content": "hi"}]}})
+            f = httpx.post(url + "/v1/files", headers=auth, files={"file": ("in.jsonl", line.encode()),
+                                                                   "purpose": (None, "batch")})
+            b = httpx.post(url + "/v1/batches", headers=auth, json={
+                "input_file_id": f.json()["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"})
+            for _ in range(200):
+                batch = httpx.get(url + f"/v1/batches/{b.json()['id']}", headers=auth).json()
+                if batch["status"] == "completed":
+                    break
+                time.sleep(0.05)
+            out = httpx.get(url + f"/v1/files/{batch['output_file_id']}/content", headers=auth).text
+            assert json.loads(out)["response"]["body"]["choices"][0]["message"]["content"] == "served"
         finally:
             proc.terminate()
             proc.wait(timeout=15)
     assert (tmp_path / "state" / "records.sqlite").is_file()
+    assert (tmp_path / "state" / "batches" / "batches.sqlite").is_file()
 
 
 def test_serve_wires_the_shared_cache_and_the_shared_affinity_model(tmp_path: Path, redis_srv: RedisServer) -> None:
