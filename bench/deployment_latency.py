@@ -39,17 +39,13 @@ import numpy as np
 from sovrouter.catalog import Catalog, Deployment, Tenants, estimate_tokens
 from sovrouter.contracts import Candidate, NormalizedRequest, Signals
 from sovrouter.intake import normalize_chat
-from sovrouter.routing.deployments import (
-    DEFAULT_OUTPUT_TOKENS,
-    AnswerShapeEstimator,
-    CueAnswerShape,
-    LatencyAwareDeployment,
-)
-from sovrouter.speculative.answer_shape import AnswerShape, AnswerShapeModel
+from sovrouter.routing.deployments import DEFAULT_OUTPUT_TOKENS, CueAnswerShape, LatencyAwareDeployment
+from sovrouter.speculative.answer_shape import AnswerShape, AnswerShapeEstimator, AnswerShapeModel
 from sovrouter.speculative.answer_shape_train import Rows, build_rows, fit, out_of_fold, report
 from sovrouter.speculative.latency import expected_latency_ms
 from sovrouter.speculative.predictor import CopyPredictor, observed_copy_fraction
-from sovrouter.workload import load_labels, load_requests, load_responses, resolve
+from sovrouter.speculative.shape_online import OnlineAnswerShape
+from sovrouter.workload import load_labels, load_requests, load_responses, load_stream, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "deployment_latency.json"
@@ -100,6 +96,23 @@ def learned_shapes(rows: Rows, groups: list[str] | None) -> tuple[dict[str, Answ
     return shapes, report(rows, oof)
 
 
+def online_report(rows: Rows, reqs: dict[str, NormalizedRequest], answers: dict[tuple[str, str], str],
+                  base: dict[str, AnswerShape]) -> dict[str, Any]:
+    """``base`` corrected online in arrival order: each request predicted before any of its answers is seen,
+    then all its recorded answers observed (a cascade sees several)."""
+    online = OnlineAnswerShape(FixedShapes(base))
+    predicted: dict[str, AnswerShape] = {}
+    for rid in reqs:  # ``reqs`` is in arrival order
+        predicted[rid] = online.shape(reqs[rid])
+        for slot in ("local-small", "sovereign-large", "hosted-mini", "frontier"):
+            text = answers.get((rid, slot))
+            if text is not None:
+                online.observe(reqs[rid], text)
+    return report(rows, {"copy": [predicted[r].copy_fraction for r in rows.request_ids],
+                         "tokens_p50": [float(predicted[r].tokens_p50) for r in rows.request_ids],
+                         "tokens_p90": [float(predicted[r].tokens_p90) for r in rows.request_ids]})
+
+
 def cue_report(rows: Rows, reqs: dict[str, NormalizedRequest]) -> dict[str, Any]:
     cue = CopyPredictor()
     pred = {rid: cue.predict(req).copy_fraction for rid, req in reqs.items()}
@@ -118,6 +131,12 @@ def _variant(catalog: Catalog, slot_id: str, extra: dict[str, Any]) -> Catalog:
 
 def _true_ms(dep: Deployment, text: str, prompt: str) -> float:
     return expected_latency_ms(dep, estimate_tokens(text), observed_copy_fraction(prompt, text))
+
+
+def _observe(estimator: AnswerShapeEstimator, req: NormalizedRequest, answer: str) -> None:
+    """An online estimator learns from the answer the chosen deployment gave (as ShapeObservingAdapter does)."""
+    if isinstance(estimator, OnlineAnswerShape):
+        estimator.observe(req, answer)
 
 
 def part2(catalog: Catalog, reqs: dict[str, NormalizedRequest], answers: dict[tuple[str, str], str],
@@ -143,6 +162,7 @@ def part2(catalog: Catalog, reqs: dict[str, NormalizedRequest], answers: dict[tu
             pick = chooser.order(req, SIGNALS, [plain_c, spec_c])[0]
             on_spec[name] += pick == spec_c
             arms[f"chooser_{name}"].append(spec if pick == spec_c else plain)
+            _observe(estimators[name], req, text)
     return {"requests": len(arms["plain"]),
             "on_speculative": {**{f"chooser_{n}": v for n, v in on_spec.items()},
                                "oracle": sum(s < p for s, p in zip(arms["speculative"], arms["plain"], strict=True))},
@@ -174,6 +194,7 @@ def part3(catalog: Catalog, reqs: dict[str, NormalizedRequest], answers: dict[tu
         for name, chooser in choosers.items():
             arms[f"chooser_{name}"].append(fast if chooser.order(req, SIGNALS, [cheap_c, fast_c])[0] == fast_c
                                            else cheap)
+            _observe(estimators[name], req, text)
     out: dict[str, Any] = {"budget_ms": budget}
     for name, rows in arms.items():
         out[name] = {"met_budget": round(sum(ms <= budget for ms, _, _ in rows) / len(rows), 4),
@@ -192,7 +213,8 @@ def main() -> None:
     paths = resolve(args.workload)
     catalog = Catalog.load(paths.catalog)
     raw = load_requests(paths)
-    reqs = {rid: normalize_chat(r.chat_body(), tenant=r.tenant, request_id=rid) for rid, r in raw.items()}
+    arrival = list(dict.fromkeys([e.request_id for e in load_stream(paths) if e.request_id in raw] + list(raw)))
+    reqs = {rid: normalize_chat(raw[rid].chat_body(), tenant=raw[rid].tenant, request_id=rid) for rid in arrival}
     answers = {k: v.response for k, v in load_responses(paths).items()}
     labels = load_labels(paths)  # the source benchmark, only to group the leave-one-family-out folds
     t0 = time.perf_counter()
@@ -200,9 +222,13 @@ def main() -> None:
     random_shapes, random_report = learned_shapes(rows, None)
     family_shapes, family_report = learned_shapes(rows, [labels[r].source if r in labels else "?"
                                                          for r in rows.request_ids])
-    estimators: dict[str, AnswerShapeEstimator] = {
-        "cues": CueAnswerShape(), "learned_random_folds": FixedShapes(random_shapes),
-        "learned_unseen_family": FixedShapes(family_shapes)}
+
+    def estimators() -> dict[str, AnswerShapeEstimator]:  # fresh online state for each run
+        return {"cues": CueAnswerShape(), "learned_random_folds": FixedShapes(random_shapes),
+                "learned_random_folds_online": OnlineAnswerShape(FixedShapes(random_shapes)),
+                "learned_unseen_family": FixedShapes(family_shapes),
+                "learned_unseen_family_online": OnlineAnswerShape(FixedShapes(family_shapes))}
+
     shipped = AnswerShapeModel.load()
     sample = list(reqs.values())[:500]
     t1 = time.perf_counter()
@@ -215,9 +241,13 @@ def main() -> None:
         "part1_answer_shape_out_of_fold": {"cues (CopyPredictor, 256 tokens)": cue_report(rows, reqs),
                                            "learned, random folds by request": random_report,
                                            "learned, leave one source benchmark out": family_report,
+                                           "learned, random folds, corrected online": online_report(
+                                               rows, reqs, answers, random_shapes),
+                                           "learned, unseen source benchmark, corrected online": online_report(
+                                               rows, reqs, answers, family_shapes),
                                            "shipped model, us per request (shape)": round(shape_us, 1)},
-        "part2_speculative_deployment": part2(catalog, reqs, answers, estimators),
-        "part3_latency_budget": [part3(catalog, reqs, answers, estimators, float(b))
+        "part2_speculative_deployment": part2(catalog, reqs, answers, estimators()),
+        "part3_latency_budget": [part3(catalog, reqs, answers, estimators(), float(b))
                                  for b in args.budgets.split(",")],
         "wall_s": round(time.perf_counter() - t0, 1),
     }

@@ -120,3 +120,20 @@ async def test_latency_aware_deployment_choice_end_to_end(catalog: Catalog, tena
         else:
             assert evidence is not None and set(evidence["expected_ms"]) >= {"sovereign-large/eu-sov",
                                                                              "sovereign-large/eu-sov-spec"}
+
+
+async def test_answers_reach_the_online_answer_shape_correction(catalog: Catalog, tenants: Tenants) -> None:
+    from sovrouter.build import shape_observer
+    from sovrouter.routing.deployments import LatencyAwareDeployment
+    from sovrouter.speculative.shape_online import OnlineAnswerShape
+
+    p = assemble(_settings(), catalog, tenants, _all_fake(catalog), WallClock(), MemorySink())
+    chooser = p.router.deployments  # type: ignore[attr-defined]
+    assert isinstance(chooser, LatencyAwareDeployment) and isinstance(chooser.shapes, OnlineAnswerShape)
+    await p.handle(_req("first question"))
+    chunks = [c async for c in p.handle_stream(_req("second question", rid="r2", stream=True))]
+    assert chunks
+    assert len(chooser.shapes._global) == 2  # one answer each, streamed or not
+    cheapest = _settings().model_copy(update={"deployment_choice": "cheapest"})
+    q = assemble(cheapest, catalog, tenants, _all_fake(catalog), WallClock(), MemorySink())
+    assert shape_observer(q.router.deployments) is None  # type: ignore[attr-defined]

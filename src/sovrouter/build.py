@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from sovrouter.cache.exact import ExactCache
 from sovrouter.catalog import Catalog, Tenants
 from sovrouter.classify import NullClassifier, NullDetector
 from sovrouter.config import Settings, env_secret
-from sovrouter.contracts import Candidate
+from sovrouter.contracts import Candidate, NormalizedRequest
 from sovrouter.executor import Executor
 from sovrouter.pipeline import Pipeline
 from sovrouter.policy.availability import AvailabilityPolicy
@@ -26,6 +26,7 @@ from sovrouter.protocols import (
 from sovrouter.reliability import stack
 from sovrouter.routing.baseline import BaselineRouter
 from sovrouter.routing.deployments import CheapestDeployment, LatencyAwareDeployment
+from sovrouter.speculative.shape_online import OnlineAnswerShape, ShapeObservingAdapter
 
 
 def make_detector(settings: Settings) -> Detector:
@@ -51,11 +52,20 @@ def make_deployment_chooser(settings: Settings, catalog: Catalog, tenants: Tenan
         return CheapestDeployment(catalog)
     from sovrouter.speculative.answer_shape import AnswerShapeModel
 
-    return LatencyAwareDeployment(catalog, tenants, AnswerShapeModel.load())  # the shipped artifact
+    # the shipped artifact, corrected online from the answers this pipeline sees (shape_observer)
+    return LatencyAwareDeployment(catalog, tenants, OnlineAnswerShape(AnswerShapeModel.load()))
 
 
-def make_router(settings: Settings, catalog: Catalog, tenants: Tenants) -> tuple[Router, Classifier]:
-    deployments = make_deployment_chooser(settings, catalog, tenants)
+def shape_observer(deployments: DeploymentChooser) -> Callable[[NormalizedRequest, str], None] | None:
+    """Where answers go to correct the chooser's answer-shape estimates online, if it learns from them."""
+    if isinstance(deployments, LatencyAwareDeployment) and isinstance(deployments.shapes, OnlineAnswerShape):
+        return deployments.shapes.observe
+    return None
+
+
+def make_router(settings: Settings, catalog: Catalog, tenants: Tenants,
+                deployments: DeploymentChooser | None = None) -> tuple[Router, Classifier]:
+    deployments = deployments or make_deployment_chooser(settings, catalog, tenants)
     if settings.router == "learned":
         from sovrouter.routing.learned import LearnedClassifier, LearnedRouter  # loads scikit-learn
         from sovrouter.routing.model import Bundle
@@ -106,8 +116,13 @@ def assemble(
     records: RecordSink,
     cache_path: str = ":memory:",
 ) -> Pipeline:
-    """``adapters`` are the base adapters; each gets the reliability stack (``reliability.stack``)."""
-    router, classifier = make_router(settings, catalog, tenants)
+    """``adapters`` are the base adapters; each gets the reliability stack (``reliability.stack``) and, with the
+    latency-aware deployment chooser, reports its answers to the chooser's online answer-shape correction."""
+    deployments = make_deployment_chooser(settings, catalog, tenants)
+    router, classifier = make_router(settings, catalog, tenants, deployments)
+    observe = shape_observer(deployments)
+    if observe is not None:  # innermost: each answer an upstream gave, seen once
+        adapters = {c: ShapeObservingAdapter(a, observe) for c, a in adapters.items()}
     wired = {c: stack.wrap(a, settings.reliability, clock) for c, a in adapters.items()}
     return Pipeline(
         catalog=catalog,

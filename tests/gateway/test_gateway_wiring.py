@@ -161,6 +161,7 @@ def test_deployment_choice_is_configurable_and_checked(tmp_path: Path) -> None:
     from sovrouter.catalog import Catalog, Tenants
     from sovrouter.routing.deployments import CheapestDeployment, LatencyAwareDeployment
     from sovrouter.speculative.answer_shape import AnswerShapeModel
+    from sovrouter.speculative.shape_online import OnlineAnswerShape
 
     path = tmp_path / "sovrouter.yaml"
     path.write_text("catalog: c.json\ntenants: t.json\ndeployment_choice: fastest\n")
@@ -170,6 +171,7 @@ def test_deployment_choice_is_configurable_and_checked(tmp_path: Path) -> None:
     settings = Settings.load(path)
     catalog, tenants = Catalog(slots=[]), Tenants(tenants=[])
     chooser = make_deployment_chooser(settings, catalog, tenants)
-    assert isinstance(chooser, LatencyAwareDeployment) and isinstance(chooser.shapes, AnswerShapeModel)
+    assert isinstance(chooser, LatencyAwareDeployment) and isinstance(chooser.shapes, OnlineAnswerShape)
+    assert isinstance(chooser.shapes.base, AnswerShapeModel)  # the shipped artifact, corrected online
     cheapest = settings.model_copy(update={"deployment_choice": "cheapest"})
     assert isinstance(make_deployment_chooser(cheapest, catalog, tenants), CheapestDeployment)

@@ -61,7 +61,8 @@ def test_replay_is_deterministic(tmp_path: Path) -> None:
 def escalating(monkeypatch: pytest.MonkeyPatch) -> None:
     """Replay with a router whose decisions depend on the answers it reads (wired through build, as usual)."""
     monkeypatch.setattr(build, "make_router",
-                        lambda settings, catalog, tenants: (EscalatingRouter(catalog), NullClassifier()))
+                        lambda settings, catalog, tenants, deployments=None: (EscalatingRouter(catalog),
+                                                                              NullClassifier()))
 
 
 @pytest.mark.usefixtures("escalating")

@@ -26,22 +26,16 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from sovrouter.catalog import Catalog, Deployment, Tenants
 from sovrouter.contracts import Candidate, NormalizedRequest, Signals
-from sovrouter.speculative.answer_shape import AnswerShape
+from sovrouter.speculative.answer_shape import AnswerShape, AnswerShapeEstimator
 from sovrouter.speculative.latency import expected_latency_ms
 from sovrouter.speculative.predictor import CopyPredictor
 
 DEFAULT_OUTPUT_TOKENS = 256  # CueAnswerShape's length when nothing better is known
 RECENT_SHAPES = 256
-
-
-class AnswerShapeEstimator(Protocol):
-    """Expected copy fraction and output length (p50, p90) of a request's answer."""
-
-    def shape(self, request: NormalizedRequest) -> AnswerShape: ...
 
 
 def _multiplier(catalog: Catalog, c: Candidate) -> float:

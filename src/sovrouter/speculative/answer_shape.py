@@ -25,7 +25,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -90,6 +90,12 @@ class AnswerShape:
     tokens_p50: int
     tokens_p90: int
     kind: str
+
+
+class AnswerShapeEstimator(Protocol):
+    """Expected copy fraction and output length (p50, p90) of a request's answer."""
+
+    def shape(self, request: NormalizedRequest) -> AnswerShape: ...
 
 
 @dataclass
