@@ -108,3 +108,30 @@ def test_store_checks_and_tenancy(tmp_path: Path, catalog: Catalog, tenants: Ten
     assert [b.id for b in items] == [batch.id] and more is False
     assert service.list_batches("acme-us", after=batch.id) == ([], False)
     service.store.close()
+
+
+async def test_a_batch_that_breaks_fails_alone_and_the_queue_goes_on(tmp_path: Path, catalog: Catalog,
+                                                                      tenants: Tenants,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    pipeline, _ = _pipeline(catalog, tenants)
+    service = BatchService(tmp_path, pipeline)
+    await service.start()
+    f = service.upload("acme-us", "in.jsonl", "batch", _file(3))
+    real_run = BatchService._run
+    broken: set[str] = set()
+
+    async def flaky(self: BatchService, tenant: str, batch: object) -> None:
+        if not broken:
+            broken.add(batch.id)  # type: ignore[attr-defined]
+            raise RuntimeError("disk on fire")
+        await real_run(self, tenant, batch)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(BatchService, "_run", flaky)
+    first = service.create("acme-us", CreateBatch(input_file_id=f.id, **CHAT))
+    second = service.create("acme-us", CreateBatch(input_file_id=f.id, **CHAT))
+    await _until(service, second.id, ("completed",))
+    failed = service.get("acme-us", first.id)
+    assert failed.status == "failed" and failed.errors is not None
+    assert failed.errors.data[0].code == "internal_error" and "fire" not in failed.model_dump_json()
+    assert service.get("acme-us", second.id).request_counts.completed == 3
+    await service.aclose()

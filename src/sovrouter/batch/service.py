@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -47,6 +48,7 @@ BatchStatus = Literal["validating", "failed", "in_progress", "finalizing", "comp
 MAX_LINES = 50_000
 DEFAULT_MAX_FILE_BYTES = 100 * 1024 * 1024
 WINDOW_S = 24 * 3600
+log = logging.getLogger("sovrouter.batch")
 
 
 class FileObject(BaseModel):
@@ -273,7 +275,7 @@ class BatchService:
         if task is not None:
             task.cancel()
         else:  # queued, not started: it ends now
-            self._finish(tenant, batch, cancelled=True)
+            self._finish(tenant, batch, end="cancelled")
         return self.store.batch(tenant, batch_id)
 
     # ------------------------------------------------------------------ running
@@ -296,7 +298,7 @@ class BatchService:
             if batch.status == "in_progress":
                 self._enqueue(tenant, batch.id)
             elif batch.status in ("cancelling", "finalizing"):
-                self._finish(tenant, batch, cancelled=batch.status == "cancelling")
+                self._finish(tenant, batch, end="cancelled" if batch.status == "cancelling" else "completed")
 
     async def _work(self) -> None:
         assert self._queue is not None
@@ -312,6 +314,9 @@ class BatchService:
             except asyncio.CancelledError:
                 if not task.cancelled() and not task.done():
                     raise  # the worker itself is being stopped
+            except Exception:  # the worker's boundary: one batch's failure never stops the queue
+                log.exception("batch %s stopped on an internal error", batch_id)
+                self._finish(tenant, self.store.batch(tenant, batch_id), end="failed")
             finally:
                 self._running.pop(batch_id, None)
 
@@ -331,10 +336,11 @@ class BatchService:
             cancelled = self.store.batch(tenant, batch.id).status == "cancelling"
             if not cancelled:
                 raise  # shutdown: the batch stays in progress and resumes at the next start
-        self._finish(tenant, self.store.batch(tenant, batch.id), cancelled=cancelled)
+        self._finish(tenant, self.store.batch(tenant, batch.id), end="cancelled" if cancelled else "completed")
 
-    def _finish(self, tenant: str, batch: BatchObject, *, cancelled: bool) -> None:
-        """Split the partial results into the output and error files and close the batch."""
+    def _finish(self, tenant: str, batch: BatchObject, *, end: Literal["completed", "cancelled", "failed"]) -> None:
+        """Split the partial results into the output and error files and close the batch (what was answered
+        is kept whatever the end)."""
         batch.status, batch.finalizing_at = "finalizing", self._ts()
         self.store.put_batch(tenant, batch)
         ok: list[dict[str, Any]] = []
@@ -352,8 +358,12 @@ class BatchService:
             batch.error_file_id = self._result_file(tenant, f"{batch.id}_error.jsonl", bad).id
         batch.request_counts = RequestCounts(total=batch.request_counts.total, completed=len(ok), failed=len(bad))
         now = self._ts()
-        if cancelled:
+        if end == "cancelled":
             batch.status, batch.cancelled_at = "cancelled", now
+        elif end == "failed":
+            batch.status, batch.failed_at = "failed", now
+            batch.errors = BatchErrors(data=[BatchError(code="internal_error",
+                                                        message="the batch stopped on an internal error")])
         else:
             batch.status, batch.completed_at = "completed", now
         self.store.put_batch(tenant, batch)

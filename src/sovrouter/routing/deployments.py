@@ -23,14 +23,12 @@ p50 length orders deployments, the p90 length decides whether a budget is met; `
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
 from sovrouter.catalog import Catalog, Deployment, Tenants
 from sovrouter.contracts import Candidate, NormalizedRequest, Signals
-from sovrouter.speculative.answer_shape import AnswerShape, AnswerShapeEstimator
+from sovrouter.speculative.answer_shape import AnswerShape, AnswerShapeEstimator, RecentShapes
 from sovrouter.speculative.latency import expected_latency_ms
 from sovrouter.speculative.predictor import CopyPredictor
 
@@ -79,22 +77,10 @@ class LatencyAwareDeployment:
         self.catalog = catalog
         self.tenants = tenants
         self.shapes: AnswerShapeEstimator = shapes or CueAnswerShape()
-        # decide() asks for a request's shape twice (order, describe): keep the latest few
-        self._recent: OrderedDict[tuple[str, int], AnswerShape] = OrderedDict()
-        self._lock = threading.Lock()
+        self._recent = RecentShapes(RECENT_SHAPES)  # decide() asks twice (order, describe)
 
     def shape(self, request: NormalizedRequest) -> AnswerShape:
-        key = (request.request_id, hash(request.prompt_text))  # ids alone could repeat (tests, client-set ids)
-        with self._lock:
-            hit = self._recent.get(key)
-        if hit is not None:
-            return hit
-        shape = self.shapes.shape(request)
-        with self._lock:
-            self._recent[key] = shape
-            if len(self._recent) > RECENT_SHAPES:
-                self._recent.popitem(last=False)
-        return shape
+        return self._recent.get(request, self.shapes.shape)
 
     def budget_ms(self, tenant: str) -> float | None:
         if self.tenants is None:

@@ -23,6 +23,9 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -96,6 +99,30 @@ class AnswerShapeEstimator(Protocol):
     """Expected copy fraction and output length (p50, p90) of a request's answer."""
 
     def shape(self, request: NormalizedRequest) -> AnswerShape: ...
+
+
+class RecentShapes:
+    """The shapes of the latest ``size`` requests, so one request's shape is computed once (a decision asks
+    for it more than once, and an observation after the answer needs it again). Keyed by request id and
+    prompt (ids alone can repeat: client-set ids, tests). Thread-safe."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = max(1, size)
+        self._items: OrderedDict[tuple[str, int], AnswerShape] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, request: NormalizedRequest, compute: Callable[[NormalizedRequest], AnswerShape]) -> AnswerShape:
+        key = (request.request_id, hash(request.prompt_text))
+        with self._lock:
+            hit = self._items.get(key)
+        if hit is not None:
+            return hit
+        shape = compute(request)
+        with self._lock:
+            self._items[key] = shape
+            if len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return shape
 
 
 @dataclass

@@ -27,7 +27,7 @@ import numpy as np
 from sovrouter.catalog import estimate_tokens
 from sovrouter.contracts import Candidate, ModelCall, ModelResult, NormalizedRequest, StreamChunk
 from sovrouter.protocols import ModelAdapter
-from sovrouter.speculative.answer_shape import AnswerShape, AnswerShapeEstimator
+from sovrouter.speculative.answer_shape import AnswerShape, AnswerShapeEstimator, RecentShapes
 from sovrouter.speculative.predictor import observed_copy_fraction
 
 Residual = tuple[float, float, float]  # copy, log tokens - log p50, log tokens - log p90
@@ -54,22 +54,11 @@ class OnlineAnswerShape:
         self.max_templates = max_templates
         self._by_template: OrderedDict[str, deque[Residual]] = OrderedDict()
         self._global: deque[Residual] = deque(maxlen=global_window)
-        self._base_shapes: OrderedDict[tuple[str, int], AnswerShape] = OrderedDict()
-        self._recent = recent
+        self._base_shapes = RecentShapes(recent)  # the base prediction again when the answer arrives
         self._lock = threading.Lock()
 
     def _base_shape(self, request: NormalizedRequest) -> AnswerShape:
-        key = (request.request_id, hash(request.prompt_text))
-        with self._lock:
-            hit = self._base_shapes.get(key)
-        if hit is not None:
-            return hit
-        shape = self.base.shape(request)
-        with self._lock:
-            self._base_shapes[key] = shape
-            if len(self._base_shapes) > self._recent:
-                self._base_shapes.popitem(last=False)
-        return shape
+        return self._base_shapes.get(request, self.base.shape)
 
     @staticmethod
     def _stats(rows: list[Residual]) -> tuple[float, float, float]:
