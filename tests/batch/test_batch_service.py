@@ -135,3 +135,19 @@ async def test_a_batch_that_breaks_fails_alone_and_the_queue_goes_on(tmp_path: P
     assert failed.errors.data[0].code == "internal_error" and "fire" not in failed.model_dump_json()
     assert service.get("acme-us", second.id).request_counts.completed == 3
     await service.aclose()
+
+
+async def test_a_batch_that_outlives_its_window_expires_keeping_what_was_answered(
+        tmp_path: Path, catalog: Catalog, tenants: Tenants) -> None:
+    pipeline, _ = _pipeline(catalog, tenants, delay_s=0.1)
+    service = BatchService(tmp_path, pipeline, concurrency=1, window_s=2)
+    await service.start()
+    f = service.upload("acme-us", "in.jsonl", "batch", _file(60))
+    batch = service.create("acme-us", CreateBatch(input_file_id=f.id, **CHAT))
+    await _until(service, batch.id, ("expired",), timeout_s=15)
+    done = service.get("acme-us", batch.id)
+    counts = done.request_counts
+    assert done.expired_at is not None and 0 < counts.completed < 60 and counts.completed + counts.failed == 60
+    errors = [json.loads(x) for x in service.content("acme-us", done.error_file_id or "").decode().splitlines()]
+    assert {e["error"]["code"] for e in errors} == {"batch_expired"} and len(errors) == counts.failed
+    await service.aclose()

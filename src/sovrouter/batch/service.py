@@ -17,8 +17,10 @@ the results, as with ``client.files.create(purpose="batch")`` and ``client.batch
   the moment of the stop).
 - **Cancel**: ``cancelling`` then ``cancelled``; lines already answered are kept in the output files.
 
-Not built: expiry of the 24 h window (a batch runs until it finishes), ``/v1/chat/completions`` is the only
-endpoint, and file deletion.
+- **Expiry**: a batch still running when its 24 h window ends is ``expired``: answered lines are kept, the rest
+  go to the error file with ``batch_expired``.
+
+Not built: endpoints other than ``/v1/chat/completions``, file deletion, a store shared between instances.
 """
 
 from __future__ import annotations
@@ -38,13 +40,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from sovrouter.batch.fileio import CHAT_URL, ParsedLine, dumps_line, parse_lines
+from sovrouter.batch.fileio import CHAT_URL, LineError, ParsedLine, dumps_line, output_line, parse_lines
 from sovrouter.batch.runner import BatchRunner, deferrable
 from sovrouter.contracts import DataClass
 from sovrouter.errors import InvalidRequestError, NotFoundError, RequestTooLargeError
 from sovrouter.pipeline import Pipeline
 
-BatchStatus = Literal["validating", "failed", "in_progress", "finalizing", "completed", "cancelling", "cancelled"]
+BatchStatus = Literal["validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling",
+                      "cancelled"]
+BatchEnd = Literal["completed", "cancelled", "failed", "expired"]
 MAX_LINES = 50_000
 DEFAULT_MAX_FILE_BYTES = 100 * 1024 * 1024
 WINDOW_S = 24 * 3600
@@ -97,6 +101,7 @@ class BatchObject(BaseModel):
     failed_at: int | None = None
     cancelling_at: int | None = None
     cancelled_at: int | None = None
+    expired_at: int | None = None
     request_counts: RequestCounts = RequestCounts()
     metadata: dict[str, str] | None = None
     data_class: DataClass = Field(default="public", exclude=True)
@@ -184,13 +189,16 @@ class BatchService:
     """See the module docstring. ``start()`` in the serving loop before use, ``aclose()`` at shutdown."""
 
     def __init__(self, root: Path, pipeline: Pipeline, *, concurrency: int = 4,
-                 max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, now: Callable[[], float] = time.time) -> None:
+                 max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, now: Callable[[], float] = time.time,
+                 window_s: float = WINDOW_S) -> None:
         self.store = BatchStore(root)
         self.pipeline = deferrable(pipeline)
         self.concurrency = max(1, concurrency)
         self.max_file_bytes = max_file_bytes
         self.now = now
+        self.window_s = window_s
         self._queue: asyncio.Queue[tuple[str, str]] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._worker: asyncio.Task[None] | None = None
         self._running: dict[str, asyncio.Task[None]] = {}
 
@@ -238,8 +246,8 @@ class BatchService:
                                       param="input_file_id")
         now = self._ts()
         batch = BatchObject(id="batch_" + uuid.uuid4().hex[:24], endpoint=CHAT_URL, input_file_id=source.id,
-                            completion_window="24h", status="validating", created_at=now, expires_at=now + WINDOW_S,
-                            metadata=body.metadata, data_class=data_class)
+                            completion_window="24h", status="validating", created_at=now,
+                            expires_at=now + int(self.window_s), metadata=body.metadata, data_class=data_class)
         lines = self._lines(batch)
         failure = ("empty_file", "the input file has no requests") if not lines else (
             ("too_many_lines", f"the input file has more than {MAX_LINES} requests") if len(lines) > MAX_LINES
@@ -287,12 +295,14 @@ class BatchService:
         return self.store.root / f"{batch_id}.partial.jsonl"
 
     def _enqueue(self, tenant: str, batch_id: str) -> None:
-        if self._queue is not None:
-            self._queue.put_nowait((tenant, batch_id))
+        """Queue a batch for the worker; safe from any thread (the routes run ``create`` in a worker thread)."""
+        if self._queue is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, (tenant, batch_id))
 
     async def start(self) -> None:
         """Start the worker in the running loop and queue the batches a previous process left unfinished."""
         self._queue = asyncio.Queue()
+        self._loop = asyncio.get_running_loop()
         self._worker = asyncio.create_task(self._work())
         for tenant, batch in reversed(self.store.batches()):
             if batch.status == "in_progress":
@@ -321,24 +331,31 @@ class BatchService:
                 self._running.pop(batch_id, None)
 
     async def _run(self, tenant: str, batch: BatchObject) -> None:
+        todo = await asyncio.to_thread(self._todo, batch)  # file work off the serving loop
         partial = self._partial(batch.id)
-        kept = _read_lines(partial)  # a resumed batch: what was answered before the stop, whole lines only
-        partial.write_text("".join(dumps_line(x) for x in kept), encoding="utf-8")
-        done = {x.get("id") for x in kept}
-        todo = [line for line in self._lines(batch) if _line_id(batch.id, line.line_no) not in done]
         runner = BatchRunner(self.pipeline, tenant=tenant, data_class=batch.data_class,
                              concurrency=self.concurrency, batch_id=batch.id)
-        cancelled = False
+        end: BatchEnd = "completed"
         try:
             with partial.open("a", encoding="utf-8") as out:
-                await runner.run(todo, out=out)
+                await asyncio.wait_for(runner.run(todo, out=out), timeout=max(0.0, batch.expires_at - self.now()))
+        except TimeoutError:
+            end = "expired"  # the completion window ran out: what was answered is kept
         except asyncio.CancelledError:
-            cancelled = self.store.batch(tenant, batch.id).status == "cancelling"
-            if not cancelled:
+            if self.store.batch(tenant, batch.id).status != "cancelling":
                 raise  # shutdown: the batch stays in progress and resumes at the next start
-        self._finish(tenant, self.store.batch(tenant, batch.id), end="cancelled" if cancelled else "completed")
+            end = "cancelled"
+        await asyncio.to_thread(self._finish, tenant, self.store.batch(tenant, batch.id), end=end)
 
-    def _finish(self, tenant: str, batch: BatchObject, *, end: Literal["completed", "cancelled", "failed"]) -> None:
+    def _todo(self, batch: BatchObject) -> list[ParsedLine]:
+        """The lines still to answer; a resumed batch keeps the whole lines it answered before the stop."""
+        partial = self._partial(batch.id)
+        kept = _read_lines(partial)
+        partial.write_text("".join(dumps_line(x) for x in kept), encoding="utf-8")
+        done = {x.get("id") for x in kept}
+        return [line for line in self._lines(batch) if _line_id(batch.id, line.line_no) not in done]
+
+    def _finish(self, tenant: str, batch: BatchObject, *, end: BatchEnd) -> None:
         """Split the partial results into the output and error files and close the batch (what was answered
         is kept whatever the end)."""
         batch.status, batch.finalizing_at = "finalizing", self._ts()
@@ -349,6 +366,11 @@ class BatchService:
         for line in _read_lines(partial):
             response = line.get("response") or {}
             (ok if line.get("error") is None and response.get("status_code") == 200 else bad).append(line)
+        if end == "expired":  # as OpenAI: every line not answered in the window is an error line
+            answered = {x.get("id") for x in ok + bad}
+            bad += [output_line(_line_id(batch.id, line.line_no), line.custom_id, line_no=line.line_no,
+                                error=LineError("batch_expired", "the batch's completion window ended first"))
+                    for line in self._lines(batch) if _line_id(batch.id, line.line_no) not in answered]
         order = {_line_id(batch.id, line.line_no): line.line_no for line in self._lines(batch)}
         for group in (ok, bad):
             group.sort(key=lambda x: order.get(str(x.get("id")), len(order) + 1))
@@ -360,6 +382,8 @@ class BatchService:
         now = self._ts()
         if end == "cancelled":
             batch.status, batch.cancelled_at = "cancelled", now
+        elif end == "expired":
+            batch.status, batch.expired_at = "expired", now
         elif end == "failed":
             batch.status, batch.failed_at = "failed", now
             batch.errors = BatchErrors(data=[BatchError(code="internal_error",

@@ -9,6 +9,7 @@ of the gateway boundary); a failed upload stores nothing.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 from collections.abc import Awaitable, Callable
@@ -77,13 +78,14 @@ class BatchRoutes:
                 filename = upload.filename or "upload.jsonl"
         except MultiPartException:
             raise InvalidRequestError("malformed multipart body") from None
-        return _json(self.service.upload(tenant, filename, purpose, data).model_dump_json())
+        obj = await asyncio.to_thread(self.service.upload, tenant, filename, purpose, data)  # disk off the loop
+        return _json(obj.model_dump_json())
 
     async def get_file(self, request: Request) -> Response:
         return _json(self.service.file(self._tenant(request), request.path_params["file_id"]).model_dump_json())
 
     async def file_content(self, request: Request) -> Response:
-        data = self.service.content(self._tenant(request), request.path_params["file_id"])
+        data = await asyncio.to_thread(self.service.content, self._tenant(request), request.path_params["file_id"])
         return Response(data, media_type="application/jsonl")
 
     async def list_files(self, request: Request) -> Response:
@@ -103,7 +105,8 @@ class BatchRoutes:
             param = ".".join(str(x) for x in first.get("loc", ())) or None
             raise InvalidRequestError(f"invalid batch request: {param or 'body'}: {first['msg']}",
                                       param=param) from None
-        return _json(self.service.create(tenant, body, data_class).model_dump_json())
+        batch = await asyncio.to_thread(self.service.create, tenant, body, data_class)  # parses the whole file
+        return _json(batch.model_dump_json())
 
     async def get_batch(self, request: Request) -> Response:
         return _json(self.service.get(self._tenant(request), request.path_params["batch_id"]).model_dump_json())
