@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,25 @@ async def test_a_batch_that_outlives_its_window_expires_keeping_what_was_answere
     errors = [json.loads(x) for x in service.content("acme-us", done.error_file_id or "").decode().splitlines()]
     assert {e["error"]["code"] for e in errors} == {"batch_expired"} and len(errors) == counts.failed
     await service.aclose()
+
+
+async def test_close_never_hangs_whatever_the_worker_is_doing(tmp_path: Path, catalog: Catalog, tenants: Tenants,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shutdown that lands while a batch's task has just finished must still stop the worker (a worker
+    that took its own cancellation for the batch's kept waiting on the queue, and close hung)."""
+    pipeline, _ = _pipeline(catalog, tenants)
+
+    async def quick(self: BatchService, tenant: str, batch: object) -> None:
+        return None
+
+    monkeypatch.setattr(BatchService, "_run", quick)
+    for spins in range(8):
+        service = BatchService(tmp_path / str(spins), pipeline)
+        await service.start()
+        f = service.upload("acme-us", "in.jsonl", "batch", _file(1))
+        service.create("acme-us", CreateBatch(input_file_id=f.id, **CHAT))
+        for _ in range(spins):
+            await asyncio.sleep(0)
+        started = time.monotonic()
+        await asyncio.wait_for(service.aclose(), 5)
+        assert time.monotonic() - started < 2, f"close hung (after {spins} loop turns)"

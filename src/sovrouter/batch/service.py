@@ -26,7 +26,6 @@ Not built: endpoints other than ``/v1/chat/completions``, file deletion, a store
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -201,6 +200,8 @@ class BatchService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._worker: asyncio.Task[None] | None = None
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._finishing: set[asyncio.Future[None]] = set()
+        self._closing = False
 
     def _ts(self) -> int:
         return int(self.now())
@@ -322,30 +323,38 @@ class BatchService:
             try:
                 await asyncio.shield(task)
             except asyncio.CancelledError:
-                if not task.cancelled() and not task.done():
-                    raise  # the worker itself is being stopped
+                if self._closing:
+                    raise  # the worker itself is being stopped (the batch resumes at the next start)
+                await self._end(tenant, batch_id, "cancelled")  # cancelled before its own handler ran
             except Exception:  # the worker's boundary: one batch's failure never stops the queue
                 log.exception("batch %s stopped on an internal error", batch_id)
-                self._finish(tenant, self.store.batch(tenant, batch_id), end="failed")
+                await self._end(tenant, batch_id, "failed")
             finally:
                 self._running.pop(batch_id, None)
 
     async def _run(self, tenant: str, batch: BatchObject) -> None:
-        todo = await asyncio.to_thread(self._todo, batch)  # file work off the serving loop
-        partial = self._partial(batch.id)
-        runner = BatchRunner(self.pipeline, tenant=tenant, data_class=batch.data_class,
-                             concurrency=self.concurrency, batch_id=batch.id)
         end: BatchEnd = "completed"
         try:
-            with partial.open("a", encoding="utf-8") as out:
+            todo = await asyncio.to_thread(self._todo, batch)  # file work off the serving loop
+            runner = BatchRunner(self.pipeline, tenant=tenant, data_class=batch.data_class,
+                                 concurrency=self.concurrency, batch_id=batch.id)
+            with self._partial(batch.id).open("a", encoding="utf-8") as out:
                 await asyncio.wait_for(runner.run(todo, out=out), timeout=max(0.0, batch.expires_at - self.now()))
         except TimeoutError:
             end = "expired"  # the completion window ran out: what was answered is kept
         except asyncio.CancelledError:
-            if self.store.batch(tenant, batch.id).status != "cancelling":
+            if self._closing or self.store.batch(tenant, batch.id).status != "cancelling":
                 raise  # shutdown: the batch stays in progress and resumes at the next start
             end = "cancelled"
-        await asyncio.to_thread(self._finish, tenant, self.store.batch(tenant, batch.id), end=end)
+        await self._end(tenant, batch.id, end)
+
+    async def _end(self, tenant: str, batch_id: str, end: BatchEnd) -> None:
+        """:meth:`_finish` in a worker thread; a shutdown waits for it (it writes the result files)."""
+        job = asyncio.ensure_future(asyncio.to_thread(self._finish, tenant, self.store.batch(tenant, batch_id),
+                                                      end=end))
+        self._finishing.add(job)
+        job.add_done_callback(self._finishing.discard)
+        await asyncio.shield(job)
 
     def _todo(self, batch: BatchObject) -> list[ParsedLine]:
         """The lines still to answer; a resumed batch keeps the whole lines it answered before the stop."""
@@ -406,16 +415,18 @@ class BatchService:
             await asyncio.sleep(0.02)
 
     async def aclose(self) -> None:
+        """Stop the worker and the running batch (it stays in progress and resumes at the next start), let
+        result files being written finish, close the store."""
+        self._closing = True
         if self._worker is not None:
+            running = list(self._running.values())
             self._worker.cancel()
-            for task in list(self._running.values()):
+            for task in running:
                 task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-            for task in list(self._running.values()):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await asyncio.gather(self._worker, *running, return_exceptions=True)
             self._worker = None
+        if self._finishing:
+            await asyncio.gather(*list(self._finishing), return_exceptions=True)
         self.store.close()
 
 
