@@ -138,7 +138,9 @@ def test_cancel_keeps_what_was_answered(tmp_path: Path) -> None:
         file_id = _upload(client, [_line(f"r{i}", f"q {i}") for i in range(40)])
         batch = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions",
                                       completion_window="24h")
-        time.sleep(0.5)
+        deadline = time.monotonic() + 10
+        while live.primary.calls + live.backup.calls < 8 and time.monotonic() < deadline:
+            time.sleep(0.02)  # some lines answered (4 in flight at a time), most still to go
         cancelling = client.batches.cancel(batch.id)
         assert cancelling.status in ("cancelling", "cancelled")
         done = _wait(client, batch.id)
