@@ -48,3 +48,16 @@ def test_output_line_shape() -> None:
     assert bad["response"] is None and bad["error"] == {"code": "invalid_json", "message": "line is not valid JSON",
                                                         "line": 3}
     assert json.loads(dumps_line(bad)) == bad and dumps_line(bad).endswith("\n")
+
+
+def test_jsonl_lines_keep_unicode_line_separators_inside_strings() -> None:
+    from sovrouter.batch.fileio import jsonl_lines
+
+    one = json.dumps({"custom_id": "a", "method": "POST", "url": "/v1/chat/completions",
+                      "body": {"messages": [{"role": "user", "content": "first\u2028second\x85third"}]}},
+                     ensure_ascii=False)
+    text = one + "\n" + one.replace('"a"', '"b"') + "\n"
+    assert len(text.splitlines()) > 2  # what str.splitlines would do to it
+    parsed = parse_lines(jsonl_lines(text))
+    assert [p.custom_id for p in parsed] == ["a", "b"] and all(p.error is None for p in parsed)
+    assert parsed[0].body is not None and "\u2028" in parsed[0].body["messages"][0]["content"]

@@ -67,6 +67,12 @@ def parse_line(text: str, line_no: int) -> ParsedLine:
     return ParsedLine(line_no, item.custom_id, body=item.body)
 
 
+def jsonl_lines(text: str) -> list[str]:
+    """The lines of a JSONL text: split on ``\n`` only. (``str.splitlines`` also splits on U+2028, U+0085 and
+    other separators that a JSON string may hold unescaped, which would cut a request in two.)"""
+    return text.split("\n")
+
+
 def parse_lines(lines: Iterable[str]) -> list[ParsedLine]:
     """Every non-blank line, in order; a repeated ``custom_id`` makes the later lines errors."""
     out: list[ParsedLine] = []

@@ -39,7 +39,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from sovrouter.batch.fileio import CHAT_URL, LineError, ParsedLine, dumps_line, output_line, parse_lines
+from sovrouter.batch.fileio import (
+    CHAT_URL,
+    LineError,
+    ParsedLine,
+    dumps_line,
+    jsonl_lines,
+    output_line,
+    parse_lines,
+)
 from sovrouter.batch.runner import BatchRunner, deferrable
 from sovrouter.contracts import DataClass
 from sovrouter.errors import InvalidRequestError, NotFoundError, RequestTooLargeError
@@ -290,7 +298,7 @@ class BatchService:
     # ------------------------------------------------------------------ running
     def _lines(self, batch: BatchObject) -> list[ParsedLine]:
         text = self.store.path(batch.input_file_id).read_text(encoding="utf-8")
-        return parse_lines(text.splitlines())
+        return parse_lines(jsonl_lines(text))
 
     def _partial(self, batch_id: str) -> Path:
         return self.store.root / f"{batch_id}.partial.jsonl"
@@ -435,7 +443,7 @@ def _read_lines(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     out = []
-    for text in path.read_text(encoding="utf-8").splitlines():
+    for text in jsonl_lines(path.read_text(encoding="utf-8")):
         try:
             item = json.loads(text)
         except ValueError:

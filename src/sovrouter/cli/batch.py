@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from sovrouter.adapters.openai_http import new_client
-from sovrouter.batch.fileio import parse_lines
+from sovrouter.batch.fileio import jsonl_lines, parse_lines
 from sovrouter.batch.runner import BatchRunner, BatchSummary, deferrable
 from sovrouter.catalog import Tenants
 from sovrouter.config import Settings
@@ -58,7 +58,7 @@ async def _run(args: argparse.Namespace) -> BatchSummary:
         text = args.input.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read batch input {args.input}: {type(exc).__name__}") from None
-    lines = parse_lines(text.splitlines())
+    lines = parse_lines(jsonl_lines(text))
     async with new_client() as client:
         pipeline = deferrable(build_live_pipeline(settings, client=client), scope=args.scope)
         try:
