@@ -41,7 +41,7 @@ from sovrouter.contracts import Candidate, NormalizedRequest, Signals
 from sovrouter.intake import normalize_chat
 from sovrouter.routing.deployments import DEFAULT_OUTPUT_TOKENS, CueAnswerShape, LatencyAwareDeployment
 from sovrouter.speculative.answer_shape import AnswerShape, AnswerShapeEstimator, AnswerShapeModel
-from sovrouter.speculative.answer_shape_train import Rows, build_rows, fit, out_of_fold, report
+from sovrouter.speculative.answer_shape_train import Rows, build_rows, out_of_fold, report
 from sovrouter.speculative.latency import expected_latency_ms
 from sovrouter.speculative.predictor import CopyPredictor, observed_copy_fraction
 from sovrouter.speculative.shape_online import OnlineAnswerShape
@@ -75,21 +75,7 @@ class FixedShapes:
 def learned_shapes(rows: Rows, groups: list[str] | None) -> tuple[dict[str, AnswerShape], dict[str, Any]]:
     """Predictions for every request by a model that never saw it: random folds by request, or (``groups``)
     one fold per source benchmark (an unseen prompt family)."""
-    if groups is None:
-        oof = out_of_fold(rows)
-    else:
-        oof = {k: np.zeros(len(rows.request_ids)) for k in ("copy", "tokens_p50", "tokens_p90")}
-        g = np.asarray(groups)
-        for src in sorted(set(groups)):
-            test = g == src
-            train = ~test
-            model = fit(Rows([r for r, t in zip(rows.request_ids, train, strict=True) if t], rows.x[train],
-                             rows.copy[train], rows.log_tokens[train]))
-            oof["copy"][test] = np.clip(model.copy.raw(rows.x[test]), 0.0, 1.0)
-            p50 = np.expm1(np.clip(model.tokens_p50.raw(rows.x[test]), 0.0, 14.0))
-            oof["tokens_p50"][test] = p50
-            oof["tokens_p90"][test] = np.maximum(p50, np.expm1(np.clip(model.tokens_p90.raw(rows.x[test]),
-                                                                       0.0, 14.0)))
+    oof = out_of_fold(rows, groups=groups)
     shapes = {rid: AnswerShape(float(oof["copy"][i]), max(1, round(float(oof["tokens_p50"][i]))),
                                max(1, round(float(oof["tokens_p90"][i]))), "learned")
               for i, rid in enumerate(rows.request_ids)}

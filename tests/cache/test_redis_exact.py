@@ -29,6 +29,14 @@ def req(text: str, rid: str, tenant: str = "acme") -> NormalizedRequest:
                              messages=(Message(role="user", parts=(ContentPart(modality="text", text=text),)),))
 
 
+async def produce(cache: RedisExactCache, text: str, rid: str, answer: str) -> None:
+    """``cache``'s instance leads ``text``, stores ``answer`` produced on A, and releases the lead."""
+    lead = req(text, rid)
+    await cache.lookup(lead, NONE, [A])
+    await cache.store(lead, NONE, ModelResult(candidate=A, text=answer))
+    await cache.release(lead)
+
+
 @pytest.fixture
 async def make(redis_srv: RedisServer) -> AsyncIterator[Factory]:
     """``make(**kwargs)`` -> a new instance (its own client, as another gateway process would have) on a key
@@ -62,10 +70,7 @@ async def test_an_answer_stored_by_one_instance_is_served_by_another(make: Facto
 
 async def test_other_tenant_other_text_and_disallowed_producer_miss(make: Factory) -> None:
     one, two = make(), make()
-    lead = req("hello", "r1")
-    await one.lookup(lead, NONE, [A])
-    await one.store(lead, NONE, ModelResult(candidate=A, text="hi"))
-    await one.release(lead)
+    await produce(one, "hello", "r1", "hi")
     assert (await two.lookup(req("hello", "r2", tenant="other"), NONE, [A]))[1] is None
     await two.release(req("hello", "r2", tenant="other"))
     assert (await two.lookup(req("hello!", "r3"), NONE, [A]))[1] is None
@@ -78,10 +83,7 @@ async def test_other_tenant_other_text_and_disallowed_producer_miss(make: Factor
 async def test_entries_expire_by_the_injected_clock(make: Factory) -> None:
     clock = SimClock()
     one = make(clock, ttl_s=10.0)
-    lead = req("q", "r1")
-    await one.lookup(lead, NONE, [A])
-    await one.store(lead, NONE, ModelResult(candidate=A, text="a"))
-    await one.release(lead)
+    await produce(one, "q", "r1", "a")
     clock.set(9_000)
     assert (await one.lookup(req("q", "r2"), NONE, [A]))[1] is not None
     clock.set(10_001)
@@ -133,10 +135,7 @@ async def test_waiting_is_bounded(make: Factory) -> None:
 
 async def test_an_unreadable_entry_is_a_miss_never_served(make: Factory, redis_srv: RedisServer) -> None:
     one = make()
-    lead = req("q", "r1")
-    await one.lookup(lead, NONE, [A])
-    await one.store(lead, NONE, ModelResult(candidate=A, text="a"))
-    await one.release(lead)
+    await produce(one, "q", "r1", "a")
     raw = aioredis.Redis.from_url(redis_srv.url)
     try:
         keys = [k async for k in raw.scan_iter(match=f"{one.prefix}:e:*")]
@@ -189,10 +188,7 @@ async def test_redis_stopping_mid_flight_fails_open(redis_srv: RedisServer) -> N
 async def test_an_entry_this_request_may_not_use_does_not_end_the_wait(make: Factory) -> None:
     """The key holds an answer produced on A; requests allowed only B wait for B's leader once, not in a loop."""
     one, two = make(), make()
-    first = req("q", "r1")
-    await one.lookup(first, NONE, [A])
-    await one.store(first, NONE, ModelResult(candidate=A, text="from A"))
-    await one.release(first)
+    await produce(one, "q", "r1", "from A")
     lead = req("q", "r2")
     assert (await one.lookup(lead, NONE, [B]))[1] is None  # A's answer is not for it: it leads a call to B
     waiter = asyncio.create_task(two.lookup(req("q", "r3"), NONE, [B]))

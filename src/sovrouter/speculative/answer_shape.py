@@ -39,6 +39,7 @@ from sovrouter.contracts import NormalizedRequest
 from sovrouter.errors import ConfigError
 from sovrouter.speculative.predictor import CopyPrediction, CopyPredictor, code_chars, payload_text
 
+MAX_LOG_TOKENS = 14.0  # predictions are capped at e^14 (~1.2M) tokens
 DEFAULT_ARTIFACT = Path(__file__).resolve().parents[1] / "data" / "answer_shape" / "answer_shape.json"
 KINDS = ("edit", "extract", "rewrite", "summarize", "open")
 FEATURE_NAMES = (
@@ -145,11 +146,17 @@ class AnswerShapeModel:
         if not requests:
             return []
         x, cues = self._matrix(requests)
-        copy = np.clip(self.copy.raw(x), 0.0, 1.0)
-        p50 = np.expm1(np.clip(self.tokens_p50.raw(x), 0.0, 14.0))
-        p90 = np.maximum(p50, np.expm1(np.clip(self.tokens_p90.raw(x), 0.0, 14.0)))
+        copy, p50, p90 = self.predict_matrix(x)
         return [AnswerShape(round(float(c), 4), max(1, round(float(a))), max(1, round(float(b))), cue.kind)
                 for c, a, b, cue in zip(copy, p50, p90, cues, strict=True)]
+
+    def predict_matrix(self, x: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64],
+                                                             NDArray[np.float64]]:
+        """Copy fraction (0-1), p50 and p90 answer tokens (p90 >= p50) for rows of ``prompt_features``."""
+        copy = np.clip(self.copy.raw(x), 0.0, 1.0)
+        p50 = np.expm1(np.clip(self.tokens_p50.raw(x), 0.0, MAX_LOG_TOKENS))
+        p90 = np.maximum(p50, np.expm1(np.clip(self.tokens_p90.raw(x), 0.0, MAX_LOG_TOKENS)))
+        return copy, p50, p90
 
     def shape(self, request: NormalizedRequest) -> AnswerShape:
         return self.shapes([request])[0]

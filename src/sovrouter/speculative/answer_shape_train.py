@@ -71,21 +71,20 @@ def fold_of(request_id: str, folds: int) -> int:
     return int(hashlib.blake2b(f"answer-shape:{request_id}".encode(), digest_size=8).hexdigest(), 16) % folds
 
 
-def out_of_fold(rows: Rows, folds: int = 5) -> dict[str, NDArray[np.float64]]:
-    """Each row predicted by the model fitted on the other folds: copy fraction, p50 and p90 tokens."""
-    fold = np.asarray([fold_of(r, folds) for r in rows.request_ids])
+def out_of_fold(rows: Rows, folds: int = 5, groups: Sequence[str] | None = None) -> dict[str, NDArray[np.float64]]:
+    """Each row predicted by the model fitted on the other folds: copy fraction, p50 and p90 tokens. Folds by a
+    hash of the request id, or one fold per value of ``groups`` (one label per row: an unseen prompt family)."""
+    if groups is None:
+        fold = np.asarray([fold_of(r, folds) for r in rows.request_ids])
+    else:
+        names = sorted(set(groups))
+        fold = np.asarray([names.index(g) for g in groups])
     out = {k: np.zeros(len(rows.request_ids)) for k in ("copy", "tokens_p50", "tokens_p90")}
-    for k in range(folds):
+    for k in np.unique(fold):
         train, test = fold != k, fold == k
-        if not test.any():
-            continue
         part = Rows([r for r, t in zip(rows.request_ids, train, strict=True) if t], rows.x[train], rows.copy[train],
                     rows.log_tokens[train])
-        model = fit(part)
-        out["copy"][test] = np.clip(model.copy.raw(rows.x[test]), 0.0, 1.0)
-        p50 = np.expm1(np.clip(model.tokens_p50.raw(rows.x[test]), 0.0, 14.0))
-        out["tokens_p50"][test] = p50
-        out["tokens_p90"][test] = np.maximum(p50, np.expm1(np.clip(model.tokens_p90.raw(rows.x[test]), 0.0, 14.0)))
+        out["copy"][test], out["tokens_p50"][test], out["tokens_p90"][test] = fit(part).predict_matrix(rows.x[test])
     return out
 
 

@@ -27,11 +27,10 @@ import numpy as np
 from sovrouter.catalog import estimate_tokens
 from sovrouter.contracts import Candidate, ModelCall, ModelResult, NormalizedRequest, StreamChunk
 from sovrouter.protocols import ModelAdapter
-from sovrouter.speculative.answer_shape import AnswerShape, AnswerShapeEstimator, RecentShapes
+from sovrouter.speculative.answer_shape import MAX_LOG_TOKENS, AnswerShape, AnswerShapeEstimator, RecentShapes
 from sovrouter.speculative.predictor import observed_copy_fraction
 
 Residual = tuple[float, float, float]  # copy, log tokens - log p50, log tokens - log p90
-_MAX_LOG_TOKENS = 14.0
 
 
 def template_key(request: NormalizedRequest) -> str:
@@ -84,8 +83,8 @@ class OnlineAnswerShape:
     def shape(self, request: NormalizedRequest) -> AnswerShape:
         base = self._base_shape(request)
         dc, d50, d90 = self.shift(request)
-        l50 = min(_MAX_LOG_TOKENS, max(0.0, float(np.log1p(base.tokens_p50)) + d50))
-        l90 = max(l50, min(_MAX_LOG_TOKENS, max(0.0, float(np.log1p(base.tokens_p90)) + d90)))
+        l50 = min(MAX_LOG_TOKENS, max(0.0, float(np.log1p(base.tokens_p50)) + d50))
+        l90 = max(l50, min(MAX_LOG_TOKENS, max(0.0, float(np.log1p(base.tokens_p90)) + d90)))
         return AnswerShape(round(min(1.0, max(0.0, base.copy_fraction + dc)), 4), max(1, round(float(np.expm1(l50)))),
                            max(1, round(float(np.expm1(l90)))), base.kind)
 
