@@ -70,11 +70,28 @@ def test_decisions_in_file_order(tmp_path: Path) -> None:
     assert by_id["d"]["hit"] is True  # verbatim: the exact layer serves it even though it is time-sensitive
 
 
+def test_a_question_with_no_text_gets_a_miss_and_is_never_cached(tmp_path: Path) -> None:
+    rows = [*ROWS, {"id": "e", "q1": None, "q2": None}, {"id": "f", "q1": "", "q2": "  "},
+            {"id": "g", "q1": "Why is the sky blue?", "q2": None},
+            {"id": "h", "q1": None, "q2": "Why is the sky blue?"}]
+    pairs = read_pairs(write(tmp_path / "p.jsonl.gz", rows))
+    decisions, kinds = evaluate_pairs(pairs, HashingEmbedder(384), PairVerifier.cosine_only(0.7))
+    by_id = {d["id"]: d for d in decisions}
+    assert [d["id"] for d in decisions] == ["a", "b", "c", "d", "e", "f", "g", "h"]
+    for i in "efg":
+        assert by_id[i] == {"id": i, "hit": False, "matched": None}
+    assert by_id["h"]["matched"] == "Why is the sky blue?" and kinds["empty"] == 3
+
+
 def test_bad_file_is_a_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl.gz"
     with gzip.open(bad, "wt") as fh:
         fh.write('{"q1": "x"}\n')
     with pytest.raises(ConfigError):
+        read_pairs(bad)
+    with gzip.open(bad, "wt") as fh:
+        fh.write('{"q1": "x", "q2": 7}\n')
+    with pytest.raises(ConfigError, match="strings or null"):
         read_pairs(bad)
 
 

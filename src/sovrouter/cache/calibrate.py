@@ -44,8 +44,9 @@ class Pair:
 
 def read_pairs(path: str | Path, with_labels: bool = False) -> list[Pair]:
     """gzip (by magic bytes) or plain JSONL ``{"id", "q1", "q2"}``. The id is kept as written (a JSON string or
-    number, so decisions join back to the file's ids); a missing id becomes the line index. ``duplicate`` is
-    read only when ``with_labels`` (training), never by the evaluation."""
+    number, so decisions join back to the file's ids); a missing id becomes the line index; a null question
+    becomes the empty text, which is never cached or matched. ``duplicate`` is read only when ``with_labels``
+    (training), never by the evaluation."""
     p = Path(path)
     out: list[Pair] = []
     try:
@@ -54,9 +55,9 @@ def read_pairs(path: str | Path, with_labels: bool = False) -> list[Pair]:
                 if not line.strip():
                     continue
                 row = json.loads(line)
-                q1, q2 = row["q1"], row["q2"]
+                q1, q2 = ("" if row[k] is None else row[k] for k in ("q1", "q2"))  # null: a question with no text
                 if not isinstance(q1, str) or not isinstance(q2, str):
-                    raise ValueError(f"line {i + 1}: q1 and q2 must be strings")
+                    raise ValueError(f"line {i + 1}: q1 and q2 must be strings or null")
                 dup = bool(row["duplicate"]) if with_labels and "duplicate" in row else None
                 out.append(Pair(_pair_id(row.get("id", i)), q1, q2, dup))
     except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:

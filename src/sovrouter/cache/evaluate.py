@@ -61,7 +61,7 @@ async def _run(pairs: Sequence[Pair], embedder: Embedder, verifier: PairVerifier
     cache = LayeredCache(exact, SemanticCache(clock, embedder, verifier, ttl_s=1e9, alt_embedder=alt))
     none = Detection()
     allowed = [_CANDIDATE]
-    q1s = list(dict.fromkeys(p.q1 for p in pairs))
+    q1s = list(dict.fromkeys(p.q1 for p in pairs if p.q1.strip()))  # a question with no text is never cached
     for i, q1 in enumerate(q1s):
         req = _request(i, q1)
         await cache.store(req, none, ModelResult(candidate=_CANDIDATE, text=q1))
@@ -69,6 +69,10 @@ async def _run(pairs: Sequence[Pair], embedder: Embedder, verifier: PairVerifier
     out: list[dict[str, Any]] = []
     kinds: dict[str, int] = {}
     for j, pair in enumerate(pairs):
+        if not pair.q2.strip():
+            out.append({"id": pair.id, "hit": False, "matched": None})
+            kinds["empty"] = kinds.get("empty", 0) + 1
+            continue
         req = _request(len(q1s) + j, pair.q2)
         outcome, result = await cache.lookup(req, none, allowed)
         if result is None:
