@@ -78,7 +78,8 @@ def make_router(settings: Settings, catalog: Catalog, tenants: Tenants,
 def make_exact_cache(settings: Settings, clock: Clock, cache_path: str) -> ResponseCache:
     """This instance's SQLite cache; with ``cache.shared``, a Redis cache shared by every instance for the
     requests its scope admits (:mod:`sovrouter.cache.split`)."""
-    local = ExactCache(clock, cache_path, ttl_s=settings.cache.ttl_s, enabled=settings.cache.exact_enabled)
+    local = ExactCache(clock, cache_path, ttl_s=settings.cache.ttl_s, enabled=settings.cache.exact_enabled,
+                       max_entries=settings.cache.exact_max_entries, purge_every_s=settings.cache.purge_every_s)
     shared = settings.cache.shared
     if shared is None or not settings.cache.exact_enabled:
         return local
@@ -103,8 +104,19 @@ def make_cache(settings: Settings, clock: Clock, cache_path: str) -> ResponseCac
 
     verifier = PairVerifier.load()
     alt = named_embedder(verifier.alt_embedder) if verifier.alt_embedder else None
-    semantic = SemanticCache(clock, MiniLMEmbedder(), verifier, ttl_s=settings.cache.ttl_s, alt_embedder=alt)
-    return LayeredCache(exact, semantic)
+    semantic = SemanticCache(clock, MiniLMEmbedder(), verifier, ttl_s=settings.cache.ttl_s, alt_embedder=alt,
+                             max_entries=settings.cache.semantic_max_entries,
+                             purge_every_s=settings.cache.purge_every_s)
+    shared = settings.cache.shared
+    if shared is None or not shared.share_semantic:
+        return LayeredCache(exact, semantic)
+    from sovrouter.cache.semantic_share import RedisEntryFeed, SharedSemanticCache
+    from sovrouter.cache.split import SharedScope
+
+    feed = RedisEntryFeed.from_url(shared.url, password=env_secret(shared.password_env, "cache.shared"),
+                                   op_timeout_s=shared.op_timeout_s, prefix=shared.key_prefix,
+                                   max_len=settings.cache.semantic_max_entries or 100_000)
+    return LayeredCache(exact, SharedSemanticCache(semantic, feed, SharedScope.of(shared.tenants, shared.max_class)))
 
 
 def assemble(

@@ -88,10 +88,11 @@ class RedisConnection(BaseModel):
 
 
 class SharedCacheSettings(RedisConnection):
-    """An exact cache in Redis shared by every gateway instance (docs/gateway.md, "Several gateway instances").
+    """An exact cache in Redis shared by every gateway instance, and the semantic cache's entries broadcast to
+    all of them (docs/gateway.md, "Several gateway instances").
 
-    Only the listed tenants' requests with no personal data and a class at most ``max_class`` are cached there;
-    the others stay in each instance's local cache."""
+    Only the listed tenants' requests with no personal data and a class at most ``max_class`` are shared; the
+    others stay in each instance's local caches."""
 
     tenants: list[str] = Field(min_length=1, description="tenants whose policy allows the store's location")
     max_class: Literal["public", "internal", "confidential", "restricted"] = "internal"
@@ -99,6 +100,8 @@ class SharedCacheSettings(RedisConnection):
                               description="a dead leader's single-flight lock lapses after this")
     wait_s: float = Field(default=30.0, ge=0, le=3600, allow_inf_nan=False,
                           description="how long a request waits for another instance's identical call")
+    share_semantic: bool = Field(default=True, description="with semantic_enabled, the same requests' semantic "
+                                 "entries reach every instance (cache/semantic_share.py)")
 
 
 class AffinityEventsSettings(RedisConnection):
@@ -109,8 +112,14 @@ class AffinityEventsSettings(RedisConnection):
 class CacheSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     exact_enabled: bool = True
-    ttl_s: float = Field(default=3600.0, gt=0)
+    ttl_s: float = Field(default=3600.0, gt=0, description="how long an answer is kept and may be served")
     semantic_enabled: bool = False
+    exact_max_entries: int | None = Field(
+        default=500_000, ge=1, description="rows of this instance's SQLite cache; the oldest go first (null: no bound)")
+    semantic_max_entries: int | None = Field(
+        default=100_000, ge=1, description="entries of the in-memory semantic index, all partitions together")
+    purge_every_s: float = Field(default=60.0, gt=0, le=86_400, allow_inf_nan=False,
+                                 description="expired entries are deleted at most this far apart")
     shared: SharedCacheSettings | None = None
 
 

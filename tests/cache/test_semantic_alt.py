@@ -113,3 +113,35 @@ def test_artifact_with_second_model_round_trips_and_is_checked() -> None:
     plain["alt_embedder"] = "hashing-64"
     with pytest.raises(ConfigError):
         PairVerifier.from_json(json.dumps(plain))
+
+
+def test_second_model_vectors_follow_their_entries_when_others_are_removed() -> None:
+    main = HashingEmbedder(384)
+    queries = ["How do I learn Python programming fast?", "What's the capital of France?", "Why is the sky blue?",
+               "How can I learn Python programming quickly?", "What is deep machine learning?"]
+    alt = Counting()
+    index: SemanticIndex[str] = SemanticIndex(alt_verifier(0.0), main.dim, alt)
+    zebra = "Zebras quokkas narwhals?"  # stored last, never a candidate below: no second vector kept for it
+    for t in [*STORED, zebra]:
+        index.add(t, main.embed([t])[0], t)
+    index.match_many(queries, main.embed(queries))  # the second model's vectors are now kept per row
+    assert zebra not in alt.seen
+    # the last rows move into the holes: kept vectors move with them, and a hole's own vector never stays
+    assert index.remove({STORED[0]}) == 1  # the zebra row (no vector) moves into row 0
+    assert index.remove({STORED[1], "never stored"}) == 1  # the last row (with a vector) moves into row 1
+    survivors = [*STORED[2:], zebra]
+    seen = len(alt.seen)
+    index.match_many(queries, main.embed(queries))
+    assert set(alt.seen[seen:]) <= set(queries)  # only queries: kept vectors were moved, not recomputed
+    queries.append("Do zebras quokkas narwhals?")
+    late = "What is deep learning in machines?"
+    index.add(late, main.embed([late])[0], late)
+    fresh: SemanticIndex[str] = SemanticIndex(alt_verifier(0.0), main.dim, Counting())
+    for t in [*survivors, late]:
+        fresh.add(t, main.embed([t])[0], t)
+
+    def decide(ix: SemanticIndex[str]) -> list[list[tuple[str, float, list[float]]]]:
+        return [[(s.text, round(s.probability, 9), [round(f, 9) for f in s.features]) for s in row]
+                for row in ix.score_many(queries, main.embed(queries))]
+
+    assert decide(index) == decide(fresh)

@@ -166,3 +166,77 @@ def test_exact_ties_are_broken_by_text_not_by_order() -> None:
         m = index.match("What is c?", vec)
         picks.add(None if m is None else m.text)
     assert picks == {"What is a?"}
+
+
+# ---------------------------------------------------------------- retention: expiry purge and the entry bound
+async def test_expired_entries_are_purged_and_their_partition_dropped() -> None:
+    clock = SimClock()
+    cache = SemanticCache(clock, HashingEmbedder(384), PairVerifier.cosine_only(0.7), ttl_s=10, purge_every_s=60)
+    await put(cache, "How do I learn Python quickly?", tenant="acme")
+    await put(cache, "Why is the sky blue?", tenant="eurobank")
+    assert cache.entry_count() == 2
+    clock.set(30_000)  # expired, but the next purge is not due yet: held, never served
+    _, result = await cache.lookup(req("How can I learn Python quickly?", rid="q"), NONE, [A])
+    assert result is None and cache.entry_count() == 2
+    clock.set(61_000)
+    await cache.lookup(req("What is the capital of France?", rid="q2"), NONE, [A])
+    assert cache.entry_count() == 0 and not cache._indexes and not cache._expiry
+
+
+def held(cache: SemanticCache) -> set[str]:
+    """Source request ids of every entry the cache holds."""
+    return {index.payload(t).source_request_id  # type: ignore[union-attr]
+            for index in cache._indexes.values() for t in index._texts}
+
+
+async def test_the_entry_bound_drops_the_oldest_first_and_holds_after_every_store() -> None:
+    clock = SimClock()
+    cache = SemanticCache(clock, HashingEmbedder(384), PairVerifier.cosine_only(0.7), max_entries=10)
+    for i in range(20):
+        clock.set(i * 1000.0)
+        await put(cache, f"Question {i}: what is {i * 7919 % 1000} plus {i}?", rid=f"s{i}",
+                  tenant="acme" if i % 2 else "eurobank")
+        assert cache.entry_count() <= 10 and cache.entry_count() == len(held(cache))
+    # 11 entries -> down to 9 (90%), the oldest first; one store later 10, and so on
+    assert held(cache) == {f"s{i}" for i in range(10, 20)}
+
+
+async def test_storing_an_entry_again_makes_it_new() -> None:
+    clock = SimClock()
+    cache = SemanticCache(clock, HashingEmbedder(384), PairVerifier.cosine_only(0.7), max_entries=3)
+    texts = ["Why is the sky blue?", "What do pandas eat?", "How tall is Mount Everest?", "Who wrote Hamlet?"]
+    for i, text in enumerate(texts[:3]):
+        clock.set(i * 1000.0)
+        await put(cache, text, rid=f"s{i}")
+    clock.set(5000.0)
+    await put(cache, texts[0], rid="again")  # refreshed: its first expiry record is stale now
+    clock.set(6000.0)
+    await put(cache, texts[3], rid="s3")  # 4 > 3: down to 2 entries, the two oldest go
+    assert cache.entry_count() == 2
+    assert held(cache) == {"again", "s3"}
+
+
+def test_decisions_after_removal_equal_a_fresh_index_of_the_survivors() -> None:
+    emb = HashingEmbedder(384)
+    verifier = PairVerifier.cosine_only(0.6)
+    index: SemanticIndex[str] = SemanticIndex(verifier, emb.dim)
+    for t in STORED:
+        index.add(t, emb.embed([t])[0], t)
+    gone = {STORED[0], STORED[4], STORED[-1], "never stored"}
+    assert index.remove(gone) == 3
+    survivors = [t for t in STORED if t not in gone]
+    fresh: SemanticIndex[str] = SemanticIndex(verifier, emb.dim)
+    for t in reversed(survivors):
+        fresh.add(t, emb.embed([t])[0], t)
+
+    def decide(ix: SemanticIndex[str]) -> list[tuple[str, str, float] | None]:
+        out = ix.match_many(QUERIES + STORED, emb.embed(QUERIES + STORED))
+        return [None if m is None else (m.text, m.payload, round(m.probability, 9)) for m in out]
+
+    assert len(index) == len(survivors) and decide(index) == decide(fresh)
+    assert all(index.payload(t) == t for t in survivors) and index.payload(STORED[0]) is None
+
+
+def test_the_bound_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        SemanticCache(SimClock(), HashingEmbedder(384), PairVerifier.cosine_only(0.7), max_entries=0)

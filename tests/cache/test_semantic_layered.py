@@ -65,7 +65,26 @@ def test_default_settings_keep_exact_only() -> None:
     from sovrouter.config import Settings
 
     settings = Settings(catalog=Path("c.json"), tenants=Path("t.json"))
-    assert isinstance(make_cache(settings, SimClock(), ":memory:"), ExactCache)
+    cache = make_cache(settings, SimClock(), ":memory:")
+    assert isinstance(cache, ExactCache) and cache.max_entries == 500_000 and cache.purge_every_ms == 60_000
+
+
+def test_the_retention_settings_reach_the_cache_and_are_checked() -> None:
+    from pathlib import Path
+
+    from pydantic import ValidationError
+
+    from sovrouter.build import make_cache
+    from sovrouter.config import CacheSettings, Settings
+
+    settings = Settings(catalog=Path("c.json"), tenants=Path("t.json"),
+                        cache=CacheSettings(exact_max_entries=None, purge_every_s=5))
+    cache = make_cache(settings, SimClock(), ":memory:")
+    assert isinstance(cache, ExactCache) and cache.max_entries is None and cache.purge_every_ms == 5000
+    for bad in ({"exact_max_entries": 0}, {"semantic_max_entries": -1}, {"purge_every_s": 0},
+                {"purge_every_s": float("inf")}):
+        with pytest.raises(ValidationError):
+            CacheSettings.model_validate(bad)
 
 
 @pytest.mark.slow
@@ -78,6 +97,7 @@ async def test_semantic_enabled_builds_layered_cache_with_real_model() -> None:
     settings = Settings(catalog=Path("c.json"), tenants=Path("t.json"), cache=CacheSettings(semantic_enabled=True))
     cache = make_cache(settings, SimClock(), ":memory:")
     assert isinstance(cache, LayeredCache)
+    assert isinstance(cache.semantic, SemanticCache) and cache.semantic.max_entries == 100_000
     lead = req("How do I learn Python programming?", "r1")
     await cache.lookup(lead, NONE, [A])
     await cache.store(lead, NONE, ModelResult(candidate=A, text="answer"))

@@ -13,6 +13,8 @@ from gateway_harness import ACME_KEY, EURO_KEY, make_settings
 
 from sovrouter.adapters.openai_http import new_client
 from sovrouter.build import make_exact_cache
+from sovrouter.cache.layered import LayeredCache
+from sovrouter.cache.semantic_share import SharedSemanticCache
 from sovrouter.cache.split import SplitCache
 from sovrouter.clock import SimClock
 from sovrouter.config import Settings, SharedCacheSettings, Upstream
@@ -63,6 +65,44 @@ def test_two_gateway_instances_share_answers_through_redis(tmp_path: Path, redis
             assert _ask(g1.url, EURO_KEY, "What is sovereignty?")[1] == "miss"
             assert _ask(g1.url, EURO_KEY, "What is sovereignty?")[1] == "exact"
             assert primary.calls == 4
+
+
+@pytest.mark.slow
+def test_a_paraphrase_answered_by_one_instance_is_a_semantic_hit_on_the_other(
+        tmp_path: Path, redis_srv: RedisServer) -> None:
+    """The real models and verifier: instance 0 answers a question, instance 1 serves a paraphrase of it from the
+    entry instance 0 published; a tenant outside the shared scope gets no such hit."""
+    primary = UpstreamBehaviour(reply="primary answer", chunks=1)
+    shared = SharedCacheSettings(url=redis_srv.url, tenants=["acme-us"], key_prefix="gw-semantic-test")
+    with ServerThread(create_upstream_app(primary), log_level="critical") as p, \
+            ServerThread(create_upstream_app(UpstreamBehaviour(reply="backup")), log_level="critical") as b:
+        gateways = []
+        for i in range(2):
+            settings = make_settings(tmp_path / f"gw{i}", p.url, b.url,
+                                     cache={"shared": shared, "semantic_enabled": True})
+            client = new_client()
+            pipeline = build_live_pipeline(settings, client=client)
+            assert isinstance(pipeline.cache, LayeredCache) and isinstance(pipeline.cache.semantic,
+                                                                           SharedSemanticCache)
+            gateways.append(ServerThread(create_app(pipeline, settings,
+                                                    on_shutdown=[client.aclose, pipeline.cache.aclose]),
+                                         log_level="critical"))
+            semantic = pipeline.cache.semantic
+            if i == 1:
+                receiver = semantic
+        with gateways[0] as g0, gateways[1] as g1:
+            for key in (ACME_KEY, EURO_KEY):  # instance 1 starts reading the shared entries with a request
+                assert _ask(g1.url, key, "Why is the sky blue?")[1] == "miss"
+            for key in (ACME_KEY, EURO_KEY):
+                assert _ask(g0.url, key, "What is the meaning of life?") == ("primary answer", "miss")
+            deadline = time.monotonic() + 10
+            while receiver.local.entry_count() < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            calls = primary.calls
+            assert _ask(g1.url, ACME_KEY, "What's the meaning of life?") == ("primary answer", "semantic")
+            assert primary.calls == calls
+            assert _ask(g1.url, EURO_KEY, "What's the meaning of life?")[1] == "miss"  # not in the shared scope
+            assert receiver.stats["inserted"] == 1
 
 
 def test_shared_cache_settings_are_checked_at_start_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,6 +5,9 @@
   the current request's allowed set.
 - Single-flight: while the first request for a key is being answered, identical requests wait for it instead of
   calling upstream; if the leader fails, one waiter becomes the next leader.
+- Retention: an answer is kept no longer than its TTL. Expired rows are deleted at most ``purge_every_s`` apart
+  (checked on lookup and store), and with ``max_entries`` the table never holds more rows than that after a
+  store: the oldest rows go first, down to 90% of the bound so that eviction is not paid on every store.
 """
 
 from __future__ import annotations
@@ -27,8 +30,11 @@ CREATE TABLE IF NOT EXISTS exact_cache (
   expires_ms REAL NOT NULL,
   source_request_id TEXT NOT NULL,
   result_json TEXT NOT NULL
-)
+);
+CREATE INDEX IF NOT EXISTS exact_cache_created ON exact_cache (created_ms);
+CREATE INDEX IF NOT EXISTS exact_cache_expires ON exact_cache (expires_ms);
 """
+_LOW_WATER = 0.9  # eviction brings the table down to this share of max_entries
 
 
 def cache_key(request: NormalizedRequest) -> str:
@@ -43,14 +49,20 @@ def cache_key(request: NormalizedRequest) -> str:
 
 class ExactCache:
     def __init__(self, clock: Clock, path: str | Path = ":memory:", ttl_s: float = 3600.0,
-                 enabled: bool = True) -> None:
+                 enabled: bool = True, *, max_entries: int | None = None, purge_every_s: float = 60.0) -> None:
+        if max_entries is not None and max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
         self.clock = clock
         self.ttl_ms = ttl_s * 1000.0
         self.enabled = enabled
+        self.max_entries = max_entries
+        self.purge_every_ms = purge_every_s * 1000.0
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: no fsync per commit; crash-safe
-        self._db.execute(_SCHEMA)
+        self._db.executescript(_SCHEMA)
+        self._next_purge_ms = -1.0  # the first call purges what an earlier run left behind
+        self._rows_at_most = self._count()  # an upper bound on the row count, exact after each check
         self._flights: dict[str, asyncio.Future[None]] = {}
         self._leading: dict[str, str] = {}  # request id of a flight's leader -> its key (hashed once per miss)
 
@@ -58,6 +70,7 @@ class ExactCache:
                      allowed: Sequence[Candidate]) -> tuple[CacheOutcome, ModelResult | None]:
         if not self.enabled:
             return CacheOutcome(kind="bypass"), None
+        self._purge_expired_if_due()
         key = cache_key(request)
         while True:
             hit = self._get(key, allowed)
@@ -91,7 +104,37 @@ class ExactCache:
             "INSERT OR REPLACE INTO exact_cache VALUES (?, ?, ?, ?, ?, ?)",
             (key, request.tenant, now, now + self.ttl_ms, request.request_id, result.model_dump_json()),
         )
+        self._rows_at_most += 1  # a replaced row counts too: an over-estimate, corrected by _bound
+        self._purge_expired_if_due()
+        self._bound()
         self._land(key)
+
+    def entry_count(self) -> int:
+        """Rows held, expired ones not yet purged included."""
+        return self._count()
+
+    def _count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM exact_cache").fetchone()[0])
+
+    def _purge_expired_if_due(self) -> None:
+        now = self.clock.now_ms()
+        if now < self._next_purge_ms:
+            return
+        self._next_purge_ms = now + self.purge_every_ms
+        self._db.execute("DELETE FROM exact_cache WHERE expires_ms <= ?", (now,))
+        self._rows_at_most = self._count()
+
+    def _bound(self) -> None:
+        if self.max_entries is None or self._rows_at_most <= self.max_entries:
+            return
+        rows = self._count()
+        if rows > self.max_entries:
+            keep = max(1, int(self.max_entries * _LOW_WATER))
+            self._db.execute(
+                "DELETE FROM exact_cache WHERE key IN "
+                "(SELECT key FROM exact_cache ORDER BY created_ms, key LIMIT ?)", (rows - keep,))
+            rows = keep
+        self._rows_at_most = rows
 
     async def release(self, request: NormalizedRequest) -> None:
         """The leader failed (or finished without storing): let a waiter try."""

@@ -8,11 +8,16 @@
   entry then still must be fresh (TTL) and its producing candidate must be in the current request's allowed set,
   exactly like the exact cache. Entries remember the request id that produced them (``source_request_id``).
 - The vector computed at lookup is kept until ``release`` so that ``store`` does not embed twice.
+- Retention, as in the exact cache: expired entries are dropped at most ``purge_every_s`` apart (checked on lookup
+  and store; a partition left empty goes with them), and with ``max_entries`` the cache never holds more
+  entries than that after a store: the entries closest to expiry (the oldest stored) go first, down to 90% of
+  the bound. Which entries remain is a set, so decisions still do not depend on the order they came in.
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,12 +26,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sovrouter.cache.eligibility import request_ineligible_reason
-from sovrouter.cache.semindex import SemanticIndex
+from sovrouter.cache.semindex import SemanticIndex, normalise_text
 from sovrouter.cache.verifier import PairVerifier
 from sovrouter.contracts import CacheOutcome, Candidate, Detection, ModelResult, NormalizedRequest
 from sovrouter.embed import Embedder
 from sovrouter.errors import ConfigError
 from sovrouter.protocols import Clock
+
+_LOW_WATER = 0.9  # eviction brings the cache down to this share of max_entries
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,16 @@ def partition_key(request: NormalizedRequest) -> str:
 
 
 @dataclass(frozen=True)
+class Stored:
+    """One entry as stored in a partition: the text, its main-model vector and the entry."""
+
+    partition: str
+    text: str
+    vector: NDArray[np.float32]
+    entry: Entry
+
+
+@dataclass(frozen=True)
 class _Pending:
     partition: str
     text: str
@@ -56,16 +73,28 @@ class _Pending:
 
 class SemanticCache:
     def __init__(self, clock: Clock, embedder: Embedder, verifier: PairVerifier, ttl_s: float = 3600.0,
-                 alt_embedder: Embedder | None = None) -> None:
+                 alt_embedder: Embedder | None = None, *, max_entries: int | None = None,
+                 purge_every_s: float = 60.0) -> None:
         if verifier.alt_embedder is not None and alt_embedder is None:
             raise ConfigError(f"this pair verifier needs the {verifier.alt_embedder} embedding model as well")
+        if max_entries is not None and max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
         self.clock = clock
         self.embedder = embedder
         self.alt_embedder = alt_embedder
         self.verifier = verifier
         self.ttl_ms = ttl_s * 1000.0
+        self.max_entries = max_entries
+        self.purge_every_ms = purge_every_s * 1000.0
         self._indexes: dict[str, SemanticIndex[Entry]] = {}
         self._pending: dict[str, _Pending] = {}
+        self._entries = 0
+        self._next_purge_ms = -1.0
+        self._expiry: list[tuple[float, str, str]] = []  # heap of (expires_ms, partition, text key) per store
+
+    def entry_count(self) -> int:
+        """Entries held in every partition, expired ones not yet purged included."""
+        return self._entries
 
     def _prepare(self, request: NormalizedRequest, detection: Detection) -> _Pending | None:
         if request_ineligible_reason(request, detection) is not None:
@@ -83,6 +112,7 @@ class SemanticCache:
         pending = self._prepare(request, detection)
         if pending is None:
             return CacheOutcome(kind="bypass"), None
+        self._purge_expired_if_due()
         index = self._indexes.get(pending.partition)
         match = index.match(pending.text, pending.vector) if index is not None else None
         if match is None:
@@ -96,17 +126,74 @@ class SemanticCache:
         return outcome, entry.result
 
     async def store(self, request: NormalizedRequest, detection: Detection, result: ModelResult) -> None:
+        self.store_entry(request, detection, result)
+
+    def store_entry(self, request: NormalizedRequest, detection: Detection, result: ModelResult) -> Stored | None:
+        """``store``, returning what was stored (None when the request or answer may not be reused), so that a
+        wrapper can hand the entry on (``semantic_share``) without embedding the text again."""
         if result.finish_reason != "stop" or not result.text:
-            return  # truncated or empty answers are never reused
+            return None  # truncated or empty answers are never reused
         pending = self._prepare(request, detection)
         if pending is None:
-            return
-        index = self._indexes.get(pending.partition)
+            return None
+        stored = Stored(pending.partition, pending.text, pending.vector,
+                        Entry(request.request_id, self.clock.now_ms() + self.ttl_ms, result))
+        self.insert(stored)
+        return stored
+
+    def insert(self, stored: Stored) -> None:
+        """Add an entry as it is (its own expiry): one stored here, or by another instance."""
+        index = self._indexes.get(stored.partition)
         if index is None:
             index = SemanticIndex(self.verifier, self.embedder.dim, self.alt_embedder)
-            self._indexes[pending.partition] = index
-        entry = Entry(request.request_id, self.clock.now_ms() + self.ttl_ms, result)
-        index.add(pending.text, pending.vector, entry)
+            self._indexes[stored.partition] = index
+        current = index.payload(stored.text)
+        if current is not None and current.expires_ms >= stored.entry.expires_ms:
+            return  # an older copy of an entry held already (another instance's history, read late)
+        before = len(index)
+        index.add(stored.text, stored.vector, stored.entry)
+        self._entries += len(index) - before
+        heapq.heappush(self._expiry, (stored.entry.expires_ms, stored.partition, normalise_text(stored.text)))
+        self._purge_expired_if_due()
+        self._bound()
+
+    def _purge_expired_if_due(self) -> None:
+        now = self.clock.now_ms()
+        if now < self._next_purge_ms:
+            return
+        self._next_purge_ms = now + self.purge_every_ms
+        doomed: dict[str, set[str]] = {}
+        while self._expiry and self._expiry[0][0] <= now:
+            self._take_oldest(doomed)
+        self._drop(doomed)
+
+    def _bound(self) -> None:
+        if self.max_entries is None or self._entries <= self.max_entries:
+            return
+        keep = max(1, int(self.max_entries * _LOW_WATER))
+        doomed: dict[str, set[str]] = {}
+        taken = 0
+        while self._entries - taken > keep and self._expiry:
+            taken += self._take_oldest(doomed)
+        self._drop(doomed)
+
+    def _take_oldest(self, doomed: dict[str, set[str]]) -> int:
+        """Pop the oldest expiry record into ``doomed``: 1 if it names a live entry not stored again since (a
+        later store leaves a record of its own) and not already doomed, else 0."""
+        expires_ms, part, key = heapq.heappop(self._expiry)
+        index = self._indexes.get(part)
+        entry = index.payload(key) if index is not None else None
+        if entry is None or entry.expires_ms != expires_ms or key in doomed.get(part, ()):
+            return 0
+        doomed.setdefault(part, set()).add(key)
+        return 1
+
+    def _drop(self, doomed: dict[str, set[str]]) -> None:
+        for part, keys in doomed.items():
+            index = self._indexes[part]
+            self._entries -= index.remove(keys)
+            if len(index) == 0:
+                del self._indexes[part]
 
     async def release(self, request: NormalizedRequest) -> None:
         self._pending.pop(request.request_id, None)

@@ -12,7 +12,7 @@ vector is kept once computed), so most requests pay for one embedding, not two.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -89,6 +89,31 @@ class SemanticIndex(Generic[P]):
             grown[: self._vectors.shape[0]] = self._vectors
             self._vectors = grown
         self._vectors[row] = np.asarray(vector, dtype=np.float32).reshape(self.dim)
+
+    def remove(self, keys: Collection[str]) -> int:
+        """Drop the entries whose normalised text is in ``keys``, each by moving the last row into its place
+        (O(1) per entry; row order never matters to a decision). Returns how many were dropped."""
+        dropped = 0
+        for key in keys:
+            row = self._rows.pop(key, None)
+            if row is None:
+                continue
+            last = len(self._texts) - 1
+            if row != last:
+                self._texts[row] = self._texts[last]
+                self._infos[row] = self._infos[last]
+                self._payloads[row] = self._payloads[last]
+                self._vectors[row] = self._vectors[last]
+                self._rows[normalise_text(self._texts[row])] = row
+            moved = self._alt_vectors.pop(last, None)
+            self._alt_vectors.pop(row, None)
+            if moved is not None and row != last:
+                self._alt_vectors[row] = moved
+            self._texts.pop()
+            self._infos.pop()
+            self._payloads.pop()
+            dropped += 1
+        return dropped
 
     def payload(self, text: str) -> P | None:
         row = self._rows.get(normalise_text(text))

@@ -42,9 +42,13 @@ class SharedScope:
         return cls(frozenset(tenants), max_class)
 
     def admits(self, request: NormalizedRequest, detection: Detection) -> bool:
-        return (request.tenant in self.tenants
-                and not detection.has_personal_data
-                and DATA_CLASS_ORDER.index(request.data_class) <= DATA_CLASS_ORDER.index(self.max_class))
+        return not detection.has_personal_data and self.admits_class(request.tenant, request.data_class)
+
+    def admits_class(self, tenant: str, data_class: DataClass) -> bool:
+        """The tenant and class part of the rule (what an entry received from another instance can be checked
+        against; that instance checked for personal data before publishing it)."""
+        return (tenant in self.tenants
+                and DATA_CLASS_ORDER.index(data_class) <= DATA_CLASS_ORDER.index(self.max_class))
 
 
 class SplitCache:

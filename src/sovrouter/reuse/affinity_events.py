@@ -116,6 +116,7 @@ class RedisAffinityBus:
         self._tasks: set[asyncio.Task[None]] = set()
         self._readers: dict[str, asyncio.Task[None]] = {}
         self._joined: dict[str, str] = {}  # stream -> id of the last entry read (reads resume after it)
+        self._closing = False
 
     @classmethod
     def from_url(cls, url: str, *, password: str | None = None, op_timeout_s: float = 0.5,
@@ -150,6 +151,7 @@ class RedisAffinityBus:
         self._start_readers(asyncio.get_running_loop())
 
     async def aclose(self) -> None:
+        self._closing = True  # a cancellation the client turns into a connection error still ends a reader
         for task in [*self._readers.values(), *self._tasks]:
             task.cancel()
         await asyncio.gather(*self._readers.values(), *self._tasks, return_exceptions=True)
@@ -166,7 +168,7 @@ class RedisAffinityBus:
 
     def _start_readers(self, loop: asyncio.AbstractEventLoop) -> None:
         """One reader per subscribed stream, started lazily inside the serving loop."""
-        for stream in self._subs:
+        for stream in self._subs if not self._closing else ():
             task = self._readers.get(stream)
             if task is None or task.done():
                 self._readers[stream] = loop.create_task(self._read(stream))
@@ -182,7 +184,7 @@ class RedisAffinityBus:
     async def _read(self, stream: str) -> None:
         key = self._key(stream)
         last = self._joined.get(stream)
-        while True:
+        while not self._closing:
             try:
                 if last is None:  # join at the stream's newest entry: older ones describe another time
                     newest = await self.client.xrevrange(key, count=1)

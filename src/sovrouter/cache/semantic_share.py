@@ -1,0 +1,264 @@
+"""Share the semantic cache between gateway instances: each stored entry is broadcast to the others.
+
+Behind a load balancer each instance stores only the answers it produced, so with k instances a paraphrase
+finds its earlier question in the same instance's index about once in k. The exact cache is shared in Redis
+(:mod:`sovrouter.cache.redis_exact`); a semantic hit needs the vectors in the process that searches them, so
+here every instance keeps the whole index and the entries travel instead:
+
+- :class:`SharedSemanticCache` wraps an instance's :class:`~sovrouter.cache.semantic.SemanticCache` (same
+  :class:`~sovrouter.protocols.ResponseCache` Protocol). Lookups search the local index; an answer stored
+  locally is also published, **only if the shared scope admits the request** (:class:`~sovrouter.cache.split.
+  SharedScope`: a listed tenant, no personal data detected, class at most ``max_class``: the rule of the shared
+  exact cache, decided before anything leaves the process). Entries from other instances are inserted with their
+  own expiry, only for a tenant and class the receiving instance's scope admits too, and only if the vector has
+  this instance's dimension. A hit on such an entry passes the same checks as a local one: verifier, TTL, and
+  the producing candidate in the current request's allowed set.
+- :class:`RedisEntryFeed`: one Redis Stream (``{prefix}:semantic``, ``XADD`` trimmed to about ``max_len``
+  entries). Each instance reads it **from its oldest entry**, so a new or restarted instance starts with the
+  entries the others still hold (expired ones are skipped), then follows it with ``XREAD BLOCK``. Publishing never
+  waits on Redis (a task per entry); Redis down, slow or holding unreadable entries leaves each instance with its
+  own index (fail open, counted in ``stats``).
+- :class:`MemoryEntryFeed`: the same in one process (tests, benchmarks).
+
+An entry carries the question text, the answer, its vector (float32 bytes), the tenant id, the declared class,
+the partition hash and the producing request id: what the shared exact cache already keeps in Redis for the
+same requests. Redis is trusted like that cache: whoever can write to it can plant answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import secrets
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import redis.asyncio as aioredis
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from sovrouter.cache.semantic import Entry, SemanticCache, Stored
+from sovrouter.cache.split import SharedScope
+from sovrouter.contracts import (
+    DATA_CLASS_ORDER,
+    CacheOutcome,
+    Candidate,
+    DataClass,
+    Detection,
+    ModelResult,
+    NormalizedRequest,
+)
+from sovrouter.protocols import AsyncClosable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SharedEntry:
+    origin: str  # the publishing instance
+    tenant: str
+    data_class: DataClass
+    stored: Stored
+
+    def to_fields(self) -> dict[str, bytes]:
+        meta = {"origin": self.origin, "tenant": self.tenant, "class": self.data_class,
+                "partition": self.stored.partition, "text": self.stored.text,
+                "source": self.stored.entry.source_request_id, "expires_ms": self.stored.entry.expires_ms,
+                "result": self.stored.entry.result.model_dump(mode="json")}
+        vector = np.ascontiguousarray(self.stored.vector, dtype="<f4").tobytes()
+        return {"m": json.dumps(meta, separators=(",", ":"), ensure_ascii=False).encode(), "v": vector}
+
+    @classmethod
+    def from_fields(cls, fields: dict[bytes, bytes]) -> SharedEntry:
+        meta = json.loads(fields[b"m"])
+        data_class = meta["class"]
+        if data_class not in DATA_CLASS_ORDER:
+            raise ValueError("unknown data class")
+        vector = np.frombuffer(fields[b"v"], dtype="<f4").astype(np.float32)
+        expires_ms = float(meta["expires_ms"])
+        if not (np.isfinite(vector).all() and math.isfinite(expires_ms)):
+            raise ValueError("non-finite vector or expiry")
+        entry = Entry(str(meta["source"]), expires_ms, ModelResult.model_validate(meta["result"]))
+        stored = Stored(str(meta["partition"]), str(meta["text"]), vector, entry)
+        return cls(str(meta["origin"]), str(meta["tenant"]), data_class, stored)
+
+
+Apply = Callable[[SharedEntry], None]
+
+
+class EntryFeed(Protocol):
+    """Broadcast of semantic-cache entries between instances."""
+
+    instance: str
+
+    def publish(self, entry: SharedEntry) -> None: ...
+
+    def subscribe(self, apply: Apply) -> None:
+        """``apply`` receives the entries other instances publish (and, for a durable feed, those still held)."""
+        ...
+
+
+@dataclass
+class MemoryEntryFeed:
+    """In-process feed: ``hub.view("a")``, ``hub.view("b")`` share one list of subscribers."""
+
+    instance: str = "memory"
+    _hub: list[tuple[str, Apply]] = field(default_factory=list)
+
+    def view(self, instance: str) -> MemoryEntryFeed:
+        return MemoryEntryFeed(instance, self._hub)
+
+    def publish(self, entry: SharedEntry) -> None:
+        for owner, apply in list(self._hub):
+            if owner != entry.origin:
+                apply(entry)
+
+    def subscribe(self, apply: Apply) -> None:
+        self._hub.append((self.instance, apply))
+
+
+_FAILURES = (RedisError, OSError, asyncio.TimeoutError, ValueError, KeyError, TypeError, ValidationError)
+
+
+class RedisEntryFeed:
+    """Semantic-cache entries through one Redis Stream."""
+
+    def __init__(self, client: aioredis.Redis, *, prefix: str = "sovrouter", instance: str | None = None,
+                 max_len: int = 100_000, block_ms: int = 500, retry_s: float = 1.0) -> None:
+        self.client = client
+        self.key = f"{prefix}:semantic"
+        self.instance = instance or secrets.token_hex(6)
+        self.max_len = max_len
+        self.block_ms = block_ms
+        self.retry_s = retry_s
+        self.stats: Counter[str] = Counter()  # published, delivered, errors
+        self._subs: list[Apply] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reader: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @classmethod
+    def from_url(cls, url: str, *, password: str | None = None, op_timeout_s: float = 0.5,
+                 prefix: str = "sovrouter", max_len: int = 100_000, block_ms: int = 500) -> RedisEntryFeed:
+        client = aioredis.Redis.from_url(url, password=password, socket_connect_timeout=op_timeout_s,
+                                         socket_timeout=op_timeout_s + block_ms / 1000.0)  # reads block
+        return cls(client, prefix=prefix, max_len=max_len, block_ms=block_ms)
+
+    def publish(self, entry: SharedEntry) -> None:
+        loop = asyncio.get_running_loop()
+        self._start_reader(loop)
+        task = loop.create_task(self._xadd(entry))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def subscribe(self, apply: Apply) -> None:
+        self._subs.append(apply)
+        with contextlib.suppress(RuntimeError):  # no loop yet: the reader starts with a publish or ``start``
+            self._start_reader(asyncio.get_running_loop())
+
+    async def start(self) -> None:
+        self._start_reader(asyncio.get_running_loop())
+
+    async def aclose(self) -> None:
+        self._closing = True  # a cancellation the client turns into a connection error still ends the reader
+        tasks = [*self._tasks, *([self._reader] if self._reader is not None else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._reader = None
+        await self.client.aclose()
+
+    def _start_reader(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._subs and not self._closing and (self._reader is None or self._reader.done()):
+            self._reader = loop.create_task(self._read())
+
+    async def _xadd(self, entry: SharedEntry) -> None:
+        try:
+            await self.client.xadd(self.key, entry.to_fields(),  # type: ignore[arg-type]
+                                   maxlen=self.max_len, approximate=True)
+            self.stats["published"] += 1
+        except _FAILURES as exc:
+            self._failed("publish", exc)
+
+    async def _read(self) -> None:
+        last = "0-0"  # from the oldest entry held: a new instance starts with what the others cached
+        while not self._closing:
+            try:
+                reply = await self.client.xread({self.key: last}, block=self.block_ms, count=500)
+                for _, entries in reply or []:
+                    for entry_id, fields in entries:
+                        last = entry_id.decode("ascii") if isinstance(entry_id, bytes) else str(entry_id)
+                        self._deliver(fields)
+            except asyncio.CancelledError:
+                raise
+            except _FAILURES as exc:
+                self._failed("read", exc)
+                await asyncio.sleep(self.retry_s)
+
+    def _deliver(self, fields: dict[bytes, bytes]) -> None:
+        try:
+            entry = SharedEntry.from_fields(fields)
+        except (*_FAILURES, json.JSONDecodeError) as exc:
+            self._failed("decode", exc)
+            return
+        if entry.origin == self.instance:
+            return
+        for apply in self._subs:
+            apply(entry)
+        self.stats["delivered"] += 1
+
+    def _failed(self, op: str, exc: BaseException) -> None:
+        self.stats["errors"] += 1
+        log.warning("semantic cache feed: %s failed, this instance goes on with its own index (%s)", op,
+                    type(exc).__name__)
+
+
+class SharedSemanticCache:
+    """A semantic cache whose admitted entries reach every instance. Same Protocol as the cache it wraps."""
+
+    def __init__(self, local: SemanticCache, feed: EntryFeed, scope: SharedScope) -> None:
+        self.local = local
+        self.feed = feed
+        self.scope = scope
+        self.stats: Counter[str] = Counter()  # published, inserted, refused
+        self._subscribed = False
+
+    def _subscribe(self) -> None:
+        if not self._subscribed:  # inside the serving loop: a Redis feed starts reading here
+            self._subscribed = True
+            self.feed.subscribe(self._apply)
+
+    async def lookup(self, request: NormalizedRequest, detection: Detection,
+                     allowed: Sequence[Candidate]) -> tuple[CacheOutcome, ModelResult | None]:
+        self._subscribe()
+        return await self.local.lookup(request, detection, allowed)
+
+    async def store(self, request: NormalizedRequest, detection: Detection, result: ModelResult) -> None:
+        self._subscribe()
+        stored = self.local.store_entry(request, detection, result)
+        if stored is not None and self.scope.admits(request, detection):
+            self.feed.publish(SharedEntry(self.feed.instance, request.tenant, request.data_class, stored))
+            self.stats["published"] += 1
+
+    async def release(self, request: NormalizedRequest) -> None:
+        await self.local.release(request)
+
+    def _apply(self, shared: SharedEntry) -> None:
+        stored = shared.stored
+        if (shared.origin == self.feed.instance or not self.scope.admits_class(shared.tenant, shared.data_class)
+                or stored.vector.shape != (self.local.embedder.dim,)
+                or stored.entry.expires_ms <= self.local.clock.now_ms()):
+            self.stats["refused"] += 1
+            return
+        self.local.insert(stored)
+        self.stats["inserted"] += 1
+
+    async def aclose(self) -> None:
+        if isinstance(self.feed, AsyncClosable):
+            await self.feed.aclose()

@@ -1,0 +1,88 @@
+"""ExactCache retention: expired rows are deleted, the row bound holds after every store (oldest first), and rows
+an earlier run left behind are purged once they expire."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sovrouter.cache.exact import ExactCache
+from sovrouter.clock import SimClock
+from sovrouter.contracts import Candidate, ContentPart, Detection, Message, ModelResult, NormalizedRequest
+
+A = Candidate(slot="frontier", deployment="us")
+NONE = Detection()
+
+
+def req(text: str, rid: str, tenant: str = "acme") -> NormalizedRequest:
+    return NormalizedRequest(request_id=rid, tenant=tenant,
+                             messages=(Message(role="user", parts=(ContentPart(modality="text", text=text),)),))
+
+
+async def produce(cache: ExactCache, text: str, rid: str) -> None:
+    lead = req(text, rid)
+    outcome, _ = await cache.lookup(lead, NONE, [A])
+    assert outcome.kind == "miss"
+    await cache.store(lead, NONE, ModelResult(candidate=A, text=f"answer {rid}"))
+    await cache.release(lead)
+
+
+async def served(cache: ExactCache, text: str) -> str | None:
+    probe = req(text, "probe")
+    _, result = await cache.lookup(probe, NONE, [A])
+    if result is None:
+        await cache.release(probe)
+    return None if result is None else result.text
+
+
+async def test_expired_rows_are_deleted_when_the_purge_is_due() -> None:
+    clock = SimClock()
+    cache = ExactCache(clock, ttl_s=10, purge_every_s=60)
+    await produce(cache, "hello", "r1")
+    await produce(cache, "bye", "r2")
+    clock.set(30_000)  # expired: never served, still held until the next purge
+    assert await served(cache, "hello") is None and cache.entry_count() == 2
+    clock.set(61_000)
+    await produce(cache, "new", "r3")
+    assert cache.entry_count() == 1 and await served(cache, "new") == "answer r3"
+
+
+async def test_the_row_bound_holds_after_every_store_and_drops_the_oldest() -> None:
+    clock = SimClock()
+    cache = ExactCache(clock, max_entries=10)
+    for i in range(25):
+        clock.set(i * 1000.0)
+        await produce(cache, f"question {i}", f"r{i}")
+        assert cache.entry_count() <= 10
+    held = {i for i in range(25) if await served(cache, f"question {i}") is not None}
+    assert held == set(range(16, 25))  # 11 rows -> 9 (90%), 10, 11 -> 9, ...: after the 25th store, the newest 9
+
+
+async def test_replacing_a_row_does_not_count_twice() -> None:
+    cache = ExactCache(SimClock(), max_entries=3)
+    for rid in ("r1", "r2", "r3", "r4"):  # the same key, replaced each time
+        lead = req("same", rid)
+        await cache.store(lead, NONE, ModelResult(candidate=A, text=rid))
+        await cache.release(lead)
+    await produce(cache, "other", "r5")
+    await produce(cache, "third", "r6")
+    assert cache.entry_count() == 3 and await served(cache, "same") == "r4"
+
+
+async def test_rows_an_earlier_run_left_are_purged_once_expired(tmp_path: Path) -> None:
+    path = tmp_path / "cache.sqlite"
+    first = ExactCache(SimClock(), path, ttl_s=10)
+    await produce(first, "hello", "r1")
+    first.close()
+    again = ExactCache(SimClock(5_000), path, ttl_s=10)
+    assert await served(again, "hello") == "answer r1" and again.entry_count() == 1
+    again.close()
+    later = ExactCache(SimClock(20_000), path, ttl_s=10)
+    assert await served(later, "hello") is None and later.entry_count() == 0
+    later.close()
+
+
+def test_the_bound_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        ExactCache(SimClock(), max_entries=0)
