@@ -86,3 +86,24 @@ async def test_rows_an_earlier_run_left_are_purged_once_expired(tmp_path: Path) 
 def test_the_bound_must_be_positive() -> None:
     with pytest.raises(ValueError):
         ExactCache(SimClock(), max_entries=0)
+
+
+async def test_replacements_at_the_bound_do_not_count_the_table_on_every_store(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = ExactCache(SimClock(), max_entries=100)
+    for i in range(100):
+        await produce(cache, f"question {i}", f"r{i}")
+    counted = 0
+    real = cache._count
+
+    def counting() -> int:
+        nonlocal counted
+        counted += 1
+        return real()
+
+    monkeypatch.setattr(cache, "_count", counting)
+    for j in range(200):  # answers to questions already held, stored again: the row count does not grow
+        lead = req(f"question {99 - j % 50}", f"again{j}")
+        await cache.store(lead, NONE, ModelResult(candidate=A, text="again"))
+        await cache.release(lead)
+    assert cache.entry_count() <= 100 and counted <= 200 // 10 + 2  # about once per 10% of the bound

@@ -127,9 +127,9 @@ class ExactCache:
     def _bound(self) -> None:
         if self.max_entries is None or self._rows_at_most <= self.max_entries:
             return
-        rows = self._count()
-        if rows > self.max_entries:
-            keep = max(1, int(self.max_entries * _LOW_WATER))
+        rows = self._count()  # the estimate passed the bound; once counted, evict down to the low-water mark so
+        keep = max(1, int(self.max_entries * _LOW_WATER))  # that replaced rows do not make every store count
+        if rows > keep:
             self._db.execute(
                 "DELETE FROM exact_cache WHERE key IN "
                 "(SELECT key FROM exact_cache ORDER BY created_ms, key LIMIT ?)", (rows - keep,))
