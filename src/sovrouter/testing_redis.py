@@ -4,6 +4,7 @@ stops with the context."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import subprocess
@@ -65,3 +66,20 @@ def redis_server(start_timeout_s: float = 10.0) -> Iterator[RedisServer]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+class SwallowingStreamClient:
+    """A stand-in for a Redis client whose blocking ``XREAD``, when cancelled, returns as if nothing had arrived
+    (bench/semantic_share.py once hung in a stream reader's ``aclose`` this way). Streams read nothing."""
+
+    async def xrevrange(self, *args: object, **kwargs: object) -> list[object]:
+        return []
+
+    async def xread(self, *args: object, **kwargs: object) -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            return None
+
+    async def aclose(self) -> None:
+        return None

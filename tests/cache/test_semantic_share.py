@@ -19,7 +19,7 @@ from sovrouter.cache.verifier import PairVerifier
 from sovrouter.clock import SimClock
 from sovrouter.contracts import Candidate, ContentPart, Detection, Message, ModelResult, NormalizedRequest
 from sovrouter.embed import HashingEmbedder
-from sovrouter.testing_redis import RedisServer
+from sovrouter.testing_redis import RedisServer, SwallowingStreamClient
 from sovrouter.testing_upstream import closed_port_url
 
 A = Candidate(slot="frontier", deployment="us")
@@ -220,22 +220,8 @@ async def test_closing_ends_the_reader_promptly_after_traffic(make: Factory) -> 
         assert isinstance(feed, RedisEntryFeed) and feed._reader is None
 
 
-class SwallowingClient:
-    """A client whose blocking read, when cancelled, returns as if nothing had arrived: what bench/semantic_share.py
-    met (its run hung in ``aclose`` until the reader stopped looping on ``_closing``)."""
-
-    async def xread(self, *args: object, **kwargs: object) -> None:
-        try:
-            await asyncio.sleep(3600)
-        except asyncio.CancelledError:
-            return None
-
-    async def aclose(self) -> None:
-        return None
-
-
 async def test_closing_ends_a_reader_whose_read_swallows_the_cancellation() -> None:
-    feed = RedisEntryFeed(SwallowingClient(), block_ms=50)  # type: ignore[arg-type]
+    feed = RedisEntryFeed(SwallowingStreamClient(), block_ms=50)  # type: ignore[arg-type]
     feed.subscribe(lambda entry: None)
     await asyncio.sleep(0.01)
     closing = asyncio.create_task(feed.aclose())

@@ -14,7 +14,7 @@ from sovrouter.clock import SimClock
 from sovrouter.intake import normalize_chat
 from sovrouter.reuse.affinity_events import AffinityEvent, MemoryAffinityBus, RedisAffinityBus
 from sovrouter.reuse.prefix import PrefixAffinityChooser
-from sovrouter.testing_redis import RedisServer
+from sovrouter.testing_redis import RedisServer, SwallowingStreamClient
 from sovrouter.testing_upstream import closed_port_url
 
 REPLICAS = ["http://r0", "http://r1", "http://r2"]
@@ -123,25 +123,8 @@ async def test_redis_down_leaves_each_instance_with_its_own_model() -> None:
         await bus.aclose()
 
 
-class SwallowingClient:
-    """A client whose blocking read, when cancelled, returns as if nothing had arrived (seen with the semantic
-    cache's feed, which reads the same way: ``aclose`` hung until the reader stopped looping on ``_closing``)."""
-
-    async def xrevrange(self, *args: object, **kwargs: object) -> list[object]:
-        return []
-
-    async def xread(self, *args: object, **kwargs: object) -> None:
-        try:
-            await asyncio.sleep(3600)
-        except asyncio.CancelledError:
-            return None
-
-    async def aclose(self) -> None:
-        return None
-
-
 async def test_closing_ends_a_reader_whose_read_swallows_the_cancellation() -> None:
-    bus = RedisAffinityBus(SwallowingClient(), block_ms=50)  # type: ignore[arg-type]
+    bus = RedisAffinityBus(SwallowingStreamClient(), block_ms=50)  # type: ignore[arg-type]
     bus.subscribe("d", lambda event: None)
     await asyncio.sleep(0.01)
     closing = asyncio.create_task(bus.aclose())
