@@ -105,6 +105,25 @@ class ResponseCache(Protocol):
 
 
 @runtime_checkable
+class CacheGauges(Protocol):
+    """A cache that reports its size and what it has done, read at each ``/metrics`` scrape: names to values,
+    ``*_total`` being counters (purged, evicted, shared...), the rest gauges (entries held). A composite merges its
+    layers' reports."""
+
+    def cache_gauges(self) -> dict[str, float]: ...
+
+
+def merged_gauges(*parts: object) -> dict[str, float]:
+    """What a composite cache reports: its parts' reports merged (a name reported twice is summed)."""
+    out: dict[str, float] = {}
+    for part in parts:
+        if isinstance(part, CacheGauges):
+            for name, value in part.cache_gauges().items():
+                out[name] = out.get(name, 0.0) + value
+    return out
+
+
+@runtime_checkable
 class AsyncClosable(Protocol):
     """A part holding connections (a shared cache's Redis client) that the server closes on shutdown."""
 

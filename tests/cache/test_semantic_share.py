@@ -67,6 +67,9 @@ async def test_an_entry_stored_by_one_instance_is_a_semantic_hit_on_another() ->
     source = await produce(one, QUESTION)
     assert await ask(two, PARAPHRASE) == ("semantic", source.request_id)
     assert one.stats["published"] == 1 and two.stats["inserted"] == 1
+    assert one.cache_gauges()["semantic_feed_published_total"] == 1  # for /metrics, with the local sizes
+    assert two.cache_gauges() == {"semantic_entries": 1, "semantic_partitions": 1, "semantic_purged_total": 0,
+                                  "semantic_evicted_total": 0, "semantic_shared_inserted_total": 1}
 
 
 async def test_only_what_the_scope_admits_is_published() -> None:

@@ -62,6 +62,8 @@ async def test_only_admitted_answers_are_written_to_the_shared_store(redis_srv: 
             out, res = await cache.lookup(chat(f"question {i}", f"again{i}", tenant, cls), det, [A])  # type: ignore[arg-type]
             assert out.kind == "exact" and res is not None and res.text == f"answer {i}"
         assert [k async for k in raw.scan_iter(match=f"{prefix}:l:*")] == []  # no lock left behind
+        gauges = cache.cache_gauges()  # both sides report, for /metrics
+        assert gauges["exact_entries"] == 3 and gauges["shared_exact_hits_total"] == 1
     finally:
         await raw.aclose()
         await cache.aclose()  # closes the shared store's client

@@ -149,3 +149,56 @@ def test_metrics_router_serves_exposition() -> None:
     app.include_router(metrics_router(metrics.registry))
     body = TestClient(app).get("/metrics")
     assert body.status_code == 200 and "sovrouter_requests_total" in body.text
+
+
+async def test_cache_sizes_and_purges_are_read_at_each_scrape() -> None:
+    from sovrouter.cache.exact import ExactCache
+    from sovrouter.cache.layered import LayeredCache
+    from sovrouter.cache.semantic import SemanticCache
+    from sovrouter.cache.verifier import PairVerifier
+    from sovrouter.clock import SimClock
+    from sovrouter.contracts import ContentPart, Message
+    from sovrouter.embed import HashingEmbedder
+    from sovrouter.telemetry.metrics import CacheCollector
+
+    clock = SimClock()
+    cache = LayeredCache(ExactCache(clock, ttl_s=10, max_entries=3, purge_every_s=60),
+                         SemanticCache(clock, HashingEmbedder(384), PairVerifier.cosine_only(0.9), ttl_s=10,
+                                       max_entries=3, purge_every_s=60))
+    registry = CollectorRegistry()
+    registry.register(CacheCollector(cache))
+
+    def scrape() -> dict[str, float]:
+        return {s.name: s.value for f in text_string_to_metric_families(generate_latest(registry).decode())
+                for s in f.samples if s.name.startswith("sovrouter_cache_")}
+
+    assert scrape()["sovrouter_cache_exact_entries"] == 0
+    for i in range(4):  # the fourth store passes both bounds: down to 2 entries each (90% of 3)
+        r = NormalizedRequest(request_id=f"r{i}", tenant="acme", messages=(
+            Message(role="user", parts=(ContentPart(modality="text", text=f"Question {i}: why is {i} odd?"),)),))
+        await cache.lookup(r, Detection(), [Candidate(slot="s", deployment="d")])
+        await cache.store(r, Detection(), ModelResult(candidate=Candidate(slot="s", deployment="d"), text="x"))
+        await cache.release(r)
+    seen = scrape()
+    assert seen["sovrouter_cache_exact_entries"] == 2 and seen["sovrouter_cache_semantic_entries"] == 2
+    assert seen["sovrouter_cache_exact_evicted_total"] == 2 and seen["sovrouter_cache_semantic_evicted_total"] == 2
+    clock.set(61_000)  # everything expired; the next lookup purges
+    r = NormalizedRequest(request_id="late", tenant="acme", messages=(
+        Message(role="user", parts=(ContentPart(modality="text", text="Why is the sky blue?"),)),))
+    await cache.lookup(r, Detection(), [Candidate(slot="s", deployment="d")])
+    await cache.release(r)
+    seen = scrape()
+    assert seen["sovrouter_cache_exact_entries"] == 0 and seen["sovrouter_cache_semantic_partitions"] == 0
+    assert seen["sovrouter_cache_exact_purged_total"] == 2 and seen["sovrouter_cache_semantic_purged_total"] == 2
+
+
+def test_observing_a_pipeline_twice_registers_the_cache_once(catalog: Catalog, tenants: Tenants) -> None:
+    from sovrouter.evalloop.loop import EvalSettings, build_observability
+
+    pipeline = assemble(Settings(catalog="x", tenants="y"), catalog, tenants, {},  # type: ignore[arg-type]
+                        WallClock(), MemorySink())
+    obs = build_observability(EvalSettings())
+    obs.observe(pipeline)
+    obs.observe(pipeline)
+    text = generate_latest(obs.metrics.registry).decode()
+    assert text.count("# TYPE sovrouter_cache_exact_entries gauge") == 1

@@ -62,6 +62,7 @@ class ExactCache:
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: no fsync per commit; crash-safe
         self._db.executescript(_SCHEMA)
         self._next_purge_ms = -1.0  # the first call purges what an earlier run left behind
+        self._purged = self._evicted = 0
         self._rows_at_most = self._count()  # an upper bound on the row count, exact after each check
         self._flights: dict[str, asyncio.Future[None]] = {}
         self._leading: dict[str, str] = {}  # request id of a flight's leader -> its key (hashed once per miss)
@@ -113,6 +114,10 @@ class ExactCache:
         """Rows held, expired ones not yet purged included."""
         return self._count()
 
+    def cache_gauges(self) -> dict[str, float]:
+        return {"exact_entries": self._count(), "exact_purged_total": self._purged,
+                "exact_evicted_total": self._evicted}
+
     def _count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM exact_cache").fetchone()[0])
 
@@ -121,7 +126,7 @@ class ExactCache:
         if now < self._next_purge_ms:
             return
         self._next_purge_ms = now + self.purge_every_ms
-        self._db.execute("DELETE FROM exact_cache WHERE expires_ms <= ?", (now,))
+        self._purged += self._db.execute("DELETE FROM exact_cache WHERE expires_ms <= ?", (now,)).rowcount
         self._rows_at_most = self._count()
 
     def _bound(self) -> None:
@@ -130,9 +135,9 @@ class ExactCache:
         rows = self._count()  # the estimate passed the bound; once counted, evict down to the low-water mark so
         keep = max(1, int(self.max_entries * _LOW_WATER))  # that replaced rows do not make every store count
         if rows > keep:
-            self._db.execute(
+            self._evicted += self._db.execute(
                 "DELETE FROM exact_cache WHERE key IN "
-                "(SELECT key FROM exact_cache ORDER BY created_ms, key LIMIT ?)", (rows - keep,))
+                "(SELECT key FROM exact_cache ORDER BY created_ms, key LIMIT ?)", (rows - keep,)).rowcount
             rows = keep
         self._rows_at_most = rows
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sovrouter.contracts import CacheOutcome, Candidate, Detection, ModelResult, NormalizedRequest
-from sovrouter.protocols import AsyncClosable, ResponseCache
+from sovrouter.protocols import AsyncClosable, ResponseCache, merged_gauges
 
 
 class LayeredCache:
@@ -34,7 +34,11 @@ class LayeredCache:
         await self.exact.release(request)
         await self.semantic.release(request)
 
+    def cache_gauges(self) -> dict[str, float]:
+        return merged_gauges(self.exact, self.semantic)
+
     async def aclose(self) -> None:
         for layer in (self.exact, self.semantic):
             if isinstance(layer, AsyncClosable):
                 await layer.aclose()
+

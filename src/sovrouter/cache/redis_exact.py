@@ -135,6 +135,9 @@ class RedisExactCache:
             self._failed("release", exc)  # the lock expires by itself after lock_ttl_s
         self._land(key)
 
+    def cache_gauges(self) -> dict[str, float]:
+        return {f"shared_exact_{name}_total": float(n) for name, n in self.stats.items()}
+
     async def aclose(self) -> None:
         await self.client.aclose()
 

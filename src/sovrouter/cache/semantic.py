@@ -91,10 +91,15 @@ class SemanticCache:
         self._entries = 0
         self._next_purge_ms = -1.0
         self._expiry: list[tuple[float, str, str]] = []  # heap of (expires_ms, partition, text key) per store
+        self._purged = self._evicted = 0
 
     def entry_count(self) -> int:
         """Entries held in every partition, expired ones not yet purged included."""
         return self._entries
+
+    def cache_gauges(self) -> dict[str, float]:
+        return {"semantic_entries": self._entries, "semantic_partitions": len(self._indexes),
+                "semantic_purged_total": self._purged, "semantic_evicted_total": self._evicted}
 
     def _prepare(self, request: NormalizedRequest, detection: Detection) -> _Pending | None:
         if request_ineligible_reason(request, detection) is not None:
@@ -165,7 +170,7 @@ class SemanticCache:
         doomed: dict[str, set[str]] = {}
         while self._expiry and self._expiry[0][0] <= now:
             self._take_oldest(doomed)
-        self._drop(doomed)
+        self._purged += self._drop(doomed)
 
     def _bound(self) -> None:
         if self.max_entries is None or self._entries <= self.max_entries:
@@ -175,7 +180,7 @@ class SemanticCache:
         taken = 0
         while self._entries - taken > keep and self._expiry:
             taken += self._take_oldest(doomed)
-        self._drop(doomed)
+        self._evicted += self._drop(doomed)
 
     def _take_oldest(self, doomed: dict[str, set[str]]) -> int:
         """Pop the oldest expiry record into ``doomed``: 1 if it names a live entry not stored again since (a
@@ -188,12 +193,15 @@ class SemanticCache:
         doomed.setdefault(part, set()).add(key)
         return 1
 
-    def _drop(self, doomed: dict[str, set[str]]) -> None:
+    def _drop(self, doomed: dict[str, set[str]]) -> int:
+        dropped = 0
         for part, keys in doomed.items():
             index = self._indexes[part]
-            self._entries -= index.remove(keys)
+            dropped += index.remove(keys)
             if len(index) == 0:
                 del self._indexes[part]
+        self._entries -= dropped
+        return dropped
 
     async def release(self, request: NormalizedRequest) -> None:
         self._pending.pop(request.request_id, None)

@@ -96,6 +96,7 @@ class EntryFeed(Protocol):
     """Broadcast of semantic-cache entries between instances."""
 
     instance: str
+    stats: Counter[str]  # what the transport counts (published, delivered, errors)
 
     def publish(self, entry: SharedEntry) -> None: ...
 
@@ -110,11 +111,13 @@ class MemoryEntryFeed:
 
     instance: str = "memory"
     _hub: list[tuple[str, Apply]] = field(default_factory=list)
+    stats: Counter[str] = field(default_factory=Counter)
 
     def view(self, instance: str) -> MemoryEntryFeed:
         return MemoryEntryFeed(instance, self._hub)
 
     def publish(self, entry: SharedEntry) -> None:
+        self.stats["published"] += 1
         for owner, apply in list(self._hub):
             if owner != entry.origin:
                 apply(entry)
@@ -258,6 +261,12 @@ class SharedSemanticCache:
             return
         self.local.insert(stored)
         self.stats["inserted"] += 1
+
+    def cache_gauges(self) -> dict[str, float]:
+        out = self.local.cache_gauges()
+        out.update({f"semantic_shared_{name}_total": float(n) for name, n in self.stats.items()})
+        out.update({f"semantic_feed_{name}_total": float(n) for name, n in self.feed.stats.items()})
+        return out
 
     async def aclose(self) -> None:
         if isinstance(self.feed, AsyncClosable):

@@ -27,7 +27,7 @@ from sovrouter.contracts import (
     ModelResult,
     NormalizedRequest,
 )
-from sovrouter.protocols import AsyncClosable, ResponseCache
+from sovrouter.protocols import AsyncClosable, ResponseCache, merged_gauges
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,9 @@ class SplitCache:
         side = self._side.pop(request.request_id, None)
         if side is not None:  # else it was served from the cache here, or never looked up: nothing to end
             await side.release(request)
+
+    def cache_gauges(self) -> dict[str, float]:
+        return merged_gauges(self.shared, self.local)
 
     async def aclose(self) -> None:
         for side in (self.shared, self.local):

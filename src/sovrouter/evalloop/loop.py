@@ -29,9 +29,9 @@ from sovrouter.evalloop.scorers import AgreementJudge, FormatScorer, Judge, Scor
 from sovrouter.evalloop.shadow import ShadowSampler
 from sovrouter.evalloop.signals import SignalStore
 from sovrouter.pipeline import Outcome, Pipeline
-from sovrouter.protocols import ModelAdapter, RecordSink
+from sovrouter.protocols import CacheGauges, ModelAdapter, RecordSink
 from sovrouter.store.records import SQLiteRecordStore
-from sovrouter.telemetry.metrics import RequestMetrics, TenantLabels
+from sovrouter.telemetry.metrics import CacheCollector, RequestMetrics, TenantLabels
 from sovrouter.telemetry.routes import metrics_router
 from sovrouter.telemetry.sink import TelemetrySink
 from sovrouter.telemetry.traces import RecordTracer, make_tracer_provider
@@ -129,6 +129,7 @@ class Observability:
     catalog: Catalog | None = None
     shadow_adapters: bool = False  # take the shadow sampler's adapters from the observed pipeline
     records: RecordSource | None = None
+    _cache_collected: bool = False
 
     def sink(self, inner: RecordSink) -> TelemetrySink:
         return TelemetrySink(inner, self.metrics, self.tracer)
@@ -136,6 +137,9 @@ class Observability:
     def observe(self, pipeline: Pipeline) -> ObservedPipeline:
         """The same pipeline with its record sink wrapped by telemetry and the eval hook after each request."""
         parts = {f.name: getattr(pipeline, f.name) for f in fields(Pipeline)}
+        if isinstance(pipeline.cache, CacheGauges) and not self._cache_collected:
+            self.metrics.registry.register(CacheCollector(pipeline.cache))  # sizes and purges at each scrape
+            self._cache_collected = True
         if isinstance(pipeline.records, SQLiteRecordStore):
             self.records = pipeline.records
         parts["records"] = self.sink(pipeline.records)

@@ -7,11 +7,14 @@ the error hierarchy's codes, and tenants are capped by :class:`TenantLabels` (co
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from sovrouter.contracts import Candidate, RequestRecord
+from sovrouter.protocols import CacheGauges
 
 NO_ROUTE = "none"
 OTHER_TENANT = "other"
@@ -108,3 +111,20 @@ class RequestMetrics:
 
     def shadow(self, route: Candidate, outcome: str) -> None:
         self.shadow_calls.labels(route.slot, route.deployment, outcome).inc()
+
+
+class CacheCollector(Collector):
+    """The cache's own report (:class:`~sovrouter.protocols.CacheGauges`) at each scrape: entries held per layer
+    as gauges (``sovrouter_cache_exact_entries``...), purges, evictions and sharing events as counters
+    (``sovrouter_cache_semantic_evicted_total``...). Read when scraped, so nothing is kept in step by hand."""
+
+    def __init__(self, cache: CacheGauges, namespace: str = "sovrouter") -> None:
+        self.cache = cache
+        self.prefix = f"{namespace}_cache_"
+
+    def collect(self) -> Iterator[Metric]:
+        for name, value in sorted(self.cache.cache_gauges().items()):
+            if name.endswith("_total"):
+                yield CounterMetricFamily(self.prefix + name[: -len("_total")], f"cache: {name}", value=value)
+            else:
+                yield GaugeMetricFamily(self.prefix + name, f"cache: {name}", value=value)
