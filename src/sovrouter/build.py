@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from sovrouter.cache.exact import ExactCache
 from sovrouter.catalog import Catalog, Tenants
@@ -104,9 +105,15 @@ def make_cache(settings: Settings, clock: Clock, cache_path: str) -> ResponseCac
 
     verifier = PairVerifier.load()
     alt = named_embedder(verifier.alt_embedder) if verifier.alt_embedder else None
-    semantic = SemanticCache(clock, MiniLMEmbedder(), verifier, ttl_s=settings.cache.ttl_s, alt_embedder=alt,
+    main = MiniLMEmbedder()
+    store = None
+    if settings.cache.semantic_persist and cache_path != ":memory:":
+        from sovrouter.cache.semantic_store import SQLiteEntryStore
+
+        store = SQLiteEntryStore(Path(cache_path).with_name("semantic.sqlite"), verifier.embedder, main.dim)
+    semantic = SemanticCache(clock, main, verifier, ttl_s=settings.cache.ttl_s, alt_embedder=alt,
                              max_entries=settings.cache.semantic_max_entries,
-                             purge_every_s=settings.cache.purge_every_s)
+                             purge_every_s=settings.cache.purge_every_s, store=store)
     shared = settings.cache.shared
     if shared is None or not shared.share_semantic:
         return LayeredCache(exact, semantic)

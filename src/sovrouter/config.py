@@ -118,6 +118,8 @@ class CacheSettings(BaseModel):
         default=500_000, ge=1, description="rows of this instance's SQLite cache; the oldest go first (null: no bound)")
     semantic_max_entries: int | None = Field(
         default=100_000, ge=1, description="entries of the in-memory semantic index, all partitions together")
+    semantic_persist: bool = Field(default=True, description="keep semantic entries across restarts "
+                                   "(state_dir/semantic.sqlite, beside the exact cache's cache.sqlite)")
     purge_every_s: float = Field(default=60.0, gt=0, le=86_400, allow_inf_nan=False,
                                  description="expired entries are deleted at most this far apart")
     shared: SharedCacheSettings | None = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from sovrouter.cache.exact import ExactCache
@@ -104,3 +106,25 @@ async def test_semantic_enabled_builds_layered_cache_with_real_model() -> None:
     await cache.release(lead)
     outcome, result = await cache.lookup(req("How do I learn Java programming?", "r2"), NONE, [A])
     assert result is None and outcome.kind == "miss"  # one entity swapped: never the same question
+
+
+@pytest.mark.slow
+async def test_the_gateway_cache_keeps_semantic_entries_across_a_restart(tmp_path: Path) -> None:
+    from sovrouter.build import make_cache
+    from sovrouter.config import CacheSettings, Settings
+
+    settings = Settings(catalog=Path("c.json"), tenants=Path("t.json"), cache=CacheSettings(semantic_enabled=True))
+    clock = SimClock(1_000.0)
+    first = make_cache(settings, clock, str(tmp_path / "cache.sqlite"))
+    lead = req("What is the meaning of life?", "r1")
+    await first.lookup(lead, NONE, [A])
+    await first.store(lead, NONE, ModelResult(candidate=A, text="answer"))
+    await first.release(lead)
+    assert (tmp_path / "semantic.sqlite").is_file()
+    again = make_cache(settings, clock, str(tmp_path / "cache.sqlite"))
+    outcome, result = await again.lookup(req("What's the meaning of life?", "r2"), NONE, [A])
+    assert outcome.kind == "semantic" and outcome.source_request_id == "r1" and result is not None
+    off = Settings(catalog=Path("c.json"), tenants=Path("t.json"),
+                   cache=CacheSettings(semantic_enabled=True, semantic_persist=False))
+    cold = make_cache(off, clock, str(tmp_path / "cache.sqlite"))  # without it, a restart starts empty
+    assert (await cold.lookup(req("What's the meaning of life?", "r3"), NONE, [A]))[0].kind == "miss"

@@ -19,8 +19,9 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -64,6 +65,17 @@ class Stored:
     entry: Entry
 
 
+class EntryStore(Protocol):
+    """Where entries outlive the process (``semantic_store.SQLiteEntryStore``): written as they are added,
+    deleted as they are dropped, loaded at start-up."""
+
+    def put(self, key: str, stored: Stored) -> None: ...
+
+    def delete(self, partition: str, keys: Collection[str]) -> None: ...
+
+    def load(self, now_ms: float) -> Iterator[Stored]: ...
+
+
 @dataclass(frozen=True)
 class _Pending:
     partition: str
@@ -74,7 +86,7 @@ class _Pending:
 class SemanticCache:
     def __init__(self, clock: Clock, embedder: Embedder, verifier: PairVerifier, ttl_s: float = 3600.0,
                  alt_embedder: Embedder | None = None, *, max_entries: int | None = None,
-                 purge_every_s: float = 60.0) -> None:
+                 purge_every_s: float = 60.0, store: EntryStore | None = None) -> None:
         if verifier.alt_embedder is not None and alt_embedder is None:
             raise ConfigError(f"this pair verifier needs the {verifier.alt_embedder} embedding model as well")
         if max_entries is not None and max_entries < 1:
@@ -92,6 +104,11 @@ class SemanticCache:
         self._next_purge_ms = -1.0
         self._expiry: list[tuple[float, str, str]] = []  # heap of (expires_ms, partition, text key) per store
         self._purged = self._evicted = 0
+        self._persist = store  # every change is written through, after loading what an earlier run kept
+        self._loading = store is not None
+        for stored in store.load(clock.now_ms()) if store is not None else ():
+            self.insert(stored)  # (evictions past the bound are deleted from the store too)
+        self._loading = False
 
     def entry_count(self) -> int:
         """Entries held in every partition, expired ones not yet purged included."""
@@ -158,7 +175,10 @@ class SemanticCache:
         before = len(index)
         index.add(stored.text, stored.vector, stored.entry)
         self._entries += len(index) - before
-        heapq.heappush(self._expiry, (stored.entry.expires_ms, stored.partition, normalise_text(stored.text)))
+        key = normalise_text(stored.text)
+        heapq.heappush(self._expiry, (stored.entry.expires_ms, stored.partition, key))
+        if self._persist is not None and not self._loading:
+            self._persist.put(key, stored)
         self._purge_expired_if_due()
         self._bound()
 
@@ -198,6 +218,8 @@ class SemanticCache:
         for part, keys in doomed.items():
             index = self._indexes[part]
             dropped += index.remove(keys)
+            if self._persist is not None:
+                self._persist.delete(part, keys)
             if len(index) == 0:
                 del self._indexes[part]
         self._entries -= dropped
