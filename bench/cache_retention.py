@@ -10,7 +10,9 @@ Three settings per cache, the first being the behaviour before retention existed
 - ``keep-all``: no bound, no purge (the baseline);
 - ``default``: the shipped settings (purge every 60 s; bounds 500,000 exact rows / 100,000 semantic entries,
   which this stream never reaches: expiry alone decides, so ~18,000 entries are held at the end);
-- ``bound-10k``: purge every 60 s and at most 10,000 entries.
+- ``bound-10k``: purge every 60 s and at most 10,000 entries;
+- ``default+persist`` (semantic cache): the default, entries also written through to SQLite
+  (``cache.semantic_persist``, on in the gateway).
 
 Per setting: entries held at the end, the time of one lookup + store (median, p99, max, in ms: the purge and the
 eviction batches land in the max), and memory: the semantic cache's traced Python allocations at the end (one
@@ -37,6 +39,7 @@ from typing import Any
 from sovrouter.cache.eligibility import text_ineligible_reason
 from sovrouter.cache.exact import ExactCache
 from sovrouter.cache.semantic import SemanticCache
+from sovrouter.cache.semantic_store import SQLiteEntryStore
 from sovrouter.cache.verifier import PairVerifier
 from sovrouter.clock import SimClock
 from sovrouter.contracts import Candidate, ContentPart, Detection, Message, ModelResult, NormalizedRequest
@@ -53,6 +56,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "keep-all": {"max_entries": None, "purge_every_s": 1e12},
     "default": {"purge_every_s": 60.0},  # bounds filled in per cache below
     "bound-10k": {"max_entries": 10_000, "purge_every_s": 60.0},
+    "default+persist": {"purge_every_s": 60.0, "persist": True},  # semantic only: written through to SQLite
 }
 DEFAULT_BOUND = {"exact": 500_000, "semantic": 100_000}
 
@@ -78,9 +82,12 @@ def request(i: int, text: str) -> NormalizedRequest:
 def make(kind: str, setting: str, clock: SimClock, path: Path) -> ResponseCache:
     kw = dict(SETTINGS[setting])
     kw.setdefault("max_entries", DEFAULT_BOUND[kind])
+    persist = kw.pop("persist", False)
     if kind == "exact":
         return ExactCache(clock, path, ttl_s=TTL_S, **kw)
-    return SemanticCache(clock, HashingEmbedder(384), PairVerifier.cosine_only(0.95, cos_floor=0.95), ttl_s=TTL_S, **kw)
+    store = SQLiteEntryStore(path.with_name("semantic.sqlite"), "hashing", 384) if persist else None
+    return SemanticCache(clock, HashingEmbedder(384), PairVerifier.cosine_only(0.95, cos_floor=0.95), ttl_s=TTL_S,
+                         store=store, **kw)
 
 
 async def run(kind: str, setting: str, texts: list[str], trace_memory: bool) -> dict[str, Any]:
@@ -110,7 +117,9 @@ async def run(kind: str, setting: str, texts: list[str], trace_memory: bool) -> 
                     "max_ms": times[-1], "total_s": sum(times) / 1000}
         if isinstance(cache, ExactCache):
             cache.close()
-            out["file_mb"] = sum(p.stat().st_size for p in Path(tmp).iterdir()) / 2**20
+        files = list(Path(tmp).iterdir())
+        if files:
+            out["file_mb"] = sum(p.stat().st_size for p in files) / 2**20
         return out
 
 
@@ -118,12 +127,19 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--stores", type=int, default=30_000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--only", nargs="+", help="rows to (re)run, e.g. semantic/default+persist; the others are kept "
+                                              "from the results file")
     args = ap.parse_args()
     texts = questions(args.stores)
     results: dict[str, Any] = {"stores": len(texts), "gap_ms": GAP_MS, "ttl_s": TTL_S, "rounds": args.rounds,
                                "machine": f"{platform.machine()}, {platform.python_version()}", "caches": {}}
+    if args.only and OUT.is_file():
+        results["caches"] = json.loads(OUT.read_text(encoding="utf-8"))["caches"]
     for kind in ("exact", "semantic"):
         for setting in SETTINGS:
+            if (kind == "exact" and "persist" in SETTINGS[setting]) or (args.only and f"{kind}/{setting}" not in
+                                                                         args.only):
+                continue
             rounds = [asyncio.run(run(kind, setting, texts, False)) for _ in range(args.rounds)]
             row = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
             if kind == "semantic":
