@@ -53,10 +53,13 @@ async def test_a_stopped_batch_resumes_without_answering_a_line_twice(tmp_path: 
     await first.start()
     f = first.upload("acme-us", "in.jsonl", "batch", _file(30))
     batch = first.create("acme-us", CreateBatch(input_file_id=f.id, **CHAT))
-    await asyncio.sleep(0.15)  # part of it done
+    partial = tmp_path / f"{batch.id}.partial.jsonl"
+    for _ in range(1000):  # until part of it is answered (not a fixed sleep: a cold machine may take longer)
+        if partial.exists() and partial.read_text().count("\n") >= 3:
+            break
+        await asyncio.sleep(0.01)
     await first.aclose()  # process stops mid-batch
     calls_before = sum(a.calls for a in adapters)
-    partial = tmp_path / f"{batch.id}.partial.jsonl"
     with partial.open("a") as out:
         out.write('{"id": "cut by the crash')  # a line the stop cut in half
     done_before = len(partial.read_text().splitlines()) - 1
