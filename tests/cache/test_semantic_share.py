@@ -220,7 +220,7 @@ async def test_closing_ends_the_reader_promptly_after_traffic(make: Factory) -> 
     for cache in (one, two):
         await asyncio.wait_for(cache.aclose(), 5)
         feed = cache.feed
-        assert isinstance(feed, RedisEntryFeed) and feed._reader is None
+        assert isinstance(feed, RedisEntryFeed) and not feed.streams._readers
 
 
 async def test_closing_ends_a_reader_whose_read_swallows_the_cancellation() -> None:

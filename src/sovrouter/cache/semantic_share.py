@@ -27,21 +27,17 @@ same requests. Redis is trusted like that cache: whoever can write to it can pla
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import logging
 import math
 import secrets
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 import redis.asyncio as aioredis
-from pydantic import ValidationError
-from redis.exceptions import RedisError
 
 from sovrouter.cache.semantic import Entry, SemanticCache, Stored
 from sovrouter.cache.split import SharedScope
@@ -55,8 +51,7 @@ from sovrouter.contracts import (
     NormalizedRequest,
 )
 from sovrouter.protocols import AsyncClosable
-
-log = logging.getLogger(__name__)
+from sovrouter.redis_streams import FAILURES, StreamBroadcast
 
 
 @dataclass(frozen=True)
@@ -75,7 +70,7 @@ class SharedEntry:
         return {"m": json.dumps(meta, separators=(",", ":"), ensure_ascii=False).encode(), "v": vector}
 
     @classmethod
-    def from_fields(cls, fields: dict[bytes, bytes]) -> SharedEntry:
+    def from_fields(cls, fields: Mapping[bytes, bytes]) -> SharedEntry:
         meta = json.loads(fields[b"m"])
         data_class = meta["class"]
         if data_class not in DATA_CLASS_ORDER:
@@ -126,25 +121,18 @@ class MemoryEntryFeed:
         self._hub.append((self.instance, apply))
 
 
-_FAILURES = (RedisError, OSError, asyncio.TimeoutError, ValueError, KeyError, TypeError, ValidationError)
-
-
 class RedisEntryFeed:
-    """Semantic-cache entries through one Redis Stream."""
+    """Semantic-cache entries through one Redis Stream (the transport is
+    :class:`~sovrouter.redis_streams.StreamBroadcast`)."""
 
     def __init__(self, client: aioredis.Redis, *, prefix: str = "sovrouter", instance: str | None = None,
                  max_len: int = 100_000, block_ms: int = 500, retry_s: float = 1.0) -> None:
-        self.client = client
         self.key = f"{prefix}:semantic"
         self.instance = instance or secrets.token_hex(6)
-        self.max_len = max_len
-        self.block_ms = block_ms
-        self.retry_s = retry_s
-        self.stats: Counter[str] = Counter()  # published, delivered, errors
+        self.streams = StreamBroadcast(client, what="semantic index", max_len=max_len, block_ms=block_ms,
+                                       retry_s=retry_s)
+        self.stats = self.streams.stats  # published, delivered, errors
         self._subs: list[Apply] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._reader: asyncio.Task[None] | None = None
-        self._closing = False
 
     @classmethod
     def from_url(cls, url: str, *, password: str | None = None, op_timeout_s: float = 0.5,
@@ -154,61 +142,29 @@ class RedisEntryFeed:
         return cls(client, prefix=prefix, max_len=max_len, block_ms=block_ms)
 
     def publish(self, entry: SharedEntry) -> None:
-        loop = asyncio.get_running_loop()
-        self._start_reader(loop)
-        task = loop.create_task(self._xadd(entry))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._follow()
+        self.streams.publish(self.key, entry.to_fields())
 
     def subscribe(self, apply: Apply) -> None:
         self._subs.append(apply)
         with contextlib.suppress(RuntimeError):  # no loop yet: the reader starts with a publish or ``start``
-            self._start_reader(asyncio.get_running_loop())
+            self._follow()
 
     async def start(self) -> None:
-        self._start_reader(asyncio.get_running_loop())
+        self._follow()
 
     async def aclose(self) -> None:
-        self._closing = True  # a cancellation the client turns into a connection error still ends the reader
-        tasks = [*self._tasks, *([self._reader] if self._reader is not None else [])]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._reader = None
-        await self.client.aclose()
+        await self.streams.aclose()
 
-    def _start_reader(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._subs and not self._closing and (self._reader is None or self._reader.done()):
-            self._reader = loop.create_task(self._read())
+    def _follow(self) -> None:
+        if self._subs:
+            self.streams.follow(self.key, _oldest, self._deliver)
 
-    async def _xadd(self, entry: SharedEntry) -> None:
-        try:
-            await self.client.xadd(self.key, entry.to_fields(),  # type: ignore[arg-type]
-                                   maxlen=self.max_len, approximate=True)
-            self.stats["published"] += 1
-        except _FAILURES as exc:
-            self._failed("publish", exc)
-
-    async def _read(self) -> None:
-        last = "0-0"  # from the oldest entry held: a new instance starts with what the others cached
-        while not self._closing:
-            try:
-                reply = await self.client.xread({self.key: last}, block=self.block_ms, count=500)
-                for _, entries in reply or []:
-                    for entry_id, fields in entries:
-                        last = entry_id.decode("ascii") if isinstance(entry_id, bytes) else str(entry_id)
-                        self._deliver(fields)
-            except asyncio.CancelledError:
-                raise
-            except _FAILURES as exc:
-                self._failed("read", exc)
-                await asyncio.sleep(self.retry_s)
-
-    def _deliver(self, fields: dict[bytes, bytes]) -> None:
+    def _deliver(self, fields: Mapping[bytes, bytes]) -> None:
         try:
             entry = SharedEntry.from_fields(fields)
-        except (*_FAILURES, json.JSONDecodeError) as exc:
-            self._failed("decode", exc)
+        except FAILURES as exc:  # (pydantic's ValidationError is a ValueError)
+            self.streams.failed("decode", exc)
             return
         if entry.origin == self.instance:
             return
@@ -216,10 +172,10 @@ class RedisEntryFeed:
             apply(entry)
         self.stats["delivered"] += 1
 
-    def _failed(self, op: str, exc: BaseException) -> None:
-        self.stats["errors"] += 1
-        log.warning("semantic cache feed: %s failed, this instance goes on with its own index (%s)", op,
-                    type(exc).__name__)
+
+async def _oldest() -> str:
+    """From the oldest entry held: a new or restarted instance starts with what the others cached."""
+    return "0-0"
 
 
 class SharedSemanticCache:

@@ -25,17 +25,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import secrets
-from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Literal, Protocol
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
-log = logging.getLogger(__name__)
+from sovrouter.redis_streams import FAILURES, StreamBroadcast
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,26 +95,18 @@ class MemoryAffinityBus:
         self._hub.setdefault(stream, []).append((self.instance, apply))
 
 
-_FAILURES = (RedisError, OSError, asyncio.TimeoutError, ValueError, KeyError, TypeError)
-
-
 class RedisAffinityBus:
-    """Affinity events through Redis Streams (one client for every deployment of a gateway)."""
+    """Affinity events through Redis Streams (one client for every deployment of a gateway; the transport is
+    :class:`~sovrouter.redis_streams.StreamBroadcast`)."""
 
     def __init__(self, client: aioredis.Redis, *, prefix: str = "sovrouter", instance: str | None = None,
                  max_len: int = 100_000, block_ms: int = 500, retry_s: float = 1.0) -> None:
-        self.client = client
         self.prefix = prefix
         self.instance = instance or secrets.token_hex(6)
-        self.max_len = max_len
-        self.block_ms = block_ms
-        self.retry_s = retry_s
-        self.stats: Counter[str] = Counter()  # published, applied, errors
+        self.streams = StreamBroadcast(client, what="affinity model", max_len=max_len, block_ms=block_ms,
+                                       retry_s=retry_s)
+        self.stats = self.streams.stats  # published, applied, errors
         self._subs: dict[str, list[Apply]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._readers: dict[str, asyncio.Task[None]] = {}
-        self._joined: dict[str, str] = {}  # stream -> id of the last entry read (reads resume after it)
-        self._closing = False
 
     @classmethod
     def from_url(cls, url: str, *, password: str | None = None, op_timeout_s: float = 0.5,
@@ -131,80 +121,41 @@ class RedisAffinityBus:
 
     # ------------------------------------------------------------------ AffinityEventBus
     def publish(self, stream: str, event: AffinityEvent) -> None:
-        loop = self._loop()
-        if loop is None:
+        if not _in_loop():
             return  # no running loop (a synchronous caller): nothing to publish with
-        self._start_readers(loop)
-        task = loop.create_task(self._xadd(stream, event))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._follow_all()
+        self.streams.publish(self._key(stream), {"e": event.to_json()})
 
     def subscribe(self, stream: str, apply: Apply) -> None:
         self._subs.setdefault(stream, []).append(apply)
-        loop = self._loop()
-        if loop is not None:
-            self._start_readers(loop)
+        if _in_loop():
+            self._follow_all()
 
     async def start(self) -> None:
         """Start reading every subscribed stream now (call it in the serving loop at start-up, so that events
         published before this instance's first own call are not missed)."""
-        self._start_readers(asyncio.get_running_loop())
+        self._follow_all()
 
     async def aclose(self) -> None:
-        self._closing = True  # a cancellation the client turns into a connection error still ends a reader
-        for task in [*self._readers.values(), *self._tasks]:
-            task.cancel()
-        await asyncio.gather(*self._readers.values(), *self._tasks, return_exceptions=True)
-        self._readers.clear()
-        await self.client.aclose()
+        await self.streams.aclose()
 
     # ------------------------------------------------------------------ internals
-    @staticmethod
-    def _loop() -> asyncio.AbstractEventLoop | None:
-        try:
-            return asyncio.get_running_loop()
-        except RuntimeError:
-            return None
-
-    def _start_readers(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _follow_all(self) -> None:
         """One reader per subscribed stream, started lazily inside the serving loop."""
-        for stream in self._subs if not self._closing else ():
-            task = self._readers.get(stream)
-            if task is None or task.done():
-                self._readers[stream] = loop.create_task(self._read(stream))
+        for stream in self._subs:
+            key = self._key(stream)
+            self.streams.follow(key, partial(self._newest, key), partial(self._deliver, stream))
 
-    async def _xadd(self, stream: str, event: AffinityEvent) -> None:
-        try:
-            await self.client.xadd(self._key(stream), {"e": event.to_json()}, maxlen=self.max_len,
-                                   approximate=True)
-            self.stats["published"] += 1
-        except _FAILURES as exc:
-            self._failed("publish", exc)
+    async def _newest(self, key: str) -> str:
+        """Join at the stream's newest entry: older ones describe another time."""
+        newest = await self.streams.client.xrevrange(key, count=1)
+        return _entry_id(newest[0][0]) if newest else "0-0"
 
-    async def _read(self, stream: str) -> None:
-        key = self._key(stream)
-        last = self._joined.get(stream)
-        while not self._closing:
-            try:
-                if last is None:  # join at the stream's newest entry: older ones describe another time
-                    newest = await self.client.xrevrange(key, count=1)
-                    last = self._joined[stream] = _entry_id(newest[0][0]) if newest else "0-0"
-                reply = await self.client.xread({key: last}, block=self.block_ms, count=500)
-                for _, entries in reply or []:
-                    for entry_id, fields in entries:
-                        last = self._joined[stream] = _entry_id(entry_id)
-                        self._deliver(stream, fields)
-            except asyncio.CancelledError:
-                raise
-            except _FAILURES as exc:
-                self._failed("read", exc)
-                await asyncio.sleep(self.retry_s)
-
-    def _deliver(self, stream: str, fields: dict[bytes, bytes]) -> None:
+    def _deliver(self, stream: str, fields: Mapping[bytes, bytes]) -> None:
         try:
             event = AffinityEvent.from_json(fields[b"e"])
-        except _FAILURES as exc:
-            self._failed("decode", exc)
+        except FAILURES as exc:
+            self.streams.failed("decode", exc)
             return
         if event.origin == self.instance:
             return
@@ -212,9 +163,13 @@ class RedisAffinityBus:
             apply(event)
         self.stats["applied"] += 1
 
-    def _failed(self, op: str, exc: BaseException) -> None:
-        self.stats["errors"] += 1
-        log.warning("affinity events: %s failed, the local model goes on alone (%s)", op, type(exc).__name__)
+
+def _in_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _entry_id(raw: bytes | str) -> str:
