@@ -114,7 +114,7 @@ async def transport(n: int = 200) -> dict[str, float]:
     main = HashingLike()
     with redis_server() as srv:
         group = []
-        for g in range(2):
+        for _ in range(2):
             local = SemanticCache(WallClock(), main, PairVerifier.cosine_only(0.9), ttl_s=3600)
             group.append(SharedSemanticCache(local, RedisEntryFeed.from_url(srv.url, prefix="bench"), SCOPE))
         warm = request(-1, "warm up the reader")

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from sovrouter.catalog import Catalog, Tenants
+from sovrouter.testing_postgres import PostgresServer, postgres_bin_dir, postgres_server
 from sovrouter.testing_redis import RedisServer, redis_server, redis_server_path
 
 DATA = Path(__file__).resolve().parents[1] / "src" / "sovrouter" / "data" / "demo"
@@ -50,4 +51,16 @@ def redis_srv() -> Iterator[RedisServer]:
             pytest.fail("redis-server is not installed; .ci/run should have installed it")
         pytest.skip("needs redis-server (apt-get install -y redis-server)")
     with redis_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def pg_srv() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the shared batch store tests (each test makes its own database). Missing,
+    the tests are skipped on a developer's machine and fail under CI, which installs it (.ci/run)."""
+    if postgres_bin_dir() is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not installed; .ci/run should have installed it")
+        pytest.skip("needs PostgreSQL (apt-get install -y postgresql)")
+    with postgres_server() as server:
         yield server

@@ -125,6 +125,20 @@ class CacheSettings(BaseModel):
     shared: SharedCacheSettings | None = None
 
 
+class BatchStoreSettings(BaseModel):
+    """A database shared by every gateway instance for files, batches and their results (PostgreSQL), so that
+    any instance answers for any batch and takes over one whose instance stopped."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(pattern=r"^postgresql(\+psycopg)?://([^:@/]+@)?[^@]*$",
+                     description="postgresql+psycopg://user@host:port/db; no password in it (use password_env)")
+    password_env: str | None = Field(default=None, description="environment variable holding the password")
+    lease_s: float = Field(default=30.0, ge=1, le=3600, allow_inf_nan=False,
+                           description="a stopped instance's batches go to another instance after this")
+    poll_s: float = Field(default=2.0, gt=0, le=600, allow_inf_nan=False,
+                          description="how often an idle instance looks for batches created or left elsewhere")
+
+
 class BatchSettings(BaseModel):
     """``/v1/files`` + ``/v1/batches`` (docs/batching-and-speculation.md)."""
 
@@ -132,6 +146,9 @@ class BatchSettings(BaseModel):
     enabled: bool = True
     concurrency: int = Field(default=4, ge=1, le=256, description="lines of one batch in flight")
     max_file_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
+    store: BatchStoreSettings | None = Field(
+        default=None, description="several gateway instances: one shared PostgreSQL store (default: SQLite in "
+                                  "state_dir/batches, this instance only)")
 
 
 class Settings(BaseModel):

@@ -17,6 +17,7 @@ never contain prompt text, personal data, API keys or stack traces.
     │   └── DetectionTimeoutError       500 (detection exceeded its time budget)
     ├── PolicyEngineError               500 (policy evaluation failed; the pipeline fails closed: refusal)
     ├── ReplayError                     500 (replay could not produce a valid decision for an event)
+    ├── StoreUnavailableError           503 (the batch store's database cannot be reached; try again)
     └── UpstreamError                   502 upstream_error (a model call failed)
         ├── UpstreamUnavailableError    502 (connect refused/reset, upstream 429/5xx: transient, retryable)
         ├── UpstreamRejectedError       502 (upstream refused the call with another 4xx: not retryable)
@@ -104,6 +105,13 @@ class ReplayError(SovrouterError):
     """The replay harness could not produce a valid decision for an event (one of its invariants broke)."""
 
     code = "replay_error"
+
+
+class StoreUnavailableError(SovrouterError):
+    """The database behind ``/v1/files`` and ``/v1/batches`` cannot be reached (live chat is unaffected)."""
+
+    status = 503
+    code = "store_unavailable"
 
 
 class UpstreamError(SovrouterError):

@@ -8,34 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
+from batch_helpers import CHAT, batch_file, make_pipeline
 
 from sovrouter.batch.service import BatchService, CreateBatch
-from sovrouter.build import assemble
 from sovrouter.catalog import Catalog, Tenants
-from sovrouter.clock import WallClock
-from sovrouter.config import CacheSettings, Settings
-from sovrouter.contracts import Candidate
 from sovrouter.errors import InvalidRequestError, NotFoundError, RequestTooLargeError
-from sovrouter.pipeline import Pipeline
-from sovrouter.testing import FakeAdapter, MemorySink
-
-
-def _pipeline(catalog: Catalog, tenants: Tenants, delay_s: float = 0.0) -> tuple[Pipeline, list[FakeAdapter]]:
-    adapters = {Candidate(slot=s.id, deployment=d.id): FakeAdapter(Candidate(slot=s.id, deployment=d.id),
-                                                                     text="answer", delay_s=delay_s)
-                for s, d in catalog.pairs()}
-    settings = Settings(catalog="x", tenants="y", detector="none", router="baseline",  # type: ignore[arg-type]
-                        cache=CacheSettings(exact_enabled=False))
-    return assemble(settings, catalog, tenants, adapters, WallClock(), MemorySink()), list(adapters.values())
-
-
-def _file(n: int) -> bytes:
-    return "".join(json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
-                               "body": {"messages": [{"role": "user", "content": f"q {i}"}]}}) + "\n"
-                   for i in range(n)).encode()
-
-
-CHAT = {"endpoint": "/v1/chat/completions", "completion_window": "24h"}
 
 
 async def _until(service: BatchService, batch_id: str, states: tuple[str, ...], timeout_s: float = 10.0) -> None:
@@ -48,21 +25,20 @@ async def _until(service: BatchService, batch_id: str, states: tuple[str, ...], 
 
 async def test_a_stopped_batch_resumes_without_answering_a_line_twice(tmp_path: Path, catalog: Catalog,
                                                                       tenants: Tenants) -> None:
-    pipeline, adapters = _pipeline(catalog, tenants, delay_s=0.02)
+    pipeline, adapters = make_pipeline(catalog, tenants, delay_s=0.02)
     first = BatchService(tmp_path, pipeline, concurrency=2)
     await first.start()
-    f = first.upload("acme-us", "in.jsonl", "batch", _file(30))
+    f = first.upload("acme-us", "in.jsonl", "batch", batch_file(30))
     batch = first.create("acme-us", CreateBatch(input_file_id=f.id, **CHAT))
-    partial = tmp_path / f"{batch.id}.partial.jsonl"
     for _ in range(1000):  # until part of it is answered (not a fixed sleep: a cold machine may take longer)
-        if partial.exists() and partial.read_text().count("\n") >= 3:
+        if len(first.store.results(batch.id)) >= 3:
             break
         await asyncio.sleep(0.01)
     await first.aclose()  # process stops mid-batch
     calls_before = sum(a.calls for a in adapters)
-    with partial.open("a") as out:
-        out.write('{"id": "cut by the crash')  # a line the stop cut in half
-    done_before = len(partial.read_text().splitlines()) - 1
+    probe = BatchService(tmp_path, pipeline)
+    done_before = len(probe.store.results(batch.id))
+    probe.store.close()
     assert 0 < done_before < 30
 
     second = BatchService(tmp_path, pipeline, concurrency=2)
@@ -75,15 +51,15 @@ async def test_a_stopped_batch_resumes_without_answering_a_line_twice(tmp_path: 
     assert [x["custom_id"] for x in out] == [f"r{i}" for i in range(30)]
     calls_after = sum(a.calls for a in adapters) - calls_before
     assert calls_after <= 30 - done_before + 2  # only what was not answered (plus what was in flight)
-    assert not partial.exists()
+    assert second.store.results(batch.id) == []  # the stored answers went into the output file
     await second.aclose()
 
 
 async def test_cancel_of_a_queued_batch_ends_it_at_once(tmp_path: Path, catalog: Catalog, tenants: Tenants) -> None:
-    pipeline, _ = _pipeline(catalog, tenants, delay_s=0.05)
+    pipeline, _ = make_pipeline(catalog, tenants, delay_s=0.05)
     service = BatchService(tmp_path, pipeline, concurrency=1)
     await service.start()
-    f = service.upload("acme-us", "in.jsonl", "batch", _file(20))
+    f = service.upload("acme-us", "in.jsonl", "batch", batch_file(20))
     running = service.create("acme-us", CreateBatch(input_file_id=f.id, **CHAT))
     queued = service.create("acme-us", CreateBatch(input_file_id=f.id, **CHAT))
     await _until(service, running.id, ("in_progress",))
@@ -95,14 +71,14 @@ async def test_cancel_of_a_queued_batch_ends_it_at_once(tmp_path: Path, catalog:
 
 
 def test_store_checks_and_tenancy(tmp_path: Path, catalog: Catalog, tenants: Tenants) -> None:
-    pipeline, _ = _pipeline(catalog, tenants)
+    pipeline, _ = make_pipeline(catalog, tenants)
     service = BatchService(tmp_path, pipeline, max_file_bytes=2048)
     with pytest.raises(RequestTooLargeError):
-        service.upload("acme-us", "big.jsonl", "batch", _file(40))
+        service.upload("acme-us", "big.jsonl", "batch", batch_file(40))
     with pytest.raises(InvalidRequestError):
-        service.upload("acme-us", "x.jsonl", "assistants", _file(1))
-    f = service.upload("acme-us", "../../etc/passwd", "batch", _file(1))
-    assert f.filename == "passwd" and (tmp_path / "files" / f"{f.id}.jsonl").is_file()
+        service.upload("acme-us", "x.jsonl", "assistants", batch_file(1))
+    f = service.upload("acme-us", "../../etc/passwd", "batch", batch_file(1))
+    assert f.filename == "passwd" and service.content("acme-us", f.id) == batch_file(1)
     with pytest.raises(NotFoundError):
         service.file("eurobank", f.id)
     batch = service.create("acme-us", CreateBatch(input_file_id=f.id, **CHAT))  # not started: stays queued
@@ -117,10 +93,10 @@ def test_store_checks_and_tenancy(tmp_path: Path, catalog: Catalog, tenants: Ten
 async def test_a_batch_that_breaks_fails_alone_and_the_queue_goes_on(tmp_path: Path, catalog: Catalog,
                                                                       tenants: Tenants,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    pipeline, _ = _pipeline(catalog, tenants)
+    pipeline, _ = make_pipeline(catalog, tenants)
     service = BatchService(tmp_path, pipeline)
     await service.start()
-    f = service.upload("acme-us", "in.jsonl", "batch", _file(3))
+    f = service.upload("acme-us", "in.jsonl", "batch", batch_file(3))
     real_run = BatchService._run
     broken: set[str] = set()
 
@@ -143,10 +119,10 @@ async def test_a_batch_that_breaks_fails_alone_and_the_queue_goes_on(tmp_path: P
 
 async def test_a_batch_that_outlives_its_window_expires_keeping_what_was_answered(
         tmp_path: Path, catalog: Catalog, tenants: Tenants) -> None:
-    pipeline, _ = _pipeline(catalog, tenants, delay_s=0.1)
+    pipeline, _ = make_pipeline(catalog, tenants, delay_s=0.1)
     service = BatchService(tmp_path, pipeline, concurrency=1, window_s=2)
     await service.start()
-    f = service.upload("acme-us", "in.jsonl", "batch", _file(60))
+    f = service.upload("acme-us", "in.jsonl", "batch", batch_file(60))
     batch = service.create("acme-us", CreateBatch(input_file_id=f.id, **CHAT))
     await _until(service, batch.id, ("expired",), timeout_s=15)
     done = service.get("acme-us", batch.id)
@@ -161,7 +137,7 @@ async def test_close_never_hangs_whatever_the_worker_is_doing(tmp_path: Path, ca
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """A shutdown that lands while a batch's task has just finished must still stop the worker (a worker
     that took its own cancellation for the batch's kept waiting on the queue, and close hung)."""
-    pipeline, _ = _pipeline(catalog, tenants)
+    pipeline, _ = make_pipeline(catalog, tenants)
 
     async def quick(self: BatchService, tenant: str, batch: object) -> None:
         return None
@@ -170,7 +146,7 @@ async def test_close_never_hangs_whatever_the_worker_is_doing(tmp_path: Path, ca
     for spins in range(8):
         service = BatchService(tmp_path / str(spins), pipeline)
         await service.start()
-        f = service.upload("acme-us", "in.jsonl", "batch", _file(1))
+        f = service.upload("acme-us", "in.jsonl", "batch", batch_file(1))
         service.create("acme-us", CreateBatch(input_file_id=f.id, **CHAT))
         for _ in range(spins):
             await asyncio.sleep(0)

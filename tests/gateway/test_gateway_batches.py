@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,9 @@ import httpx
 import openai
 import pytest
 from gateway_harness import ACME_KEY, EURO_KEY, Live, live_gateway
+
+from sovrouter.config import BatchSettings, BatchStoreSettings
+from sovrouter.testing_postgres import PostgresServer, postgres_bin_dir, postgres_server
 
 
 def _line(cid: str, text: str, **body: Any) -> str:
@@ -117,7 +121,8 @@ def test_bad_uploads_store_nothing(live: Live) -> None:
     assert missing.status_code == 400 and missing.json()["error"]["param"] == "file"
     assert httpx.get(live.url + "/v1/files").status_code == 401
     assert client.files.list().data == []
-    assert not [p for p in (live.state_dir / "batches" / "files").iterdir()]
+    with sqlite3.connect(live.state_dir / "batches" / "batches.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM batch_files").fetchone() == (0,)  # nothing half-stored
 
 
 def test_unreadable_lines_all_go_to_the_error_file(live: Live) -> None:
@@ -149,3 +154,40 @@ def test_cancel_keeps_what_was_answered(tmp_path: Path) -> None:
         if done.output_file_id:
             assert len(_jsonl(client.files.content(done.output_file_id).text)) == done.request_counts.completed
         assert client.batches.cancel(batch.id).status == "cancelled"  # idempotent on a finished batch
+
+
+def test_two_gateway_instances_share_files_and_batches_through_postgresql(tmp_path: Path,
+                                                                         pg_srv: PostgresServer) -> None:
+    shared = BatchSettings(store=BatchStoreSettings(url=pg_srv.new_database(), poll_s=0.2))
+    with live_gateway(tmp_path / "a", batches=shared) as a, live_gateway(tmp_path / "b", batches=shared) as b:
+        ca, cb = a.client(), b.client()
+        file_id = _upload(ca, [_line(f"r{i}", f"q {i}") for i in range(6)])
+        assert cb.files.retrieve(file_id).bytes > 0  # uploaded on A, seen on B
+        batch = cb.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h")
+        done = _wait(ca, batch.id)  # created on B, polled on A
+        assert done.status == "completed" and done.request_counts is not None
+        assert (done.request_counts.completed, done.request_counts.failed) == (6, 0)
+        assert done.output_file_id is not None
+        out = _jsonl(cb.files.content(done.output_file_id).text)
+        assert [x["custom_id"] for x in out] == [f"r{i}" for i in range(6)]
+        assert sum(u.calls for u in (a.primary, a.backup, b.primary, b.backup)) == 6  # each line once
+        with pytest.raises(openai.NotFoundError):
+            a.client(EURO_KEY).batches.retrieve(batch.id)
+
+
+def test_a_lost_batch_store_is_a_clear_503_and_chat_goes_on(tmp_path: Path) -> None:
+    if postgres_bin_dir() is None:
+        pytest.skip("needs PostgreSQL")  # the session fixture makes CI fail loudly when it is missing
+    with postgres_server() as pg:
+        url = pg.new_database()
+        shared = BatchSettings(store=BatchStoreSettings(url=url, poll_s=0.2))
+        with live_gateway(tmp_path / "a", batches=shared) as live:
+            client = live.client()
+            file_id = _upload(client, [_line("r0", "q 0")])
+            pg.stop()
+            raw = httpx.get(live.url + f"/v1/files/{file_id}", headers={"authorization": f"Bearer {ACME_KEY}"})
+            assert raw.status_code == 503
+            error = raw.json()["error"]
+            assert error["code"] == "store_unavailable" and "127.0.0.1" not in raw.text and "psycopg" not in raw.text
+            chat = client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
+            assert chat.choices[0].message.content  # live traffic does not depend on the batch store

@@ -6,16 +6,17 @@ from typing import Any
 import openai
 import pytest
 from gateway_harness import ACME_KEY, make_settings
+from pydantic import ValidationError
 
 from sovrouter.adapters.openai_http import OpenAIHTTPAdapter, new_client
 from sovrouter.adapters.replicas import HealthAwareChooser, LeastOutstandingChooser, ReplicaChooser
 from sovrouter.clock import SimClock
-from sovrouter.config import Settings, Upstream
+from sovrouter.config import BatchSettings, BatchStoreSettings, Settings, Upstream
 from sovrouter.contracts import Candidate
 from sovrouter.errors import ConfigError
 from sovrouter.gateway.app import create_app
 from sovrouter.gateway.server import ServerThread
-from sovrouter.gateway.wiring import build_live_pipeline, configured_chooser
+from sovrouter.gateway.wiring import build_live_pipeline, configured_chooser, make_batch_service
 from sovrouter.reuse.prefix import AffinitySettings, PrefixAffinityChooser
 from sovrouter.testing_upstream import UpstreamBehaviour, closed_port_url, create_upstream_app
 
@@ -175,3 +176,22 @@ def test_deployment_choice_is_configurable_and_checked(tmp_path: Path) -> None:
     assert isinstance(chooser.shapes.base, AnswerShapeModel)  # the shipped artifact, corrected online
     cheapest = settings.model_copy(update={"deployment_choice": "cheapest"})
     assert isinstance(make_deployment_chooser(cheapest, catalog, tenants), CheapestDeployment)
+
+
+def test_a_shared_batch_store_is_checked_at_start_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = make_settings(tmp_path / "state", "http://127.0.0.1:9", "http://127.0.0.1:10")
+    pipeline = build_live_pipeline(settings)
+    with pytest.raises(ValidationError):  # a password written into the URL is refused before anything connects
+        BatchStoreSettings(url="postgresql+psycopg://u:hunter2@db/x")
+    with pytest.raises(ValidationError):
+        BatchStoreSettings(url="mysql://u@db/x")
+    down = settings.model_copy(update={"batches": BatchSettings(store=BatchStoreSettings(
+        url=f"postgresql+psycopg://u@{closed_port_url().removeprefix('http://')}/x"))})
+    with pytest.raises(ConfigError, match=r"batches\.store") as err:
+        make_batch_service(down, pipeline)
+    assert "127.0.0.1" not in str(err.value)
+    secret = settings.model_copy(update={"batches": BatchSettings(store=BatchStoreSettings(
+        url="postgresql+psycopg://u@db/x", password_env="SOVROUTER_TEST_PG_PASSWORD"))})
+    monkeypatch.delenv("SOVROUTER_TEST_PG_PASSWORD", raising=False)
+    with pytest.raises(ConfigError, match="SOVROUTER_TEST_PG_PASSWORD"):
+        make_batch_service(secret, pipeline)

@@ -14,7 +14,7 @@ import dataclasses
 import json
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
 
@@ -99,9 +99,11 @@ class BatchRunner:
             cache=CacheOutcome(kind="bypass"),
         ))
 
-    async def run(self, lines: Sequence[ParsedLine], out: TextIO | None = None) -> tuple[list[dict[str, Any]],
-                                                                                       BatchSummary]:
-        """Results in input order (also written to ``out`` as they become ready in that order)."""
+    async def run(self, lines: Sequence[ParsedLine], out: TextIO | None = None,
+                  sink: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+                  ) -> tuple[list[dict[str, Any]], BatchSummary]:
+        """Results in input order (also written to ``out`` and given to ``sink`` as they become ready in that
+        order)."""
         summary = BatchSummary(lines=len(lines))
         gate = asyncio.Semaphore(max(1, self.concurrency))
 
@@ -119,6 +121,8 @@ class BatchRunner:
                 if out is not None:
                     out.write(dumps_line(item))
                     out.flush()
+                if sink is not None:
+                    await sink(item)
         finally:
             for task in tasks:
                 task.cancel()

@@ -1,36 +1,38 @@
 """The OpenAI Files and Batch APIs over the batch runner: upload a JSONL file, create a batch, poll it, download
 the results, as with ``client.files.create(purpose="batch")`` and ``client.batches.create(...)``.
 
-- **Storage** under one folder (the gateway's ``state_dir/batches``): file contents as files, metadata in SQLite.
-  A file's bytes are written to a temporary name and renamed into place before its row exists, so a failed
-  upload leaves nothing behind and a listed file is always complete.
+- **Storage**: one database (:mod:`sovrouter.batch.store`): SQLite under ``state_dir/batches`` for one instance,
+  or PostgreSQL shared by several gateway instances (``batches.store``), so that an upload on one instance, the
+  batch created on a second and the poll on a third all see the same files and batches. A file (metadata and
+  bytes) is one row written in one statement: a failed upload leaves nothing behind, a listed file is complete.
 - **Tenancy**: every file and batch belongs to the tenant of the key that created it; another tenant gets 404
   for it (existence is not revealed) and never sees it in a list.
-- **Running**: batches run one at a time in the serving loop, in creation order, ``concurrency`` lines in
-  flight, each line through the same :meth:`Pipeline.handle` as live traffic (sovereignty, cache, records), with
-  the router wrapped by :class:`~sovrouter.batch.router.DeferrableRouter` (cheapest allowed capacity first: the
-  "relaxed latency" of deferrable work). Results go to a partial file as they complete; when the batch ends,
-  lines answered 200 go to the output file and the rest (unreadable lines, refusals, upstream failures) to the
-  error file, as OpenAI splits them.
-- **Restarts**: a batch that was running when the process stopped resumes at the next start, skipping the
-  lines whose results are already in its partial file (no line is answered twice, except those in flight at
-  the moment of the stop).
-- **Cancel**: ``cancelling`` then ``cancelled``; lines already answered are kept in the output files.
-
+- **Running**: each instance's worker runs one batch at a time, ``concurrency`` lines in flight, each line
+  through the same :meth:`Pipeline.handle` as live traffic (sovereignty, cache, records), with the router wrapped
+  by :class:`~sovrouter.batch.router.DeferrableRouter` (cheapest allowed capacity first: the "relaxed latency" of
+  deferrable work). It takes the oldest open batch nobody holds a **lease** on (the instance that created a batch
+  is woken at once, the others look every ``poll_s``), renews the lease while it works, and stops if it loses it.
+  Each answered line is stored as it completes; when the batch ends, lines answered 200 go to the output file and
+  the rest (unreadable lines, refusals, upstream failures) to the error file, as OpenAI splits them, in one
+  transaction with the batch's final state.
+- **Restarts and lost instances**: a batch whose instance stopped resumes where it was, skipping the lines
+  already stored (no line is answered twice, except those in flight at the moment of the stop): at the next start
+  of a single instance, or on another instance once the stopped one's lease lapses (``lease_s``; a clean
+  shutdown hands its lease back at once).
+- **Cancel**, on any instance: ``cancelling`` then ``cancelled`` (the owner sees it at its next lease renewal,
+  or at once when it is the instance asked); lines already answered are kept in the output files.
 - **Expiry**: a batch still running when its 24 h window ends is ``expired``: answered lines are kept, the rest
   go to the error file with ``batch_expired``.
 
-Not built: endpoints other than ``/v1/chat/completions``, file deletion, a store shared between instances.
+Not built: endpoints other than ``/v1/chat/completions``, file deletion.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
 import os
-import sqlite3
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import SQLAlchemyError
 
 from sovrouter.batch.fileio import (
     CHAT_URL,
@@ -49,8 +52,9 @@ from sovrouter.batch.fileio import (
     parse_lines,
 )
 from sovrouter.batch.runner import BatchRunner, deferrable
+from sovrouter.batch.store import BatchStore, store_url
 from sovrouter.contracts import DataClass
-from sovrouter.errors import InvalidRequestError, NotFoundError, RequestTooLargeError
+from sovrouter.errors import InvalidRequestError, RequestTooLargeError
 from sovrouter.pipeline import Pipeline
 
 BatchStatus = Literal["validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling",
@@ -123,91 +127,30 @@ class CreateBatch(BaseModel):
     metadata: dict[str, str] | None = Field(default=None, max_length=16)
 
 
-class BatchStore:
-    """Files (bytes on disk, a row each) and batches (a JSON row each), by tenant. Thread-safe."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.files_dir = root / "files"
-        self.files_dir.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(root / "batches.sqlite", check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS files (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, "
-                         "created REAL NOT NULL, meta TEXT NOT NULL)")
-        self._db.execute("CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, "
-                         "created REAL NOT NULL, meta TEXT NOT NULL)")
-        self._lock = threading.Lock()
-
-    def path(self, file_id: str) -> Path:
-        return self.files_dir / f"{file_id}.jsonl"
-
-    def add_file(self, tenant: str, obj: FileObject, data: bytes) -> None:
-        tmp = self.files_dir / f".{obj.id}.tmp"
-        try:
-            tmp.write_bytes(data)
-            os.replace(tmp, self.path(obj.id))
-        finally:
-            tmp.unlink(missing_ok=True)
-        with self._lock:
-            self._db.execute("INSERT INTO files VALUES (?, ?, ?, ?)",
-                             (obj.id, tenant, time.time(), obj.model_dump_json()))
-
-    def file(self, tenant: str, file_id: str) -> FileObject:
-        with self._lock:
-            row = self._db.execute("SELECT meta FROM files WHERE id = ? AND tenant = ?", (file_id, tenant)).fetchone()
-        if row is None:
-            raise NotFoundError("no such file", param="file_id")
-        return FileObject.model_validate_json(row[0])
-
-    def files(self, tenant: str) -> list[FileObject]:
-        with self._lock:
-            rows = self._db.execute("SELECT meta FROM files WHERE tenant = ? ORDER BY created DESC, id",
-                                    (tenant,)).fetchall()
-        return [FileObject.model_validate_json(r[0]) for r in rows]
-
-    def put_batch(self, tenant: str, batch: BatchObject) -> None:
-        meta = json.dumps({**batch.model_dump(mode="json"), "data_class": batch.data_class})
-        with self._lock:
-            self._db.execute("INSERT INTO batches VALUES (?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET meta = "
-                             "excluded.meta", (batch.id, tenant, time.time(), meta))
-
-    def batch(self, tenant: str, batch_id: str) -> BatchObject:
-        with self._lock:
-            row = self._db.execute("SELECT meta FROM batches WHERE id = ? AND tenant = ?",
-                                   (batch_id, tenant)).fetchone()
-        if row is None:
-            raise NotFoundError("no such batch", param="batch_id")
-        return BatchObject.model_validate_json(row[0])
-
-    def batches(self, tenant: str | None = None) -> list[tuple[str, BatchObject]]:
-        """(tenant, batch), newest first; all tenants' when ``tenant`` is None (the worker's resume)."""
-        query = "SELECT tenant, meta FROM batches" + (" WHERE tenant = ?" if tenant is not None else "")
-        with self._lock:
-            rows = self._db.execute(query + " ORDER BY created DESC, id", (tenant,) if tenant is not None else ())
-            found = rows.fetchall()
-        return [(r[0], BatchObject.model_validate_json(r[1])) for r in found]
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-
 class BatchService:
-    """See the module docstring. ``start()`` in the serving loop before use, ``aclose()`` at shutdown."""
+    """See the module docstring. ``start()`` in the serving loop before use, ``aclose()`` at shutdown.
 
-    def __init__(self, root: Path, pipeline: Pipeline, *, concurrency: int = 4,
+    ``store``: a :class:`BatchStore`, or a folder for a local SQLite one. ``lease_s``: how long a batch stays held
+    by an instance that stopped renewing (it renews every third of it); ``poll_s``: how often an idle worker looks
+    for batches other instances created or left."""
+
+    def __init__(self, store: BatchStore | Path, pipeline: Pipeline, *, concurrency: int = 4,
                  max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, now: Callable[[], float] = time.time,
-                 window_s: float = WINDOW_S) -> None:
-        self.store = BatchStore(root)
+                 window_s: float = WINDOW_S, lease_s: float = 30.0, poll_s: float = 2.0) -> None:
+        self.store = store if isinstance(store, BatchStore) else BatchStore(store_url(None, store))
         self.pipeline = deferrable(pipeline)
         self.concurrency = max(1, concurrency)
         self.max_file_bytes = max_file_bytes
         self.now = now
         self.window_s = window_s
-        self._queue: asyncio.Queue[tuple[str, str]] | None = None
+        self.lease_s = lease_s
+        self.poll_s = poll_s
+        self.instance = "gw-" + uuid.uuid4().hex[:16]  # this process's name on the leases it holds
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._lost: set[str] = set()  # batches whose lease another instance took while we ran them
         self._finishing: set[asyncio.Future[None]] = set()
         self._closing = False
 
@@ -230,18 +173,17 @@ class BatchService:
         name = os.path.basename(filename.replace("\\", "/"))[:255] or "upload.jsonl"
         obj = FileObject(id="file-" + uuid.uuid4().hex[:24], bytes=len(data), created_at=self._ts(), filename=name,
                          purpose="batch")
-        self.store.add_file(tenant, obj, data)
+        self.store.add_file(tenant, obj.id, obj.model_dump_json(), data, time.time())
         return obj
 
     def file(self, tenant: str, file_id: str) -> FileObject:
-        return self.store.file(tenant, file_id)
+        return FileObject.model_validate_json(self.store.file_meta(tenant, file_id))
 
     def content(self, tenant: str, file_id: str) -> bytes:
-        obj = self.store.file(tenant, file_id)
-        return self.store.path(obj.id).read_bytes()
+        return self.store.file_data(tenant, file_id)
 
     def files(self, tenant: str) -> list[FileObject]:
-        return self.store.files(tenant)
+        return [FileObject.model_validate_json(m) for m in self.store.files(tenant)]
 
     # ------------------------------------------------------------------ batches
     def create(self, tenant: str, body: CreateBatch, data_class: DataClass = "public") -> BatchObject:
@@ -249,7 +191,7 @@ class BatchService:
             raise InvalidRequestError("endpoint must be /v1/chat/completions", param="endpoint")
         if body.completion_window != "24h":
             raise InvalidRequestError("completion_window must be '24h'", param="completion_window")
-        source = self.store.file(tenant, body.input_file_id)  # 404 for another tenant's file too
+        source = self.file(tenant, body.input_file_id)  # 404 for another tenant's file too
         if source.purpose != "batch":
             raise InvalidRequestError("input_file_id must be a file uploaded with purpose 'batch'",
                                       param="input_file_id")
@@ -257,7 +199,7 @@ class BatchService:
         batch = BatchObject(id="batch_" + uuid.uuid4().hex[:24], endpoint=CHAT_URL, input_file_id=source.id,
                             completion_window="24h", status="validating", created_at=now,
                             expires_at=now + int(self.window_s), metadata=body.metadata, data_class=data_class)
-        lines = self._lines(batch)
+        lines = self._lines(tenant, batch)
         failure = ("empty_file", "the input file has no requests") if not lines else (
             ("too_many_lines", f"the input file has more than {MAX_LINES} requests") if len(lines) > MAX_LINES
             else None)
@@ -267,190 +209,231 @@ class BatchService:
         else:
             batch.status, batch.in_progress_at = "in_progress", now
             batch.request_counts = RequestCounts(total=len(lines))
-        self.store.put_batch(tenant, batch)
+        self.store.add_batch(tenant, batch.id, batch.status, _meta(batch), time.time())
         if batch.status == "in_progress":
-            self._enqueue(tenant, batch.id)
+            self._poke()
         return batch
 
     def get(self, tenant: str, batch_id: str) -> BatchObject:
-        return self.store.batch(tenant, batch_id)
+        return BatchObject.model_validate(self.store.batch(tenant, batch_id).meta)
 
     def list_batches(self, tenant: str, limit: int = 20, after: str | None = None) -> tuple[list[BatchObject], bool]:
-        items = [b for _, b in self.store.batches(tenant)]
+        items = [BatchObject.model_validate(m) for m in self.store.batches(tenant)]
         if after is not None:
             ids = [b.id for b in items]
             items = items[ids.index(after) + 1:] if after in ids else []
         return items[:limit], len(items) > limit
 
     def cancel(self, tenant: str, batch_id: str) -> BatchObject:
-        batch = self.store.batch(tenant, batch_id)
-        if batch.status not in ("validating", "in_progress"):
-            return batch  # finished, failed or already cancelling: nothing to do (as OpenAI answers)
-        batch.status, batch.cancelling_at = "cancelling", self._ts()
-        self.store.put_batch(tenant, batch)
-        task = self._running.get(batch_id)
-        if task is not None:
-            task.cancel()
-        else:  # queued, not started: it ends now
-            self._finish(tenant, batch, end="cancelled")
-        return self.store.batch(tenant, batch_id)
+        """Mark the batch ``cancelling``. Running here: stop it now. Held by another instance: that one ends it
+        at its next lease renewal. Held by nobody (queued): end it here, now."""
+        self.store.batch(tenant, batch_id)  # 404 for another tenant's batch
+
+        def mark(meta: dict[str, Any]) -> dict[str, Any] | None:
+            if meta["status"] not in ("validating", "in_progress"):
+                return None  # finished, failed or already cancelling: nothing to do (as OpenAI answers)
+            return {**meta, "status": "cancelling", "cancelling_at": self._ts()}
+
+        if self.store.update(batch_id, mark) is not None:
+            task = self._running.get(batch_id)
+            if task is not None and self._loop is not None:
+                self._loop.call_soon_threadsafe(task.cancel)
+            elif self.store.claim(batch_id, self.instance, self.now(), self.lease_s):
+                self._finish(batch_id, end="cancelled")
+        return self.get(tenant, batch_id)
 
     # ------------------------------------------------------------------ running
-    def _lines(self, batch: BatchObject) -> list[ParsedLine]:
-        text = self.store.path(batch.input_file_id).read_text(encoding="utf-8")
+    def _lines(self, tenant: str, batch: BatchObject) -> list[ParsedLine]:
+        text = self.store.file_data(tenant, batch.input_file_id).decode("utf-8")
         return parse_lines(jsonl_lines(text))
 
-    def _partial(self, batch_id: str) -> Path:
-        return self.store.root / f"{batch_id}.partial.jsonl"
-
-    def _enqueue(self, tenant: str, batch_id: str) -> None:
-        """Queue a batch for the worker; safe from any thread (the routes run ``create`` in a worker thread)."""
-        if self._queue is not None and self._loop is not None:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, (tenant, batch_id))
+    def _poke(self) -> None:
+        """Wake this instance's worker (a batch was created); safe from any thread."""
+        if self._loop is not None and self._wake is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
 
     async def start(self) -> None:
-        """Start the worker in the running loop and queue the batches a previous process left unfinished."""
-        self._queue = asyncio.Queue()
+        """Start the worker in the running loop. One instance over its own SQLite file first forgets the leases
+        its predecessor held, so what that process left unfinished resumes at once."""
         self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        if not self.store.shared:
+            await asyncio.to_thread(self.store.release_all)
         self._worker = asyncio.create_task(self._work())
-        for tenant, batch in reversed(self.store.batches()):
-            if batch.status == "in_progress":
-                self._enqueue(tenant, batch.id)
-            elif batch.status in ("cancelling", "finalizing"):
-                self._finish(tenant, batch, end="cancelled" if batch.status == "cancelling" else "completed")
 
     async def _work(self) -> None:
-        assert self._queue is not None
+        assert self._wake is not None
         while True:
-            tenant, batch_id = await self._queue.get()
-            batch = self.store.batch(tenant, batch_id)
-            if batch.status != "in_progress":
-                continue
-            task = asyncio.create_task(self._run(tenant, batch))
-            self._running[batch_id] = task
+            self._wake.clear()
+            took = False
             try:
-                await asyncio.shield(task)
+                for batch_id in await asyncio.to_thread(self.store.unowned, self.now()):
+                    if await asyncio.to_thread(self.store.claim, batch_id, self.instance, self.now(), self.lease_s):
+                        took = True
+                        await self._own(batch_id)
             except asyncio.CancelledError:
-                if self._closing:
-                    raise  # the worker itself is being stopped (the batch resumes at the next start)
-                await self._end(tenant, batch_id, "cancelled")  # cancelled before its own handler ran
-            except Exception:  # the worker's boundary: one batch's failure never stops the queue
-                log.exception("batch %s stopped on an internal error", batch_id)
-                await self._end(tenant, batch_id, "failed")
-            finally:
-                self._running.pop(batch_id, None)
+                raise
+            except Exception:  # the worker's boundary: a store outage or one batch's failure never stops it
+                log.exception("batch worker: pass failed; trying again in %.1f s", self.poll_s)
+                took = False
+            if not took:
+                with contextlib.suppress(TimeoutError):  # woken by a new batch here, or time to look again
+                    await asyncio.wait_for(self._wake.wait(), self.poll_s)
+
+    async def _own(self, batch_id: str) -> None:
+        """Run or close a batch whose lease this instance holds."""
+        stored = await asyncio.to_thread(self.store.batch, None, batch_id)
+        batch, tenant = BatchObject.model_validate(stored.meta), stored.tenant
+        if batch.status in ("cancelling", "finalizing"):  # its owner stopped before closing it: close it
+            await self._end(batch_id, "cancelled" if batch.status == "cancelling" else "completed")
+            return
+        if batch.status != "in_progress":  # closed meanwhile (a cancel on this instance)
+            await asyncio.to_thread(self.store.release, batch_id, self.instance)
+            return
+        task = asyncio.create_task(self._run(tenant, batch))
+        self._running[batch_id] = task
+        beat = asyncio.create_task(self._heartbeat(batch_id, task))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if self._closing:
+                raise  # shutdown: the batch resumes later
+            if batch_id not in self._lost:  # else another instance holds it now, and goes on with it
+                await self._end(batch_id, "cancelled")  # cancelled before its own handler ran
+        except Exception:  # one batch's failure ends that batch only (the worker's boundary)
+            log.exception("batch %s stopped on an internal error", batch_id)
+            await self._end(batch_id, "failed")
+        finally:
+            beat.cancel()
+            self._running.pop(batch_id, None)
+            self._lost.discard(batch_id)
+
+    async def _heartbeat(self, batch_id: str, task: asyncio.Task[None]) -> None:
+        """Renew the lease every third of it; stop the run when the batch was cancelled (on any instance) or
+        the lease went to another instance."""
+        while not task.done():
+            await asyncio.sleep(self.lease_s / 3)
+            try:
+                status = await asyncio.to_thread(self.store.renew, batch_id, self.instance, self.now(), self.lease_s)
+            except SQLAlchemyError:
+                log.warning("batch %s: lease renewal failed (store unreachable); retrying", batch_id)
+                continue
+            if status is None:
+                self._lost.add(batch_id)
+                task.cancel()
+                return
+            if status == "cancelling":
+                task.cancel()
+                return
 
     async def _run(self, tenant: str, batch: BatchObject) -> None:
         end: BatchEnd = "completed"
         try:
-            todo = await asyncio.to_thread(self._todo, batch)  # file work off the serving loop
+            todo = await asyncio.to_thread(self._todo, tenant, batch)  # database work off the serving loop
             runner = BatchRunner(self.pipeline, tenant=tenant, data_class=batch.data_class,
                                  concurrency=self.concurrency, batch_id=batch.id)
-            with self._partial(batch.id).open("a", encoding="utf-8") as out:
-                await asyncio.wait_for(runner.run(todo, out=out), timeout=max(0.0, batch.expires_at - self.now()))
+
+            async def keep(item: dict[str, Any]) -> None:
+                await asyncio.to_thread(self.store.add_result, batch.id, str(item["id"]), dumps_line(item))
+
+            await asyncio.wait_for(runner.run(todo, sink=keep), timeout=max(0.0, batch.expires_at - self.now()))
         except TimeoutError:
             end = "expired"  # the completion window ran out: what was answered is kept
         except asyncio.CancelledError:
-            if self._closing or self.store.batch(tenant, batch.id).status != "cancelling":
-                raise  # shutdown: the batch stays in progress and resumes at the next start
+            if self._closing or batch.id in self._lost or self.get(tenant, batch.id).status != "cancelling":
+                raise  # shutdown or lease lost: the batch stays in progress and resumes (here or elsewhere)
             end = "cancelled"
-        await self._end(tenant, batch.id, end)
+        await self._end(batch.id, end)
 
-    async def _end(self, tenant: str, batch_id: str, end: BatchEnd) -> None:
+    async def _end(self, batch_id: str, end: BatchEnd) -> None:
         """:meth:`_finish` in a worker thread; a shutdown waits for it (it writes the result files)."""
-        job = asyncio.ensure_future(asyncio.to_thread(self._finish, tenant, self.store.batch(tenant, batch_id),
-                                                      end=end))
+        job = asyncio.ensure_future(asyncio.to_thread(self._finish, batch_id, end=end))
         self._finishing.add(job)
         job.add_done_callback(self._finishing.discard)
         await asyncio.shield(job)
 
-    def _todo(self, batch: BatchObject) -> list[ParsedLine]:
-        """The lines still to answer; a resumed batch keeps the whole lines it answered before the stop."""
-        partial = self._partial(batch.id)
-        kept = _read_lines(partial)
-        partial.write_text("".join(dumps_line(x) for x in kept), encoding="utf-8")
-        done = {x.get("id") for x in kept}
-        return [line for line in self._lines(batch) if _line_id(batch.id, line.line_no) not in done]
+    def _todo(self, tenant: str, batch: BatchObject) -> list[ParsedLine]:
+        """The lines still to answer (a resumed batch keeps the lines it answered before)."""
+        done = {x.get("id") for x in self.store.results(batch.id)}
+        return [line for line in self._lines(tenant, batch) if _line_id(batch.id, line.line_no) not in done]
 
-    def _finish(self, tenant: str, batch: BatchObject, *, end: BatchEnd) -> None:
-        """Split the partial results into the output and error files and close the batch (what was answered
-        is kept whatever the end)."""
-        batch.status, batch.finalizing_at = "finalizing", self._ts()
-        self.store.put_batch(tenant, batch)
-        ok: list[dict[str, Any]] = []
-        bad: list[dict[str, Any]] = []
-        partial = self._partial(batch.id)
-        for line in _read_lines(partial):
-            response = line.get("response") or {}
-            (ok if line.get("error") is None and response.get("status_code") == 200 else bad).append(line)
-        if end == "expired":  # as OpenAI: every line not answered in the window is an error line
-            answered = {x.get("id") for x in ok + bad}
-            bad += [output_line(_line_id(batch.id, line.line_no), line.custom_id, line_no=line.line_no,
-                                error=LineError("batch_expired", "the batch's completion window ended first"))
-                    for line in self._lines(batch) if _line_id(batch.id, line.line_no) not in answered]
-        order = {_line_id(batch.id, line.line_no): line.line_no for line in self._lines(batch)}
-        for group in (ok, bad):
-            group.sort(key=lambda x: order.get(str(x.get("id")), len(order) + 1))
-        if ok:
-            batch.output_file_id = self._result_file(tenant, f"{batch.id}_output.jsonl", ok).id
-        if bad:
-            batch.error_file_id = self._result_file(tenant, f"{batch.id}_error.jsonl", bad).id
-        batch.request_counts = RequestCounts(total=batch.request_counts.total, completed=len(ok), failed=len(bad))
-        now = self._ts()
-        if end == "cancelled":
-            batch.status, batch.cancelled_at = "cancelled", now
-        elif end == "expired":
-            batch.status, batch.expired_at = "expired", now
-        elif end == "failed":
-            batch.status, batch.failed_at = "failed", now
-            batch.errors = BatchErrors(data=[BatchError(code="internal_error",
-                                                        message="the batch stopped on an internal error")])
-        else:
-            batch.status, batch.completed_at = "completed", now
-        self.store.put_batch(tenant, batch)
-        partial.unlink(missing_ok=True)
+    def _finish(self, batch_id: str, *, end: BatchEnd) -> None:
+        """Split the stored results into the output and error files and close the batch, in one transaction
+        (what was answered is kept whatever the end). Does nothing once the lease is another instance's."""
+        for _ in range(8):  # a concurrent change (a cancel) moves the version: read again and redo
+            stored = self.store.batch(None, batch_id)
+            if self.store.owner(batch_id) != self.instance:
+                return
+            tenant, batch = stored.tenant, BatchObject.model_validate(stored.meta)
+            now = self._ts()
+            batch.finalizing_at = now
+            ok: list[dict[str, Any]] = []
+            bad: list[dict[str, Any]] = []
+            for line in self.store.results(batch_id):
+                response = line.get("response") or {}
+                (ok if line.get("error") is None and response.get("status_code") == 200 else bad).append(line)
+            lines = self._lines(tenant, batch)
+            if end == "expired":  # as OpenAI: every line not answered in the window is an error line
+                answered = {x.get("id") for x in ok + bad}
+                bad += [output_line(_line_id(batch_id, line.line_no), line.custom_id, line_no=line.line_no,
+                                    error=LineError("batch_expired", "the batch's completion window ended first"))
+                        for line in lines if _line_id(batch_id, line.line_no) not in answered]
+            order = {_line_id(batch_id, line.line_no): line.line_no for line in lines}
+            for group in (ok, bad):
+                group.sort(key=lambda x: order.get(str(x.get("id")), len(order) + 1))
+            files: list[tuple[str, str, str, bytes, float]] = []
+            if ok:
+                batch.output_file_id = self._result_file(tenant, f"{batch_id}_output.jsonl", ok, files)
+            if bad:
+                batch.error_file_id = self._result_file(tenant, f"{batch_id}_error.jsonl", bad, files)
+            batch.request_counts = RequestCounts(total=batch.request_counts.total, completed=len(ok),
+                                                 failed=len(bad))
+            if end == "cancelled":
+                batch.status, batch.cancelled_at = "cancelled", now
+            elif end == "expired":
+                batch.status, batch.expired_at = "expired", now
+            elif end == "failed":
+                batch.status, batch.failed_at = "failed", now
+                batch.errors = BatchErrors(data=[BatchError(code="internal_error",
+                                                            message="the batch stopped on an internal error")])
+            else:
+                batch.status, batch.completed_at = "completed", now
+            if self.store.finish(batch_id, self.instance, stored.version, _meta(batch), files):
+                return
+        log.warning("batch %s: could not be closed (changed under every attempt); it stays open", batch_id)
 
-    def _result_file(self, tenant: str, name: str, lines: list[dict[str, Any]]) -> FileObject:
+    def _result_file(self, tenant: str, name: str, lines: list[dict[str, Any]],
+                     files: list[tuple[str, str, str, bytes, float]]) -> str:
         data = "".join(dumps_line(x) for x in lines).encode("utf-8")
         obj = FileObject(id="file-" + uuid.uuid4().hex[:24], bytes=len(data), created_at=self._ts(), filename=name,
                          purpose="batch_output")
-        self.store.add_file(tenant, obj, data)
-        return obj
-
-    async def wait_idle(self) -> None:
-        """Until every queued batch has ended (tests, benchmarks)."""
-        while self._queue is not None and (not self._queue.empty() or self._running):
-            await asyncio.sleep(0.02)
+        files.append((tenant, obj.id, obj.model_dump_json(), data, time.time()))
+        return obj.id
 
     async def aclose(self) -> None:
-        """Stop the worker and the running batch (it stays in progress and resumes at the next start), let
-        result files being written finish, close the store."""
+        """Stop the worker and the running batch (it stays in progress: its lease is handed back so that it
+        resumes at the next start or on another instance), let result files being written finish, close the
+        store."""
         self._closing = True
         if self._worker is not None:
-            running = list(self._running.values())
+            running = dict(self._running)
             self._worker.cancel()
-            for task in running:
+            for task in running.values():
                 task.cancel()
-            await asyncio.gather(self._worker, *running, return_exceptions=True)
+            await asyncio.gather(self._worker, *running.values(), return_exceptions=True)
             self._worker = None
-        if self._finishing:
+            if self._finishing:
+                await asyncio.gather(*list(self._finishing), return_exceptions=True)
+            for batch_id in running:
+                await asyncio.to_thread(self.store.release, batch_id, self.instance)
+        elif self._finishing:
             await asyncio.gather(*list(self._finishing), return_exceptions=True)
         self.store.close()
 
 
-def _read_lines(path: Path) -> list[dict[str, Any]]:
-    """The complete JSON lines of a partial file (a line cut by a crash is dropped, so it is run again)."""
-    if not path.exists():
-        return []
-    out = []
-    for text in jsonl_lines(path.read_text(encoding="utf-8")):
-        try:
-            item = json.loads(text)
-        except ValueError:
-            continue
-        if isinstance(item, dict):
-            out.append(item)
-    return out
+def _meta(batch: BatchObject) -> dict[str, Any]:
+    """The stored form of a batch (its data class included, which the API object does not show)."""
+    return {**batch.model_dump(mode="json"), "data_class": batch.data_class}
 
 
 def _line_id(batch_id: str, line_no: int) -> str:

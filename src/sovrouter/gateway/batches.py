@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI
 from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
@@ -23,7 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sovrouter.batch.service import BatchService, CreateBatch
-from sovrouter.errors import InvalidRequestError, RequestTooLargeError, SovrouterError
+from sovrouter.errors import InvalidRequestError, RequestTooLargeError, SovrouterError, StoreUnavailableError
 from sovrouter.gateway.auth import KeyRing
 from sovrouter.gateway.errors import error_response, internal_error_response
 from sovrouter.gateway.headers import data_class_header
@@ -40,6 +41,8 @@ def _boundary(handler: _Handler) -> _Handler:
             return await handler(request)
         except SovrouterError as exc:
             return error_response(exc)
+        except SQLAlchemyError:  # the store's database is down or refusing: say so, never its details
+            return error_response(StoreUnavailableError("the batch store is unavailable; try again later"))
         except Exception as exc:  # the gateway boundary: nothing unexpected leaves as a stack trace
             return internal_error_response(exc)
 
@@ -78,18 +81,20 @@ class BatchRoutes:
                 filename = upload.filename or "upload.jsonl"
         except MultiPartException:
             raise InvalidRequestError("malformed multipart body") from None
-        obj = await asyncio.to_thread(self.service.upload, tenant, filename, purpose, data)  # disk off the loop
+        obj = await asyncio.to_thread(self.service.upload, tenant, filename, purpose, data)  # database off the loop
         return _json(obj.model_dump_json())
 
     async def get_file(self, request: Request) -> Response:
-        return _json(self.service.file(self._tenant(request), request.path_params["file_id"]).model_dump_json())
+        obj = await asyncio.to_thread(self.service.file, self._tenant(request), request.path_params["file_id"])
+        return _json(obj.model_dump_json())
 
     async def file_content(self, request: Request) -> Response:
         data = await asyncio.to_thread(self.service.content, self._tenant(request), request.path_params["file_id"])
         return Response(data, media_type="application/jsonl")
 
     async def list_files(self, request: Request) -> Response:
-        items = [f.model_dump(mode="json") for f in self.service.files(self._tenant(request))]
+        items = [f.model_dump(mode="json") for f in await asyncio.to_thread(self.service.files,
+                                                                          self._tenant(request))]
         return _json(json.dumps({"object": "list", "data": items, "has_more": False}))
 
     async def create_batch(self, request: Request) -> Response:
@@ -109,17 +114,20 @@ class BatchRoutes:
         return _json(batch.model_dump_json())
 
     async def get_batch(self, request: Request) -> Response:
-        return _json(self.service.get(self._tenant(request), request.path_params["batch_id"]).model_dump_json())
+        batch = await asyncio.to_thread(self.service.get, self._tenant(request), request.path_params["batch_id"])
+        return _json(batch.model_dump_json())
 
     async def cancel_batch(self, request: Request) -> Response:
-        return _json(self.service.cancel(self._tenant(request), request.path_params["batch_id"]).model_dump_json())
+        batch = await asyncio.to_thread(self.service.cancel, self._tenant(request), request.path_params["batch_id"])
+        return _json(batch.model_dump_json())
 
     async def list_batches(self, request: Request) -> Response:
         tenant = self._tenant(request)
         raw_limit = request.query_params.get("limit", "20")
         if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 100:
             raise InvalidRequestError("limit must be an integer from 1 to 100", param="limit")
-        items, more = self.service.list_batches(tenant, int(raw_limit), request.query_params.get("after"))
+        items, more = await asyncio.to_thread(self.service.list_batches, tenant, int(raw_limit),
+                                              request.query_params.get("after"))
         data = [b.model_dump(mode="json") for b in items]
         return _json(json.dumps({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
                                  "last_id": data[-1]["id"] if data else None, "has_more": more}))

@@ -12,10 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import httpx
+from sqlalchemy.exc import SQLAlchemyError
 
 from sovrouter.adapters.openai_http import OpenAIHTTPAdapter, new_client
 from sovrouter.adapters.replicas import HealthAwareChooser, LeastOutstandingChooser, ReplicaChooser
 from sovrouter.batch.service import BatchService
+from sovrouter.batch.store import BatchStore, store_url
 from sovrouter.build import assemble
 from sovrouter.catalog import Catalog, Tenants
 from sovrouter.clock import WallClock
@@ -111,7 +113,16 @@ def build_live_pipeline(
 def make_batch_service(settings: Settings, pipeline: Pipeline) -> BatchService | None:
     """``/v1/files`` and ``/v1/batches`` over ``pipeline``, stored under ``state_dir/batches`` (off when
     ``batches.enabled`` is false)."""
-    if not settings.batches.enabled:
+    cfg = settings.batches
+    if not cfg.enabled:
         return None
-    return BatchService(settings.state_dir / "batches", pipeline, concurrency=settings.batches.concurrency,
-                        max_file_bytes=settings.batches.max_file_bytes)
+    if cfg.store is None:
+        return BatchService(settings.state_dir / "batches", pipeline, concurrency=cfg.concurrency,
+                            max_file_bytes=cfg.max_file_bytes)
+    url = store_url(cfg.store.url, settings.state_dir / "batches", cfg.store.password_env)
+    try:
+        store = BatchStore(url)
+    except SQLAlchemyError as exc:  # unreachable or refusing at start-up: a configuration problem, said plainly
+        raise ConfigError(f"batches.store: cannot open the database ({type(exc).__name__})") from None
+    return BatchService(store, pipeline, concurrency=cfg.concurrency, max_file_bytes=cfg.max_file_bytes,
+                        lease_s=cfg.store.lease_s, poll_s=cfg.store.poll_s)

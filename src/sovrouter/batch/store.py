@@ -1,0 +1,257 @@
+"""Where files and batches live: one SQL database through SQLAlchemy Core, SQLite for one instance (the default,
+``state_dir/batches/batches.sqlite``) or PostgreSQL shared by every gateway instance (``batches.store``).
+
+Everything a batch needs is in the database, so any instance can answer for it and take it over:
+
+- ``batch_files``: each file's metadata and bytes in one row (inserted in one statement, so a listed file is always
+  complete); reads are by tenant, so another tenant's id is "not found".
+- ``batch_jobs``: each batch as its JSON object, with its status, a version (every update is a compare-and-set on
+  it, so two instances never overwrite each other's change: a cancel and the owner's finish meet in order), and a
+  **lease** (``owner``, ``lease_until``): only the instance holding an unexpired lease runs or finishes a batch.
+  The owner renews it while it works; if it dies the lease lapses and another instance claims the batch.
+- ``batch_results``: one row per answered line, keyed by its line id (a line is stored at most once whichever
+  instance answered it); a resumed batch skips these lines. Finishing writes the output and error files, the
+  batch's final state and deletes its result rows in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+from sovrouter.config import env_secret
+from sovrouter.errors import ConfigError, NotFoundError
+
+_META = sa.MetaData()
+FILES = sa.Table(
+    "batch_files", _META,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("tenant", sa.String(200), nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("meta", sa.Text, nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+    sa.Index("batch_files_tenant", "tenant", "created"),
+)
+JOBS = sa.Table(
+    "batch_jobs", _META,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("tenant", sa.String(200), nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("meta", sa.Text, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("owner", sa.String(64), nullable=True),
+    sa.Column("lease_until", sa.Float, nullable=True),
+    sa.Index("batch_jobs_tenant", "tenant", "created"),
+    sa.Index("batch_jobs_status", "status"),
+)
+RESULTS = sa.Table(
+    "batch_results", _META,
+    sa.Column("batch_id", sa.String(64), primary_key=True),
+    sa.Column("line_id", sa.String(200), primary_key=True),
+    sa.Column("line", sa.Text, nullable=False),
+)
+#: statuses in which a batch still needs an owner (to run it, or to write its result files)
+OPEN = ("in_progress", "cancelling", "finalizing")
+
+
+@dataclass(frozen=True)
+class StoredBatch:
+    tenant: str
+    meta: dict[str, Any]
+    version: int
+
+
+def store_url(url: str | None, root: Path, password_env: str | None = None) -> sa.URL:
+    """The database URL: the given one (its password from ``password_env``, never written in the URL) or the
+    local SQLite file under ``root``."""
+    if url is None:
+        root.mkdir(parents=True, exist_ok=True)
+        return sa.URL.create("sqlite", database=str(root / "batches.sqlite"))
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        raise ConfigError("batches.store.url is not a database URL") from None
+    if parsed.password is not None:
+        raise ConfigError("batches.store.url must not hold a password (use batches.store.password_env)")
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")  # the driver installed with sovrouter (psycopg 3)
+    secret = env_secret(password_env, "batches.store")
+    return parsed if secret is None else parsed.set(password=secret)
+
+
+class BatchStore:
+    """See the module docstring. Thread-safe (a connection pool); every method is one short transaction."""
+
+    def __init__(self, url: sa.URL | str, *, engine: Engine | None = None) -> None:
+        self.engine = engine if engine is not None else _engine(url)
+        self.shared = self.engine.dialect.name != "sqlite"
+        _META.create_all(self.engine)
+
+    # ------------------------------------------------------------------ files
+    def add_file(self, tenant: str, file_id: str, meta: str, data: bytes, created: float) -> None:
+        with self.engine.begin() as db:
+            db.execute(FILES.insert().values(id=file_id, tenant=tenant, created=created, meta=meta, data=data))
+
+    def file_meta(self, tenant: str, file_id: str) -> str:
+        with self.engine.connect() as db:
+            meta = db.scalar(sa.select(FILES.c.meta).where(FILES.c.id == file_id, FILES.c.tenant == tenant))
+        if meta is None:
+            raise NotFoundError("no such file", param="file_id")
+        return str(meta)
+
+    def file_data(self, tenant: str, file_id: str) -> bytes:
+        with self.engine.connect() as db:
+            data = db.scalar(sa.select(FILES.c.data).where(FILES.c.id == file_id, FILES.c.tenant == tenant))
+        if data is None:
+            raise NotFoundError("no such file", param="file_id")
+        return bytes(data)
+
+    def files(self, tenant: str) -> list[str]:
+        query = sa.select(FILES.c.meta).where(FILES.c.tenant == tenant).order_by(FILES.c.created.desc(), FILES.c.id)
+        with self.engine.connect() as db:
+            return [str(m) for m in db.scalars(query)]
+
+    # ------------------------------------------------------------------ batches
+    def add_batch(self, tenant: str, batch_id: str, status: str, meta: dict[str, Any], created: float) -> None:
+        with self.engine.begin() as db:
+            db.execute(JOBS.insert().values(id=batch_id, tenant=tenant, created=created, status=status,
+                                            meta=json.dumps(meta), version=0))
+
+    def batch(self, tenant: str | None, batch_id: str) -> StoredBatch:
+        """The batch (any tenant's when ``tenant`` is None: the worker's own use)."""
+        query = sa.select(JOBS.c.tenant, JOBS.c.meta, JOBS.c.version).where(JOBS.c.id == batch_id)
+        if tenant is not None:
+            query = query.where(JOBS.c.tenant == tenant)
+        with self.engine.connect() as db:
+            row = db.execute(query).first()
+        if row is None:
+            raise NotFoundError("no such batch", param="batch_id")
+        return StoredBatch(row.tenant, json.loads(row.meta), row.version)
+
+    def batches(self, tenant: str) -> list[dict[str, Any]]:
+        """The tenant's batches, newest first."""
+        query = sa.select(JOBS.c.meta).where(JOBS.c.tenant == tenant).order_by(JOBS.c.created.desc(), JOBS.c.id)
+        with self.engine.connect() as db:
+            return [json.loads(m) for m in db.scalars(query)]
+
+    def update(self, batch_id: str, change: Callable[[dict[str, Any]], dict[str, Any] | None],
+               *, owner: str | None = None) -> dict[str, Any] | None:
+        """Compare-and-set: apply ``change`` to the current object and write it if nobody wrote in between
+        (else read again and retry). ``change`` returning None writes nothing. With ``owner``, only while that
+        owner holds the batch's lease. Returns what was written, or None."""
+        while True:
+            current = self.batch(None, batch_id)
+            new = change(dict(current.meta))
+            if new is None:
+                return None
+            cond = [JOBS.c.id == batch_id, JOBS.c.version == current.version]
+            if owner is not None:
+                cond.append(JOBS.c.owner == owner)
+            with self.engine.begin() as db:
+                done = db.execute(JOBS.update().where(*cond).values(
+                    meta=json.dumps(new), status=new["status"], version=current.version + 1)).rowcount
+            if done == 1:
+                return new
+            if owner is not None and self.owner(batch_id) != owner:
+                return None  # the lease went to another instance: it is theirs to write now
+
+    # ------------------------------------------------------------------ leases
+    def claim(self, batch_id: str, owner: str, now: float, lease_s: float) -> bool:
+        """Take (or renew) the batch's lease if it is free, lapsed or already ours."""
+        free = sa.or_(JOBS.c.owner.is_(None), JOBS.c.owner == owner, JOBS.c.lease_until < now)
+        with self.engine.begin() as db:
+            done = db.execute(JOBS.update().where(JOBS.c.id == batch_id, free)
+                              .values(owner=owner, lease_until=now + lease_s)).rowcount
+        return bool(done == 1)
+
+    def renew(self, batch_id: str, owner: str, now: float, lease_s: float) -> str | None:
+        """Extend our lease; the batch's status, or None when the lease is no longer ours."""
+        with self.engine.begin() as db:
+            done = db.execute(JOBS.update().where(JOBS.c.id == batch_id, JOBS.c.owner == owner)
+                              .values(lease_until=now + lease_s)).rowcount
+            if done != 1:
+                return None
+            return str(db.scalar(sa.select(JOBS.c.status).where(JOBS.c.id == batch_id)))
+
+    def release(self, batch_id: str, owner: str) -> None:
+        with self.engine.begin() as db:
+            db.execute(JOBS.update().where(JOBS.c.id == batch_id, JOBS.c.owner == owner)
+                       .values(owner=None, lease_until=None))
+
+    def release_all(self) -> None:
+        """Forget every lease (one instance over its own SQLite file, at start: the owner that held them is
+        this process's predecessor)."""
+        with self.engine.begin() as db:
+            db.execute(JOBS.update().where(JOBS.c.owner.is_not(None)).values(owner=None, lease_until=None))
+
+    def owner(self, batch_id: str) -> str | None:
+        with self.engine.connect() as db:
+            value = db.scalar(sa.select(JOBS.c.owner).where(JOBS.c.id == batch_id))
+        return None if value is None else str(value)
+
+    def unowned(self, now: float) -> list[str]:
+        """Open batches nobody holds, oldest first."""
+        query = (sa.select(JOBS.c.id).where(JOBS.c.status.in_(OPEN),
+                                            sa.or_(JOBS.c.owner.is_(None), JOBS.c.lease_until < now))
+                 .order_by(JOBS.c.created, JOBS.c.id))
+        with self.engine.connect() as db:
+            return [str(x) for x in db.scalars(query)]
+
+    # ------------------------------------------------------------------ results
+    def add_result(self, batch_id: str, line_id: str, line: str) -> None:
+        """Store an answered line once (a second answer of the same line, after a takeover, is dropped)."""
+        insert = (postgresql.insert(RESULTS) if self.shared else sqlite.insert(RESULTS)).values(
+            batch_id=batch_id, line_id=line_id, line=line)
+        with self.engine.begin() as db:
+            db.execute(insert.on_conflict_do_nothing(index_elements=["batch_id", "line_id"]))
+
+    def results(self, batch_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as db:
+            rows = db.scalars(sa.select(RESULTS.c.line).where(RESULTS.c.batch_id == batch_id))
+            return [json.loads(x) for x in rows]
+
+    def finish(self, batch_id: str, owner: str, version: int, meta: dict[str, Any],
+               files: list[tuple[str, str, str, bytes, float]]) -> bool:
+        """One transaction: insert the result files ``(tenant, id, meta, data, created)``, write the batch's final
+        state (if still at ``version`` and ours), drop its result rows and its lease. False (nothing written)
+        when another instance changed the batch or took the lease."""
+        with self.engine.begin() as db:
+            done = db.execute(JOBS.update().where(JOBS.c.id == batch_id, JOBS.c.version == version,
+                                                  JOBS.c.owner == owner)
+                              .values(meta=json.dumps(meta), status=meta["status"], version=version + 1,
+                                      owner=None, lease_until=None)).rowcount
+            if done != 1:
+                return False  # nothing was written
+            for tenant, file_id, file_meta, data, created in files:
+                db.execute(FILES.insert().values(id=file_id, tenant=tenant, created=created, meta=file_meta,
+                                                 data=data))
+            db.execute(RESULTS.delete().where(RESULTS.c.batch_id == batch_id))
+        return True
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _engine(url: sa.URL | str) -> Engine:
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = sa.create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 30})
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return sa.create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5,
+                            connect_args={"connect_timeout": 10})
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()

@@ -1,0 +1,125 @@
+"""BatchStore on both databases (SQLite file, real PostgreSQL): tenancy, compare-and-set, leases, results stored
+once, finishing in one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.exc import IntegrityError
+
+from sovrouter.batch.store import BatchStore, store_url
+from sovrouter.errors import ConfigError, NotFoundError
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BatchStore]:
+    if request.param == "sqlite":
+        url = store_url(None, tmp_path)
+    else:
+        url = store_url(request.getfixturevalue("pg_srv").new_database(), tmp_path)
+    s = BatchStore(url)
+    yield s
+    s.close()
+
+
+def _meta(status: str = "in_progress", **extra: Any) -> dict[str, Any]:
+    return {"id": "b1", "status": status, **extra}
+
+
+def test_files_are_tenant_scoped(store: BatchStore) -> None:
+    store.add_file("acme", "file-1", '{"id": "file-1"}', b"line\n", 1.0)
+    store.add_file("acme", "file-2", '{"id": "file-2"}', b"\x00" * 70_000, 2.0)
+    assert store.file_data("acme", "file-1") == b"line\n" and len(store.file_data("acme", "file-2")) == 70_000
+    assert store.files("acme") == ['{"id": "file-2"}', '{"id": "file-1"}']  # newest first
+    assert store.files("euro") == []
+    for call in (lambda: store.file_meta("euro", "file-1"), lambda: store.file_data("euro", "file-1"),
+                 lambda: store.file_meta("acme", "nope")):
+        with pytest.raises(NotFoundError):
+            call()
+
+
+def test_update_is_compare_and_set(store: BatchStore) -> None:
+    store.add_batch("acme", "b1", "in_progress", _meta(), 1.0)
+    seen: list[str] = []
+
+    def cancel(meta: dict[str, Any]) -> dict[str, Any] | None:
+        seen.append(meta["status"])
+        if len(seen) == 1:  # someone else writes between our read and our write
+            store.update("b1", lambda m: {**m, "status": "finalizing"})
+        return {**meta, "note": len(seen)}
+
+    written = store.update("b1", cancel)
+    assert seen == ["in_progress", "finalizing"]  # the first write lost the race and was redone on the new state
+    assert written == {"id": "b1", "status": "finalizing", "note": 2}
+    assert store.batch("acme", "b1").version == 2
+    assert store.update("b1", lambda m: None) is None and store.batch("acme", "b1").version == 2
+    with pytest.raises(NotFoundError):
+        store.batch("euro", "b1")
+
+
+def test_one_lease_at_a_time_and_it_lapses(store: BatchStore) -> None:
+    store.add_batch("acme", "b1", "in_progress", _meta(), 1.0)
+    store.add_batch("acme", "b2", "completed", _meta("completed"), 2.0)
+    assert store.unowned(now=100.0) == ["b1"]  # closed batches need nobody
+    assert store.claim("b1", "gw-a", now=100.0, lease_s=30)
+    assert not store.claim("b1", "gw-b", now=110.0, lease_s=30)
+    assert store.unowned(now=110.0) == []
+    assert store.renew("b1", "gw-a", now=120.0, lease_s=30) == "in_progress"  # held until 150
+    assert store.renew("b1", "gw-b", now=120.0, lease_s=30) is None
+    assert not store.claim("b1", "gw-b", now=149.0, lease_s=30)
+    assert store.unowned(now=151.0) == ["b1"] and store.claim("b1", "gw-b", now=151.0, lease_s=30)
+    assert store.renew("b1", "gw-a", now=152.0, lease_s=30) is None  # the old owner learns it lost the batch
+    assert store.update("b1", lambda m: {**m, "x": 1}, owner="gw-a") is None  # and can no longer write it
+    assert store.update("b1", lambda m: {**m, "x": 1}, owner="gw-b") is not None
+    store.release("b1", "gw-a")
+    assert store.owner("b1") == "gw-b"
+    store.release_all()
+    assert store.owner("b1") is None
+
+
+def test_results_are_stored_once_and_finish_is_atomic(store: BatchStore) -> None:
+    store.add_batch("acme", "b1", "in_progress", _meta(), 1.0)
+    store.claim("b1", "gw-a", now=0.0, lease_s=1e9)
+    store.add_result("b1", "b1_req_1", '{"id": "b1_req_1", "n": 1}')
+    store.add_result("b1", "b1_req_1", '{"id": "b1_req_1", "n": 2}')  # answered again after a takeover
+    store.add_result("b1", "b1_req_2", '{"id": "b1_req_2"}')
+    assert sorted(r["id"] for r in store.results("b1")) == ["b1_req_1", "b1_req_2"]
+    assert [r.get("n") for r in store.results("b1") if r["id"] == "b1_req_1"] == [1]
+    version = store.batch(None, "b1").version
+    out = [("acme", "file-out", '{"id": "file-out"}', b"results\n", 5.0)]
+    # a stale version (someone changed the batch) or a lost lease writes nothing at all
+    assert not store.finish("b1", "gw-a", version + 1, _meta("completed"), out)
+    assert not store.finish("b1", "gw-b", version, _meta("completed"), out)
+    assert store.files("acme") == [] and len(store.results("b1")) == 2
+    assert store.finish("b1", "gw-a", version, _meta("completed"), out)
+    assert store.batch("acme", "b1").meta["status"] == "completed" and store.owner("b1") is None
+    assert store.file_data("acme", "file-out") == b"results\n" and store.results("b1") == []
+    assert store.unowned(now=0.0) == []
+
+
+def test_a_finish_that_fails_midway_leaves_the_batch_as_it_was(store: BatchStore) -> None:
+    store.add_batch("acme", "b1", "in_progress", _meta(), 1.0)
+    store.add_file("acme", "file-dup", "{}", b"x", 1.0)
+    store.claim("b1", "gw-a", now=0.0, lease_s=1e9)
+    store.add_result("b1", "b1_req_1", '{"id": "b1_req_1"}')
+    version = store.batch(None, "b1").version
+    with pytest.raises(IntegrityError):  # the second file's id already exists
+        store.finish("b1", "gw-a", version, _meta("completed"),
+                     [("acme", "file-new", "{}", b"y", 2.0), ("acme", "file-dup", "{}", b"z", 2.0)])
+    assert store.batch(None, "b1").meta["status"] == "in_progress" and store.owner("b1") == "gw-a"
+    assert len(store.results("b1")) == 1 and store.files("acme") == ["{}"]  # file-new rolled back too
+
+
+def test_store_url_keeps_secrets_out_of_the_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert store_url(None, tmp_path / "b").database == str(tmp_path / "b" / "batches.sqlite")
+    with pytest.raises(ConfigError, match="password"):
+        store_url("postgresql+psycopg://u:secret@db/x", tmp_path)
+    with pytest.raises(ConfigError, match="SOV_PG"):
+        store_url("postgresql+psycopg://u@db/x", tmp_path, "SOV_PG")
+    monkeypatch.setenv("SOV_PG", "s3cret")
+    url = store_url("postgresql+psycopg://u@db/x", tmp_path, "SOV_PG")
+    assert url.password == "s3cret" and "s3cret" not in str(url)  # SQLAlchemy masks it when printed
+    assert store_url("postgresql://u@db/x", tmp_path).drivername == "postgresql+psycopg"
