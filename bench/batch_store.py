@@ -117,11 +117,12 @@ def store_ops(kind: str, pg: PostgresServer, n: int = 300) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as folder:
         store = BatchStore(url_for(kind, pg, Path(folder)))
         store.add_batch("acme-us", "b1", "in_progress", {"id": "b1", "status": "in_progress"}, 0.0)
+        store.claim("b1", "bench", now=0.0, lease_s=1e9)
         line = json.dumps({"id": "x", "response": {"status_code": 200, "body": {"text": "answer " * 40}}})
         add, get = [], []
         for i in range(n):
             t0 = time.perf_counter()
-            store.add_result("b1", f"b1_req_{i}", line)
+            store.add_result("b1", f"b1_req_{i}", line, "bench")
             t1 = time.perf_counter()
             store.batch("acme-us", "b1")
             get.append(time.perf_counter() - t1)

@@ -137,3 +137,24 @@ async def test_a_dead_instances_batch_is_taken_over_and_resumed(instances: Facto
     assert _custom_ids(b, done.output_file_id) == [f"r{i}" for i in range(40)]  # every line once, in order
     assert _calls(calls_b) <= 40 - answered + 2  # B answered only what A had not (plus what A had in flight)
     a.store.close()
+
+
+async def test_an_instance_that_lost_its_lease_stops_without_closing_the_batch(instances: Factory) -> None:
+    (a, calls_a), _ = instances(delay_s=0.03), instances()
+    await a.start()
+    f = a.upload("acme-us", "in.jsonl", "batch", batch_file(200))
+    batch = a.create("acme-us", CreateBatch(input_file_id=f.id, **CHAT))
+    while len(a.store.results(batch.id)) < 3:
+        await asyncio.sleep(0.01)
+    # A stalled long enough for its lease to lapse and another instance ("gw-x") to take the batch
+    a.store.release(batch.id, a.instance)
+    assert a.store.claim(batch.id, "gw-x", now=a.now(), lease_s=300)
+    for _ in range(200):
+        if not a._running:
+            break
+        await asyncio.sleep(0.01)
+    assert not a._running  # A noticed at its next stored line and stopped
+    stopped_at, kept = _calls(calls_a), len(a.store.results(batch.id))
+    await asyncio.sleep(0.3)
+    assert _calls(calls_a) == stopped_at and len(a.store.results(batch.id)) == kept < 200  # nothing more sent
+    assert a.get("acme-us", batch.id).status == "in_progress" and a.store.owner(batch.id) == "gw-x"  # not closed

@@ -83,9 +83,10 @@ def test_one_lease_at_a_time_and_it_lapses(store: BatchStore) -> None:
 def test_results_are_stored_once_and_finish_is_atomic(store: BatchStore) -> None:
     store.add_batch("acme", "b1", "in_progress", _meta(), 1.0)
     store.claim("b1", "gw-a", now=0.0, lease_s=1e9)
-    store.add_result("b1", "b1_req_1", '{"id": "b1_req_1", "n": 1}')
-    store.add_result("b1", "b1_req_1", '{"id": "b1_req_1", "n": 2}')  # answered again after a takeover
-    store.add_result("b1", "b1_req_2", '{"id": "b1_req_2"}')
+    assert store.add_result("b1", "b1_req_1", '{"id": "b1_req_1", "n": 1}', "gw-a")
+    assert store.add_result("b1", "b1_req_1", '{"id": "b1_req_1", "n": 2}', "gw-a")  # answered twice: kept once
+    assert not store.add_result("b1", "b1_req_2", '{"id": "b1_req_2", "n": 3}', "gw-b")  # not the owner
+    assert store.add_result("b1", "b1_req_2", '{"id": "b1_req_2"}', "gw-a")
     assert sorted(r["id"] for r in store.results("b1")) == ["b1_req_1", "b1_req_2"]
     assert [r.get("n") for r in store.results("b1") if r["id"] == "b1_req_1"] == [1]
     version = store.batch(None, "b1").version
@@ -104,7 +105,7 @@ def test_a_finish_that_fails_midway_leaves_the_batch_as_it_was(store: BatchStore
     store.add_batch("acme", "b1", "in_progress", _meta(), 1.0)
     store.add_file("acme", "file-dup", "{}", b"x", 1.0)
     store.claim("b1", "gw-a", now=0.0, lease_s=1e9)
-    store.add_result("b1", "b1_req_1", '{"id": "b1_req_1"}')
+    store.add_result("b1", "b1_req_1", '{"id": "b1_req_1"}', "gw-a")
     version = store.batch(None, "b1").version
     with pytest.raises(IntegrityError):  # the second file's id already exists
         store.finish("b1", "gw-a", version, _meta("completed"),

@@ -54,7 +54,7 @@ from sovrouter.batch.fileio import (
 from sovrouter.batch.runner import BatchRunner, deferrable
 from sovrouter.batch.store import BatchStore, store_url
 from sovrouter.contracts import DataClass
-from sovrouter.errors import InvalidRequestError, RequestTooLargeError
+from sovrouter.errors import InvalidRequestError, RequestTooLargeError, SovrouterError
 from sovrouter.pipeline import Pipeline
 
 BatchStatus = Literal["validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling",
@@ -238,7 +238,8 @@ class BatchService:
             task = self._running.get(batch_id)
             if task is not None and self._loop is not None:
                 self._loop.call_soon_threadsafe(task.cancel)
-            elif self.store.claim(batch_id, self.instance, self.now(), self.lease_s):
+            elif (self.store.owner(batch_id) != self.instance  # else our worker is just starting it: it sees
+                  and self.store.claim(batch_id, self.instance, self.now(), self.lease_s)):  # the cancel itself
                 self._finish(batch_id, end="cancelled")
         return self.get(tenant, batch_id)
 
@@ -334,11 +335,16 @@ class BatchService:
                                  concurrency=self.concurrency, batch_id=batch.id)
 
             async def keep(item: dict[str, Any]) -> None:
-                await asyncio.to_thread(self.store.add_result, batch.id, str(item["id"]), dumps_line(item))
+                if not await asyncio.to_thread(self.store.add_result, batch.id, str(item["id"]), dumps_line(item),
+                                               self.instance):
+                    raise _LeaseLost(batch.id)
 
             await asyncio.wait_for(runner.run(todo, sink=keep), timeout=max(0.0, batch.expires_at - self.now()))
         except TimeoutError:
             end = "expired"  # the completion window ran out: what was answered is kept
+        except _LeaseLost:
+            self._lost.add(batch.id)
+            return  # another instance holds the batch now and goes on with it
         except asyncio.CancelledError:
             if self._closing or batch.id in self._lost or self.get(tenant, batch.id).status != "cancelling":
                 raise  # shutdown or lease lost: the batch stays in progress and resumes (here or elsewhere)
@@ -429,6 +435,10 @@ class BatchService:
         elif self._finishing:
             await asyncio.gather(*list(self._finishing), return_exceptions=True)
         self.store.close()
+
+
+class _LeaseLost(SovrouterError):
+    """Internal: this instance no longer holds the batch it was running (never leaves the service)."""
 
 
 def _meta(batch: BatchObject) -> dict[str, Any]:

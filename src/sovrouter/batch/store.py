@@ -206,12 +206,18 @@ class BatchStore:
             return [str(x) for x in db.scalars(query)]
 
     # ------------------------------------------------------------------ results
-    def add_result(self, batch_id: str, line_id: str, line: str) -> None:
-        """Store an answered line once (a second answer of the same line, after a takeover, is dropped)."""
+    def add_result(self, batch_id: str, line_id: str, line: str, owner: str) -> bool:
+        """Store an answered line once (a second answer of the same line is dropped), only while ``owner`` holds
+        the batch (the job row is locked meanwhile, so a takeover cannot slip in between). False when the lease is
+        another instance's: the caller has lost the batch and should stop."""
         insert = (postgresql.insert(RESULTS) if self.shared else sqlite.insert(RESULTS)).values(
             batch_id=batch_id, line_id=line_id, line=line)
         with self.engine.begin() as db:
+            held = db.scalar(sa.select(JOBS.c.owner).where(JOBS.c.id == batch_id).with_for_update())
+            if held != owner:
+                return False
             db.execute(insert.on_conflict_do_nothing(index_elements=["batch_id", "line_id"]))
+        return True
 
     def results(self, batch_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as db:
