@@ -15,6 +15,7 @@ import redis
 from sovrouter.cli.main import main
 from sovrouter.config import hash_key
 from sovrouter.gateway.server import ServerThread
+from sovrouter.testing_postgres import PostgresServer
 from sovrouter.testing_redis import RedisServer
 from sovrouter.testing_upstream import UpstreamBehaviour, closed_port_url, create_upstream_app
 
@@ -123,3 +124,63 @@ def test_serve_wires_the_shared_cache_and_the_shared_affinity_model(tmp_path: Pa
             proc.terminate()
             _, err = proc.communicate(timeout=15)
     assert "Traceback" not in err, err[-2000:]  # start-up and shutdown (readers, Redis clients) raised nothing
+
+
+@pytest.mark.slow
+def test_a_batch_outlives_its_serve_process_being_killed(tmp_path: Path, pg_srv: PostgresServer) -> None:
+    """Two `sovrouter serve` processes over one PostgreSQL batch store: the one running a batch is killed
+    (SIGKILL: no shutdown, its lease left behind); the other takes the batch over once the lease lapses and
+    finishes it, every line in the output once, the lines answered before the kill not asked again."""
+    behaviour = UpstreamBehaviour(reply="served", first_token_delay_s=0.05)
+    database = pg_srv.new_database()
+    auth = {"Authorization": "Bearer sk-serve"}
+    procs: list[subprocess.Popen[str]] = []
+    with ServerThread(create_upstream_app(behaviour), log_level="critical") as up:
+        def serve(name: str) -> str:
+            port = int(closed_port_url().rsplit(":", 1)[1])
+            config = tmp_path / f"{name}.yaml"
+            config.write_text(
+                f"catalog: {DATA / 'models.json'}\ntenants: {DATA / 'tenants.json'}\nstate_dir: state-{name}\n"
+                "detector: none\npolicy: availability\ncache: {exact_enabled: false}\n"
+                f"api_keys:\n  - tenant: acme-us\n    key_sha256: {hash_key('sk-serve')}\n"
+                f"upstreams:\n  sovereign-large/eu-sov:\n    base_urls: ['{up.url}']\n"
+                f"batches: {{concurrency: 2, store: {{url: '{database}', lease_s: 2, poll_s: 0.2}}}}\n",
+                encoding="utf-8")
+            proc = subprocess.Popen([sys.executable, "-m", "sovrouter.cli.main", "serve", "--config", str(config),
+                                     "--port", str(port), "--log-level", "warning"], cwd=tmp_path,
+                                    stderr=subprocess.PIPE, text=True)
+            procs.append(proc)
+            return _wait_healthy(proc, port)
+
+        try:
+            first = serve("a")
+            lines = "".join(json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
+                                        "body": {"messages": [{"role": "user", "content": f"q {i}"}]}}) + "\n"
+                            for i in range(40))
+            f = httpx.post(first + "/v1/files", headers=auth, files={"file": ("in.jsonl", lines.encode()),
+                                                                     "purpose": (None, "batch")}).json()
+            batch = httpx.post(first + "/v1/batches", headers=auth, json={
+                "input_file_id": f["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"}).json()
+            deadline = time.monotonic() + 30
+            while behaviour.calls < 8 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            procs[0].kill()
+            procs[0].wait(timeout=10)
+            asked_before_kill = behaviour.calls
+            assert 0 < asked_before_kill < 40
+            second = serve("b")
+            deadline = time.monotonic() + 60
+            while True:
+                state = httpx.get(second + f"/v1/batches/{batch['id']}", headers=auth).json()
+                if state["status"] == "completed" or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            assert state["status"] == "completed" and state["request_counts"]["completed"] == 40
+            out = httpx.get(second + f"/v1/files/{state['output_file_id']}/content", headers=auth).text
+            assert [json.loads(x)["custom_id"] for x in out.splitlines()] == [f"r{i}" for i in range(40)]
+            assert behaviour.calls <= 40 + 3  # only the lines in flight (2) or unstored at the kill were asked twice
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.terminate()
+                proc.communicate(timeout=15)
