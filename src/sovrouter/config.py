@@ -146,6 +146,9 @@ class BatchSettings(BaseModel):
     enabled: bool = True
     concurrency: int = Field(default=4, ge=1, le=256, description="lines of one batch in flight")
     max_file_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
+    retention_days: float | None = Field(default=30.0, gt=0, allow_inf_nan=False,
+                                         description="closed batches and their files are deleted after this "
+                                                     "(null: kept until deleted by hand)")
     store: BatchStoreSettings | None = Field(
         default=None, description="several gateway instances: one shared PostgreSQL store (default: SQLite in "
                                   "state_dir/batches, this instance only)")

@@ -153,3 +153,27 @@ async def test_close_never_hangs_whatever_the_worker_is_doing(tmp_path: Path, ca
         started = time.monotonic()
         await asyncio.wait_for(service.aclose(), 5)
         assert time.monotonic() - started < 2, f"close hung (after {spins} loop turns)"
+
+
+async def test_closed_batches_and_their_files_go_after_the_retention(tmp_path: Path, catalog: Catalog,
+                                                                     tenants: Tenants) -> None:
+    pipeline, _ = make_pipeline(catalog, tenants)
+    clock = [1_000_000.0]
+    service = BatchService(tmp_path, pipeline, now=lambda: clock[0], poll_s=0.02, retention_s=3600,
+                           purge_every_s=0)
+    await service.start()
+    f = service.upload("acme-us", "in.jsonl", "batch", batch_file(2))
+    batch = service.create("acme-us", CreateBatch(input_file_id=f.id, **CHAT))
+    await _until(service, batch.id, ("completed",))
+    out = service.get("acme-us", batch.id).output_file_id
+    await asyncio.sleep(0.1)
+    assert service.get("acme-us", batch.id).status == "completed"  # within the retention: kept
+    clock[0] += 3601
+    for _ in range(200):
+        if not service.list_batches("acme-us")[0]:
+            break
+        await asyncio.sleep(0.01)
+    assert service.list_batches("acme-us") == ([], False) and service.files("acme-us") == []
+    with pytest.raises(NotFoundError):
+        service.content("acme-us", out or "")
+    await service.aclose()

@@ -124,3 +124,20 @@ def test_store_url_keeps_secrets_out_of_the_config(tmp_path: Path, monkeypatch: 
     url = store_url("postgresql+psycopg://u@db/x", tmp_path, "SOV_PG")
     assert url.password == "s3cret" and "s3cret" not in str(url)  # SQLAlchemy masks it when printed
     assert store_url("postgresql://u@db/x", tmp_path).drivername == "postgresql+psycopg"
+
+
+def test_purge_deletes_only_what_is_closed_and_old(store: BatchStore) -> None:
+    for file_id, created in (("f-in", 1.0), ("f-old", 1.0), ("f-new", 100.0)):
+        store.add_file("acme", file_id, "{}", b"x", created)
+    store.add_batch("acme", "b-open", "in_progress",
+                    {"id": "b-open", "status": "in_progress", "input_file_id": "f-in"}, 1.0)
+    store.add_batch("acme", "b-old", "completed", {"id": "b-old", "status": "completed", "input_file_id": "f-old"},
+                    1.0)
+    store.add_batch("acme", "b-new", "cancelled",
+                    {"id": "b-new", "status": "cancelled", "input_file_id": "f-new"}, 100.0)
+    assert store.purge(before=50.0) == (1, 1)
+    assert {b["id"] for b in store.batches("acme")} == {"b-open", "b-new"}  # an open batch is never purged
+    assert store.file_data("acme", "f-in") == b"x"  # nor the file it reads
+    with pytest.raises(NotFoundError):
+        store.file_data("acme", "f-old")
+    assert store.purge(before=50.0) == (0, 0)

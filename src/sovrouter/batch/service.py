@@ -136,7 +136,8 @@ class BatchService:
 
     def __init__(self, store: BatchStore | Path, pipeline: Pipeline, *, concurrency: int = 4,
                  max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, now: Callable[[], float] = time.time,
-                 window_s: float = WINDOW_S, lease_s: float = 30.0, poll_s: float = 2.0) -> None:
+                 window_s: float = WINDOW_S, lease_s: float = 30.0, poll_s: float = 2.0,
+                 retention_s: float | None = 30 * 86_400, purge_every_s: float = 3600.0) -> None:
         self.store = store if isinstance(store, BatchStore) else BatchStore(store_url(None, store))
         self.pipeline = deferrable(pipeline)
         self.concurrency = max(1, concurrency)
@@ -145,6 +146,9 @@ class BatchService:
         self.window_s = window_s
         self.lease_s = lease_s
         self.poll_s = poll_s
+        self.retention_s = retention_s
+        self.purge_every_s = purge_every_s
+        self._purged_at = float("-inf")
         self.instance = "gw-" + uuid.uuid4().hex[:16]  # this process's name on the leases it holds
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -173,7 +177,7 @@ class BatchService:
         name = os.path.basename(filename.replace("\\", "/"))[:255] or "upload.jsonl"
         obj = FileObject(id="file-" + uuid.uuid4().hex[:24], bytes=len(data), created_at=self._ts(), filename=name,
                          purpose="batch")
-        self.store.add_file(tenant, obj.id, obj.model_dump_json(), data, time.time())
+        self.store.add_file(tenant, obj.id, obj.model_dump_json(), data, self.now())
         return obj
 
     def file(self, tenant: str, file_id: str) -> FileObject:
@@ -209,7 +213,7 @@ class BatchService:
         else:
             batch.status, batch.in_progress_at = "in_progress", now
             batch.request_counts = RequestCounts(total=len(lines))
-        self.store.add_batch(tenant, batch.id, batch.status, _meta(batch), time.time())
+        self.store.add_batch(tenant, batch.id, batch.status, _meta(batch), self.now())
         if batch.status == "in_progress":
             self._poke()
         return batch
@@ -278,8 +282,24 @@ class BatchService:
                 log.exception("batch worker: pass failed; trying again in %.1f s", self.poll_s)
                 took = False
             if not took:
+                await self._purge()
                 with contextlib.suppress(TimeoutError):  # woken by a new batch here, or time to look again
                     await asyncio.wait_for(self._wake.wait(), self.poll_s)
+
+    async def _purge(self) -> None:
+        """Delete closed batches and unused files older than ``retention_s``, at most every ``purge_every_s``
+        (from an idle worker; any instance may, deletes are idempotent)."""
+        now = self.now()
+        if self.retention_s is None or now - self._purged_at < self.purge_every_s:
+            return
+        self._purged_at = now
+        try:
+            files, batches = await asyncio.to_thread(self.store.purge, now - self.retention_s)
+        except SQLAlchemyError:
+            log.warning("batch store: purge failed (store unreachable); next try in %.0f s", self.purge_every_s)
+            return
+        if files or batches:
+            log.info("batch store: deleted %d files and %d batches past retention", files, batches)
 
     async def _own(self, batch_id: str) -> None:
         """Run or close a batch whose lease this instance holds."""
@@ -413,7 +433,7 @@ class BatchService:
         data = "".join(dumps_line(x) for x in lines).encode("utf-8")
         obj = FileObject(id="file-" + uuid.uuid4().hex[:24], bytes=len(data), created_at=self._ts(), filename=name,
                          purpose="batch_output")
-        files.append((tenant, obj.id, obj.model_dump_json(), data, time.time()))
+        files.append((tenant, obj.id, obj.model_dump_json(), data, self.now()))
         return obj.id
 
     async def aclose(self) -> None:

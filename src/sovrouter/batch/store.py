@@ -60,6 +60,8 @@ RESULTS = sa.Table(
 )
 #: statuses in which a batch still needs an owner (to run it, or to write its result files)
 OPEN = ("in_progress", "cancelling", "finalizing")
+#: statuses of a batch not closed yet (``validating`` only while it is being created)
+NOT_CLOSED = (*OPEN, "validating")
 
 
 @dataclass(frozen=True)
@@ -241,6 +243,20 @@ class BatchStore:
                                                  data=data))
             db.execute(RESULTS.delete().where(RESULTS.c.batch_id == batch_id))
         return True
+
+    def purge(self, before: float) -> tuple[int, int]:
+        """Delete what was created before ``before`` (epoch seconds): closed batches, and files no open batch
+        reads. Returns (files, batches) deleted. Safe on any instance at any time (plain deletes)."""
+        with self.engine.begin() as db:
+            open_inputs = {str(json.loads(m).get("input_file_id")) for m in db.scalars(
+                sa.select(JOBS.c.meta).where(JOBS.c.status.in_(NOT_CLOSED)))}
+            batches = db.execute(JOBS.delete().where(JOBS.c.created < before,
+                                                     JOBS.c.status.not_in(NOT_CLOSED))).rowcount
+            old_files = FILES.c.created < before
+            if open_inputs:
+                old_files = sa.and_(old_files, FILES.c.id.not_in(open_inputs))
+            files = db.execute(FILES.delete().where(old_files)).rowcount
+        return int(files), int(batches)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -116,13 +116,14 @@ def make_batch_service(settings: Settings, pipeline: Pipeline) -> BatchService |
     cfg = settings.batches
     if not cfg.enabled:
         return None
+    retention_s = None if cfg.retention_days is None else cfg.retention_days * 86_400
     if cfg.store is None:
         return BatchService(settings.state_dir / "batches", pipeline, concurrency=cfg.concurrency,
-                            max_file_bytes=cfg.max_file_bytes)
+                            max_file_bytes=cfg.max_file_bytes, retention_s=retention_s)
     url = store_url(cfg.store.url, settings.state_dir / "batches", cfg.store.password_env)
     try:
         store = BatchStore(url)
     except SQLAlchemyError as exc:  # unreachable or refusing at start-up: a configuration problem, said plainly
         raise ConfigError(f"batches.store: cannot open the database ({type(exc).__name__})") from None
     return BatchService(store, pipeline, concurrency=cfg.concurrency, max_file_bytes=cfg.max_file_bytes,
-                        lease_s=cfg.store.lease_s, poll_s=cfg.store.poll_s)
+                        lease_s=cfg.store.lease_s, poll_s=cfg.store.poll_s, retention_s=retention_s)
