@@ -158,3 +158,54 @@ async def test_an_instance_that_lost_its_lease_stops_without_closing_the_batch(i
     await asyncio.sleep(0.3)
     assert _calls(calls_a) == stopped_at and len(a.store.results(batch.id)) == kept < 200  # nothing more sent
     assert a.get("acme-us", batch.id).status == "in_progress" and a.store.owner(batch.id) == "gw-x"  # not closed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [7, 11, 23])
+async def test_kills_restarts_and_cancels_never_lose_or_repeat_a_line(instances: Factory, seed: int) -> None:
+    """Three instances, six batches, instances killed and restarted and batches cancelled at random (seeded):
+    every batch ends closed, every line of a completed batch is in its output once and in order, a cancelled
+    batch's files agree with its counts, and no answered-line row is left behind."""
+    import random
+
+    rng = random.Random(seed)
+    live = [instances(delay_s=0.01, lease_s=1.0)[0] for _ in range(3)]
+    await _start(*live)
+    f = live[0].upload("acme-us", "in.jsonl", "batch", batch_file(25))
+    ids = [live[i % 3].create("acme-us", CreateBatch(input_file_id=f.id, **CHAT)).id for i in range(6)]
+    cancelled: set[str] = set()
+    kills = 0
+    for _ in range(12):
+        await asyncio.sleep(rng.uniform(0.1, 0.4))
+        move = rng.random()
+        victim = rng.randrange(len(live))
+        if move < 0.5 and len(live) > 1:  # kill one (no shutdown) and start a fresh one in its place
+            dead = live.pop(victim)
+            dead._closing = True
+            tasks = [t for t in (dead._worker, *dead._running.values()) if t is not None]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            dead.store.close()
+            kills += 1
+            fresh = instances(delay_s=0.01, lease_s=1.0)[0]
+            await fresh.start()
+            live.append(fresh)
+        elif move < 0.7:
+            target = rng.choice(ids)
+            live[victim].cancel("acme-us", target)
+            cancelled.add(target)
+    for batch_id in ids:
+        await _until(live[0], batch_id, ("completed", "cancelled"), timeout_s=60)
+    for batch_id in ids:
+        done = live[0].get("acme-us", batch_id)
+        counts = done.request_counts
+        assert live[0].store.results(batch_id) == []  # nothing left behind
+        if done.status == "completed":
+            assert (counts.completed, counts.failed) == (25, 0)
+            assert _custom_ids(live[0], done.output_file_id) == [f"r{i}" for i in range(25)]
+        else:
+            assert batch_id in cancelled
+            kept = _custom_ids(live[0], done.output_file_id) if done.output_file_id else []
+            assert len(kept) == len(set(kept)) == counts.completed and counts.failed == 0
+    assert kills > 0
