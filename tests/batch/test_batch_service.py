@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from batch_helpers import CHAT, batch_file, make_pipeline
+from sqlalchemy.exc import OperationalError
 
 from sovrouter.batch.service import BatchService, CreateBatch
 from sovrouter.catalog import Catalog, Tenants
@@ -176,4 +177,28 @@ async def test_closed_batches_and_their_files_go_after_the_retention(tmp_path: P
     assert service.list_batches("acme-us") == ([], False) and service.files("acme-us") == []
     with pytest.raises(NotFoundError):
         service.content("acme-us", out or "")
+    await service.aclose()
+
+
+async def test_a_store_outage_pauses_a_batch_it_does_not_fail_it(tmp_path: Path, catalog: Catalog,
+                                                                  tenants: Tenants,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    pipeline, _ = make_pipeline(catalog, tenants)
+    service = BatchService(tmp_path, pipeline, lease_s=1.0, poll_s=0.05)
+    real_add = service.store.add_result
+    outages = [1]
+
+    def flaky_add(*args: str) -> bool:
+        if outages[0]:
+            outages[0] -= 1
+            raise OperationalError("INSERT ...", None, ConnectionError("database went away"))
+        return real_add(*args)
+
+    monkeypatch.setattr(service.store, "add_result", flaky_add)
+    await service.start()
+    f = service.upload("acme-us", "in.jsonl", "batch", batch_file(5))
+    batch = service.create("acme-us", CreateBatch(input_file_id=f.id, **CHAT))
+    await _until(service, batch.id, ("completed", "failed"), timeout_s=15)
+    done = service.get("acme-us", batch.id)
+    assert done.status == "completed" and done.request_counts.completed == 5 and outages == [0]
     await service.aclose()

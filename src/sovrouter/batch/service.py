@@ -321,6 +321,8 @@ class BatchService:
                 raise  # shutdown: the batch resumes later
             if batch_id not in self._lost:  # else another instance holds it now, and goes on with it
                 await self._end(batch_id, "cancelled")  # cancelled before its own handler ran
+        except SQLAlchemyError:  # the store went away: not the batch's fault; it resumes once the lease lapses
+            log.warning("batch %s paused: the batch store is unreachable", batch_id)
         except Exception:  # one batch's failure ends that batch only (the worker's boundary)
             log.exception("batch %s stopped on an internal error", batch_id)
             await self._end(batch_id, "failed")
