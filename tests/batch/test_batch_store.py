@@ -141,3 +141,15 @@ def test_purge_deletes_only_what_is_closed_and_old(store: BatchStore) -> None:
     with pytest.raises(NotFoundError):
         store.file_data("acme", "f-old")
     assert store.purge(before=50.0) == (0, 0)
+
+
+def test_instances_starting_together_create_the_tables_once(pg_srv: Any, tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = store_url(pg_srv.new_database(), tmp_path)
+    with ThreadPoolExecutor(6) as pool:
+        stores = list(pool.map(lambda _: BatchStore(url), range(6)))  # six instances' start-ups at once
+    stores[0].add_file("acme", "f", "{}", b"x", 1.0)
+    assert all(s.file_data("acme", "f") == b"x" for s in stores)
+    for s in stores:
+        s.close()

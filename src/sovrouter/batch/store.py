@@ -58,6 +58,7 @@ RESULTS = sa.Table(
     sa.Column("line_id", sa.String(200), primary_key=True),
     sa.Column("line", sa.Text, nullable=False),
 )
+_SCHEMA_LOCK = 0x736F7662  # the advisory lock key held while the tables are created ("sovb")
 #: statuses in which a batch still needs an owner (to run it, or to write its result files)
 OPEN = ("in_progress", "cancelling", "finalizing")
 #: statuses of a batch not closed yet (``validating`` only while it is being created)
@@ -92,10 +93,13 @@ def store_url(url: str | None, root: Path, password_env: str | None = None) -> s
 class BatchStore:
     """See the module docstring. Thread-safe (a connection pool); every method is one short transaction."""
 
-    def __init__(self, url: sa.URL | str, *, engine: Engine | None = None) -> None:
-        self.engine = engine if engine is not None else _engine(url)
+    def __init__(self, url: sa.URL | str) -> None:
+        self.engine = _engine(url)
         self.shared = self.engine.dialect.name != "sqlite"
-        _META.create_all(self.engine)
+        with self.engine.begin() as db:
+            if self.shared:  # instances starting together: one creates the tables, the others wait and see them
+                db.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+            _META.create_all(db)
 
     # ------------------------------------------------------------------ files
     def add_file(self, tenant: str, file_id: str, meta: str, data: bytes, created: float) -> None:
