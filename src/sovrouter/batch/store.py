@@ -24,10 +24,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
 
-from sovrouter.config import env_secret
-from sovrouter.errors import ConfigError, NotFoundError
+from sovrouter.errors import NotFoundError
+from sovrouter.store.sql import create_tables, database_url, make_engine
 
 _META = sa.MetaData()
 FILES = sa.Table(
@@ -58,7 +57,6 @@ RESULTS = sa.Table(
     sa.Column("line_id", sa.String(200), primary_key=True),
     sa.Column("line", sa.Text, nullable=False),
 )
-_SCHEMA_LOCK = 0x736F7662  # the advisory lock key held while the tables are created ("sovb")
 #: statuses in which a batch still needs an owner (to run it, or to write its result files)
 OPEN = ("in_progress", "cancelling", "finalizing")
 #: statuses of a batch not closed yet (``validating`` only while it is being created)
@@ -73,33 +71,21 @@ class StoredBatch:
 
 
 def store_url(url: str | None, root: Path, password_env: str | None = None) -> sa.URL:
-    """The database URL: the given one (its password from ``password_env``, never written in the URL) or the
-    local SQLite file under ``root``."""
+    """The database URL: the given one (see :func:`~sovrouter.store.sql.database_url`) or the local SQLite file
+    under ``root``."""
     if url is None:
         root.mkdir(parents=True, exist_ok=True)
         return sa.URL.create("sqlite", database=str(root / "batches.sqlite"))
-    try:
-        parsed = sa.make_url(url)
-    except sa.exc.ArgumentError:
-        raise ConfigError("batches.store.url is not a database URL") from None
-    if parsed.password is not None:
-        raise ConfigError("batches.store.url must not hold a password (use batches.store.password_env)")
-    if parsed.drivername == "postgresql":
-        parsed = parsed.set(drivername="postgresql+psycopg")  # the driver installed with sovrouter (psycopg 3)
-    secret = env_secret(password_env, "batches.store")
-    return parsed if secret is None else parsed.set(password=secret)
+    return database_url(url, password_env, "batches.store")
 
 
 class BatchStore:
     """See the module docstring. Thread-safe (a connection pool); every method is one short transaction."""
 
     def __init__(self, url: sa.URL | str) -> None:
-        self.engine = _engine(url)
+        self.engine = make_engine(url)
         self.shared = self.engine.dialect.name != "sqlite"
-        with self.engine.begin() as db:
-            if self.shared:  # instances starting together: one creates the tables, the others wait and see them
-                db.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
-            _META.create_all(db)
+        create_tables(self.engine, _META)  # once, whatever the number of instances starting together
 
     # ------------------------------------------------------------------ files
     def add_file(self, tenant: str, file_id: str, meta: str, data: bytes, created: float) -> None:
@@ -265,19 +251,3 @@ class BatchStore:
     def close(self) -> None:
         self.engine.dispose()
 
-
-def _engine(url: sa.URL | str) -> Engine:
-    parsed = sa.make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        engine = sa.create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 30})
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    return sa.create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5,
-                            connect_args={"connect_timeout": 10})
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
