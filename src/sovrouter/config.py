@@ -139,6 +139,18 @@ class BatchStoreSettings(BaseModel):
                           description="how often an idle instance looks for batches created or left elsewhere")
 
 
+class SharedRecordsSettings(BaseModel):
+    """Several gateway instances: every instance's records copied to one PostgreSQL database (each still writes its
+    own SQLite file first), so feedback and the dashboard see all traffic (docs/gateway.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(pattern=r"^postgresql(\+psycopg)?://([^:@/]+@)?[^@]*$",
+                     description="postgresql+psycopg://user@host:port/db; no password in it (use password_env)")
+    password_env: str | None = Field(default=None, description="environment variable holding the password")
+    ship_every_s: float = Field(default=1.0, gt=0, le=3600, allow_inf_nan=False,
+                                description="how often new records are copied to the shared database")
+
+
 class BatchSettings(BaseModel):
     """``/v1/files`` + ``/v1/batches`` (docs/batching-and-speculation.md)."""
 
@@ -176,6 +188,8 @@ class Settings(BaseModel):
         default=None, description="several gateway instances: share the replica choosers' models through Redis")
     reliability: ReliabilitySettings = ReliabilitySettings()
     batches: BatchSettings = BatchSettings()
+    records: SharedRecordsSettings | None = Field(
+        default=None, description="several gateway instances: copy the records to one shared database")
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
 
     @classmethod

@@ -27,6 +27,14 @@ class PostgresServer:
     bin_dir: Path
     run_as: str | None
 
+    def start(self) -> None:
+        """Start it again after :meth:`stop` (same data, same port): a database that comes back."""
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.data_dir.parent / 'run'} -c fsync=off " \
+                  "-c full_page_writes=off"
+        subprocess.run(_as_user(self.run_as, [str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-o", options,
+                                              "-l", str(self.data_dir.parent / "log"), "-w", "start"]),
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
     def stop(self) -> None:
         """Stop the server now (a database lost under a running gateway); idempotent."""
         subprocess.run(_as_user(self.run_as, [str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m",
@@ -82,13 +90,9 @@ def postgres_server(start_timeout_s: float = 30.0) -> Iterator[PostgresServer]:
         subprocess.run(_as_user(run_as, [str(bindir / "initdb"), "-D", str(data), "-U", user, "--auth=trust",
                                          "-E", "UTF8", "--no-sync"]),
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        port = _free_port()
-        options = f"-p {port} -c listen_addresses=127.0.0.1 -k {sockets} -c fsync=off -c full_page_writes=off"
-        subprocess.run(_as_user(run_as, [str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l",
-                                         str(Path(folder) / "log"), "-w", "-t", str(int(start_timeout_s)),
-                                         "start"]),
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        server = PostgresServer(port, user, data, bindir, run_as)
+        server = PostgresServer(_free_port(), user, data, bindir, run_as)
+        server.start()
+        port = server.port
         try:
             deadline = time.monotonic() + start_timeout_s
             while True:

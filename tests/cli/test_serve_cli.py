@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import time
@@ -184,3 +185,51 @@ def test_a_batch_outlives_its_serve_process_being_killed(tmp_path: Path, pg_srv:
                 if proc.poll() is None:
                     proc.terminate()
                 proc.communicate(timeout=15)
+
+
+@pytest.mark.slow
+def test_feedback_reaches_a_response_another_serve_process_gave(tmp_path: Path, pg_srv: PostgresServer) -> None:
+    """Two `sovrouter serve` processes with `records` on one PostgreSQL database: a response from one takes
+    feedback on the other (without it, a 404 for (k-1)/k of the feedback behind a load balancer)."""
+    behaviour = UpstreamBehaviour(reply="served")
+    database = pg_srv.new_database()
+    procs: list[subprocess.Popen[str]] = []
+    with ServerThread(create_upstream_app(behaviour), log_level="critical") as up:
+        def serve(name: str) -> str:
+            port = int(closed_port_url().rsplit(":", 1)[1])
+            config = tmp_path / f"{name}.yaml"
+            config.write_text(
+                f"catalog: {DATA / 'models.json'}\ntenants: {DATA / 'tenants.json'}\nstate_dir: state-{name}\n"
+                "detector: none\npolicy: availability\n"
+                f"api_keys:\n  - tenant: acme-us\n    key_sha256: {hash_key('sk-serve')}\n"
+                f"upstreams:\n  sovereign-large/eu-sov:\n    base_urls: ['{up.url}']\n"
+                f"records: {{url: '{database}', ship_every_s: 0.1}}\n",
+                encoding="utf-8")
+            proc = subprocess.Popen([sys.executable, "-m", "sovrouter.cli.main", "serve", "--config", str(config),
+                                     "--port", str(port), "--log-level", "warning"], cwd=tmp_path,
+                                    stderr=subprocess.PIPE, text=True)
+            procs.append(proc)
+            return _wait_healthy(proc, port)
+
+        try:
+            a, b = serve("a"), serve("b")
+            r = httpx.post(a + "/v1/chat/completions", headers={"Authorization": "Bearer sk-serve"},
+                           json={"messages": [{"role": "user", "content": "hi"}]})
+            response_id = r.json()["id"]
+            deadline = time.monotonic() + 10
+            while True:
+                fb = httpx.post(b + "/v1/feedback", json={"response_id": response_id, "thumbs": "up"})
+                if fb.status_code != 404 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)  # shipped within ship_every_s
+            assert fb.status_code == 200 and fb.json()["score"] == 1.0
+            missing = httpx.post(b + "/v1/feedback", json={"response_id": "chatcmpl-nope", "thumbs": "up"})
+            assert missing.status_code == 404
+        finally:
+            for proc in procs:
+                proc.terminate()
+            errors = [proc.communicate(timeout=15)[1] for proc in procs]
+    assert all("Traceback" not in e for e in errors), errors
+    shipped = sqlite3.connect(tmp_path / "state-a" / "records.sqlite").execute(
+        "SELECT last_rowid FROM records_shipped").fetchone()
+    assert shipped == (1,)  # the shutdown left nothing unshipped

@@ -31,6 +31,7 @@ from sovrouter.evalloop.signals import SignalStore
 from sovrouter.pipeline import Outcome, Pipeline
 from sovrouter.protocols import CacheGauges, ModelAdapter, RecordSink
 from sovrouter.store.records import SQLiteRecordStore
+from sovrouter.store.shared_records import SharedRecordStore
 from sovrouter.telemetry.metrics import CacheCollector, RequestMetrics, TenantLabels
 from sovrouter.telemetry.routes import metrics_router
 from sovrouter.telemetry.sink import TelemetrySink
@@ -140,7 +141,7 @@ class Observability:
         if isinstance(pipeline.cache, CacheGauges) and not self._cache_collected:
             self.metrics.registry.register(CacheCollector(pipeline.cache))  # sizes and purges at each scrape
             self._cache_collected = True
-        if isinstance(pipeline.records, SQLiteRecordStore):
+        if isinstance(pipeline.records, SQLiteRecordStore | SharedRecordStore):
             self.records = pipeline.records
         parts["records"] = self.sink(pipeline.records)
         if self.shadow_adapters and self.loop.shadow is not None:

@@ -29,6 +29,8 @@ from sovrouter.protocols import Clock, ModelAdapter
 from sovrouter.reuse.affinity_events import AffinityEventBus, RedisAffinityBus
 from sovrouter.reuse.prefix import PrefixAffinityChooser, settings_from_config
 from sovrouter.store.records import SQLiteRecordStore
+from sovrouter.store.shared_records import SharedRecordStore
+from sovrouter.store.sql import database_url
 
 ChooserFactory = Callable[[Candidate, Upstream], ReplicaChooser]
 
@@ -105,7 +107,14 @@ def build_live_pipeline(
         settings.state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create state_dir {settings.state_dir}: {exc}") from exc
-    records = SQLiteRecordStore(settings.state_dir / "records.sqlite")
+    local = SQLiteRecordStore(settings.state_dir / "records.sqlite")
+    records: SQLiteRecordStore | SharedRecordStore = local
+    if settings.records is not None:
+        url = database_url(settings.records.url, settings.records.password_env, "records")
+        try:
+            records = SharedRecordStore(local, url, ship_every_s=settings.records.ship_every_s)
+        except SQLAlchemyError as exc:  # unreachable or refusing at start-up: a configuration problem
+            raise ConfigError(f"records: cannot open the shared database ({type(exc).__name__})") from None
     return assemble(settings, catalog, tenants, adapters, clock, records,
                     cache_path=str(settings.state_dir / "cache.sqlite"))
 

@@ -24,6 +24,7 @@ class SQLiteRecordStore:
     """``INSERT`` (not upsert): a second record for the same request id is an error, by design."""
 
     def __init__(self, path: str | Path = ":memory:") -> None:
+        self.path = str(path)
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)

@@ -1,0 +1,153 @@
+"""Records of several gateway instances in one database, with nothing added to the request path.
+
+Each instance still writes every record to its own SQLite file first (durable, fast, never waiting on the
+network); a shipper thread copies the rows, in order and in batches, to a shared SQL database (PostgreSQL), and
+remembers in the local file how far it got (an outbox). The shared database down, slow or unreachable costs no
+request anything: the rows wait locally and go when it is back; a row copied twice (a crash between the copy and
+the mark) is stored once (``request_id`` is the key). Reads are served across instances: a record by id (the
+feedback endpoint, for a response another instance served) and every record (the dashboard).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+
+from sovrouter.contracts import RequestRecord
+from sovrouter.errors import ConfigError, NotFoundError, StoreUnavailableError
+from sovrouter.store.records import SQLiteRecordStore
+from sovrouter.store.sql import create_tables, make_engine
+
+log = logging.getLogger("sovrouter.records")
+_META = sa.MetaData()
+RECORDS = sa.Table(
+    "records", _META,
+    sa.Column("request_id", sa.String(200), primary_key=True),
+    sa.Column("tenant", sa.String(200), nullable=False),
+    sa.Column("arrived_ms", sa.Float, nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("record_json", sa.Text, nullable=False),
+    sa.Index("records_arrived", "arrived_ms"),
+)
+_MARK = "CREATE TABLE IF NOT EXISTS records_shipped (k INTEGER PRIMARY KEY CHECK (k = 0), last_rowid INTEGER NOT NULL)"
+
+
+class SharedRecordStore:
+    """A :class:`~sovrouter.protocols.RecordSink` and record source over a local :class:`SQLiteRecordStore` (a
+    file) shipped to the database at ``url``. ``close()`` (or ``aclose()``) ships what is left."""
+
+    def __init__(self, local: SQLiteRecordStore, url: sa.URL | str, *, ship_every_s: float = 1.0,
+                 batch_rows: int = 500) -> None:
+        if local.path == ":memory:":
+            raise ConfigError("a shared record store needs the local records in a file")
+        self.local = local
+        self.ship_every_s = ship_every_s
+        self.batch_rows = batch_rows
+        self.engine = make_engine(url)
+        create_tables(self.engine, _META)
+        self._reader = sqlite3.connect(local.path, check_same_thread=False, isolation_level=None)
+        self._reader.execute(_MARK)
+        self._ship_lock = threading.Lock()
+        self._stop = threading.Event()
+        self.stats = {"shipped": 0, "failures": 0}
+        self._thread = threading.Thread(target=self._ship_loop, name="sovrouter-records-shipper", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ writing
+    def write(self, record: RequestRecord) -> None:
+        self.local.write(record)
+
+    def ship(self) -> int:
+        """Copy the next rows not yet shipped (at most ``batch_rows``); how many. Raises SQLAlchemyError when the
+        shared database cannot take them (they stay and go next time)."""
+        with self._ship_lock:
+            row = self._reader.execute("SELECT last_rowid FROM records_shipped WHERE k = 0").fetchone()
+            mark = 0 if row is None else int(row[0])
+            rows = self._reader.execute(
+                "SELECT rowid, request_id, tenant, arrived_ms, status, record_json FROM records WHERE rowid > ? "
+                "ORDER BY rowid LIMIT ?", (mark, self.batch_rows)).fetchall()
+            if not rows:
+                return 0
+            insert = postgresql.insert(RECORDS) if self.engine.dialect.name == "postgresql" else sqlite.insert(RECORDS)
+            with self.engine.begin() as db:
+                db.execute(insert.on_conflict_do_nothing(index_elements=["request_id"]),
+                           [{"request_id": r[1], "tenant": r[2], "arrived_ms": r[3], "status": r[4],
+                             "record_json": r[5]} for r in rows])
+            self._reader.execute("INSERT INTO records_shipped VALUES (0, ?) ON CONFLICT(k) DO UPDATE SET "
+                                 "last_rowid = excluded.last_rowid", (rows[-1][0],))
+            self.stats["shipped"] += len(rows)
+            return len(rows)
+
+    def _ship_all(self) -> None:
+        while self.ship() == self.batch_rows:
+            pass
+
+    def _ship_loop(self) -> None:
+        failing = False
+        while not self._stop.wait(self.ship_every_s):
+            try:
+                self._ship_all()
+                failing = False
+            except SQLAlchemyError as exc:
+                self.stats["failures"] += 1
+                if not failing:  # once per outage, without the database's message (it may carry the host)
+                    log.warning("records: shared store unreachable (%s); rows wait locally", type(exc).__name__)
+                failing = True
+
+    # ------------------------------------------------------------------ reading (every instance's records)
+    def get(self, request_id: str) -> RequestRecord:
+        try:
+            return self.local.get(request_id)
+        except NotFoundError:
+            pass
+        try:
+            with self.engine.connect() as db:
+                raw = db.scalar(sa.select(RECORDS.c.record_json).where(RECORDS.c.request_id == request_id))
+        except SQLAlchemyError:
+            raise StoreUnavailableError("the record store is unavailable; try again later") from None
+        if raw is None:
+            raise NotFoundError("no record with that request id")
+        return RequestRecord.model_validate_json(raw)
+
+    def __iter__(self) -> Iterator[RequestRecord]:
+        """Every instance's records by arrival (this instance's alone while the shared database is down)."""
+        try:
+            self._ship_all()
+            with self.engine.connect() as db:
+                rows = list(db.scalars(sa.select(RECORDS.c.record_json)
+                                       .order_by(RECORDS.c.arrived_ms, RECORDS.c.request_id)))
+        except SQLAlchemyError:
+            log.warning("records: shared store unreachable; showing this instance's records only")
+            yield from self.local
+            return
+        for raw in rows:
+            yield RequestRecord.model_validate_json(raw)
+
+    def count(self) -> int:
+        with self.engine.connect() as db:
+            return int(db.scalar(sa.select(sa.func.count()).select_from(RECORDS)) or 0)
+
+    # ------------------------------------------------------------------ closing
+    def close(self) -> None:
+        """Stop the shipper, ship what is left (if the shared database takes it), close both stores."""
+        self._stop.set()
+        self._thread.join(timeout=30)
+        try:
+            self._ship_all()
+        except SQLAlchemyError:
+            log.warning("records: could not ship the last rows; they stay in %s and go at the next start",
+                        self.local.path)
+        self._reader.close()
+        self.local.close()
+        self.engine.dispose()
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
