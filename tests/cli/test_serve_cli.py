@@ -231,5 +231,5 @@ def test_feedback_reaches_a_response_another_serve_process_gave(tmp_path: Path, 
             errors = [proc.communicate(timeout=15)[1] for proc in procs]
     assert all("Traceback" not in e for e in errors), errors
     shipped = sqlite3.connect(tmp_path / "state-a" / "records.sqlite").execute(
-        "SELECT last_rowid FROM records_shipped").fetchone()
+        "SELECT last FROM outbox_marks WHERE name = 'records->records'").fetchone()
     assert shipped == (1,)  # the shutdown left nothing unshipped

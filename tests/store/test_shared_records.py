@@ -74,7 +74,7 @@ def test_a_row_copied_twice_is_stored_once(tmp_path: Path, url: str) -> None:
     a.write(_record("x", 1.0))
     a.ship()
     with sqlite3.connect(tmp_path / "a" / "records.sqlite") as db:  # a crash between the copy and the mark
-        db.execute("UPDATE records_shipped SET last_rowid = 0")
+        db.execute("UPDATE outbox_marks SET last = 0")
     assert a.ship() == 1 and a.count() == 1
     a.close()
 

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
-import threading
 from collections.abc import Iterator
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from sovrouter.contracts import RequestRecord
 from sovrouter.errors import ConfigError, NotFoundError, StoreUnavailableError
+from sovrouter.store.outbox import Outbox, Shipper
 from sovrouter.store.records import SQLiteRecordStore
 from sovrouter.store.sql import create_tables, make_engine
 
@@ -36,7 +34,6 @@ RECORDS = sa.Table(
     sa.Column("record_json", sa.Text, nullable=False),
     sa.Index("records_arrived", "arrived_ms"),
 )
-_MARK = "CREATE TABLE IF NOT EXISTS records_shipped (k INTEGER PRIMARY KEY CHECK (k = 0), last_rowid INTEGER NOT NULL)"
 
 
 class SharedRecordStore:
@@ -52,13 +49,10 @@ class SharedRecordStore:
         self.batch_rows = batch_rows
         self.engine = make_engine(url)
         create_tables(self.engine, _META)
-        self._reader = sqlite3.connect(local.path, check_same_thread=False, isolation_level=None)
-        self._reader.execute(_MARK)
-        self._ship_lock = threading.Lock()
-        self._stop = threading.Event()
-        self.stats = {"shipped": 0, "failures": 0}
-        self._thread = threading.Thread(target=self._ship_loop, name="sovrouter-records-shipper", daemon=True)
-        self._thread.start()
+        self.outbox = Outbox(local.path, self.engine, "records", RECORDS,
+                             ["request_id", "tenant", "arrived_ms", "status", "record_json"], batch_rows=batch_rows)
+        self.shipper = Shipper([self.outbox], ship_every_s, "records")
+        self.stats = self.shipper.stats
 
     # ------------------------------------------------------------------ writing
     def write(self, record: RequestRecord) -> None:
@@ -67,39 +61,9 @@ class SharedRecordStore:
     def ship(self) -> int:
         """Copy the next rows not yet shipped (at most ``batch_rows``); how many. Raises SQLAlchemyError when the
         shared database cannot take them (they stay and go next time)."""
-        with self._ship_lock:
-            row = self._reader.execute("SELECT last_rowid FROM records_shipped WHERE k = 0").fetchone()
-            mark = 0 if row is None else int(row[0])
-            rows = self._reader.execute(
-                "SELECT rowid, request_id, tenant, arrived_ms, status, record_json FROM records WHERE rowid > ? "
-                "ORDER BY rowid LIMIT ?", (mark, self.batch_rows)).fetchall()
-            if not rows:
-                return 0
-            insert = postgresql.insert(RECORDS) if self.engine.dialect.name == "postgresql" else sqlite.insert(RECORDS)
-            with self.engine.begin() as db:
-                db.execute(insert.on_conflict_do_nothing(index_elements=["request_id"]),
-                           [{"request_id": r[1], "tenant": r[2], "arrived_ms": r[3], "status": r[4],
-                             "record_json": r[5]} for r in rows])
-            self._reader.execute("INSERT INTO records_shipped VALUES (0, ?) ON CONFLICT(k) DO UPDATE SET "
-                                 "last_rowid = excluded.last_rowid", (rows[-1][0],))
-            self.stats["shipped"] += len(rows)
-            return len(rows)
-
-    def _ship_all(self) -> None:
-        while self.ship() == self.batch_rows:
-            pass
-
-    def _ship_loop(self) -> None:
-        failing = False
-        while not self._stop.wait(self.ship_every_s):
-            try:
-                self._ship_all()
-                failing = False
-            except SQLAlchemyError as exc:
-                self.stats["failures"] += 1
-                if not failing:  # once per outage, without the database's message (it may carry the host)
-                    log.warning("records: shared store unreachable (%s); rows wait locally", type(exc).__name__)
-                failing = True
+        n = self.outbox.ship()
+        self.stats["shipped"] += n
+        return n
 
     # ------------------------------------------------------------------ reading (every instance's records)
     def get(self, request_id: str) -> RequestRecord:
@@ -119,7 +83,7 @@ class SharedRecordStore:
     def __iter__(self) -> Iterator[RequestRecord]:
         """Every instance's records by arrival (this instance's alone while the shared database is down)."""
         try:
-            self._ship_all()
+            self.shipper.ship_all()
             with self.engine.connect() as db:
                 rows = list(db.scalars(sa.select(RECORDS.c.record_json)
                                        .order_by(RECORDS.c.arrived_ms, RECORDS.c.request_id)))
@@ -137,14 +101,8 @@ class SharedRecordStore:
     # ------------------------------------------------------------------ closing
     def close(self) -> None:
         """Stop the shipper, ship what is left (if the shared database takes it), close both stores."""
-        self._stop.set()
-        self._thread.join(timeout=30)
-        try:
-            self._ship_all()
-        except SQLAlchemyError:
-            log.warning("records: could not ship the last rows; they stay in %s and go at the next start",
-                        self.local.path)
-        self._reader.close()
+        self.shipper.close(on_failure=lambda: log.warning(
+            "records: could not ship the last rows; they stay in %s and go at the next start", self.local.path))
         self.local.close()
         self.engine.dispose()
 
