@@ -140,8 +140,9 @@ class BatchStoreSettings(BaseModel):
 
 
 class SharedRecordsSettings(BaseModel):
-    """Several gateway instances: every instance's records copied to one PostgreSQL database (each still writes its
-    own SQLite file first), so feedback and the dashboard see all traffic (docs/gateway.md)."""
+    """Several gateway instances: every instance's records and quality signals copied to one PostgreSQL database
+    (each still writes its own SQLite files first), so feedback and the dashboard see all traffic
+    (docs/gateway.md)."""
 
     model_config = ConfigDict(extra="forbid")
     url: str = Field(pattern=r"^postgresql(\+psycopg)?://([^:@/]+@)?[^@]*$",

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 import redis
 
@@ -233,3 +234,5 @@ def test_feedback_reaches_a_response_another_serve_process_gave(tmp_path: Path, 
     shipped = sqlite3.connect(tmp_path / "state-a" / "records.sqlite").execute(
         "SELECT last FROM outbox_marks WHERE name = 'records->records'").fetchone()
     assert shipped == (1,)  # the shutdown left nothing unshipped
+    with psycopg.connect(database.replace("postgresql+psycopg", "postgresql")) as db:  # the feedback, shared
+        assert db.execute("SELECT score FROM quality_signals WHERE source = 'feedback'").fetchall() == [(1.0,)]

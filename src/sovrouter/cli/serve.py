@@ -33,8 +33,9 @@ def run(args: argparse.Namespace) -> int:
     closers = [pipeline.cache.aclose] if isinstance(pipeline.cache, AsyncClosable) else []  # a shared cache's client
     if bus is not None:
         closers.append(bus.aclose)
-    if isinstance(pipeline.records, AsyncClosable):  # a shared record store ships its last rows
-        closers.append(pipeline.records.aclose)
+    for shipped in (pipeline.records, obs.signals):  # shared record and signal stores ship their last rows
+        if isinstance(shipped, AsyncClosable):
+            closers.append(shipped.aclose)
     batches = make_batch_service(settings, observed)  # /v1/files, /v1/batches
     app = create_app(observed, settings, on_shutdown=[client.aclose, obs.loop.drain, *closers],
                      on_startup=[bus.start] if bus is not None else [], batches=batches)

@@ -18,20 +18,22 @@ from typing import Protocol
 from fastapi import FastAPI
 from opentelemetry.sdk.trace.export import SpanExporter
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import SQLAlchemyError
 
 from sovrouter.catalog import Catalog
-from sovrouter.config import Settings
+from sovrouter.config import Settings, SharedRecordsSettings
 from sovrouter.contracts import Candidate, NormalizedRequest, RequestRecord, StreamChunk
 from sovrouter.errors import ConfigError, SovrouterError
 from sovrouter.evalloop.feedback import feedback_router
 from sovrouter.evalloop.regeneration import RegenerationIndex
 from sovrouter.evalloop.scorers import AgreementJudge, FormatScorer, Judge, Scorer
 from sovrouter.evalloop.shadow import ShadowSampler
-from sovrouter.evalloop.signals import SignalStore
+from sovrouter.evalloop.signals import SharedSignalStore, SignalStore
 from sovrouter.pipeline import Outcome, Pipeline
 from sovrouter.protocols import CacheGauges, ModelAdapter, RecordSink
 from sovrouter.store.records import SQLiteRecordStore
 from sovrouter.store.shared_records import SharedRecordStore
+from sovrouter.store.sql import database_url
 from sovrouter.telemetry.metrics import CacheCollector, RequestMetrics, TenantLabels
 from sovrouter.telemetry.routes import metrics_router
 from sovrouter.telemetry.sink import TelemetrySink
@@ -164,14 +166,16 @@ class Observability:
 
 def build_observability(settings: EvalSettings, catalog: Catalog | None = None,
                         adapters: Mapping[Candidate, ModelAdapter] | None = None, judge: Judge | None = None,
-                        exporter: SpanExporter | None = None) -> Observability:
+                        exporter: SpanExporter | None = None, shared: SharedRecordsSettings | None = None,
+                        ) -> Observability:
     """``judge`` enables shadow sampling when ``shadow_fraction > 0``; the reference calls go through
-    ``adapters`` (default: the executor's wired adapters of the pipeline passed to :meth:`Observability.observe`)."""
+    ``adapters`` (default: the executor's wired adapters of the pipeline passed to :meth:`Observability.observe`).
+    ``shared``: the signals also go to that database, and are read from it (several gateway instances)."""
     metrics = RequestMetrics(tenants=TenantLabels(settings.metric_tenants, settings.max_tenant_labels))
     tracer = None
     if exporter is not None or settings.otlp_endpoint:
         tracer = RecordTracer(make_tracer_provider(exporter, settings.otlp_endpoint))
-    store = SignalStore(settings.signals_path or ":memory:")
+    store = SignalStore(settings.signals_path or ":memory:") if shared is None else _shared_signals(settings, shared)
     shadow = None
     if settings.shadow_fraction > 0 and judge is not None:
         shadow = ShadowSampler(adapters or {}, judge, store, settings.shadow_fraction, catalog=catalog,
@@ -181,10 +185,18 @@ def build_observability(settings: EvalSettings, catalog: Catalog | None = None,
     return Observability(metrics, tracer, store, loop, catalog, shadow_adapters=adapters is None)
 
 
+def _shared_signals(settings: EvalSettings, shared: SharedRecordsSettings) -> SharedSignalStore:
+    url = database_url(shared.url, shared.password_env, "records")
+    try:
+        return SharedSignalStore(settings.signals_path or ":memory:", url, ship_every_s=shared.ship_every_s)
+    except SQLAlchemyError as exc:  # unreachable or refusing at start-up: a configuration problem
+        raise ConfigError(f"records: cannot open the shared database ({type(exc).__name__})") from None
+
+
 def observe_live(settings: Settings, pipeline: Pipeline,
                  eval_settings: EvalSettings | None = None) -> tuple[Observability, ObservedPipeline]:
     """For ``sovrouter serve``: signals in ``state_dir/signals.sqlite``, metrics and the eval hook on the live
     pipeline. Then ``create_app(observed, ...)`` and ``obs.mount(app)``."""
     cfg = eval_settings or EvalSettings(signals_path=settings.state_dir / "signals.sqlite")
-    obs = build_observability(cfg, pipeline.catalog, judge=AgreementJudge())
+    obs = build_observability(cfg, pipeline.catalog, judge=AgreementJudge(), shared=settings.records)
     return obs, obs.observe(pipeline)

@@ -1,16 +1,25 @@
-"""Quality signals and their SQLite store (tables ``quality_signals`` and ``regenerations``)."""
+"""Quality signals and their SQLite store (tables ``quality_signals`` and ``regenerations``), and the same store
+shared by several gateway instances (:class:`SharedSignalStore`)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import SQLAlchemyError
 
 from sovrouter.errors import ConfigError
+from sovrouter.store.outbox import Outbox, Shipper, local_origin
+from sovrouter.store.sql import create_tables, make_engine
+
+log = logging.getLogger("sovrouter.signals")
 
 Source = Literal["feedback", "offline", "scorer", "judge", "shadow"]
 FailureMode = Literal["wrong_answer", "format_error", "truncated", "refusal", "timeout", "policy_refusal"]
@@ -134,3 +143,91 @@ def stored_signals(path: Path | None) -> list[QualitySignal]:
         return list(store.signals())
     finally:
         store.close()
+
+
+_SHARED = sa.MetaData()
+SHARED_SIGNALS = sa.Table(
+    "quality_signals", _SHARED,
+    sa.Column("origin", sa.String(64), primary_key=True),
+    sa.Column("origin_id", sa.BigInteger, primary_key=True),
+    sa.Column("request_id", sa.String(200), nullable=False, index=True),
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column("score", sa.Float), sa.Column("reference_score", sa.Float), sa.Column("failure_mode", sa.String(32)),
+    sa.Column("slot", sa.String(200)), sa.Column("deployment", sa.String(200)),
+    sa.Column("reference_slot", sa.String(200)), sa.Column("cost_usd", sa.Float, nullable=False),
+    sa.Column("comment", sa.Text), sa.Column("created_ms", sa.Float, nullable=False),
+)
+SHARED_REGENERATIONS = sa.Table(
+    "regenerations", _SHARED,
+    sa.Column("request_id", sa.String(200), primary_key=True),
+    sa.Column("previous_request_id", sa.String(200), nullable=False), sa.Column("tenant", sa.String(200),
+                                                                                 nullable=False),
+    sa.Column("slot", sa.String(200)), sa.Column("deployment", sa.String(200)),
+    sa.Column("match", sa.String(16), nullable=False), sa.Column("gap_ms", sa.Float, nullable=False),
+)
+_REGEN_COLS = ("request_id", "previous_request_id", "tenant", "slot", "deployment", "match", "gap_ms")
+
+
+class SharedSignalStore(SignalStore):
+    """Several gateway instances: signals are written to this instance's SQLite file (as before) and copied by a
+    shipper thread to one shared database (``store/outbox.py``); reads (the dashboard, a request's signals) see
+    every instance's, or this instance's alone while the shared database is down."""
+
+    def __init__(self, path: str | Path, url: sa.URL | str, *, ship_every_s: float = 1.0) -> None:
+        if str(path) == ":memory:":
+            raise ConfigError("a shared signal store needs the local signals in a file")
+        super().__init__(path)
+        self.engine = make_engine(url)
+        create_tables(self.engine, _SHARED)
+        origin = local_origin(str(path))
+        self.shipper = Shipper([
+            Outbox(str(path), self.engine, "quality_signals", SHARED_SIGNALS, _COLS, order="id",
+                   order_as="origin_id", extra={"origin": origin}),
+            Outbox(str(path), self.engine, "regenerations", SHARED_REGENERATIONS, _REGEN_COLS),
+        ], ship_every_s, "signals")
+
+    def _shared_rows(self, query: sa.Select[Any]) -> list[Any] | None:
+        try:
+            self.shipper.ship_all()
+            with self.engine.connect() as db:
+                return list(db.execute(query))
+        except SQLAlchemyError:
+            log.warning("signals: shared database unreachable; this instance's signals only")
+            return None
+
+    def signals(self, source: Source | None = None) -> Iterator[QualitySignal]:
+        cols = [SHARED_SIGNALS.c[c] for c in _COLS]
+        query = sa.select(*cols).order_by(SHARED_SIGNALS.c.created_ms, SHARED_SIGNALS.c.origin,
+                                          SHARED_SIGNALS.c.origin_id)
+        if source is not None:
+            query = query.where(SHARED_SIGNALS.c.source == source)
+        rows = self._shared_rows(query)
+        if rows is None:
+            yield from super().signals(source)
+            return
+        for row in rows:
+            yield QualitySignal.model_validate(dict(zip(_COLS, row, strict=True)))
+
+    def for_request(self, request_id: str) -> list[QualitySignal]:
+        cols = [SHARED_SIGNALS.c[c] for c in _COLS]
+        rows = self._shared_rows(sa.select(*cols).where(SHARED_SIGNALS.c.request_id == request_id)
+                                 .order_by(SHARED_SIGNALS.c.created_ms, SHARED_SIGNALS.c.origin_id))
+        if rows is None:
+            return super().for_request(request_id)
+        return [QualitySignal.model_validate(dict(zip(_COLS, r, strict=True))) for r in rows]
+
+    def regenerations(self) -> list[Regeneration]:
+        rows = self._shared_rows(sa.select(*[SHARED_REGENERATIONS.c[c] for c in _REGEN_COLS])
+                                 .order_by(SHARED_REGENERATIONS.c.request_id))
+        if rows is None:
+            return super().regenerations()
+        return [Regeneration.model_validate(dict(zip(_REGEN_COLS, r, strict=True))) for r in rows]
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
+    def close(self) -> None:
+        self.shipper.close(on_failure=lambda: log.warning("signals: could not ship the last rows; they go at the "
+                                                          "next start"))
+        super().close()
+        self.engine.dispose()

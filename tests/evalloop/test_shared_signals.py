@@ -1,0 +1,64 @@
+"""SharedSignalStore against a real PostgreSQL server: every instance's signals and regenerations readable from
+any instance, copied once, this instance's alone while the shared database is down."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from sovrouter.errors import ConfigError
+from sovrouter.evalloop.signals import QualitySignal, Regeneration, SharedSignalStore
+from sovrouter.store.sql import database_url
+from sovrouter.testing_postgres import PostgresServer, postgres_bin_dir, postgres_server
+
+
+def _store(tmp_path: Path, name: str, url: str) -> SharedSignalStore:
+    return SharedSignalStore(tmp_path / name / "signals.sqlite", database_url(url, None, "records"),
+                             ship_every_s=3600)
+
+
+def _signal(rid: str, source: str = "feedback", score: float = 1.0, t: float = 1.0) -> QualitySignal:
+    return QualitySignal(request_id=rid, source=source, score=score, created_ms=t)  # type: ignore[arg-type]
+
+
+def test_every_instances_signals_are_read_everywhere_and_copied_once(tmp_path: Path,
+                                                                     pg_srv: PostgresServer) -> None:
+    url = pg_srv.new_database()
+    a, b = _store(tmp_path, "a", url), _store(tmp_path, "b", url)
+    a.add_many([_signal("r1", t=1.0), _signal("r2", "shadow", 0.5, t=3.0)])
+    b.add(_signal("r1", "scorer", 0.0, t=2.0))  # same request, another instance, same local id 1 as a's first
+    b.add_regeneration(Regeneration(request_id="r9", previous_request_id="r1", tenant="acme-us"))
+    assert [s.request_id for s in a.signals()] == ["r1", "r2"]  # b's not copied yet (its shipper runs hourly)
+    assert b.shipper.ship_all() == 2
+    assert [(s.request_id, s.source) for s in a.signals()] == [("r1", "feedback"), ("r1", "scorer"),
+                                                               ("r2", "shadow")]
+    assert [s.source for s in b.signals("shadow")] == ["shadow"]
+    assert [s.source for s in b.for_request("r1")] == ["feedback", "scorer"]
+    assert [r.request_id for r in a.regenerations()] == ["r9"]
+    with sqlite3.connect(tmp_path / "a" / "signals.sqlite") as db:  # a crash between the copy and the mark
+        db.execute("UPDATE outbox_marks SET last = 0")
+    assert len(list(a.signals())) == 3  # copied again, stored once
+    a.close()
+    b.close()
+
+
+def test_a_down_database_leaves_this_instances_signals(tmp_path: Path) -> None:
+    if postgres_bin_dir() is None:
+        pytest.skip("needs PostgreSQL")  # the session fixture makes CI fail loudly when it is missing
+    with postgres_server() as pg:
+        a = _store(tmp_path, "a", pg.new_database())
+        a.add(_signal("r1", t=1.0))
+        pg.stop()
+        a.add(_signal("r2", t=2.0))  # writing never touches the shared database
+        assert [s.request_id for s in a.signals()] == ["r1", "r2"]  # this instance's, from its own file
+        pg.start()
+        assert [s.request_id for s in a.signals()] == ["r1", "r2"]  # now from the shared table, both copied
+        assert a.shipper.stats["shipped"] == 2
+        a.close()
+
+
+def test_a_memory_store_cannot_be_shared(pg_srv: PostgresServer) -> None:
+    with pytest.raises(ConfigError):
+        SharedSignalStore(":memory:", database_url(pg_srv.new_database(), None, "records"))
