@@ -125,29 +125,30 @@ class CacheSettings(BaseModel):
     shared: SharedCacheSettings | None = None
 
 
-class BatchStoreSettings(BaseModel):
-    """A database shared by every gateway instance for files, batches and their results (PostgreSQL), so that
-    any instance answers for any batch and takes over one whose instance stopped."""
+class PostgresConnection(BaseModel):
+    """Where a shared PostgreSQL database is: a URL without a password, and the password's environment variable."""
 
     model_config = ConfigDict(extra="forbid")
     url: str = Field(pattern=r"^postgresql(\+psycopg)?://([^:@/]+@)?[^@]*$",
                      description="postgresql+psycopg://user@host:port/db; no password in it (use password_env)")
     password_env: str | None = Field(default=None, description="environment variable holding the password")
+
+
+class BatchStoreSettings(PostgresConnection):
+    """A database shared by every gateway instance for files, batches and their results (PostgreSQL), so that
+    any instance answers for any batch and takes over one whose instance stopped."""
+
     lease_s: float = Field(default=30.0, ge=1, le=3600, allow_inf_nan=False,
                            description="a stopped instance's batches go to another instance after this")
     poll_s: float = Field(default=2.0, gt=0, le=600, allow_inf_nan=False,
                           description="how often an idle instance looks for batches created or left elsewhere")
 
 
-class SharedRecordsSettings(BaseModel):
+class SharedRecordsSettings(PostgresConnection):
     """Several gateway instances: every instance's records and quality signals copied to one PostgreSQL database
     (each still writes its own SQLite files first), so feedback and the dashboard see all traffic
     (docs/gateway.md)."""
 
-    model_config = ConfigDict(extra="forbid")
-    url: str = Field(pattern=r"^postgresql(\+psycopg)?://([^:@/]+@)?[^@]*$",
-                     description="postgresql+psycopg://user@host:port/db; no password in it (use password_env)")
-    password_env: str | None = Field(default=None, description="environment variable holding the password")
     ship_every_s: float = Field(default=1.0, gt=0, le=3600, allow_inf_nan=False,
                                 description="how often new records are copied to the shared database")
 

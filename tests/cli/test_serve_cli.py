@@ -128,6 +128,25 @@ def test_serve_wires_the_shared_cache_and_the_shared_affinity_model(tmp_path: Pa
     assert "Traceback" not in err, err[-2000:]  # start-up and shutdown (readers, Redis clients) raised nothing
 
 
+def _serve(tmp_path: Path, name: str, upstream_url: str, extra_yaml: str,
+           procs: list[subprocess.Popen[str]]) -> str:
+    """A `sovrouter serve` process (appended to ``procs``) over one upstream, with ``extra_yaml`` added to its
+    configuration; its base URL once healthy."""
+    port = int(closed_port_url().rsplit(":", 1)[1])
+    config = tmp_path / f"{name}.yaml"
+    config.write_text(
+        f"catalog: {DATA / 'models.json'}\ntenants: {DATA / 'tenants.json'}\nstate_dir: state-{name}\n"
+        "detector: none\npolicy: availability\n"
+        f"api_keys:\n  - tenant: acme-us\n    key_sha256: {hash_key('sk-serve')}\n"
+        f"upstreams:\n  sovereign-large/eu-sov:\n    base_urls: ['{upstream_url}']\n" + extra_yaml,
+        encoding="utf-8")
+    proc = subprocess.Popen([sys.executable, "-m", "sovrouter.cli.main", "serve", "--config", str(config),
+                             "--port", str(port), "--log-level", "warning"], cwd=tmp_path,
+                            stderr=subprocess.PIPE, text=True)
+    procs.append(proc)
+    return _wait_healthy(proc, port)
+
+
 @pytest.mark.slow
 def test_a_batch_outlives_its_serve_process_being_killed(tmp_path: Path, pg_srv: PostgresServer) -> None:
     """Two `sovrouter serve` processes over one PostgreSQL batch store: the one running a batch is killed
@@ -137,22 +156,11 @@ def test_a_batch_outlives_its_serve_process_being_killed(tmp_path: Path, pg_srv:
     database = pg_srv.new_database()
     auth = {"Authorization": "Bearer sk-serve"}
     procs: list[subprocess.Popen[str]] = []
+    shared = f"{{url: '{database}', lease_s: 2, poll_s: 0.2}}"
+    store = f"cache: {{exact_enabled: false}}\nbatches: {{concurrency: 2, store: {shared}}}\n"
     with ServerThread(create_upstream_app(behaviour), log_level="critical") as up:
         def serve(name: str) -> str:
-            port = int(closed_port_url().rsplit(":", 1)[1])
-            config = tmp_path / f"{name}.yaml"
-            config.write_text(
-                f"catalog: {DATA / 'models.json'}\ntenants: {DATA / 'tenants.json'}\nstate_dir: state-{name}\n"
-                "detector: none\npolicy: availability\ncache: {exact_enabled: false}\n"
-                f"api_keys:\n  - tenant: acme-us\n    key_sha256: {hash_key('sk-serve')}\n"
-                f"upstreams:\n  sovereign-large/eu-sov:\n    base_urls: ['{up.url}']\n"
-                f"batches: {{concurrency: 2, store: {{url: '{database}', lease_s: 2, poll_s: 0.2}}}}\n",
-                encoding="utf-8")
-            proc = subprocess.Popen([sys.executable, "-m", "sovrouter.cli.main", "serve", "--config", str(config),
-                                     "--port", str(port), "--log-level", "warning"], cwd=tmp_path,
-                                    stderr=subprocess.PIPE, text=True)
-            procs.append(proc)
-            return _wait_healthy(proc, port)
+            return _serve(tmp_path, name, up.url, store, procs)
 
         try:
             first = serve("a")
@@ -197,20 +205,7 @@ def test_feedback_reaches_a_response_another_serve_process_gave(tmp_path: Path, 
     procs: list[subprocess.Popen[str]] = []
     with ServerThread(create_upstream_app(behaviour), log_level="critical") as up:
         def serve(name: str) -> str:
-            port = int(closed_port_url().rsplit(":", 1)[1])
-            config = tmp_path / f"{name}.yaml"
-            config.write_text(
-                f"catalog: {DATA / 'models.json'}\ntenants: {DATA / 'tenants.json'}\nstate_dir: state-{name}\n"
-                "detector: none\npolicy: availability\n"
-                f"api_keys:\n  - tenant: acme-us\n    key_sha256: {hash_key('sk-serve')}\n"
-                f"upstreams:\n  sovereign-large/eu-sov:\n    base_urls: ['{up.url}']\n"
-                f"records: {{url: '{database}', ship_every_s: 0.1}}\n",
-                encoding="utf-8")
-            proc = subprocess.Popen([sys.executable, "-m", "sovrouter.cli.main", "serve", "--config", str(config),
-                                     "--port", str(port), "--log-level", "warning"], cwd=tmp_path,
-                                    stderr=subprocess.PIPE, text=True)
-            procs.append(proc)
-            return _wait_healthy(proc, port)
+            return _serve(tmp_path, name, up.url, f"records: {{url: '{database}', ship_every_s: 0.1}}\n", procs)
 
         try:
             a, b = serve("a"), serve("b")
