@@ -102,17 +102,28 @@ class BatchRunner:
     async def run(self, lines: Sequence[ParsedLine], out: TextIO | None = None,
                   sink: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
                   ) -> tuple[list[dict[str, Any]], BatchSummary]:
-        """Results in input order (also written to ``out`` and given to ``sink`` as they become ready in that
-        order)."""
+        """Results in input order (also written to ``out`` as they become ready in that order). ``sink`` gets each
+        result as soon as its line is answered, before the line's slot goes to another line (so at most
+        ``concurrency`` answered lines are ever unsunk); a sink that raises stops the whole run."""
         summary = BatchSummary(lines=len(lines))
         gate = asyncio.Semaphore(max(1, self.concurrency))
+        tasks: list[asyncio.Task[dict[str, Any]]] = []
 
         async def guarded(line: ParsedLine) -> dict[str, Any]:
             async with gate:
-                return await self._one(line, summary)
+                item = await self._one(line, summary)
+                if sink is not None:
+                    try:
+                        await sink(item)
+                    except BaseException:
+                        for task in tasks:  # stop the other lines now, not when the in-order loop gets here
+                            if task is not asyncio.current_task():
+                                task.cancel()
+                        raise
+                return item
 
         started = self.timer()
-        tasks = [asyncio.create_task(guarded(line)) for line in lines]
+        tasks.extend(asyncio.create_task(guarded(line)) for line in lines)
         results: list[dict[str, Any]] = []
         try:
             for task in tasks:
@@ -121,8 +132,6 @@ class BatchRunner:
                 if out is not None:
                     out.write(dumps_line(item))
                     out.flush()
-                if sink is not None:
-                    await sink(item)
         finally:
             for task in tasks:
                 task.cancel()

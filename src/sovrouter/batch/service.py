@@ -359,6 +359,7 @@ class BatchService:
             async def keep(item: dict[str, Any]) -> None:
                 if not await asyncio.to_thread(self.store.add_result, batch.id, str(item["id"]), dumps_line(item),
                                                self.instance):
+                    self._lost.add(batch.id)  # before the other lines' tasks see their cancellation
                     raise _LeaseLost(batch.id)
 
             await asyncio.wait_for(runner.run(todo, sink=keep), timeout=max(0.0, batch.expires_at - self.now()))
