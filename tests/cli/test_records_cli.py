@@ -8,6 +8,9 @@ import pytest
 from sovrouter.cli.main import main
 from sovrouter.contracts import RequestRecord
 from sovrouter.store.records import SQLiteRecordStore
+from sovrouter.store.shared_records import SharedRecordStore
+from sovrouter.store.sql import database_url
+from sovrouter.testing_postgres import PostgresServer
 
 
 def _record(i: int) -> RequestRecord:
@@ -32,3 +35,22 @@ def test_records_export_missing_db_is_clear_error(tmp_path: Path, capsys: pytest
     assert main(["records", "export", "--db", str(tmp_path / "nope.sqlite"), "--out", str(tmp_path / "o")]) == 2
     assert "no record store" in capsys.readouterr().err
     assert not (tmp_path / "nope.sqlite").exists()
+
+
+def test_records_export_from_the_shared_database(tmp_path: Path, pg_srv: PostgresServer,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    database = pg_srv.new_database()
+    for name, offset in (("a", 0), ("b", 10)):  # two instances' records, shipped
+        store = SharedRecordStore(SQLiteRecordStore(tmp_path / name / "records.sqlite"),
+                                  database_url(database, None, "records"), ship_every_s=3600)
+        for i in range(2):
+            store.write(_record(i + offset))
+        store.close()
+    out = tmp_path / "all.jsonl"
+    assert main(["records", "export", "--url", database, "--out", str(out)]) == 0
+    assert [json.loads(x)["request_id"] for x in out.read_text().splitlines()] == ["r0", "r1", "r10", "r11"]
+    nowhere = pg_srv.url("no_such_database")
+    assert main(["records", "export", "--url", nowhere, "--out", str(tmp_path / "x.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read the shared database" in err and "no_such_database" not in err
+    assert not list(tmp_path.glob("*x.jsonl*"))  # nothing half-written

@@ -1,4 +1,6 @@
-"""``sovrouter records export --db FILE --out FILE.jsonl``: the record store as JSONL."""
+"""``sovrouter records export (--db FILE | --url URL [--password-env VAR]) --out FILE.jsonl``: the record store as
+JSONL: one instance's SQLite file, or the database several instances ship their records to (``records`` in the
+settings)."""
 
 from __future__ import annotations
 
@@ -6,26 +8,40 @@ import argparse
 import sys
 from pathlib import Path
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from sovrouter.errors import ConfigError
 from sovrouter.store.records import SQLiteRecordStore
+from sovrouter.store.shared_records import export_shared
+from sovrouter.store.sql import database_url
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("records", help="per-request records")
     rsub = p.add_subparsers(dest="records_command", required=True)
     e = rsub.add_parser("export", help="export the record store as JSONL (one record a line, in write order)")
-    e.add_argument("--db", required=True, type=Path, help="records SQLite file")
+    where = e.add_mutually_exclusive_group(required=True)
+    where.add_argument("--db", type=Path, help="one instance's records SQLite file")
+    where.add_argument("--url", help="the shared records database (postgresql+psycopg://user@host/db)")
+    e.add_argument("--password-env", help="environment variable holding the shared database's password")
     e.add_argument("--out", required=True, type=Path, help="JSONL file to write")
     e.set_defaults(func=export)
 
 
 def export(args: argparse.Namespace) -> int:
-    if not args.db.is_file():  # never let SQLite create an empty store by accident
-        raise ConfigError(f"no record store at {args.db}")
-    store = SQLiteRecordStore(args.db)
-    try:
-        n = store.export_jsonl(args.out)
-    finally:
-        store.close()
+    if args.url is not None:
+        url = database_url(args.url, args.password_env, "records")
+        try:
+            n = export_shared(url, args.out)
+        except SQLAlchemyError as exc:
+            raise ConfigError(f"records: cannot read the shared database ({type(exc).__name__})") from None
+    else:
+        if not args.db.is_file():  # never let SQLite create an empty store by accident
+            raise ConfigError(f"no record store at {args.db}")
+        store = SQLiteRecordStore(args.db)
+        try:
+            n = store.export_jsonl(args.out)
+        finally:
+            store.close()
     print(f"records: {n} exported to {args.out}", file=sys.stderr)
     return 0

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
@@ -109,3 +111,22 @@ class SharedRecordStore:
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)
 
+
+def export_shared(url: sa.URL | str, path: str | Path) -> int:
+    """Every instance's shipped records, by arrival, as JSONL at ``path``; how many. Only reads the database; the
+    file appears whole or not at all."""
+    engine = make_engine(url)
+    target = Path(path)
+    partial = target.with_name(f".{target.name}.partial")
+    n = 0
+    try:
+        with engine.connect() as db, open(partial, "w", encoding="utf-8") as fh:
+            query = sa.select(RECORDS.c.record_json).order_by(RECORDS.c.arrived_ms, RECORDS.c.request_id)
+            for raw in db.execution_options(yield_per=1000).scalars(query):
+                fh.write(raw + "\n")
+                n += 1
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+        engine.dispose()
+    return n
