@@ -12,10 +12,13 @@ from sovrouter.catalog import Catalog, Tenants
 from sovrouter.cli.main import main
 from sovrouter.clock import WallClock
 from sovrouter.config import Settings
-from sovrouter.contracts import Candidate, Detection, NormalizedRequest
+from sovrouter.contracts import Candidate, Detection, NormalizedRequest, RequestRecord
 from sovrouter.intake import normalize_chat
 from sovrouter.store.records import SQLiteRecordStore
+from sovrouter.store.shared_records import SharedRecordStore
+from sovrouter.store.sql import database_url
 from sovrouter.testing import FakeAdapter
+from sovrouter.testing_postgres import PostgresServer
 
 
 class _Found:
@@ -52,4 +55,18 @@ def test_explain_unknown_id_and_missing_db(tmp_path: Path, capsys: pytest.Captur
     db = tmp_path / "r.sqlite"
     SQLiteRecordStore(db).close()
     assert main(["explain", "nope", "--db", str(db)]) == 2
+    assert "no record" in capsys.readouterr().err
+
+
+def test_explain_reads_the_shared_records_database(tmp_path: Path, pg_srv: PostgresServer,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    database = pg_srv.new_database()
+    store = SharedRecordStore(SQLiteRecordStore(tmp_path / "a" / "records.sqlite"),
+                              database_url(database, None, "records"), ship_every_s=3600)
+    store.write(RequestRecord(request_id="req-9", tenant="acme-us", data_class="public", effective_class="public",
+                              modalities=["text"], arrived_ms=1.0, status="ok"))
+    store.close()  # ships it
+    assert main(["explain", "req-9", "--url", database, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["tenant"] == "acme-us"
+    assert main(["explain", "req-nope", "--url", database]) == 2
     assert "no record" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""``sovrouter explain REQUEST_ID [--db var/records.sqlite] [--json]``: the decision evidence of one request.
+"""``sovrouter explain REQUEST_ID [--db var/records.sqlite | --url URL [--password-env VAR]] [--json]``: the
+decision evidence of one request, from one instance's record file or the shared records database.
 
 Prints, from the record store: tenant, declared and effective data class, detected personal-data *types*,
 the policy version, every candidate allowed or excluded with the Cedar rule(s) that decided it and the
@@ -12,15 +13,21 @@ import argparse
 import json
 from pathlib import Path
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from sovrouter.contracts import RequestRecord
 from sovrouter.errors import ConfigError
 from sovrouter.store.records import SQLiteRecordStore
+from sovrouter.store.shared_records import read_shared
+from sovrouter.store.sql import database_url
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("explain", help="print the sovereignty / routing evidence of one request")
     p.add_argument("request_id", help="request id (as in the record store)")
     p.add_argument("--db", type=Path, default=Path("var/records.sqlite"), help="records SQLite file")
+    p.add_argument("--url", help="the shared records database instead (postgresql+psycopg://user@host/db)")
+    p.add_argument("--password-env", help="environment variable holding the shared database's password")
     p.add_argument("--json", action="store_true", help="print the evidence as JSON")
     p.set_defaults(func=explain)
 
@@ -60,14 +67,23 @@ def evidence(record: RequestRecord, reasons: dict[str, str]) -> dict[str, object
     }
 
 
-def explain(args: argparse.Namespace) -> int:
+def _record(args: argparse.Namespace) -> RequestRecord:
+    if args.url is not None:
+        try:
+            return read_shared(database_url(args.url, args.password_env, "records"), args.request_id)
+        except SQLAlchemyError as exc:
+            raise ConfigError(f"records: cannot read the shared database ({type(exc).__name__})") from None
     if not args.db.is_file():  # never let SQLite create an empty store by accident
         raise ConfigError(f"no record store at {args.db}")
     store = SQLiteRecordStore(args.db)
     try:
-        record = store.get(args.request_id)
+        return store.get(args.request_id)
     finally:
         store.close()
+
+
+def explain(args: argparse.Namespace) -> int:
+    record = _record(args)
     reasons = _reasons()
     ev = evidence(record, reasons)
     if args.json:

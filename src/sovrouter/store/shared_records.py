@@ -130,3 +130,16 @@ def export_shared(url: sa.URL | str, path: str | Path) -> int:
         partial.unlink(missing_ok=True)
         engine.dispose()
     return n
+
+
+def read_shared(url: sa.URL | str, request_id: str) -> RequestRecord:
+    """One shipped record from the shared database (the ``explain`` command); NotFoundError when absent."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as db:
+            raw = db.scalar(sa.select(RECORDS.c.record_json).where(RECORDS.c.request_id == request_id))
+    finally:
+        engine.dispose()
+    if raw is None:
+        raise NotFoundError("no record with that request id")
+    return RequestRecord.model_validate_json(raw)
