@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from sovrouter.errors import NotFoundError
-from sovrouter.store.sql import create_tables, database_url, make_engine
+from sovrouter.store.sql import create_tables, database_url, insert_ignoring_duplicates, make_engine
 
 _META = sa.MetaData()
 FILES = sa.Table(
@@ -202,13 +201,13 @@ class BatchStore:
         """Store an answered line once (a second answer of the same line is dropped), only while ``owner`` holds
         the batch (the job row is locked meanwhile, so a takeover cannot slip in between). False when the lease is
         another instance's: the caller has lost the batch and should stop."""
-        insert = (postgresql.insert(RESULTS) if self.shared else sqlite.insert(RESULTS)).values(
-            batch_id=batch_id, line_id=line_id, line=line)
+        insert = insert_ignoring_duplicates(self.engine, RESULTS).values(batch_id=batch_id, line_id=line_id,
+                                                                         line=line)
         with self.engine.begin() as db:
             held = db.scalar(sa.select(JOBS.c.owner).where(JOBS.c.id == batch_id).with_for_update())
             if held != owner:
                 return False
-            db.execute(insert.on_conflict_do_nothing(index_elements=["batch_id", "line_id"]))
+            db.execute(insert)
         return True
 
     def results(self, batch_id: str) -> list[dict[str, Any]]:

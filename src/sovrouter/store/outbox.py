@@ -16,9 +16,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
+
+from sovrouter.store.sql import insert_ignoring_duplicates
 
 log = logging.getLogger("sovrouter.outbox")
 
@@ -67,10 +68,8 @@ class Outbox:
                 if self._order_as is not None:
                     item[self._order_as] = r[0]
                 values.append(item)
-            dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
-            keys = [c.name for c in self.target.primary_key.columns]
             with self.engine.begin() as db:
-                db.execute(dialect.insert(self.target).on_conflict_do_nothing(index_elements=keys), values)
+                db.execute(insert_ignoring_duplicates(self.engine, self.target), values)
             self._db.execute("INSERT INTO outbox_marks VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET "
                              "last = excluded.last", (self.name, rows[-1][0]))
             return len(rows)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from sovrouter.config import env_secret
@@ -48,6 +49,14 @@ def create_tables(engine: Engine, metadata: sa.MetaData) -> None:
         if engine.dialect.name == "postgresql":
             db.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
         metadata.create_all(db)
+
+
+def insert_ignoring_duplicates(engine: Engine, table: sa.Table) -> Any:
+    """``INSERT ... ON CONFLICT (primary key) DO NOTHING`` in ``engine``'s dialect (SQLite or PostgreSQL): a row
+    written twice is stored once."""
+    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    keys = [c.name for c in table.primary_key.columns]
+    return dialect.insert(table).on_conflict_do_nothing(index_elements=keys)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
