@@ -136,7 +136,13 @@ class PostgresConnection(BaseModel):
 
 class BatchStoreSettings(PostgresConnection):
     """A database shared by every gateway instance for files, batches and their results (PostgreSQL), so that
-    any instance answers for any batch and takes over one whose instance stopped."""
+    any instance answers for any batch and takes over one whose instance stopped.
+
+    Batch files hold prompts: only the listed tenants may keep them there (the operator states that the
+    database's location meets each one's written policy, as for ``cache.shared``); the others' uploads and
+    batches are refused (403), never stored."""
+
+    tenants: list[str] = Field(min_length=1, description="tenants whose policy allows the database's location")
 
     lease_s: float = Field(default=30.0, ge=1, le=3600, allow_inf_nan=False,
                            description="a stopped instance's batches go to another instance after this")

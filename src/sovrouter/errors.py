@@ -12,6 +12,7 @@ never contain prompt text, personal data, API keys or stack traces.
     ├── AuthenticationError             401 authentication_error
     ├── NotFoundError                   404 not_found_error (unknown model, unknown id)
     ├── PolicyRefusalError              403 policy_refusal (no deployment the tenant's policy allows)
+    │   └── StoreNotAllowedError        403 (the tenant's data may not be kept in a shared store)
     ├── ConfigError                     500 (configuration or artifact is invalid; raised at start-up)
     ├── DetectionError                  500 (personal-data detection failed; the pipeline fails closed)
     │   └── DetectionTimeoutError       500 (detection exceeded its time budget)
@@ -79,6 +80,13 @@ class PolicyRefusalError(SovrouterError):
     status = 403
     type = "policy_refusal"
     code = "no_allowed_deployment"
+
+
+class StoreNotAllowedError(PolicyRefusalError):
+    """The tenant is not listed for a shared store (its policy does not allow the store's location): nothing of
+    the request is stored."""
+
+    code = "store_not_allowed"
 
 
 class ConfigError(SovrouterError):

@@ -156,7 +156,7 @@ def test_a_batch_outlives_its_serve_process_being_killed(tmp_path: Path, pg_srv:
     database = pg_srv.new_database()
     auth = {"Authorization": "Bearer sk-serve"}
     procs: list[subprocess.Popen[str]] = []
-    shared = f"{{url: '{database}', lease_s: 2, poll_s: 0.2}}"
+    shared = f"{{url: '{database}', lease_s: 2, poll_s: 0.2, tenants: [acme-us]}}"
     store = f"cache: {{exact_enabled: false}}\nbatches: {{concurrency: 2, store: {shared}}}\n"
     with ServerThread(create_upstream_app(behaviour), log_level="critical") as up:
         def serve(name: str) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sovrouter.errors import ConfigError
-from sovrouter.evalloop.signals import QualitySignal, Regeneration, SharedSignalStore
+from sovrouter.evalloop.signals import QualitySignal, Regeneration, SharedSignalStore, SignalStore
 from sovrouter.store.sql import database_url
 from sovrouter.testing_postgres import PostgresServer, postgres_bin_dir, postgres_server
 
@@ -40,6 +40,9 @@ def test_every_instances_signals_are_read_everywhere_and_copied_once(tmp_path: P
     with sqlite3.connect(tmp_path / "a" / "signals.sqlite") as db:  # a crash between the copy and the mark
         db.execute("UPDATE outbox_marks SET last = 0")
     assert len(list(a.signals())) == 3  # copied again, stored once
+    a.add(QualitySignal(request_id="r3", source="feedback", score=0.0, comment="call me at 555-0100", created_ms=9))
+    assert [s.comment for s in a.signals() if s.request_id == "r3"] == [None]  # free text never leaves the instance
+    assert [s.comment for s in SignalStore.signals(a) if s.request_id == "r3"] == ["call me at 555-0100"]
     a.close()
     b.close()
 

@@ -158,7 +158,7 @@ def test_cancel_keeps_what_was_answered(tmp_path: Path) -> None:
 
 def test_two_gateway_instances_share_files_and_batches_through_postgresql(tmp_path: Path,
                                                                          pg_srv: PostgresServer) -> None:
-    shared = BatchSettings(store=BatchStoreSettings(url=pg_srv.new_database(), poll_s=0.2))
+    shared = BatchSettings(store=BatchStoreSettings(url=pg_srv.new_database(), poll_s=0.2, tenants=["acme-us"]))
     with live_gateway(tmp_path / "a", batches=shared) as a, live_gateway(tmp_path / "b", batches=shared) as b:
         ca, cb = a.client(), b.client()
         file_id = _upload(ca, [_line(f"r{i}", f"q {i}") for i in range(6)])
@@ -173,6 +173,11 @@ def test_two_gateway_instances_share_files_and_batches_through_postgresql(tmp_pa
         assert sum(u.calls for u in (a.primary, a.backup, b.primary, b.backup)) == 6  # each line once
         with pytest.raises(openai.NotFoundError):
             a.client(EURO_KEY).batches.retrieve(batch.id)
+        # eurobank is not listed for the shared store: its prompts are never written there (fail closed)
+        with pytest.raises(openai.PermissionDeniedError) as refused:
+            b.client(EURO_KEY).files.create(file=("b.jsonl", io.BytesIO(b'{"a": 1}\n')), purpose="batch")
+        assert refused.value.body["code"] == "store_not_allowed"  # type: ignore[index]
+        assert a.client(EURO_KEY).files.list().data == []
 
 
 def test_a_lost_batch_store_is_a_clear_503_and_chat_goes_on(tmp_path: Path) -> None:
@@ -180,7 +185,7 @@ def test_a_lost_batch_store_is_a_clear_503_and_chat_goes_on(tmp_path: Path) -> N
         pytest.skip("needs PostgreSQL")  # the session fixture makes CI fail loudly when it is missing
     with postgres_server() as pg:
         url = pg.new_database()
-        shared = BatchSettings(store=BatchStoreSettings(url=url, poll_s=0.2))
+        shared = BatchSettings(store=BatchStoreSettings(url=url, poll_s=0.2, tenants=["acme-us"]))
         with live_gateway(tmp_path / "a", batches=shared) as live:
             client = live.client()
             file_id = _upload(client, [_line("r0", "q 0")])

@@ -182,16 +182,18 @@ def test_a_shared_batch_store_is_checked_at_start_up(tmp_path: Path, monkeypatch
     settings = make_settings(tmp_path / "state", "http://127.0.0.1:9", "http://127.0.0.1:10")
     pipeline = build_live_pipeline(settings)
     with pytest.raises(ValidationError):  # a password written into the URL is refused before anything connects
-        BatchStoreSettings(url="postgresql+psycopg://u:hunter2@db/x")
+        BatchStoreSettings(url="postgresql+psycopg://u:hunter2@db/x", tenants=["acme-us"])
     with pytest.raises(ValidationError):
-        BatchStoreSettings(url="mysql://u@db/x")
+        BatchStoreSettings(url="mysql://u@db/x", tenants=["acme-us"])
+    with pytest.raises(ValidationError):  # which tenants' prompts may live there is a decision the operator makes
+        BatchStoreSettings(url="postgresql+psycopg://u@db/x")  # type: ignore[call-arg]
     down = settings.model_copy(update={"batches": BatchSettings(store=BatchStoreSettings(
-        url=f"postgresql+psycopg://u@{closed_port_url().removeprefix('http://')}/x"))})
+        url=f"postgresql+psycopg://u@{closed_port_url().removeprefix('http://')}/x", tenants=["acme-us"]))})
     with pytest.raises(ConfigError, match=r"batches\.store") as err:
         make_batch_service(down, pipeline)
     assert "127.0.0.1" not in str(err.value)
     secret = settings.model_copy(update={"batches": BatchSettings(store=BatchStoreSettings(
-        url="postgresql+psycopg://u@db/x", password_env="SOVROUTER_TEST_PG_PASSWORD"))})
+        url="postgresql+psycopg://u@db/x", password_env="SOVROUTER_TEST_PG_PASSWORD", tenants=["acme-us"]))})
     monkeypatch.delenv("SOVROUTER_TEST_PG_PASSWORD", raising=False)
     with pytest.raises(ConfigError, match="SOVROUTER_TEST_PG_PASSWORD"):
         make_batch_service(secret, pipeline)

@@ -35,7 +35,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,7 +54,7 @@ from sovrouter.batch.fileio import (
 from sovrouter.batch.runner import BatchRunner, deferrable
 from sovrouter.batch.store import BatchStore, store_url
 from sovrouter.contracts import DataClass
-from sovrouter.errors import InvalidRequestError, RequestTooLargeError, SovrouterError
+from sovrouter.errors import InvalidRequestError, RequestTooLargeError, SovrouterError, StoreNotAllowedError
 from sovrouter.pipeline import Pipeline
 
 BatchStatus = Literal["validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling",
@@ -137,7 +137,8 @@ class BatchService:
     def __init__(self, store: BatchStore | Path, pipeline: Pipeline, *, concurrency: int = 4,
                  max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, now: Callable[[], float] = time.time,
                  window_s: float = WINDOW_S, lease_s: float = 30.0, poll_s: float = 2.0,
-                 retention_s: float | None = 30 * 86_400, purge_every_s: float = 3600.0) -> None:
+                 retention_s: float | None = 30 * 86_400, purge_every_s: float = 3600.0,
+                 tenants: Collection[str] | None = None) -> None:
         self.store = store if isinstance(store, BatchStore) else BatchStore(store_url(None, store))
         self.pipeline = deferrable(pipeline)
         self.concurrency = max(1, concurrency)
@@ -148,6 +149,7 @@ class BatchService:
         self.poll_s = poll_s
         self.retention_s = retention_s
         self.purge_every_s = purge_every_s
+        self.tenants = None if tenants is None else frozenset(tenants)
         self._purged_at = float("-inf")
         self.instance = "gw-" + uuid.uuid4().hex[:16]  # this process's name on the leases it holds
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -161,8 +163,14 @@ class BatchService:
     def _ts(self) -> int:
         return int(self.now())
 
+    def _may_store(self, tenant: str) -> None:
+        """Fail closed: a tenant not listed for the (shared) store keeps nothing in it."""
+        if self.tenants is not None and tenant not in self.tenants:
+            raise StoreNotAllowedError("this tenant's policy does not allow its batch data in the shared batch store")
+
     # ------------------------------------------------------------------ files
     def upload(self, tenant: str, filename: str, purpose: str, data: bytes) -> FileObject:
+        self._may_store(tenant)
         if purpose != "batch":
             raise InvalidRequestError("purpose must be 'batch' (the only purpose this gateway stores)",
                                       param="purpose")
@@ -191,6 +199,7 @@ class BatchService:
 
     # ------------------------------------------------------------------ batches
     def create(self, tenant: str, body: CreateBatch, data_class: DataClass = "public") -> BatchObject:
+        self._may_store(tenant)
         if body.endpoint not in (CHAT_URL, "/chat/completions"):
             raise InvalidRequestError("endpoint must be /v1/chat/completions", param="endpoint")
         if body.completion_window != "24h":

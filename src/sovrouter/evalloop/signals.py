@@ -165,6 +165,8 @@ SHARED_REGENERATIONS = sa.Table(
     sa.Column("slot", sa.String(200)), sa.Column("deployment", sa.String(200)),
     sa.Column("match", sa.String(16), nullable=False), sa.Column("gap_ms", sa.Float, nullable=False),
 )
+# a feedback comment is free text a user typed (it may hold personal data): it stays in the instance's own file
+_SHIPPED_COLS = tuple(c for c in _COLS if c != "comment")
 _REGEN_COLS = ("request_id", "previous_request_id", "tenant", "slot", "deployment", "match", "gap_ms")
 
 
@@ -181,7 +183,7 @@ class SharedSignalStore(SignalStore):
         create_tables(self.engine, _SHARED)
         origin = local_origin(str(path))
         self.shipper = Shipper([
-            Outbox(str(path), self.engine, "quality_signals", SHARED_SIGNALS, _COLS, order="id",
+            Outbox(str(path), self.engine, "quality_signals", SHARED_SIGNALS, _SHIPPED_COLS, order="id",
                    order_as="origin_id", extra={"origin": origin}),
             Outbox(str(path), self.engine, "regenerations", SHARED_REGENERATIONS, _REGEN_COLS),
         ], ship_every_s, "signals")

@@ -135,4 +135,5 @@ def make_batch_service(settings: Settings, pipeline: Pipeline) -> BatchService |
     except SQLAlchemyError as exc:  # unreachable or refusing at start-up: a configuration problem, said plainly
         raise ConfigError(f"batches.store: cannot open the database ({type(exc).__name__})") from None
     return BatchService(store, pipeline, concurrency=cfg.concurrency, max_file_bytes=cfg.max_file_bytes,
-                        lease_s=cfg.store.lease_s, poll_s=cfg.store.poll_s, retention_s=retention_s)
+                        lease_s=cfg.store.lease_s, poll_s=cfg.store.poll_s, retention_s=retention_s,
+                        tenants=cfg.store.tenants)
