@@ -10,6 +10,7 @@ never contain prompt text, personal data, API keys or stack traces.
     │   ├── UnsupportedModalityError    400 (no configured deployment serves the modality)
     │   └── RequestTooLargeError        413
     ├── AuthenticationError             401 authentication_error
+    │   └── ConflictError               409 (the object is in use: a file an unfinished batch reads)
     ├── NotFoundError                   404 not_found_error (unknown model, unknown id)
     ├── PolicyRefusalError              403 policy_refusal (no deployment the tenant's policy allows)
     │   └── StoreNotAllowedError        403 (the tenant's data may not be kept in a shared store)
@@ -62,6 +63,11 @@ class UnsupportedModalityError(InvalidRequestError):
 class RequestTooLargeError(InvalidRequestError):
     status = 413
     code = "request_too_large"
+
+
+class ConflictError(InvalidRequestError):
+    status = 409
+    code = "conflict"
 
 
 class AuthenticationError(SovrouterError):

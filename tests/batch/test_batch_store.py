@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 
 from sovrouter.batch.store import BatchStore, store_url
-from sovrouter.errors import ConfigError, NotFoundError
+from sovrouter.errors import ConfigError, ConflictError, NotFoundError
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -153,3 +153,109 @@ def test_instances_starting_together_create_the_tables_once(pg_srv: Any, tmp_pat
     assert all(s.file_data("acme", "f") == b"x" for s in stores)
     for s in stores:
         s.close()
+
+
+def test_a_file_is_deleted_only_when_no_unfinished_batch_reads_it(store: BatchStore) -> None:
+    for file_id in ("f-in", "f-free"):
+        store.add_file("acme", file_id, "{}", b"prompt", 1.0)
+    store.add_batch("acme", "b1", "in_progress", {"id": "b1", "status": "in_progress", "input_file_id": "f-in"}, 1.0)
+    with pytest.raises(NotFoundError):
+        store.delete_file("euro", "f-free")  # another tenant's file is not found, and stays
+    store.delete_file("acme", "f-free")
+    with pytest.raises(NotFoundError):
+        store.file_data("acme", "f-free")  # the bytes are gone
+    with pytest.raises(NotFoundError):
+        store.delete_file("acme", "f-free")
+    with pytest.raises(ConflictError):
+        store.delete_file("acme", "f-in")
+    assert store.file_data("acme", "f-in") == b"prompt"  # the refused delete was rolled back
+    store.update("b1", lambda m: {**m, "status": "completed"})
+    store.delete_file("acme", "f-in")  # closed: the input may go
+    assert store.files("acme") == [] and store.batch("acme", "b1").meta["input_file_id"] == "f-in"
+
+
+def test_a_batch_is_created_only_while_its_input_file_exists(store: BatchStore) -> None:
+    store.add_file("acme", "f", "{}", b"x", 1.0)
+    with pytest.raises(NotFoundError):  # another tenant's file is no input
+        store.add_batch("euro", "b-euro", "in_progress", {"id": "b-euro", "status": "in_progress",
+                                                          "input_file_id": "f"}, 1.0)
+    store.delete_file("acme", "f")
+    with pytest.raises(NotFoundError):
+        store.add_batch("acme", "b1", "in_progress", {"id": "b1", "status": "in_progress", "input_file_id": "f"}, 1.0)
+    assert store.batches("acme") == [] and store.batches("euro") == []  # nothing half-created
+
+
+def test_delete_and_create_racing_never_leave_a_batch_without_its_input(store: BatchStore) -> None:
+    """A delete and a batch creation on the same file, started together from two threads, many times: either
+    the batch exists and kept its file, or the file is gone and no batch was created."""
+    import threading
+
+    for k in range(25):
+        file_id, batch_id = f"f{k}", f"b{k}"
+        store.add_file("acme", file_id, "{}", b"x", 1.0)
+        start = threading.Barrier(2)
+        outcome: dict[str, str] = {}
+
+        def delete(file_id: str = file_id, start: threading.Barrier = start,
+                   outcome: dict[str, str] = outcome) -> None:
+            start.wait()
+            try:
+                store.delete_file("acme", file_id)
+                outcome["delete"] = "done"
+            except ConflictError:
+                outcome["delete"] = "conflict"
+
+        def create(file_id: str = file_id, batch_id: str = batch_id, start: threading.Barrier = start,
+                   outcome: dict[str, str] = outcome) -> None:
+            start.wait()
+            try:
+                store.add_batch("acme", batch_id, "in_progress",
+                                {"id": batch_id, "status": "in_progress", "input_file_id": file_id}, 1.0)
+                outcome["create"] = "done"
+            except NotFoundError:
+                outcome["create"] = "not_found"
+
+        threads = [threading.Thread(target=delete), threading.Thread(target=create)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(outcome.values()) in (["conflict", "done"], ["done", "not_found"]), outcome
+        exists = any(b["id"] == batch_id for b in store.batches("acme"))
+        assert exists == (outcome["create"] == "done")
+        if exists:
+            assert store.file_data("acme", file_id) == b"x"
+
+
+def test_a_purge_that_meets_a_new_batch_deletes_nothing(store: BatchStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.add_file("acme", "f-old", "{}", b"x", 1.0)
+    reads: list[int] = []
+    real = BatchStore._open_inputs
+
+    def racing(db: Any) -> set[str]:  # the second read sees a batch created on f-old in between
+        reads.append(1)
+        return real(db) | ({"f-old"} if len(reads) == 2 else set())
+
+    monkeypatch.setattr(BatchStore, "_open_inputs", staticmethod(racing))
+    store.add_batch("acme", "b-old", "completed", {"id": "b-old", "status": "completed"}, 1.0)
+    assert store.purge(before=50.0) == (0, 0)
+    assert store.file_data("acme", "f-old") == b"x" and store.batches("acme") != []  # all rolled back
+    reads.clear()
+    monkeypatch.setattr(BatchStore, "_open_inputs", staticmethod(real))
+    assert store.purge(before=50.0) == (1, 1)
+
+
+@pytest.mark.parametrize("size", [1, 3000])  # in a page, and over overflow pages
+def test_a_deleted_file_is_overwritten_in_the_sqlite_file(tmp_path: Path, size: int) -> None:
+    """``make_engine`` turns SQLite's ``secure_delete`` on; some SQLite builds (Debian's) have it on by default,
+    others not, where a deleted row's bytes stay in free pages."""
+    url = store_url(None, tmp_path)
+    first = BatchStore(url)
+    first.add_file("acme", "f", "{}", b"zebra-quokka " * size, 1.0)
+    first.add_file("acme", "g", "{}", b"other " * size, 1.0)
+    first.close()  # the last connection checkpoints the rows into the database file
+    second = BatchStore(url)
+    second.delete_file("acme", "f")
+    second.close()
+    on_disk = b"".join(p.read_bytes() for p in tmp_path.glob("batches.sqlite*"))
+    assert b"zebra-quokka" not in on_disk and b"other" in on_disk

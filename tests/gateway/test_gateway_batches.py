@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import sqlite3
@@ -196,3 +197,37 @@ def test_a_lost_batch_store_is_a_clear_503_and_chat_goes_on(tmp_path: Path) -> N
             assert error["code"] == "store_unavailable" and "127.0.0.1" not in raw.text and "psycopg" not in raw.text
             chat = client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
             assert chat.choices[0].message.content  # live traffic does not depend on the batch store
+
+
+def test_deleting_files_with_the_official_client(tmp_path: Path) -> None:
+    with live_gateway(tmp_path / "state") as live:
+        live.primary.first_token_delay_s = live.backup.first_token_delay_s = 0.2
+        client, euro = live.client(), live.client(EURO_KEY)
+        file_id = _upload(client, [_line(f"r{i}", f"zebra-quokka {i}") for i in range(8)])
+        batch = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions",
+                                      completion_window="24h")
+        with pytest.raises(openai.ConflictError) as busy:  # a running batch still reads it
+            client.files.delete(file_id)
+        assert busy.value.status_code == 409 and busy.value.body["code"] == "conflict"  # type: ignore[index]
+        assert client.files.content(file_id).text  # nothing was deleted
+        with pytest.raises(openai.NotFoundError):
+            euro.files.delete(file_id)  # another tenant's file: not found, and kept
+        done = _wait(client, batch.id)
+        assert done.status == "completed" and done.output_file_id is not None
+        deleted = client.files.delete(file_id)
+        assert (deleted.id, deleted.deleted, deleted.object) == (file_id, True, "file")
+        for call in (lambda: client.files.retrieve(file_id), lambda: client.files.content(file_id),
+                     lambda: client.files.delete(file_id)):
+            with pytest.raises(openai.NotFoundError):
+                call()
+        assert client.batches.retrieve(batch.id).input_file_id == file_id  # the batch keeps its history
+        assert client.files.delete(done.output_file_id).deleted  # results may go too, the batch still reads
+        assert client.batches.retrieve(batch.id).status == "completed"
+        assert client.files.list().data == []
+        path = live.state_dir / "batches" / "batches.sqlite"
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            assert db.execute("SELECT COUNT(*) FROM batch_files").fetchone() == (0,)
+    # once the gateway has stopped (its last connection checkpoints the write-ahead log into the file), the
+    # prompts are overwritten on disk, not only unlinked from the table
+    on_disk = b"".join(p.read_bytes() for p in path.parent.glob("batches.sqlite*"))
+    assert b"zebra-quokka" not in on_disk

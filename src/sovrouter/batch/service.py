@@ -24,7 +24,11 @@ the results, as with ``client.files.create(purpose="batch")`` and ``client.batch
 - **Expiry**: a batch still running when its 24 h window ends is ``expired``: answered lines are kept, the rest
   go to the error file with ``batch_expired``.
 
-Not built: endpoints other than ``/v1/chat/completions``, file deletion.
+- **Deleting a file** (``client.files.delete``): its bytes are gone from the store at once, on every instance; a
+  file that a batch not yet closed reads is refused with 409 ``conflict`` (cancel the batch first). Output and
+  error files may be deleted any time; the batch keeps their ids, and reading them is then a 404.
+
+Not built: endpoints other than ``/v1/chat/completions``.
 """
 
 from __future__ import annotations
@@ -193,6 +197,10 @@ class BatchService:
 
     def content(self, tenant: str, file_id: str) -> bytes:
         return self.store.file_data(tenant, file_id)
+
+    def delete_file(self, tenant: str, file_id: str) -> dict[str, Any]:
+        self.store.delete_file(tenant, file_id)
+        return {"id": file_id, "object": "file", "deleted": True}
 
     def files(self, tenant: str) -> list[FileObject]:
         return [FileObject.model_validate_json(m) for m in self.store.files(tenant)]

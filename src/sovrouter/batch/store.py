@@ -4,7 +4,10 @@
 Everything a batch needs is in the database, so any instance can answer for it and take it over:
 
 - ``batch_files``: each file's metadata and bytes in one row (inserted in one statement, so a listed file is always
-  complete); reads are by tenant, so another tenant's id is "not found".
+  complete); reads are by tenant, so another tenant's id is "not found". A file is deleted only while no unfinished
+  batch reads it, and a batch is created only while its input file exists: each transaction writes first and then
+  checks the other table, so whichever of a delete and a create comes second sees the first (on PostgreSQL the
+  create also key-share-locks the file row, which the delete waits for).
 - ``batch_jobs``: each batch as its JSON object, with its status, a version (every update is a compare-and-set on
   it, so two instances never overwrite each other's change: a cancel and the owner's finish meet in order), and a
   **lease** (``owner``, ``lease_until``): only the instance holding an unexpired lease runs or finishes a batch.
@@ -24,7 +27,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from sovrouter.errors import NotFoundError
+from sovrouter.errors import ConflictError, NotFoundError
 from sovrouter.store.sql import create_tables, database_url, insert_ignoring_duplicates, make_engine
 
 _META = sa.MetaData()
@@ -111,10 +114,30 @@ class BatchStore:
             return [str(m) for m in db.scalars(query)]
 
     # ------------------------------------------------------------------ batches
+    def delete_file(self, tenant: str, file_id: str) -> None:
+        """Delete the tenant's file (bytes included). :class:`NotFoundError` if there is none;
+        :class:`ConflictError` (nothing deleted) while a batch not yet closed reads it."""
+        with self.engine.begin() as db:
+            gone = db.execute(FILES.delete().where(FILES.c.id == file_id, FILES.c.tenant == tenant)).rowcount
+            if gone != 1:
+                raise NotFoundError("no such file", param="file_id")
+            for meta in db.scalars(sa.select(JOBS.c.meta).where(JOBS.c.tenant == tenant,
+                                                                JOBS.c.status.in_(NOT_CLOSED))):
+                if json.loads(meta).get("input_file_id") == file_id:
+                    raise ConflictError("the file is the input of a batch that has not finished; cancel the batch "
+                                        "or wait for it to end", param="file_id")  # rolls the delete back
+
     def add_batch(self, tenant: str, batch_id: str, status: str, meta: dict[str, Any], created: float) -> None:
+        """Insert a batch; when ``meta`` names an ``input_file_id``, only while that file still exists (else
+        :class:`NotFoundError`, nothing inserted): a concurrent delete cannot leave a batch without its input."""
+        source = meta.get("input_file_id")
         with self.engine.begin() as db:
             db.execute(JOBS.insert().values(id=batch_id, tenant=tenant, created=created, status=status,
                                             meta=json.dumps(meta), version=0))
+            if source is not None and db.scalar(
+                    sa.select(FILES.c.id).where(FILES.c.id == source, FILES.c.tenant == tenant)
+                    .with_for_update(read=True, key_share=True)) is None:
+                raise NotFoundError("no such file", param="input_file_id")  # rolls the insert back
 
     def batch(self, tenant: str | None, batch_id: str) -> StoredBatch:
         """The batch (any tenant's when ``tenant`` is None: the worker's own use)."""
@@ -235,17 +258,25 @@ class BatchStore:
 
     def purge(self, before: float) -> tuple[int, int]:
         """Delete what was created before ``before`` (epoch seconds): closed batches, and files no open batch
-        reads. Returns (files, batches) deleted. Safe on any instance at any time (plain deletes)."""
+        reads. Returns (files, batches) deleted. Safe on any instance at any time (plain deletes); if a batch was
+        created meanwhile on a file being deleted, nothing is deleted this time."""
         with self.engine.begin() as db:
-            open_inputs = {str(json.loads(m).get("input_file_id")) for m in db.scalars(
-                sa.select(JOBS.c.meta).where(JOBS.c.status.in_(NOT_CLOSED)))}
             batches = db.execute(JOBS.delete().where(JOBS.c.created < before,
                                                      JOBS.c.status.not_in(NOT_CLOSED))).rowcount
             old_files = FILES.c.created < before
-            if open_inputs:
-                old_files = sa.and_(old_files, FILES.c.id.not_in(open_inputs))
-            files = db.execute(FILES.delete().where(old_files)).rowcount
-        return int(files), int(batches)
+            read = self._open_inputs(db)
+            if read:
+                old_files = sa.and_(old_files, FILES.c.id.not_in(read))
+            deleted = set(db.scalars(FILES.delete().where(old_files).returning(FILES.c.id)))
+            if deleted & self._open_inputs(db):  # a create committed between the two reads: roll back, retry later
+                db.rollback()
+                return 0, 0
+        return len(deleted), int(batches)
+
+    @staticmethod
+    def _open_inputs(db: sa.Connection) -> set[str]:
+        return {str(json.loads(m).get("input_file_id")) for m in db.scalars(
+            sa.select(JOBS.c.meta).where(JOBS.c.status.in_(NOT_CLOSED)))}
 
     def close(self) -> None:
         self.engine.dispose()

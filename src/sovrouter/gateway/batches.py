@@ -1,7 +1,7 @@
 """``/v1/files`` and ``/v1/batches``: the OpenAI Files and Batch endpoints over :class:`BatchService`.
 
 What the official client calls: ``files.create`` (multipart ``file`` + ``purpose=batch``), ``files.retrieve``,
-``files.content``, ``files.list``; ``batches.create``, ``batches.retrieve``, ``batches.cancel``,
+``files.content``, ``files.list``, ``files.delete``; ``batches.create``, ``batches.retrieve``, ``batches.cancel``,
 ``batches.list`` (``limit``, ``after``). The tenant is the key's, as for chat; ``X-Data-Class`` on
 ``POST /v1/batches`` declares the class of every line. Errors leave as OpenAI-style JSON (this module is part
 of the gateway boundary); a failed upload stores nothing.
@@ -92,6 +92,11 @@ class BatchRoutes:
         data = await asyncio.to_thread(self.service.content, self._tenant(request), request.path_params["file_id"])
         return Response(data, media_type="application/jsonl")
 
+    async def delete_file(self, request: Request) -> Response:
+        done = await asyncio.to_thread(self.service.delete_file, self._tenant(request),
+                                       request.path_params["file_id"])
+        return _json(json.dumps(done))
+
     async def list_files(self, request: Request) -> Response:
         items = [f.model_dump(mode="json") for f in await asyncio.to_thread(self.service.files,
                                                                           self._tenant(request))]
@@ -138,7 +143,8 @@ def mount_batches(app: FastAPI, service: BatchService, keys: KeyRing, max_body_b
     r = BatchRoutes(service, keys, max_body_bytes)
     routes = [
         ("/v1/files", r.upload, "POST"), ("/v1/files", r.list_files, "GET"),
-        ("/v1/files/{file_id}", r.get_file, "GET"), ("/v1/files/{file_id}/content", r.file_content, "GET"),
+        ("/v1/files/{file_id}", r.get_file, "GET"), ("/v1/files/{file_id}", r.delete_file, "DELETE"),
+        ("/v1/files/{file_id}/content", r.file_content, "GET"),
         ("/v1/batches", r.create_batch, "POST"), ("/v1/batches", r.list_batches, "GET"),
         ("/v1/batches/{batch_id}", r.get_batch, "GET"), ("/v1/batches/{batch_id}/cancel", r.cancel_batch, "POST"),
     ]

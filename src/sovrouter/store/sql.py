@@ -32,7 +32,8 @@ def database_url(url: str, password_env: str | None, needed_by: str) -> sa.URL:
 
 
 def make_engine(url: sa.URL | str) -> Engine:
-    """A pooled engine: SQLite in WAL mode usable from several threads, or PostgreSQL with a connect timeout."""
+    """A pooled engine: SQLite in WAL mode usable from several threads, deleted content overwritten with zeros
+    (``secure_delete``), or PostgreSQL with a connect timeout."""
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "sqlite":
         engine = sa.create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 30})
@@ -63,4 +64,5 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA secure_delete=ON")  # a deleted row (a batch file's prompts) is overwritten, not left
     cursor.close()
