@@ -8,8 +8,13 @@ from pathlib import Path
 from sovrouter.cli.main import main
 from sovrouter.evalloop.observations import observations
 from sovrouter.evalloop.offline import offline_signals
+from sovrouter.evalloop.signals import SharedSignalStore
 from sovrouter.evalloop.testing import Planted, synthetic, write_records, write_workload
 from sovrouter.evalloop.weakness import analyse
+from sovrouter.store.records import SQLiteRecordStore
+from sovrouter.store.shared_records import SharedRecordStore
+from sovrouter.store.sql import database_url
+from sovrouter.testing_postgres import PostgresServer
 
 
 def _run(tmp_path: Path, planted: Planted | None, seed: int) -> dict:  # type: ignore[type-arg]
@@ -92,3 +97,32 @@ def test_failure_modes() -> None:
     timed_out = ok.model_copy(update={"status": "error", "error_code": "all_candidates_failed",
                                       "calls": [CallAttempt(candidate=c, outcome="timeout")]})
     assert classify_failure(timed_out) == "timeout"
+
+
+def test_weakness_reads_every_instance_from_the_shared_database(tmp_path: Path, pg_srv: PostgresServer) -> None:
+    """Two gateway instances each served half the traffic; ``--url`` sees both halves, one instance's files one."""
+    records, scores = synthetic(n=2400, seed=1, planted=Planted(slot="sovereign-large", domain="math", quality=0.35))
+    signals = list(offline_signals(records, scores))
+    database = pg_srv.new_database()
+    url = database_url(database, None, "records")
+    for k in (0, 1):
+        folder = tmp_path / f"instance{k}"
+        store = SharedRecordStore(SQLiteRecordStore(folder / "records.sqlite"), url, ship_every_s=3600)
+        for r in records[k::2]:
+            store.write(r)
+        store.close()  # ships what is left
+        mine = {r.request_id for r in records[k::2]}
+        sig = SharedSignalStore(folder / "signals.sqlite", url, ship_every_s=3600)
+        sig.add_many(s for s in signals if s.request_id in mine)
+        sig.close()
+    out = tmp_path / "out"
+    assert main(["weakness", "--url", database, "--out", str(out)]) == 0
+    both = json.loads((out / "weakness.json").read_text())
+    top = both["weaknesses"][0]
+    assert (top["slot"], top["value"]) in {("sovereign-large", "math"), ("sovereign-large", "number")}
+    one = tmp_path / "one"
+    assert main(["weakness", "--db", str(tmp_path / "instance0" / "records.sqlite"), "--signals",
+                 str(tmp_path / "instance0" / "signals.sqlite"), "--out", str(one)]) == 0
+    half = json.loads((one / "weakness.json").read_text())
+    assert sum(s["n"] for s in both["slices"]) > 1.8 * sum(s["n"] for s in half["slices"])
+    assert main(["weakness", "--url", "postgresql://nobody@127.0.0.1:1/none", "--out", str(tmp_path / "x")]) == 2

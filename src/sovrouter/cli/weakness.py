@@ -1,8 +1,10 @@
-"""``sovrouter weakness (--db RECORDS.sqlite | --records RECORDS.jsonl | --decisions D.jsonl)
+"""``sovrouter weakness (--db RECORDS.sqlite | --records RECORDS.jsonl | --decisions D.jsonl | --url URL)
 [--signals SIGNALS.sqlite] [--workload DIR] --out DIR``: the weakness report (Markdown, JSON, PNG plots).
 
 Quality signals come from a signal store (feedback, scorers, judge, shadow) and/or, in replay, from the
-workload's score file joined with the records (labels are never read)."""
+workload's score file joined with the records (labels are never read). With several gateway instances,
+``--url`` reads every instance's records and signals from the shared database (``records.url``) instead of one
+instance's files."""
 
 from __future__ import annotations
 
@@ -10,13 +12,18 @@ import argparse
 import sys
 from pathlib import Path
 
+from sqlalchemy.exc import SQLAlchemyError
+
+from sovrouter.contracts import RequestRecord
 from sovrouter.errors import ConfigError
 from sovrouter.evalloop.observations import observations
 from sovrouter.evalloop.offline import load_records, offline_signals, records_from_decisions
-from sovrouter.evalloop.signals import QualitySignal, stored_signals
+from sovrouter.evalloop.signals import QualitySignal, shared_signals, stored_signals
 from sovrouter.evalloop.weakness import WeaknessSettings, analyse
 from sovrouter.evalloop.weakness_report import write_report
 from sovrouter.replay.decisions import read_decisions
+from sovrouter.store.shared_records import read_all_shared
+from sovrouter.store.sql import database_url
 from sovrouter.workload import load_replay_inputs, load_responses, load_scores, resolve
 
 
@@ -26,6 +33,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--records", type=Path, default=None, help="records JSONL (sovrouter replay --records)")
     p.add_argument("--decisions", type=Path, default=None,
                    help="a replay's decisions JSONL (with --workload; per-slot slices only)")
+    p.add_argument("--url", default=None, help="the shared records database (records.url): every gateway "
+                   "instance's records and quality signals")
+    p.add_argument("--password-env", default=None, help="environment variable holding the database password")
     p.add_argument("--signals", type=Path, default=None, help="signal store (SQLite) with live quality signals")
     p.add_argument("--workload", type=Path, default=None, help="workload dir: use its scores as offline signals")
     p.add_argument("--split", default=None, help="split folder of the workload (default: dev)")
@@ -36,14 +46,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run)
 
 
+def _shared(url: str, password_env: str | None) -> tuple[list[RequestRecord], list[QualitySignal]]:
+    database = database_url(url, password_env, "records")
+    try:
+        return read_all_shared(database), shared_signals(database)
+    except SQLAlchemyError as exc:
+        raise ConfigError(f"records: cannot read the shared database ({type(exc).__name__})") from None
+
+
 def run(args: argparse.Namespace) -> int:
+    shared: list[QualitySignal] = []
     if args.decisions is not None:
         if args.workload is None:
             raise ConfigError("--decisions needs --workload (requests, responses and scores)")
         records = records_from_decisions(read_decisions(args.decisions), load_replay_inputs(args.workload, args.split))
+    elif args.url is not None:
+        records, shared = _shared(args.url, args.password_env)
     else:
         records = load_records(args.db, args.records)
-    signals: list[QualitySignal] = stored_signals(args.signals)
+    signals: list[QualitySignal] = stored_signals(args.signals) + shared
     if args.workload is not None:
         paths = resolve(args.workload, args.split)
         responses = load_responses(paths) if paths.file("responses") is not None else None

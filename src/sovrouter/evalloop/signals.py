@@ -170,6 +170,20 @@ _SHIPPED_COLS = tuple(c for c in _COLS if c != "comment")
 _REGEN_COLS = ("request_id", "previous_request_id", "tenant", "slot", "deployment", "match", "gap_ms")
 
 
+def shared_signals(url: sa.URL | str) -> list[QualitySignal]:
+    """Every instance's shipped signals from the shared database (the ``weakness`` command); comments never
+    travel there, so they are None."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as db:
+            rows = db.execute(sa.select(*[SHARED_SIGNALS.c[c] for c in _SHIPPED_COLS])
+                              .order_by(SHARED_SIGNALS.c.created_ms, SHARED_SIGNALS.c.origin,
+                                        SHARED_SIGNALS.c.origin_id))
+            return [QualitySignal.model_validate(dict(zip(_SHIPPED_COLS, r, strict=True))) for r in rows]
+    finally:
+        engine.dispose()
+
+
 class SharedSignalStore(SignalStore):
     """Several gateway instances: signals are written to this instance's SQLite file (as before) and copied by a
     shipper thread to one shared database (``store/outbox.py``); reads (the dashboard, a request's signals) see

@@ -132,6 +132,18 @@ def export_shared(url: sa.URL | str, path: str | Path) -> int:
     return n
 
 
+def read_all_shared(url: sa.URL | str) -> list[RequestRecord]:
+    """Every instance's shipped records, by arrival (the ``weakness`` command)."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as db:
+            query = sa.select(RECORDS.c.record_json).order_by(RECORDS.c.arrived_ms, RECORDS.c.request_id)
+            return [RequestRecord.model_validate_json(raw)
+                    for raw in db.execution_options(yield_per=1000).scalars(query)]
+    finally:
+        engine.dispose()
+
+
 def read_shared(url: sa.URL | str, request_id: str) -> RequestRecord:
     """One shipped record from the shared database (the ``explain`` command); NotFoundError when absent."""
     engine = make_engine(url)
