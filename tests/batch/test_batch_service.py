@@ -202,3 +202,26 @@ async def test_a_store_outage_pauses_a_batch_it_does_not_fail_it(tmp_path: Path,
     done = service.get("acme-us", batch.id)
     assert done.status == "completed" and done.request_counts.completed == 5 and outages == [0]
     await service.aclose()
+
+
+async def test_a_cancel_starts_no_new_line_upstream(tmp_path: Path, catalog: Catalog, tenants: Tenants) -> None:
+    """When a batch is cancelled (or its instance shuts down), only the lines already holding one of the
+    ``concurrency`` slots may still reach the upstream; none that was waiting. Several rounds, because which line
+    a freed slot would go to is a matter of scheduling order."""
+    pipeline, adapters = make_pipeline(catalog, tenants, delay_s=0.02)
+    service = BatchService(tmp_path, pipeline, concurrency=2)
+    await service.start()
+    for round_ in range(8):
+        before = sum(a.calls for a in adapters)
+        f = service.upload("acme-us", "in.jsonl", "batch", batch_file(40))
+        batch = service.create("acme-us", CreateBatch(input_file_id=f.id, **CHAT))
+        for _ in range(1000):
+            if len(service.store.results(batch.id)) >= 5 + round_:
+                break
+            await asyncio.sleep(0.005)
+        service.cancel("acme-us", batch.id)
+        await _until(service, batch.id, ("cancelled",))
+        done = service.get("acme-us", batch.id).request_counts
+        sent = sum(a.calls for a in adapters) - before
+        assert sent - done.completed <= 2, (round_, sent, done.completed)  # at most the two lines in flight
+    await service.aclose()

@@ -127,7 +127,9 @@ class BatchRunner:
         results: list[dict[str, Any]] = []
         try:
             for task in tasks:
-                item = await task
+                # shielded: a cancel of the run wakes this loop at once (awaiting the task itself would first
+                # cancel that one line and wait for it), so the finally below stops every line in the same step
+                item = await asyncio.shield(task)
                 results.append(item)
                 if out is not None:
                     out.write(dumps_line(item))

@@ -379,7 +379,10 @@ class BatchService:
                     self._lost.add(batch.id)  # before the other lines' tasks see their cancellation
                     raise _LeaseLost(batch.id)
 
-            await asyncio.wait_for(runner.run(todo, sink=keep), timeout=max(0.0, batch.expires_at - self.now()))
+            # in this task (not wait_for's inner one): a cancel reaches the lines at once, before a freed slot
+            # can start another line upstream
+            async with asyncio.timeout(max(0.0, batch.expires_at - self.now())):
+                await runner.run(todo, sink=keep)
         except TimeoutError:
             end = "expired"  # the completion window ran out: what was answered is kept
         except _LeaseLost:
