@@ -231,3 +231,20 @@ def test_deleting_files_with_the_official_client(tmp_path: Path) -> None:
     # prompts are overwritten on disk, not only unlinked from the table
     on_disk = b"".join(p.read_bytes() for p in path.parent.glob("batches.sqlite*"))
     assert b"zebra-quokka" not in on_disk
+
+
+def test_listing_files_pages_like_openai(live: Live) -> None:
+    client = live.client()
+    ids = [_upload(client, [_line(f"r{i}", f"q {i}")]) for i in range(3)]
+    page = client.files.list(limit=2)
+    assert len(page.data) == 2 and page.has_more
+    assert [f.id for f in client.files.list(limit=2)] == ids[::-1]  # the client follows the cursor; newest first
+    assert [f.id for f in client.files.list(order="asc")] == ids
+    batch = _wait(client, client.batches.create(input_file_id=ids[0], endpoint="/v1/chat/completions",
+                                                completion_window="24h").id)
+    outputs = client.files.list(purpose="batch_output").data
+    assert [f.id for f in outputs] == [batch.output_file_id]
+    assert len(client.files.list(purpose="batch").data) == 3
+    for bad in ({"limit": "0"}, {"limit": "x"}, {"order": "up"}):
+        raw = httpx.get(live.url + "/v1/files", params=bad, headers={"authorization": f"Bearer {ACME_KEY}"})
+        assert raw.status_code == 400 and raw.json()["error"]["param"] in bad

@@ -205,6 +205,18 @@ class BatchService:
     def files(self, tenant: str) -> list[FileObject]:
         return [FileObject.model_validate_json(m) for m in self.store.files(tenant)]
 
+    def list_files(self, tenant: str, *, purpose: str | None = None, limit: int = 10_000, order: str = "desc",
+                   after: str | None = None) -> tuple[list[FileObject], bool]:
+        """``files.list``: the tenant's files newest first (``order="asc"``: oldest first), of one ``purpose`` if
+        given, ``limit`` of them after the file ``after``; and whether more follow."""
+        items = [f for f in self.files(tenant) if purpose is None or f.purpose == purpose]
+        if order == "asc":
+            items.reverse()
+        if after is not None:
+            ids = [f.id for f in items]
+            items = items[ids.index(after) + 1:] if after in ids else []
+        return items[:limit], len(items) > limit
+
     # ------------------------------------------------------------------ batches
     def create(self, tenant: str, body: CreateBatch, data_class: DataClass = "public") -> BatchObject:
         self._may_store(tenant)

@@ -1,10 +1,10 @@
 """``/v1/files`` and ``/v1/batches``: the OpenAI Files and Batch endpoints over :class:`BatchService`.
 
 What the official client calls: ``files.create`` (multipart ``file`` + ``purpose=batch``), ``files.retrieve``,
-``files.content``, ``files.list``, ``files.delete``; ``batches.create``, ``batches.retrieve``, ``batches.cancel``,
-``batches.list`` (``limit``, ``after``). The tenant is the key's, as for chat; ``X-Data-Class`` on
-``POST /v1/batches`` declares the class of every line. Errors leave as OpenAI-style JSON (this module is part
-of the gateway boundary); a failed upload stores nothing.
+``files.content``, ``files.list`` (``purpose``, ``limit``, ``order``, ``after``), ``files.delete``;
+``batches.create``, ``batches.retrieve``, ``batches.cancel``, ``batches.list`` (``limit``, ``after``). The
+tenant is the key's, as for chat; ``X-Data-Class`` on ``POST /v1/batches`` declares the class of every line.
+Errors leave as OpenAI-style JSON (this module is part of the gateway boundary); a failed upload stores nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import asyncio
 import functools
 import json
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import FastAPI
 from pydantic import ValidationError
@@ -98,9 +99,15 @@ class BatchRoutes:
         return _json(json.dumps(done))
 
     async def list_files(self, request: Request) -> Response:
-        items = [f.model_dump(mode="json") for f in await asyncio.to_thread(self.service.files,
-                                                                          self._tenant(request))]
-        return _json(json.dumps({"object": "list", "data": items, "has_more": False}))
+        tenant, query = self._tenant(request), request.query_params
+        limit = _limit(query.get("limit", "10000"), 10_000)
+        order = query.get("order", "desc")
+        if order not in ("asc", "desc"):
+            raise InvalidRequestError("order must be 'asc' or 'desc'", param="order")
+        files, more = await asyncio.to_thread(functools.partial(
+            self.service.list_files, tenant, purpose=query.get("purpose"), limit=limit, order=order,
+            after=query.get("after")))
+        return _list([f.model_dump(mode="json") for f in files], more)
 
     async def create_batch(self, request: Request) -> Response:
         tenant = self._tenant(request)
@@ -128,14 +135,22 @@ class BatchRoutes:
 
     async def list_batches(self, request: Request) -> Response:
         tenant = self._tenant(request)
-        raw_limit = request.query_params.get("limit", "20")
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 100:
-            raise InvalidRequestError("limit must be an integer from 1 to 100", param="limit")
-        items, more = await asyncio.to_thread(self.service.list_batches, tenant, int(raw_limit),
+        limit = _limit(request.query_params.get("limit", "20"), 100)
+        items, more = await asyncio.to_thread(self.service.list_batches, tenant, limit,
                                               request.query_params.get("after"))
-        data = [b.model_dump(mode="json") for b in items]
-        return _json(json.dumps({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-                                 "last_id": data[-1]["id"] if data else None, "has_more": more}))
+        return _list([b.model_dump(mode="json") for b in items], more)
+
+
+def _limit(raw: str, most: int) -> int:
+    if not raw.isdigit() or not 1 <= int(raw) <= most:
+        raise InvalidRequestError(f"limit must be an integer from 1 to {most}", param="limit")
+    return int(raw)
+
+
+def _list(data: list[dict[str, Any]], more: bool) -> Response:
+    """An OpenAI cursor page (the client follows ``has_more`` with ``after=last_id``)."""
+    return _json(json.dumps({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+                             "last_id": data[-1]["id"] if data else None, "has_more": more}))
 
 
 def mount_batches(app: FastAPI, service: BatchService, keys: KeyRing, max_body_bytes: int = 1_000_000) -> None:
