@@ -8,9 +8,9 @@ never contain prompt text, personal data, API keys or stack traces.
     SovrouterError                      500 server_error
     ├── InvalidRequestError             400 invalid_request_error
     │   ├── UnsupportedModalityError    400 (no configured deployment serves the modality)
-    │   └── RequestTooLargeError        413
-    ├── AuthenticationError             401 authentication_error
+    │   ├── RequestTooLargeError        413
     │   └── ConflictError               409 (the object is in use: a file an unfinished batch reads)
+    ├── AuthenticationError             401 authentication_error
     ├── NotFoundError                   404 not_found_error (unknown model, unknown id)
     ├── PolicyRefusalError              403 policy_refusal (no deployment the tenant's policy allows)
     │   └── StoreNotAllowedError        403 (the tenant's data may not be kept in a shared store)

@@ -95,25 +95,23 @@ class BatchStore:
             db.execute(FILES.insert().values(id=file_id, tenant=tenant, created=created, meta=meta, data=data))
 
     def file_meta(self, tenant: str, file_id: str) -> str:
-        with self.engine.connect() as db:
-            meta = db.scalar(sa.select(FILES.c.meta).where(FILES.c.id == file_id, FILES.c.tenant == tenant))
-        if meta is None:
-            raise NotFoundError("no such file", param="file_id")
-        return str(meta)
+        return str(self._file_column(FILES.c.meta, tenant, file_id))
 
     def file_data(self, tenant: str, file_id: str) -> bytes:
+        return bytes(self._file_column(FILES.c.data, tenant, file_id))
+
+    def _file_column(self, column: sa.Column[Any], tenant: str, file_id: str) -> Any:
         with self.engine.connect() as db:
-            data = db.scalar(sa.select(FILES.c.data).where(FILES.c.id == file_id, FILES.c.tenant == tenant))
-        if data is None:
+            value = db.scalar(sa.select(column).where(FILES.c.id == file_id, FILES.c.tenant == tenant))
+        if value is None:
             raise NotFoundError("no such file", param="file_id")
-        return bytes(data)
+        return value
 
     def files(self, tenant: str) -> list[str]:
         query = sa.select(FILES.c.meta).where(FILES.c.tenant == tenant).order_by(FILES.c.created.desc(), FILES.c.id)
         with self.engine.connect() as db:
             return [str(m) for m in db.scalars(query)]
 
-    # ------------------------------------------------------------------ batches
     def delete_file(self, tenant: str, file_id: str) -> None:
         """Delete the tenant's file (bytes included). :class:`NotFoundError` if there is none;
         :class:`ConflictError` (nothing deleted) while a batch not yet closed reads it."""
@@ -127,6 +125,7 @@ class BatchStore:
                     raise ConflictError("the file is the input of a batch that has not finished; cancel the batch "
                                         "or wait for it to end", param="file_id")  # rolls the delete back
 
+    # ------------------------------------------------------------------ batches
     def add_batch(self, tenant: str, batch_id: str, status: str, meta: dict[str, Any], created: float) -> None:
         """Insert a batch; when ``meta`` names an ``input_file_id``, only while that file still exists (else
         :class:`NotFoundError`, nothing inserted): a concurrent delete cannot leave a batch without its input."""

@@ -121,8 +121,7 @@ def export_shared(url: sa.URL | str, path: str | Path) -> int:
     n = 0
     try:
         with engine.connect() as db, open(partial, "w", encoding="utf-8") as fh:
-            query = sa.select(RECORDS.c.record_json).order_by(RECORDS.c.arrived_ms, RECORDS.c.request_id)
-            for raw in db.execution_options(yield_per=1000).scalars(query):
+            for raw in _by_arrival(db):
                 fh.write(raw + "\n")
                 n += 1
         os.replace(partial, target)
@@ -137,11 +136,15 @@ def read_all_shared(url: sa.URL | str) -> list[RequestRecord]:
     engine = make_engine(url)
     try:
         with engine.connect() as db:
-            query = sa.select(RECORDS.c.record_json).order_by(RECORDS.c.arrived_ms, RECORDS.c.request_id)
-            return [RequestRecord.model_validate_json(raw)
-                    for raw in db.execution_options(yield_per=1000).scalars(query)]
+            return [RequestRecord.model_validate_json(raw) for raw in _by_arrival(db)]
     finally:
         engine.dispose()
+
+
+def _by_arrival(db: sa.Connection) -> Iterator[str]:
+    """Every shipped record's JSON, by arrival, streamed in chunks."""
+    query = sa.select(RECORDS.c.record_json).order_by(RECORDS.c.arrived_ms, RECORDS.c.request_id)
+    yield from db.execution_options(yield_per=1000).scalars(query)
 
 
 def read_shared(url: sa.URL | str, request_id: str) -> RequestRecord:
