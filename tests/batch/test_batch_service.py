@@ -11,7 +11,7 @@ import pytest
 from batch_helpers import CHAT, batch_file, make_pipeline
 from sqlalchemy.exc import OperationalError
 
-from sovrouter.batch.service import BatchService, CreateBatch
+from sovrouter.batch.service import BatchService, CreateBatch, ExpiresAfter
 from sovrouter.catalog import Catalog, Tenants
 from sovrouter.errors import InvalidRequestError, NotFoundError, RequestTooLargeError
 
@@ -224,4 +224,41 @@ async def test_a_cancel_starts_no_new_line_upstream(tmp_path: Path, catalog: Cat
         done = service.get("acme-us", batch.id).request_counts
         sent = sum(a.calls for a in adapters) - before
         assert sent - done.completed <= 2, (round_, sent, done.completed)  # at most the two lines in flight
+    await service.aclose()
+
+
+async def test_files_expire_when_asked_and_only_then(tmp_path: Path, catalog: Catalog, tenants: Tenants) -> None:
+    """``expires_after`` on an upload and ``output_expires_after`` on a batch: gone from the API at the
+    expiry, deleted from the store by the next purge (retention off, so only the expiry deletes anything)."""
+    pipeline, _ = make_pipeline(catalog, tenants)
+    clock = [1_000_000.0]
+    service = BatchService(tmp_path, pipeline, now=lambda: clock[0], poll_s=0.02, retention_s=None,
+                           purge_every_s=0)
+    await service.start()
+    hour = ExpiresAfter(anchor="created_at", seconds=3600)
+    short = service.upload("acme-us", "a.jsonl", "batch", batch_file(2), expires_after=hour)
+    kept = service.upload("acme-us", "b.jsonl", "batch", batch_file(2))
+    assert short.expires_at == 1_000_000 + 3600 and kept.expires_at is None
+    batch = service.create("acme-us", CreateBatch(input_file_id=kept.id, **CHAT, output_expires_after=ExpiresAfter(
+        anchor="created_at", seconds=7200)))
+    await _until(service, batch.id, ("completed",))
+    out = service.file("acme-us", service.get("acme-us", batch.id).output_file_id or "")
+    assert out.expires_at == out.created_at + 7200
+    clock[0] += 3600
+    with pytest.raises(NotFoundError):
+        service.content("acme-us", short.id)  # expired: gone for the API at once
+    with pytest.raises(NotFoundError):
+        service.create("acme-us", CreateBatch(input_file_id=short.id, **CHAT))
+    assert {f.id for f in service.files("acme-us")} == {kept.id, out.id}
+    for _ in range(200):  # the idle worker's purge deletes the row itself
+        try:
+            service.store.file_data("acme-us", short.id)
+        except NotFoundError:
+            break
+        await asyncio.sleep(0.01)
+    with pytest.raises(NotFoundError):
+        service.store.file_data("acme-us", short.id)
+    clock[0] += 3600
+    assert {f.id for f in service.files("acme-us")} == {kept.id}  # the output went after its own 2 h
+    assert service.get("acme-us", batch.id).status == "completed"  # the batch stays, retention is off
     await service.aclose()

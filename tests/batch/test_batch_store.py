@@ -259,3 +259,30 @@ def test_a_deleted_file_is_overwritten_in_the_sqlite_file(tmp_path: Path, size: 
     second.close()
     on_disk = b"".join(p.read_bytes() for p in tmp_path.glob("batches.sqlite*"))
     assert b"zebra-quokka" not in on_disk and b"other" in on_disk
+
+
+def test_purge_deletes_expired_files_unless_an_open_batch_reads_them(store: BatchStore) -> None:
+    store.add_file("acme", "f-exp", '{"expires_at": 100}', b"x", 1.0)
+    store.add_file("acme", "f-read", '{"expires_at": 100}', b"x", 1.0)
+    store.add_file("acme", "f-later", '{"expires_at": 500}', b"x", 1.0)
+    store.add_file("acme", "f-none", "{}", b"x", 1.0)
+    store.add_batch("acme", "b1", "in_progress", {"id": "b1", "status": "in_progress", "input_file_id": "f-read"},
+                    1.0)
+    assert store.purge(before=None, now=99.0) == (0, 0)
+    assert store.purge(before=None, now=100.0) == (1, 0)  # retention off: only the expiry deletes
+    assert _left(store) == ["f-later", "f-none", "f-read"]
+    store.update("b1", lambda m: {**m, "status": "completed"})
+    assert store.purge(before=None, now=1_000.0) == (2, 0)  # closed now: its input may go, and f-later too
+    assert _left(store) == ["f-none"]
+
+
+def _left(store: BatchStore) -> list[str]:
+    return [fid for fid in ("f-exp", "f-later", "f-none", "f-read") if _exists(store, fid)]
+
+
+def _exists(store: BatchStore, file_id: str) -> bool:
+    try:
+        store.file_data("acme", file_id)
+    except NotFoundError:
+        return False
+    return True

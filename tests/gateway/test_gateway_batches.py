@@ -248,3 +248,24 @@ def test_listing_files_pages_like_openai(live: Live) -> None:
     for bad in ({"limit": "0"}, {"limit": "x"}, {"order": "up"}):
         raw = httpx.get(live.url + "/v1/files", params=bad, headers={"authorization": f"Bearer {ACME_KEY}"})
         assert raw.status_code == 400 and raw.json()["error"]["param"] in bad
+
+
+def test_expiry_with_the_official_client(live: Live) -> None:
+    client = live.client()
+    data = ("\n".join([_line("r0", "q 0")]) + "\n").encode()
+    f = client.files.create(file=("a.jsonl", io.BytesIO(data)), purpose="batch",
+                            expires_after={"anchor": "created_at", "seconds": 3600})
+    assert f.expires_at == f.created_at + 3600
+    assert client.files.retrieve(f.id).expires_at == f.created_at + 3600
+    for bad in ({"anchor": "created_at", "seconds": 60}, {"anchor": "last_active_at", "seconds": 3600}):
+        with pytest.raises(openai.BadRequestError) as err:
+            client.files.create(file=("b.jsonl", io.BytesIO(data)), purpose="batch",
+                                expires_after=bad)  # type: ignore[arg-type]
+        assert err.value.body["param"] == "expires_after"  # type: ignore[index]
+    batch = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h",
+                                  output_expires_after={"anchor": "created_at", "seconds": 7200})
+    done = _wait(client, batch.id)
+    assert done.status == "completed" and done.output_file_id is not None
+    out = client.files.retrieve(done.output_file_id)
+    assert out.expires_at == out.created_at + 7200
+    assert len(client.files.list().data) == 2  # nothing half-stored by the refused uploads

@@ -58,7 +58,13 @@ from sovrouter.batch.fileio import (
 from sovrouter.batch.runner import BatchRunner, deferrable
 from sovrouter.batch.store import BatchStore, store_url
 from sovrouter.contracts import DataClass
-from sovrouter.errors import InvalidRequestError, RequestTooLargeError, SovrouterError, StoreNotAllowedError
+from sovrouter.errors import (
+    InvalidRequestError,
+    NotFoundError,
+    RequestTooLargeError,
+    SovrouterError,
+    StoreNotAllowedError,
+)
 from sovrouter.pipeline import Pipeline
 
 BatchStatus = Literal["validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling",
@@ -78,6 +84,15 @@ class FileObject(BaseModel):
     filename: str
     purpose: Literal["batch", "batch_output"]
     status: Literal["processed"] = "processed"
+    expires_at: int | None = None
+
+
+class ExpiresAfter(BaseModel):
+    """OpenAI's ``expires_after`` (files) and ``output_expires_after`` (batches): delete the file this many seconds
+    after it was created (1 hour to 30 days)."""
+
+    anchor: Literal["created_at"]
+    seconds: int = Field(ge=3600, le=2_592_000)
 
 
 class RequestCounts(BaseModel):
@@ -120,6 +135,7 @@ class BatchObject(BaseModel):
     request_counts: RequestCounts = RequestCounts()
     metadata: dict[str, str] | None = None
     data_class: DataClass = Field(default="public", exclude=True)
+    output_expires_s: int | None = Field(default=None, exclude=True)  # output_expires_after, kept for the finish
 
 
 class CreateBatch(BaseModel):
@@ -129,6 +145,7 @@ class CreateBatch(BaseModel):
     endpoint: str
     completion_window: str
     metadata: dict[str, str] | None = Field(default=None, max_length=16)
+    output_expires_after: ExpiresAfter | None = None
 
 
 class BatchService:
@@ -173,7 +190,8 @@ class BatchService:
             raise StoreNotAllowedError("this tenant's policy does not allow its batch data in the shared batch store")
 
     # ------------------------------------------------------------------ files
-    def upload(self, tenant: str, filename: str, purpose: str, data: bytes) -> FileObject:
+    def upload(self, tenant: str, filename: str, purpose: str, data: bytes,
+               expires_after: ExpiresAfter | None = None) -> FileObject:
         self._may_store(tenant)
         if purpose != "batch":
             raise InvalidRequestError("purpose must be 'batch' (the only purpose this gateway stores)",
@@ -187,15 +205,25 @@ class BatchService:
         except UnicodeDecodeError:
             raise InvalidRequestError("the file is not UTF-8 text (JSONL expected)", param="file") from None
         name = os.path.basename(filename.replace("\\", "/"))[:255] or "upload.jsonl"
-        obj = FileObject(id="file-" + uuid.uuid4().hex[:24], bytes=len(data), created_at=self._ts(), filename=name,
-                         purpose="batch")
+        now = self._ts()
+        obj = FileObject(id="file-" + uuid.uuid4().hex[:24], bytes=len(data), created_at=now, filename=name,
+                         purpose="batch", expires_at=None if expires_after is None else now + expires_after.seconds)
         self.store.add_file(tenant, obj.id, obj.model_dump_json(), data, self.now())
         return obj
 
+    def _live(self, obj: FileObject) -> bool:
+        """Not past its ``expires_at`` (the purge deletes it at most ``purge_every_s`` later; until then it is
+        already gone for the API)."""
+        return obj.expires_at is None or self.now() < obj.expires_at
+
     def file(self, tenant: str, file_id: str) -> FileObject:
-        return FileObject.model_validate_json(self.store.file_meta(tenant, file_id))
+        obj = FileObject.model_validate_json(self.store.file_meta(tenant, file_id))
+        if not self._live(obj):
+            raise NotFoundError("no such file", param="file_id")
+        return obj
 
     def content(self, tenant: str, file_id: str) -> bytes:
+        self.file(tenant, file_id)  # 404 once expired
         return self.store.file_data(tenant, file_id)
 
     def delete_file(self, tenant: str, file_id: str) -> dict[str, Any]:
@@ -203,7 +231,7 @@ class BatchService:
         return {"id": file_id, "object": "file", "deleted": True}
 
     def files(self, tenant: str) -> list[FileObject]:
-        return [FileObject.model_validate_json(m) for m in self.store.files(tenant)]
+        return [f for f in (FileObject.model_validate_json(m) for m in self.store.files(tenant)) if self._live(f)]
 
     def list_files(self, tenant: str, *, purpose: str | None = None, limit: int = 10_000, order: str = "desc",
                    after: str | None = None) -> tuple[list[FileObject], bool]:
@@ -231,7 +259,9 @@ class BatchService:
         now = self._ts()
         batch = BatchObject(id="batch_" + uuid.uuid4().hex[:24], endpoint=CHAT_URL, input_file_id=source.id,
                             completion_window="24h", status="validating", created_at=now,
-                            expires_at=now + int(self.window_s), metadata=body.metadata, data_class=data_class)
+                            expires_at=now + int(self.window_s), metadata=body.metadata, data_class=data_class,
+                            output_expires_s=None if body.output_expires_after is None
+                            else body.output_expires_after.seconds)
         lines = self._lines(tenant, batch)
         failure = ("empty_file", "the input file has no requests") if not lines else (
             ("too_many_lines", f"the input file has more than {MAX_LINES} requests") if len(lines) > MAX_LINES
@@ -316,14 +346,16 @@ class BatchService:
                     await asyncio.wait_for(self._wake.wait(), self.poll_s)
 
     async def _purge(self) -> None:
-        """Delete closed batches and unused files older than ``retention_s``, at most every ``purge_every_s``
+        """Delete closed batches and unused files older than ``retention_s``, and files past their own expiry
+        (``expires_after``), at most every ``purge_every_s``
         (from an idle worker; any instance may, deletes are idempotent)."""
         now = self.now()
-        if self.retention_s is None or now - self._purged_at < self.purge_every_s:
+        if now - self._purged_at < self.purge_every_s:
             return
         self._purged_at = now
+        before = None if self.retention_s is None else now - self.retention_s
         try:
-            files, batches = await asyncio.to_thread(self.store.purge, now - self.retention_s)
+            files, batches = await asyncio.to_thread(self.store.purge, before, now)
         except SQLAlchemyError:
             log.warning("batch store: purge failed (store unreachable); next try in %.0f s", self.purge_every_s)
             return
@@ -444,9 +476,11 @@ class BatchService:
                 group.sort(key=lambda x: order.get(str(x.get("id")), len(order) + 1))
             files: list[tuple[str, str, str, bytes, float]] = []
             if ok:
-                batch.output_file_id = self._result_file(tenant, f"{batch_id}_output.jsonl", ok, files)
+                batch.output_file_id = self._result_file(tenant, f"{batch_id}_output.jsonl", ok, files,
+                                                         batch.output_expires_s)
             if bad:
-                batch.error_file_id = self._result_file(tenant, f"{batch_id}_error.jsonl", bad, files)
+                batch.error_file_id = self._result_file(tenant, f"{batch_id}_error.jsonl", bad, files,
+                                                        batch.output_expires_s)
             batch.request_counts = RequestCounts(total=batch.request_counts.total, completed=len(ok),
                                                  failed=len(bad))
             if end == "cancelled":
@@ -464,10 +498,11 @@ class BatchService:
         log.warning("batch %s: could not be closed (changed under every attempt); it stays open", batch_id)
 
     def _result_file(self, tenant: str, name: str, lines: list[dict[str, Any]],
-                     files: list[tuple[str, str, str, bytes, float]]) -> str:
+                     files: list[tuple[str, str, str, bytes, float]], expires_s: int | None) -> str:
         data = "".join(dumps_line(x) for x in lines).encode("utf-8")
-        obj = FileObject(id="file-" + uuid.uuid4().hex[:24], bytes=len(data), created_at=self._ts(), filename=name,
-                         purpose="batch_output")
+        now = self._ts()
+        obj = FileObject(id="file-" + uuid.uuid4().hex[:24], bytes=len(data), created_at=now, filename=name,
+                         purpose="batch_output", expires_at=None if expires_s is None else now + expires_s)
         files.append((tenant, obj.id, obj.model_dump_json(), data, self.now()))
         return obj.id
 
@@ -497,8 +532,10 @@ class _LeaseLost(SovrouterError):
 
 
 def _meta(batch: BatchObject) -> dict[str, Any]:
-    """The stored form of a batch (its data class included, which the API object does not show)."""
-    return {**batch.model_dump(mode="json"), "data_class": batch.data_class}
+    """The stored form of a batch (its data class and output expiry included, which the API object does not
+    show)."""
+    return {**batch.model_dump(mode="json"), "data_class": batch.data_class,
+            "output_expires_s": batch.output_expires_s}
 
 
 def _line_id(batch_id: str, line_no: int) -> str:

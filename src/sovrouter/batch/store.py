@@ -59,6 +59,11 @@ RESULTS = sa.Table(
     sa.Column("line_id", sa.String(200), primary_key=True),
     sa.Column("line", sa.Text, nullable=False),
 )
+EXPIRY = sa.Table(  # files uploaded with ``expires_after`` (or a batch's ``output_expires_after``): when they go
+    "batch_file_expiry", _META,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("expires", sa.Float, nullable=False, index=True),
+)
 #: statuses in which a batch still needs an owner (to run it, or to write its result files)
 OPEN = ("in_progress", "cancelling", "finalizing")
 #: statuses of a batch not closed yet (``validating`` only while it is being created)
@@ -70,6 +75,13 @@ class StoredBatch:
     tenant: str
     meta: dict[str, Any]
     version: int
+
+
+def _insert_file(db: sa.Connection, tenant: str, file_id: str, meta: str, data: bytes, created: float) -> None:
+    db.execute(FILES.insert().values(id=file_id, tenant=tenant, created=created, meta=meta, data=data))
+    expires = json.loads(meta).get("expires_at")
+    if expires is not None:
+        db.execute(EXPIRY.insert().values(id=file_id, expires=float(expires)))
 
 
 def store_url(url: str | None, root: Path, password_env: str | None = None) -> sa.URL:
@@ -91,8 +103,9 @@ class BatchStore:
 
     # ------------------------------------------------------------------ files
     def add_file(self, tenant: str, file_id: str, meta: str, data: bytes, created: float) -> None:
+        """Store a file; its ``expires_at`` (epoch seconds in ``meta``), if any, is when the purge deletes it."""
         with self.engine.begin() as db:
-            db.execute(FILES.insert().values(id=file_id, tenant=tenant, created=created, meta=meta, data=data))
+            _insert_file(db, tenant, file_id, meta, data, created)
 
     def file_meta(self, tenant: str, file_id: str) -> str:
         return str(self._file_column(FILES.c.meta, tenant, file_id))
@@ -119,6 +132,7 @@ class BatchStore:
             gone = db.execute(FILES.delete().where(FILES.c.id == file_id, FILES.c.tenant == tenant)).rowcount
             if gone != 1:
                 raise NotFoundError("no such file", param="file_id")
+            db.execute(EXPIRY.delete().where(EXPIRY.c.id == file_id))
             for meta in db.scalars(sa.select(JOBS.c.meta).where(JOBS.c.tenant == tenant,
                                                                 JOBS.c.status.in_(NOT_CLOSED))):
                 if json.loads(meta).get("input_file_id") == file_id:
@@ -250,26 +264,35 @@ class BatchStore:
             if done != 1:
                 return False  # nothing was written
             for tenant, file_id, file_meta, data, created in files:
-                db.execute(FILES.insert().values(id=file_id, tenant=tenant, created=created, meta=file_meta,
-                                                 data=data))
+                _insert_file(db, tenant, file_id, file_meta, data, created)
             db.execute(RESULTS.delete().where(RESULTS.c.batch_id == batch_id))
         return True
 
-    def purge(self, before: float) -> tuple[int, int]:
-        """Delete what was created before ``before`` (epoch seconds): closed batches, and files no open batch
-        reads. Returns (files, batches) deleted. Safe on any instance at any time (plain deletes); if a batch was
-        created meanwhile on a file being deleted, nothing is deleted this time."""
+    def purge(self, before: float | None, now: float | None = None) -> tuple[int, int]:
+        """Delete closed batches created before ``before`` (epoch seconds; None: none), and files created before it
+        or past their own expiry at ``now``, unless an open batch reads them. Returns (files, batches) deleted. Safe
+        on any instance at any time (plain deletes); if a batch was created meanwhile on a file being deleted,
+        nothing is deleted this time."""
         with self.engine.begin() as db:
-            batches = db.execute(JOBS.delete().where(JOBS.c.created < before,
-                                                     JOBS.c.status.not_in(NOT_CLOSED))).rowcount
-            old_files = FILES.c.created < before
+            batches = 0 if before is None else db.execute(JOBS.delete().where(
+                JOBS.c.created < before, JOBS.c.status.not_in(NOT_CLOSED))).rowcount
+            due: list[sa.ColumnElement[bool]] = []
+            if before is not None:
+                due.append(FILES.c.created < before)
+            if now is not None:
+                due.append(FILES.c.id.in_(sa.select(EXPIRY.c.id).where(EXPIRY.c.expires <= now)))
+            if not due:
+                return 0, int(batches)
+            doomed = sa.or_(*due)
             read = self._open_inputs(db)
             if read:
-                old_files = sa.and_(old_files, FILES.c.id.not_in(read))
-            deleted = set(db.scalars(FILES.delete().where(old_files).returning(FILES.c.id)))
+                doomed = sa.and_(doomed, FILES.c.id.not_in(read))
+            deleted = set(db.scalars(FILES.delete().where(doomed).returning(FILES.c.id)))
             if deleted & self._open_inputs(db):  # a create committed between the two reads: roll back, retry later
                 db.rollback()
                 return 0, 0
+            if deleted:
+                db.execute(EXPIRY.delete().where(EXPIRY.c.id.in_(deleted)))
         return len(deleted), int(batches)
 
     @staticmethod

@@ -1,10 +1,11 @@
 """``/v1/files`` and ``/v1/batches``: the OpenAI Files and Batch endpoints over :class:`BatchService`.
 
-What the official client calls: ``files.create`` (multipart ``file`` + ``purpose=batch``), ``files.retrieve``,
-``files.content``, ``files.list`` (``purpose``, ``limit``, ``order``, ``after``), ``files.delete``;
-``batches.create``, ``batches.retrieve``, ``batches.cancel``, ``batches.list`` (``limit``, ``after``). The
-tenant is the key's, as for chat; ``X-Data-Class`` on ``POST /v1/batches`` declares the class of every line.
-Errors leave as OpenAI-style JSON (this module is part of the gateway boundary); a failed upload stores nothing.
+What the official client calls: ``files.create`` (multipart ``file`` + ``purpose=batch``, optional
+``expires_after``), ``files.retrieve``, ``files.content``, ``files.list`` (``purpose``, ``limit``, ``order``,
+``after``), ``files.delete``; ``batches.create`` (optional ``output_expires_after``), ``batches.retrieve``,
+``batches.cancel``, ``batches.list`` (``limit``, ``after``). The tenant is the key's, as for chat;
+``X-Data-Class`` on ``POST /v1/batches`` declares the class of every line. Errors leave as OpenAI-style JSON (this
+module is part of the gateway boundary); a failed upload stores nothing.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sovrouter.batch.service import BatchService, CreateBatch
+from sovrouter.batch.service import BatchService, CreateBatch, ExpiresAfter
 from sovrouter.errors import InvalidRequestError, RequestTooLargeError, SovrouterError, StoreUnavailableError
 from sovrouter.gateway.auth import KeyRing
 from sovrouter.gateway.errors import error_response, internal_error_response
@@ -78,11 +79,13 @@ class BatchRoutes:
                     raise InvalidRequestError("missing 'file' part", param="file")
                 if not isinstance(purpose, str):
                     raise InvalidRequestError("missing 'purpose' field", param="purpose")
+                expires = _expires_after(form.get("expires_after[anchor]"), form.get("expires_after[seconds]"))
                 data = await upload.read(self.service.max_file_bytes + 1)
                 filename = upload.filename or "upload.jsonl"
         except MultiPartException:
             raise InvalidRequestError("malformed multipart body") from None
-        obj = await asyncio.to_thread(self.service.upload, tenant, filename, purpose, data)  # database off the loop
+        obj = await asyncio.to_thread(self.service.upload, tenant, filename, purpose, data,  # database off the loop
+                                      expires)
         return _json(obj.model_dump_json())
 
     async def get_file(self, request: Request) -> Response:
@@ -139,6 +142,17 @@ class BatchRoutes:
         items, more = await asyncio.to_thread(self.service.list_batches, tenant, limit,
                                               request.query_params.get("after"))
         return _list([b.model_dump(mode="json") for b in items], more)
+
+
+def _expires_after(anchor: object, seconds: object) -> ExpiresAfter | None:
+    """The multipart form of ``expires_after`` (``expires_after[anchor]``, ``expires_after[seconds]``)."""
+    if anchor is None and seconds is None:
+        return None
+    try:
+        return ExpiresAfter.model_validate({"anchor": anchor, "seconds": seconds})
+    except ValidationError:
+        raise InvalidRequestError("expires_after needs anchor 'created_at' and seconds from 3600 to 2592000",
+                                  param="expires_after") from None
 
 
 def _limit(raw: str, most: int) -> int:
