@@ -27,6 +27,8 @@ the results, as with ``client.files.create(purpose="batch")`` and ``client.batch
 - **Deleting a file** (``client.files.delete``): its bytes are gone from the store at once, on every instance; a
   file that a batch not yet closed reads is refused with 409 ``conflict`` (cancel the batch first). Output and
   error files may be deleted any time; the batch keeps their ids, and reading them is then a 404.
+- **Expiry** (``expires_after`` on an upload, ``output_expires_after`` on a batch, 1 h to 30 days): past its
+  ``expires_at`` a file is a 404 at once, and the next purge deletes it (unless an unfinished batch reads it).
 
 Not built: endpoints other than ``/v1/chat/completions``.
 """
