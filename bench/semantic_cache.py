@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import pickle
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -75,6 +76,18 @@ class Lazy:
         if self._model is None:
             self._model = self._load()
         return self._model.embed(texts)
+
+
+def cached(path: Path, make: Callable[[], Any]) -> Any:
+    """``make()``, pickled at ``path`` so a rerun of a training bench skips the lookups (our own files)."""
+    if path.is_file():
+        with path.open("rb") as fh:
+            return pickle.load(fh)  # our own file, written below
+    value = make()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as fh:
+        pickle.dump(value, fh)
+    return value
 
 
 def without_alt(group: GroupScores) -> GroupScores:

@@ -11,7 +11,8 @@ index's own choice of candidate). It answers: how far below its target does the 
 does it scatter, and how often would each target meet both acceptance points (FHR <= 2%, recall >= 5%)?
 
 Nothing here changes what ships. MiniLM and e5 vectors are kept under ``--vectors`` (default
-/tmp/semcache-vectors). Writes bench/results/semantic_cache_splits.json.
+/tmp/semcache-vectors), the collected lookups under ``--groups`` (default /tmp/semcache-groups; delete it after a
+change to retrieval, the features or eligibility). Writes bench/results/semantic_cache_splits.json.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from semantic_cache import Lazy, sweep_and_oracle, without_alt
+from semantic_cache import Lazy, cached, sweep_and_oracle, without_alt
 
 from sovrouter.cache.training import ALPHA, ALT_EMBEDDER, GROUP_SALT, VectorStore, collect, fit, load_labelled, split
 from sovrouter.embed import E5Embedder, MiniLMEmbedder
@@ -60,6 +61,8 @@ def main() -> None:
     ap.add_argument("--pairs", type=Path, default=Path("/work/shared/data/cache/qqp_dev.jsonl.gz"))
     ap.add_argument("--vectors", type=Path, default=Path("/tmp/semcache-vectors"))
     ap.add_argument("--salts", type=int, default=4, help="splits besides the shipped one")
+    ap.add_argument("--groups", type=Path, default=Path("/tmp/semcache-groups"),
+                    help="collected lookups pickled per split (shared with semantic_cache_variants.py)")
     args = ap.parse_args()
     pairs = load_labelled(args.pairs)
     emb = VectorStore(Lazy(lambda: MiniLMEmbedder(threads=2, batch_size=128)), args.vectors)
@@ -67,8 +70,8 @@ def main() -> None:
     draws: list[dict[str, Any]] = []
     for salt in [GROUP_SALT] + [f"{GROUP_SALT}-{k}" for k in range(1, args.salts + 1)]:
         t0 = time.perf_counter()
-        halves = split(pairs, salt=salt)
-        groups = [collect(h, emb.embed, alt=alt) for h in halves]
+        halves, groups = cached(args.groups / f"{salt}.pkl", lambda s=salt: (
+            split(pairs, salt=s), [collect(h, emb.embed, alt=alt) for h in split(pairs, salt=s)]))
         for a, b in ((0, 1), (1, 0)):
             verifier, report = fit([groups[a]], sweep=TARGETS)
             nv = sum(1 for p in halves[b] if p.duplicate and p.q1.strip() != p.q2.strip())

