@@ -336,16 +336,25 @@ def rarity(draws: Sequence[Draw]) -> dict[str, Any]:
         print("rarity: wordfreq is not installed, the Zipf arm is skipped (pip install wordfreq)")
     else:
         arms["wordfreq Zipf"] = lambda g: zipf
+    def adding(make: Callable[[GroupScores], Extra]) -> Callable[[GroupScores], GroupScores]:
+        return lambda g: with_features(g, make(g))
+    return compare_arms("rarity", draws, {label: None if make is None else adding(make)
+                                          for label, make in arms.items()})
+
+
+def compare_arms(section: str, draws: Sequence[Draw],
+                 arms: dict[str, Callable[[GroupScores], GroupScores] | None]) -> dict[str, Any]:
+    """Each arm's groups (``None``: as collected) fitted on one half and measured on the other, every draw."""
     out: dict[str, Any] = {}
-    for label, make in arms.items():
+    for label, change in arms.items():
         rows = []
         for salt, halves, groups in draws:
-            gs = groups if make is None else [with_features(g, make(g)) for g in groups]
+            gs = groups if change is None else [change(g) for g in groups]
             for a, b in ((0, 1), (1, 0)):
                 v, rep = fit([gs[a]], sweep=TARGETS)
                 rows.append(measure(gs[b], v, rep["sweep"], nonverbatim_dups(halves[b]), salt=salt, fit=a))
         out[label] = {"rows": rows, "summary": summary(rows)}
-        show(f"rarity: {label}", out[label]["summary"])
+        show(f"{section}: {label}", out[label]["summary"])
     return out
 
 
@@ -390,18 +399,10 @@ def with_model_features(g: GroupScores, store: VectorStore, drop_alt: bool) -> G
 
 def third_model(draws: Sequence[Draw], vectors: Path, mpnet: Path) -> dict[str, Any]:
     store = VectorStore(Lazy(lambda: MPNetEmbedder(mpnet)), vectors, embedder=THIRD_MODEL, dim=768)
-    arms: dict[str, bool | None] = {"shipped (MiniLM + e5)": None, "+ mpnet": False, "mpnet instead of e5": True}
-    out: dict[str, Any] = {}
-    for label, drop in arms.items():
-        rows = []
-        for salt, halves, groups in draws:
-            gs = groups if drop is None else [with_model_features(g, store, drop) for g in groups]
-            for a, b in ((0, 1), (1, 0)):
-                v, rep = fit([gs[a]], sweep=TARGETS)
-                rows.append(measure(gs[b], v, rep["sweep"], nonverbatim_dups(halves[b]), salt=salt, fit=a))
-        out[label] = {"rows": rows, "summary": summary(rows)}
-        show(f"third model: {label}", out[label]["summary"])
-    return out
+    return compare_arms("third model", draws, {
+        "shipped (MiniLM + e5)": None,
+        "+ mpnet": functools.partial(with_model_features, store=store, drop_alt=False),
+        "mpnet instead of e5": functools.partial(with_model_features, store=store, drop_alt=True)})
 
 
 def data_args(ap: argparse.ArgumentParser) -> None:
