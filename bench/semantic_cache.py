@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import pickle
 import time
@@ -78,8 +79,21 @@ class Lazy:
         return self._model.embed(texts)
 
 
+def collection_tag() -> str:
+    """A fingerprint of the code that collecting lookups runs (retrieval, gates, eligibility, features), so a
+    pickle made before a change to it (or with a patch applied) is never read back as if it were current."""
+    import sovrouter.cache as pkg
+    folder = Path(pkg.__file__).parent
+    digest = hashlib.sha256()
+    for name in ("calibrate.py", "eligibility.py", "semindex.py", "textfeat.py", "training.py", "verifier.py"):
+        digest.update((folder / name).read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def cached(path: Path, make: Callable[[], Any]) -> Any:
-    """``make()``, pickled at ``path`` so a rerun of a training bench skips the lookups (our own files)."""
+    """``make()``, pickled beside ``path`` under the :func:`collection_tag` of the current code, so a rerun of a
+    training bench skips the lookups (our own files)."""
+    path = path.with_name(f"{path.stem}-{collection_tag()}{path.suffix}")
     if path.is_file():
         with path.open("rb") as fh:
             return pickle.load(fh)  # our own file, written below

@@ -11,8 +11,9 @@ index's own choice of candidate). It answers: how far below its target does the 
 does it scatter, and how often would each target meet both acceptance points (FHR <= 2%, recall >= 5%)?
 
 Nothing here changes what ships. MiniLM and e5 vectors are kept under ``--vectors`` (default
-/tmp/semcache-vectors), the collected lookups under ``--groups`` (default /tmp/semcache-groups; delete it after a
-change to retrieval, the features or eligibility). Writes bench/results/semantic_cache_splits.json.
+/tmp/semcache-vectors), the collected lookups under ``--groups`` (default /tmp/semcache-groups; named by a
+fingerprint of the collecting code, so a change or a patch such as ``bench/patches/*.patch`` collects afresh).
+Writes bench/results/semantic_cache_splits.json.
 """
 
 from __future__ import annotations

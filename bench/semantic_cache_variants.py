@@ -26,7 +26,8 @@
   78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658; point ``--mpnet`` at the folder). Its cosine,
   margin and rank (the features e5 gives) added to the trees, or in place of e5's, over the 10 draws.
 
-Collected groups are pickled under ``--groups`` (default /tmp/semcache-groups) so a rerun skips the lookups
+Collected groups are pickled under ``--groups`` (default /tmp/semcache-groups; file names carry a fingerprint of the
+collecting code, ``semantic_cache.collection_tag``) so a rerun skips the lookups
 (~3 min per halving, ~5 min per cut in thirds, with vectors cached under ``--vectors``). Writes
 bench/results/semantic_cache_variants.json. Figures and reading: docs/semantic-cache.md ("Measured ... seventh
 session").
