@@ -111,3 +111,25 @@ def test_training_with_second_model_ships_it_in_the_artifact() -> None:
     plain = collect(split(pairs)[0], embed)
     with pytest.raises(ConfigError):
         fit([groups[0], plain])  # candidates with different columns never mix
+
+
+def test_calibration_counts_every_verbatim_answer_the_evaluation_gives() -> None:
+    """The false-hit rate the threshold is calibrated on has the evaluation command's denominator: a q2 the exact
+    layer answers with its own text counts as a (right) hit even when it is not eligible for the semantic cache."""
+    from sovrouter.cache.evaluate import evaluate_pairs
+    from sovrouter.cache.training import untrained
+
+    pairs = [
+        Pair("a", "What is the best way to learn Python?", "What is the best way to learn Python?", True),
+        Pair("b", "What is the latest news today?", "What is the latest news today?", False),  # time-sensitive
+        Pair("c", "Write a poem about the sea.", "Write a poem about the sea.", True),  # generative
+        Pair("d", "What is the latest news today?", "What was the news yesterday?", False),  # not verbatim
+        Pair("e", "Why is the sky blue?", "Why is  the sky blue?", True),  # same words, other spacing: eligible
+    ]
+    group = collect(pairs, embed)
+    decisions, kinds = evaluate_pairs(pairs, HashingEmbedder(384), untrained())
+    same_text = sum(d["hit"] and " ".join(str(d["matched"]).split()) == " ".join(p.q2.split())
+                    for p, d in zip(pairs, decisions, strict=True))
+    assert same_text == 4 and kinds["exact"] == 3
+    assert group.verbatim_hits == same_text
+    assert [q.verbatim for q in group.queries] == [True, True, True, False, True]

@@ -104,13 +104,19 @@ class QueryScores:
 
 
 def score_queries(pairs: Sequence[Pair], index: SemanticIndex[str], embed: EmbedFn) -> list[QueryScores]:
+    """Each q2 looked up as the layered cache would: ``verbatim`` when the cache answers it with the same text (the
+    semantic index's entry for an eligible text, or the exact layer's for any text, eligible or not, exactly as
+    cached), else the semantic candidates of an eligible q2. Every verbatim answer is a right hit in the false-hit
+    rate the evaluation command produces, so calibration must count all of them."""
     eligible = [text_ineligible_reason(p.q2) is None for p in pairs]
     qs = [p.q2 for p, e in zip(pairs, eligible, strict=True) if e]
     scored = iter(index.score_many(qs, embed(qs)) if qs else [])
+    exact = {p.q1 for p in pairs if p.q1.strip()}  # the exact layer keys on the text as written
     out = []
     for p, e in zip(pairs, eligible, strict=True):
         cands = next(scored) if e else []
-        out.append(QueryScores(p, e, e and index.payload(p.q2) is not None, cands))
+        verbatim = index.payload(p.q2) is not None if e else p.q2 in exact
+        out.append(QueryScores(p, e, verbatim, cands))
     return out
 
 
