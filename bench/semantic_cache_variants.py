@@ -51,7 +51,7 @@ from semantic_cache import Lazy, cached, sweep_and_oracle
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from sovrouter.cache.calibrate import Pair, best_decisions, choose_threshold, is_right, part_of
-from sovrouter.cache.textfeat import NEGATIONS, STOP_WORDS, alt_features, stem, words
+from sovrouter.cache.textfeat import ALT_FEATURE_NAMES, NEGATIONS, STOP_WORDS, alt_features, stem, words
 from sovrouter.cache.training import (
     ALT_EMBEDDER,
     FOLD_SALT,
@@ -392,7 +392,8 @@ def with_model_features(g: GroupScores, store: VectorStore, drop_alt: bool) -> G
             continue
         vecs = store.embed([q.pair.q2, *(c.text for c in q.candidates)])
         sims = [float(vecs[0] @ v) for v in vecs[1:]]
-        cands = [dataclasses.replace(c, features=[*(c.features[:-3] if drop_alt else c.features), *extra])
+        keep = -len(ALT_FEATURE_NAMES) if drop_alt else None  # e5's columns come last
+        cands = [dataclasses.replace(c, features=[*c.features[:keep], *extra])
                  for c, extra in zip(q.candidates, alt_features(sims), strict=True)]
         qs.append(dataclasses.replace(q, candidates=cands))
     return GroupScores(qs, g.positives, g.alt_embedder)
