@@ -62,6 +62,7 @@ from sovrouter.embed import E5Embedder, Embedder, MiniLMEmbedder, Vectors
 from sovrouter.errors import ConfigError
 
 OUT = Path(__file__).parent / "results" / "semantic_cache.json"
+Collector = Callable[[Sequence[Pair]], GroupScores]
 SWEEP = (0.0125, 0.015, 0.0175, 0.02)
 N_PAIR_FEATURES = len(FEATURE_NAMES)
 
@@ -102,6 +103,23 @@ def cached(path: Path, make: Callable[[], Any]) -> Any:
     with path.open("wb") as fh:
         pickle.dump(value, fh)
     return value
+
+
+def data_args(ap: argparse.ArgumentParser) -> None:
+    """The dev pairs, the embedding cache and the pickled groups: shared by the semantic-cache training benches."""
+    ap.add_argument("--pairs", type=Path, default=Path("/work/shared/data/cache/qqp_dev.jsonl.gz"))
+    ap.add_argument("--vectors", type=Path, default=Path("/tmp/semcache-vectors"))
+    ap.add_argument("--groups", type=Path, default=Path("/tmp/semcache-groups"))
+
+
+def collector(vectors: Path) -> Collector:
+    """Index a part and look up its q2s with both embedding models, vectors cached under ``vectors``."""
+    emb = VectorStore(Lazy(lambda: MiniLMEmbedder(threads=2, batch_size=128)), vectors)
+    alt = VectorStore(Lazy(E5Embedder), vectors, embedder=ALT_EMBEDDER)
+
+    def col(part: Sequence[Pair]) -> GroupScores:
+        return collect(part, emb.embed, alt=alt)
+    return col
 
 
 def without_alt(group: GroupScores) -> GroupScores:

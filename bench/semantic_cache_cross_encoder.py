@@ -33,16 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from semantic_cache_variants import (
-    TARGETS,
-    _collect_parts,
-    cached,
-    collector,
-    data_args,
-    measure,
-    nonverbatim_dups,
-    summary,
-)
+from semantic_cache import cached, collector, data_args
+from semantic_cache_variants import TARGETS, _collect_parts, measure, nonverbatim_dups, summary
 
 from sovrouter.cache.calibrate import Pair, best_decisions, is_right
 from sovrouter.cache.training import (

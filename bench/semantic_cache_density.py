@@ -25,23 +25,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from semantic_cache import Lazy, cached, sweep_and_oracle
+from semantic_cache import cached, collector, data_args, sweep_and_oracle
 
 from sovrouter.cache.calibrate import Pair, choose_threshold, part_of
 from sovrouter.cache.training import (
     ALPHA,
-    ALT_EMBEDDER,
     DELTA,
     GROUP_SALT,
     GroupScores,
-    VectorStore,
-    collect,
     fit,
     load_labelled,
     oof_decisions,
     split,
 )
-from sovrouter.embed import E5Embedder, MiniLMEmbedder
 
 OUT = Path(__file__).parent / "results" / "semantic_cache_density.json"
 TARGETS = (0.015, 0.0175, 0.019, 0.02)
@@ -80,24 +76,21 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--pairs", type=Path, default=Path("/work/shared/data/cache/qqp_dev.jsonl.gz"))
-    ap.add_argument("--vectors", type=Path, default=Path("/tmp/semcache-vectors"))
+    data_args(ap)
     ap.add_argument("--salts", type=int, default=4, help="splits besides the shipped one")
-    ap.add_argument("--groups", type=Path, default=Path("/tmp/semcache-groups"))
     args = ap.parse_args()
     pairs = load_labelled(args.pairs)
-    emb = VectorStore(Lazy(lambda: MiniLMEmbedder(threads=2, batch_size=128)), args.vectors)
-    alt = VectorStore(Lazy(E5Embedder), args.vectors, embedder=ALT_EMBEDDER)
+    col = collector(args.vectors)
     arms: dict[str, list[dict[str, Any]]] = {"half, as shipped": [], "held-out size, as shipped": [],
                                             "held-out size, verbatim at held-out density": []}
     sizes: list[dict[str, float]] = []
     for salt in [GROUP_SALT] + [f"{GROUP_SALT}-{k}" for k in range(1, args.salts + 1)]:
         t0 = time.perf_counter()
         halves, groups = cached(args.groups / f"{salt}.pkl", lambda s=salt: (
-            split(pairs, salt=s), [collect(h, emb.embed, alt=alt) for h in split(pairs, salt=s)]))
+            split(pairs, salt=s), [col(h) for h in split(pairs, salt=s)]))
         subs = [subset(h, salt) for h in halves]
         sub_groups = cached(args.groups / f"{salt}-density.pkl",
-                            lambda subs=subs: [collect(s, emb.embed, alt=alt) for s in subs])
+                            lambda subs=subs: [col(s) for s in subs])
         for a, b in ((0, 1), (1, 0)):
             verifier, report = fit([groups[a]], sweep=TARGETS)
             weight = (HELD_OUT_PAIRS / len(halves[a])) ** 2

@@ -25,10 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from semantic_cache import Lazy, cached, sweep_and_oracle, without_alt
+from semantic_cache import cached, collector, data_args, sweep_and_oracle, without_alt
 
-from sovrouter.cache.training import ALPHA, ALT_EMBEDDER, GROUP_SALT, VectorStore, collect, fit, load_labelled, split
-from sovrouter.embed import E5Embedder, MiniLMEmbedder
+from sovrouter.cache.training import ALPHA, GROUP_SALT, fit, load_labelled, split
 
 OUT = Path(__file__).parent / "results" / "semantic_cache_splits.json"
 TARGETS = (0.015, 0.0175, 0.019, 0.02, 0.021, 0.0225)
@@ -59,20 +58,16 @@ def summarise(draws: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--pairs", type=Path, default=Path("/work/shared/data/cache/qqp_dev.jsonl.gz"))
-    ap.add_argument("--vectors", type=Path, default=Path("/tmp/semcache-vectors"))
+    data_args(ap)
     ap.add_argument("--salts", type=int, default=4, help="splits besides the shipped one")
-    ap.add_argument("--groups", type=Path, default=Path("/tmp/semcache-groups"),
-                    help="collected lookups pickled per split (shared with semantic_cache_variants.py)")
     args = ap.parse_args()
     pairs = load_labelled(args.pairs)
-    emb = VectorStore(Lazy(lambda: MiniLMEmbedder(threads=2, batch_size=128)), args.vectors)
-    alt = VectorStore(Lazy(E5Embedder), args.vectors, embedder=ALT_EMBEDDER)
+    col = collector(args.vectors)
     draws: list[dict[str, Any]] = []
     for salt in [GROUP_SALT] + [f"{GROUP_SALT}-{k}" for k in range(1, args.salts + 1)]:
         t0 = time.perf_counter()
         halves, groups = cached(args.groups / f"{salt}.pkl", lambda s=salt: (
-            split(pairs, salt=s), [collect(h, emb.embed, alt=alt) for h in split(pairs, salt=s)]))
+            split(pairs, salt=s), [col(h) for h in split(pairs, salt=s)]))
         for a, b in ((0, 1), (1, 0)):
             verifier, report = fit([groups[a]], sweep=TARGETS)
             nv = sum(1 for p in halves[b] if p.duplicate and p.q1.strip() != p.q2.strip())

@@ -47,13 +47,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from semantic_cache import Lazy, cached, sweep_and_oracle
+from semantic_cache import Collector, Lazy, cached, collector, data_args, sweep_and_oracle
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from sovrouter.cache.calibrate import Pair, best_decisions, choose_threshold, is_right, part_of
 from sovrouter.cache.textfeat import ALT_FEATURE_NAMES, NEGATIONS, STOP_WORDS, alt_features, stem, words
 from sovrouter.cache.training import (
-    ALT_EMBEDDER,
     FOLD_SALT,
     FOLDS,
     GROUP_SALT,
@@ -61,20 +60,17 @@ from sovrouter.cache.training import (
     VectorStore,
     _hgb,
     _per_query,
-    collect,
     fit,
     load_labelled,
     split,
 )
 from sovrouter.cache.verifier import PairVerifier, TreeEnsemble, feature_names
-from sovrouter.embed import E5Embedder, MiniLMEmbedder
 
 OUT = Path(__file__).parent / "results" / "semantic_cache_variants.json"
 TARGETS = (0.0175, 0.019, 0.02)
 HALF_SALTS = [GROUP_SALT] + [f"{GROUP_SALT}-{k}" for k in range(1, 5)]
 THIRD_SALTS = ["third-a", "third-b", "third-c"]
 ALL = "learning-curve,thirds,reversed,cross-fit,monotone,rarity,third-model"
-Collector = Callable[[Sequence[Pair]], GroupScores]
 Row = dict[str, Any]
 Draw = tuple[str, list[list[Pair]], list[GroupScores]]
 
@@ -405,23 +401,6 @@ def third_model(draws: Sequence[Draw], vectors: Path, mpnet: Path) -> dict[str, 
         "shipped (MiniLM + e5)": None,
         "+ mpnet": functools.partial(with_model_features, store=store, drop_alt=False),
         "mpnet instead of e5": functools.partial(with_model_features, store=store, drop_alt=True)})
-
-
-def data_args(ap: argparse.ArgumentParser) -> None:
-    """The dev pairs, the embedding cache and the pickled groups: shared by the semantic-cache training benches."""
-    ap.add_argument("--pairs", type=Path, default=Path("/work/shared/data/cache/qqp_dev.jsonl.gz"))
-    ap.add_argument("--vectors", type=Path, default=Path("/tmp/semcache-vectors"))
-    ap.add_argument("--groups", type=Path, default=Path("/tmp/semcache-groups"))
-
-
-def collector(vectors: Path) -> Collector:
-    """Index a part and look up its q2s with both embedding models, vectors cached under ``vectors``."""
-    emb = VectorStore(Lazy(lambda: MiniLMEmbedder(threads=2, batch_size=128)), vectors)
-    alt = VectorStore(Lazy(E5Embedder), vectors, embedder=ALT_EMBEDDER)
-
-    def col(part: Sequence[Pair]) -> GroupScores:
-        return collect(part, emb.embed, alt=alt)
-    return col
 
 
 def main() -> None:

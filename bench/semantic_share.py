@@ -2,8 +2,9 @@
 
     python bench/semantic_share.py [--instances 2 4] [--vectors /tmp/semcache-vectors]
 
-Dev half 1 (``training.split``: ~28k pairs, a little denser than the ~24.5k-pair held-out file), the shipped verifier (fitted on all
-of dev, so FHR and recall here are in-sample: the point is the comparison between arms, not the level). A load
+Dev half 1 (``training.split``: ~28k pairs, a little denser than the ~24.5k-pair held-out file), the shipped
+verifier (fitted on all of dev, so FHR and recall here are in-sample: the point is the comparison between arms,
+not the level). A load
 balancer without stickiness: every distinct q1 is stored through a random instance (seeded), then every q2 is
 looked up at a random instance. Arms: one instance; k instances each with its own index; k instances sharing
 entries (``SharedSemanticCache`` over an in-process feed, the same code path as Redis minus the transport).
