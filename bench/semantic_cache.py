@@ -36,6 +36,7 @@ import dataclasses
 import hashlib
 import json
 import pickle
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -120,6 +121,16 @@ def collector(vectors: Path) -> Collector:
     def col(part: Sequence[Pair]) -> GroupScores:
         return collect(part, emb.embed, alt=alt)
     return col
+
+
+def target_stats(fhr: Sequence[float], recall: Sequence[float]) -> dict[str, float]:
+    """Over draws at one calibration target: medians, extremes and how often each acceptance point holds."""
+    n = len(fhr)
+    return {"fhr_median": statistics.median(fhr), "fhr_max": max(fhr),
+            "share_fhr_le_2pct": sum(f <= 0.02 for f in fhr) / n,
+            "recall_median": statistics.median(recall), "recall_min": min(recall),
+            "share_recall_ge_5pct": sum(r >= 0.05 for r in recall) / n,
+            "share_both": sum(f <= 0.02 and r >= 0.05 for f, r in zip(fhr, recall, strict=True)) / n}
 
 
 def without_alt(group: GroupScores) -> GroupScores:

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from semantic_cache import cached, collector, data_args, sweep_and_oracle
+from semantic_cache import cached, collector, data_args, sweep_and_oracle, target_stats
 
 from sovrouter.cache.calibrate import Pair, choose_threshold, part_of
 from sovrouter.cache.training import (
@@ -66,11 +66,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for t in TARGETS:
         fhr = [r["targets"][str(t)]["false_hit_rate"] for r in rows]
         rec = [r["targets"][str(t)]["recall_nonverbatim"] for r in rows]
-        out[str(t)] = {"fhr_median": statistics.median(fhr), "fhr_max": max(fhr),
-                       "share_fhr_le_2pct": sum(f <= 0.02 for f in fhr) / len(rows),
-                       "recall_median": statistics.median(rec), "recall_min": min(rec),
-                       "share_recall_ge_5pct": sum(r >= 0.05 for r in rec) / len(rows),
-                       "share_both": sum(f <= 0.02 and r >= 0.05 for f, r in zip(fhr, rec, strict=True)) / len(rows)}
+        out[str(t)] = target_stats(fhr, rec)
     return out
 
 

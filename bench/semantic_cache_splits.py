@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from semantic_cache import cached, collector, data_args, sweep_and_oracle, without_alt
+from semantic_cache import cached, collector, data_args, sweep_and_oracle, target_stats, without_alt
 
 from sovrouter.cache.training import ALPHA, GROUP_SALT, fit, load_labelled, split
 
@@ -46,12 +46,7 @@ def summarise(draws: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
         fhr = [r["false_hit_rate"] for r in rows]
         rec = [r["recall_nonverbatim"] for r in rows]
         plain = [d["without_alt"]["targets"][str(t)]["recall_nonverbatim"] for d in draws]
-        out[str(t)] = {"draws": len(rows), "fhr_median": statistics.median(fhr), "fhr_max": max(fhr),
-                       "fhr_mean_minus_target": statistics.fmean(fhr) - t,
-                       "recall_median": statistics.median(rec), "recall_min": min(rec),
-                       "share_fhr_le_2pct": sum(f <= 0.02 for f in fhr) / len(rows),
-                       "share_recall_ge_5pct": sum(r >= 0.05 for r in rec) / len(rows),
-                       "share_both": sum(f <= 0.02 and r >= 0.05 for f, r in zip(fhr, rec, strict=True)) / len(rows),
+        out[str(t)] = {"draws": len(rows), **target_stats(fhr, rec), "fhr_mean_minus_target": statistics.fmean(fhr) - t,
                        "recall_median_without_alt": statistics.median(plain)}
     return out
 
