@@ -49,6 +49,7 @@ from sovrouter.cache.evaluate import evaluate_pairs
 from sovrouter.cache.textfeat import FEATURE_NAMES, STOP_WORDS, stem, words
 from sovrouter.cache.training import (
     ALT_EMBEDDER,
+    GROUP_SALT,
     GroupScores,
     VectorStore,
     collect,
@@ -64,6 +65,7 @@ from sovrouter.errors import ConfigError
 
 OUT = Path(__file__).parent / "results" / "semantic_cache.json"
 Collector = Callable[[Sequence[Pair]], GroupScores]
+Draw = tuple[str, list[list[Pair]], list[GroupScores]]  # (salt, the two halves, their collected lookups)
 SWEEP = (0.0125, 0.015, 0.0175, 0.02)
 N_PAIR_FEATURES = len(FEATURE_NAMES)
 
@@ -121,6 +123,21 @@ def collector(vectors: Path) -> Collector:
     def col(part: Sequence[Pair]) -> GroupScores:
         return collect(part, emb.embed, alt=alt)
     return col
+
+
+def half_salts(extra: int = 4) -> list[str]:
+    """The shipped halving's salt and ``extra`` more: the repeated random splits every training bench shares."""
+    return [GROUP_SALT] + [f"{GROUP_SALT}-{k}" for k in range(1, extra + 1)]
+
+
+def collect_parts(parts: list[list[Pair]], col: Collector) -> tuple[list[list[Pair]], list[GroupScores]]:
+    return parts, [col(p) for p in parts]
+
+
+def halving(pairs: Sequence[Pair], col: Collector, gdir: Path, salt: str) -> Draw:
+    """Dev halved by ``salt`` and each half's lookups collected, pickled under ``gdir``."""
+    halves, groups = cached(gdir / f"{salt}.pkl", lambda: collect_parts(split(pairs, salt=salt), col))
+    return salt, halves, groups
 
 
 def target_stats(fhr: Sequence[float], recall: Sequence[float]) -> dict[str, float]:

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from semantic_cache import cached, collector, data_args
-from semantic_cache_variants import TARGETS, _collect_parts, measure, nonverbatim_dups, summary
+from semantic_cache import collector, data_args, halving
+from semantic_cache_variants import TARGETS, measure, nonverbatim_dups, summary
 
 from sovrouter.cache.calibrate import Pair, best_decisions, is_right
 from sovrouter.cache.training import (
@@ -42,7 +42,6 @@ from sovrouter.cache.training import (
     GroupScores,
     fit,
     load_labelled,
-    split,
 )
 
 OUT = Path(__file__).parent / "results" / "semantic_cache_cross_encoder.json"
@@ -189,7 +188,7 @@ def main() -> None:
     args = ap.parse_args()
     pairs = load_labelled(args.pairs)
     col = collector(args.vectors)
-    halves, groups = cached(args.groups / f"{GROUP_SALT}.pkl", lambda: _collect_parts(split(pairs), col))
+    _, halves, groups = halving(pairs, col, args.groups, GROUP_SALT)
     result = {"pairs_file": str(args.pairs), **run(halves, groups, args.epochs, args.lr)}
     key = f"epochs={args.epochs:g},lr={args.lr:g}"
     previous = json.loads(OUT.read_text()) if OUT.is_file() else {}

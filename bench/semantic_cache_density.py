@@ -25,18 +25,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from semantic_cache import cached, collector, data_args, sweep_and_oracle, target_stats
+from semantic_cache import cached, collector, data_args, half_salts, halving, sweep_and_oracle, target_stats
 
 from sovrouter.cache.calibrate import Pair, choose_threshold, part_of
 from sovrouter.cache.training import (
     ALPHA,
     DELTA,
-    GROUP_SALT,
     GroupScores,
     fit,
     load_labelled,
     oof_decisions,
-    split,
 )
 
 OUT = Path(__file__).parent / "results" / "semantic_cache_density.json"
@@ -80,10 +78,9 @@ def main() -> None:
     arms: dict[str, list[dict[str, Any]]] = {"half, as shipped": [], "held-out size, as shipped": [],
                                             "held-out size, verbatim at held-out density": []}
     sizes: list[dict[str, float]] = []
-    for salt in [GROUP_SALT] + [f"{GROUP_SALT}-{k}" for k in range(1, args.salts + 1)]:
+    for salt in half_salts(args.salts):
         t0 = time.perf_counter()
-        halves, groups = cached(args.groups / f"{salt}.pkl", lambda s=salt: (
-            split(pairs, salt=s), [col(h) for h in split(pairs, salt=s)]))
+        _, halves, groups = halving(pairs, col, args.groups, salt)
         subs = [subset(h, salt) for h in halves]
         sub_groups = cached(args.groups / f"{salt}-density.pkl",
                             lambda subs=subs: [col(s) for s in subs])

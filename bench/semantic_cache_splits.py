@@ -25,9 +25,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from semantic_cache import cached, collector, data_args, sweep_and_oracle, target_stats, without_alt
+from semantic_cache import (
+    collector,
+    data_args,
+    half_salts,
+    halving,
+    sweep_and_oracle,
+    target_stats,
+    without_alt,
+)
 
-from sovrouter.cache.training import ALPHA, GROUP_SALT, fit, load_labelled, split
+from sovrouter.cache.training import ALPHA, fit, load_labelled
 
 OUT = Path(__file__).parent / "results" / "semantic_cache_splits.json"
 TARGETS = (0.015, 0.0175, 0.019, 0.02, 0.021, 0.0225)
@@ -59,10 +67,9 @@ def main() -> None:
     pairs = load_labelled(args.pairs)
     col = collector(args.vectors)
     draws: list[dict[str, Any]] = []
-    for salt in [GROUP_SALT] + [f"{GROUP_SALT}-{k}" for k in range(1, args.salts + 1)]:
+    for salt in half_salts(args.salts):
         t0 = time.perf_counter()
-        halves, groups = cached(args.groups / f"{salt}.pkl", lambda s=salt: (
-            split(pairs, salt=s), [col(h) for h in split(pairs, salt=s)]))
+        _, halves, groups = halving(pairs, col, args.groups, salt)
         for a, b in ((0, 1), (1, 0)):
             verifier, report = fit([groups[a]], sweep=TARGETS)
             nv = sum(1 for p in halves[b] if p.duplicate and p.q1.strip() != p.q2.strip())

@@ -47,7 +47,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from semantic_cache import Collector, Lazy, cached, collector, data_args, sweep_and_oracle
+from semantic_cache import (
+    Collector,
+    Draw,
+    Lazy,
+    cached,
+    collect_parts,
+    collector,
+    data_args,
+    half_salts,
+    halving,
+    sweep_and_oracle,
+)
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from sovrouter.cache.calibrate import Pair, best_decisions, choose_threshold, is_right, part_of
@@ -55,7 +66,6 @@ from sovrouter.cache.textfeat import ALT_FEATURE_NAMES, NEGATIONS, STOP_WORDS, a
 from sovrouter.cache.training import (
     FOLD_SALT,
     FOLDS,
-    GROUP_SALT,
     GroupScores,
     VectorStore,
     _hgb,
@@ -68,11 +78,9 @@ from sovrouter.cache.verifier import PairVerifier, TreeEnsemble, feature_names
 
 OUT = Path(__file__).parent / "results" / "semantic_cache_variants.json"
 TARGETS = (0.0175, 0.019, 0.02)
-HALF_SALTS = [GROUP_SALT] + [f"{GROUP_SALT}-{k}" for k in range(1, 5)]
 THIRD_SALTS = ["third-a", "third-b", "third-c"]
 ALL = "learning-curve,thirds,reversed,cross-fit,monotone,rarity,third-model"
 Row = dict[str, Any]
-Draw = tuple[str, list[list[Pair]], list[GroupScores]]
 
 
 def nonverbatim_dups(pairs: Sequence[Pair]) -> int:
@@ -104,15 +112,7 @@ def show(label: str, s: dict[str, Any]) -> None:
 
 
 def halvings(pairs: Sequence[Pair], col: Collector, gdir: Path) -> list[Draw]:
-    out = []
-    for salt in HALF_SALTS:
-        halves, groups = cached(gdir / f"{salt}.pkl", lambda s=salt: _collect_parts(split(pairs, salt=s), col))
-        out.append((salt, halves, groups))
-    return out
-
-
-def _collect_parts(parts: list[list[Pair]], col: Collector) -> tuple[list[list[Pair]], list[GroupScores]]:
-    return parts, [col(p) for p in parts]
+    return [halving(pairs, col, gdir, salt) for salt in half_salts()]
 
 
 def learning_curve(draws: Sequence[Draw]) -> dict[str, Any]:
@@ -136,7 +136,7 @@ def thirds(pairs: Sequence[Pair], col: Collector, gdir: Path) -> dict[str, Any]:
     one: list[Row] = []
     two: list[Row] = []
     for salt in THIRD_SALTS:
-        parts, groups = cached(gdir / f"thirds-{salt}.pkl", lambda s=salt: _collect_parts(
+        parts, groups = cached(gdir / f"thirds-{salt}.pkl", lambda s=salt: collect_parts(
             split(pairs, groups=3, salt=s), col))
         for k in range(3):
             i, j = (x for x in range(3) if x != k)
