@@ -12,8 +12,8 @@ does it scatter, and how often would each target meet both acceptance points (FH
 
 Nothing here changes what ships. MiniLM and e5 vectors are kept under ``--vectors`` (default
 /tmp/semcache-vectors), the collected lookups under ``--groups`` (default /tmp/semcache-groups; named by a
-fingerprint of the collecting code, so a change or a patch such as ``bench/patches/*.patch`` collects afresh).
-Writes bench/results/semantic_cache_splits.json.
+fingerprint of the collecting code's syntax tree, so a change to it or a patch such as ``bench/patches/*.patch``
+collects afresh; a docstring or a comment does not). Writes bench/results/semantic_cache_splits.json.
 """
 
 from __future__ import annotations
