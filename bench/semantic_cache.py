@@ -39,7 +39,7 @@ import json
 import pickle
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -117,11 +117,14 @@ def cached(path: Path, make: Callable[[], Any]) -> Any:
     return value
 
 
-def data_args(ap: argparse.ArgumentParser) -> None:
-    """The dev pairs, the embedding cache and the pickled groups: shared by the semantic-cache training benches."""
+def data_args(ap: argparse.ArgumentParser, salts: bool = False) -> None:
+    """The dev pairs, the embedding cache and the pickled groups (and, with ``salts``, how many halvings besides
+    the shipped one): shared by the semantic-cache training benches."""
     ap.add_argument("--pairs", type=Path, default=Path("/work/shared/data/cache/qqp_dev.jsonl.gz"))
     ap.add_argument("--vectors", type=Path, default=Path("/tmp/semcache-vectors"))
     ap.add_argument("--groups", type=Path, default=Path("/tmp/semcache-groups"))
+    if salts:
+        ap.add_argument("--salts", type=int, default=4, help="splits besides the shipped one")
 
 
 def collector(vectors: Path) -> Collector:
@@ -134,9 +137,9 @@ def collector(vectors: Path) -> Collector:
     return col
 
 
-def half_salts(extra: int = 4) -> list[str]:
-    """The shipped halving's salt and ``extra`` more: the repeated random splits every training bench shares."""
-    return [GROUP_SALT] + [f"{GROUP_SALT}-{k}" for k in range(1, extra + 1)]
+def nonverbatim_dups(pairs: Sequence[Pair]) -> int:
+    """The recall denominator: duplicate pairs whose two texts differ."""
+    return sum(1 for p in pairs if p.duplicate and p.q1.strip() != p.q2.strip())
 
 
 def collect_parts(parts: list[list[Pair]], col: Collector) -> tuple[list[list[Pair]], list[GroupScores]]:
@@ -147,6 +150,13 @@ def halving(pairs: Sequence[Pair], col: Collector, gdir: Path, salt: str) -> Dra
     """Dev halved by ``salt`` and each half's lookups collected, pickled under ``gdir``."""
     halves, groups = cached(gdir / f"{salt}.pkl", lambda: collect_parts(split(pairs, salt=salt), col))
     return salt, halves, groups
+
+
+def halvings(pairs: Sequence[Pair], col: Collector, gdir: Path, extra: int = 4) -> Iterator[Draw]:
+    """The shipped halving and ``extra`` more (the repeated random splits every training bench shares), each
+    collected (or read back) only when the caller reaches it."""
+    for salt in [GROUP_SALT] + [f"{GROUP_SALT}-{k}" for k in range(1, extra + 1)]:
+        yield halving(pairs, col, gdir, salt)
 
 
 def target_stats(fhr: Sequence[float], recall: Sequence[float]) -> dict[str, float]:

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from semantic_cache import collector, data_args, halving
-from semantic_cache_variants import TARGETS, measure, nonverbatim_dups, summary
+from semantic_cache import collector, data_args, halving, nonverbatim_dups
+from semantic_cache_variants import TARGETS, measure, summary
 
 from sovrouter.cache.calibrate import Pair, best_decisions, is_right
 from sovrouter.cache.training import (

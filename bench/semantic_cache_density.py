@@ -4,9 +4,9 @@
 
 The held-out Quora file is the other 30% of the 80,854 pairs (24,468 pairs; the split is by a hash of q1, like
 ours), a dev half 35% (~28.2k). Verbatim hits, which count as right in the false-hit rate's denominator, need a
-q2 written exactly as some q1 *of the same file*, so they grow with the square of the file's size: a q1-hash
-subset of dev the size of the held-out file has ~890 (median of six), a half ~1,170, for about the same number
-of non-verbatim duplicates per pair. So a threshold calibrated on halves, measured on a half, sees a larger
+q2 written exactly as some q1 *of the same file*, so they grow with the square of the file's size: the
+held-out-sized subsets below have 788-899, the halves 1,093-1,196, for the same share of non-verbatim
+duplicates (37.0-37.9% of pairs). So a threshold calibrated on halves, measured on a half, sees a larger
 denominator than the held-out file will give it.
 
 For every draw of ``semantic_cache_splits.py`` (the same halvings, fit on one half), this measures on a q1-hash
@@ -25,7 +25,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from semantic_cache import cached, collector, data_args, half_salts, halving, sweep_and_oracle, target_stats
+from semantic_cache import (
+    cached,
+    collector,
+    data_args,
+    halvings,
+    nonverbatim_dups,
+    sweep_and_oracle,
+    target_stats,
+)
 
 from sovrouter.cache.calibrate import Pair, choose_threshold, part_of
 from sovrouter.cache.training import (
@@ -47,10 +55,6 @@ def subset(half: list[Pair], salt: str) -> list[Pair]:
     return [p for p in half if part_of(p.q1, SUBSET_PARTS, f"density-{salt}") < SUBSET_KEEP]
 
 
-def nonverbatim_dups(pairs: list[Pair]) -> int:
-    return sum(1 for p in pairs if p.duplicate and p.q1.strip() != p.q2.strip())
-
-
 def thresholds(group: GroupScores, weight: float) -> dict[str, float]:
     """Calibration thresholds on the fitting group's out-of-fold decisions, its verbatim hits weighted."""
     decisions, _, _ = oof_decisions([group])
@@ -70,17 +74,15 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    data_args(ap)
-    ap.add_argument("--salts", type=int, default=4, help="splits besides the shipped one")
+    data_args(ap, salts=True)
     args = ap.parse_args()
     pairs = load_labelled(args.pairs)
     col = collector(args.vectors)
     arms: dict[str, list[dict[str, Any]]] = {"half, as shipped": [], "held-out size, as shipped": [],
                                             "held-out size, verbatim at held-out density": []}
     sizes: list[dict[str, float]] = []
-    for salt in half_salts(args.salts):
-        t0 = time.perf_counter()
-        _, halves, groups = halving(pairs, col, args.groups, salt)
+    t0 = time.perf_counter()
+    for salt, halves, groups in halvings(pairs, col, args.groups, args.salts):
         subs = [subset(h, salt) for h in halves]
         sub_groups = cached(args.groups / f"{salt}-density.pkl",
                             lambda subs=subs: [col(s) for s in subs])
@@ -106,6 +108,7 @@ def main() -> None:
                 print(f"{salt} {a}->{b} {name:45s} {row}  oracle "
                       f"{100 * m['oracle_at_2pct']['recall_nonverbatim']:.2f}", flush=True)
         print(f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
+        t0 = time.perf_counter()
     summary = {name: summarise(rows) for name, rows in arms.items()}
     for name, s in summary.items():
         print(f"{name}: oracle recall median {100 * s['oracle_recall_median']:.2f}%")

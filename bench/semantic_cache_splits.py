@@ -28,8 +28,8 @@ from typing import Any
 from semantic_cache import (
     collector,
     data_args,
-    half_salts,
-    halving,
+    halvings,
+    nonverbatim_dups,
     sweep_and_oracle,
     target_stats,
     without_alt,
@@ -61,18 +61,16 @@ def summarise(draws: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    data_args(ap)
-    ap.add_argument("--salts", type=int, default=4, help="splits besides the shipped one")
+    data_args(ap, salts=True)
     args = ap.parse_args()
     pairs = load_labelled(args.pairs)
     col = collector(args.vectors)
     draws: list[dict[str, Any]] = []
-    for salt in half_salts(args.salts):
-        t0 = time.perf_counter()
-        _, halves, groups = halving(pairs, col, args.groups, salt)
+    t0 = time.perf_counter()
+    for salt, halves, groups in halvings(pairs, col, args.groups, args.salts):
         for a, b in ((0, 1), (1, 0)):
             verifier, report = fit([groups[a]], sweep=TARGETS)
-            nv = sum(1 for p in halves[b] if p.duplicate and p.q1.strip() != p.q2.strip())
+            nv = nonverbatim_dups(halves[b])
             curve = sweep_and_oracle(groups[b], verifier, report["sweep"], nv)
             plain_verifier, plain_report = fit([without_alt(groups[a])], sweep=TARGETS)
             plain = sweep_and_oracle(without_alt(groups[b]), plain_verifier, plain_report["sweep"], nv)
@@ -86,6 +84,7 @@ def main() -> None:
                   f"{100 * curve['oracle_at_2pct']['recall_nonverbatim']:.2f} (without the second model "
                   f"{100 * plain['oracle_at_2pct']['recall_nonverbatim']:.2f})", flush=True)
         print(f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
+        t0 = time.perf_counter()
     summary = summarise(draws)
     o = summary["oracle"]
     print(f"oracle (threshold chosen on the measured half) recall median {100 * o['recall_median']:.2f}%, "

@@ -55,8 +55,8 @@ from semantic_cache import (
     collect_parts,
     collector,
     data_args,
-    half_salts,
-    halving,
+    halvings,
+    nonverbatim_dups,
     sweep_and_oracle,
 )
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -83,10 +83,6 @@ ALL = "learning-curve,thirds,reversed,cross-fit,monotone,rarity,third-model"
 Row = dict[str, Any]
 
 
-def nonverbatim_dups(pairs: Sequence[Pair]) -> int:
-    return sum(1 for p in pairs if p.duplicate and p.q1.strip() != p.q2.strip())
-
-
 def measure(group: GroupScores, verifier: PairVerifier, sweep: dict[str, float], nv: int, **tags: Any) -> Row:
     r = sweep_and_oracle(group, verifier, sweep, nv)
     return {**tags, "oracle": r["oracle_at_2pct"]["recall_nonverbatim"],
@@ -109,10 +105,6 @@ def show(label: str, s: dict[str, Any]) -> None:
     print(f"{label:28s} oracle {100 * s['oracle_median']:.2f}%  at 2.0%: FHR {100 * t['fhr_median']:.2f}% "
           f"(max {100 * t['fhr_max']:.2f}%, <=2% in {t['fhr_le_2pct']}/{s['draws']}), recall "
           f"{100 * t['recall_median']:.2f}% (>=5% in {t['recall_ge_5pct']}), both {t['both']}", flush=True)
-
-
-def halvings(pairs: Sequence[Pair], col: Collector, gdir: Path) -> list[Draw]:
-    return [halving(pairs, col, gdir, salt) for salt in half_salts()]
 
 
 def learning_curve(draws: Sequence[Draw]) -> dict[str, Any]:
@@ -414,7 +406,7 @@ def main() -> None:
     pairs = load_labelled(args.pairs)
     col = collector(args.vectors)
     result: dict[str, Any] = {"pairs_file": str(args.pairs), "targets": TARGETS}
-    draws = (halvings(pairs, col, args.groups)
+    draws = (list(halvings(pairs, col, args.groups))
              if only & {"learning-curve", "reversed", "cross-fit", "monotone", "rarity", "third-model"} else [])
     if "learning-curve" in only:
         result["learning_curve"] = learning_curve(draws)
