@@ -9,7 +9,8 @@ that line to the measurements: per prompt the median paired speed-up over runs a
 the model's own plain answer (``observed_copy_fraction``, the label the answer-shape model is trained on), least
 squares. It reports the fitted pair, how well the line fits, and the tokens per decode step (the speed-up a
 launch-bound device converts one to one), beside the pair ``deployment_latency.py`` declares from vLLM's
-published figures (2.8 / 0.9).
+published figures (2.8 / 0.9), and whether a convex shape (through the medians of three copy-fraction bins)
+would predict an unseen prompt better than the line (leave one out).
 
 The plain answers come from the JSON when it holds them (``plain_texts``); for runs made before it did, they
 are decoded again here on the CPU in float32 with the same loop and weights (CPU and GPU arithmetic can
@@ -55,6 +56,27 @@ def plain_texts(result: dict[str, Any], gguf: Path) -> tuple[dict[str, str], str
                    + ("; ".join(differ) if differ else "none"))
 
 
+def predict_line(c: np.ndarray, y: np.ndarray, x: float) -> float:
+    slope, intercept = np.polyfit(c, y, 1)
+    return float(intercept + slope * min(max(x, 0.0), 1.0))
+
+
+def predict_bins(c: np.ndarray, y: np.ndarray, x: float) -> float:
+    """A convex alternative to the line: piecewise linear through the medians of copy fractions below 1/3,
+    1/3-2/3 and above 2/3."""
+    bins = [c < 1 / 3, (c >= 1 / 3) & (c < 2 / 3), c >= 2 / 3]
+    points = [(float(np.median(c[b])), float(np.median(y[b]))) for b in bins if b.any()]
+    return float(np.interp(x, [p[0] for p in points], [p[1] for p in points]))
+
+
+def leave_one_out(c: np.ndarray, y: np.ndarray, predict: Any) -> dict[str, float]:
+    """Each prompt's speed-up predicted from the other prompts' (how a shape would do on a prompt it has not
+    seen): median and mean absolute error."""
+    errors = [abs(predict(c[np.arange(len(c)) != j], y[np.arange(len(c)) != j], float(c[j])) - y[j])
+              for j in range(len(c))]
+    return {"median_abs_error": float(np.median(errors)), "mean_abs_error": float(np.mean(errors))}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=Path, default=Path(__file__).resolve().parent / "results" / "speculative_gpu.json")
@@ -85,6 +107,8 @@ def main() -> None:
         fitted[target] = {"base_speedup": float(intercept), "expected_speedup": float(intercept + slope),
                           "r2": float(1 - resid.var() / y.var()),
                           "median_abs_residual": float(np.median(np.abs(resid)))}
+    loo = {name: leave_one_out(c, np.array([p["speedup_median"] for p in per_prompt]), f)
+           for name, f in (("line", predict_line), ("curve through three bins", predict_bins))}
     declared_err = [abs(p["speedup_median"] - (DECLARED["base_speedup"] + (DECLARED["expected_speedup"]
                                                                           - DECLARED["base_speedup"])
                                                 * p["copy_fraction"])) for p in per_prompt]
@@ -94,11 +118,13 @@ def main() -> None:
     for target, f in fitted.items():
         print(f"fit of {target}: base {f['base_speedup']:.2f}, expected {f['expected_speedup']:.2f} "
               f"(R^2 {f['r2']:.2f}, median |residual| {f['median_abs_residual']:.2f})")
+    for name, e in loo.items():
+        print(f"leave one out, {name}: median |error| {e['median_abs_error']:.2f}, mean {e['mean_abs_error']:.2f}")
     print(f"plain answers: {source}")
     print(f"declared 2.8 / 0.9: median |error| {statistics.median(declared_err):.2f}")
     out = {"bench": "speculative_declared", "runs": str(args.runs.name), "machine": result["machine"],
            "dtype": result["dtype"], "k": args.k, "plain_texts": source, "per_prompt": per_prompt,
-           "fitted": fitted, "declared_in_deployment_latency": DECLARED,
+           "fitted": fitted, "leave_one_out": loo, "declared_in_deployment_latency": DECLARED,
            "declared_median_abs_error": statistics.median(declared_err)}
     OUT.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
     print(f"-> {OUT}")
