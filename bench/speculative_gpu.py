@@ -81,7 +81,7 @@ def decode(model: Any, prompt: list[int], max_tokens: int, k: int, eos: int, dev
         accepted += n_ok
         rejected = len(draft) - n_ok  # the fed token and the accepted drafts stay in the cache
         if rejected:
-            cache.crop(-rejected)  # a negative count removes that many (the one form every 4.4x-5.x accepts)
+            cache.crop(-rejected)  # a negative count removes that many (5.17 and 5.24 accept it; 5.24 refuses a length)
         kept = draft[:n_ok]
         if eos in kept:  # the model chose to stop inside the draft
             kept = kept[:kept.index(eos)]
