@@ -28,13 +28,18 @@ class Latency(BaseModel):
 class Speculative(BaseModel):
     """A deployment's speculative decoding setup (optional): a draft/target pair (e.g. vLLM with a draft model)
     or prompt lookup. ``expected_speedup`` is the decode speed-up on copy-heavy output (copy fraction 1);
-    ``base_speedup`` the one on output that copies nothing (1.0 = no gain, below 1 = a slowdown)."""
+    ``base_speedup`` the one on output that copies nothing (1.0 = no gain, below 1 = a slowdown), both at low
+    load. ``max_batch`` (optional): the largest number of concurrent requests at which speculation still pays on
+    this deployment; with more in flight a step turns compute-bound and rejected drafts cost time, so requests
+    beyond it decode plainly (speed-up 1.0), as vLLM's ``speculative_disable_by_batch_size`` does in the engine.
+    ``bench/speculative_gpu_batch.py`` measures it (docs/batching-and-speculation.md)."""
 
     model_config = ConfigDict(extra="allow")
     kind: Literal["draft-model", "prompt-lookup"]
     draft: str | None = None
     expected_speedup: float = Field(default=1.0, gt=0)
     base_speedup: float = Field(default=1.0, gt=0)
+    max_batch: int | None = Field(default=None, ge=1)
 
 
 class Deployment(BaseModel):

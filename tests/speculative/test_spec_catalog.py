@@ -46,8 +46,19 @@ def test_prompt_lookup_kind_defaults(tmp_path: Path) -> None:
     assert dep.speculative is not None and dep.speculative.base_speedup == 1.0 and dep.speculative.draft is None
 
 
+def test_speculation_is_off_at_or_above_the_declared_batch(tmp_path: Path) -> None:
+    spec = {"kind": "prompt-lookup", "expected_speedup": 3.0, "base_speedup": 1.0, "max_batch": 16}
+    dep = Catalog.load(_with_spec(tmp_path, spec)).slots[1].deployments[0]
+    assert expected_speedup(dep, 1.0) == pytest.approx(3.0)  # load unknown: the low-load figure
+    assert expected_speedup(dep, 1.0, in_flight=15) == pytest.approx(3.0)  # the 16th concurrent request
+    assert expected_speedup(dep, 1.0, in_flight=16) == 1.0
+    assert expected_speedup(dep, 0.5, in_flight=400) == 1.0
+    unbounded = Catalog.load(_with_spec(tmp_path, {"kind": "prompt-lookup", "expected_speedup": 3.0}))
+    assert expected_speedup(unbounded.slots[1].deployments[0], 1.0, in_flight=400) == pytest.approx(3.0)
+
+
 @pytest.mark.parametrize("spec", [{"kind": "medusa"}, {"kind": "draft-model", "expected_speedup": 0},
-                                  {"expected_speedup": 2.0}])
+                                  {"expected_speedup": 2.0}, {"kind": "prompt-lookup", "max_batch": 0}])
 def test_invalid_speculative_block_is_a_config_error(tmp_path: Path, spec: object) -> None:
     with pytest.raises(ConfigError):
         Catalog.load(_with_spec(tmp_path, spec))

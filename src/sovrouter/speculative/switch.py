@@ -9,7 +9,9 @@ measured) or two llama.cpp servers, one started with ``--draft_model prompt-look
 With ``deployment`` given and its catalog entry declaring ``speculative``, a copy-heavy prediction is not
 enough: the declared speed-up at the predicted copy fraction (:func:`~sovrouter.speculative.latency.
 expected_speedup`) must also exceed 1, so a deployment measured to lose with prompt lookup (a small model on a
-CPU, see docs/batching-and-speculation.md) never turns it on.
+CPU, see docs/batching-and-speculation.md) never turns it on; and with ``max_batch`` declared, a request that
+arrives while that many calls are already in flight through the switch (either path) decodes plainly, because a
+loaded step is compute-bound and rejected drafts then cost time (``bench/speculative_gpu_batch.py``).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class SpeculativeSwitchAdapter:
         self.deployment = deployment
         self.used_lookup = 0
         self.used_plain = 0
+        self.in_flight = 0  # calls running through either path now
 
     @property
     def target(self) -> Candidate:
@@ -48,7 +51,7 @@ class SpeculativeSwitchAdapter:
     def _pick(self, call: ModelCall) -> ModelAdapter:
         prediction = self.predictor.predict(call.request)
         worth_it = (self.deployment is None or self.deployment.speculative is None
-                    or expected_speedup(self.deployment, prediction.copy_fraction) > 1.0)
+                    or expected_speedup(self.deployment, prediction.copy_fraction, self.in_flight) > 1.0)
         if prediction.speculate and worth_it:
             self.used_lookup += 1
             return self.lookup
@@ -56,8 +59,18 @@ class SpeculativeSwitchAdapter:
         return self.plain
 
     async def generate(self, call: ModelCall) -> ModelResult:
-        return await self._pick(call).generate(call)
+        path = self._pick(call)
+        self.in_flight += 1
+        try:
+            return await path.generate(call)
+        finally:
+            self.in_flight -= 1
 
     async def stream(self, call: ModelCall) -> AsyncIterator[StreamChunk]:
-        async for chunk in self._pick(call).stream(call):
-            yield chunk
+        path = self._pick(call)
+        self.in_flight += 1
+        try:
+            async for chunk in path.stream(call):
+                yield chunk
+        finally:
+            self.in_flight -= 1
