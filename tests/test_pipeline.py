@@ -137,3 +137,19 @@ async def test_answers_reach_the_online_answer_shape_correction(catalog: Catalog
     cheapest = _settings().model_copy(update={"deployment_choice": "cheapest"})
     q = assemble(cheapest, catalog, tenants, _all_fake(catalog), WallClock(), MemorySink())
     assert shape_observer(q.router.deployments) is None  # type: ignore[attr-defined]
+
+
+async def test_the_latency_aware_chooser_sees_the_calls_in_flight(catalog: Catalog, tenants: Tenants) -> None:
+    from sovrouter.routing.deployments import LatencyAwareDeployment
+
+    adapters = {c: FakeAdapter(c, text=c.slot, delay_s=0.1) for c in _all_fake(catalog)}
+    p = assemble(_settings(), catalog, tenants, adapters, WallClock(), MemorySink())
+    chooser = p.router.deployments  # type: ignore[attr-defined]
+    assert isinstance(chooser, LatencyAwareDeployment) and chooser.load is not None
+    chosen = Candidate(slot="sovereign-large", deployment="eu-sov")
+    running = [asyncio.create_task(p.handle(_req(f"question {i}", rid=f"r{i}"))) for i in range(3)]
+    await asyncio.sleep(0.05)
+    assert chooser.load.count(chosen) == 3  # each upstream call counted while it runs
+    outs = await asyncio.gather(*running)
+    assert all(o.record.final == chosen for o in outs)
+    assert chooser.load.count(chosen) == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from sovrouter.adapters.inflight import InFlightAdapter, InFlightBoard
 from sovrouter.cache.exact import ExactCache
 from sovrouter.catalog import Catalog, Tenants
 from sovrouter.classify import NullClassifier, NullDetector
@@ -48,13 +49,14 @@ def make_policy(settings: Settings, catalog: Catalog, tenants: Tenants) -> Polic
     return AvailabilityPolicy(catalog)
 
 
-def make_deployment_chooser(settings: Settings, catalog: Catalog, tenants: Tenants) -> DeploymentChooser:
+def make_deployment_chooser(settings: Settings, catalog: Catalog, tenants: Tenants,
+                            load: InFlightBoard | None = None) -> DeploymentChooser:
     if settings.deployment_choice == "cheapest":
         return CheapestDeployment(catalog)
     from sovrouter.speculative.answer_shape import AnswerShapeModel
 
     # the shipped artifact, corrected online from the answers this pipeline sees (shape_observer)
-    return LatencyAwareDeployment(catalog, tenants, OnlineAnswerShape(AnswerShapeModel.load()))
+    return LatencyAwareDeployment(catalog, tenants, OnlineAnswerShape(AnswerShapeModel.load()), load)
 
 
 def shape_observer(deployments: DeploymentChooser) -> Callable[[NormalizedRequest, str], None] | None:
@@ -136,12 +138,16 @@ def assemble(
     cache_path: str = ":memory:",
 ) -> Pipeline:
     """``adapters`` are the base adapters; each gets the reliability stack (``reliability.stack``) and, with the
-    latency-aware deployment chooser, reports its answers to the chooser's online answer-shape correction."""
-    deployments = make_deployment_chooser(settings, catalog, tenants)
+    latency-aware deployment chooser, reports its answers to the chooser's online answer-shape correction and
+    counts its calls in flight on the board the chooser reads."""
+    load = InFlightBoard()
+    deployments = make_deployment_chooser(settings, catalog, tenants, load)
     router, classifier = make_router(settings, catalog, tenants, deployments)
     observe = shape_observer(deployments)
     if observe is not None:  # innermost: each answer an upstream gave, seen once
         adapters = {c: ShapeObservingAdapter(a, observe) for c, a in adapters.items()}
+    if isinstance(deployments, LatencyAwareDeployment):  # each upstream try counts while it runs
+        adapters = {c: InFlightAdapter(a, load) for c, a in adapters.items()}
     wired = {c: stack.wrap(a, settings.reliability, clock) for c, a in adapters.items()}
     return Pipeline(
         catalog=catalog,

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from sovrouter.adapters.inflight import InFlightBoard
 from sovrouter.catalog import Catalog, Tenants
 from sovrouter.contracts import Candidate, Signals
 from sovrouter.intake import normalize_chat
@@ -67,6 +68,33 @@ def test_speculative_deployment_for_copy_heavy_requests_plain_for_open_ones(tmp_
     assert first["sovereign-large"].deployment == "plain"  # speculation would slow an open answer (0.9x)
     # the plain chooser knows nothing of it: the id decides at equal price
     assert CheapestDeployment(catalog).order(_request(EDIT), SIGNALS, _all(catalog))[0].deployment == "plain"
+
+
+def test_a_speculative_deployment_loaded_past_its_max_batch_is_estimated_at_plain_speed(tmp_path: Path) -> None:
+    # "spec" decodes slower plainly (30 tok/s against 40) but 2.8x faster on copy-heavy answers, up to 2 requests
+    spec = {**SPEC, "max_batch": 2}
+    catalog = _catalog(tmp_path, [_dep("plain"), _dep("spec", tps=30.0, spec=spec)])
+    board = InFlightBoard()
+    chooser = LatencyAwareDeployment(catalog, load=board)
+    spec_key = Candidate(slot="sovereign-large", deployment="spec")
+
+    def first() -> str:
+        return next(c.deployment for c in chooser.order(_request(EDIT), SIGNALS, _all(catalog))
+                    if c.slot == "sovereign-large")
+
+    assert first() == "spec"
+    assert "in_flight" not in chooser.describe(_request(EDIT), SIGNALS, _all(catalog))  # idle: records unchanged
+    board.enter(spec_key)
+    assert first() == "spec"  # the second concurrent request still speculates
+    board.enter(spec_key)
+    assert first() == "plain"  # a third would decode plainly at 30 tok/s
+    evidence = chooser.describe(_request(EDIT), SIGNALS, _all(catalog))
+    assert evidence["in_flight"] == {spec_key.key: 2}
+    board.leave(spec_key)
+    assert first() == "spec"
+    # without a board (or without max_batch) load is unknown: the low-load figure
+    assert next(c.deployment for c in LatencyAwareDeployment(catalog).order(_request(EDIT), SIGNALS, _all(catalog))
+                if c.slot == "sovereign-large") == "spec"
 
 
 def test_order_holds_exactly_the_options_it_is_given(tmp_path: Path) -> None:

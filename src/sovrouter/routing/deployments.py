@@ -13,7 +13,9 @@ allowed deployments of one slot, computed by the policy), so sovereignty is unto
   among equally priced deployments the faster one (a draft-model or prompt-lookup deployment for a copy-heavy
   answer, the plain one when speculation would slow it down). With the tenant's ``latency_budget_ms``: the
   cheapest deployment expected to meet it, else the fastest. Answer quality does not change (same model);
-  cost rises only to meet a budget the tenant set.
+  cost rises only to meet a budget the tenant set. Given an :class:`~sovrouter.adapters.inflight.InFlightBoard`
+  (the gateway's), the estimate knows how many calls each deployment is serving, so a speculative deployment
+  loaded past its declared ``max_batch`` is estimated at its plain speed.
 
 The answer's shape comes from an :class:`AnswerShapeEstimator`: the learned
 :class:`~sovrouter.speculative.answer_shape.AnswerShapeModel` in the gateway (copy fraction, p50 and p90 output
@@ -26,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from sovrouter.adapters.inflight import InFlightBoard
 from sovrouter.catalog import Catalog, Deployment, Tenants
 from sovrouter.contracts import Candidate, NormalizedRequest, Signals
 from sovrouter.speculative.answer_shape import AnswerShape, AnswerShapeEstimator, RecentShapes
@@ -73,10 +76,11 @@ class LatencyAwareDeployment:
     the cheapest and, at equal price, the fastest. See the module docstring."""
 
     def __init__(self, catalog: Catalog, tenants: Tenants | None = None,
-                 shapes: AnswerShapeEstimator | None = None) -> None:
+                 shapes: AnswerShapeEstimator | None = None, load: InFlightBoard | None = None) -> None:
         self.catalog = catalog
         self.tenants = tenants
         self.shapes: AnswerShapeEstimator = shapes or CueAnswerShape()
+        self.load = load
         self._recent = RecentShapes(RECENT_SHAPES)  # decide() asks twice (order, describe)
 
     def shape(self, request: NormalizedRequest) -> AnswerShape:
@@ -101,9 +105,12 @@ class LatencyAwareDeployment:
         except KeyError:
             return None
 
+    def _in_flight(self, c: Candidate) -> int:
+        return self.load.count(c) if self.load is not None else 0
+
     def _latency(self, c: Candidate, tokens: int, copy: float) -> float:
         dep = self._deployment(c)
-        return float("inf") if dep is None else expected_latency_ms(dep, tokens, copy)
+        return float("inf") if dep is None else expected_latency_ms(dep, tokens, copy, self._in_flight(c))
 
     def order(self, request: NormalizedRequest, signals: Signals, options: Sequence[Candidate]) -> list[Candidate]:
         shape = self.shape(request)
@@ -126,7 +133,9 @@ class LatencyAwareDeployment:
         """Route evidence: the inputs of the estimate and the expected latency of each plan entry."""
         shape = self.shape(request)
         typical, long = self._capped(shape.tokens_p50, request), self._capped(shape.tokens_p90, request)
+        busy = {c.key: n for c in plan if (n := self._in_flight(c))}
         return {
+            **({"in_flight": busy} if busy else {}),  # only under load: replay records stay as they were
             "copy_fraction": shape.copy_fraction,
             "task_kind": shape.kind,
             "output_tokens": typical,

@@ -29,9 +29,11 @@ def expected_speedup(deployment: Deployment, copy_fraction: float, in_flight: in
     return spec.base_speedup + (spec.expected_speedup - spec.base_speedup) * share
 
 
-def expected_latency_ms(deployment: Deployment, output_tokens: int, copy_fraction: float = 0.0) -> float:
+def expected_latency_ms(deployment: Deployment, output_tokens: int, copy_fraction: float = 0.0,
+                        in_flight: int = 0) -> float:
     """End-to-end latency estimate of ``output_tokens`` on ``deployment`` for a request whose predicted copy
-    fraction (:class:`~sovrouter.speculative.predictor.CopyPredictor`) is ``copy_fraction``."""
+    fraction (:class:`~sovrouter.speculative.predictor.CopyPredictor`) is ``copy_fraction``, arriving while
+    ``in_flight`` calls run on the deployment."""
     lat = deployment.latency
-    rate = lat.tokens_per_s * expected_speedup(deployment, copy_fraction)
+    rate = lat.tokens_per_s * expected_speedup(deployment, copy_fraction, in_flight)
     return lat.ttft_ms + max(0, output_tokens) / rate * 1000.0
