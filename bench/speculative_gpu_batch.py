@@ -25,7 +25,10 @@ to the GPU machine (the acceptance comes from the real SmolLM2 runs). Two clocks
 
 The speed-up table applies each task kind's tokens per step (deterministic, from ``--acceptance``) to both clocks.
 It assumes every sequence of the batch drafts k tokens each step (an upper bound on the cost; a sequence with no
-lookup match would feed fewer). Needs torch and transformers only. Writes JSON (default
+lookup match would feed fewer). Attention runs as transformers' ``sdpa`` does: a one-token step uses the cache as
+stored, a masked multi-token step copies the key/value heads up to the query heads first (``repeat_kv``), which a
+paged-attention engine does not, so the verification cost here grows faster with batch x context than an
+engine's (docs/benchmarks.md, "Caveat"). Needs torch and transformers only. Writes JSON (default
 bench/results/speculative_gpu_batch.json). ``--summarise`` joins several runs' files: medians per cell over the
 runs, each kind's speed-up recomputed from them, the largest batch at which prompt lookup still pays (the value a
 deployment declares as ``speculative.max_batch``), and the tables of docs/benchmarks.md.
