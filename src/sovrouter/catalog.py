@@ -32,7 +32,9 @@ class Speculative(BaseModel):
     load. ``max_batch`` (optional): the largest number of concurrent requests at which speculation still pays on
     this deployment; with more in flight a step turns compute-bound and rejected drafts cost time, so requests
     beyond it decode plainly (speed-up 1.0), as vLLM's ``speculative_disable_by_batch_size`` does in the engine.
-    ``bench/speculative_gpu_batch.py`` measures it (docs/batching-and-speculation.md)."""
+    ``bench/speculative_gpu_batch.py`` measures it per engine (docs/batching-and-speculation.md). It is compared
+    with the calls in flight on the whole deployment, so for one served by N replicas declare N times the per-engine
+    figure."""
 
     model_config = ConfigDict(extra="allow")
     kind: Literal["draft-model", "prompt-lookup"]
