@@ -46,6 +46,9 @@ class UpstreamBehaviour:
     first_token_delay_s: float = 0.0
     chunk_delay_s: float = 0.0
     usage: bool = True
+    # vLLM's per-request speculative-decoding metrics (``--per-request-spec-decode-metrics``): sent as
+    # ``metrics.speculative_decoding`` with the completion, or on the usage chunk of a stream
+    spec_metrics: dict[str, Any] | None = None
     model: str = "test-upstream"
     calls: int = 0
     last_body: dict[str, Any] | None = field(default=None, repr=False)
@@ -96,6 +99,8 @@ def create_upstream_app(behaviour: UpstreamBehaviour) -> Starlette:
             }
             if b.usage:
                 out["usage"] = {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}
+            if b.spec_metrics is not None:
+                out["metrics"] = {"speculative_decoding": b.spec_metrics}
             return Response(json.dumps(out).encode(), media_type="application/json")
         return StreamingResponse(_sse(b, cid, text, n_in, n_out), media_type="text/event-stream")
 
@@ -138,8 +143,12 @@ async def _sse(b: UpstreamBehaviour, cid: str, text: str, n_in: int, n_out: int)
         yield chunk({"content": piece})
     yield chunk({}, "stop")
     if b.usage:
-        yield event({"id": cid, "object": "chat.completion.chunk", "created": 0, "model": b.model, "choices": [],
-                     "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}})
+        last: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": 0, "model": b.model,
+                                "choices": [], "usage": {"prompt_tokens": n_in, "completion_tokens": n_out,
+                                                         "total_tokens": n_in + n_out}}
+        if b.spec_metrics is not None:
+            last["metrics"] = {"speculative_decoding": b.spec_metrics}
+        yield event(last)
     yield b"data: [DONE]\n\n"
 
 

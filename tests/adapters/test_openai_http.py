@@ -242,3 +242,50 @@ def test_least_outstanding_prefers_the_idle_replica() -> None:
     assert chooser.choose(req, reps) == 1
     chooser.observe_done(req, reps, 0, True, 1.0)
     assert chooser.choose(req, reps) in (0, 1)
+
+
+VLLM_SPEC = {"mean_acceptance_length": 1.2325581395348837, "draft_acceptance_rate": 0.07751937984496124,
+             "acceptance_histogram": [39, 1, 0, 3], "acceptance_histogram_by_draft_length": {"3": [39, 1, 0, 3]},
+             "num_spec_steps": 43, "num_accepted_draft_tokens": 10, "num_draft_tokens": 129, "num_spec_tokens": 3}
+
+
+async def test_vllm_per_request_acceptance_reaches_the_call_record(upstream: tuple[str, UpstreamBehaviour]) -> None:
+    from sovrouter.adapters.instrumented import InstrumentedAdapter
+
+    url, b = upstream
+    ad = OpenAIHTTPAdapter(C, [url])
+    try:
+        assert (await ad.generate(_call())).spec_acceptance is None  # a server that reports nothing
+        b.spec_metrics = VLLM_SPEC
+        out = await ad.generate(_call())
+        _, final = await _collect(ad, _call())
+        call = _call()
+        await InstrumentedAdapter(ad, timer=lambda: 0.0).generate(call)
+    finally:
+        await ad.aclose()
+    assert out.spec_acceptance == pytest.approx(10 / 129)
+    assert final is not None and final.spec_acceptance == pytest.approx(10 / 129)  # type: ignore[attr-defined]
+    assert call.attempts[0].spec_acceptance == pytest.approx(10 / 129)
+
+
+@pytest.mark.parametrize(("spec", "expected"), [
+    ({"draft_acceptance_rate": 0.25}, 0.25),  # only the rate
+    ({"num_draft_tokens": 0, "num_accepted_draft_tokens": 0, "draft_acceptance_rate": 0.0}, None),  # nothing drafted
+    ({"num_draft_tokens": 5, "num_accepted_draft_tokens": 9}, None),  # impossible counts
+    ({"draft_acceptance_rate": 1.5}, None),
+    ({"draft_acceptance_rate": True}, None),
+    ({"num_draft_tokens": "12", "num_accepted_draft_tokens": 3}, None),
+    ("garbage", None),
+])
+async def test_odd_acceptance_metrics_never_fail_a_call(upstream: tuple[str, UpstreamBehaviour], spec: object,
+                                                        expected: float | None) -> None:
+    url, b = upstream
+    b.spec_metrics = spec  # type: ignore[assignment]
+    ad = OpenAIHTTPAdapter(C, [url])
+    try:
+        out = await ad.generate(_call())
+        _, final = await _collect(ad, _call())
+    finally:
+        await ad.aclose()
+    assert out.text == "The answer is 42."
+    assert out.spec_acceptance == expected and final.spec_acceptance == expected  # type: ignore[attr-defined]

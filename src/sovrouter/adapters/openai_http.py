@@ -7,6 +7,10 @@
   (``image_url`` / ``video_url`` / ``audio_url`` with the part's URL or data URL). ``developer`` becomes
   ``system`` (llama.cpp and most chat templates do not know it).
 - Tokens come from the upstream's ``usage``; without it they are estimated as ``ceil(characters / 4)``.
+- Speculative decoding: a vLLM server started with ``--per-request-spec-decode-metrics`` reports each request's
+  drafted and accepted tokens (``metrics.speculative_decoding``, on the completion or on a stream's usage chunk);
+  their ratio becomes ``ModelResult.spec_acceptance`` and so the call's record. Absent, malformed or with nothing
+  drafted: ``None`` (the metrics are optional and experimental upstream; they never fail a call).
 - Failures become :class:`UpstreamError` subclasses whose messages never carry the upstream body, the URL's
   credentials or the API key: connect/reset/429/5xx -> :class:`UpstreamUnavailableError` (retryable),
   other 4xx -> :class:`UpstreamRejectedError`, malformed body or a stream that ends before ``[DONE]`` or a
@@ -85,6 +89,21 @@ def _encode(body: dict[str, Any]) -> bytes:
 
 def _estimate(text: str) -> int:
     return math.ceil(len(text) / 4)
+
+
+def _spec_acceptance(obj: dict[str, Any]) -> float | None:
+    """Accepted / drafted tokens from vLLM's per-request ``metrics.speculative_decoding``, else None."""
+    metrics = obj.get("metrics")
+    spec = metrics.get("speculative_decoding") if isinstance(metrics, dict) else None
+    if not isinstance(spec, dict):
+        return None
+    drafted, accepted = _int(spec.get("num_draft_tokens")), _int(spec.get("num_accepted_draft_tokens"))
+    if drafted is not None and accepted is not None and drafted > 0 and 0 <= accepted <= drafted:
+        return accepted / drafted
+    rate = spec.get("draft_acceptance_rate")
+    if drafted is None and isinstance(rate, int | float) and not isinstance(rate, bool) and 0.0 <= rate <= 1.0:
+        return float(rate)
+    return None
 
 
 def _int(value: Any) -> int | None:
@@ -171,6 +190,7 @@ class OpenAIHTTPAdapter:
             usage = data.get("usage") or {}
             if not isinstance(usage, dict):
                 usage = {}
+            acceptance = _spec_acceptance(data)
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             raise UpstreamProtocolError(f"upstream {self.candidate.key} returned a malformed completion") from exc
         return ModelResult(
@@ -180,6 +200,7 @@ class OpenAIHTTPAdapter:
             input_tokens=_int(usage.get("prompt_tokens")) or _estimate(request.prompt_text),
             output_tokens=_int(usage.get("completion_tokens")) or _estimate(content),
             latency_ms=latency_ms,
+            spec_acceptance=acceptance,
         )
 
     def _check_status(self, status: int) -> None:
@@ -237,6 +258,7 @@ class OpenAIHTTPAdapter:
             output_tokens=parser.completion_tokens or _estimate(text),
             latency_ms=(self.timer() - started) * 1000.0,
             ttft_ms=ttft,
+            spec_acceptance=parser.spec_acceptance,
         )
         yield StreamChunk(candidate=self.candidate, final=result)
 
@@ -252,6 +274,7 @@ class _SSEParser:
         self.finish_reason: str | None = None
         self.prompt_tokens: int | None = None
         self.completion_tokens: int | None = None
+        self.spec_acceptance: float | None = None
 
     @property
     def complete(self) -> bool:
@@ -276,6 +299,9 @@ class _SSEParser:
         if isinstance(usage, dict):
             self.prompt_tokens = _int(usage.get("prompt_tokens")) or self.prompt_tokens
             self.completion_tokens = _int(usage.get("completion_tokens")) or self.completion_tokens
+        acceptance = _spec_acceptance(obj)
+        if acceptance is not None:
+            self.spec_acceptance = acceptance
         out = ""
         choices = obj.get("choices")
         if isinstance(choices, list):
