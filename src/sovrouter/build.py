@@ -159,4 +159,5 @@ def assemble(
         cache=make_cache(settings, clock, cache_path),
         records=records,
         clock=clock,
+        load=load if isinstance(deployments, LatencyAwareDeployment) else None,
     )

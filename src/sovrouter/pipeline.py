@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
+from sovrouter.adapters.inflight import InFlightBoard
 from sovrouter.catalog import Catalog, estimate_tokens
 from sovrouter.contracts import (
     CacheOutcome,
@@ -73,6 +74,7 @@ class Pipeline:
     records: RecordSink
     clock: Clock
     timer: Callable[[], float] = time.perf_counter  # wall-clock for decision_ms, even in replay
+    load: InFlightBoard | None = None  # calls in flight per deployment (read by the chooser and /metrics)
 
     # ------------------------------------------------------------------ the request path
     async def handle(self, request: NormalizedRequest) -> Outcome:

@@ -202,3 +202,31 @@ def test_observing_a_pipeline_twice_registers_the_cache_once(catalog: Catalog, t
     obs.observe(pipeline)
     text = generate_latest(obs.metrics.registry).decode()
     assert text.count("# TYPE sovrouter_cache_exact_entries gauge") == 1
+    assert text.count("# TYPE sovrouter_upstream_in_flight gauge") == 1
+
+
+async def test_calls_in_flight_per_deployment_are_scraped(catalog: Catalog, tenants: Tenants) -> None:
+    import asyncio
+
+    from sovrouter.evalloop.loop import EvalSettings, build_observability
+
+    adapters = {Candidate(slot=s.id, deployment=d.id): FakeAdapter(Candidate(slot=s.id, deployment=d.id),
+                                                                   delay_s=0.1) for s, d in catalog.pairs()}
+    pipeline = assemble(Settings(catalog="x", tenants="y", router="baseline"), catalog, tenants,  # type: ignore[arg-type]
+                        adapters, WallClock(), MemorySink())
+    obs = build_observability(EvalSettings())
+    observed = obs.observe(pipeline)
+
+    def in_flight() -> dict[tuple[str, str], float]:
+        return {(x.labels["slot"], x.labels["deployment"]): x.value
+                for f in text_string_to_metric_families(generate_latest(obs.metrics.registry).decode())
+                for x in f.samples if x.name == "sovrouter_upstream_in_flight"}
+
+    assert in_flight() == {}
+    running = [asyncio.create_task(observed.handle(normalize_chat(
+        {"messages": [{"role": "user", "content": f"question {i}"}]}, tenant="acme-us", request_id=f"r{i}")))
+        for i in range(2)]
+    await asyncio.sleep(0.05)
+    assert in_flight() == {("sovereign-large", "eu-sov"): 2.0}
+    await asyncio.gather(*running)
+    assert in_flight() == {}

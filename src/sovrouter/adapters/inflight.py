@@ -27,6 +27,10 @@ class InFlightBoard:
     def count(self, target: Candidate) -> int:
         return self._counts.get(target, 0)
 
+    def snapshot(self) -> dict[Candidate, int]:
+        """The deployments with calls in flight now, and how many."""
+        return dict(self._counts)
+
     def enter(self, target: Candidate) -> None:
         self._counts[target] = self._counts.get(target, 0) + 1
 

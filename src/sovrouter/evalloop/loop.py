@@ -34,7 +34,7 @@ from sovrouter.protocols import CacheGauges, ModelAdapter, RecordSink
 from sovrouter.store.records import SQLiteRecordStore
 from sovrouter.store.shared_records import SharedRecordStore
 from sovrouter.store.sql import database_url
-from sovrouter.telemetry.metrics import CacheCollector, RequestMetrics, TenantLabels
+from sovrouter.telemetry.metrics import CacheCollector, InFlightCollector, RequestMetrics, TenantLabels
 from sovrouter.telemetry.routes import metrics_router
 from sovrouter.telemetry.sink import TelemetrySink
 from sovrouter.telemetry.traces import RecordTracer, make_tracer_provider
@@ -132,7 +132,7 @@ class Observability:
     catalog: Catalog | None = None
     shadow_adapters: bool = False  # take the shadow sampler's adapters from the observed pipeline
     records: RecordSource | None = None
-    _cache_collected: bool = False
+    _collectors_registered: bool = False
 
     def sink(self, inner: RecordSink) -> TelemetrySink:
         return TelemetrySink(inner, self.metrics, self.tracer)
@@ -140,9 +140,12 @@ class Observability:
     def observe(self, pipeline: Pipeline) -> ObservedPipeline:
         """The same pipeline with its record sink wrapped by telemetry and the eval hook after each request."""
         parts = {f.name: getattr(pipeline, f.name) for f in fields(Pipeline)}
-        if isinstance(pipeline.cache, CacheGauges) and not self._cache_collected:
-            self.metrics.registry.register(CacheCollector(pipeline.cache))  # sizes and purges at each scrape
-            self._cache_collected = True
+        if not self._collectors_registered:  # once per registry
+            if isinstance(pipeline.cache, CacheGauges):
+                self.metrics.registry.register(CacheCollector(pipeline.cache))  # sizes and purges at each scrape
+            if pipeline.load is not None:
+                self.metrics.registry.register(InFlightCollector(pipeline.load))  # calls in flight per deployment
+            self._collectors_registered = True
         if isinstance(pipeline.records, SQLiteRecordStore | SharedRecordStore):
             self.records = pipeline.records
         parts["records"] = self.sink(pipeline.records)

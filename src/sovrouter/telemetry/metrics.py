@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from sovrouter.adapters.inflight import InFlightBoard
 from sovrouter.contracts import Candidate, RequestRecord
 from sovrouter.protocols import CacheGauges
 
@@ -128,3 +129,20 @@ class CacheCollector(Collector):
                 yield CounterMetricFamily(self.prefix + name[: -len("_total")], f"cache: {name}", value=value)
             else:
                 yield GaugeMetricFamily(self.prefix + name, f"cache: {name}", value=value)
+
+
+class InFlightCollector(Collector):
+    """Calls in flight per deployment from this gateway (``sovrouter_upstream_in_flight{slot, deployment}``), read
+    from the :class:`~sovrouter.adapters.inflight.InFlightBoard` at each scrape: the load a speculative
+    deployment's ``max_batch`` is compared with."""
+
+    def __init__(self, board: InFlightBoard, namespace: str = "sovrouter") -> None:
+        self.board = board
+        self.name = f"{namespace}_upstream_in_flight"
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(self.name, "upstream calls in flight per deployment",
+                                   labels=["slot", "deployment"])
+        for target, n in sorted(self.board.snapshot().items(), key=lambda kv: kv[0].key):
+            family.add_metric([target.slot, target.deployment], n)
+        yield family
