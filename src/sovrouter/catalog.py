@@ -31,7 +31,8 @@ class Speculative(BaseModel):
     ``base_speedup`` the one on output that copies nothing (1.0 = no gain, below 1 = a slowdown), both at low
     load. ``max_batch`` (optional): the largest number of concurrent requests at which speculation still pays on
     this deployment; with more in flight a step turns compute-bound and rejected drafts cost time, so requests
-    beyond it decode plainly (speed-up 1.0), as vLLM's ``speculative_disable_by_batch_size`` does in the engine.
+    beyond it decode plainly (speed-up 1.0), as vLLM's engine does with a draft length of 0 above a concurrency
+    (``num_speculative_tokens_per_batch_size``; earlier ``speculative_disable_by_batch_size``).
     ``bench/speculative_gpu_batch.py`` measures it per engine (docs/batching-and-speculation.md). It is compared
     with the calls in flight on the whole deployment, so for one served by N replicas declare N times the per-engine
     figure."""
