@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from sovrouter.adapters.inflight import InFlightAdapter, InFlightBoard
 from sovrouter.catalog import Deployment
 from sovrouter.contracts import Candidate, ModelCall, ModelResult, StreamChunk
 from sovrouter.errors import ConfigError
@@ -42,11 +43,18 @@ class SpeculativeSwitchAdapter:
         self.deployment = deployment
         self.used_lookup = 0
         self.used_plain = 0
-        self.in_flight = 0  # calls running through either path now
+        self._load = InFlightBoard()  # both paths serve one target: one count of the calls running on either
+        self._plain = InFlightAdapter(plain, self._load)
+        self._lookup = InFlightAdapter(lookup, self._load)
 
     @property
     def target(self) -> Candidate:
         return self.plain.target
+
+    @property
+    def in_flight(self) -> int:
+        """Calls running through either path now."""
+        return self._load.count(self.target)
 
     def _pick(self, call: ModelCall) -> ModelAdapter:
         prediction = self.predictor.predict(call.request)
@@ -54,23 +62,13 @@ class SpeculativeSwitchAdapter:
                     or expected_speedup(self.deployment, prediction.copy_fraction, self.in_flight) > 1.0)
         if prediction.speculate and worth_it:
             self.used_lookup += 1
-            return self.lookup
+            return self._lookup
         self.used_plain += 1
-        return self.plain
+        return self._plain
 
     async def generate(self, call: ModelCall) -> ModelResult:
-        path = self._pick(call)
-        self.in_flight += 1
-        try:
-            return await path.generate(call)
-        finally:
-            self.in_flight -= 1
+        return await self._pick(call).generate(call)
 
     async def stream(self, call: ModelCall) -> AsyncIterator[StreamChunk]:
-        path = self._pick(call)
-        self.in_flight += 1
-        try:
-            async for chunk in path.stream(call):
-                yield chunk
-        finally:
-            self.in_flight -= 1
+        async for chunk in self._pick(call).stream(call):
+            yield chunk
