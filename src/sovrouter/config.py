@@ -40,6 +40,19 @@ class ReplicaAffinity(BaseModel):
                                      "completions (the configured rate is the prior)")
 
 
+class EngineLoad(BaseModel):
+    """Read what each replica's engine is running from its Prometheus metrics (vLLM; SGLang with
+    ``--enable-metrics``; llama.cpp's server with ``--metrics``), so a speculative deployment's ``max_batch`` is
+    compared with the engines' batch, not only this gateway's calls (``adapters/engine_load.py``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str | None = Field(default=None, pattern=r"^/",
+                             description="metrics path on the replica's host (default: the base URL's path "
+                             "without a trailing /v1, then /metrics)")
+    interval_s: float = Field(default=1.0, ge=0.05, le=60, allow_inf_nan=False)
+    timeout_s: float = Field(default=0.5, gt=0, le=10, allow_inf_nan=False)
+
+
 class Upstream(BaseModel):
     """Where a deployment's OpenAI-compatible server is (one or more replicas), and how a replica is chosen."""
 
@@ -50,6 +63,8 @@ class Upstream(BaseModel):
     replica_choice: Literal["prefix-affinity", "least-outstanding"] = "prefix-affinity"
     """With several replicas: by expected cached prefix and queue (default), or fewest calls in flight."""
     affinity: ReplicaAffinity = ReplicaAffinity()
+    engine_load: EngineLoad | None = None
+    """Poll the replicas' own count of running requests (off by default)."""
 
 
 class BreakerSettings(BaseModel):

@@ -17,7 +17,7 @@ import asyncio
 import json
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -27,6 +27,12 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 Mode = Literal["ok", "error", "die_mid_stream", "truncate", "malformed", "stream_error_event"]
+Engine = Literal["vllm", "sglang", "llamacpp"]
+_RUNNING_GAUGE: dict[Engine, tuple[str, str]] = {  # the gauge each engine publishes, and its labels
+    "vllm": ("vllm:num_requests_running", '{{engine="0",model_name="{model}"}}'),
+    "sglang": ("sglang:num_running_reqs", '{{model_name="{model}"}}'),
+    "llamacpp": ("llamacpp:requests_processing", ""),
+}
 
 
 class UpstreamDied(Exception):
@@ -50,6 +56,11 @@ class UpstreamBehaviour:
     # ``metrics.speculative_decoding`` with the completion, or on the usage chunk of a stream
     spec_metrics: dict[str, Any] | None = None
     model: str = "test-upstream"
+    # ``GET /metrics`` as this engine publishes it (``None``: 404, like llama.cpp's server without --metrics):
+    # the requests it is answering now, plus ``other_running`` (other clients' load)
+    engine_metrics: Engine | None = None
+    other_running: int = 0
+    running: int = 0  # requests being answered now (a stream until its body ends)
     calls: int = 0
     last_body: dict[str, Any] | None = field(default=None, repr=False)
 
@@ -74,6 +85,19 @@ def create_upstream_app(behaviour: UpstreamBehaviour) -> Starlette:
     b = behaviour
 
     async def chat(request: Request) -> Response:
+        b.running += 1
+        streaming = False
+        try:
+            response = await answer(request)
+            if isinstance(response, StreamingResponse):
+                streaming = True
+                response.body_iterator = _released(b, response.body_iterator)
+            return response
+        finally:
+            if not streaming:
+                b.running -= 1
+
+    async def answer(request: Request) -> Response:
         b.calls += 1
         try:
             body = json.loads(await request.body())
@@ -110,11 +134,28 @@ def create_upstream_app(behaviour: UpstreamBehaviour) -> Starlette:
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    async def metrics(request: Request) -> Response:
+        if b.engine_metrics is None:
+            return Response(status_code=404)
+        name, labels = _RUNNING_GAUGE[b.engine_metrics]
+        text = (f"# HELP {name} Number of requests running.\n# TYPE {name} gauge\n"
+                f"{name}{labels.format(model=b.model)} {float(b.running + b.other_running)}\n")
+        return Response(text, media_type="text/plain; version=0.0.4")
+
     return Starlette(routes=[
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
     ])
+
+
+async def _released(b: UpstreamBehaviour, body: AsyncIterable[Any]) -> AsyncIterator[Any]:
+    try:
+        async for part in body:
+            yield part
+    finally:
+        b.running -= 1
 
 
 async def _sse(b: UpstreamBehaviour, cid: str, text: str, n_in: int, n_out: int) -> AsyncIterator[bytes]:

@@ -128,6 +128,35 @@ def test_serve_wires_the_shared_cache_and_the_shared_affinity_model(tmp_path: Pa
     assert "Traceback" not in err, err[-2000:]  # start-up and shutdown (readers, Redis clients) raised nothing
 
 
+def test_serve_polls_the_engines_running_batch(tmp_path: Path) -> None:
+    """`engine_load` on an upstream: the served gateway scrapes the engine's /metrics in its loop and shows what it
+    read on its own /metrics; the poller stops cleanly with the process."""
+    behaviour = UpstreamBehaviour(reply="served", engine_metrics="vllm", other_running=6)
+    port = int(closed_port_url().rsplit(":", 1)[1])
+    with ServerThread(create_upstream_app(behaviour), log_level="critical") as up:
+        config = tmp_path / "sovrouter.yaml"
+        config.write_text(
+            f"catalog: {DATA / 'models.json'}\ntenants: {DATA / 'tenants.json'}\nstate_dir: state\n"
+            "detector: none\npolicy: availability\n"
+            f"api_keys:\n  - tenant: acme-us\n    key_sha256: {hash_key('sk-serve')}\n"
+            f"upstreams:\n  sovereign-large/eu-sov:\n    base_urls: ['{up.url}/v1']\n"
+            "    engine_load: {interval_s: 0.1}\n",
+            encoding="utf-8")
+        proc = subprocess.Popen([sys.executable, "-m", "sovrouter.cli.main", "serve", "--config", str(config),
+                                 "--port", str(port), "--log-level", "warning"], stderr=subprocess.PIPE, text=True)
+        try:
+            url = _wait_healthy(proc, port)
+            gauge = 'sovrouter_upstream_engine_running{deployment="eu-sov",slot="sovereign-large"}'
+            deadline = time.monotonic() + 10
+            while gauge not in (text := httpx.get(url + "/metrics").text) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert f"{gauge} 6.0" in text
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=15)
+    assert "Traceback" not in err, err[-2000:]
+
+
 def _serve(tmp_path: Path, name: str, upstream_url: str, extra_yaml: str,
            procs: list[subprocess.Popen[str]]) -> str:
     """A `sovrouter serve` process (appended to ``procs``) over one upstream, with ``extra_yaml`` added to its

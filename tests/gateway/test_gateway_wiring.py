@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from gateway_harness import ACME_KEY, make_settings
@@ -11,12 +13,12 @@ from pydantic import ValidationError
 from sovrouter.adapters.openai_http import OpenAIHTTPAdapter, new_client
 from sovrouter.adapters.replicas import HealthAwareChooser, LeastOutstandingChooser, ReplicaChooser
 from sovrouter.clock import SimClock
-from sovrouter.config import BatchSettings, BatchStoreSettings, Settings, Upstream
+from sovrouter.config import BatchSettings, BatchStoreSettings, EngineLoad, Settings, Upstream
 from sovrouter.contracts import Candidate
 from sovrouter.errors import ConfigError
 from sovrouter.gateway.app import create_app
 from sovrouter.gateway.server import ServerThread
-from sovrouter.gateway.wiring import build_live_pipeline, configured_chooser, make_batch_service
+from sovrouter.gateway.wiring import build_live_pipeline, configured_chooser, make_batch_service, make_load_poller
 from sovrouter.reuse.prefix import AffinitySettings, PrefixAffinityChooser
 from sovrouter.testing_upstream import UpstreamBehaviour, closed_port_url, create_upstream_app
 
@@ -197,3 +199,29 @@ def test_a_shared_batch_store_is_checked_at_start_up(tmp_path: Path, monkeypatch
     monkeypatch.delenv("SOVROUTER_TEST_PG_PASSWORD", raising=False)
     with pytest.raises(ConfigError, match="SOVROUTER_TEST_PG_PASSWORD"):
         make_batch_service(secret, pipeline)
+
+
+SOV = Candidate(slot="sovereign-large", deployment="eu-sov")
+
+
+def test_a_wired_gateway_polls_the_upstreams_that_ask_for_it(tmp_path: Path) -> None:
+    # the engines' own running batch (here: other clients' 5 requests) reaches the board the chooser reads
+    up = UpstreamBehaviour(engine_metrics="vllm", other_running=5)
+    with ServerThread(create_upstream_app(up)) as server:
+        settings = make_settings(tmp_path, server.url, server.url)
+        assert make_load_poller(settings, build_live_pipeline(settings), httpx.AsyncClient()) is None  # not asked
+        settings.upstreams["sovereign-large/eu-sov"] = Upstream(base_urls=[server.url + "/v1"],
+                                                                engine_load=EngineLoad(timeout_s=2.0))
+        pipeline = build_live_pipeline(settings)
+        poller = make_load_poller(settings, pipeline, httpx.AsyncClient())
+        assert poller is not None and pipeline.load is not None
+        assert list(poller.targets) == [SOV]
+        assert poller.targets[SOV].urls == (server.url + "/metrics",)
+        asyncio.run(poller.poll_once())
+        assert pipeline.load.count(SOV) == 5  # what the deployment chooser now reads
+        for bad in ({"path": "metrics"}, {"interval_s": 0}, {"timeout_s": -1}, {"every": 1}):
+            with pytest.raises(ValidationError):
+                Upstream.model_validate({"base_urls": [server.url], "engine_load": bad})
+        settings.deployment_choice = "cheapest"  # a chooser that reads no board: the setting would do nothing
+        with pytest.raises(ConfigError, match="engine_load"):
+            make_load_poller(settings, build_live_pipeline(settings), httpx.AsyncClient())

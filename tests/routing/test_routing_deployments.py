@@ -92,6 +92,10 @@ def test_a_speculative_deployment_loaded_past_its_max_batch_is_estimated_at_plai
     assert evidence["in_flight"] == {spec_key.key: 2}
     board.leave(spec_key)
     assert first() == "spec"
+    board.report(spec_key, 2)  # the engines run two requests of other gateways or clients (adapters/engine_load.py)
+    assert first() == "plain"
+    board.report(spec_key, None)
+    assert first() == "spec"
     # without a board (or without max_batch) load is unknown: the low-load figure
     assert next(c.deployment for c in LatencyAwareDeployment(catalog).order(_request(EDIT), SIGNALS, _all(catalog))
                 if c.slot == "sovereign-large") == "spec"

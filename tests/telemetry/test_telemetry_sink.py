@@ -217,10 +217,10 @@ async def test_calls_in_flight_per_deployment_are_scraped(catalog: Catalog, tena
     obs = build_observability(EvalSettings())
     observed = obs.observe(pipeline)
 
-    def in_flight() -> dict[tuple[str, str], float]:
+    def in_flight(name: str = "sovrouter_upstream_in_flight") -> dict[tuple[str, str], float]:
         return {(x.labels["slot"], x.labels["deployment"]): x.value
                 for f in text_string_to_metric_families(generate_latest(obs.metrics.registry).decode())
-                for x in f.samples if x.name == "sovrouter_upstream_in_flight"}
+                for x in f.samples if x.name == name}
 
     assert in_flight() == {}
     running = [asyncio.create_task(observed.handle(normalize_chat(
@@ -229,4 +229,9 @@ async def test_calls_in_flight_per_deployment_are_scraped(catalog: Catalog, tena
     await asyncio.sleep(0.05)
     assert in_flight() == {("sovereign-large", "eu-sov"): 2.0}
     await asyncio.gather(*running)
+    assert in_flight() == {}
+    assert pipeline.load is not None  # what the engines report (adapters/engine_load.py) is a gauge of its own
+    assert in_flight("sovrouter_upstream_engine_running") == {}
+    pipeline.load.report(Candidate(slot="sovereign-large", deployment="eu-sov"), 7)
+    assert in_flight("sovrouter_upstream_engine_running") == {("sovereign-large", "eu-sov"): 7.0}
     assert in_flight() == {}

@@ -6,8 +6,12 @@ closed, failures included). The latency-aware deployment chooser reads the board
 speculative decoding pays only up to ``max_batch`` concurrent requests is estimated without its speed-up once
 that many calls run on it (:func:`sovrouter.speculative.latency.expected_speedup`).
 
-The count is this gateway instance's own: with several instances behind a load balancer each sees its share of
-the deployment's load, an underestimate.
+The count is this gateway instance's own: with several instances behind a load balancer (or other clients on
+the same engines) each sees only its share of the deployment's load. An engine that publishes its own batch
+(vLLM, SGLang and llama.cpp servers on ``/metrics``) can say more: :class:`~sovrouter.adapters.engine_load.
+EngineLoadPoller` reports what the deployment's engines are running into the board (:meth:`InFlightBoard.report`),
+and a deployment's count is then the larger of the two (the report lags by a poll; this instance's own calls do
+not).
 """
 
 from __future__ import annotations
@@ -19,17 +23,34 @@ from sovrouter.protocols import ModelAdapter
 
 
 class InFlightBoard:
-    """Calls in flight per deployment (slot and deployment id)."""
+    """Calls in flight per deployment (slot and deployment id): this instance's own, and what the deployment's
+    engines last reported running, if anything reports."""
 
     def __init__(self) -> None:
         self._counts: dict[Candidate, int] = {}
+        self._reported: dict[Candidate, int] = {}
 
     def count(self, target: Candidate) -> int:
+        """The load a decision should assume: this instance's calls, or the engines' report when that is higher."""
+        return max(self._counts.get(target, 0), self._reported.get(target, 0))
+
+    def local(self, target: Candidate) -> int:
         return self._counts.get(target, 0)
 
     def snapshot(self) -> dict[Candidate, int]:
-        """The deployments with calls in flight now, and how many."""
+        """The deployments with calls in flight from this instance now, and how many."""
         return dict(self._counts)
+
+    def reported(self) -> dict[Candidate, int]:
+        """What each reporting deployment's engines were running at the last poll."""
+        return dict(self._reported)
+
+    def report(self, target: Candidate, running: int | None) -> None:
+        """The engines' own count of requests running (``None``: no current report; this instance's count alone)."""
+        if running is None:
+            self._reported.pop(target, None)
+        else:
+            self._reported[target] = max(0, running)
 
     def enter(self, target: Candidate) -> None:
         self._counts[target] = self._counts.get(target, 0) + 1

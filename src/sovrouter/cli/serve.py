@@ -11,7 +11,7 @@ from sovrouter.adapters.openai_http import new_client
 from sovrouter.config import Settings
 from sovrouter.evalloop.loop import observe_live
 from sovrouter.gateway.app import create_app
-from sovrouter.gateway.wiring import build_live_pipeline, make_affinity_bus, make_batch_service
+from sovrouter.gateway.wiring import build_live_pipeline, make_affinity_bus, make_batch_service, make_load_poller
 from sovrouter.protocols import AsyncClosable
 
 
@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     client = new_client()
     bus = make_affinity_bus(settings)  # several gateway instances: their replica choosers share one model
     pipeline = build_live_pipeline(settings, client=client, events=bus)
+    poller = make_load_poller(settings, pipeline, client)  # engines' own running batch, if configured
     obs, observed = observe_live(settings, pipeline)  # metrics, traces, eval loop; /metrics /v1/feedback /dashboard
     closers = [pipeline.cache.aclose] if isinstance(pipeline.cache, AsyncClosable) else []  # a shared cache's client
     if bus is not None:
@@ -37,8 +38,9 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(shipped, AsyncClosable):
             closers.append(shipped.aclose)
     batches = make_batch_service(settings, observed)  # /v1/files, /v1/batches
-    app = create_app(observed, settings, on_shutdown=[client.aclose, obs.loop.drain, *closers],
-                     on_startup=[bus.start] if bus is not None else [], batches=batches)
+    first = [poller.aclose] if poller is not None else []  # stops scraping before the shared HTTP client closes
+    app = create_app(observed, settings, on_shutdown=[*first, client.aclose, obs.loop.drain, *closers],
+                     on_startup=[s.start for s in (bus, poller) if s is not None], batches=batches)
     obs.mount(app)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     return 0

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import httpx
 from sqlalchemy.exc import SQLAlchemyError
 
+from sovrouter.adapters.engine_load import EngineLoadPoller, EngineProbe, metrics_url
 from sovrouter.adapters.openai_http import OpenAIHTTPAdapter, new_client
 from sovrouter.adapters.replicas import HealthAwareChooser, LeastOutstandingChooser, ReplicaChooser
 from sovrouter.batch.service import BatchService
@@ -79,6 +80,21 @@ def make_affinity_bus(settings: Settings) -> RedisAffinityBus | None:
         return None
     return RedisAffinityBus.from_url(cfg.url, password=env_secret(cfg.password_env, "affinity_events"),
                                      op_timeout_s=cfg.op_timeout_s, prefix=cfg.key_prefix)
+
+
+def make_load_poller(settings: Settings, pipeline: Pipeline, client: httpx.AsyncClient) -> EngineLoadPoller | None:
+    """The poller of the engines' running batch for every upstream with ``engine_load`` set, reporting into the
+    board the pipeline's deployment chooser reads (``None`` when nothing is configured; a configuration error
+    when the chooser reads no board, i.e. ``deployment_choice`` is not latency-aware). Start it in the serving
+    loop; its owner closes it."""
+    wanted = {c: u for c, u in upstreams_of(settings, pipeline.catalog).items() if u.engine_load is not None}
+    if not wanted:
+        return None
+    if pipeline.load is None:
+        raise ConfigError("upstreams: engine_load needs deployment_choice: latency-aware (nothing else reads it)")
+    targets = {c: EngineProbe(tuple(metrics_url(b, cfg.path) for b in u.base_urls), cfg.interval_s, cfg.timeout_s)
+               for c, u in wanted.items() if (cfg := u.engine_load) is not None}
+    return EngineLoadPoller(pipeline.load, targets, client)
 
 
 def build_live_pipeline(

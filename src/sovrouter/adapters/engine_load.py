@@ -1,0 +1,134 @@
+"""What a deployment's engines say they are running, read from their Prometheus ``/metrics``.
+
+The :class:`~sovrouter.adapters.inflight.InFlightBoard` counts the calls this gateway instance has in flight.
+Behind a load balancer with several instances, or with other clients on the same engines, that is only a share
+of the batch an engine decodes, and the batch is what decides whether speculative decoding still pays
+(``Speculative.max_batch``). Serving engines publish it themselves:
+
+- vLLM: ``vllm:num_requests_running`` (gauge, always on);
+- SGLang: ``sglang:num_running_reqs`` (with ``--enable-metrics``);
+- llama.cpp's server: ``llamacpp:requests_processing`` (with ``--metrics``).
+
+:class:`EngineLoadPoller` scrapes each replica of each configured deployment every ``interval_s`` (one task per
+deployment; the replicas concurrently, each scrape with its own deadline), sums the running requests of the
+replicas that answered and reports the sum into the board, where a deployment's count becomes the larger of
+this instance's own and the engines'. A deployment none of whose replicas answers (down, slow, no such metric,
+unreadable text) has its report cleared: the count falls back to this instance's own (fail open, counted in
+``stats``). A scrape is a bare GET: no credentials, no request content. Like llm-d's scheduler, which scores
+vLLM pods by the queue and KV-cache figures it scrapes, the engine's word is the source; the gateway's own count
+covers the poll's lag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from sovrouter.adapters.inflight import InFlightBoard
+from sovrouter.contracts import Candidate
+
+log = logging.getLogger(__name__)
+
+RUNNING_GAUGES = ("vllm:num_requests_running", "sglang:num_running_reqs", "llamacpp:requests_processing")
+"""The gauges read, in this order; the first one present in a scrape is summed over its samples (an engine with
+several models or ranks publishes one sample each)."""
+
+
+def running_requests(text: str) -> int | None:
+    """Requests an engine is running, from its Prometheus exposition text; ``None`` when no known gauge is there
+    or the text does not parse (never an exception: an engine's metrics are not this gateway's to trust)."""
+    try:
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+    except (ValueError, TypeError, IndexError, KeyError):
+        return None
+    for name in RUNNING_GAUGES:
+        family = families.get(name)
+        if family is None:
+            continue
+        values = [s.value for s in family.samples if s.name == name]
+        if not values or any(not math.isfinite(v) or v < 0 for v in values):
+            return None
+        return round(sum(values))
+    return None
+
+
+def metrics_url(base_url: str, path: str | None = None) -> str:
+    """Where a replica's metrics are: ``path`` on its host if given, else the base URL's path without a trailing
+    ``/v1``, then ``/metrics`` (``http://h:8000/v1`` -> ``http://h:8000/metrics``)."""
+    url = httpx.URL(base_url)
+    if path is None:
+        root = url.path.rstrip("/")
+        root = root[: -len("/v1")] if root.endswith("/v1") else root
+        path = f"{root}/metrics"
+    return str(url.copy_with(path=path, query=None, fragment=None))
+
+
+@dataclass(frozen=True)
+class EngineProbe:
+    """Where one deployment's replicas publish their metrics, and how often and how patiently to read them."""
+
+    urls: tuple[str, ...]
+    interval_s: float = 1.0
+    timeout_s: float = 0.5
+
+
+class EngineLoadPoller:
+    """Scrapes each deployment's replicas (``targets``) every ``interval_s`` of its probe into ``board``.
+
+    ``start()`` in the serving loop (one task per deployment), ``aclose()`` at shutdown (the reports are cleared);
+    ``poll_once()`` is one round over every deployment (tests)."""
+
+    def __init__(self, board: InFlightBoard, targets: Mapping[Candidate, EngineProbe],
+                 client: httpx.AsyncClient) -> None:
+        self.board = board
+        self.targets = {t: p for t, p in targets.items() if p.urls}
+        self.client = client
+        self.stats: Counter[str] = Counter()  # scrapes, failed, rounds
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def poll_once(self) -> None:
+        await asyncio.gather(*(self._poll(t, p) for t, p in self.targets.items()))
+
+    async def _poll(self, target: Candidate, probe: EngineProbe) -> None:
+        answers = await asyncio.gather(*(self._scrape(u, probe.timeout_s) for u in probe.urls))
+        running = [n for n in answers if n is not None]
+        self.board.report(target, sum(running) if running else None)
+        self.stats["rounds"] += 1
+
+    async def _scrape(self, url: str, timeout_s: float) -> int | None:
+        self.stats["scrapes"] += 1
+        try:
+            response = await self.client.get(url, timeout=timeout_s)
+            running = running_requests(response.text) if response.status_code == 200 else None
+        except httpx.HTTPError as exc:
+            log.debug("engine load: scrape of %s failed (%s)", url, type(exc).__name__)
+            running = None
+        if running is None:
+            self.stats["failed"] += 1
+        return running
+
+    async def _run(self, target: Candidate, probe: EngineProbe) -> None:
+        while True:
+            await self._poll(target, probe)
+            await asyncio.sleep(probe.interval_s)
+
+    async def start(self) -> None:
+        if any(not t.done() for t in self._tasks):
+            return
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._run(t, p)) for t, p in self.targets.items()]
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        for target in self.targets:
+            self.board.report(target, None)
