@@ -74,14 +74,23 @@ def test_metrics_url(base: str, path: str | None, expected: str) -> None:
     assert metrics_url(base, path) == expected
 
 
-def test_the_board_assumes_the_larger_of_its_own_count_and_the_engines_report() -> None:
+def test_the_board_carries_the_engines_report_forward_with_its_own_calls() -> None:
     board = InFlightBoard()
     board.enter(TARGET)
     assert board.count(TARGET) == 1
-    board.report(TARGET, 5)  # other gateways' and clients' calls on the same engines
+    board.report(TARGET, 5)  # our call and 4 of other gateways or clients
     assert (board.count(TARGET), board.local(TARGET), board.snapshot(), board.reported()) == (5, 1, {TARGET: 1},
                                                                                               {TARGET: 5})
-    board.report(TARGET, 0)  # a report lags: this instance's own call still counts
+    board.enter(TARGET)
+    board.enter(TARGET)
+    assert board.count(TARGET) == 7  # two more since the report: the engines run them too
+    for _ in range(3):
+        board.leave(TARGET)
+    assert board.count(TARGET) == 4  # ours ended; the others' 4 are still assumed until the next report
+    board.report(TARGET, 0)
+    board.enter(TARGET)
+    assert board.count(TARGET) == 1
+    board.report(TARGET, 0)  # a report that has not seen our running call yet: our own count stands
     assert board.count(TARGET) == 1
     board.report(TARGET, None)
     board.leave(TARGET)

@@ -75,7 +75,7 @@ class EngineProbe:
     """Where one deployment's replicas publish their metrics, and how often and how patiently to read them."""
 
     urls: tuple[str, ...]
-    interval_s: float = 1.0
+    interval_s: float = 0.1
     timeout_s: float = 0.5
 
 
@@ -115,9 +115,11 @@ class EngineLoadPoller:
         return running
 
     async def _run(self, target: Candidate, probe: EngineProbe) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            started = loop.time()
             await self._poll(target, probe)
-            await asyncio.sleep(probe.interval_s)
+            await asyncio.sleep(max(0.0, probe.interval_s - (loop.time() - started)))  # a round every interval
 
     async def start(self) -> None:
         if any(not t.done() for t in self._tasks):

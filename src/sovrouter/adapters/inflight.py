@@ -9,9 +9,11 @@ that many calls run on it (:func:`sovrouter.speculative.latency.expected_speedup
 The count is this gateway instance's own: with several instances behind a load balancer (or other clients on
 the same engines) each sees only its share of the deployment's load. An engine that publishes its own batch
 (vLLM, SGLang and llama.cpp servers on ``/metrics``) can say more: :class:`~sovrouter.adapters.engine_load.
-EngineLoadPoller` reports what the deployment's engines are running into the board (:meth:`InFlightBoard.report`),
-and a deployment's count is then the larger of the two (the report lags by a poll; this instance's own calls do
-not).
+EngineLoadPoller` reports what the deployment's engines are running into the board (:meth:`InFlightBoard.report`).
+A report lags by up to a poll, so the board carries it forward with this instance's own calls: the engines' count
+at the report, plus the calls this instance started, less those it ended, since then (exact with one instance,
+and the other instances' share of the change is what is left unknown). A deployment's count is that estimate or
+this instance's own count, whichever is larger.
 """
 
 from __future__ import annotations
@@ -28,11 +30,16 @@ class InFlightBoard:
 
     def __init__(self) -> None:
         self._counts: dict[Candidate, int] = {}
-        self._reported: dict[Candidate, int] = {}
+        self._reported: dict[Candidate, tuple[int, int]] = {}  # engines' count, this instance's count at the report
 
     def count(self, target: Candidate) -> int:
-        """The load a decision should assume: this instance's calls, or the engines' report when that is higher."""
-        return max(self._counts.get(target, 0), self._reported.get(target, 0))
+        """The load a decision should assume: the engines' last report carried forward with this instance's calls
+        since, or this instance's own count when that is higher (or nothing reports)."""
+        own = self._counts.get(target, 0)
+        if target not in self._reported:
+            return own
+        running, own_then = self._reported[target]
+        return max(own, running + own - own_then)
 
     def local(self, target: Candidate) -> int:
         return self._counts.get(target, 0)
@@ -43,14 +50,15 @@ class InFlightBoard:
 
     def reported(self) -> dict[Candidate, int]:
         """What each reporting deployment's engines were running at the last poll."""
-        return dict(self._reported)
+        return {t: running for t, (running, _) in self._reported.items()}
 
     def report(self, target: Candidate, running: int | None) -> None:
-        """The engines' own count of requests running (``None``: no current report; this instance's count alone)."""
+        """The engines' own count of requests running now (``None``: no current report; this instance's count
+        alone)."""
         if running is None:
             self._reported.pop(target, None)
         else:
-            self._reported[target] = max(0, running)
+            self._reported[target] = (max(0, running), self._counts.get(target, 0))
 
     def enter(self, target: Candidate) -> None:
         self._counts[target] = self._counts.get(target, 0) + 1
