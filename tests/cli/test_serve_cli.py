@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -38,6 +39,26 @@ def _wait_healthy(proc: subprocess.Popen[str] | subprocess.Popen[bytes], port: i
         time.sleep(0.1)
 
 
+def _config(path: Path, base_urls: list[str], extra_yaml: str = "", state_dir: str = "state",
+            upstream_yaml: str = "") -> Path:
+    """A serve configuration over the demo catalog: key ``sk-serve`` for acme-us, ``sovereign-large/eu-sov`` at
+    ``base_urls`` (``upstream_yaml``: more lines of that upstream), then ``extra_yaml``."""
+    urls = ", ".join(f"'{u}'" for u in base_urls)
+    path.write_text(
+        f"catalog: {DATA / 'models.json'}\ntenants: {DATA / 'tenants.json'}\nstate_dir: {state_dir}\n"
+        "detector: none\npolicy: availability\n"
+        f"api_keys:\n  - tenant: acme-us\n    key_sha256: {hash_key('sk-serve')}\n"
+        f"upstreams:\n  sovereign-large/eu-sov:\n    base_urls: [{urls}]\n" + upstream_yaml + extra_yaml,
+        encoding="utf-8")
+    return path
+
+
+def _popen(config: Path, port: int, **kwargs: Any) -> subprocess.Popen[str]:
+    """``sovrouter serve`` on ``port`` with ``config`` (``kwargs`` go to ``Popen``: ``stderr``, ``cwd``)."""
+    return subprocess.Popen([sys.executable, "-m", "sovrouter.cli.main", "serve", "--config", str(config),
+                             "--port", str(port), "--log-level", "warning"], text=True, **kwargs)
+
+
 def test_keys_hash_prints_sha256(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["keys", "hash", "sk-abc"]) == 0
     assert capsys.readouterr().out.strip() == hash_key("sk-abc")
@@ -54,15 +75,7 @@ def test_serve_runs_the_gateway(tmp_path: Path) -> None:
     behaviour = UpstreamBehaviour(reply="served")
     port = int(closed_port_url().rsplit(":", 1)[1])
     with ServerThread(create_upstream_app(behaviour), log_level="critical") as up:
-        config = tmp_path / "sovrouter.yaml"
-        config.write_text(
-            f"catalog: {DATA / 'models.json'}\ntenants: {DATA / 'tenants.json'}\nstate_dir: state\n"
-            "detector: none\npolicy: availability\n"
-            f"api_keys:\n  - tenant: acme-us\n    key_sha256: {hash_key('sk-serve')}\n"
-            f"upstreams:\n  sovereign-large/eu-sov:\n    base_urls: ['{up.url}']\n",
-            encoding="utf-8")
-        proc = subprocess.Popen([sys.executable, "-m", "sovrouter.cli.main", "serve", "--config", str(config),
-                                 "--port", str(port), "--log-level", "warning"])
+        proc = _popen(_config(tmp_path / "sovrouter.yaml", [up.url]), port)
         try:
             url = _wait_healthy(proc, port)
             r = httpx.post(url + "/v1/chat/completions", headers={"Authorization": "Bearer sk-serve"},
@@ -97,17 +110,10 @@ def test_serve_wires_the_shared_cache_and_the_shared_affinity_model(tmp_path: Pa
     port = int(closed_port_url().rsplit(":", 1)[1])
     with ServerThread(create_upstream_app(behaviour), log_level="critical") as up, \
             ServerThread(create_upstream_app(behaviour), log_level="critical") as up2:
-        config = tmp_path / "sovrouter.yaml"
-        config.write_text(
-            f"catalog: {DATA / 'models.json'}\ntenants: {DATA / 'tenants.json'}\nstate_dir: state\n"
-            "detector: none\npolicy: availability\n"
-            f"api_keys:\n  - tenant: acme-us\n    key_sha256: {hash_key('sk-serve')}\n"
-            f"upstreams:\n  sovereign-large/eu-sov:\n    base_urls: ['{up.url}', '{up2.url}']\n"
-            f"cache:\n  shared: {{url: '{redis_srv.url}', tenants: [acme-us], key_prefix: serve-test}}\n"
-            f"affinity_events: {{url: '{redis_srv.url}', key_prefix: serve-test}}\n",
-            encoding="utf-8")
-        proc = subprocess.Popen([sys.executable, "-m", "sovrouter.cli.main", "serve", "--config", str(config),
-                                 "--port", str(port), "--log-level", "warning"], stderr=subprocess.PIPE, text=True)
+        config = _config(tmp_path / "sovrouter.yaml", [up.url, up2.url],
+                         f"cache:\n  shared: {{url: '{redis_srv.url}', tenants: [acme-us], key_prefix: serve-test}}\n"
+                         f"affinity_events: {{url: '{redis_srv.url}', key_prefix: serve-test}}\n")
+        proc = _popen(config, port, stderr=subprocess.PIPE)
         try:
             url = _wait_healthy(proc, port)
             r = httpx.post(url + "/v1/chat/completions", headers={"Authorization": "Bearer sk-serve"},
@@ -134,16 +140,9 @@ def test_serve_polls_the_engines_running_batch(tmp_path: Path) -> None:
     behaviour = UpstreamBehaviour(reply="served", engine_metrics="vllm", other_running=6)
     port = int(closed_port_url().rsplit(":", 1)[1])
     with ServerThread(create_upstream_app(behaviour), log_level="critical") as up:
-        config = tmp_path / "sovrouter.yaml"
-        config.write_text(
-            f"catalog: {DATA / 'models.json'}\ntenants: {DATA / 'tenants.json'}\nstate_dir: state\n"
-            "detector: none\npolicy: availability\n"
-            f"api_keys:\n  - tenant: acme-us\n    key_sha256: {hash_key('sk-serve')}\n"
-            f"upstreams:\n  sovereign-large/eu-sov:\n    base_urls: ['{up.url}/v1']\n"
-            "    engine_load: {interval_s: 0.1}\n",
-            encoding="utf-8")
-        proc = subprocess.Popen([sys.executable, "-m", "sovrouter.cli.main", "serve", "--config", str(config),
-                                 "--port", str(port), "--log-level", "warning"], stderr=subprocess.PIPE, text=True)
+        config = _config(tmp_path / "sovrouter.yaml", [up.url + "/v1"],
+                         upstream_yaml="    engine_load: {interval_s: 0.1}\n")
+        proc = _popen(config, port, stderr=subprocess.PIPE)
         try:
             url = _wait_healthy(proc, port)
             gauge = 'sovrouter_upstream_engine_running{deployment="eu-sov",slot="sovereign-large"}'
@@ -162,16 +161,8 @@ def _serve(tmp_path: Path, name: str, upstream_url: str, extra_yaml: str,
     """A `sovrouter serve` process (appended to ``procs``) over one upstream, with ``extra_yaml`` added to its
     configuration; its base URL once healthy."""
     port = int(closed_port_url().rsplit(":", 1)[1])
-    config = tmp_path / f"{name}.yaml"
-    config.write_text(
-        f"catalog: {DATA / 'models.json'}\ntenants: {DATA / 'tenants.json'}\nstate_dir: state-{name}\n"
-        "detector: none\npolicy: availability\n"
-        f"api_keys:\n  - tenant: acme-us\n    key_sha256: {hash_key('sk-serve')}\n"
-        f"upstreams:\n  sovereign-large/eu-sov:\n    base_urls: ['{upstream_url}']\n" + extra_yaml,
-        encoding="utf-8")
-    proc = subprocess.Popen([sys.executable, "-m", "sovrouter.cli.main", "serve", "--config", str(config),
-                             "--port", str(port), "--log-level", "warning"], cwd=tmp_path,
-                            stderr=subprocess.PIPE, text=True)
+    config = _config(tmp_path / f"{name}.yaml", [upstream_url], extra_yaml, state_dir=f"state-{name}")
+    proc = _popen(config, port, cwd=tmp_path, stderr=subprocess.PIPE)
     procs.append(proc)
     return _wait_healthy(proc, port)
 
