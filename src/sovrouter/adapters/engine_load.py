@@ -14,9 +14,9 @@ deployment; the replicas concurrently, each scrape with its own deadline), sums 
 replicas that answered and reports the sum into the board, which carries it forward with this instance's own
 calls until the next report (:class:`~sovrouter.adapters.inflight.InFlightBoard`). A deployment none of whose
 replicas answers (down, slow, no such metric, unreadable text) has its report cleared: the count falls back to
-this instance's own (fail open, counted in ``stats``). A scrape is a bare GET: no credentials, no request content. Like llm-d's scheduler, which scores
-vLLM pods by the queue and KV-cache figures it scrapes, the engine's word is the source, and the gateway's own
-calls cover part of the poll's lag (``bench/engine_load.py``).
+this instance's own (fail open, counted in ``stats``). A scrape is a bare GET: no credentials, no request
+content. Like llm-d's scheduler, which scores vLLM pods by the queue and KV-cache figures it scrapes, the
+engine's word is the source, and the gateway's own calls cover part of the poll's lag (``bench/engine_load.py``).
 """
 
 from __future__ import annotations
