@@ -49,7 +49,7 @@ class EngineLoad(BaseModel):
     path: str | None = Field(default=None, pattern=r"^/",
                              description="metrics path on the replica's host (default: the base URL's path "
                              "without a trailing /v1, then /metrics)")
-    interval_s: float = Field(default=0.1, ge=0.02, le=60, allow_inf_nan=False)
+    interval_s: float = Field(default=0.25, ge=0.02, le=60, allow_inf_nan=False)
     timeout_s: float = Field(default=0.5, gt=0, le=10, allow_inf_nan=False)
 
 

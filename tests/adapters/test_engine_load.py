@@ -63,6 +63,14 @@ def test_running_requests_reads_each_engines_gauge(text: str, expected: int | No
     assert running_requests(text) == expected
 
 
+def test_only_the_known_gauges_lines_are_parsed_in_a_long_exposition() -> None:
+    families = [f"# HELP vllm:h{i}_seconds x\n# TYPE vllm:h{i}_seconds histogram\n"
+                + "".join(f'vllm:h{i}_seconds_bucket{{le="{b}",model_name="m"}} {b}.0\n' for b in range(30))
+                for i in range(20)]
+    text = "".join(families[:10]) + VLLM + "".join(families[10:]) + "vllm:num_requests_running_extra 99\n"
+    assert running_requests(text) == 12
+
+
 @pytest.mark.parametrize("base,path,expected", [
     ("http://10.0.0.5:8000/v1", None, "http://10.0.0.5:8000/metrics"),
     ("http://10.0.0.5:8000/v1/", None, "http://10.0.0.5:8000/metrics"),
@@ -124,6 +132,12 @@ def test_poller_sums_the_replicas_that_answer_and_clears_when_none_does() -> Non
         board.enter(TARGET)
         _poll(poller)
         assert board.reported() == {} and board.count(TARGET) == 1  # nobody answers: this instance's own count
+        a.engine_metrics = "vllm"
+        _poll(poller)
+        assert board.reported() == {TARGET: 4}
+        poller.max_bytes = 64  # an answer larger than the bound is not read on
+        _poll(poller)
+        assert board.reported() == {}
 
 
 def test_the_engine_counts_requests_while_it_answers_them() -> None:
