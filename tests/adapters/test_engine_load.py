@@ -190,3 +190,28 @@ def test_the_poller_runs_in_the_loop_and_clears_its_reports_when_closed() -> Non
                 return first, second, board.count(TARGET)
 
         assert asyncio.run(go()) == (3, 9, 0)
+
+
+def test_a_polling_task_that_dies_leaves_no_report_behind() -> None:
+    up = UpstreamBehaviour(engine_metrics="vllm", other_running=3)
+    with ServerThread(create_upstream_app(up)) as server:
+        board = InFlightBoard()
+
+        async def go() -> tuple[int, int]:
+            client = httpx.AsyncClient()
+            probe = EngineProbe((metrics_url(server.url),), interval_s=0.05, timeout_s=2.0)
+            poller = EngineLoadPoller(board, {TARGET: probe}, client)
+            await poller.start()
+            while poller.stats["rounds"] < 1:
+                await asyncio.sleep(0.02)
+            seen = board.count(TARGET)
+            await client.aclose()  # the next scrape raises outside httpx.HTTPError (a closed client)
+            for _ in range(100):
+                await asyncio.sleep(0.02)
+                if all(t.done() for t in poller._tasks):
+                    break
+            after = board.count(TARGET)  # before aclose, which clears the reports anyway
+            await poller.aclose()
+            return seen, after
+
+        assert asyncio.run(go()) == (3, 0)

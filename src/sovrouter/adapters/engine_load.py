@@ -135,10 +135,13 @@ class EngineLoadPoller:
 
     async def _run(self, target: Candidate, probe: EngineProbe) -> None:
         loop = asyncio.get_running_loop()
-        while True:
-            started = loop.time()
-            await self._poll(target, probe)
-            await asyncio.sleep(max(0.0, probe.interval_s - (loop.time() - started)))  # a round every interval
+        try:
+            while True:
+                started = loop.time()
+                await self._poll(target, probe)
+                await asyncio.sleep(max(0.0, probe.interval_s - (loop.time() - started)))  # a round every interval
+        finally:  # however the task ends, no report outlives it (a stale report would hold the count up)
+            self.board.report(target, None)
 
     async def start(self) -> None:
         if any(not t.done() for t in self._tasks):
