@@ -41,9 +41,10 @@ class ReplicaAffinity(BaseModel):
 
 
 class EngineLoad(BaseModel):
-    """Read what each replica's engine is running from its Prometheus metrics (vLLM; SGLang with
-    ``--enable-metrics``; llama.cpp's server with ``--metrics``), so a speculative deployment's ``max_batch`` is
-    compared with the engines' batch, not only this gateway's calls (``adapters/engine_load.py``)."""
+    """Read the requests each replica's engine holds (running and waiting) from its Prometheus metrics (vLLM;
+    SGLang with ``--enable-metrics``; llama.cpp's server with ``--metrics``), so a speculative deployment's
+    ``max_batch`` is compared with the engines' batch, and prefix affinity weighs each replica's whole load, not
+    only this gateway's calls (``adapters/engine_load.py``)."""
 
     model_config = ConfigDict(extra="forbid")
     path: str | None = Field(default=None, pattern=r"^/",
@@ -64,7 +65,7 @@ class Upstream(BaseModel):
     """With several replicas: by expected cached prefix and queue (default), or fewest calls in flight."""
     affinity: ReplicaAffinity = ReplicaAffinity()
     engine_load: EngineLoad | None = None
-    """Poll the replicas' own count of running requests (off by default)."""
+    """Poll the replicas' own count of requests held (off by default)."""
 
 
 class BreakerSettings(BaseModel):

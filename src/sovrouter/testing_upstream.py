@@ -28,10 +28,10 @@ from starlette.routing import Route
 
 Mode = Literal["ok", "error", "die_mid_stream", "truncate", "malformed", "stream_error_event"]
 Engine = Literal["vllm", "sglang", "llamacpp"]
-_RUNNING_GAUGE: dict[Engine, tuple[str, str]] = {  # the gauge each engine publishes, and its labels
-    "vllm": ("vllm:num_requests_running", '{{engine="0",model_name="{model}"}}'),
-    "sglang": ("sglang:num_running_reqs", '{{model_name="{model}"}}'),
-    "llamacpp": ("llamacpp:requests_processing", ""),
+_GAUGES: dict[Engine, tuple[str, str, str]] = {  # each engine's running and waiting gauges, and their labels
+    "vllm": ("vllm:num_requests_running", "vllm:num_requests_waiting", '{{engine="0",model_name="{model}"}}'),
+    "sglang": ("sglang:num_running_reqs", "sglang:num_queue_reqs", '{{model_name="{model}"}}'),
+    "llamacpp": ("llamacpp:requests_processing", "llamacpp:requests_deferred", ""),
 }
 
 
@@ -57,9 +57,10 @@ class UpstreamBehaviour:
     spec_metrics: dict[str, Any] | None = None
     model: str = "test-upstream"
     # ``GET /metrics`` as this engine publishes it (``None``: 404, like llama.cpp's server without --metrics):
-    # the requests it is answering now, plus ``other_running`` (other clients' load)
+    # the requests it is answering now, plus ``other_running`` (other clients' load), and ``other_waiting``
     engine_metrics: Engine | None = None
     other_running: int = 0
+    other_waiting: int = 0
     running: int = 0  # requests being answered now (a stream until its body ends)
     calls: int = 0
     last_body: dict[str, Any] | None = field(default=None, repr=False)
@@ -137,9 +138,12 @@ def create_upstream_app(behaviour: UpstreamBehaviour) -> Starlette:
     async def metrics(request: Request) -> Response:
         if b.engine_metrics is None:
             return Response(status_code=404)
-        name, labels = _RUNNING_GAUGE[b.engine_metrics]
-        text = (f"# HELP {name} Number of requests running.\n# TYPE {name} gauge\n"
-                f"{name}{labels.format(model=b.model)} {float(b.running + b.other_running)}\n")
+        running, waiting, labels = _GAUGES[b.engine_metrics]
+        tags = labels.format(model=b.model)
+        text = (f"# HELP {running} Number of requests running.\n# TYPE {running} gauge\n"
+                f"{running}{tags} {float(b.running + b.other_running)}\n"
+                f"# HELP {waiting} Number of requests waiting.\n# TYPE {waiting} gauge\n"
+                f"{waiting}{tags} {float(b.other_waiting)}\n")
         return Response(text, media_type="text/plain; version=0.0.4")
 
     return Starlette(routes=[

@@ -7,7 +7,14 @@ import asyncio
 import httpx
 import pytest
 
-from sovrouter.adapters.engine_load import EngineLoadPoller, EngineProbe, metrics_url, running_requests
+from sovrouter.adapters.engine_load import (
+    EngineLoadPoller,
+    EngineProbe,
+    EngineReports,
+    held_requests,
+    metrics_url,
+    running_requests,
+)
 from sovrouter.adapters.inflight import InFlightBoard
 from sovrouter.contracts import Candidate
 from sovrouter.gateway.server import ServerThread
@@ -61,6 +68,20 @@ llamacpp:requests_deferred 9
 ])
 def test_running_requests_reads_each_engines_gauge(text: str, expected: int | None) -> None:
     assert running_requests(text) == expected
+
+
+@pytest.mark.parametrize("text,expected", [
+    (VLLM, 52),  # running 12 and waiting 40 (a waiting request means the batch is full)
+    (SGLANG, 3),  # no waiting gauge published: none waiting
+    (SGLANG + "sglang:num_queue_reqs 6\n", 9),
+    (LLAMACPP, 11),
+    ("vllm:num_requests_waiting 3\n", None),  # waiting alone says nothing of the engine's batch
+    ("vllm:num_requests_running 2\nvllm:num_requests_waiting NaN\n", None),
+    ("vllm:num_requests_running 2\nvllm:num_requests_waiting -4\n", None),
+    ("llamacpp:requests_processing 1\nvllm:num_requests_waiting 7\n", 1),  # another engine's gauge is not paired
+])
+def test_held_requests_adds_the_engines_waiting_requests(text: str, expected: int | None) -> None:
+    assert held_requests(text) == expected
 
 
 def test_only_the_known_gauges_lines_are_parsed_in_a_long_exposition() -> None:
@@ -138,6 +159,27 @@ def test_poller_sums_the_replicas_that_answer_and_clears_when_none_does() -> Non
         poller.max_bytes = 64  # an answer larger than the bound is not read on
         _poll(poller)
         assert board.reported() == {}
+
+
+def test_each_replicas_count_goes_to_its_deployments_stream_and_is_withdrawn_at_close() -> None:
+    a = UpstreamBehaviour(engine_metrics="vllm", other_running=2, other_waiting=5)
+    b = UpstreamBehaviour(engine_metrics="llamacpp", other_running=1)
+    with ServerThread(create_upstream_app(a)) as ua, ServerThread(create_upstream_app(b)) as ub:
+        down = closed_port_url()
+        bases = (ua.url + "/v1", ub.url + "/v1", down + "/v1")
+        probe = EngineProbe(tuple(metrics_url(u) for u in bases), timeout_s=2.0, replicas=bases)
+        reports = EngineReports()
+        seen: list[tuple[str, int | None]] = []
+        reports.subscribe(TARGET.key, lambda replica, held: seen.append((replica, held)))
+        reports.subscribe("frontier/us", lambda replica, held: seen.append(("wrong stream", held)))
+        poller = EngineLoadPoller(None, {TARGET: probe}, httpx.AsyncClient(), reports=reports)  # no board: fine
+        _poll(poller)
+        assert seen == [(bases[0], 7), (bases[1], 1), (bases[2], None)]  # held = running + waiting, by base URL
+        seen.clear()
+        asyncio.run(poller.aclose())
+        assert seen == [(u, None) for u in bases]
+    with pytest.raises(ValueError, match="pair"):
+        EngineProbe(("http://a/metrics",), replicas=("http://a", "http://b"))
 
 
 def test_the_engine_counts_requests_while_it_answers_them() -> None:

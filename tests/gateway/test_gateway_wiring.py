@@ -10,6 +10,7 @@ import pytest
 from gateway_harness import ACME_KEY, make_settings
 from pydantic import ValidationError
 
+from sovrouter.adapters.engine_load import EngineReports
 from sovrouter.adapters.openai_http import OpenAIHTTPAdapter, new_client
 from sovrouter.adapters.replicas import HealthAwareChooser, LeastOutstandingChooser, ReplicaChooser
 from sovrouter.clock import SimClock
@@ -225,3 +226,56 @@ def test_a_wired_gateway_polls_the_upstreams_that_ask_for_it(tmp_path: Path) -> 
         settings.deployment_choice = "cheapest"  # a chooser that reads no board: the setting would do nothing
         with pytest.raises(ConfigError, match="engine_load"):
             make_load_poller(settings, build_live_pipeline(settings), httpx.AsyncClient())
+
+
+def test_prefix_affinity_weighs_the_load_each_replicas_engine_reports(tmp_path: Path) -> None:
+    """Two replicas whose engines also serve another client: the default chooser reads each replica's reported
+    backlog (``engine_load``) and sends new work, and at last even a conversation's follow-up, away from it."""
+    behaviours = [UpstreamBehaviour(reply=f"replica {i}", chunks=1, engine_metrics="vllm") for i in range(2)]
+    with ServerThread(create_upstream_app(behaviours[0]), log_level="critical") as r0, \
+            ServerThread(create_upstream_app(behaviours[1]), log_level="critical") as r1:
+        settings = make_settings(tmp_path, "http://127.0.0.1:9", "http://127.0.0.1:9", max_body_bytes=1_000_000)
+        settings.deployment_choice = "cheapest"  # the replica choosers alone read the reports
+        settings.upstreams["sovereign-large/eu-sov"] = Upstream(base_urls=[r0.url + "/v1", r1.url + "/v1"],
+                                                                engine_load=EngineLoad(timeout_s=2.0))
+        client = new_client()
+        reports = EngineReports()
+        pipeline = build_live_pipeline(settings, client=client, engine_reports=reports)
+        poller = make_load_poller(settings, pipeline, client, reports)
+        assert poller is not None and pipeline.load is None
+        assert poller.targets[SOV].names == (r0.url + "/v1", r1.url + "/v1")
+        with pytest.raises(ConfigError, match="engine_load"):  # the same without the reports: nothing reads them
+            make_load_poller(settings, pipeline, client)
+
+        def poll() -> None:
+            async def go() -> None:
+                async with httpx.AsyncClient() as scraper:
+                    poller.client = scraper
+                    await poller.poll_once()
+            asyncio.run(go())
+
+        app = create_app(pipeline, settings, on_shutdown=[client.aclose])
+        with ServerThread(app, log_level="critical") as gw:
+            api = openai.OpenAI(base_url=gw.url + "/v1", api_key=ACME_KEY, max_retries=0, timeout=20)
+            doc = " ".join(f"w{i}" for i in range(1500))
+
+            def ask(*turns: str) -> str | None:
+                msgs = [{"role": "user" if k % 2 == 0 else "assistant", "content": t} for k, t in enumerate(turns)]
+                out = api.chat.completions.create(model="sovereign-large/eu-sov", messages=msgs)  # type: ignore[arg-type]
+                return out.choices[0].message.content
+
+            behaviours[0].other_running, behaviours[0].other_waiting = 4, 30  # the other client's backlog on r0
+            poll()
+            first = ask(doc)
+            assert first == "replica 1"  # both idle as far as this gateway knows: r0's engine says otherwise
+            assert ask(doc, first, "more?") == "replica 1"  # the conversation stays where its prefix is
+            behaviours[0].other_running = behaviours[0].other_waiting = 0
+            behaviours[1].other_running, behaviours[1].other_waiting = 4, 30  # now r1 is the busy one
+            poll()
+            assert ask(doc, first, "and more?") == "replica 0"  # a cached prefix is not worth 34 requests' wait
+            behaviours[1].other_running = behaviours[1].other_waiting = 0
+            behaviours[0].other_running, behaviours[0].other_waiting = 4, 30
+            poll()
+            assert ask("something else entirely") == "replica 1"
+            asyncio.run(poller.aclose())  # reports withdrawn: the chooser falls back to its own model (r0: less busy)
+            assert ask("and something else again") == "replica 0"

@@ -8,6 +8,7 @@ import itertools
 import httpx
 import pytest
 
+from sovrouter.adapters.engine_load import EngineReports
 from sovrouter.adapters.openai_http import OpenAIHTTPAdapter
 from sovrouter.adapters.replicas import ReplicaChooser
 from sovrouter.clock import SimClock
@@ -58,6 +59,41 @@ def test_wait_estimate_follows_fifo_queue_and_learns_decode_time() -> None:
     r.complete(1, 1.1)  # observed decode 1.0 s
     est = r.estimate([9], 100, 1.1, ["a"])[0]
     assert est.wait_s == pytest.approx(0.1 + (0.25 + 1.0) / 2)
+
+
+def test_engine_reports_add_the_requests_this_router_did_not_send_to_the_wait() -> None:
+    r = PrefixAffinityRouter(S)
+    r.assign(1, [1], 100, 0.0, "a")  # one of ours in flight on a: 0.1 s prefill + 0.25 s prior decode
+    r.assign(2, [2], 100, 0.0, "a")
+    r.complete(2, 0.0, ok=False)  # a failed call: not counted on a any more
+    mean = 0.35  # the mean estimated service of the router's sends in the window (both: 0.1 + 0.25)
+    base = r.estimate([9], 100, 0.0, R)
+    assert [e.wait_s for e in base] == pytest.approx([0.35, 0.0, 0.0])
+    r.report_held("a", 4)  # the engine holds ours and three others
+    r.report_held("b", 0)
+    r.report_held("c", 2)  # two requests of someone else's
+    est = r.estimate([9], 100, 0.0, R)
+    assert [e.wait_s for e in est] == pytest.approx([0.35 + 3 * mean, 0.0, 2 * mean])
+    assert r.choose([9], 100, 0.0, R) == 1
+    r.assign(3, [3], 100, 0.0, "c")  # sent after c's report: its 2 others stay counted
+    assert r.estimate([9], 100, 0.0, R)[2].wait_s == pytest.approx(3 * mean)
+    r.report_held("a", 0)  # a report that has not seen our call yet: never below the model's own queue
+    r.report_held("c", None)  # no current report: the model alone
+    assert [e.wait_s for e in r.estimate([9], 100, 0.0, R)] == pytest.approx([0.35, 0.0, 0.35])
+
+
+def test_the_chooser_reads_each_replicas_report_on_its_own_stream() -> None:
+    reports = EngineReports()
+    chooser = PrefixAffinityChooser(SimClock(), S, engine=reports, stream="sovereign-large/eu-sov")
+    req = normalize_chat({"messages": [{"role": "user", "content": "hello there"}]}, tenant="acme", request_id="r1")
+    replicas = ["http://r0", "http://r1"]
+    assert chooser.choose(req, replicas) == 0
+    reports.publish("frontier/us", "http://r0", 50)  # another deployment's stream: not this chooser's
+    assert chooser.choose(req, replicas) == 0
+    reports.publish("sovereign-large/eu-sov", "http://r0", 50)
+    assert chooser.choose(req, replicas) == 1
+    reports.publish("sovereign-large/eu-sov", "http://r0", None)
+    assert chooser.choose(req, replicas) == 0
 
 
 def test_new_prefixes_spread_over_idle_replicas() -> None:

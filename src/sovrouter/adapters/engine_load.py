@@ -1,22 +1,29 @@
-"""What a deployment's engines say they are running, read from their Prometheus ``/metrics``.
+"""What a deployment's engines say they hold, read from their Prometheus ``/metrics``.
 
-The :class:`~sovrouter.adapters.inflight.InFlightBoard` counts the calls this gateway instance has in flight.
-Behind a load balancer with several instances, or with other clients on the same engines, that is only a share
-of the batch an engine decodes, and the batch is what decides whether speculative decoding still pays
-(``Speculative.max_batch``). Serving engines publish it themselves:
+The :class:`~sovrouter.adapters.inflight.InFlightBoard` counts the calls this gateway instance has in flight,
+and a replica chooser models the calls it sent. Behind a load balancer with several instances, or with other
+clients on the same engines, that is only a share of what an engine serves. Serving engines publish it
+themselves, requests running in the batch and requests waiting for a place in it:
 
-- vLLM: ``vllm:num_requests_running`` (gauge, always on);
-- SGLang: ``sglang:num_running_reqs`` (with ``--enable-metrics``);
-- llama.cpp's server: ``llamacpp:requests_processing`` (with ``--metrics``).
+- vLLM: ``vllm:num_requests_running`` and ``vllm:num_requests_waiting`` (always on);
+- SGLang: ``sglang:num_running_reqs`` and ``sglang:num_queue_reqs`` (with ``--enable-metrics``);
+- llama.cpp's server: ``llamacpp:requests_processing`` and ``llamacpp:requests_deferred`` (with ``--metrics``).
 
 :class:`EngineLoadPoller` scrapes each replica of each configured deployment every ``interval_s`` (one task per
-deployment; the replicas concurrently, each scrape with its own deadline), sums the running requests of the
-replicas that answered and reports the sum into the board, which carries it forward with this instance's own
-calls until the next report (:class:`~sovrouter.adapters.inflight.InFlightBoard`). A deployment none of whose
-replicas answers (down, slow, no such metric, unreadable text) has its report cleared: the count falls back to
-this instance's own (fail open, counted in ``stats``). A scrape is a bare GET: no credentials, no request
-content. Like llm-d's scheduler, which scores vLLM pods by the queue and KV-cache figures it scrapes, the
-engine's word is the source, and the gateway's own calls cover part of the poll's lag (``bench/engine_load.py``).
+deployment; the replicas concurrently, each scrape with its own deadline). An engine *holds* its running plus its
+waiting requests (a waiting request means the batch is full). Two readers:
+
+- the deployment's count: the held requests of the replicas that answered, summed, go into the board, which
+  carries the sum forward with this instance's own calls until the next report (the latency-aware deployment
+  chooser compares it with a speculative deployment's ``max_batch``);
+- each replica's count goes to the deployment's replica chooser through :class:`EngineReports`, so prefix
+  affinity sees load it did not send (``reuse/prefix.py``).
+
+A replica or deployment that does not answer (down, slow, no such metric, unreadable text) has its report
+cleared: decisions fall back to this instance's own view (fail open, counted in ``stats``). A scrape is a bare
+GET: no credentials, no request content. Like llm-d's scheduler, which scores vLLM pods by the queue and
+KV-cache figures it scrapes, the engine's word is the source (``bench/engine_load.py``,
+``bench/prefix_engine_load.py``).
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import asyncio
 import logging
 import math
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import httpx
@@ -37,11 +44,37 @@ from sovrouter.contracts import Candidate
 log = logging.getLogger(__name__)
 
 RUNNING_GAUGES = ("vllm:num_requests_running", "sglang:num_running_reqs", "llamacpp:requests_processing")
-"""The gauges read, in this order; the first one present in a scrape is summed over its samples (an engine with
-several models or ranks publishes one sample each)."""
+"""The running gauges read, in this order; the first one present in a scrape is summed over its samples (an
+engine with several models or ranks publishes one sample each)."""
+
+WAITING_GAUGES = ("vllm:num_requests_waiting", "sglang:num_queue_reqs", "llamacpp:requests_deferred")
+"""The same engines' waiting gauges, paired with ``RUNNING_GAUGES`` by position (absent: nothing waits)."""
+
+_NAMES = RUNNING_GAUGES + WAITING_GAUGES
+_WANTED_LINES = _NAMES + tuple(f"# {kind} {name} " for kind in ("HELP", "TYPE") for name in _NAMES)
 
 
-_WANTED_LINES = RUNNING_GAUGES + tuple(f"# {kind} {name} " for kind in ("HELP", "TYPE") for name in RUNNING_GAUGES)
+def _gauges(text: str) -> tuple[int, int] | None:
+    """(running, waiting) from the first engine's gauges present; ``None`` when none is or a value is bad."""
+    wanted = "\n".join(line for line in text.splitlines() if line.startswith(_WANTED_LINES))
+    try:
+        families = {f.name: f for f in text_string_to_metric_families(wanted)}
+    except (ValueError, TypeError, IndexError, KeyError):
+        return None
+    for running_name, waiting_name in zip(RUNNING_GAUGES, WAITING_GAUGES, strict=True):
+        if running_name not in families:
+            continue
+        sums: list[int] = []
+        for name in (running_name, waiting_name):
+            family = families.get(name)
+            values = [] if family is None else [s.value for s in family.samples if s.name == name]
+            if any(not math.isfinite(v) or v < 0 for v in values):
+                return None
+            sums.append(round(sum(values)))
+        if not any(s.name == running_name for s in families[running_name].samples):
+            return None
+        return sums[0], sums[1]
+    return None
 
 
 def running_requests(text: str) -> int | None:
@@ -51,20 +84,31 @@ def running_requests(text: str) -> int | None:
     Only the lines of the known gauges are parsed: a vLLM exposition is ~100 KB of histograms, which the parser
     takes ~20 ms to read whole, on the serving loop, several times a second (the line filter takes well under 1 ms).
     """
-    wanted = "\n".join(line for line in text.splitlines() if line.startswith(_WANTED_LINES))
-    try:
-        families = {f.name: f for f in text_string_to_metric_families(wanted)}
-    except (ValueError, TypeError, IndexError, KeyError):
-        return None
-    for name in RUNNING_GAUGES:
-        family = families.get(name)
-        if family is None:
-            continue
-        values = [s.value for s in family.samples if s.name == name]
-        if not values or any(not math.isfinite(v) or v < 0 for v in values):
-            return None
-        return round(sum(values))
-    return None
+    counts = _gauges(text)
+    return None if counts is None else counts[0]
+
+
+def held_requests(text: str) -> int | None:
+    """Requests an engine holds: running plus waiting (``None`` as for :func:`running_requests`; an engine that
+    publishes no waiting gauge counts as none waiting)."""
+    counts = _gauges(text)
+    return None if counts is None else counts[0] + counts[1]
+
+
+class EngineReports:
+    """Each replica's held requests, from the poller to whoever subscribed to its deployment (``stream``: the
+    deployment's ``slot/deployment`` key). Synchronous fan-out on the serving loop; ``None`` withdraws a report."""
+
+    def __init__(self) -> None:
+        self._subscribers: dict[str, list[Callable[[str, int | None], None]]] = {}
+
+    def subscribe(self, stream: str, callback: Callable[[str, int | None], None]) -> None:
+        """``callback(replica base URL, held or None)`` for every report on ``stream``."""
+        self._subscribers.setdefault(stream, []).append(callback)
+
+    def publish(self, stream: str, replica: str, held: int | None) -> None:
+        for callback in self._subscribers.get(stream, ()):
+            callback(replica, held)
 
 
 def metrics_url(base_url: str, path: str | None = None) -> str:
@@ -80,22 +124,36 @@ def metrics_url(base_url: str, path: str | None = None) -> str:
 
 @dataclass(frozen=True)
 class EngineProbe:
-    """Where one deployment's replicas publish their metrics, and how often and how patiently to read them."""
+    """Where one deployment's replicas publish their metrics (``urls``), the replicas' base URLs in the same
+    order (``replicas``, the names their reports carry; default: the metrics URLs), and how often and how
+    patiently to read them."""
 
     urls: tuple[str, ...]
     interval_s: float = 0.25
     timeout_s: float = 0.5
+    replicas: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.replicas and len(self.replicas) != len(self.urls):
+            raise ValueError("EngineProbe: replicas and urls must pair up")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.replicas or self.urls
 
 
 class EngineLoadPoller:
-    """Scrapes each deployment's replicas (``targets``) every ``interval_s`` of its probe into ``board``.
+    """Scrapes each deployment's replicas (``targets``) every ``interval_s`` of its probe; reports each
+    deployment's sum into ``board`` and each replica's count on ``reports`` (stream: the deployment's key), either
+    or both.
 
     ``start()`` in the serving loop (one task per deployment), ``aclose()`` at shutdown (the reports are cleared);
     ``poll_once()`` is one round over every deployment (tests)."""
 
-    def __init__(self, board: InFlightBoard, targets: Mapping[Candidate, EngineProbe],
-                 client: httpx.AsyncClient, max_bytes: int = 8 << 20) -> None:
+    def __init__(self, board: InFlightBoard | None, targets: Mapping[Candidate, EngineProbe],
+                 client: httpx.AsyncClient, max_bytes: int = 8 << 20, reports: EngineReports | None = None) -> None:
         self.board = board
+        self.reports = reports
         self.targets = {t: p for t, p in targets.items() if p.urls}
         self.client = client
         self.max_bytes = max_bytes  # a larger answer is not read on (and counts as no report)
@@ -105,22 +163,29 @@ class EngineLoadPoller:
     async def poll_once(self) -> None:
         await asyncio.gather(*(self._poll(t, p) for t, p in self.targets.items()))
 
+    def _publish(self, target: Candidate, probe: EngineProbe, answers: list[int | None]) -> None:
+        held = [n for n in answers if n is not None]
+        if self.board is not None:
+            self.board.report(target, sum(held) if held else None)
+        if self.reports is not None:
+            for name, n in zip(probe.names, answers, strict=True):
+                self.reports.publish(target.key, name, n)
+
     async def _poll(self, target: Candidate, probe: EngineProbe) -> None:
         answers = await asyncio.gather(*(self._scrape(u, probe.timeout_s) for u in probe.urls))
-        running = [n for n in answers if n is not None]
-        self.board.report(target, sum(running) if running else None)
+        self._publish(target, probe, list(answers))
         self.stats["rounds"] += 1
 
     async def _scrape(self, url: str, timeout_s: float) -> int | None:
         self.stats["scrapes"] += 1
         try:
-            running = await self._read(url, timeout_s)
+            held = await self._read(url, timeout_s)
         except httpx.HTTPError as exc:
             log.debug("engine load: scrape of %s failed (%s)", url, type(exc).__name__)
-            running = None
-        if running is None:
+            held = None
+        if held is None:
             self.stats["failed"] += 1
-        return running
+        return held
 
     async def _read(self, url: str, timeout_s: float) -> int | None:
         async with self.client.stream("GET", url, timeout=timeout_s) as response:
@@ -131,7 +196,7 @@ class EngineLoadPoller:
                 body += chunk
                 if len(body) > self.max_bytes:
                     return None
-        return running_requests(body.decode("utf-8", errors="replace"))
+        return held_requests(body.decode("utf-8", errors="replace"))
 
     async def _run(self, target: Candidate, probe: EngineProbe) -> None:
         loop = asyncio.get_running_loop()
@@ -141,7 +206,7 @@ class EngineLoadPoller:
                 await self._poll(target, probe)
                 await asyncio.sleep(max(0.0, probe.interval_s - (loop.time() - started)))  # a round every interval
         finally:  # however the task ends, no report outlives it (a stale report would hold the count up)
-            self.board.report(target, None)
+            self._publish(target, probe, [None] * len(probe.urls))
 
     async def start(self) -> None:
         if any(not t.done() for t in self._tasks):
@@ -154,5 +219,5 @@ class EngineLoadPoller:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        for target in self.targets:
-            self.board.report(target, None)
+        for target, probe in self.targets.items():
+            self._publish(target, probe, [None] * len(probe.urls))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import uvicorn
 
+from sovrouter.adapters.engine_load import EngineReports
 from sovrouter.adapters.openai_http import new_client
 from sovrouter.config import Settings
 from sovrouter.evalloop.loop import observe_live
@@ -28,8 +29,9 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings.load(args.config)
     client = new_client()
     bus = make_affinity_bus(settings)  # several gateway instances: their replica choosers share one model
-    pipeline = build_live_pipeline(settings, client=client, events=bus)
-    poller = make_load_poller(settings, pipeline, client)  # engines' own running batch, if configured
+    reports = EngineReports()  # each replica's engine load, from the poller to the replica choosers
+    pipeline = build_live_pipeline(settings, client=client, events=bus, engine_reports=reports)
+    poller = make_load_poller(settings, pipeline, client, reports)  # engines' own load, if configured
     obs, observed = observe_live(settings, pipeline)  # metrics, traces, eval loop; /metrics /v1/feedback /dashboard
     closers = [pipeline.cache.aclose] if isinstance(pipeline.cache, AsyncClosable) else []  # a shared cache's client
     if bus is not None:

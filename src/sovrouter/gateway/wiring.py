@@ -14,7 +14,7 @@ from collections.abc import Callable
 import httpx
 from sqlalchemy.exc import SQLAlchemyError
 
-from sovrouter.adapters.engine_load import EngineLoadPoller, EngineProbe, metrics_url
+from sovrouter.adapters.engine_load import EngineLoadPoller, EngineProbe, EngineReports, metrics_url
 from sovrouter.adapters.openai_http import OpenAIHTTPAdapter, new_client
 from sovrouter.adapters.replicas import HealthAwareChooser, LeastOutstandingChooser, ReplicaChooser
 from sovrouter.batch.service import BatchService
@@ -54,15 +54,18 @@ def upstreams_of(settings: Settings, catalog: Catalog) -> dict[Candidate, Upstre
 
 
 def configured_chooser(upstream: Upstream, clock: Clock, reliability: ReliabilitySettings | None = None,
-                       events: AffinityEventBus | None = None, stream: str = "default") -> ReplicaChooser:
+                       events: AffinityEventBus | None = None, stream: str = "default",
+                       engine: EngineReports | None = None) -> ReplicaChooser:
     """The replica chooser an upstream's configuration asks for: with several replicas, prefix/KV affinity (the
-    default; sharing its model on ``events``' ``stream`` when given) or fewest calls in flight, inside replica
-    outlier ejection; with one, nothing to choose."""
+    default; sharing its model on ``events``' ``stream`` when given, and reading the engines' reports on
+    ``engine``'s when the upstream polls them) or fewest calls in flight, inside replica outlier ejection; with
+    one, nothing to choose."""
     if len(upstream.base_urls) <= 1:
         return LeastOutstandingChooser()
     rel = reliability or ReliabilitySettings()
+    reports = engine if upstream.engine_load is not None else None
     inner: ReplicaChooser = (PrefixAffinityChooser(clock, settings_from_config(upstream.affinity), events=events,
-                                                   stream=stream)
+                                                   stream=stream, engine=reports)
                              if upstream.replica_choice == "prefix-affinity" else LeastOutstandingChooser())
     return HealthAwareChooser(inner, clock, consecutive_failures=rel.replica_consecutive_failures,
                               cooldown_s=rel.replica_cooldown_s)
@@ -82,19 +85,28 @@ def make_affinity_bus(settings: Settings) -> RedisAffinityBus | None:
                                      op_timeout_s=cfg.op_timeout_s, prefix=cfg.key_prefix)
 
 
-def make_load_poller(settings: Settings, pipeline: Pipeline, client: httpx.AsyncClient) -> EngineLoadPoller | None:
-    """The poller of the engines' running batch for every upstream with ``engine_load`` set, reporting into the
-    board the pipeline's deployment chooser reads (``None`` when nothing is configured; a configuration error
-    when the chooser reads no board, i.e. ``deployment_choice`` is not latency-aware). Start it in the serving
-    loop; its owner closes it."""
+def _reads_replica_load(upstream: Upstream) -> bool:
+    return len(upstream.base_urls) > 1 and upstream.replica_choice == "prefix-affinity"
+
+
+def make_load_poller(settings: Settings, pipeline: Pipeline, client: httpx.AsyncClient,
+                     reports: EngineReports | None = None) -> EngineLoadPoller | None:
+    """The poller of the engines' held requests for every upstream with ``engine_load`` set (``None`` when
+    nothing is configured): each deployment's sum into the board the latency-aware deployment chooser reads, each
+    replica's count on ``reports``, which the prefix-affinity choosers read (pass the object given to
+    :func:`build_live_pipeline`). An upstream whose reports nothing reads is a configuration error. Start it in
+    the serving loop; its owner closes it."""
     wanted = {c: u for c, u in upstreams_of(settings, pipeline.catalog).items() if u.engine_load is not None}
     if not wanted:
         return None
-    if pipeline.load is None:
-        raise ConfigError("upstreams: engine_load needs deployment_choice: latency-aware (nothing else reads it)")
-    targets = {c: EngineProbe(tuple(metrics_url(b, cfg.path) for b in u.base_urls), cfg.interval_s, cfg.timeout_s)
+    for cand, upstream in wanted.items():
+        if pipeline.load is None and (reports is None or not _reads_replica_load(upstream)):
+            raise ConfigError(f"upstreams: '{cand.key}': engine_load needs deployment_choice: latency-aware, or "
+                              "several base_urls with replica_choice: prefix-affinity (nothing else reads it)")
+    targets = {c: EngineProbe(tuple(metrics_url(b, cfg.path) for b in u.base_urls), cfg.interval_s, cfg.timeout_s,
+                              replicas=tuple(u.base_urls))
                for c, u in wanted.items() if (cfg := u.engine_load) is not None}
-    return EngineLoadPoller(pipeline.load, targets, client)
+    return EngineLoadPoller(pipeline.load, targets, client, reports=reports)
 
 
 def build_live_pipeline(
@@ -103,11 +115,14 @@ def build_live_pipeline(
     client: httpx.AsyncClient | None = None,
     chooser_factory: ChooserFactory | None = None,
     events: AffinityEventBus | None = None,
+    engine_reports: EngineReports | None = None,
 ) -> Pipeline:
     """``client`` is shared by every adapter (its owner closes it; one is created if omitted);
     ``chooser_factory`` gives each deployment its replica chooser (default: :func:`configured_chooser`);
     ``events`` shares the prefix-affinity choosers' models with other gateway instances (default: the bus
-    ``settings.affinity_events`` configures, if any)."""
+    ``settings.affinity_events`` configures, if any); ``engine_reports`` carries the engines' per-replica load to
+    the prefix-affinity choosers of upstreams with ``engine_load`` (give the same object to
+    :func:`make_load_poller`)."""
     catalog = Catalog.load(settings.catalog)
     tenants = Tenants.load(settings.tenants)
     shared = client or new_client()
@@ -116,7 +131,7 @@ def build_live_pipeline(
     bus = events if events is not None else make_affinity_bus(settings)
     for cand, upstream in upstreams_of(settings, catalog).items():
         chooser = (chooser_factory(cand, upstream) if chooser_factory
-                   else configured_chooser(upstream, clock, settings.reliability, bus, cand.key))
+                   else configured_chooser(upstream, clock, settings.reliability, bus, cand.key, engine_reports))
         adapters[cand] = OpenAIHTTPAdapter(cand, upstream.base_urls, model=upstream.model,
                                            api_key=_api_key(upstream, cand.key), client=shared, chooser=chooser)
     try:

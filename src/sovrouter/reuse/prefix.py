@@ -12,6 +12,9 @@ sent there (their prefix block hashes and input sizes, in order) and the complet
   template: the request's first block, shrunk towards the overall mean (``decode_by_template``). The prefill
   rate is given (trace model) or, in the gateway, learned the same way: the slope of observed service time on
   uncached tokens (``learn_prefill_rate``).
+- **Load it did not send.** Where the replicas' engines report the requests they hold (``engine_load``,
+  :class:`~sovrouter.adapters.engine_load.EngineReports`), those beyond the modelled queue (other clients, or
+  other gateway instances without shared events) count as requests of mean service time ahead in the queue.
 
 Cost of sending request ``q`` to replica ``r`` (seconds), with ``P = uncached_prefill(q, r)`` and
 ``S = P + E[decode]`` the work it adds there::
@@ -63,6 +66,7 @@ from bisect import bisect_right
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Sequence
 
+from sovrouter.adapters.engine_load import EngineReports
 from sovrouter.config import ReplicaAffinity, Upstream
 from sovrouter.contracts import Candidate, NormalizedRequest
 from sovrouter.errors import InvalidRequestError
@@ -205,7 +209,7 @@ class _ValuedLRU:
 
 
 class _ReplicaModel:
-    __slots__ = ("anchor_s", "busy", "busy_t", "cache", "ghost", "queue")
+    __slots__ = ("anchor_s", "busy", "busy_t", "cache", "foreign", "ghost", "queue")
 
     def __init__(self, capacity: int) -> None:
         self.cache = _ValuedLRU(capacity)  # block -> time last sent here
@@ -214,6 +218,7 @@ class _ReplicaModel:
         self.anchor_s = 0.0  # last observed completion on this replica (the head started no earlier)
         self.busy = 0.0  # estimated service time sent here, exponentially decayed
         self.busy_t = 0.0
+        self.foreign = 0  # requests the engine last reported holding beyond those modelled here
 
     def decayed_busy(self, now_s: float, tau_s: float) -> float:
         return self.busy * math.exp(-max(0.0, now_s - self.busy_t) / tau_s)
@@ -332,7 +337,7 @@ class PrefixAffinityRouter:
             m = self._model(rid)
             run = m.cache.leading_run(blocks)
             hit = cached_tokens(run, input_tokens, s.block_tokens)
-            wait = max(0.0, m.free_at(now_s, decode_of) - now_s)
+            wait = max(0.0, m.free_at(now_s, decode_of) - now_s) + m.foreign * mean_service
             inserts = max(0, len(blocks) - run - (m.cache.capacity - len(m.cache)))
             if s.age_aware:
                 pollution = sum(by_age[bisect_right(AGE_EDGES_S, now_s - t)] for t in m.cache.tail(inserts))
@@ -404,6 +409,16 @@ class PrefixAffinityRouter:
         self._work.append((now_s, service))
         self._work_sum += service
 
+    def report_held(self, replica: Hashable, held: int | None) -> None:
+        """The replica's engine holds ``held`` requests (running and waiting; ``None``: no current report).
+
+        Those beyond the ones modelled here (sent and not seen done, by this router or, with shared events, by
+        the other gateway instances) are someone else's load: until the next report each counts as one more
+        request of mean service time ahead in the queue. Counted at the report, so the calls sent after it
+        are not subtracted from it."""
+        m = self._model(replica)
+        m.foreign = 0 if held is None else max(0, held - len(m.queue))
+
     def forget(self, replica: Hashable, blocks: Sequence[int]) -> None:
         """Stop counting on ``blocks`` being cached at ``replica`` (a call there failed: it may never have been
         prefilled, and a failing replica may have restarted with an empty cache)."""
@@ -455,11 +470,13 @@ class PrefixAffinityChooser:
     Blocks are tenant-salted, so two tenants never share modelled cache entries (the serving engine may still
     share them; the router just does not count on it). With ``events`` (several gateway instances), every start
     and completion is published on ``stream`` and the other instances' are applied, so each instance models the
-    whole traffic (:mod:`sovrouter.reuse.affinity_events`).
+    whole traffic (:mod:`sovrouter.reuse.affinity_events`). With ``engine``, the replicas' own reports of the
+    requests they hold (on the same ``stream``) add the load this model did not see.
     """
 
     def __init__(self, clock: Clock, settings: AffinitySettings | None = None, block_words: int = 64,
-                 events: AffinityEventBus | None = None, stream: str = "default") -> None:
+                 events: AffinityEventBus | None = None, stream: str = "default",
+                 engine: EngineReports | None = None) -> None:
         base = settings or AffinitySettings()
         # Gateway blocks are ``block_words`` words, not 512 tokens: size the model in the same unit.
         tokens_per_block = max(1, (block_words * 4) // 3)
@@ -475,6 +492,8 @@ class PrefixAffinityChooser:
         self._stream = stream
         if events is not None:
             events.subscribe(stream, self.apply)
+        if engine is not None:
+            engine.subscribe(stream, self._router.report_held)
 
     def _blocks(self, request: NormalizedRequest) -> tuple[list[int], int]:
         """The request's block hashes, computed once for a choose / observe_start pair (the same request object)."""
