@@ -134,10 +134,10 @@ def test_serve_wires_the_shared_cache_and_the_shared_affinity_model(tmp_path: Pa
     assert "Traceback" not in err, err[-2000:]  # start-up and shutdown (readers, Redis clients) raised nothing
 
 
-def test_serve_polls_the_engines_running_batch(tmp_path: Path) -> None:
+def test_serve_polls_the_requests_the_engines_hold(tmp_path: Path) -> None:
     """`engine_load` on an upstream: the served gateway scrapes the engine's /metrics in its loop and shows what it
     read on its own /metrics; the poller stops cleanly with the process."""
-    behaviour = UpstreamBehaviour(reply="served", engine_metrics="vllm", other_running=6)
+    behaviour = UpstreamBehaviour(reply="served", engine_metrics="vllm", other_running=6, other_waiting=2)
     port = int(closed_port_url().rsplit(":", 1)[1])
     with ServerThread(create_upstream_app(behaviour), log_level="critical") as up:
         config = _config(tmp_path / "sovrouter.yaml", [up.url + "/v1"],
@@ -145,11 +145,11 @@ def test_serve_polls_the_engines_running_batch(tmp_path: Path) -> None:
         proc = _popen(config, port, stderr=subprocess.PIPE)
         try:
             url = _wait_healthy(proc, port)
-            gauge = 'sovrouter_upstream_engine_running{deployment="eu-sov",slot="sovereign-large"}'
+            gauge = 'sovrouter_upstream_engine_requests{deployment="eu-sov",slot="sovereign-large"}'
             deadline = time.monotonic() + 10
             while gauge not in (text := httpx.get(url + "/metrics").text) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            assert f"{gauge} 6.0" in text
+            assert f"{gauge} 8.0" in text  # 6 running and 2 waiting
         finally:
             proc.terminate()
             _, err = proc.communicate(timeout=15)

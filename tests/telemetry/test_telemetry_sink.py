@@ -231,7 +231,7 @@ async def test_calls_in_flight_per_deployment_are_scraped(catalog: Catalog, tena
     await asyncio.gather(*running)
     assert in_flight() == {}
     assert pipeline.load is not None  # what the engines report (adapters/engine_load.py) is a gauge of its own
-    assert in_flight("sovrouter_upstream_engine_running") == {}
+    assert in_flight("sovrouter_upstream_engine_requests") == {}
     pipeline.load.report(Candidate(slot="sovereign-large", deployment="eu-sov"), 7)
-    assert in_flight("sovrouter_upstream_engine_running") == {("sovereign-large", "eu-sov"): 7.0}
+    assert in_flight("sovrouter_upstream_engine_requests") == {("sovereign-large", "eu-sov"): 7.0}
     assert in_flight() == {}

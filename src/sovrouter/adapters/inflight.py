@@ -9,7 +9,8 @@ that many calls run on it (:func:`sovrouter.speculative.latency.expected_speedup
 The count is this gateway instance's own: with several instances behind a load balancer (or other clients on
 the same engines) each sees only its share of the deployment's load. An engine that publishes its own batch
 (vLLM, SGLang and llama.cpp servers on ``/metrics``) can say more: :class:`~sovrouter.adapters.engine_load.
-EngineLoadPoller` reports what the deployment's engines are running into the board (:meth:`InFlightBoard.report`).
+EngineLoadPoller` reports what the deployment's engines hold (running and waiting) into the board
+(:meth:`InFlightBoard.report`).
 A report lags by up to a poll, so the board carries it forward with this instance's own calls: the engines' count
 at the report, plus the calls this instance started, less those it ended, since then (exact with one instance,
 and the other instances' share of the change is what is left unknown). A deployment's count is that estimate or
@@ -26,7 +27,7 @@ from sovrouter.protocols import ModelAdapter
 
 class InFlightBoard:
     """Calls in flight per deployment (slot and deployment id): this instance's own, and what the deployment's
-    engines last reported running, if anything reports."""
+    engines last reported holding, if anything reports."""
 
     def __init__(self) -> None:
         self._counts: dict[Candidate, int] = {}
@@ -38,8 +39,8 @@ class InFlightBoard:
         own = self._counts.get(target, 0)
         if target not in self._reported:
             return own
-        running, own_then = self._reported[target]
-        return max(own, running + own - own_then)
+        held, own_then = self._reported[target]
+        return max(own, held + own - own_then)
 
     def local(self, target: Candidate) -> int:
         return self._counts.get(target, 0)
@@ -49,16 +50,16 @@ class InFlightBoard:
         return dict(self._counts)
 
     def reported(self) -> dict[Candidate, int]:
-        """What each reporting deployment's engines were running at the last poll."""
-        return {t: running for t, (running, _) in self._reported.items()}
+        """What each reporting deployment's engines held (running and waiting) at the last poll."""
+        return {t: held for t, (held, _) in self._reported.items()}
 
-    def report(self, target: Candidate, running: int | None) -> None:
-        """The engines' own count of requests running now (``None``: no current report; this instance's count
-        alone)."""
-        if running is None:
+    def report(self, target: Candidate, held: int | None) -> None:
+        """The engines' own count of requests they hold now, running or waiting for a place in the batch
+        (``None``: no current report; this instance's count alone)."""
+        if held is None:
             self._reported.pop(target, None)
         else:
-            self._reported[target] = (max(0, running), self._counts.get(target, 0))
+            self._reported[target] = (max(0, held), self._counts.get(target, 0))
 
     def enter(self, target: Candidate) -> None:
         self._counts[target] = self._counts.get(target, 0) + 1

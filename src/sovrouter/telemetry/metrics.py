@@ -133,19 +133,22 @@ class CacheCollector(Collector):
 
 class InFlightCollector(Collector):
     """Calls in flight per deployment from this gateway (``sovrouter_upstream_in_flight{slot, deployment}``) and,
-    where ``engine_load`` polls them, the requests the deployment's engines last reported running
-    (``sovrouter_upstream_engine_running``), read from the :class:`~sovrouter.adapters.inflight.InFlightBoard` at
-    each scrape: the load a speculative deployment's ``max_batch`` is compared with is the larger of the two."""
+    where ``engine_load`` polls them, the requests the deployment's engines last reported holding, running or
+    waiting (``sovrouter_upstream_engine_requests``), read from the
+    :class:`~sovrouter.adapters.inflight.InFlightBoard` at each scrape: the load a speculative deployment's
+    ``max_batch`` is compared with is the larger of the two (the report carried forward with this instance's
+    calls since)."""
 
     def __init__(self, board: InFlightBoard, namespace: str = "sovrouter") -> None:
         self.board = board
         self.name = f"{namespace}_upstream_in_flight"
-        self.engine_name = f"{namespace}_upstream_engine_running"
+        self.engine_name = f"{namespace}_upstream_engine_requests"
 
     def collect(self) -> Iterator[Metric]:
         for name, doc, values in (
                 (self.name, "upstream calls in flight per deployment", self.board.snapshot()),
-                (self.engine_name, "requests the deployment's engines reported running", self.board.reported())):
+                (self.engine_name, "requests the deployment's engines reported holding (running + waiting)",
+                 self.board.reported())):
             family = GaugeMetricFamily(name, doc, labels=["slot", "deployment"])
             for target, n in sorted(values.items(), key=lambda kv: kv[0].key):
                 family.add_metric([target.slot, target.deployment], n)
