@@ -38,21 +38,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prefix_gateway_real import TURNS, converse
 
 from sovrouter.adapters.engine_load import EngineLoadPoller, EngineProbe, EngineReports, metrics_url
 from sovrouter.adapters.openai_http import OpenAIHTTPAdapter, new_client
 from sovrouter.adapters.replicas import ReplicaChooser
 from sovrouter.clock import WallClock
 from sovrouter.config import EngineLoad, Upstream
-from sovrouter.contracts import Candidate, ModelCall, NormalizedRequest
+from sovrouter.contracts import Candidate, NormalizedRequest
 from sovrouter.gateway.wiring import configured_chooser
-from sovrouter.intake import normalize_chat
 from sovrouter.local_model import find_smollm2_gguf
 
 OUT = Path(__file__).parent / "results" / "prefix_engine_load_real.json"
 WORDS = ["river", "stone", "light", "paper", "window", "garden", "music", "letter", "silver", "morning", "harbor",
          "engine", "forest", "market", "bridge", "valley", "copper", "winter", "signal", "orchard"]
-CONVERSATIONS, TURNS, DOC_WORDS, FOREIGN_WORDS = 8, 4, 400, 200
+CONVERSATIONS, DOC_WORDS, FOREIGN_WORDS = 8, 400, 200
 CAND = Candidate(slot="local-small", deployment="replicas")
 
 
@@ -149,21 +149,9 @@ async def run_arm(arm: str, urls: list[str], foreign: int, order_seed: int, doc_
         await asyncio.sleep(2.0)  # the other client's queue builds up
         adapter = OpenAIHTTPAdapter(CAND, urls, client=client, chooser=chooser, model="local-small")
         rng = random.Random(1000 * doc_seed)
-        history = {c: [{"role": "user", "content": f"Document {c}: {words(rng, DOC_WORDS)}\n"
-                                                   "What is this document about?"}] for c in range(CONVERSATIONS)}
-        order = [c for c in range(CONVERSATIONS) for _ in range(TURNS)]
-        random.Random(order_seed).shuffle(order)
-        first: list[float] = []
-        follow: list[float] = []
+        docs = {c: words(rng, DOC_WORDS) for c in range(CONVERSATIONS)}
         start = time.perf_counter()
-        for k, c in enumerate(order):
-            request = normalize_chat({"messages": history[c], "max_tokens": 4, "temperature": 0},
-                                     tenant="bench", request_id=f"{doc_seed}-{k}")
-            t = time.perf_counter()
-            result = await adapter.generate(ModelCall(request=request, allowed=[CAND]))
-            (first if len(history[c]) == 1 else follow).append(time.perf_counter() - t)
-            history[c] += [{"role": "assistant", "content": result.text or "ok"},
-                           {"role": "user", "content": f"And what about point {k}?"}]
+        first, follow = await converse(adapter, docs, order_seed, str(doc_seed))
         wall = time.perf_counter() - start
         stop.set()
         scrapes = failed = 0

@@ -52,25 +52,35 @@ def document(seed: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(DOC_WORDS))
 
 
+async def converse(adapter: OpenAIHTTPAdapter, docs: dict[int, str], order_seed: int,
+                   id_prefix: str) -> tuple[list[float], list[float]]:
+    """The conversations' turns through ``adapter``, one call at a time in a seeded interleaving (a turn only after
+    its conversation's previous one); latencies of first turns and of follow-ups."""
+    cand = adapter.target
+    history = {c: [{"role": "user", "content": f"Document {c}: {doc}\nWhat is this document about?"}]
+               for c, doc in docs.items()}
+    order = [c for c in docs for _ in range(TURNS)]
+    random.Random(order_seed).shuffle(order)
+    first: list[float] = []
+    follow: list[float] = []
+    for k, c in enumerate(order):
+        request = normalize_chat({"messages": history[c], "max_tokens": 4, "temperature": 0},
+                                 tenant="bench", request_id=f"{id_prefix}-{k}")
+        t = time.perf_counter()
+        result = await adapter.generate(ModelCall(request=request, allowed=[cand]))
+        (first if len(history[c]) == 1 else follow).append(time.perf_counter() - t)
+        history[c] += [{"role": "assistant", "content": result.text or "ok"},
+                       {"role": "user", "content": f"And what about point {k}?"}]
+    return first, follow
+
+
 async def run(chooser: ReplicaChooser, urls: list[str], order_seed: int, doc_seed: int) -> dict[str, Any]:
     cand = Candidate(slot="local-small", deployment="replicas")
     async with new_client() as client:
         adapter = OpenAIHTTPAdapter(cand, urls, client=client, chooser=chooser, model="local-small")
-        history = {c: [{"role": "user", "content": f"Document {c}: {document(1000 * doc_seed + c)}\n"
-                                                   "What is this document about?"}] for c in range(CONVERSATIONS)}
-        order = [c for c in range(CONVERSATIONS) for _ in range(TURNS)]
-        random.Random(order_seed).shuffle(order)
-        first: list[float] = []
-        follow: list[float] = []
+        docs = {c: document(1000 * doc_seed + c) for c in range(CONVERSATIONS)}
         start = time.perf_counter()
-        for k, c in enumerate(order):
-            request = normalize_chat({"messages": history[c], "max_tokens": 4, "temperature": 0},
-                                     tenant="bench", request_id=f"{doc_seed}-{k}")
-            t = time.perf_counter()
-            result = await adapter.generate(ModelCall(request=request, allowed=[cand]))
-            (first if len(history[c]) == 1 else follow).append(time.perf_counter() - t)
-            history[c] += [{"role": "assistant", "content": result.text or "ok"},
-                           {"role": "user", "content": f"And what about point {k}?"}]
+        first, follow = await converse(adapter, docs, order_seed, str(doc_seed))
         return {"first_turn_mean_s": statistics.mean(first), "follow_up_mean_s": statistics.mean(follow),
                 "follow_up_median_s": statistics.median(follow), "wall_s": time.perf_counter() - start}
 
