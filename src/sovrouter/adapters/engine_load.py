@@ -36,6 +36,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import httpx
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from sovrouter.adapters.inflight import InFlightBoard
@@ -54,6 +55,12 @@ _NAMES = RUNNING_GAUGES + WAITING_GAUGES
 _WANTED_LINES = _NAMES + tuple(f"# {kind} {name} " for kind in ("HELP", "TYPE") for name in _NAMES)
 
 
+def _values(family: Metric | None, name: str) -> list[float] | None:
+    """The samples of gauge ``name`` (none when absent); ``None`` when one is not a finite count."""
+    values = [] if family is None else [s.value for s in family.samples if s.name == name]
+    return None if any(not math.isfinite(v) or v < 0 for v in values) else values
+
+
 def _gauges(text: str) -> tuple[int, int] | None:
     """(running, waiting) from the first engine's gauges present; ``None`` when none is or a value is bad."""
     wanted = "\n".join(line for line in text.splitlines() if line.startswith(_WANTED_LINES))
@@ -64,16 +71,11 @@ def _gauges(text: str) -> tuple[int, int] | None:
     for running_name, waiting_name in zip(RUNNING_GAUGES, WAITING_GAUGES, strict=True):
         if running_name not in families:
             continue
-        sums: list[int] = []
-        for name in (running_name, waiting_name):
-            family = families.get(name)
-            values = [] if family is None else [s.value for s in family.samples if s.name == name]
-            if any(not math.isfinite(v) or v < 0 for v in values):
-                return None
-            sums.append(round(sum(values)))
-        if not any(s.name == running_name for s in families[running_name].samples):
+        running = _values(families[running_name], running_name)
+        waiting = _values(families.get(waiting_name), waiting_name)
+        if not running or waiting is None:
             return None
-        return sums[0], sums[1]
+        return round(sum(running)), round(sum(waiting))
     return None
 
 
