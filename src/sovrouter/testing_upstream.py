@@ -61,6 +61,7 @@ class UpstreamBehaviour:
     engine_metrics: Engine | None = None
     other_running: int = 0
     other_waiting: int = 0
+    scrapes: int = 0  # GET /metrics answered
     running: int = 0  # requests being answered now (a stream until its body ends)
     calls: int = 0
     last_body: dict[str, Any] | None = field(default=None, repr=False)
@@ -138,6 +139,7 @@ def create_upstream_app(behaviour: UpstreamBehaviour) -> Starlette:
     async def metrics(request: Request) -> Response:
         if b.engine_metrics is None:
             return Response(status_code=404)
+        b.scrapes += 1
         running, waiting, labels = _GAUGES[b.engine_metrics]
         tags = labels.format(model=b.model)
         text = (f"# HELP {running} Number of requests running.\n# TYPE {running} gauge\n"

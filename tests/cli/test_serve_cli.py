@@ -156,6 +156,37 @@ def test_serve_polls_the_requests_the_engines_hold(tmp_path: Path) -> None:
     assert "Traceback" not in err, err[-2000:]
 
 
+def test_serve_gives_the_replica_chooser_each_engines_load(tmp_path: Path) -> None:
+    """Two replicas with `engine_load` and the cheapest deployment chooser (the replica chooser is the only
+    reader): the served gateway starts, scrapes both engines and keeps new conversations off the replica whose
+    engine holds another client's backlog."""
+    busy = UpstreamBehaviour(reply="busy replica", engine_metrics="llamacpp", other_running=1, other_waiting=30)
+    idle = UpstreamBehaviour(reply="idle replica", engine_metrics="llamacpp")
+    port = int(closed_port_url().rsplit(":", 1)[1])
+    with ServerThread(create_upstream_app(busy), log_level="critical") as up0, \
+            ServerThread(create_upstream_app(idle), log_level="critical") as up1:
+        config = _config(tmp_path / "sovrouter.yaml", [up0.url + "/v1", up1.url + "/v1"],
+                         "deployment_choice: cheapest\n", upstream_yaml="    engine_load: {interval_s: 0.05}\n")
+        proc = _popen(config, port, stderr=subprocess.PIPE)
+        try:
+            url = _wait_healthy(proc, port)
+            deadline = time.monotonic() + 10
+            while min(busy.scrapes, idle.scrapes) < 2 and time.monotonic() < deadline:  # a whole poll has reported
+                time.sleep(0.02)
+            answers = []
+            for k in range(4):
+                r = httpx.post(url + "/v1/chat/completions", headers={"Authorization": "Bearer sk-serve"},
+                               json={"model": "sovereign-large/eu-sov",
+                                     "messages": [{"role": "user", "content": f"conversation {k}: hello"}]})
+                assert r.status_code == 200
+                answers.append(r.json()["choices"][0]["message"]["content"])
+            assert answers == ["idle replica"] * 4 and busy.calls == 0
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=15)
+    assert "Traceback" not in err, err[-2000:]
+
+
 def _serve(tmp_path: Path, name: str, upstream_url: str, extra_yaml: str,
            procs: list[subprocess.Popen[str]]) -> str:
     """A `sovrouter serve` process (appended to ``procs``) over one upstream, with ``extra_yaml`` added to its
