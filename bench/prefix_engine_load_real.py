@@ -32,13 +32,12 @@ import json
 import platform
 import random
 import statistics
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-from prefix_gateway_real import TURNS, converse
+from prefix_gateway_real import TURNS, LlamaServer, converse
 
 from sovrouter.adapters.engine_load import EngineLoadPoller, EngineProbe, EngineReports, metrics_url
 from sovrouter.adapters.openai_http import OpenAIHTTPAdapter, new_client
@@ -58,39 +57,6 @@ CAND = Candidate(slot="local-small", deployment="replicas")
 
 def words(rng: random.Random, n: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(n))
-
-
-class LlamaServer:
-    def __init__(self, binary: str, model: Path, port: int, log: Path) -> None:
-        self.port = port
-        self.cmd = [binary, "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-t", "1", "-tb", "1",
-                    "-np", "1", "-c", "4096", "--metrics", "-a", "local-small"]
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def start(self) -> None:
-        with self.log.open("wb") as fh:
-            self.proc = subprocess.Popen(self.cmd, stdout=fh, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"llama-server exited; see {self.log}")
-            time.sleep(0.5)
-        raise RuntimeError(f"llama-server did not become healthy; see {self.log}")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=30)
 
 
 class Counting:

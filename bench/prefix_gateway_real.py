@@ -11,10 +11,13 @@ Workload per run: 8 conversations, each opening with its own ~600-word document 
 (later turns carry the history and a short new question), 4 output tokens, temperature 0; the 32 calls are
 sent one at a time in a seeded random interleaving (a turn only after its conversation's previous one). The
 same servers serve both arms, so each run uses fresh documents (nothing cached from another run), and the arm
-order alternates between rounds. Reported per arm: mean latency of first turns (cold for both) and of
+order alternates between rounds. With ``--llama-server PATH`` the replicas are llama.cpp's C++ server instead
+(one slot each; prompt caching on by default: the slot's last prompt, plus a host-memory cache of earlier
+prompt states, ``--cache-ram`` 8 GiB by default). Reported per arm: mean latency of first turns (cold for both) and of
 follow-up turns, and the run's wall time; medians over the rounds.
 
     python bench/prefix_gateway_real.py [--rounds 3]      # ~2.5 min per round -> bench/results/prefix_gateway_real.json
+    python bench/prefix_gateway_real.py --llama-server PATH --out bench/results/prefix_gateway_real_llama_server.json
 """
 
 from __future__ import annotations
@@ -25,9 +28,12 @@ import json
 import platform
 import random
 import statistics
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from sovrouter.adapters.openai_http import OpenAIHTTPAdapter, new_client
 from sovrouter.adapters.replicas import ReplicaChooser
@@ -45,6 +51,41 @@ CONVERSATIONS, TURNS, DOC_WORDS = 8, 4, 600
 # llama-cpp-python counts only the KV state against --cache_size, not the logits it keeps with each saved state
 # (~200 MB for a 1,000-token prompt with SmolLM2's 49k vocabulary), so the 2 GB default grows past 12 GB here.
 CACHE_BYTES = 256 << 20
+
+
+class LlamaServer:
+    """llama.cpp's C++ ``llama-server`` (``scripts/build-llama-server.sh``): one thread, one slot, ``--metrics``."""
+
+    def __init__(self, binary: str, model: Path, port: int, log: Path) -> None:
+        self.port = port
+        self.cmd = [binary, "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-t", "1", "-tb", "1",
+                    "-np", "1", "-c", "4096", "--metrics", "-a", "local-small"]
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> None:
+        with self.log.open("wb") as fh:
+            self.proc = subprocess.Popen(self.cmd, stdout=fh, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"llama-server exited; see {self.log}")
+            time.sleep(0.5)
+        raise RuntimeError(f"llama-server did not become healthy; see {self.log}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
 
 
 def document(seed: int) -> str:
@@ -85,11 +126,14 @@ async def run(chooser: ReplicaChooser, urls: list[str], order_seed: int, doc_see
                 "follow_up_median_s": statistics.median(follow), "wall_s": time.perf_counter() - start}
 
 
-async def main_async(rounds: int) -> dict[str, Any]:
+async def main_async(rounds: int, llama_server: str | None = None) -> dict[str, Any]:
     path = find_smollm2_gguf()
-    servers = [LlamaCppServer(path, alias="local-small", n_threads=1, n_ctx=4096,
-                              extra_args=["--cache", "True", "--cache_size", str(CACHE_BYTES), "--verbose", "False"])
-               for _ in range(2)]
+    servers: list[LlamaCppServer] | list[LlamaServer] = (
+        [LlamaServer(llama_server, path, 8391 + i, Path(f"/tmp/llama-server-{i}.log")) for i in range(2)]
+        if llama_server else
+        [LlamaCppServer(path, alias="local-small", n_threads=1, n_ctx=4096,
+                        extra_args=["--cache", "True", "--cache_size", str(CACHE_BYTES), "--verbose", "False"])
+         for _ in range(2)])
     for s in servers:
         s.start()
     rows: list[dict[str, Any]] = []
@@ -114,6 +158,7 @@ async def main_async(rounds: int) -> dict[str, Any]:
                      for k in ("first_turn_mean_s", "follow_up_mean_s", "follow_up_median_s", "wall_s")}
                for arm in ("prefix-affinity", "least-outstanding")}
     return {"machine": f"{platform.machine()}, {platform.system()}", "rounds": rounds,
+            "server": "llama-server (C++)" if llama_server else "llama_cpp.server (Python)",
             "conversations": CONVERSATIONS, "turns": TURNS, "document_words": DOC_WORDS, "runs": rows,
             "median_over_rounds": summary}
 
@@ -121,12 +166,15 @@ async def main_async(rounds: int) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--llama-server", help="replicas are llama.cpp's C++ llama-server at this path "
+                    "(scripts/build-llama-server.sh) instead of llama_cpp.server")
+    ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
-    result = asyncio.run(main_async(args.rounds))
+    result = asyncio.run(main_async(args.rounds, args.llama_server))
     for arm, s in result["median_over_rounds"].items():
         print(f"median {arm:18s} " + ", ".join(f"{k} {v}" for k, v in s.items()))
-    OUT.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"-> {OUT}")
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(f"-> {args.out}")
 
 
 if __name__ == "__main__":
