@@ -38,6 +38,9 @@ class ReplicaAffinity(BaseModel):
     tail: float = Field(default=0.3, ge=0, le=1e6, description="weight of the long-wait penalty (0 = off)")
     learn_prefill_rate: bool = Field(default=True, description="learn each deployment's prefill speed from "
                                      "completions (the configured rate is the prior)")
+    instance_band_s: float = Field(default=0.1, ge=0, le=60, allow_inf_nan=False,
+                                   description="with affinity_events: gateway instances spread new work over "
+                                   "the replicas within this many seconds of the best (0 = off)")
 
 
 class EngineLoad(BaseModel):

@@ -20,7 +20,8 @@ from sovrouter.errors import ConfigError
 from sovrouter.gateway.app import create_app
 from sovrouter.gateway.server import ServerThread
 from sovrouter.gateway.wiring import build_live_pipeline, configured_chooser, make_batch_service, make_load_poller
-from sovrouter.reuse.prefix import AffinitySettings, PrefixAffinityChooser
+from sovrouter.reuse.prefix import AffinitySettings
+from sovrouter.reuse.prefix_chooser import PrefixAffinityChooser
 from sovrouter.testing_upstream import UpstreamBehaviour, closed_port_url, create_upstream_app
 
 

@@ -5,6 +5,7 @@ arrive at."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 
 import pytest
@@ -13,7 +14,8 @@ import redis.asyncio as aioredis
 from sovrouter.clock import SimClock
 from sovrouter.intake import normalize_chat
 from sovrouter.reuse.affinity_events import AffinityEvent, MemoryAffinityBus, RedisAffinityBus
-from sovrouter.reuse.prefix import PrefixAffinityChooser
+from sovrouter.reuse.prefix import AffinitySettings
+from sovrouter.reuse.prefix_chooser import PrefixAffinityChooser
 from sovrouter.testing_redis import RedisServer, SwallowingStreamClient
 from sovrouter.testing_upstream import closed_port_url
 
@@ -54,6 +56,32 @@ def test_a_follow_up_at_another_instance_goes_where_the_conversation_is() -> Non
     send(b, turn(2, "t2"), 2, clock, 0.5)  # and a sees b's turn too
     assert a.choose(turn(3, "t3"), REPLICAS) == 2
     assert a._router._where == {} and b._router._where == {}  # every call, local or remote, completed
+
+
+def new_conversation(rid: str):  # type: ignore[no-untyped-def]
+    content = " ".join(f"{rid}-{i}" for i in range(2000))
+    return normalize_chat({"messages": [{"role": "user", "content": content}]}, tenant="acme-us", request_id=rid)
+
+
+@pytest.mark.parametrize("band_s", [0.1, 0.0])
+def test_instances_sharing_a_model_rank_themselves_and_do_not_herd_onto_one_replica(band_s: float) -> None:
+    hub = MemoryAffinityBus()
+    clock = SimClock(1000.0)
+    settings = dataclasses.replace(AffinitySettings(), instance_band_s=band_s)
+    a = PrefixAffinityChooser(clock, settings, events=hub.view("gw-a"), stream="dep", peer_ttl_s=60.0)
+    b = PrefixAffinityChooser(clock, settings, events=hub.view("gw-b"), stream="dep", peer_ttl_s=60.0)
+    assert a.rank == 0 and b.rank == 0  # heard from nobody yet: each chooses as a lone gateway
+    send(a, new_conversation("c1"), 0, clock, 0.5)
+    send(b, new_conversation("c2"), 1, clock, 0.5)
+    assert (a.rank, b.rank) == (0, 1)  # the order of their ids, the same on both
+    # Two new conversations arrive at once, one at each instance, before either hears of the other's send.
+    first, second = a.choose(new_conversation("c3"), REPLICAS), b.choose(new_conversation("c4"), REPLICAS)
+    if band_s > 0:
+        assert first != second
+    else:
+        assert first == second  # without the band both pick the same idle replica: herding
+    clock.set(clock.now_ms() + 61_000)
+    assert b.rank == 0  # a has been quiet for longer than peer_ttl_s: b is alone again
 
 
 def test_a_failed_remote_call_is_forgotten_where_it_failed() -> None:
@@ -101,6 +129,7 @@ async def test_redis_bus_broadcasts_to_the_other_instances_only(redis_srv: Redis
                 break
             await asyncio.sleep(0.02)
         assert bus_a.stats["applied"] == 2 and bus_a.stats["errors"] == 1
+        assert (a.rank, b.rank) == (0, 1)  # each has heard from the other through Redis
     finally:
         await bus_a.aclose()
         await bus_b.aclose()

@@ -28,7 +28,7 @@ from sovrouter.errors import ConfigError
 from sovrouter.pipeline import Pipeline
 from sovrouter.protocols import Clock, ModelAdapter
 from sovrouter.reuse.affinity_events import AffinityEventBus, RedisAffinityBus
-from sovrouter.reuse.prefix import PrefixAffinityChooser, settings_from_config
+from sovrouter.reuse.prefix_chooser import PrefixAffinityChooser, settings_from_config
 from sovrouter.store.records import SQLiteRecordStore
 from sovrouter.store.shared_records import SharedRecordStore
 from sovrouter.store.sql import database_url

@@ -1,6 +1,6 @@
 """Share the prefix-affinity model between gateway instances: every send and completion, broadcast.
 
-A :class:`~sovrouter.reuse.prefix.PrefixAffinityChooser` models each replica's KV cache and queue from the calls
+A :class:`~sovrouter.reuse.prefix_chooser.PrefixAffinityChooser` models each replica's KV cache and queue from the calls
 it sends. Behind a load balancer each gateway instance sends only part of the traffic, so each model misses the
 others' prompts: a conversation's next turn, arriving at another instance, is sent where that instance thinks
 best, not where the conversation is cached. Measured on the dev trace (`bench/prefix_multi_gateway.py`): two

@@ -53,25 +53,20 @@ Costs within ``tie_s`` (10 ms, below anything the model resolves) are ties, brok
 least recent work (exponentially decayed estimated busy time), which keeps busy time balanced at low load.
 
 :class:`PrefixAffinityRouter` works on block-hash sequences and explicit times (trace evaluation);
-:class:`PrefixAffinityChooser` wraps it as a :class:`~sovrouter.adapters.replicas.ReplicaChooser` for the
-HTTP adapter, hashing the rendered messages into chained blocks of whitespace tokens.
+:class:`~sovrouter.reuse.prefix_chooser.PrefixAffinityChooser` wraps it as a
+:class:`~sovrouter.adapters.replicas.ReplicaChooser` for the HTTP adapter, hashing the rendered messages into
+chained blocks of whitespace tokens.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 from bisect import bisect_right
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Sequence
 
-from sovrouter.adapters.engine_load import EngineReports
-from sovrouter.config import ReplicaAffinity, Upstream
-from sovrouter.contracts import Candidate, NormalizedRequest
 from sovrouter.errors import InvalidRequestError
-from sovrouter.protocols import Clock
-from sovrouter.reuse.affinity_events import AffinityEvent, AffinityEventBus
 from sovrouter.reuse.estimators import PrefillRateEstimator, TemplateDecodeEstimator
 from sovrouter.reuse.prefix_sim import BLOCK_TOKENS, cached_tokens
 
@@ -119,6 +114,13 @@ class AffinitySettings:
     which stays the prior until 20 completions are seen. Off for the trace model (its rates are given); on for
     the gateway's chooser, whose configured rates may be far from the real servers'."""
     tie_s: float = 0.01
+    instance_band_s: float = 0.1
+    """Several gateway instances sharing one model (``affinity_events``): the instance of rank r > 0 among them
+    takes the r-th (modulo) of the replicas within this many seconds of the best cost, least recently busy
+    first; rank 0, and a lone instance, take the best. Instances with the same model would otherwise all send
+    new work to the same idle replica until their events reach each other (herding); within the band the cost
+    difference is small, and a replica whose cached prefix saves more than the band stays every instance's
+    choice. 0 turns it off (bench/prefix_multi_gateway.py)."""
     busy_tau_s: float = 300.0
     load_window_s: float = 300.0
 
@@ -127,6 +129,8 @@ class AffinitySettings:
             raise InvalidRequestError("affinity settings: capacity, block size and rates must be positive")
         if not (math.isfinite(self.tail) and self.tail >= 0.0):
             raise InvalidRequestError("affinity settings: tail must be a finite number >= 0")
+        if not (math.isfinite(self.instance_band_s) and self.instance_band_s >= 0.0):
+            raise InvalidRequestError("affinity settings: instance_band_s must be a finite number >= 0")
 
 
 @dataclasses.dataclass(slots=True)
@@ -352,7 +356,9 @@ class PrefixAffinityRouter:
         return out
 
     def choose(self, blocks: Sequence[int], input_tokens: int, now_s: float,
-               replicas: Sequence[Hashable]) -> int:
+               replicas: Sequence[Hashable], rank: int = 0) -> int:
+        """The index in ``replicas`` to send to. ``rank``: this gateway instance's place among the instances
+        sharing this model (0 when alone; see ``AffinitySettings.instance_band_s``)."""
         if not replicas:
             raise InvalidRequestError("no replica to choose from")
         if len(replicas) == 1:
@@ -360,10 +366,14 @@ class PrefixAffinityRouter:
         ests = self.estimate(blocks, input_tokens, now_s, replicas)
         s = self.settings
         best_cost = min(e.cost for e in ests)
-        near = [e for e in ests if e.cost <= best_cost + s.tie_s]
-        best = min(near, key=lambda e: (self._model(replicas[e.replica]).decayed_busy(now_s, s.busy_tau_s),
-                                        e.cost, e.replica))
-        return best.replica
+
+        def order(e: ReplicaEstimate) -> tuple[float, float, int]:
+            return self._model(replicas[e.replica]).decayed_busy(now_s, s.busy_tau_s), e.cost, e.replica
+
+        if rank > 0 and s.instance_band_s > 0.0:
+            band = sorted((e for e in ests if e.cost <= best_cost + s.instance_band_s), key=order)
+            return band[rank % len(band)].replica
+        return min((e for e in ests if e.cost <= best_cost + s.tie_s), key=order).replica
 
     def assign(self, key: Hashable, blocks: Sequence[int], input_tokens: int, now_s: float,
                replica: Hashable) -> None:
@@ -442,132 +452,3 @@ class PrefixAffinityRouter:
                     m.anchor_s = now_s
                 del m.queue[idx]
                 break
-
-
-def prompt_blocks(request: NormalizedRequest, block_words: int = 64) -> tuple[list[int], int]:
-    """Chained hashes of fixed-size blocks of whitespace tokens of the rendered messages, and a token count.
-
-    Block ``k``'s hash covers every token before it, so equal hashes mean equal prefixes (as in vLLM/SGLang
-    page hashing). The token count is the word count times 4/3 (a rough BPE ratio); only relative sizes
-    matter to the cost model.
-    """
-    words: list[str] = []
-    for m in request.messages:
-        words.append(f"<{m.role}>")
-        words.extend(m.text.split())
-    blocks: list[int] = []
-    h = hashlib.blake2b(request.tenant.encode("utf-8"), digest_size=8).digest()
-    for start in range(0, len(words), block_words):
-        chunk = "\x1f".join(words[start:start + block_words]).encode("utf-8")
-        h = hashlib.blake2b(h + chunk, digest_size=8).digest()
-        blocks.append(int.from_bytes(h, "big"))
-    return blocks, max(1, (len(words) * 4) // 3)
-
-
-class PrefixAffinityChooser:
-    """:class:`~sovrouter.adapters.replicas.ReplicaChooser` for the HTTP adapter (one instance per deployment).
-
-    Blocks are tenant-salted, so two tenants never share modelled cache entries (the serving engine may still
-    share them; the router just does not count on it). With ``events`` (several gateway instances), every start
-    and completion is published on ``stream`` and the other instances' are applied, so each instance models the
-    whole traffic (:mod:`sovrouter.reuse.affinity_events`). With ``engine``, the replicas' own reports of the
-    requests they hold (on the same ``stream``) add the load this model did not see.
-    """
-
-    def __init__(self, clock: Clock, settings: AffinitySettings | None = None, block_words: int = 64,
-                 events: AffinityEventBus | None = None, stream: str = "default",
-                 engine: EngineReports | None = None) -> None:
-        base = settings or AffinitySettings()
-        # Gateway blocks are ``block_words`` words, not 512 tokens: size the model in the same unit.
-        tokens_per_block = max(1, (block_words * 4) // 3)
-        self._router = PrefixAffinityRouter(dataclasses.replace(
-            base, capacity_blocks=base.capacity_blocks * max(1, base.block_tokens // tokens_per_block),
-            block_tokens=tokens_per_block))
-        self._clock = clock
-        self._block_words = block_words
-        self._seq = 0
-        self._inflight: dict[tuple[str, str], deque[int]] = {}  # (request id, replica) -> call sequence numbers
-        self._last: tuple[NormalizedRequest, list[int], int] | None = None  # choose's blocks, for observe_start
-        self._events = events
-        self._stream = stream
-        if events is not None:
-            events.subscribe(stream, self.apply)
-        if engine is not None:
-            engine.subscribe(stream, self._router.report_held)
-
-    def _blocks(self, request: NormalizedRequest) -> tuple[list[int], int]:
-        """The request's block hashes, computed once for a choose / observe_start pair (the same request object)."""
-        if self._last is not None and self._last[0] is request:
-            return self._last[1], self._last[2]
-        blocks, tokens = prompt_blocks(request, self._block_words)
-        self._last = (request, blocks, tokens)
-        return blocks, tokens
-
-    @property
-    def settings(self) -> AffinitySettings:
-        """The router's settings, in this chooser's block units."""
-        return self._router.settings
-
-    def choose(self, request: NormalizedRequest, replicas: Sequence[str]) -> int:
-        blocks, tokens = self._blocks(request)
-        return self._router.choose(blocks, tokens, self._clock.now_ms() / 1000.0, list(replicas))
-
-    def observe_start(self, request: NormalizedRequest, replicas: Sequence[str], index: int) -> None:
-        blocks, tokens = self._blocks(request)
-        self._seq += 1
-        self._inflight.setdefault((request.request_id, replicas[index]), deque()).append(self._seq)
-        now = self._clock.now_ms() / 1000.0
-        self._router.assign(self._seq, blocks, tokens, now, replicas[index])
-        if self._events is not None:
-            self._events.publish(self._stream, AffinityEvent("start", self._events.instance, self._seq,
-                                                             replicas[index], now, tuple(blocks), tokens))
-
-    def observe_done(
-        self, request: NormalizedRequest, replicas: Sequence[str], index: int, ok: bool, latency_ms: float
-    ) -> None:
-        calls = self._inflight.get((request.request_id, replicas[index]))
-        if not calls:
-            return
-        seq = calls.popleft()
-        if not calls:
-            del self._inflight[(request.request_id, replicas[index])]
-        now = self._clock.now_ms() / 1000.0
-        self._router.complete(seq, now, ok)
-        forgotten: tuple[int, ...] = ()
-        if not ok:
-            forgotten = tuple(self._blocks(request)[0])
-            self._router.forget(replicas[index], forgotten)
-        if self._events is not None:
-            self._events.publish(self._stream, AffinityEvent("done", self._events.instance, seq, replicas[index],
-                                                             now, forgotten, ok=ok))
-
-    def apply(self, event: AffinityEvent) -> None:
-        """Another gateway instance started or finished a call on one of this deployment's replicas."""
-        key = (event.origin, event.call)
-        if event.kind == "start":
-            self._router.assign(key, event.blocks, event.tokens, event.t, event.replica)
-            return
-        self._router.complete(key, event.t, event.ok)
-        if not event.ok:
-            self._router.forget(event.replica, event.blocks)
-
-
-def settings_from_config(cfg: ReplicaAffinity) -> AffinitySettings:
-    """The router's settings for an upstream's ``affinity`` configuration (KV cache in 512-token blocks)."""
-    return AffinitySettings(capacity_blocks=max(1, cfg.kv_cache_tokens // BLOCK_TOKENS),
-                            prefill_rate=cfg.prefill_tokens_per_s, decode_rate=cfg.decode_tokens_per_s,
-                            compute_price=cfg.compute_price, tail=cfg.tail,
-                            learn_prefill_rate=cfg.learn_prefill_rate)
-
-
-def prefix_affinity_factory(
-    clock: Clock, settings: AffinitySettings | None = None
-) -> Callable[[Candidate, Upstream], PrefixAffinityChooser]:
-    """A ``chooser_factory`` for :func:`sovrouter.gateway.wiring.build_live_pipeline`: one fresh
-    :class:`PrefixAffinityChooser` (its own cache and queue models) per deployment, with ``settings`` or, when
-    omitted, each upstream's own ``affinity`` configuration."""
-
-    def make(candidate: Candidate, upstream: Upstream) -> PrefixAffinityChooser:
-        return PrefixAffinityChooser(clock, settings or settings_from_config(upstream.affinity))
-
-    return make

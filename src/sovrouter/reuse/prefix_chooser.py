@@ -1,0 +1,172 @@
+"""The gateway's replica chooser: :class:`~sovrouter.reuse.prefix.PrefixAffinityRouter` over the rendered
+messages of real requests (docs/prefix-affinity.md).
+
+Prompts are hashed into chained blocks of whitespace tokens, salted by tenant. With ``affinity_events`` every
+start and completion is shared with the other gateway instances, and each instance takes its rank among the
+instances it hears from, so that instances sharing one model do not all send new work to the same replica.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from sovrouter.adapters.engine_load import EngineReports
+from sovrouter.config import ReplicaAffinity, Upstream
+from sovrouter.contracts import Candidate, NormalizedRequest
+from sovrouter.protocols import Clock
+from sovrouter.reuse.affinity_events import AffinityEvent, AffinityEventBus
+from sovrouter.reuse.prefix import AffinitySettings, PrefixAffinityRouter
+from sovrouter.reuse.prefix_sim import BLOCK_TOKENS
+
+
+def prompt_blocks(request: NormalizedRequest, block_words: int = 64) -> tuple[list[int], int]:
+    """Chained hashes of fixed-size blocks of whitespace tokens of the rendered messages, and a token count.
+
+    Block ``k``'s hash covers every token before it, so equal hashes mean equal prefixes (as in vLLM/SGLang
+    page hashing). The token count is the word count times 4/3 (a rough BPE ratio); only relative sizes
+    matter to the cost model.
+    """
+    words: list[str] = []
+    for m in request.messages:
+        words.append(f"<{m.role}>")
+        words.extend(m.text.split())
+    blocks: list[int] = []
+    h = hashlib.blake2b(request.tenant.encode("utf-8"), digest_size=8).digest()
+    for start in range(0, len(words), block_words):
+        chunk = "\x1f".join(words[start:start + block_words]).encode("utf-8")
+        h = hashlib.blake2b(h + chunk, digest_size=8).digest()
+        blocks.append(int.from_bytes(h, "big"))
+    return blocks, max(1, (len(words) * 4) // 3)
+
+
+class PrefixAffinityChooser:
+    """:class:`~sovrouter.adapters.replicas.ReplicaChooser` for the HTTP adapter (one instance per deployment).
+
+    Blocks are tenant-salted, so two tenants never share modelled cache entries (the serving engine may still
+    share them; the router just does not count on it). With ``events`` (several gateway instances), every start
+    and completion is published on ``stream`` and the other instances' are applied, so each instance models the
+    whole traffic (:mod:`sovrouter.reuse.affinity_events`). With ``engine``, the replicas' own reports of the
+    requests they hold (on the same ``stream``) add the load this model did not see.
+
+    Instances that share one model choose alike: until their events reach each other (a few ms through a local
+    Redis, more when it is far or slow) they all send new work to the same idle replica. So each instance takes
+    its rank among the instances it has heard from in the last ``peer_ttl_s`` seconds (the order of their
+    ids, so every instance computes the same ranks) and passes it to the router, which spreads ranks over the
+    replicas within ``AffinitySettings.instance_band_s`` of the best cost. Alone, or before it hears from
+    another instance, an instance has rank 0 and chooses as a lone gateway does.
+    """
+
+    def __init__(self, clock: Clock, settings: AffinitySettings | None = None, block_words: int = 64,
+                 events: AffinityEventBus | None = None, stream: str = "default",
+                 engine: EngineReports | None = None, peer_ttl_s: float = 60.0) -> None:
+        base = settings or AffinitySettings()
+        # Gateway blocks are ``block_words`` words, not 512 tokens: size the model in the same unit.
+        tokens_per_block = max(1, (block_words * 4) // 3)
+        self._router = PrefixAffinityRouter(dataclasses.replace(
+            base, capacity_blocks=base.capacity_blocks * max(1, base.block_tokens // tokens_per_block),
+            block_tokens=tokens_per_block))
+        self._clock = clock
+        self._block_words = block_words
+        self._seq = 0
+        self._inflight: dict[tuple[str, str], deque[int]] = {}  # (request id, replica) -> call sequence numbers
+        self._last: tuple[NormalizedRequest, list[int], int] | None = None  # choose's blocks, for observe_start
+        self._events = events
+        self._stream = stream
+        self._peer_ttl_s = peer_ttl_s
+        self._peers: dict[str, float] = {}  # other instances sharing this stream -> when last heard from (s)
+        if events is not None:
+            events.subscribe(stream, self.apply)
+        if engine is not None:
+            engine.subscribe(stream, self._router.report_held)
+
+    def _blocks(self, request: NormalizedRequest) -> tuple[list[int], int]:
+        """The request's block hashes, computed once for a choose / observe_start pair (the same request object)."""
+        if self._last is not None and self._last[0] is request:
+            return self._last[1], self._last[2]
+        blocks, tokens = prompt_blocks(request, self._block_words)
+        self._last = (request, blocks, tokens)
+        return blocks, tokens
+
+    @property
+    def settings(self) -> AffinitySettings:
+        """The router's settings, in this chooser's block units."""
+        return self._router.settings
+
+    @property
+    def rank(self) -> int:
+        """This instance's place among the instances heard from recently (0 alone or without events)."""
+        if self._events is None or not self._peers:
+            return 0
+        cutoff = self._clock.now_ms() / 1000.0 - self._peer_ttl_s
+        for gone in [p for p, t in self._peers.items() if t < cutoff]:
+            del self._peers[gone]
+        me = self._events.instance
+        return sum(1 for p in self._peers if p < me)
+
+    def choose(self, request: NormalizedRequest, replicas: Sequence[str]) -> int:
+        blocks, tokens = self._blocks(request)
+        return self._router.choose(blocks, tokens, self._clock.now_ms() / 1000.0, list(replicas), self.rank)
+
+    def observe_start(self, request: NormalizedRequest, replicas: Sequence[str], index: int) -> None:
+        blocks, tokens = self._blocks(request)
+        self._seq += 1
+        self._inflight.setdefault((request.request_id, replicas[index]), deque()).append(self._seq)
+        now = self._clock.now_ms() / 1000.0
+        self._router.assign(self._seq, blocks, tokens, now, replicas[index])
+        if self._events is not None:
+            self._events.publish(self._stream, AffinityEvent("start", self._events.instance, self._seq,
+                                                             replicas[index], now, tuple(blocks), tokens))
+
+    def observe_done(
+        self, request: NormalizedRequest, replicas: Sequence[str], index: int, ok: bool, latency_ms: float
+    ) -> None:
+        calls = self._inflight.get((request.request_id, replicas[index]))
+        if not calls:
+            return
+        seq = calls.popleft()
+        if not calls:
+            del self._inflight[(request.request_id, replicas[index])]
+        now = self._clock.now_ms() / 1000.0
+        self._router.complete(seq, now, ok)
+        forgotten: tuple[int, ...] = ()
+        if not ok:
+            forgotten = tuple(self._blocks(request)[0])
+            self._router.forget(replicas[index], forgotten)
+        if self._events is not None:
+            self._events.publish(self._stream, AffinityEvent("done", self._events.instance, seq, replicas[index],
+                                                             now, forgotten, ok=ok))
+
+    def apply(self, event: AffinityEvent) -> None:
+        """Another gateway instance started or finished a call on one of this deployment's replicas."""
+        self._peers[event.origin] = self._clock.now_ms() / 1000.0
+        key = (event.origin, event.call)
+        if event.kind == "start":
+            self._router.assign(key, event.blocks, event.tokens, event.t, event.replica)
+            return
+        self._router.complete(key, event.t, event.ok)
+        if not event.ok:
+            self._router.forget(event.replica, event.blocks)
+
+
+def settings_from_config(cfg: ReplicaAffinity) -> AffinitySettings:
+    """The router's settings for an upstream's ``affinity`` configuration (KV cache in 512-token blocks)."""
+    return AffinitySettings(capacity_blocks=max(1, cfg.kv_cache_tokens // BLOCK_TOKENS),
+                            prefill_rate=cfg.prefill_tokens_per_s, decode_rate=cfg.decode_tokens_per_s,
+                            compute_price=cfg.compute_price, tail=cfg.tail,
+                            learn_prefill_rate=cfg.learn_prefill_rate, instance_band_s=cfg.instance_band_s)
+
+
+def prefix_affinity_factory(
+    clock: Clock, settings: AffinitySettings | None = None
+) -> Callable[[Candidate, Upstream], PrefixAffinityChooser]:
+    """A ``chooser_factory`` for :func:`sovrouter.gateway.wiring.build_live_pipeline`: one fresh
+    :class:`PrefixAffinityChooser` (its own cache and queue models) per deployment, with ``settings`` or, when
+    omitted, each upstream's own ``affinity`` configuration."""
+
+    def make(candidate: Candidate, upstream: Upstream) -> PrefixAffinityChooser:
+        return PrefixAffinityChooser(clock, settings or settings_from_config(upstream.affinity))
+
+    return make

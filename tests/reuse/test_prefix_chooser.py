@@ -1,0 +1,151 @@
+"""The gateway's replica chooser: prefix blocks of real requests, the ReplicaChooser protocol, the HTTP path."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from sovrouter.adapters.engine_load import EngineReports
+from sovrouter.adapters.openai_http import OpenAIHTTPAdapter
+from sovrouter.adapters.replicas import ReplicaChooser
+from sovrouter.clock import SimClock
+from sovrouter.config import ReplicaAffinity, Upstream
+from sovrouter.contracts import Candidate, ContentPart, Message, ModelCall, NormalizedRequest
+from sovrouter.intake import normalize_chat
+from sovrouter.reuse.prefix import AffinitySettings
+from sovrouter.reuse.prefix_chooser import (
+    PrefixAffinityChooser,
+    prefix_affinity_factory,
+    prompt_blocks,
+    settings_from_config,
+)
+
+S = AffinitySettings(capacity_blocks=100, prefill_rate=1000.0, decode_rate=100.0, block_tokens=100)
+
+
+def test_the_chooser_reads_each_replicas_report_on_its_own_stream() -> None:
+    reports = EngineReports()
+    chooser = PrefixAffinityChooser(SimClock(), S, engine=reports, stream="sovereign-large/eu-sov")
+    req = normalize_chat({"messages": [{"role": "user", "content": "hello there"}]}, tenant="acme", request_id="r1")
+    replicas = ["http://r0", "http://r1"]
+    assert chooser.choose(req, replicas) == 0
+    reports.publish("frontier/us", "http://r0", 50)  # another deployment's stream: not this chooser's
+    assert chooser.choose(req, replicas) == 0
+    reports.publish("sovereign-large/eu-sov", "http://r0", 50)
+    assert chooser.choose(req, replicas) == 1
+    reports.publish("sovereign-large/eu-sov", "http://r0", None)
+    assert chooser.choose(req, replicas) == 0
+
+
+def _req(rid: str, texts: list[str], tenant: str = "t1") -> NormalizedRequest:
+    msgs = tuple(Message(role="user" if i % 2 == 0 else "assistant", parts=(ContentPart(modality="text", text=t),))
+                 for i, t in enumerate(texts))
+    return NormalizedRequest(request_id=rid, tenant=tenant, messages=msgs)
+
+
+def test_prompt_blocks_are_chained_and_tenant_salted() -> None:
+    long_turn = " ".join(f"w{i}" for i in range(200))
+    a, na = prompt_blocks(_req("1", [long_turn]), block_words=64)
+    b, nb = prompt_blocks(_req("2", [long_turn, "reply", "next question"]), block_words=64)
+    assert len(a) == 4 and nb > na
+    assert a[:3] == b[:3] and a[3] != b[3]  # full blocks shared, the partial last block is not
+    c, _ = prompt_blocks(_req("3", [long_turn], tenant="t2"), block_words=64)
+    assert not set(a) & set(c)
+
+
+def test_chooser_through_the_replica_chooser_protocol() -> None:
+    clock = SimClock()
+    chooser: ReplicaChooser = PrefixAffinityChooser(clock)
+    assert isinstance(chooser, ReplicaChooser)
+    urls = ["http://r0", "http://r1", "http://r2", "http://r3"]
+    history = " ".join(f"tok{i}" for i in range(3000))
+    placed: dict[str, int] = {}
+    for conv in range(4):
+        req = _req(f"c{conv}", [f"conversation {conv} " + history])
+        i = chooser.choose(req, urls)
+        chooser.observe_start(req, urls, i)
+        clock.set(clock.now_ms() + 10)
+        chooser.observe_done(req, urls, i, True, 10.0)
+        placed[f"c{conv}"] = i
+    assert len(set(placed.values())) == 4  # four new conversations on four idle replicas
+    clock.set(clock.now_ms() + 5000)
+    for conv in range(4):  # follow-up turns return to the replica holding their history
+        follow = _req(f"c{conv}-2", [f"conversation {conv} " + history, "answer", "and then?"])
+        assert chooser.choose(follow, urls) == placed[f"c{conv}"]
+
+
+def test_chooser_tracks_outstanding_calls_and_ignores_unknown_done() -> None:
+    clock = SimClock()
+    chooser = PrefixAffinityChooser(clock)
+    urls = ["http://r0", "http://r1"]
+    big = _req("big", [" ".join(f"x{i}" for i in range(60_000))])
+    chooser.observe_start(big, urls, 0)  # a long prefill now occupies r0
+    small = _req("s", ["hello there"])
+    assert chooser.choose(small, urls) == 1
+    chooser.observe_done(small, urls, 1, True, 1.0)  # never started: ignored
+    chooser.observe_done(big, urls, 0, True, 5.0)
+    clock.set(100_000)
+    follow = _req("big-2", [" ".join(f"x{i}" for i in range(60_000)), "ok", "more"])
+    assert chooser.choose(follow, urls) == 0  # r0 is free again and holds the 60k-word prefix
+
+
+def test_a_failed_call_is_not_counted_as_cached_on_its_replica() -> None:
+    clock = SimClock()
+    chooser = PrefixAffinityChooser(clock)
+    urls = ["http://r0", "http://r1"]
+    doc = " ".join(f"y{i}" for i in range(3000))
+    first = _req("a", [doc])
+    chooser.observe_start(first, urls, 0)
+    clock.set(1_000)
+    chooser.observe_done(first, urls, 0, True, 1.0)
+    clock.set(2_000)
+    assert chooser.choose(_req("a2", [doc, "ok", "more"]), urls) == 0  # r0 holds the document
+    second = _req("b", [doc, "ok", "again"])
+    chooser.observe_start(second, urls, 0)
+    clock.set(3_000)
+    chooser.observe_done(second, urls, 0, False, 1.0)  # r0 failed: it may have lost its cache
+    clock.set(4_000)
+    assert chooser.choose(_req("b2", [doc, "ok", "once more"]), urls) == 1  # nothing cached to go back for
+
+
+async def test_http_adapter_sends_follow_up_turns_to_the_replica_holding_the_conversation() -> None:
+    hosts: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        hosts.append(request.url.host)
+        return httpx.Response(200, json={
+            "choices": [{"message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 1}})
+
+    cand = Candidate(slot="s", deployment="d")
+    clock = SimClock()
+    urls = ["http://r0.test/v1", "http://r1.test/v1", "http://r2.test/v1"]
+    factory = prefix_affinity_factory(clock)
+    chooser = factory(cand, Upstream(base_urls=urls))
+    assert chooser is not factory(cand, Upstream(base_urls=urls))  # one state per deployment
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        ad = OpenAIHTTPAdapter(cand, urls, client=client, chooser=chooser)
+        docs = {c: " ".join(f"{c}{i}" for i in range(2000)) for c in ("a", "b", "c")}
+        for n, doc in enumerate(docs.values()):
+            req = normalize_chat({"messages": [{"role": "user", "content": doc}]}, tenant="t", request_id=f"{n}")
+            await ad.generate(ModelCall(request=req, allowed=[cand]))
+            clock.set(clock.now_ms() + 50)
+        first = dict(zip(docs, hosts, strict=True))
+        assert len(set(first.values())) == 3
+        clock.set(clock.now_ms() + 10_000)
+        for n, (c, doc) in enumerate(reversed(list(docs.items()))):
+            msgs = [{"role": "user", "content": doc}, {"role": "assistant", "content": "ok"},
+                    {"role": "user", "content": "and more?"}]
+            req = normalize_chat({"messages": msgs}, tenant="t", request_id=f"f{n}")
+            await ad.generate(ModelCall(request=req, allowed=[cand]))
+            assert hosts[-1] == first[c]
+
+
+
+
+def test_the_instance_band_comes_from_the_upstreams_affinity_configuration() -> None:
+    assert settings_from_config(ReplicaAffinity()).instance_band_s == 0.1
+    assert settings_from_config(ReplicaAffinity(instance_band_s=0.0)).instance_band_s == 0.0
+    with pytest.raises(ValidationError):
+        ReplicaAffinity(instance_band_s=-1.0)
