@@ -1,6 +1,7 @@
 """Several gateway instances in front of the same replicas: each with its own affinity model, or sharing it.
 
-    python bench/prefix_multi_gateway.py      # ~2 min -> bench/results/prefix_multi_gateway.json
+    python bench/prefix_multi_gateway.py              # ~6 min -> bench/results/prefix_multi_gateway.json
+    python bench/prefix_multi_gateway.py --seed 1 --out bench/results/prefix_multi_gateway_seed1.json
 
 The issue's scoring model, 8 replicas. Requests reach k gateway instances at random (a load balancer without
 stickiness, seeded); each instance runs our router. *Own model*: an instance learns only from the calls it sends
@@ -43,9 +44,14 @@ def spread(trace: list[TraceRequest], step_ms: float = 3000.0, seed: int = 0) ->
 
 
 def run_gateways(trace: list[TraceRequest], n: int, k: int, shared: bool, delay_s: float,
-                 cfg: SimConfig, seed: int = 0) -> dict[str, Any]:
+                 cfg: SimConfig, seed: int = 0, band_s: float | None = None) -> dict[str, Any]:
+    """``band_s``: the routers' ``instance_band_s`` (None: the default). With a shared model instance g has rank
+    g, as the gateway's choosers rank themselves by instance id once they have heard from each other."""
     rng = random.Random(seed)
     routers = [OursPolicy(n, cfg).router for _ in range(k)]
+    if band_s is not None:
+        for router in routers:
+            router.settings = dataclasses.replace(router.settings, instance_band_s=band_s)
     names = list(range(n))
     servers = [ReplicaServer(cfg) for _ in range(n)]
     finishes: list[tuple[float, int, int, int]] = []  # (finish, request, replica, instance)
@@ -85,7 +91,7 @@ def run_gateways(trace: list[TraceRequest], n: int, k: int, shared: bool, delay_
         now = req.t_s
         advance(now)
         g = rng.randrange(k)
-        r = routers[g].choose(req.hash_ids, req.input_length, now, names)
+        r = routers[g].choose(req.hash_ids, req.input_length, now, names, g if shared else 0)
         s = servers[r].serve(req)
         routers[g].assign(i, req.hash_ids, req.input_length, now, r)
         broadcast(g, now, "start", (i, req.hash_ids, req.input_length, now, r))
@@ -97,32 +103,36 @@ def run_gateways(trace: list[TraceRequest], n: int, k: int, shared: bool, delay_
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--replicas", type=int, default=8)
-    ap.add_argument("--instances", type=int, nargs="+", default=[1, 2, 4])
-    ap.add_argument("--delays", type=float, nargs="+", default=[0.0, 0.001, 0.01, 0.1])
+    ap.add_argument("--instances", type=int, nargs="+", default=[1, 2, 4, 8])
+    ap.add_argument("--delays", type=float, nargs="+", default=[0.001, 0.01, 0.1, 0.5])
+    ap.add_argument("--seed", type=int, default=0, help="arrival spread and dealing of requests to instances")
     ap.add_argument("--no-spread", action="store_true", help="keep the traces' 3 s arrival stamps")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
     cfg, n = SimConfig(), args.replicas
     traces = {"dev conversation": load_trace(DEV), "synthetic": load_trace(SYNTHETIC),
               "real tool-and-agent, tiled (seed 1)": tiled(load_trace(SLICE), 26, 1)}
-    result: dict[str, Any] = {"replicas": n, "spread": not args.no_spread, "traces": {}}
+    result: dict[str, Any] = {"replicas": n, "spread": not args.no_spread, "seed": args.seed, "traces": {}}
     for name, trace in traces.items():
         if not args.no_spread:
-            trace = spread(trace)
+            trace = spread(trace, seed=args.seed)
         run = run_online(trace, n, make_policy("sglang", n, cfg), cfg)
         sg = summarize(trace, run.served, run.busy_s, cfg.block_tokens).as_dict()
         rows: dict[str, Any] = {"sglang (one instance)": sg}
         print(f"{name}: SGLang-style {100 * sg['hit_fraction_of_bound']:.1f}% / {sg['mean_ttft_s']:.3f} / "
               f"{sg['p99_ttft_s']:.2f} / {sg['skew']:.2f}", flush=True)
         for k in args.instances:
-            arms = [("own model", False, 0.0)] + ([("shared", True, d) for d in args.delays] if k > 1 else [])
-            for label, shared, delay in arms:
-                d = run_gateways(trace, n, k, shared, delay, cfg)
+            arms: list[tuple[str, bool, float, float | None]] = [("own model", False, 0.0, None)]
+            if k > 1:
+                for d in args.delays:
+                    arms += [("shared, no instance band", True, d, 0.0), ("shared", True, d, None)]
+            for label, shared, delay, band in arms:
+                d = run_gateways(trace, n, k, shared, delay, cfg, seed=args.seed, band_s=band)
                 d["mean_ttft_change_vs_sglang"] = round(d["mean_ttft_s"] / sg["mean_ttft_s"] - 1, 4)
                 d["p99_ttft_change_vs_sglang"] = round(d["p99_ttft_s"] / sg["p99_ttft_s"] - 1, 4)
                 tag = f"{k} instances, {label}" + (f", events {delay * 1000:.0f} ms late" if shared else "")
                 rows[tag] = d
-                print(f"   {tag:45s} hit {100 * d['hit_fraction_of_bound']:.1f}%  mean "
+                print(f"   {tag:62s} hit {100 * d['hit_fraction_of_bound']:.1f}%  mean "
                       f"{100 * d['mean_ttft_change_vs_sglang']:+.1f}%  p99 {100 * d['p99_ttft_change_vs_sglang']:+.1f}%"
                       f"  skew {d['skew']:.3f}", flush=True)
         result["traces"][name] = rows
