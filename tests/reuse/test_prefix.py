@@ -142,19 +142,25 @@ def _serve_sequentially(router: PrefixAffinityRouter, true_rate: float, n: int, 
 
 
 def test_prefill_rate_is_learned_from_completions_when_asked() -> None:
-    configured = dataclasses.replace(S, prefill_rate=100_000.0, load_window_s=1e6)  # 100x too fast
+    configured = dataclasses.replace(S, prefill_rate=1_000_000.0, load_window_s=1e6)  # 1,000x too fast
     learning = PrefixAffinityRouter(dataclasses.replace(configured, learn_prefill_rate=True))
     _serve_sequentially(learning, true_rate=1_000.0, n=19)
-    assert learning.seconds_per_token == pytest.approx(1e-5)  # the prior until 20 completions
+    assert learning.seconds_per_token == pytest.approx(1e-6)  # the prior until 20 completions
     _serve_sequentially(learning, true_rate=1_000.0, n=40)
-    assert learning.seconds_per_token == pytest.approx(1e-4)  # clamped at 10x the prior (the truth is 1e-3)
+    assert learning.seconds_per_token == pytest.approx(1e-4)  # clamped at 100x slower (the truth is 1e-3)
+    cpu = PrefixAffinityRouter(dataclasses.replace(configured, prefill_rate=10_000.0, learn_prefill_rate=True))
+    _serve_sequentially(cpu, true_rate=140.0, n=60)  # the default prior, a CPU engine 70x slower
+    assert cpu.seconds_per_token == pytest.approx(1 / 140.0, rel=0.02)
     within = PrefixAffinityRouter(dataclasses.replace(configured, prefill_rate=2_000.0, learn_prefill_rate=True))
     _serve_sequentially(within, true_rate=1_000.0, n=60)
     assert within.seconds_per_token == pytest.approx(1e-3, rel=0.02)  # within the clamp: the true slope
     assert within.prefill_seconds(1000) == pytest.approx(1.0, rel=0.02)
+    too_slow = PrefixAffinityRouter(dataclasses.replace(configured, prefill_rate=100.0, learn_prefill_rate=True))
+    _serve_sequentially(too_slow, true_rate=10_000.0, n=60)
+    assert too_slow.seconds_per_token == pytest.approx(1e-3)  # at most 10x faster than configured
     fixed = PrefixAffinityRouter(configured)
     _serve_sequentially(fixed, true_rate=1_000.0, n=60)
-    assert fixed.seconds_per_token == pytest.approx(1e-5)  # off: the configured rate, whatever is observed
+    assert fixed.seconds_per_token == pytest.approx(1e-6)  # off: the configured rate, whatever is observed
 
 
 def test_failed_calls_teach_nothing_about_service_times() -> None:

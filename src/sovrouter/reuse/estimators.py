@@ -27,12 +27,20 @@ class DecodeEstimator:
 
 class PrefillRateEstimator:
     """Seconds per uncached token: the slope of observed service time on uncached tokens (exponentially weighted
-    least squares), clamped around the prior; the prior until enough completions have been seen."""
+    least squares), clamped around the prior; the prior until enough completions have been seen.
+
+    The clamp is asymmetric: at most ``FASTEST`` times faster than the prior, at most ``SLOWEST`` times slower. An
+    estimate that is too fast is the harmful error (cached prefixes and queued prefill look nearly free, so
+    follow-up turns leave their cached replica), and the configured default (10,000 tokens/s, an accelerator's)
+    is already fast; a CPU engine left at that default prefills 100-1,000 times slower (SmolLM2-135M on one
+    thread: ~140 tokens/s), which a 10x clamp could never learn."""
 
     __slots__ = ("_prior", "_ss", "_su", "_sus", "_suu", "_w")
 
     MIN_WEIGHT = 20.0
     FORGET = 0.995
+    FASTEST = 10.0
+    SLOWEST = 100.0
 
     def __init__(self, prior_s_per_token: float) -> None:
         self._prior = prior_s_per_token
@@ -55,7 +63,7 @@ class PrefillRateEstimator:
         if den <= 1e-9 * max(1.0, self._w * self._suu):
             return self._prior
         slope = (self._w * self._sus - self._su * self._ss) / den
-        return min(10.0 * self._prior, max(0.1 * self._prior, slope))
+        return min(self.SLOWEST * self._prior, max(self._prior / self.FASTEST, slope))
 
 
 class TemplateDecodeEstimator:

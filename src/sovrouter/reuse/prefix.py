@@ -110,9 +110,9 @@ class AffinitySettings:
     replicas serving many short calls look busier than they are, so long work piles up elsewhere (skew)."""
     learn_prefill_rate: bool = False
     """Learn the seconds per uncached prompt token from completions (least squares of each observed service time
-    on its uncached tokens, older observations forgotten), clamped to 0.1-10x the configured ``prefill_rate``,
-    which stays the prior until 20 completions are seen. Off for the trace model (its rates are given); on for
-    the gateway's chooser, whose configured rates may be far from the real servers'."""
+    on its uncached tokens, older observations forgotten), clamped to at most 10x faster and 100x slower than the
+    configured ``prefill_rate``, which stays the prior until 20 completions are seen. Off for the trace model (its
+    rates are given); on for the gateway's chooser, whose configured rates may be far from the real servers'."""
     tie_s: float = 0.01
     instance_band_s: float = 0.1
     """Several gateway instances sharing one model (``affinity_events``): the instance of rank r > 0 among them
