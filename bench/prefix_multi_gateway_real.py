@@ -109,11 +109,22 @@ class DelayProxy:
 
 
 class Placing(Counting):
-    """Counting, and where each request id was sent."""
+    """Counting, where each request id was sent, and (a diagnostic) how many replicas were within the instance
+    band of the best estimated cost when it was chosen."""
 
     def __init__(self, inner: ReplicaChooser) -> None:
         super().__init__(inner)
         self.where: dict[str, str] = {}
+        self.band: dict[str, int] = {}
+
+    def choose(self, request: NormalizedRequest, replicas: list[str]) -> int:
+        prefix = self.inner.inner  # type: ignore[attr-defined]  # Counting -> HealthAwareChooser -> prefix chooser
+        blocks, tokens = prefix._blocks(request)
+        router = prefix._router
+        ests = router.estimate(blocks, tokens, prefix._clock.now_ms() / 1000.0, replicas)
+        best = min(e.cost for e in ests)
+        self.band[request.request_id] = sum(e.cost <= best + router.settings.instance_band_s for e in ests)
+        return super().choose(request, replicas)
 
     def observe_start(self, request: NormalizedRequest, replicas: list[str], index: int) -> None:
         self.where[request.request_id] = replicas[index]
@@ -184,6 +195,9 @@ async def run_arm(redis_url: str, urls: list[str], band_s: float, waves: int, ga
                     for w in range(waves) for c in range(2) for t in range(1, TURNS))
         shared = sum(where[f"{prefix}-{w}-0-{t}"] == where[f"{prefix}-{w}-1-{t}"]
                      for w in range(waves) for t in range(1, TURNS))
+        # For each wave: did its pair share a replica, and how many replicas were in the band at B's choice?
+        pairs = [(where[f"{prefix}-{w}-0-0"] == where[f"{prefix}-{w}-1-0"], choosers[1].band[f"{prefix}-{w}-1-0"])
+                 for w in range(waves)]
     finally:
         for bus in buses:
             await bus.aclose()
@@ -191,7 +205,8 @@ async def run_arm(redis_url: str, urls: list[str], band_s: float, waves: int, ga
     return {"first_turn_mean_s": statistics.mean(first), "follow_up_mean_s": statistics.mean(follow),
             "waves_on_one_replica": same / waves, "wall_s": wall, "ranks": ranks,
             "follow_ups_moved": moved / (waves * 2 * (TURNS - 1)),
-            "follow_up_pairs_on_one_replica": shared / (waves * (TURNS - 1))}
+            "follow_up_pairs_on_one_replica": shared / (waves * (TURNS - 1)),
+            "pairs_shared_and_band_at_b": pairs}
 
 
 async def main_async(binary: str, rounds: int, waves: int, delay_s: float, gap_s: float) -> dict[str, Any]:
@@ -219,7 +234,8 @@ async def main_async(binary: str, rounds: int, waves: int, delay_s: float, gap_s
                     print(f"round {rnd} {arm:26s} first turns {r['first_turn_mean_s']:.2f} s, follow-ups "
                           f"{r['follow_up_mean_s']:.2f} s, new pairs on one replica {r['waves_on_one_replica']:.0%}, "
                           f"follow-ups moved {r['follow_ups_moved']:.0%}, follow-up pairs on one replica "
-                          f"{r['follow_up_pairs_on_one_replica']:.0%}, wall {r['wall_s']:.1f} s, ranks {r['ranks']}",
+                          f"{r['follow_up_pairs_on_one_replica']:.0%}, wall {r['wall_s']:.1f} s, ranks {r['ranks']}, "
+                          f"(pair shared, band size at B) {r['pairs_shared_and_band_at_b']}",
                           flush=True)
         finally:
             for s in servers:
