@@ -159,7 +159,6 @@ async def run_arm(redis_url: str, urls: list[str], band_s: float, waves: int, ga
     rng = random.Random(seed)
     first: list[float] = []
     follow: list[float] = []
-    same = 0
     try:
         for bus in buses:
             await bus.start()
@@ -177,13 +176,9 @@ async def run_arm(redis_url: str, urls: list[str], band_s: float, waves: int, ga
                 history = {c: [{"role": "user", "content": f"Document {seed}-{w}-{c}: {words(rng, DOC_WORDS)}\n"
                                                            "What is this document about?"}] for c in range(2)}
 
-                before = [dict(c.sent) for c in choosers]
                 out = await asyncio.gather(send_turn(adapters[0], history[0], f"{prefix}-{w}-0-0", 0, 0.0),
                                            send_turn(adapters[1], history[1], f"{prefix}-{w}-1-0", 0, gap_s))
                 first += out
-                picked = [next(u for u in urls if c.sent.get(u, 0) > b.get(u, 0))
-                          for c, b in zip(choosers, before, strict=True)]
-                same += picked[0] == picked[1]
                 for t in range(1, TURNS):
                     # turn t of conversation c arrives at the other instance than turn t - 1
                     out = await asyncio.gather(*(send_turn(adapters[(c + t) % 2], history[c], f"{prefix}-{w}-{c}-{t}",
@@ -203,7 +198,7 @@ async def run_arm(redis_url: str, urls: list[str], band_s: float, waves: int, ga
             await bus.aclose()
     ranks = [getattr(c.inner.inner, "rank", None) for c in choosers]  # Counting -> HealthAware -> prefix
     return {"first_turn_mean_s": statistics.mean(first), "follow_up_mean_s": statistics.mean(follow),
-            "waves_on_one_replica": same / waves, "wall_s": wall, "ranks": ranks,
+            "waves_on_one_replica": sum(same for same, _ in pairs) / waves, "wall_s": wall, "ranks": ranks,
             "follow_ups_moved": moved / (waves * 2 * (TURNS - 1)),
             "follow_up_pairs_on_one_replica": shared / (waves * (TURNS - 1)),
             "pairs_shared_and_band_at_b": pairs}
