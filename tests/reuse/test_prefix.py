@@ -51,6 +51,22 @@ def test_wait_estimate_follows_fifo_queue_and_learns_decode_time() -> None:
     assert est.wait_s == pytest.approx(0.1 + (0.25 + 1.0) / 2)
 
 
+def test_a_call_heard_of_late_counts_as_done_at_its_predicted_end_within_the_lag() -> None:
+    r = PrefixAffinityRouter(S)  # prior decode 0.25 s; prefill 0.1 s for 100 uncached tokens
+    r.assign(1, [1], 100, 0.0, "own")  # predicted done at 0.35 s
+    r.assign(2, [2], 100, 0.0, "peer", lag_s=0.2)  # another instance's call: its completion is heard 0.2 s late
+
+    def wait(t: float, replica: str) -> float:
+        return r.estimate([9], 100, t, [replica])[0].wait_s
+
+    assert wait(0.3, "own") == pytest.approx(0.05) and wait(0.3, "peer") == pytest.approx(0.05)
+    # 0.1 s past the prediction, no completion heard: our own call is overdue (memoryless residual), the other
+    # instance's is taken as done, its completion event still on its way.
+    assert wait(0.45, "own") == pytest.approx(0.25) and wait(0.45, "peer") == 0.0
+    # Past the prediction by more than the lag, the other instance's call is overdue too.
+    assert wait(0.6, "peer") == pytest.approx(0.25)
+
+
 def test_engine_reports_add_the_requests_this_router_did_not_send_to_the_wait() -> None:
     r = PrefixAffinityRouter(S)
     r.assign(1, [1], 100, 0.0, "a")  # one of ours in flight on a: 0.1 s prefill + 0.25 s prior decode

@@ -11,7 +11,8 @@ sent there (their prefix block hashes and input sizes, in order) and the complet
   at completion), so it is estimated from completed requests (completion - start - prefill), per prompt
   template: the request's first block, shrunk towards the overall mean (``decode_by_template``). The prefill
   rate is given (trace model) or, in the gateway, learned the same way: the slope of observed service time on
-  uncached tokens (``learn_prefill_rate``).
+  uncached tokens (``learn_prefill_rate``). Another gateway instance's call is heard done one event delay late
+  (``lag_s``): predicted done less than that ago, it counts as done rather than overdue.
 - **Load it did not send.** Where the replicas' engines report the requests they hold (``engine_load``,
   :class:`~sovrouter.adapters.engine_load.EngineReports`), those beyond the modelled queue (other clients, or
   other gateway instances without shared events) count as requests of mean service time ahead in the queue.
@@ -140,6 +141,7 @@ class _Pending:
     prefill_s: float
     uncached_tokens: int = 0
     template: Hashable | None = None
+    lag_s: float = 0.0  # how late this router hears of the request's completion (another instance's call)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -242,8 +244,10 @@ class _ReplicaModel:
             t = start + p.prefill_s + decode_s
             if first:
                 # The head is in service: if it has outlived its estimate, it still needs some decode time;
-                # with no better knowledge assume the prediction again (memoryless residual).
-                if t <= now_s:
+                # with no better knowledge assume the prediction again (memoryless residual). Another
+                # instance's call is heard done only ``lag_s`` late: within that window of its predicted end it
+                # is taken as done then, its completion event still on its way.
+                if t <= now_s - p.lag_s:
                     t = now_s + decode_s
                 first = False
         return t
@@ -376,8 +380,10 @@ class PrefixAffinityRouter:
         return min((e for e in ests if e.cost <= best_cost + s.tie_s), key=order).replica
 
     def assign(self, key: Hashable, blocks: Sequence[int], input_tokens: int, now_s: float,
-               replica: Hashable) -> None:
-        """The request ``key`` was sent to ``replica`` at ``now_s``."""
+               replica: Hashable, lag_s: float = 0.0) -> None:
+        """The request ``key`` was sent to ``replica`` at ``now_s``. ``lag_s``: how late this router learns of
+        its events (0 for its own calls; for another gateway instance's, the delay of its start event), so that
+        a call predicted done less than ``lag_s`` ago counts as done rather than overdue."""
         s = self.settings
         m = self._model(replica)
         run = m.cache.leading_run(blocks)
@@ -412,7 +418,7 @@ class PrefixAffinityRouter:
             m.anchor_s = max(m.anchor_s, now_s)
         prefill = self.prefill_seconds(input_tokens - hit)
         template = self._template(blocks)
-        m.queue.append(_Pending(key, now_s, prefill, input_tokens - hit, template))
+        m.queue.append(_Pending(key, now_s, prefill, input_tokens - hit, template, max(0.0, lag_s)))
         self._where[key] = replica
         service = prefill + self._decode.predict(template)
         m.add_busy(now_s, s.busy_tau_s, service)

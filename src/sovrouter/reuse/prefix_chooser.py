@@ -59,6 +59,10 @@ class PrefixAffinityChooser:
     another instance, an instance has rank 0 and chooses as a lone gateway does.
     """
 
+    MAX_LAG_S = 5.0
+    """The longest event delay taken at face value: an older event (read back from the stream's start, or
+    stamped by a clock far off this one) is not evidence of how late completions arrive."""
+
     def __init__(self, clock: Clock, settings: AffinitySettings | None = None, block_words: int = 64,
                  events: AffinityEventBus | None = None, stream: str = "default",
                  engine: EngineReports | None = None, peer_ttl_s: float = 60.0) -> None:
@@ -140,11 +144,16 @@ class PrefixAffinityChooser:
                                                              now, forgotten, ok=ok))
 
     def apply(self, event: AffinityEvent) -> None:
-        """Another gateway instance started or finished a call on one of this deployment's replicas."""
-        self._peers[event.origin] = self._clock.now_ms() / 1000.0
+        """Another gateway instance started or finished a call on one of this deployment's replicas.
+
+        A start event's delay (time here minus its time at the origin, clamped to ``MAX_LAG_S``) is taken as
+        how late the call's completion will be heard too: until then a call predicted done counts as done."""
+        now = self._clock.now_ms() / 1000.0
+        self._peers[event.origin] = now
         key = (event.origin, event.call)
         if event.kind == "start":
-            self._router.assign(key, event.blocks, event.tokens, event.t, event.replica)
+            lag = min(self.MAX_LAG_S, max(0.0, now - event.t))
+            self._router.assign(key, event.blocks, event.tokens, event.t, event.replica, lag)
             return
         self._router.complete(key, event.t, event.ok)
         if not event.ok:
