@@ -44,9 +44,11 @@ def spread(trace: list[TraceRequest], step_ms: float = 3000.0, seed: int = 0) ->
 
 
 def run_gateways(trace: list[TraceRequest], n: int, k: int, shared: bool, delay_s: float,
-                 cfg: SimConfig, seed: int = 0, band_s: float | None = None) -> dict[str, Any]:
+                 cfg: SimConfig, seed: int = 0, band_s: float | None = None, lag: bool = True) -> dict[str, Any]:
     """``band_s``: the routers' ``instance_band_s`` (None: the default). With a shared model instance g has rank
-    g, as the gateway's choosers rank themselves by instance id once they have heard from each other."""
+    g, as the gateway's choosers rank themselves by instance id once they have heard from each other. ``lag``:
+    tell the routers how late the other instances' events arrive (``delay``), as the gateway's choosers measure it
+    from each start event; off, another instance's call predicted done but not heard done counts as overdue."""
     rng = random.Random(seed)
     routers = [OursPolicy(n, cfg).router for _ in range(k)]
     if band_s is not None:
@@ -82,7 +84,7 @@ def run_gateways(trace: list[TraceRequest], n: int, k: int, shared: bool, delay_
                 _, _, g, kind, args = heapq.heappop(remote)
                 key: Hashable = ("remote", args[0])
                 if kind == "start":
-                    routers[g].assign(key, args[1], args[2], args[3], args[4])
+                    routers[g].assign(key, args[1], args[2], args[3], args[4], delay_s if lag else 0.0)
                 else:
                     routers[g].complete(key, args[1])
 
@@ -122,12 +124,13 @@ def main() -> None:
         print(f"{name}: SGLang-style {100 * sg['hit_fraction_of_bound']:.1f}% / {sg['mean_ttft_s']:.3f} / "
               f"{sg['p99_ttft_s']:.2f} / {sg['skew']:.2f}", flush=True)
         for k in args.instances:
-            arms: list[tuple[str, bool, float, float | None]] = [("own model", False, 0.0, None)]
+            arms: list[tuple[str, bool, float, float | None, bool]] = [("own model", False, 0.0, None, True)]
             if k > 1:
                 for d in args.delays:
-                    arms += [("shared, no instance band", True, d, 0.0), ("shared", True, d, None)]
-            for label, shared, delay, band in arms:
-                d = run_gateways(trace, n, k, shared, delay, cfg, seed=args.seed, band_s=band)
+                    arms += [("shared, no instance band", True, d, 0.0, True),
+                             ("shared, event lag ignored", True, d, None, False), ("shared", True, d, None, True)]
+            for label, shared, delay, band, lag in arms:
+                d = run_gateways(trace, n, k, shared, delay, cfg, seed=args.seed, band_s=band, lag=lag)
                 d["mean_ttft_change_vs_sglang"] = round(d["mean_ttft_s"] / sg["mean_ttft_s"] - 1, 4)
                 d["p99_ttft_change_vs_sglang"] = round(d["p99_ttft_s"] / sg["p99_ttft_s"] - 1, 4)
                 tag = f"{k} instances, {label}" + (f", events {delay * 1000:.0f} ms late" if shared else "")
