@@ -6,8 +6,24 @@ import time
 
 
 class WallClock:
+    """Milliseconds since the Unix epoch: the wall clock read once, at construction, then advanced by the
+    monotonic clock.
+
+    So it never steps back within a process (an NTP step after start does not move it; durations stay
+    non-negative), and its readings mean the same on every host and across restarts (hosts synchronised by NTP
+    agree to milliseconds). Times that leave the process depend on that: cache expiry stored in SQLite or shared
+    through Redis, record times shipped to PostgreSQL, the prefix-affinity events other gateway instances apply,
+    trace timestamps. (Until 2026-11-27 this returned the monotonic clock itself, which counts from an arbitrary
+    point per host and per boot: another host's times were off by the difference in uptime.)"""
+
+    __slots__ = ("_epoch_ms", "_mono0")
+
+    def __init__(self) -> None:
+        self._mono0 = time.monotonic()
+        self._epoch_ms = time.time() * 1000.0
+
     def now_ms(self) -> float:
-        return time.monotonic() * 1000.0
+        return self._epoch_ms + (time.monotonic() - self._mono0) * 1000.0
 
 
 class SimClock:

@@ -42,7 +42,7 @@ class AffinityEvent:
     origin: str  # the publishing instance
     call: int  # the origin's call number
     replica: str
-    t: float  # seconds, the origin's clock
+    t: float  # seconds since the Unix epoch, the origin's clock (``WallClock``: comparable across hosts)
     blocks: tuple[int, ...] = ()  # start; also done when not ok (the blocks to forget)
     tokens: int = 0  # start
     ok: bool = True  # done

@@ -59,9 +59,9 @@ class PrefixAffinityChooser:
     another instance, an instance has rank 0 and chooses as a lone gateway does.
     """
 
-    MAX_LAG_S = 5.0
+    MAX_LAG_S = 1.0
     """The longest event delay taken at face value: an older event (read back from the stream's start, or
-    stamped by a clock far off this one) is not evidence of how late completions arrive."""
+    stamped by a host whose clock is off this one's) is not evidence of how late completions arrive."""
 
     def __init__(self, clock: Clock, settings: AffinitySettings | None = None, block_words: int = 64,
                  events: AffinityEventBus | None = None, stream: str = "default",
