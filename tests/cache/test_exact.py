@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sovrouter.cache.exact import ExactCache
-from sovrouter.clock import SimClock
+from sovrouter.clock import SimClock, WallClock
 from sovrouter.contracts import Candidate, ContentPart, Detection, Message, ModelResult, NormalizedRequest
 
 A = Candidate(slot="frontier", deployment="us")
@@ -81,6 +81,22 @@ async def test_rows_an_earlier_run_left_are_purged_once_expired(tmp_path: Path) 
     later = ExactCache(SimClock(20_000), path, ttl_s=10)
     assert await served(later, "hello") is None and later.entry_count() == 0
     later.close()
+
+
+async def test_rows_keep_their_ttl_across_restarts_on_the_gateway_clock(tmp_path: Path) -> None:
+    path = tmp_path / "cache.sqlite"
+    # A file an earlier version wrote: its clock was the monotonic one (here three days of uptime), so its expiry
+    # times sit far below any epoch time and read as expired, never as living on for the old uptime.
+    old = ExactCache(SimClock(3 * 86_400_000.0), path, ttl_s=3600)
+    await produce(old, "hello", "r1")
+    old.close()
+    now = ExactCache(WallClock(), path, ttl_s=3600)
+    assert await served(now, "hello") is None and now.entry_count() == 0
+    await produce(now, "bye", "r2")
+    now.close()
+    restarted = ExactCache(WallClock(), path, ttl_s=3600)  # a new process: the same epoch clock
+    assert await served(restarted, "bye") == "answer r2"
+    restarted.close()
 
 
 def test_the_bound_must_be_positive() -> None:
