@@ -121,9 +121,9 @@ class Placing(Counting):
 
     def choose(self, request: NormalizedRequest, replicas: list[str]) -> int:
         prefix = self.inner.inner  # type: ignore[attr-defined]  # Counting -> HealthAwareChooser -> prefix chooser
-        blocks, tokens = prefix._blocks(request)
+        blocks, tokens, shape = prefix._blocks(request)
         router = prefix._router
-        ests = router.estimate(blocks, tokens, prefix._clock.now_ms() / 1000.0, replicas)
+        ests = router.estimate(blocks, tokens, prefix._clock.now_ms() / 1000.0, replicas, shape)
         best = min(e.cost for e in ests)
         self.band[request.request_id] = sum(e.cost <= best + router.settings.instance_band_s for e in ests)
         return super().choose(request, replicas)

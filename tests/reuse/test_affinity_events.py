@@ -38,10 +38,29 @@ def send(chooser: PrefixAffinityChooser, request, index: int, clock: SimClock, s
 
 
 def test_events_round_trip_through_json() -> None:
-    e = AffinityEvent("start", "gw-a", 7, "http://r1", 12.5, (1, 2, 2**64 + 3), 900)
+    e = AffinityEvent("start", "gw-a", 7, "http://r1", 12.5, (1, 2, 2**64 + 3), 900, sizes=(85, 85, 12),
+                      answer=(1, 2))
     assert AffinityEvent.from_json(e.to_json()) == e
+    older = '{"kind": "start", "origin": "x", "call": 1, "replica": "r", "t": 0, "blocks": [5], "tokens": 9}'
+    assert AffinityEvent.from_json(older).sizes == () and AffinityEvent.from_json(older).answer is None
     with pytest.raises(ValueError):
         AffinityEvent.from_json('{"kind": "evict", "origin": "x", "call": 1, "replica": "r", "t": 0}')
+    with pytest.raises(ValueError):
+        AffinityEvent.from_json(older[:-1] + ', "answer": [3, 1]}')
+
+
+def test_an_instance_models_the_others_blocks_by_their_sizes_and_without_them() -> None:
+    hub = MemoryAffinityBus()
+    clock = SimClock(1000.0)
+    a = PrefixAffinityChooser(clock, events=hub.view("gw-a"), stream="dep")
+    b = PrefixAffinityChooser(clock, events=hub.view("gw-b"), stream="dep")
+    request = turn(1, "t1")
+    a.observe_start(request, REPLICAS, 2)
+    blocks, tokens, shape = b._blocks(request)
+    assert b._router.estimate(blocks, tokens, 1.0, REPLICAS, shape)[2].hit_tokens == tokens
+    c = PrefixAffinityChooser(clock, stream="dep")  # an event from an older instance: no sizes
+    c.apply(AffinityEvent("start", "gw-old", 1, REPLICAS[2], 1.0, tuple(blocks), tokens))
+    assert c._router.estimate(blocks, tokens, 1.0, REPLICAS, shape)[2].hit_tokens == tokens
 
 
 def test_a_follow_up_at_another_instance_goes_where_the_conversation_is() -> None:
@@ -103,8 +122,8 @@ def test_a_failed_remote_call_is_forgotten_where_it_failed() -> None:
     request, follow_up = turn(1, "t1"), turn(2, "t2")
 
     def cached_on_r1() -> int:
-        blocks, tokens = b._blocks(follow_up)
-        return b._router.estimate(blocks, tokens, clock.now_ms() / 1000, REPLICAS)[1].hit_tokens
+        blocks, tokens, shape = b._blocks(follow_up)
+        return b._router.estimate(blocks, tokens, clock.now_ms() / 1000, REPLICAS, shape)[1].hit_tokens
 
     a.observe_start(request, REPLICAS, 1)
     assert cached_on_r1() > 0  # b learned that r1 is prefilling the conversation

@@ -13,7 +13,7 @@ from sovrouter.clock import SimClock
 from sovrouter.config import ReplicaAffinity, Upstream
 from sovrouter.contracts import Candidate, ContentPart, Message, ModelCall, NormalizedRequest
 from sovrouter.intake import normalize_chat
-from sovrouter.reuse.prefix import AffinitySettings
+from sovrouter.reuse.prefix import AffinitySettings, BlockShape, PrefixAffinityRouter
 from sovrouter.reuse.prefix_chooser import (
     PrefixAffinityChooser,
     prefix_affinity_factory,
@@ -46,12 +46,51 @@ def _req(rid: str, texts: list[str], tenant: str = "t1") -> NormalizedRequest:
 
 def test_prompt_blocks_are_chained_and_tenant_salted() -> None:
     long_turn = " ".join(f"w{i}" for i in range(200))
-    a, na = prompt_blocks(_req("1", [long_turn]), block_words=64)
-    b, nb = prompt_blocks(_req("2", [long_turn, "reply", "next question"]), block_words=64)
+    a, na, sa = prompt_blocks(_req("1", [long_turn]), block_words=64)
+    b, nb, sb = prompt_blocks(_req("2", [long_turn, "reply", "next question"]), block_words=64)
     assert len(a) == 4 and nb > na
-    assert a[:3] == b[:3] and a[3] != b[3]  # full blocks shared, the partial last block is not
-    c, _ = prompt_blocks(_req("3", [long_turn], tenant="t2"), block_words=64)
+    # Blocks end at message boundaries: the next turn starts with every block of this one, the short last too.
+    assert b[:4] == a and len(b) == 6
+    assert sa.sizes == (85, 85, 85, 12) and sb.sizes[:4] == sa.sizes and na == sum(sa.sizes)  # 201 words
+    assert sa.answer is None and sb.answer == (4, 5)  # the assistant's reply, followed by a question
+    c, _, _ = prompt_blocks(_req("3", [long_turn], tenant="t2"), block_words=64)
     assert not set(a) & set(c)
+    d, _, _ = prompt_blocks(_req("4", [long_turn, "other reply", "next question"]), block_words=64)
+    assert d[:4] == a and d[4:] != b[4:]  # a block covers every word before it
+
+
+def test_a_follow_up_counts_its_conversation_and_the_answer_as_cached_where_it_was_served() -> None:
+    clock = SimClock(1000.0)
+    chooser = PrefixAffinityChooser(clock)
+    doc = " ".join(f"d{i}" for i in range(400))
+    first = _req("1", [doc])
+    chooser.observe_start(first, ["r0", "r1"], 1)
+    clock.set(5000.0)
+    chooser.observe_done(first, ["r0", "r1"], 1, ok=True, latency_ms=4000.0)
+    answer = " ".join(f"a{i}" for i in range(150))  # a long answer: generated on r1, so cached there
+    follow = _req("2", [doc, answer, "and what about the second point?"])
+    blocks, tokens, shape = chooser._blocks(follow)
+    r0, r1 = chooser._router.estimate(blocks, tokens, 5.0, ["r0", "r1"], shape)
+    assert r0.hit_tokens == 0
+    assert tokens - r1.hit_tokens == shape.sizes[-1] == (7 * 4) // 3  # only the new question is uncached
+    # An assistant message that is not the latest (or a client's own text in its place) is not assumed cached.
+    other = _req("3", [doc, "an answer r1 never generated", "q", "a", "q2"])
+    blocks, tokens, shape = chooser._blocks(other)
+    assert chooser._router.estimate(blocks, tokens, 5.0, ["r1"], shape)[0].hit_tokens == sum(shape.sizes[:7])
+
+
+def test_short_blocks_fill_the_cache_model_by_their_size() -> None:
+    settings = AffinitySettings(capacity_blocks=4, block_tokens=100)
+    router = PrefixAffinityRouter(settings)
+    shape = BlockShape((50,) * 8, 100)  # eight half blocks: four blocks' worth
+    router.assign(1, list(range(8)), 400, 0.0, "r", shape=shape)
+    assert router.estimate(list(range(8)), 400, 1.0, ["r"], shape)[0].hit_tokens == 400
+    router.assign(2, [100, 101], 200, 1.0, "r", shape=BlockShape((100, 100), 100))  # two full blocks in
+    # Six blocks' worth against a capacity of four: the four oldest half blocks go, two blocks' worth, no more.
+    assert router.estimate(list(range(8)), 400, 2.0, ["r"], shape)[0].hit_tokens == 0
+    assert router.estimate([3], 50, 2.0, ["r"], BlockShape((50,), 100))[0].hit_tokens == 0
+    assert router.estimate([4, 5, 6, 7], 200, 2.0, ["r"], BlockShape((50,) * 4, 100))[0].hit_tokens == 200
+    assert router.estimate([100, 101], 200, 2.0, ["r"], BlockShape((100, 100), 100))[0].hit_tokens == 200
 
 
 def test_chooser_through_the_replica_chooser_protocol() -> None:

@@ -46,6 +46,8 @@ class AffinityEvent:
     blocks: tuple[int, ...] = ()  # start; also done when not ok (the blocks to forget)
     tokens: int = 0  # start
     ok: bool = True  # done
+    sizes: tuple[int, ...] = ()  # start: tokens per block (absent from older instances' events)
+    answer: tuple[int, int] | None = None  # start: block range of the latest assistant message, if one is followed
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -57,7 +59,19 @@ class AffinityEvent:
             raise ValueError("unknown event kind")
         return cls(kind=d["kind"], origin=str(d["origin"]), call=int(d["call"]), replica=str(d["replica"]),
                    t=float(d["t"]), blocks=tuple(int(b) for b in d.get("blocks", ())),
-                   tokens=int(d.get("tokens", 0)), ok=bool(d.get("ok", True)))
+                   tokens=int(d.get("tokens", 0)), ok=bool(d.get("ok", True)),
+                   sizes=tuple(int(n) for n in d.get("sizes", ())), answer=_span(d.get("answer")))
+
+
+def _span(raw: object) -> tuple[int, int] | None:
+    if raw is None:
+        return None
+    if not (isinstance(raw, list) and len(raw) == 2):
+        raise ValueError("answer must be two block indices")
+    start, end = int(raw[0]), int(raw[1])
+    if not 0 <= start <= end:
+        raise ValueError("answer must be an ordered block range")
+    return start, end
 
 
 Apply = Callable[[AffinityEvent], None]

@@ -157,17 +157,49 @@ class ReplicaEstimate:
         return self.wait_s + self.prefill_s
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class BlockShape:
+    """What the gateway knows of its blocks beyond their hashes (the trace model's blocks are all full, 512 tokens).
+
+    ``sizes``: tokens in each block (blocks end at message boundaries, so the last one of a message is short);
+    ``answer``: the block range ``[start, end)`` of the latest assistant message when a user message follows it.
+    The engine generated that answer after the prompt before it and holds its KV there, so where the cached
+    run reaches the answer's start, the answer counts as cached too."""
+
+    sizes: tuple[int, ...]
+    block_tokens: int
+    answer: tuple[int, int] | None = None
+
+    def tokens(self, run: int) -> int:
+        return sum(self.sizes[:run])
+
+    def weights(self) -> list[float]:
+        """Each block's size in full blocks (the cache model's capacity unit)."""
+        return [min(1.0, n / self.block_tokens) for n in self.sizes]
+
+    def run(self, cache: _ValuedLRU, blocks: Sequence[int]) -> int:
+        run = cache.leading_run(blocks)
+        if self.answer is not None and run == self.answer[0] > 0:
+            end = self.answer[1]
+            run = end + cache.leading_run(blocks[end:])
+        return run
+
+
 class _ValuedLRU:
-    """An LRU of block ids, each with a value (a send time for the cache model, an age bucket for a ghost).
+    """An LRU of block ids, each with a value (a send time for the cache model, an age bucket for a ghost) and a
+    size in full blocks (1 unless given: a gateway block cut short at a message boundary is a fraction of one).
+    ``capacity`` bounds the total size.
 
     Deliberately separate from ``prefix_sim.LRUBlocks``: the scoring model shares no code with the router it
     scores, so a bug in one cannot flatter the other."""
 
-    __slots__ = ("_d", "capacity")
+    __slots__ = ("_d", "_w", "capacity", "size")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._d: OrderedDict[int, float] = OrderedDict()
+        self._w: dict[int, float] = {}  # sizes other than 1
+        self.size = 0.0
 
     def __len__(self) -> int:
         return len(self._d)
@@ -187,15 +219,26 @@ class _ValuedLRU:
             n += 1
         return n
 
-    def put(self, items: Sequence[tuple[int, float]]) -> list[tuple[int, float]]:
-        """Make the items most recent in order with their values; return the evicted ones, least recent first."""
-        d = self._d
-        for b, v in items:
+    def put(self, items: Sequence[tuple[int, float]],
+            sizes: Sequence[float] | None = None) -> list[tuple[int, float, float]]:
+        """Make the items most recent in order with their values (and ``sizes``, 1 each if omitted); return the
+        evicted ones (block, value, size), least recent first."""
+        d, w = self._d, self._w
+        for k, (b, v) in enumerate(items):
+            if b in d:
+                self.size -= w.pop(b, 1.0)
+            size = 1.0 if sizes is None else sizes[k]
+            if size != 1.0:
+                w[b] = size
+            self.size += size
             d[b] = v
             d.move_to_end(b)
-        evicted: list[tuple[int, float]] = []
-        while len(d) > self.capacity:
-            evicted.append(d.popitem(last=False))
+        evicted: list[tuple[int, float, float]] = []
+        while self.size > self.capacity and d:
+            b, v = d.popitem(last=False)
+            size = w.pop(b, 1.0)
+            self.size -= size
+            evicted.append((b, v, size))
         return evicted
 
     def tail(self, k: int) -> list[float]:
@@ -211,7 +254,8 @@ class _ValuedLRU:
 
     def discard(self, blocks: Sequence[int]) -> None:
         for b in blocks:
-            self._d.pop(b, None)
+            if self._d.pop(b, None) is not None:
+                self.size -= self._w.pop(b, 1.0)
 
 
 class _ReplicaModel:
@@ -331,7 +375,7 @@ class PrefixAffinityRouter:
         return len(self._work) / (span * n), min(0.95, self._work_sum / (span * n))
 
     def estimate(self, blocks: Sequence[int], input_tokens: int, now_s: float,
-                 replicas: Sequence[Hashable]) -> list[ReplicaEstimate]:
+                 replicas: Sequence[Hashable], shape: BlockShape | None = None) -> list[ReplicaEstimate]:
         s = self.settings
         decode = self._decode.predict(self._template(blocks))
         decode_of = self._decode.predict
@@ -340,15 +384,22 @@ class PrefixAffinityRouter:
         per_evict_s = self.prefill_seconds(s.pollution * self.eviction_cost_tokens)
         by_age = [self.prefill_seconds(s.pollution * v) for v in self.eviction_cost_by_age()] if s.age_aware else []
         mean_service = max(0.05, self._work_sum / len(self._work)) if self._work else 1.0
+        weights = shape.weights() if shape is not None else []
         out: list[ReplicaEstimate] = []
         for i, rid in enumerate(replicas):
             m = self._model(rid)
-            run = m.cache.leading_run(blocks)
-            hit = cached_tokens(run, input_tokens, s.block_tokens)
+            if shape is None:
+                run = m.cache.leading_run(blocks)
+                hit = cached_tokens(run, input_tokens, s.block_tokens)
+                inserts: float = max(0, len(blocks) - run - (m.cache.capacity - len(m.cache)))
+            else:
+                run = shape.run(m.cache, blocks)
+                hit = min(input_tokens, shape.tokens(run))
+                inserts = max(0.0, sum(weights[run:]) - (m.cache.capacity - m.cache.size))
             wait = max(0.0, m.free_at(now_s, decode_of) - now_s) + m.foreign * mean_service
-            inserts = max(0, len(blocks) - run - (m.cache.capacity - len(m.cache)))
             if s.age_aware:
-                pollution = sum(by_age[bisect_right(AGE_EDGES_S, now_s - t)] for t in m.cache.tail(inserts))
+                pollution = sum(by_age[bisect_right(AGE_EDGES_S, now_s - t)]
+                                for t in m.cache.tail(math.ceil(inserts)))
             else:
                 pollution = inserts * per_evict_s
             prefill = self.prefill_seconds(input_tokens - hit)
@@ -360,14 +411,14 @@ class PrefixAffinityRouter:
         return out
 
     def choose(self, blocks: Sequence[int], input_tokens: int, now_s: float,
-               replicas: Sequence[Hashable], rank: int = 0) -> int:
+               replicas: Sequence[Hashable], rank: int = 0, shape: BlockShape | None = None) -> int:
         """The index in ``replicas`` to send to. ``rank``: this gateway instance's place among the instances
         sharing this model (0 when alone; see ``AffinitySettings.instance_band_s``)."""
         if not replicas:
             raise InvalidRequestError("no replica to choose from")
         if len(replicas) == 1:
             return 0
-        ests = self.estimate(blocks, input_tokens, now_s, replicas)
+        ests = self.estimate(blocks, input_tokens, now_s, replicas, shape)
         s = self.settings
         best_cost = min(e.cost for e in ests)
 
@@ -380,14 +431,24 @@ class PrefixAffinityRouter:
         return min((e for e in ests if e.cost <= best_cost + s.tie_s), key=order).replica
 
     def assign(self, key: Hashable, blocks: Sequence[int], input_tokens: int, now_s: float,
-               replica: Hashable, lag_s: float = 0.0) -> None:
+               replica: Hashable, lag_s: float = 0.0, shape: BlockShape | None = None) -> None:
         """The request ``key`` was sent to ``replica`` at ``now_s``. ``lag_s``: how late this router learns of
         its events (0 for its own calls; for another gateway instance's, the delay of its start event), so that
-        a call predicted done less than ``lag_s`` ago counts as done rather than overdue."""
+        a call predicted done less than ``lag_s`` ago counts as done rather than overdue. ``shape``: the blocks'
+        sizes (the gateway's; full blocks if omitted)."""
         s = self.settings
         m = self._model(replica)
-        run = m.cache.leading_run(blocks)
-        hit = cached_tokens(run, input_tokens, s.block_tokens)
+        if shape is None:
+            hit = cached_tokens(m.cache.leading_run(blocks), input_tokens, s.block_tokens)
+        else:
+            hit = min(input_tokens, shape.tokens(shape.run(m.cache, blocks)))
+
+        def block_tokens(k: int) -> int:  # tokens of block k
+            if shape is None:
+                return cached_tokens(k + 1, input_tokens, s.block_tokens) - cached_tokens(k, input_tokens,
+                                                                                          s.block_tokens)
+            return shape.sizes[k]
+
         self._decay_pollution(now_s)
         best = ghost_best = 0
         ghost_model: _ReplicaModel | None = None
@@ -404,16 +465,15 @@ class PrefixAffinityRouter:
                 bucket = ghost_model.ghost.get(blocks[k])
                 if bucket is None:  # the run reached past this ghost through that replica's own cache
                     continue
-                tokens = cached_tokens(k + 1, input_tokens, s.block_tokens) - cached_tokens(
-                    k, input_tokens, s.block_tokens)
-                self._lost_tokens[int(bucket)] += tokens
-        evicted = m.cache.put([(b, now_s) for b in blocks])
+                self._lost_tokens[int(bucket)] += block_tokens(k)
+        evicted = m.cache.put([(b, now_s) for b in blocks], shape.weights() if shape is not None else None)
         m.ghost.discard(blocks)
         if evicted:
-            aged = [(b, float(bisect_right(AGE_EDGES_S, now_s - t))) for b, t in evicted]
-            m.ghost.put(aged)
-            for _, bucket in aged:
-                self._evictions[int(bucket)] += 1.0
+            aged = [(b, float(bisect_right(AGE_EDGES_S, now_s - t))) for b, t, _ in evicted]
+            sizes = [size for _, _, size in evicted]
+            m.ghost.put(aged, sizes if shape is not None else None)
+            for (_, bucket), size in zip(aged, sizes, strict=True):
+                self._evictions[int(bucket)] += size
         if not m.queue:
             m.anchor_s = max(m.anchor_s, now_s)
         prefill = self.prefill_seconds(input_tokens - hit)

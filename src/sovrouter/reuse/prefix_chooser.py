@@ -18,28 +18,38 @@ from sovrouter.config import ReplicaAffinity, Upstream
 from sovrouter.contracts import Candidate, NormalizedRequest
 from sovrouter.protocols import Clock
 from sovrouter.reuse.affinity_events import AffinityEvent, AffinityEventBus
-from sovrouter.reuse.prefix import AffinitySettings, PrefixAffinityRouter
+from sovrouter.reuse.prefix import AffinitySettings, BlockShape, PrefixAffinityRouter
 from sovrouter.reuse.prefix_sim import BLOCK_TOKENS
 
 
-def prompt_blocks(request: NormalizedRequest, block_words: int = 64) -> tuple[list[int], int]:
-    """Chained hashes of fixed-size blocks of whitespace tokens of the rendered messages, and a token count.
+def prompt_blocks(request: NormalizedRequest, block_words: int = 64) -> tuple[list[int], int, BlockShape]:
+    """Chained hashes of the rendered messages in blocks of whitespace tokens, a token count, and the blocks' shape.
 
     Block ``k``'s hash covers every token before it, so equal hashes mean equal prefixes (as in vLLM/SGLang
-    page hashing). The token count is the word count times 4/3 (a rough BPE ratio); only relative sizes
-    matter to the cost model.
+    page hashing). Each message is cut into blocks of at most ``block_words`` words on its own, so a prompt ends
+    at a block boundary and the next turn of the conversation (the same messages, the answer, a new question)
+    starts with exactly the same blocks: until 2026-11-27 blocks ran across messages, and the prompt's last,
+    partial block never matched the next turn's, so up to ``block_words`` words of a cached conversation counted
+    as uncached. Tokens are words times 4/3 (a rough BPE ratio); only relative sizes matter to the cost model.
+    The shape also marks the latest assistant message when a message follows it (the engine generated it there).
     """
-    words: list[str] = []
-    for m in request.messages:
-        words.append(f"<{m.role}>")
-        words.extend(m.text.split())
     blocks: list[int] = []
+    sizes: list[int] = []
+    answer: tuple[int, int] | None = None
     h = hashlib.blake2b(request.tenant.encode("utf-8"), digest_size=8).digest()
-    for start in range(0, len(words), block_words):
-        chunk = "\x1f".join(words[start:start + block_words]).encode("utf-8")
-        h = hashlib.blake2b(h + chunk, digest_size=8).digest()
-        blocks.append(int.from_bytes(h, "big"))
-    return blocks, max(1, (len(words) * 4) // 3)
+    last = len(request.messages) - 1
+    for i, m in enumerate(request.messages):
+        words = [f"<{m.role}>", *m.text.split()]
+        first = len(blocks)
+        for start in range(0, len(words), block_words):
+            chunk = words[start:start + block_words]
+            h = hashlib.blake2b(h + "\x1f".join(chunk).encode("utf-8"), digest_size=8).digest()
+            blocks.append(int.from_bytes(h, "big"))
+            sizes.append(max(1, (len(chunk) * 4) // 3))
+        if m.role == "assistant" and i == last - 1 and request.messages[last].role != "assistant":
+            answer = (first, len(blocks))
+    shape = BlockShape(tuple(sizes), max(1, (block_words * 4) // 3), answer)
+    return blocks, max(1, sum(sizes)), shape
 
 
 class PrefixAffinityChooser:
@@ -76,7 +86,7 @@ class PrefixAffinityChooser:
         self._block_words = block_words
         self._seq = 0
         self._inflight: dict[tuple[str, str], deque[int]] = {}  # (request id, replica) -> call sequence numbers
-        self._last: tuple[NormalizedRequest, list[int], int] | None = None  # choose's blocks, for observe_start
+        self._last: tuple[NormalizedRequest, list[int], int, BlockShape] | None = None  # for observe_start
         self._events = events
         self._stream = stream
         self._peer_ttl_s = peer_ttl_s
@@ -86,13 +96,13 @@ class PrefixAffinityChooser:
         if engine is not None:
             engine.subscribe(stream, self._router.report_held)
 
-    def _blocks(self, request: NormalizedRequest) -> tuple[list[int], int]:
-        """The request's block hashes, computed once for a choose / observe_start pair (the same request object)."""
+    def _blocks(self, request: NormalizedRequest) -> tuple[list[int], int, BlockShape]:
+        """The request's blocks, computed once for a choose / observe_start pair (the same request object)."""
         if self._last is not None and self._last[0] is request:
-            return self._last[1], self._last[2]
-        blocks, tokens = prompt_blocks(request, self._block_words)
-        self._last = (request, blocks, tokens)
-        return blocks, tokens
+            return self._last[1], self._last[2], self._last[3]
+        blocks, tokens, shape = prompt_blocks(request, self._block_words)
+        self._last = (request, blocks, tokens, shape)
+        return blocks, tokens, shape
 
     @property
     def settings(self) -> AffinitySettings:
@@ -111,18 +121,20 @@ class PrefixAffinityChooser:
         return sum(1 for p in self._peers if p < me)
 
     def choose(self, request: NormalizedRequest, replicas: Sequence[str]) -> int:
-        blocks, tokens = self._blocks(request)
-        return self._router.choose(blocks, tokens, self._clock.now_ms() / 1000.0, list(replicas), self.rank)
+        blocks, tokens, shape = self._blocks(request)
+        return self._router.choose(blocks, tokens, self._clock.now_ms() / 1000.0, list(replicas), self.rank,
+                                   shape)
 
     def observe_start(self, request: NormalizedRequest, replicas: Sequence[str], index: int) -> None:
-        blocks, tokens = self._blocks(request)
+        blocks, tokens, shape = self._blocks(request)
         self._seq += 1
         self._inflight.setdefault((request.request_id, replicas[index]), deque()).append(self._seq)
         now = self._clock.now_ms() / 1000.0
-        self._router.assign(self._seq, blocks, tokens, now, replicas[index])
+        self._router.assign(self._seq, blocks, tokens, now, replicas[index], shape=shape)
         if self._events is not None:
             self._events.publish(self._stream, AffinityEvent("start", self._events.instance, self._seq,
-                                                             replicas[index], now, tuple(blocks), tokens))
+                                                             replicas[index], now, tuple(blocks), tokens,
+                                                             sizes=shape.sizes, answer=shape.answer))
 
     def observe_done(
         self, request: NormalizedRequest, replicas: Sequence[str], index: int, ok: bool, latency_ms: float
@@ -153,7 +165,10 @@ class PrefixAffinityChooser:
         key = (event.origin, event.call)
         if event.kind == "start":
             lag = min(self.MAX_LAG_S, max(0.0, now - event.t))
-            self._router.assign(key, event.blocks, event.tokens, event.t, event.replica, lag)
+            shape = None
+            if len(event.sizes) == len(event.blocks) > 0:  # an older instance sends no sizes: full blocks assumed
+                shape = BlockShape(event.sizes, self._router.settings.block_tokens, event.answer)
+            self._router.assign(key, event.blocks, event.tokens, event.t, event.replica, lag, shape)
             return
         self._router.complete(key, event.t, event.ok)
         if not event.ok:
