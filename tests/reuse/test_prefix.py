@@ -109,6 +109,18 @@ def test_instances_of_other_ranks_spread_new_work_over_the_replicas_near_the_bes
     assert {off.choose([7], 100, 0.0, R, rank=k) for k in range(4)} == {alone}
 
 
+def test_the_second_rank_never_takes_the_first_ranks_pick_while_the_band_holds_another() -> None:
+    r = PrefixAffinityRouter(dataclasses.replace(S, compute_price=0.0, prefill_rate=2000.0))
+    r.assign("q", [1], 100, 0.0, "a")  # a holds block 1 and has been busy; b has done nothing
+    r.complete("q", 0.2)
+    ests = r.estimate([1, 9], 200, 100.0, ["a", "b"])
+    assert S.tie_s < ests[1].cost - ests[0].cost < S.instance_band_s  # a a little cheaper: both in the band
+    first, second = (r.choose([1, 9], 200, 100.0, ["a", "b"], rank=k) for k in (0, 1))
+    # Rank 0 takes the cheaper a. Ordered by recent busy time alone, the band would be [b, a] and rank 1 would
+    # take a as well: the two instances would still herd.
+    assert (first, second) == (0, 1)
+
+
 def test_a_cached_prefix_worth_more_than_the_band_is_every_ranks_choice() -> None:
     r = PrefixAffinityRouter(S)
     doc = [1, 2, 3, 4, 5]

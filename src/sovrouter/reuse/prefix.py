@@ -116,12 +116,12 @@ class AffinitySettings:
     rates are given); on for the gateway's chooser, whose configured rates may be far from the real servers'."""
     tie_s: float = 0.01
     instance_band_s: float = 0.1
-    """Several gateway instances sharing one model (``affinity_events``): the instance of rank r > 0 among them
-    takes the r-th (modulo) of the replicas within this many seconds of the best cost, least recently busy
-    first; rank 0, and a lone instance, take the best. Instances with the same model would otherwise all send
-    new work to the same idle replica until their events reach each other (herding); within the band the cost
-    difference is small, and a replica whose cached prefix saves more than the band stays every instance's
-    choice. 0 turns it off (bench/prefix_multi_gateway.py)."""
+    """Several gateway instances sharing one model (``affinity_events``): rank 0, and a lone instance, take the
+    best replica; the instance of rank r > 0 takes the r-th (modulo) of the replicas within this many seconds of
+    the best cost, rank 0's pick first and the others least recently busy first. Instances with the same model
+    would otherwise all send new work to the same idle replica until their events reach each other (herding);
+    within the band the cost difference is small, and a replica whose cached prefix saves more than the band
+    stays every instance's choice. 0 turns it off (bench/prefix_multi_gateway.py)."""
     busy_tau_s: float = 300.0
     load_window_s: float = 300.0
 
@@ -425,10 +425,15 @@ class PrefixAffinityRouter:
         def order(e: ReplicaEstimate) -> tuple[float, float, int]:
             return self._model(replicas[e.replica]).decayed_busy(now_s, s.busy_tau_s), e.cost, e.replica
 
+        first = min((e for e in ests if e.cost <= best_cost + s.tie_s), key=order)  # a lone router's choice
         if rank > 0 and s.instance_band_s > 0.0:
-            band = sorted((e for e in ests if e.cost <= best_cost + s.instance_band_s), key=order)
+            # Rank 0 takes ``first``; the others take the rest of the band, least recently busy first. (Until
+            # 2026-11-27 the whole band was ordered by busy time, so rank 1's pick was rank 0's whenever the
+            # cheapest replica was not also the least busy: the instances still herded with both in the band.)
+            rest = sorted((e for e in ests if e.cost <= best_cost + s.instance_band_s and e is not first), key=order)
+            band = [first, *rest]
             return band[rank % len(band)].replica
-        return min((e for e in ests if e.cost <= best_cost + s.tie_s), key=order).replica
+        return first.replica
 
     def assign(self, key: Hashable, blocks: Sequence[int], input_tokens: int, now_s: float,
                replica: Hashable, lag_s: float = 0.0, shape: BlockShape | None = None) -> None:
