@@ -14,6 +14,10 @@ The released traces stamp arrivals at ~3 s resolution, so ~10-20 requests share 
 any event delay leaves the instances blind to each other for a whole burst. Real arrivals spread over those
 3 s, so by default every request is moved to a uniformly random time within its 3 s step (seeded; the same
 trace for every arm, the SGLang-style baseline included). ``--no-spread`` keeps the stamps.
+
+The "shared" arms count the event lag (each router is told the delay, as ``PrefixAffinityChooser(max_lag_s=...)``
+measures it); the "shared, event lag ignored" arms are the gateway's default (the option is off: no gain shown,
+docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -105,13 +105,16 @@ def test_instances_sharing_a_model_rank_themselves_and_do_not_herd_onto_one_repl
 
 def test_the_delay_of_a_start_event_is_how_late_its_completion_is_expected() -> None:
     clock = SimClock(1_000_000.0)  # 1,000 s
-    b = PrefixAffinityChooser(clock, stream="dep")
+    b = PrefixAffinityChooser(clock, stream="dep", max_lag_s=1.0)
     doc = tuple(range(40))
     b.apply(AffinityEvent("start", "gw-a", 1, REPLICAS[0], 999.8, doc, 100))  # heard 0.2 s after it was sent
     b.apply(AffinityEvent("start", "gw-a", 2, REPLICAS[1], 100.0, doc, 100))  # read back from long ago
     b.apply(AffinityEvent("start", "gw-a", 3, REPLICAS[2], 1000.5, doc, 100))  # stamped by a clock ahead of ours
     lags = [b._router._replicas[r].queue[0].lag_s for r in REPLICAS]
-    assert lags == [pytest.approx(0.2), PrefixAffinityChooser.MAX_LAG_S, 0.0]
+    assert lags == [pytest.approx(0.2), 1.0, 0.0]
+    off = PrefixAffinityChooser(clock, stream="dep")  # the default: event lag not counted
+    off.apply(AffinityEvent("start", "gw-a", 1, REPLICAS[0], 999.8, doc, 100))
+    assert off._router._replicas[REPLICAS[0]].queue[0].lag_s == 0.0
 
 
 def test_a_failed_remote_call_is_forgotten_where_it_failed() -> None:

@@ -69,13 +69,9 @@ class PrefixAffinityChooser:
     another instance, an instance has rank 0 and chooses as a lone gateway does.
     """
 
-    MAX_LAG_S = 1.0
-    """The longest event delay taken at face value: an older event (read back from the stream's start, or
-    stamped by a host whose clock is off this one's) is not evidence of how late completions arrive."""
-
     def __init__(self, clock: Clock, settings: AffinitySettings | None = None, block_words: int = 64,
                  events: AffinityEventBus | None = None, stream: str = "default",
-                 engine: EngineReports | None = None, peer_ttl_s: float = 60.0) -> None:
+                 engine: EngineReports | None = None, peer_ttl_s: float = 60.0, max_lag_s: float = 0.0) -> None:
         base = settings or AffinitySettings()
         # Gateway blocks are ``block_words`` words, not 512 tokens: size the model in the same unit.
         tokens_per_block = max(1, (block_words * 4) // 3)
@@ -90,6 +86,10 @@ class PrefixAffinityChooser:
         self._events = events
         self._stream = stream
         self._peer_ttl_s = peer_ttl_s
+        # Count another instance's call as done once predicted done less than its event delay ago (at most
+        # ``max_lag_s``). Off by default: neutral in the simulation up to 100 ms of delay, and no gain on the real
+        # two-replica bench (20 of 64 waves herded with it, 14 of 64 without; docs/benchmarks.md).
+        self.max_lag_s = max_lag_s
         self._peers: dict[str, float] = {}  # other instances sharing this stream -> when last heard from (s)
         if events is not None:
             events.subscribe(stream, self.apply)
@@ -158,13 +158,14 @@ class PrefixAffinityChooser:
     def apply(self, event: AffinityEvent) -> None:
         """Another gateway instance started or finished a call on one of this deployment's replicas.
 
-        A start event's delay (time here minus its time at the origin, clamped to ``MAX_LAG_S``) is taken as
-        how late the call's completion will be heard too: until then a call predicted done counts as done."""
+        With ``max_lag_s``, a start event's delay (time here minus its time at the origin, clamped to it) is
+        taken as how late the call's completion will be heard too: until then a call predicted done counts as
+        done."""
         now = self._clock.now_ms() / 1000.0
         self._peers[event.origin] = now
         key = (event.origin, event.call)
         if event.kind == "start":
-            lag = min(self.MAX_LAG_S, max(0.0, now - event.t))
+            lag = min(self.max_lag_s, max(0.0, now - event.t))
             shape = None
             if len(event.sizes) == len(event.blocks) > 0:  # an older instance sends no sizes: full blocks assumed
                 shape = BlockShape(event.sizes, self._router.settings.block_tokens, event.answer)
