@@ -22,6 +22,11 @@ from sovrouter.reuse.prefix import AffinitySettings, BlockShape, PrefixAffinityR
 from sovrouter.reuse.prefix_sim import BLOCK_TOKENS
 
 
+def word_tokens(words: int) -> int:
+    """Tokens for ``words`` whitespace tokens (x 4/3, a rough BPE ratio), at least 1."""
+    return max(1, (words * 4) // 3)
+
+
 def prompt_blocks(request: NormalizedRequest, block_words: int = 64) -> tuple[list[int], int, BlockShape]:
     """Chained hashes of the rendered messages in blocks of whitespace tokens, a token count, and the blocks' shape.
 
@@ -45,10 +50,10 @@ def prompt_blocks(request: NormalizedRequest, block_words: int = 64) -> tuple[li
             chunk = words[start:start + block_words]
             h = hashlib.blake2b(h + "\x1f".join(chunk).encode("utf-8"), digest_size=8).digest()
             blocks.append(int.from_bytes(h, "big"))
-            sizes.append(max(1, (len(chunk) * 4) // 3))
+            sizes.append(word_tokens(len(chunk)))
         if m.role == "assistant" and i == last - 1 and request.messages[last].role != "assistant":
             answer = (first, len(blocks))
-    shape = BlockShape(tuple(sizes), max(1, (block_words * 4) // 3), answer)
+    shape = BlockShape(tuple(sizes), word_tokens(block_words), answer)
     return blocks, max(1, sum(sizes)), shape
 
 
@@ -74,7 +79,7 @@ class PrefixAffinityChooser:
                  engine: EngineReports | None = None, peer_ttl_s: float = 60.0, max_lag_s: float = 0.0) -> None:
         base = settings or AffinitySettings()
         # Gateway blocks are ``block_words`` words, not 512 tokens: size the model in the same unit.
-        tokens_per_block = max(1, (block_words * 4) // 3)
+        tokens_per_block = word_tokens(block_words)
         self._router = PrefixAffinityRouter(dataclasses.replace(
             base, capacity_blocks=base.capacity_blocks * max(1, base.block_tokens // tokens_per_block),
             block_tokens=tokens_per_block))
