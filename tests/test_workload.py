@@ -59,3 +59,14 @@ def test_bad_inputs_are_clear_errors(tmp_path: Path) -> None:
         load_replay_inputs(tmp_path / "v")
     with pytest.raises(ConfigError, match="no scores"):
         load_scores(resolve(write_workload(tmp_path / "x", n_requests=2, with_eval=False).paths.root))
+
+
+def test_a_recorded_prompt_with_a_broken_escape_is_repaired_for_replay() -> None:
+    """Replay answers every event: a lone surrogate in a recorded prompt becomes U+FFFD, not a refused request."""
+    from sovrouter.intake import normalize_chat
+    from sovrouter.workload import WorkloadRequest
+
+    wreq = WorkloadRequest.model_validate({"id": "q1", "tenant": "t", "data_class": "public",
+                                           "messages": [{"role": "user", "content": "cut emoji \ud83d"}]})
+    req = normalize_chat(wreq.chat_body(), tenant=wreq.tenant, request_id="q1#0")
+    assert req.messages[0].text == "cut emoji \ufffd"

@@ -1,18 +1,24 @@
 """Intake: normalize an OpenAI chat-completions body into a :class:`NormalizedRequest`.
 
 Accepts string content and content-part arrays (``text``, ``image_url``, ``input_image``, ``video_url``,
-``input_audio``). Media parts are kept with their modality so routing can match them to deployments that
-serve that modality. The tenant is an argument (from the API key), never read from the body.
+``input_audio``). Media parts are kept with their modality and their reference (a URL or a data URL; OpenAI's
+``input_audio`` ``{data, format}`` becomes ``data:audio/FORMAT;base64,DATA``) so routing can match them to
+deployments that serve that modality, and so two different media never share a cache key. A media part with no
+usable reference is refused, as is any string (value or key) holding a lone UTF-16 surrogate escape
+(``"\\ud800"``): valid JSON, but not text that can be encoded, hashed or forwarded. The tenant is an argument
+(from the API key), never read from the body.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sovrouter.contracts import ContentPart, DataClass, Message, NormalizedRequest, Parameters
 from sovrouter.errors import InvalidRequestError
+from sovrouter.unicode import reject_lone_surrogates
 
 _PART_MODALITY = {
     "text": "text",
@@ -26,10 +32,15 @@ _PART_MODALITY = {
 }
 
 
-class ChatBody(BaseModel):
-    """The subset of the OpenAI chat-completions body sovrouter reads; unknown fields are ignored."""
+_AUDIO_FORMAT = re.compile(r"[A-Za-z0-9.+-]{1,16}")
 
-    model_config = ConfigDict(extra="ignore")
+
+class ChatBody(BaseModel):
+    """The subset of the OpenAI chat-completions body sovrouter reads; unknown fields are ignored. Strict types,
+    as OpenAI's API: ``"stream": "yes"`` or ``"max_tokens": true`` is a 400, not silently coerced (an integer is
+    still a valid float)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
     model: str = "auto"
     messages: list[dict[str, Any]] = Field(min_length=1, max_length=1000)
     stream: bool = False
@@ -48,7 +59,7 @@ def _part(raw: Any) -> ContentPart:
     if not isinstance(raw, dict) or "type" not in raw:
         raise InvalidRequestError("each content part must be an object with a 'type'", param="messages")
     kind = raw["type"]
-    modality = _PART_MODALITY.get(kind)
+    modality = _PART_MODALITY.get(kind) if isinstance(kind, str) else None
     if modality is None:
         raise InvalidRequestError("unsupported content part type", param="messages")
     if modality == "text":
@@ -56,9 +67,25 @@ def _part(raw: Any) -> ContentPart:
         if not isinstance(text, str):
             raise InvalidRequestError("a text part needs a string 'text'", param="messages")
         return ContentPart(modality="text", text=text)
-    payload = raw.get(kind)
-    ref = payload.get("url") if isinstance(payload, dict) else payload if isinstance(payload, str) else None
-    return ContentPart(modality=modality, ref=ref if isinstance(ref, str) else None)
+    return ContentPart(modality=modality, ref=_media_ref(kind, modality, raw))
+
+
+def _media_ref(kind: str, modality: str, raw: dict[str, Any]) -> str:
+    """The part's reference: its URL (or data URL), or OpenAI's ``input_audio`` data as a data URL."""
+    if kind == "input_audio":
+        payload = raw.get(kind)
+        data = payload.get("data") if isinstance(payload, dict) else None
+        fmt = payload.get("format") if isinstance(payload, dict) else None
+        if isinstance(data, str) and data and isinstance(fmt, str) and _AUDIO_FORMAT.fullmatch(fmt):
+            return f"data:audio/{fmt.lower()};base64,{data}"
+        raise InvalidRequestError("an input_audio part needs 'data' (base64) and a 'format'", param="messages")
+    # chat-completions shape {"type": "image_url", "image_url": {"url": ...}} (or a bare string), and the
+    # Responses shape {"type": "input_image", "image_url": "..."}
+    for payload in (raw.get(kind), raw.get(f"{modality}_url")):
+        url = payload.get("url") if isinstance(payload, dict) else payload
+        if isinstance(url, str) and url.strip():
+            return url
+    raise InvalidRequestError(f"an {kind} part needs a non-empty URL or data URL", param="messages")
 
 
 def _message(raw: dict[str, Any]) -> Message:
@@ -87,18 +114,22 @@ def normalize_chat(
     arrived_ms: float = 0.0,
     external_id: str | None = None,
 ) -> NormalizedRequest:
+    reject_lone_surrogates(body)
     try:
         chat = ChatBody.model_validate(body)
         params = Parameters(
             temperature=chat.temperature,
             top_p=chat.top_p,
-            max_tokens=chat.max_completion_tokens or chat.max_tokens,
+            max_tokens=chat.max_tokens if chat.max_completion_tokens is None else chat.max_completion_tokens,
             stop=(chat.stop,) if isinstance(chat.stop, str) else tuple(chat.stop or ()),
             seed=chat.seed,
         )
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(x) for x in first.get("loc", ())) or None
+        loc = first.get("loc", ())
+        where = str(loc[0]) if loc else None  # the field only: deeper parts of a path can be client data
+        if where == "max_tokens" and body.get("max_completion_tokens") is not None:
+            where = "max_completion_tokens"
         raise InvalidRequestError(f"invalid request body: {first.get('msg', 'invalid value')}",
                                   param=where) from None
     return NormalizedRequest(

@@ -28,6 +28,7 @@ from sovrouter.catalog import Catalog, Tenants
 from sovrouter.contracts import DataClass
 from sovrouter.errors import ConfigError
 from sovrouter.fileio import open_text
+from sovrouter.unicode import repair_strings
 
 REPLAY_FILES = ("requests", "responses", "stream")
 EVAL_FILES = ("scores", "labels")
@@ -49,7 +50,8 @@ class WorkloadRequest(BaseModel):
     messages: list[WorkloadMessage] = Field(min_length=1)
 
     def chat_body(self) -> dict[str, Any]:
-        return {"messages": [m.model_dump() for m in self.messages]}
+        # a recorded prompt with a broken escape is repaired, not refused: replay answers every event
+        return {"messages": [repair_strings(m.model_dump()) for m in self.messages]}
 
 
 class WorkloadResponse(BaseModel):

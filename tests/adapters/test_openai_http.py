@@ -289,3 +289,32 @@ async def test_odd_acceptance_metrics_never_fail_a_call(upstream: tuple[str, Ups
         await ad.aclose()
     assert out.text == "The answer is 42."
     assert out.spec_acceptance == expected and final.spec_acceptance == expected  # type: ignore[attr-defined]
+
+
+def test_audio_data_goes_upstream_as_openai_input_audio() -> None:
+    req = normalize_chat({"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "transcribe"},
+        {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
+        {"type": "audio_url", "audio_url": {"url": "https://example.com/a.mp3"}},
+    ]}]}, tenant="t", request_id="r")
+    body = request_body(req, "alm", stream=False)
+    assert body["messages"][0]["content"][1:] == [
+        {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
+        {"type": "audio_url", "audio_url": {"url": "https://example.com/a.mp3"}},
+    ]
+
+
+async def test_a_lone_surrogate_from_upstream_is_repaired_not_fatal(upstream: tuple[str, UpstreamBehaviour]) -> None:
+    """``"\\ud83d"`` is a valid JSON escape but no UTF-8: left in, it broke caching, the record and the stream."""
+    url, b = upstream
+    b.reply = "broken emoji \ud83d here"
+    ad = OpenAIHTTPAdapter(C, [url])
+    try:
+        out = await ad.generate(_call())
+        deltas, final = await _collect(ad, _call())
+    finally:
+        await ad.aclose()
+    assert out.text == "broken emoji \ufffd here"
+    assert final is not None
+    for text in (out.text, "".join(deltas), final.text):  # type: ignore[attr-defined]
+        text.encode("utf-8")

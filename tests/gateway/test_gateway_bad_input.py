@@ -159,3 +159,48 @@ def test_one_record_per_authenticated_request_none_for_unauthenticated(live: Liv
         ("error", "invalid_request"), ("error", "not_found"), ("ok", None)]
     assert all(r.tenant == "acme-us" for r in records)
     assert len({r.request_id for r in records}) == 3
+
+
+@pytest.mark.parametrize("raw", [
+    # valid JSON whose string decodes to a lone surrogate: no UTF-8 for the cache key, the record or upstream
+    b'{"model":"auto","messages":[{"role":"user","content":"my passport is X1234567 \\ud800"}]}',
+    b'{"model":"auto","messages":[{"role":"user","content":"hi"}],"stop":"\\udc00"}',
+    b'{"model":"auto","messages":[{"role":"user","content":"hi"}],"stream":true,"metadata":{"\\ud800":"x"}}',
+    # a part type that is not a string (was a TypeError: 500, and no record)
+    b'{"model":"auto","messages":[{"role":"user","content":[{"type":["text"],"text":"hi"}]}]}',
+    b'{"model":"auto","messages":[{"role":"user","content":[{"type":{},"text":"hi"}]}]}',
+    # nested past the JSON parser's depth in 4 KB (was a RecursionError: 500)
+    b'{"model":"auto","messages":[{"role":"user","content":"hi"}],"metadata":{"x":' + b"[" * 1900 + b"]" * 1900
+    + b"}}",
+    # strict types, as OpenAI's API: no silent coercion
+    b'{"model":"auto","messages":[{"role":"user","content":"hi"}],"stream":"yes"}',
+    b'{"model":"auto","messages":[{"role":"user","content":"hi"}],"max_tokens":true}',
+    b'{"model":"auto","messages":[{"role":"user","content":"hi"}],"max_completion_tokens":0}',
+])
+def test_input_that_used_to_be_a_500_is_a_400_with_its_record(live: Live, raw: bytes) -> None:
+    before = len(live.records())
+    _check(_post(live, raw), 400, "invalid_request_error")
+    records = live.records()
+    assert len(records) == before + 1  # one record per authenticated request, refused ones included
+    assert records[-1].status == "error" and records[-1].error_code == "invalid_request"
+
+
+def test_the_error_names_the_field_never_a_deeper_path() -> None:
+    """A pydantic location below the field can hold client data (dict keys): only the field is named."""
+    import json
+
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": -3}
+    err = _error_of(body)
+    assert err.param == "max_completion_tokens"
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}], "stop": {"jane.doe@example.com": 1}}
+    err = _error_of(body)
+    assert err.param == "stop" and "jane.doe" not in json.dumps(err.to_openai())
+
+
+def _error_of(body: dict[str, Any]) -> Any:
+    from sovrouter.errors import InvalidRequestError
+    from sovrouter.intake import normalize_chat
+
+    with pytest.raises(InvalidRequestError) as exc:
+        normalize_chat(body, tenant="t", request_id="r")
+    return exc.value

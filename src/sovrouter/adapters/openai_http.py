@@ -38,6 +38,7 @@ from sovrouter.errors import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
+from sovrouter.unicode import valid_text
 
 _MEDIA_PART = {"image": "image_url", "video": "video_url", "audio": "audio_url"}
 
@@ -45,6 +46,14 @@ _MEDIA_PART = {"image": "image_url", "video": "video_url", "audio": "audio_url"}
 def chat_endpoint(base_url: str) -> str:
     base = base_url.rstrip("/")
     return base + "/chat/completions" if base.endswith("/v1") else base + "/v1/chat/completions"
+
+
+def _audio_data(ref: str) -> tuple[str, str] | None:
+    """``(format, base64 data)`` of an audio data URL (OpenAI's ``input_audio`` shape upstream), else None."""
+    head, sep, data = ref.partition(";base64,")
+    if not sep or not head.startswith("data:audio/"):
+        return None
+    return head.removeprefix("data:audio/"), data
 
 
 def _message_body(message: Message) -> dict[str, Any]:
@@ -57,6 +66,8 @@ def _message_body(message: Message) -> dict[str, Any]:
     for p in parts:
         if p.modality == "text":
             content.append({"type": "text", "text": p.text or ""})
+        elif p.modality == "audio" and (inline := _audio_data(p.ref or "")) is not None:
+            content.append({"type": "input_audio", "input_audio": {"data": inline[1], "format": inline[0]}})
         else:
             kind = _MEDIA_PART[p.modality]
             content.append({"type": kind, kind: {"url": p.ref or ""}})
@@ -195,7 +206,7 @@ class OpenAIHTTPAdapter:
             raise UpstreamProtocolError(f"upstream {self.candidate.key} returned a malformed completion") from exc
         return ModelResult(
             candidate=self.candidate,
-            text=content,
+            text=valid_text(content),
             finish_reason=str(finish),
             input_tokens=_int(usage.get("prompt_tokens")) or _estimate(request.prompt_text),
             output_tokens=_int(usage.get("completion_tokens")) or _estimate(content),
@@ -311,7 +322,7 @@ class _SSEParser:
                 delta = choice.get("delta")
                 content = delta.get("content") if isinstance(delta, dict) else None
                 if isinstance(content, str) and content:
-                    out += content
+                    out += valid_text(content)
                 if choice.get("finish_reason"):
                     self.finish_reason = str(choice["finish_reason"])
         if out:

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from sovrouter.catalog import Catalog
 from sovrouter.contracts import Candidate, ModelCall, ModelResult, StreamChunk
 from sovrouter.errors import UpstreamError
+from sovrouter.unicode import valid_text
 
 
 class RecordedResponse(BaseModel):
@@ -41,7 +42,7 @@ class ReplayAdapter:
         latency = self.catalog.deployment(self.candidate.slot, self.candidate.deployment).latency
         return ModelResult(
             candidate=self.candidate,
-            text=rec.response,
+            text=valid_text(rec.response),
             input_tokens=rec.input_tokens,
             output_tokens=rec.output_tokens,
             latency_ms=latency.total_ms(rec.output_tokens),

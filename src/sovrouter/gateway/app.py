@@ -42,14 +42,13 @@ from sovrouter.contracts import (
 from sovrouter.errors import (
     InvalidRequestError,
     NotFoundError,
-    RequestTooLargeError,
     SovrouterError,
     UpstreamError,
 )
 from sovrouter.gateway.auth import KeyRing
 from sovrouter.gateway.batches import mount_batches
 from sovrouter.gateway.errors import error_response, install_handlers, internal_error_response, log
-from sovrouter.gateway.headers import data_class_header
+from sovrouter.gateway.headers import data_class_header, read_limited
 from sovrouter.gateway.sse import ChatFormatter
 from sovrouter.intake import normalize_chat
 from sovrouter.pipeline import Outcome, Pipeline
@@ -79,28 +78,10 @@ class Gateway:
         return data_class_header(value)
 
     async def _read_json(self, request: Request) -> dict[str, Any]:
-        limit = self.settings.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            try:
-                size = int(declared)
-            except ValueError:
-                raise InvalidRequestError("invalid Content-Length header") from None
-            if size > limit:
-                raise RequestTooLargeError(f"request body exceeds {limit} bytes")
-            raw = await request.body()  # the server never delivers more than Content-Length
-        else:  # chunked: count while reading
-            buf = bytearray()
-            async for part in request.stream():
-                buf += part
-                if len(buf) > limit:
-                    raise RequestTooLargeError(f"request body exceeds {limit} bytes")
-            raw = bytes(buf)
-        if len(raw) > limit:
-            raise RequestTooLargeError(f"request body exceeds {limit} bytes")
+        raw = await read_limited(request, self.settings.max_body_bytes)
         try:
             body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested past the parser's depth
             raise InvalidRequestError("the request body is not valid JSON") from None
         if not isinstance(body, dict):
             raise InvalidRequestError("the request body must be a JSON object")
@@ -122,11 +103,11 @@ class Gateway:
         except ValidationError:
             raise InvalidRequestError("invalid request body", param="messages") from None
 
-    def _record_rejection(self, request_id: str, tenant: str, data_class: DataClass, exc: SovrouterError) -> None:
+    def _record_rejection(self, request_id: str, tenant: str, data_class: DataClass, code: str) -> None:
         """An authenticated request refused at the door still gets its one record."""
         self.pipeline.records.write(RequestRecord(
             request_id=request_id, tenant=tenant, data_class=data_class, effective_class=data_class,
-            modalities=[], arrived_ms=self.pipeline.clock.now_ms(), status="error", error_code=exc.code,
+            modalities=[], arrived_ms=self.pipeline.clock.now_ms(), status="error", error_code=code,
             cache=CacheOutcome(kind="bypass"),
         ))
 
@@ -143,7 +124,10 @@ class Gateway:
                 self._check_model(body.get("model"), tenant)
                 req = self._normalize(body, tenant, rid, data_class)
             except SovrouterError as exc:
-                self._record_rejection(rid, tenant, data_class, exc)
+                self._record_rejection(rid, tenant, data_class, exc.code)
+                raise
+            except Exception:  # a bug at the door: the request still gets its record, the boundary below answers
+                self._record_rejection(rid, tenant, data_class, SovrouterError.code)
                 raise
             if req.stream:
                 opts = body.get("stream_options")

@@ -16,7 +16,8 @@ DONE = b"data: [DONE]\n\n"
 
 
 def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    # "replace": a lone surrogate that got this far becomes "?" instead of ending the stream mid-flight
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace")
 
 
 def metadata(record: RequestRecord) -> dict[str, Any]:

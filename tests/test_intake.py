@@ -1,0 +1,88 @@
+"""Intake: media references, refused input, strict types."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sovrouter.cache.exact import cache_key
+from sovrouter.errors import InvalidRequestError
+from sovrouter.intake import normalize_chat
+
+
+def _user(*parts: Any) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": list(parts)}]}
+
+
+def _refs(body: dict[str, Any]) -> list[tuple[str, str | None]]:
+    req = normalize_chat(body, tenant="t", request_id="r")
+    return [(p.modality, p.ref) for m in req.messages for p in m.parts if p.modality != "text"]
+
+
+def test_every_media_shape_keeps_its_reference() -> None:
+    assert _refs(_user({"type": "image_url", "image_url": {"url": "https://x/a.png", "detail": "low"}},
+                       {"type": "image_url", "image_url": "https://x/b.png"},
+                       {"type": "input_image", "image_url": "https://x/c.png"},  # the Responses API shape
+                       {"type": "video_url", "video_url": {"url": "https://x/v.mp4"}},
+                       {"type": "audio_url", "audio_url": {"url": "https://x/s.mp3"}},
+                       {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "WAV"}})) == [
+        ("image", "https://x/a.png"), ("image", "https://x/b.png"), ("image", "https://x/c.png"),
+        ("video", "https://x/v.mp4"), ("audio", "https://x/s.mp3"), ("audio", "data:audio/wav;base64,UklGRg=="),
+    ]
+
+
+def test_two_recordings_never_share_a_cache_key() -> None:
+    """The data of an ``input_audio`` part was dropped: two users' different recordings with the same text got
+    the same exact-cache key, so the second was answered with the first one's answer."""
+    keys = {cache_key(normalize_chat(_user({"type": "text", "text": "what is said here?"},
+                                           {"type": "input_audio", "input_audio": {"data": data, "format": "wav"}}),
+                                     tenant="t", request_id="r"))
+            for data in ("QUxJQ0U=", "Qk9C")}
+    assert len(keys) == 2
+
+
+@pytest.mark.parametrize("part", [
+    {"type": "image_url"},
+    {"type": "image_url", "image_url": {"url": 5}},
+    {"type": "image_url", "image_url": {"url": "  "}},
+    {"type": "input_image", "file_id": "file-1"},
+    {"type": "input_audio", "input_audio": {"data": "AAAA"}},
+    {"type": "input_audio", "input_audio": {"data": "", "format": "wav"}},
+    {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav; rm -rf"}},
+    {"type": ["text"], "text": "hi"},
+    {"type": None},
+])
+def test_media_without_a_usable_reference_or_odd_types_are_refused(part: dict[str, Any]) -> None:
+    with pytest.raises(InvalidRequestError) as exc:
+        normalize_chat(_user(part), tenant="t", request_id="r")
+    assert exc.value.param == "messages"
+
+
+@pytest.mark.parametrize("body", [
+    {"messages": [{"role": "user", "content": "hi \ud800"}]},
+    {"messages": [{"role": "user", "content": [{"type": "text", "text": "\udc00"}]}]},
+    {"messages": [{"role": "user", "content": "hi"}], "stop": ["ok", "\ud800"]},
+    {"messages": [{"role": "user", "content": "hi"}], "metadata": {"\ud800": 1}},
+])
+def test_lone_surrogates_are_refused_without_quoting_them(body: dict[str, Any]) -> None:
+    with pytest.raises(InvalidRequestError) as exc:
+        normalize_chat(body, tenant="t", request_id="r")
+    exc.value.message.encode("utf-8")
+
+
+@pytest.mark.parametrize(("extra", "param"), [
+    ({"stream": "yes"}, "stream"), ({"stream": 1}, "stream"), ({"max_tokens": True}, "max_tokens"),
+    ({"temperature": "0.5"}, "temperature"), ({"seed": "12"}, "seed"),
+    ({"max_completion_tokens": 0}, "max_completion_tokens"), ({"max_completion_tokens": -1}, "max_completion_tokens"),
+])
+def test_types_are_strict_and_the_param_is_the_field_sent(extra: dict[str, Any], param: str) -> None:
+    with pytest.raises(InvalidRequestError) as exc:
+        normalize_chat({"messages": [{"role": "user", "content": "hi"}], **extra}, tenant="t", request_id="r")
+    assert exc.value.param == param
+
+
+def test_integers_are_still_valid_floats_and_max_completion_tokens_wins() -> None:
+    req = normalize_chat({"messages": [{"role": "user", "content": "hi"}], "temperature": 1, "max_tokens": 50,
+                          "max_completion_tokens": 20}, tenant="t", request_id="r")
+    assert req.parameters.temperature == 1.0 and req.parameters.max_tokens == 20
