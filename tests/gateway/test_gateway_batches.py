@@ -269,3 +269,64 @@ def test_expiry_with_the_official_client(live: Live) -> None:
     out = client.files.retrieve(done.output_file_id)
     assert out.expires_at == out.created_at + 7200
     assert len(client.files.list().data) == 2  # nothing half-stored by the refused uploads
+
+
+def test_malformed_multipart_and_odd_limits_are_400s(live: Live) -> None:
+    auth = {"authorization": f"Bearer {ACME_KEY}"}
+    no_boundary = httpx.post(live.url + "/v1/files", content=b"--x\r\n\r\n",
+                             headers={**auth, "content-type": "multipart/form-data"})
+    assert no_boundary.status_code == 400 and no_boundary.json()["error"]["code"] == "invalid_request"
+    two_files = httpx.post(live.url + "/v1/files", headers=auth, data={"purpose": "batch"},
+                           files=[("file", ("a.jsonl", b"{}\n")), ("file", ("b.jsonl", b"{}\n"))])
+    assert two_files.status_code == 400
+    for path in ("/v1/files?limit=%C2%B2", "/v1/batches?limit=%C2%B9"):  # superscript digits: isdigit() is True
+        r = httpx.get(live.url + path, headers=auth)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "limit"
+    assert live.client().files.list().data == []
+
+
+def test_batch_errors_do_not_echo_metadata_keys(live: Live) -> None:
+    client = live.client()
+    file_id = _upload(client, [_line("a", "hello")])
+    r = httpx.post(live.url + "/v1/batches", headers={"authorization": f"Bearer {ACME_KEY}"},
+                   json={"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h",
+                         "metadata": {"jane.doe@example.com": 5}})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "metadata"
+    assert "jane.doe" not in r.text
+
+
+@pytest.mark.parametrize("path", ["/v1/batches", "/v1/files"])
+def test_oversized_chunked_bodies_are_refused_while_they_stream(tmp_path: Path, path: str) -> None:
+    """No Content-Length: the body is counted as it arrives and refused past the limit, not read in full first
+    (it was: 20 MB read, or spooled to disk, before the 413)."""
+    import asyncio
+
+    from gateway_harness import make_settings
+
+    from sovrouter.gateway.app import create_app
+    from sovrouter.gateway.wiring import build_live_pipeline, make_batch_service
+    from sovrouter.testing_upstream import closed_port_url
+
+    pulled = 0
+
+    async def body() -> Any:
+        nonlocal pulled
+        if path == "/v1/files":
+            yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.jsonl"\r\n\r\n'
+        for _ in range(2000):  # 20 MB
+            pulled += 10_000
+            yield b"x" * 10_000
+
+    async def go() -> httpx.Response:
+        settings = make_settings(tmp_path / "state", closed_port_url(), closed_port_url(),
+                                 batches=BatchSettings(max_file_bytes=1024))
+        pipeline = build_live_pipeline(settings)
+        app = create_app(pipeline, settings, batches=make_batch_service(settings, pipeline))
+        ctype = "multipart/form-data; boundary=b" if path == "/v1/files" else "application/json"
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            return await client.post(path, content=body(), headers={"authorization": f"Bearer {ACME_KEY}",
+                                                                     "content-type": ctype})
+
+    r = asyncio.run(go())
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    assert pulled < 1_000_000

@@ -20,16 +20,18 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Message
 
 from sovrouter.batch.service import BatchService, CreateBatch, ExpiresAfter
 from sovrouter.errors import InvalidRequestError, RequestTooLargeError, SovrouterError, StoreUnavailableError
 from sovrouter.gateway.auth import KeyRing
 from sovrouter.gateway.errors import error_response, internal_error_response
-from sovrouter.gateway.headers import data_class_header
+from sovrouter.gateway.headers import data_class_header, read_limited
 
 _JSON = "application/json"
 _FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the purpose field around the file
@@ -51,6 +53,25 @@ def _boundary(handler: _Handler) -> _Handler:
     return guarded
 
 
+def _counted(request: Request, limit: int, what: str) -> Request:
+    """``request`` whose body stream raises :class:`RequestTooLargeError` once more than ``limit`` bytes have
+    arrived, whatever ``Content-Length`` said (or whether it was sent): a chunked upload is refused while it
+    streams, not after it has been spooled to disk in full."""
+    receive = request.receive
+    seen = 0
+
+    async def counted() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise RequestTooLargeError(f"{what} exceeds {limit} bytes")
+        return message
+
+    return Request(request.scope, counted)
+
+
 def _json(body: str) -> Response:
     return Response(body.encode("utf-8"), media_type=_JSON)
 
@@ -68,10 +89,11 @@ class BatchRoutes:
         tenant = self._tenant(request)
         limit = self.service.max_file_bytes + _FORM_OVERHEAD
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
             raise RequestTooLargeError(f"file exceeds {self.service.max_file_bytes} bytes")
-        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
             raise InvalidRequestError("upload a file as multipart/form-data with fields 'file' and 'purpose'")
+        request = _counted(request, limit, "upload")
         try:
             async with request.form(max_files=1, max_fields=8) as form:
                 upload, purpose = form.get("file"), form.get("purpose")
@@ -82,7 +104,7 @@ class BatchRoutes:
                 expires = _expires_after(form.get("expires_after[anchor]"), form.get("expires_after[seconds]"))
                 data = await upload.read(self.service.max_file_bytes + 1)
                 filename = upload.filename or "upload.jsonl"
-        except MultiPartException:
+        except (MultiPartException, HTTPException):  # inside an app Starlette reports parse errors as HTTP 400
             raise InvalidRequestError("malformed multipart body") from None
         obj = await asyncio.to_thread(self.service.upload, tenant, filename, purpose, data,  # database off the loop
                                       expires)
@@ -115,14 +137,13 @@ class BatchRoutes:
     async def create_batch(self, request: Request) -> Response:
         tenant = self._tenant(request)
         data_class = data_class_header(request.headers.get("x-data-class"))
-        raw = await request.body()
-        if len(raw) > self.max_body_bytes:
-            raise RequestTooLargeError(f"request body exceeds {self.max_body_bytes} bytes")
+        raw = await read_limited(request, self.max_body_bytes)
         try:
             body = CreateBatch.model_validate_json(raw)
         except ValidationError as exc:
             first = exc.errors()[0]
-            param = ".".join(str(x) for x in first.get("loc", ())) or None
+            loc = first.get("loc", ())
+            param = str(loc[0]) if loc else None  # the field only: a deeper path can hold client data (keys)
             raise InvalidRequestError(f"invalid batch request: {param or 'body'}: {first['msg']}",
                                       param=param) from None
         batch = await asyncio.to_thread(self.service.create, tenant, body, data_class)  # parses the whole file
@@ -156,7 +177,7 @@ def _expires_after(anchor: object, seconds: object) -> ExpiresAfter | None:
 
 
 def _limit(raw: str, most: int) -> int:
-    if not raw.isdigit() or not 1 <= int(raw) <= most:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= most:
         raise InvalidRequestError(f"limit must be an integer from 1 to {most}", param="limit")
     return int(raw)
 
