@@ -92,9 +92,14 @@ class MidStreamFailingAdapter:
 
 @dataclass
 class MemorySink:
+    """Records in memory; like :class:`~sovrouter.store.records.SQLiteRecordStore`, a second record for the same
+    request id is an error (a double that accepted it hid a batch-resume bug)."""
+
     records: list[RequestRecord] = field(default_factory=list)
 
     def write(self, record: RequestRecord) -> None:
+        if any(r.request_id == record.request_id for r in self.records):
+            raise ValueError("a record with this request id was already written")
         self.records.append(record)
 
 

@@ -61,3 +61,27 @@ def test_jsonl_lines_keep_unicode_line_separators_inside_strings() -> None:
     parsed = parse_lines(jsonl_lines(text))
     assert [p.custom_id for p in parsed] == ["a", "b"] and all(p.error is None for p in parsed)
     assert parsed[0].body is not None and "\u2028" in parsed[0].body["messages"][0]["content"]
+
+
+def test_lines_that_broke_a_whole_batch_are_line_errors() -> None:
+    """Each of these ended the batch with an internal error (and lost every line not yet answered)."""
+    deep = '{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {"x": ' + "[" * 5000 \
+        + "]" * 5000 + "}}"
+    surrogate_id = json.dumps({**GOOD, "custom_id": "x\ud800"})  # valid JSON: "x\\ud800"
+    extra_key = json.dumps({**GOOD, "jane.doe@example.com": 1})
+    parsed = parse_lines([deep, surrogate_id, extra_key])
+    assert [p.error.code if p.error else None for p in parsed] == ["invalid_json", "invalid_batch_line",
+                                                                    "invalid_batch_line"]
+    assert parsed[1].custom_id is None  # not carried into an output line that could not be encoded
+    assert "jane.doe" not in (parsed[2].error.message if parsed[2].error else "")
+    for p in parsed:
+        line = dumps_line(output_line("id", p.custom_id, error=p.error, line_no=p.line_no))
+        line.encode("utf-8")
+
+
+def test_an_output_line_with_a_lone_surrogate_is_still_valid_utf8_json() -> None:
+    obj = output_line("id", "a", status_code=200, request_id="r", body={"text": "cut \ud83d"})
+    line = dumps_line(obj)
+    line.encode("utf-8")
+    assert json.loads(line) == obj
+    assert dumps_line({"text": "é"}) == '{"text":"é"}\n'  # readable UTF-8 otherwise

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from collections.abc import Sequence
+
+import pytest
+from batch_helpers import make_pipeline
 
 from sovrouter.batch.fileio import parse_lines
 from sovrouter.batch.runner import BatchRunner, deferrable
@@ -91,3 +95,36 @@ async def test_records_carry_cost_and_the_deferrable_evidence(catalog: Catalog, 
     assert batch.ok == one_by_one.ok == 4
     assert batch.cost_usd < one_by_one.cost_usd  # normal route: sovereign-large first
     assert all(r.decision is not None and r.decision.evidence.get("deferrable") for r in sink.records)
+
+
+async def test_a_failing_sink_surfaces_its_own_error_not_a_cancellation(catalog: Catalog, tenants: Tenants) -> None:
+    """Line 3's sink fails while line 2 is still being sunk: the in-order loop waits on line 2, which the
+    failure cancelled. The run used to raise that CancelledError, so the service closed the batch as
+    "cancelled" though nobody cancelled it (a transient database error must pause it instead)."""
+    pipeline, _ = make_pipeline(catalog, tenants)
+
+    class Transient(Exception):
+        pass
+
+    async def sink(item: dict[str, object]) -> None:
+        if str(item["id"]).endswith("_req_2"):
+            await asyncio.sleep(0.2)  # still being stored when line 3 fails
+        if str(item["id"]).endswith("_req_3"):
+            raise Transient("database is locked")
+
+    runner = BatchRunner(pipeline, tenant="acme-us", concurrency=4)
+    with pytest.raises(Transient):
+        await runner.run(parse_lines([_line(f"r{i}", f"q {i}") for i in range(8)]), sink=sink)
+
+
+async def test_each_run_of_a_line_has_its_own_record(catalog: Catalog, tenants: Tenants) -> None:
+    """A resumed batch re-runs the lines it had not stored; the second run is a new request with its own calls
+    and cost, and the record store refuses a second record under one id (it failed the whole batch)."""
+    pipeline, _ = make_pipeline(catalog, tenants)
+    lines = parse_lines([_line("a", "q")])
+    for _ in range(2):
+        await BatchRunner(pipeline, tenant="acme-us", batch_id="batch_x").run(lines)
+    sink = pipeline.records
+    assert isinstance(sink, MemorySink)
+    ids = [r.request_id for r in sink.records]
+    assert len(ids) == 2 and len(set(ids)) == 2 and all(i.startswith("batch_x-1-") for i in ids)

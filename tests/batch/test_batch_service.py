@@ -262,3 +262,31 @@ async def test_files_expire_when_asked_and_only_then(tmp_path: Path, catalog: Ca
     assert {f.id for f in service.files("acme-us")} == {kept.id}  # the output went after its own 2 h
     assert service.get("acme-us", batch.id).status == "completed"  # the batch stays, retention is off
     await service.aclose()
+
+
+async def test_a_transient_store_error_with_lines_in_flight_does_not_cancel_the_batch(
+        tmp_path: Path, catalog: Catalog, tenants: Tenants, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With several lines in flight, one failed store used to close the batch as "cancelled" (nobody cancelled
+    it; the lines not yet answered never ran). It pauses and resumes instead."""
+    pipeline, _ = make_pipeline(catalog, tenants, delay_s=0.02)
+    service = BatchService(tmp_path, pipeline, concurrency=4, lease_s=0.6, poll_s=0.05)
+    real_add = service.store.add_result
+    outages = [1]
+
+    def flaky_add(batch_id: str, line_id: str, line: str, owner: str) -> bool:
+        if line_id.endswith("_req_3") and outages[0]:
+            outages[0] -= 1
+            raise OperationalError("INSERT ...", None, ConnectionError("database is locked"))
+        if line_id.endswith("_req_2"):
+            time.sleep(0.2)  # an earlier line is still being stored when line 3's store fails
+        return real_add(batch_id, line_id, line, owner)
+
+    monkeypatch.setattr(service.store, "add_result", flaky_add)
+    await service.start()
+    f = service.upload("acme-us", "in.jsonl", "batch", batch_file(20))
+    batch = service.create("acme-us", CreateBatch(input_file_id=f.id, **CHAT))
+    await _until(service, batch.id, ("completed", "failed", "cancelled"), timeout_s=15)
+    done = service.get("acme-us", batch.id)
+    assert done.status == "completed" and done.cancelling_at is None and outages == [0]
+    assert (done.request_counts.total, done.request_counts.completed) == (20, 20)
+    await service.aclose()

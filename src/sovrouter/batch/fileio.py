@@ -17,6 +17,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from sovrouter.errors import InvalidRequestError
+from sovrouter.unicode import reject_lone_surrogates
+
 CHAT_URL = "/v1/chat/completions"
 
 
@@ -55,15 +58,23 @@ def _custom_id_of(raw: Any) -> str | None:
 def parse_line(text: str, line_no: int) -> ParsedLine:
     try:
         raw = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested past the parser's depth
         return ParsedLine(line_no, None, error=LineError("invalid_json", "line is not valid JSON"))
+    try:
+        reject_lone_surrogates(raw)
+    except InvalidRequestError:  # valid JSON, but a string no output line could carry back
+        return ParsedLine(line_no, None, error=LineError("invalid_batch_line",
+                                                         "invalid batch line: a string is not valid Unicode"))
     try:
         item = BatchInputLine.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(x) for x in first.get("loc", ())) or "line"
+        loc = first.get("loc", ())
+        # the field only, and only a known one: an unknown key or a deeper path can be client data
+        where = str(loc[0]) if loc and loc[0] in BatchInputLine.model_fields else "line"
+        msg = "unknown field" if first.get("type") == "extra_forbidden" else first["msg"]
         return ParsedLine(line_no, _custom_id_of(raw),
-                          error=LineError("invalid_batch_line", f"invalid batch line: {where}: {first['msg']}"))
+                          error=LineError("invalid_batch_line", f"invalid batch line: {where}: {msg}"))
     return ParsedLine(line_no, item.custom_id, body=item.body)
 
 
@@ -102,4 +113,9 @@ def output_line(line_id: str, custom_id: str | None, *, status_code: int | None 
 
 
 def dumps_line(obj: dict[str, Any]) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n"
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: as an escape it is still valid JSON, and the line is kept
+        text = json.dumps(obj, ensure_ascii=True, separators=(",", ":"))
+    return text + "\n"

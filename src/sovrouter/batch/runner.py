@@ -56,6 +56,9 @@ class BatchRunner:
     concurrency: int = 4
     batch_id: str = field(default_factory=lambda: "batch_" + uuid.uuid4().hex[:16])
     timer: Callable[[], float] = time.perf_counter
+    # One per run: a resumed batch re-runs the lines it had not stored, and each run of a line is its own request
+    # with its own record (calls, cost), so record ids must not repeat across runs.
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
     async def _one(self, line: ParsedLine, summary: BatchSummary) -> dict[str, Any]:
         line_id = f"{self.batch_id}_req_{line.line_no}"
@@ -63,7 +66,7 @@ class BatchRunner:
             summary.invalid += 1
             return output_line(line_id, line.custom_id, error=line.error or LineError("invalid_batch_line", "empty"),
                                line_no=line.line_no)
-        rid = f"{self.batch_id}-{line.line_no}"
+        rid = f"{self.batch_id}-{line.line_no}-{self.run_id}"
         started = self.timer()
         try:
             request = normalize_chat(line.body, tenant=self.tenant, request_id=rid, data_class=self.data_class,
@@ -104,10 +107,12 @@ class BatchRunner:
                   ) -> tuple[list[dict[str, Any]], BatchSummary]:
         """Results in input order (also written to ``out`` as they become ready in that order). ``sink`` gets each
         result as soon as its line is answered, before the line's slot goes to another line (so at most
-        ``concurrency`` answered lines are ever unsunk); a sink that raises stops the whole run."""
+        ``concurrency`` answered lines are ever unsunk); a sink that raises stops the whole run, and the run
+        raises that error (not the cancellation it caused in the other lines)."""
         summary = BatchSummary(lines=len(lines))
         gate = asyncio.Semaphore(max(1, self.concurrency))
         tasks: list[asyncio.Task[dict[str, Any]]] = []
+        failed: list[BaseException] = []
 
         async def guarded(line: ParsedLine) -> dict[str, Any]:
             async with gate:
@@ -115,7 +120,8 @@ class BatchRunner:
                 if sink is not None:
                     try:
                         await sink(item)
-                    except BaseException:
+                    except BaseException as exc:
+                        failed.append(exc)
                         for task in tasks:  # stop the other lines now, not when the in-order loop gets here
                             if task is not asyncio.current_task():
                                 task.cancel()
@@ -129,7 +135,13 @@ class BatchRunner:
             for task in tasks:
                 # shielded: a cancel of the run wakes this loop at once (awaiting the task itself would first
                 # cancel that one line and wait for it), so the finally below stops every line in the same step
-                item = await asyncio.shield(task)
+                try:
+                    item = await asyncio.shield(task)
+                except asyncio.CancelledError:
+                    current = asyncio.current_task()
+                    if failed and (current is None or not current.cancelling()):
+                        raise failed[0] from None  # this line was stopped because a sink failed elsewhere
+                    raise
                 results.append(item)
                 if out is not None:
                     out.write(dumps_line(item))

@@ -382,8 +382,10 @@ class BatchService:
         except asyncio.CancelledError:
             if self._closing:
                 raise  # shutdown: the batch resumes later
-            if batch_id not in self._lost:  # else another instance holds it now, and goes on with it
-                await self._end(batch_id, "cancelled")  # cancelled before its own handler ran
+            # else, lease lost: another instance holds it now, and goes on with it; only a batch marked
+            # cancelling ends as cancelled (cancelled before its own handler ran); anything else resumes
+            if batch_id not in self._lost and await self._marked_cancelling(batch_id):
+                await self._end(batch_id, "cancelled")
         except SQLAlchemyError:  # the store went away: not the batch's fault; it resumes once the lease lapses
             log.warning("batch %s paused: the batch store is unreachable", batch_id)
         except Exception:  # one batch's failure ends that batch only (the worker's boundary)
@@ -393,6 +395,13 @@ class BatchService:
             beat.cancel()
             self._running.pop(batch_id, None)
             self._lost.discard(batch_id)
+
+    async def _marked_cancelling(self, batch_id: str) -> bool:
+        stored = await asyncio.to_thread(self.store.batch, None, batch_id)
+        if BatchObject.model_validate(stored.meta).status == "cancelling":
+            return True
+        log.warning("batch %s stopped without a cancel; it resumes when its lease lapses", batch_id)
+        return False
 
     async def _heartbeat(self, batch_id: str, task: asyncio.Task[None]) -> None:
         """Renew the lease every third of it; stop the run when the batch was cancelled (on any instance) or
