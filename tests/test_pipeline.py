@@ -153,3 +153,26 @@ async def test_the_latency_aware_chooser_sees_the_calls_in_flight(catalog: Catal
     outs = await asyncio.gather(*running)
     assert all(o.record.final == chosen for o in outs)
     assert chooser.load.count(chosen) == 0
+
+
+@pytest.mark.parametrize("step", ["classifier", "router"])
+async def test_a_failure_after_the_cache_miss_never_leaves_identical_requests_waiting(
+        catalog: Catalog, tenants: Tenants, step: str) -> None:
+    """The miss made the request its key's single-flight leader; a classifier or router error (a full /tmp for
+    the code sandbox...) skipped the release, and every later identical request waited forever."""
+    p = assemble(_settings(), catalog, tenants, _all_fake(catalog), WallClock(), MemorySink())
+    target = p.classifier if step == "classifier" else p.router
+    name = "classify" if step == "classifier" else "decide"
+    real = getattr(target, name)
+    failures = [OSError("no space left on device")]
+
+    def flaky(*args: object) -> object:
+        if failures:
+            raise failures.pop()
+        return real(*args)
+
+    setattr(target, name, flaky)
+    with pytest.raises(OSError):
+        await p.handle(_req(rid="r1"))
+    out = await asyncio.wait_for(p.handle(_req(rid="r2")), 5)
+    assert out.record.status == "ok" and out.record.cache.kind == "miss"

@@ -131,7 +131,9 @@ class AffinityEventsSettings(RedisConnection):
 class CacheSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     exact_enabled: bool = True
-    ttl_s: float = Field(default=3600.0, gt=0, description="how long an answer is kept and may be served")
+    ttl_s: float = Field(default=3600.0, ge=0.001, le=365 * 86_400, allow_inf_nan=False,
+                         description="how long an answer is kept and may be served (1 ms to a year: Redis keeps "
+                                     "whole milliseconds)")
     semantic_enabled: bool = False
     exact_max_entries: int | None = Field(
         default=500_000, ge=1, description="rows of this instance's SQLite cache; the oldest go first (null: no bound)")

@@ -141,8 +141,12 @@ class Pipeline:
         if prep.cached is not None:
             return prep
         t1 = self.timer()
-        prep.signals = self.classifier.classify(request, detection)
-        prep.decision = self.router.decide(request, prep.signals, allowed)
+        try:
+            prep.signals = self.classifier.classify(request, detection)
+            prep.decision = self.router.decide(request, prep.signals, allowed)
+        except BaseException:  # a miss leads its key's single flight: never leave identical requests waiting
+            await self.cache.release(request)
+            raise
         prep.decision_ms += (self.timer() - t1) * 1000
         return prep
 

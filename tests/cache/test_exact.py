@@ -123,3 +123,27 @@ async def test_replacements_at_the_bound_do_not_count_the_table_on_every_store(
         await cache.store(lead, NONE, ModelResult(candidate=A, text="again"))
         await cache.release(lead)
     assert cache.entry_count() <= 100 and counted <= 200 // 10 + 2  # about once per 10% of the bound
+
+
+async def test_writes_the_database_refuses_fail_open_and_wake_the_waiters(tmp_path: Path) -> None:
+    """A full disk (or a lock past the busy timeout) failed the request after its answer was paid for."""
+    import asyncio
+
+    cache = ExactCache(WallClock(), tmp_path / "c.sqlite")
+    pages = cache._db.execute("PRAGMA page_count").fetchone()[0]
+    cache._db.execute(f"PRAGMA max_page_count = {pages}")  # nothing more fits: inserts fail as on a full disk
+    lead, waiter = req("hello", "r1"), req("hello", "r2")
+    assert (await cache.lookup(lead, NONE, [A]))[0].kind == "miss"
+    waiting = asyncio.ensure_future(cache.lookup(waiter, NONE, [A]))
+    await asyncio.sleep(0)
+    await cache.store(lead, NONE, ModelResult(candidate=A, text="x" * 20_000))  # no error for the request
+    assert (await asyncio.wait_for(waiting, 5))[0].kind == "miss"  # the waiter leads now, not stuck
+    assert cache.cache_gauges()["exact_errors_total"] == 1
+
+
+async def test_a_row_that_does_not_read_back_is_a_miss_and_is_deleted() -> None:
+    cache = ExactCache(WallClock())
+    await produce(cache, "hello", "r1")
+    cache._db.execute("UPDATE exact_cache SET result_json = '{\"not\": \"a result\"}'")
+    assert await served(cache, "hello") is None  # was a ValidationError on every lookup: a 500 until the TTL
+    assert cache.entry_count() == 0 and cache.cache_gauges()["exact_errors_total"] == 1

@@ -84,7 +84,8 @@ def test_the_retention_settings_reach_the_cache_and_are_checked() -> None:
     cache = make_cache(settings, SimClock(), ":memory:")
     assert isinstance(cache, ExactCache) and cache.max_entries is None and cache.purge_every_ms == 5000
     for bad in ({"exact_max_entries": 0}, {"semantic_max_entries": -1}, {"purge_every_s": 0},
-                {"purge_every_s": float("inf")}):
+                {"purge_every_s": float("inf")},
+                {"ttl_s": float("inf")}, {"ttl_s": 0.0004}):  # Redis keeps whole ms: PX 0 is refused, inf crashed
         with pytest.raises(ValidationError):
             CacheSettings.model_validate(bad)
 
@@ -128,3 +129,24 @@ async def test_the_gateway_cache_keeps_semantic_entries_across_a_restart(tmp_pat
                    cache=CacheSettings(semantic_enabled=True, semantic_persist=False))
     cold = make_cache(off, clock, str(tmp_path / "cache.sqlite"))  # without it, a restart starts empty
     assert (await cold.lookup(req("What's the meaning of life?", "r3"), NONE, [A]))[0].kind == "miss"
+
+
+async def test_a_semantic_failure_ends_the_exact_lead() -> None:
+    """The exact layer's miss leads its key's single flight; a failing semantic lookup (the embedder) left it
+    held, so the next identical request waited forever."""
+    import asyncio
+
+    cache, _ = layered()
+    failures = [RuntimeError("embedder failed")]
+    real = cache.semantic.lookup
+
+    async def flaky(*args: object) -> object:
+        if failures:
+            raise failures.pop()
+        return await real(*args)  # type: ignore[arg-type]
+
+    cache.semantic.lookup = flaky  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        await cache.lookup(req("what is a cache?", "r1"), NONE, [A])
+    outcome, _ = await asyncio.wait_for(cache.lookup(req("what is a cache?", "r2"), NONE, [A]), 5)
+    assert outcome.kind == "miss"

@@ -91,3 +91,28 @@ async def test_vectors_of_another_model_or_unreadable_rows_are_never_served(tmp_
     reopened = cache_at(path, clock, embedder="another-model")
     assert reopened.entry_count() == 1 and rows(path) == 1
     assert await ask(reopened, "How can I learn Python quickly?") is not None
+
+
+async def test_a_damaged_vector_blob_is_dropped_not_a_failed_start(tmp_path: Path) -> None:
+    path, clock = tmp_path / "semantic.sqlite", SimClock()
+    await produce(cache_at(path, clock), "How do I learn Python quickly?")
+    await produce(cache_at(path, clock), "Why is the sky blue?")
+    with sqlite3.connect(path) as db:  # 5 bytes: not a whole float32 (was a ValueError out of the constructor)
+        db.execute("UPDATE semantic_entries SET vector = x'0102030405' WHERE text = 'Why is the sky blue?'")
+    reopened = cache_at(path, clock)
+    assert reopened.entry_count() == 1 and rows(path) == 1
+
+
+async def test_a_write_the_database_refuses_is_not_the_requests_error(tmp_path: Path) -> None:
+    path, clock = tmp_path / "semantic.sqlite", SimClock()
+    cache = cache_at(path, clock)
+    with sqlite3.connect(path) as db:  # another process holds a write lock: "database is locked"
+        db.execute("PRAGMA busy_timeout = 0")
+        db.execute("BEGIN IMMEDIATE")
+        store = cache._persist
+        assert isinstance(store, SQLiteEntryStore)
+        store._db.execute("PRAGMA busy_timeout = 0")
+        source = await produce(cache, "How do I learn Python quickly?")  # no error
+        db.rollback()
+    assert await ask(cache, "How can I learn Python quickly?") == source  # served from memory
+    assert rows(path) == 0  # just not persisted

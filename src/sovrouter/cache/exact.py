@@ -5,6 +5,9 @@
   the current request's allowed set.
 - Single-flight: while the first request for a key is being answered, identical requests wait for it instead of
   calling upstream; if the leader fails, one waiter becomes the next leader.
+- Fails open: a write the database refuses (disk full, locked past the busy timeout) or a row that no longer
+  reads back (a damaged row, a schema change across an upgrade) is logged and counted, never an error for the
+  request: the answer is still served, the row is deleted and counts as a miss.
 - Retention: an answer is kept no longer than its TTL. Expired rows are deleted at most ``purge_every_s`` apart
   (checked on lookup and store), and with ``max_entries`` the table never holds more rows than that after a
   store: the oldest rows go first, down to 90% of the bound so that eviction is not paid on every store.
@@ -15,9 +18,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
+
+from pydantic import ValidationError
 
 from sovrouter.contracts import CacheOutcome, Candidate, Detection, ModelResult, NormalizedRequest
 from sovrouter.protocols import Clock
@@ -36,6 +42,8 @@ CREATE INDEX IF NOT EXISTS exact_cache_expires ON exact_cache (expires_ms);
 """
 _LOW_WATER = 0.9  # eviction brings the table down to this share of max_entries
 
+log = logging.getLogger(__name__)
+
 
 def cache_key(request: NormalizedRequest) -> str:
     body = {
@@ -44,7 +52,9 @@ def cache_key(request: NormalizedRequest) -> str:
         "parameters": request.parameters.model_dump(mode="json"),
         "model": request.requested_model,
     }
-    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    # surrogatepass: intake refuses lone surrogates, but a key must never be what fails a request
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass")
+                          ).hexdigest()
 
 
 class ExactCache:
@@ -62,7 +72,7 @@ class ExactCache:
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: no fsync per commit; crash-safe
         self._db.executescript(_SCHEMA)
         self._next_purge_ms = -1.0  # the first call purges what an earlier run left behind
-        self._purged = self._evicted = 0
+        self._purged = self._evicted = self._errors = 0
         self._rows_at_most = self._count()  # an upper bound on the row count, exact after each check
         self._flights: dict[str, asyncio.Future[None]] = {}
         self._leading: dict[str, str] = {}  # request id of a flight's leader -> its key (hashed once per miss)
@@ -90,7 +100,13 @@ class ExactCache:
         ).fetchone()
         if row is None or row[0] <= self.clock.now_ms():
             return None
-        result = ModelResult.model_validate_json(row[2])
+        try:
+            result = ModelResult.model_validate_json(row[2])
+        except (ValidationError, ValueError):
+            self._errors += 1
+            log.warning("exact cache: dropped a row that does not read back")
+            self._db.execute("DELETE FROM exact_cache WHERE key = ?", (key,))
+            return None
         if result.candidate not in allowed:
             return None  # produced on a deployment this request may not use: never served
         outcome = CacheOutcome(kind="exact", source_request_id=row[1], source_candidate=result.candidate)
@@ -101,10 +117,16 @@ class ExactCache:
             return
         key = self._leading.get(request.request_id) or cache_key(request)
         now = self.clock.now_ms()
-        self._db.execute(
-            "INSERT OR REPLACE INTO exact_cache VALUES (?, ?, ?, ?, ?, ?)",
-            (key, request.tenant, now, now + self.ttl_ms, request.request_id, result.model_dump_json()),
-        )
+        try:
+            self._db.execute(
+                "INSERT OR REPLACE INTO exact_cache VALUES (?, ?, ?, ?, ?, ?)",
+                (key, request.tenant, now, now + self.ttl_ms, request.request_id, result.model_dump_json()),
+            )
+        except (sqlite3.Error, ValueError) as exc:  # ValueError: an answer that does not serialise
+            self._errors += 1
+            log.warning("exact cache: an answer was not stored (%s)", type(exc).__name__)
+            self._land(key)
+            return
         self._rows_at_most += 1  # a replaced row counts too: an over-estimate, corrected by _bound
         self._purge_expired_if_due()
         self._bound()
@@ -116,7 +138,7 @@ class ExactCache:
 
     def cache_gauges(self) -> dict[str, float]:
         return {"exact_entries": self._count(), "exact_purged_total": self._purged,
-                "exact_evicted_total": self._evicted}
+                "exact_evicted_total": self._evicted, "exact_errors_total": self._errors}
 
     def _count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM exact_cache").fetchone()[0])

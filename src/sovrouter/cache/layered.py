@@ -18,7 +18,11 @@ class LayeredCache:
         outcome, result = await self.exact.lookup(request, detection, allowed)
         if result is not None:
             return outcome, result
-        s_outcome, s_result = await self.semantic.lookup(request, detection, allowed)
+        try:
+            s_outcome, s_result = await self.semantic.lookup(request, detection, allowed)
+        except BaseException:  # the exact miss leads its key's single flight: end it, or identical requests hang
+            await self.release(request)
+            raise
         if s_result is None:
             return outcome, None  # the exact layer's miss (and its single-flight lead) stands
         # Served without an upstream call: the pipeline will not release, so end the exact lead here.

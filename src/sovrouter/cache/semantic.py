@@ -52,7 +52,8 @@ def partition_key(request: NormalizedRequest) -> str:
         "parameters": request.parameters.model_dump(mode="json"),
         "system": system,
     }
-    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass")
+                          ).hexdigest()
 
 
 @dataclass(frozen=True)

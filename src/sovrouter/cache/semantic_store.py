@@ -13,6 +13,7 @@ first needed, as for any entry).
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import Collection, Iterator
 from pathlib import Path
@@ -39,6 +40,9 @@ CREATE INDEX IF NOT EXISTS semantic_entries_expires ON semantic_entries (expires
 """
 
 
+log = logging.getLogger(__name__)
+
+
 class SQLiteEntryStore:
     """The :class:`~sovrouter.cache.semantic.EntryStore` of one gateway instance (``state_dir/semantic.sqlite``)."""
 
@@ -55,15 +59,24 @@ class SQLiteEntryStore:
             self._db.execute("INSERT OR REPLACE INTO semantic_meta VALUES ('vectors', ?)", (made_by,))
 
     def put(self, key: str, stored: Stored) -> None:
+        """Write an entry; a write the database refuses (disk full, locked) is logged, never the request's
+        error: the entry still serves from memory, it just does not outlive the process."""
         entry = stored.entry
-        self._db.execute(
-            "INSERT OR REPLACE INTO semantic_entries VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (stored.partition, key, stored.text, np.ascontiguousarray(stored.vector, dtype="<f4").tobytes(),
-             entry.expires_ms, entry.source_request_id, entry.result.model_dump_json()))
+        try:
+            self._db.execute(
+                "INSERT OR REPLACE INTO semantic_entries VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (stored.partition, key, stored.text, np.ascontiguousarray(stored.vector, dtype="<f4").tobytes(),
+                 entry.expires_ms, entry.source_request_id, entry.result.model_dump_json()))
+        except (sqlite3.Error, ValueError) as exc:  # ValueError: an answer that does not serialise
+            log.warning("semantic cache: an entry was not persisted (%s)", type(exc).__name__)
 
     def delete(self, partition: str, keys: Collection[str]) -> None:
-        self._db.executemany("DELETE FROM semantic_entries WHERE partition = ? AND key = ?",
-                             [(partition, k) for k in keys])
+        """Delete entries; a refused delete is logged (the row is then deleted at load if it has expired)."""
+        try:
+            self._db.executemany("DELETE FROM semantic_entries WHERE partition = ? AND key = ?",
+                                 [(partition, k) for k in keys])
+        except sqlite3.Error as exc:
+            log.warning("semantic cache: persisted entries were not deleted (%s)", type(exc).__name__)
 
     def load(self, now_ms: float) -> Iterator[Stored]:
         """The entries that have not expired, oldest first (expired rows are deleted here). A row that does not
@@ -72,12 +85,12 @@ class SQLiteEntryStore:
         rows = self._db.execute("SELECT partition, key, text, vector, expires_ms, source_request_id, result_json "
                                 "FROM semantic_entries ORDER BY expires_ms, partition, key").fetchall()
         for partition, key, text, blob, expires_ms, source, result_json in rows:
-            vector = np.frombuffer(blob, dtype="<f4").astype(np.float32)
             try:
+                vector = np.frombuffer(blob, dtype="<f4").astype(np.float32)  # a damaged blob: ValueError
                 if vector.shape != (self.dim,) or not np.isfinite(vector).all():
                     raise ValueError("vector of another size")
                 result = ModelResult.model_validate_json(result_json)
-            except (ValueError, ValidationError):
+            except (ValueError, TypeError, ValidationError):
                 self.delete(partition, [key])
                 continue
             yield Stored(partition, text, vector, Entry(source, float(expires_ms), result))
