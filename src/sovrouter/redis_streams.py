@@ -8,8 +8,11 @@ both travel on.
   again. Each entry goes to the caller's ``deliver``.
 - Fail open: Redis down, slow or returning something unreadable is counted in ``stats["errors"]``, logged
   without content, and retried after ``retry_s``; the caller goes on with what it has.
-- ``aclose`` ends the readers even when a cancelled blocking read comes back as an empty reply instead of a
-  cancellation (seen in a benchmark: the reader then looped on and ``aclose`` hung).
+- One entry the caller cannot use never stops the reader: its error is counted and the reader goes on.
+- ``aclose`` first gives the publishes still in flight ``flush_s`` to land (a gateway's last completions,
+  which the other instances need to see), then ends the readers, even when a cancelled blocking read comes back
+  as an empty reply instead of a cancellation (seen in a benchmark: the reader then looped on and ``aclose``
+  hung).
 """
 
 from __future__ import annotations
@@ -56,8 +59,10 @@ class StreamBroadcast:
         if not self._closing and (task is None or task.done()):
             self._readers[key] = asyncio.get_running_loop().create_task(self._read(key, first, deliver))
 
-    async def aclose(self) -> None:
+    async def aclose(self, flush_s: float = 1.0) -> None:
         self._closing = True
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=flush_s)
         tasks = [*self._readers.values(), *self._tasks]
         for task in tasks:
             task.cancel()
@@ -86,7 +91,10 @@ class StreamBroadcast:
                 for _, entries in reply or []:
                     for entry_id, fields in entries:
                         self._last[key] = entry_id.decode("ascii") if isinstance(entry_id, bytes) else str(entry_id)
-                        deliver(fields)
+                        try:
+                            deliver(fields)
+                        except Exception as exc:  # the reader's boundary: one bad entry is skipped, not fatal
+                            self.failed("apply", exc)
             except asyncio.CancelledError:
                 raise
             except FAILURES as exc:

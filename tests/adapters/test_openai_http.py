@@ -187,17 +187,17 @@ class _Recorder:
 
     def __init__(self, index: int) -> None:
         self.index = index
-        self.events: list[tuple[str, int, bool | None]] = []
+        self.events: list[tuple[object, ...]] = []
 
     def choose(self, request: NormalizedRequest, replicas: Sequence[str]) -> int:
         return self.index
 
     def observe_start(self, request: NormalizedRequest, replicas: Sequence[str], index: int) -> None:
-        self.events.append(("start", index, None))
+        self.events.append(("start", index))
 
     def observe_done(self, request: NormalizedRequest, replicas: Sequence[str], index: int, ok: bool,
-                     latency_ms: float) -> None:
-        self.events.append(("done", index, ok))
+                     latency_ms: float, *, rejected: bool = False) -> None:
+        self.events.append(("done", index, ok, rejected))
 
 
 async def test_replica_chooser_protocol_is_followed(upstream: tuple[str, UpstreamBehaviour]) -> None:
@@ -214,8 +214,30 @@ async def test_replica_chooser_protocol_is_followed(upstream: tuple[str, Upstrea
     finally:
         await ad.aclose()
     assert b.calls == 2
-    assert chooser.events == [("start", 1, None), ("done", 1, True), ("start", 1, None), ("done", 1, True),
-                              ("start", 0, None), ("done", 0, False)]
+    assert chooser.events == [("start", 1), ("done", 1, True, False), ("start", 1), ("done", 1, True, False),
+                              ("start", 0), ("done", 0, False, False)]
+
+
+async def test_a_refused_request_is_reported_as_rejected_not_as_a_replica_failure(
+        upstream: tuple[str, UpstreamBehaviour]) -> None:
+    """HTTP 400 (a prompt past the context...): the replica is healthy; health ejection and the affinity model
+    must not treat it as a failure, so the chooser is told."""
+    url, b = upstream
+    b.mode, b.status = "error", 400
+    chooser = _Recorder(0)
+    ad = OpenAIHTTPAdapter(C, [url], chooser=chooser)
+    try:
+        with pytest.raises(UpstreamRejectedError):
+            await ad.generate(_call())
+        with pytest.raises(UpstreamRejectedError):
+            await _collect(ad, _call())
+        b.status = 503
+        with pytest.raises(UpstreamUnavailableError):
+            await ad.generate(_call())
+    finally:
+        await ad.aclose()
+    assert [e for e in chooser.events if e[0] == "done"] == [("done", 0, False, True), ("done", 0, False, True),
+                                                             ("done", 0, False, False)]
 
 
 async def test_least_outstanding_spreads_concurrent_calls() -> None:

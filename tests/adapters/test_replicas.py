@@ -30,7 +30,7 @@ class _First:
         self.events.append(("start", replicas[index], None))
 
     def observe_done(self, request: NormalizedRequest, replicas: Sequence[str], index: int, ok: bool,
-                     latency_ms: float) -> None:
+                     latency_ms: float, *, rejected: bool = False) -> None:
         self.events.append(("done", replicas[index], ok))
 
 
@@ -122,3 +122,15 @@ def test_remembers_failed_requests_only_up_to_a_bound() -> None:
 def test_bad_settings_are_refused(kw: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         HealthAwareChooser(_First(), SimClock(), **kw)  # type: ignore[arg-type]
+
+
+def test_refused_requests_are_no_health_failures() -> None:
+    """A client that keeps sending prompts past the context (HTTP 400) ejected healthy replicas for everyone."""
+    chooser = HealthAwareChooser(_First(), SimClock(), consecutive_failures=2, cooldown_s=10.0)
+    for k in range(6):
+        req = _req(f"bad{k}")
+        i = chooser.choose(req, REPLICAS)
+        chooser.observe_start(req, REPLICAS, i)
+        chooser.observe_done(req, REPLICAS, i, False, 1.0, rejected=True)
+        assert REPLICAS[i] == "http://a"  # not steered away either
+    assert not any(chooser.ejected(r) for r in REPLICAS)

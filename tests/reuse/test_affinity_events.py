@@ -192,3 +192,138 @@ async def test_closing_ends_a_reader_whose_read_swallows_the_cancellation() -> N
     closing = asyncio.create_task(bus.aclose())
     done, _ = await asyncio.wait({closing}, timeout=5)
     assert closing in done, "aclose did not return"
+
+
+@pytest.mark.parametrize("raw", [
+    "[1, 2]", "null", '"start"',
+    '{"kind": "start", "origin": "x", "call": 1e999, "replica": "r", "t": 0}',
+    '{"kind": "start", "origin": "x", "call": 1, "replica": "r", "t": 0, "blocks": [1e999]}',
+    '{"kind": "start", "origin": "x", "call": 1, "replica": "r", "t": NaN}',
+    '{"kind": "start", "origin": "x", "call": 1, "replica": "r", "t": Infinity}',
+    '{"kind": "start", "origin": "x", "call": 1, "replica": "r", "t": 0, "tokens": -5}',
+    '{"kind": "start", "origin": "x", "call": 1, "replica": "r", "t": 0, "blocks": [1], "sizes": [-1]}',
+    '{"kind": "start", "origin": "x", "call": 1, "replica": "r", "t": 0, "blocks": [1], "answer": [0, 4]}',
+])
+def test_malformed_events_are_value_errors_never_applied(raw: str) -> None:
+    """Each of these escaped as AttributeError / OverflowError (killing the Redis reader) or was applied with a
+    non-finite time (an infinite wait, a window never trimmed, NaN costs that failed every choice)."""
+    with pytest.raises(ValueError):
+        AffinityEvent.from_json(raw)
+
+
+def test_a_peer_call_whose_completion_is_lost_is_dropped_after_max_call_s() -> None:
+    """The other instance crashed (or its done event never reached Redis): its call stayed queued for good, so
+    that replica looked busy forever and stopped learning."""
+    hub = MemoryAffinityBus()
+    clock = SimClock(1000.0)
+    a = PrefixAffinityChooser(clock, events=hub.view("gw-a"), stream="dep")
+    b = PrefixAffinityChooser(clock, events=hub.view("gw-b"), stream="dep", max_call_s=60.0)
+    for k in range(3):
+        a.observe_start(turn(1, f"lost{k}"), REPLICAS, 0)  # no observe_done: the instance died
+    now = 1.0 + 1.0
+
+    def waits() -> list[float]:
+        blocks, tokens, shape = b._blocks(turn(1, "probe"))
+        return [e.wait_s for e in b._router.estimate(blocks, tokens, now, REPLICAS, shape)]
+
+    assert waits()[0] > 0.0
+    clock.set(1000.0 + 3600_000.0)
+    now = clock.now_ms() / 1000.0
+    assert waits()[0] > 0.0  # an hour later, still "busy"
+    b.choose(turn(1, "next"), REPLICAS)  # the chooser drops calls older than max_call_s
+    assert waits()[0] == 0.0 and not b._router._where
+
+
+def test_a_peer_completion_heard_late_never_moves_a_replica_clock_back() -> None:
+    hub = MemoryAffinityBus()
+    clock = SimClock(100_000.0)
+    a = PrefixAffinityChooser(clock, events=hub.view("gw-a"), stream="dep")
+    b = PrefixAffinityChooser(clock, events=hub.view("gw-b"), stream="dep")
+    router = b._router
+    first, second = turn(1, "p1"), turn(1, "p2")
+    b.observe_start(first, REPLICAS, 0)
+    a.observe_start(second, REPLICAS, 0)  # queued behind b's call
+    clock.set(101_000.0)
+    b.observe_done(first, REPLICAS, 0, ok=True, latency_ms=1000.0)
+    anchor = router._model(REPLICAS[0]).anchor_s
+    observed = router._decode.overall._n  # type: ignore[attr-defined]
+    done = AffinityEvent("done", "gw-a", 1, REPLICAS[0], 100.8)  # stamped before b's own completion
+    b.apply(done)
+    assert router._model(REPLICAS[0]).anchor_s == anchor == 101.0  # was moved back to 100.8
+    assert router._decode.overall._n == observed  # type: ignore[attr-defined]  # no 0-second decode learned
+
+
+def test_a_refused_call_keeps_the_conversation_prefix_a_failed_one_does_not() -> None:
+    hub = MemoryAffinityBus()
+    clock = SimClock(1000.0)
+    a = PrefixAffinityChooser(clock, events=hub.view("gw-a"), stream="dep")
+    b = PrefixAffinityChooser(clock, events=hub.view("gw-b"), stream="dep")
+    send(a, turn(1, "t1"), 1, clock, 0.5)  # the conversation is cached on r1
+
+    def cached_on_r1(chooser: PrefixAffinityChooser) -> int:
+        blocks, tokens, shape = chooser._blocks(turn(3, "probe"))
+        return chooser._router.estimate(blocks, tokens, clock.now_ms() / 1000, REPLICAS, shape)[1].hit_tokens
+
+    before = cached_on_r1(a)
+    assert before > 0
+    refused = turn(3, "t3")  # refused by the engine (HTTP 400): never prefilled, the replica is healthy
+    a.observe_start(refused, REPLICAS, 1)
+    a.observe_done(refused, REPLICAS, 1, ok=False, latency_ms=5.0, rejected=True)
+    assert cached_on_r1(a) == cached_on_r1(b) == before  # only the blocks it would have added are forgotten
+    failed = turn(3, "t4")
+    a.observe_start(failed, REPLICAS, 1)
+    a.observe_done(failed, REPLICAS, 1, ok=False, latency_ms=5.0)  # a failure: the replica may have restarted
+    assert cached_on_r1(a) == cached_on_r1(b) == 0
+
+
+async def test_a_bad_entry_or_a_failing_apply_never_stops_the_reader(redis_srv: RedisServer) -> None:
+    prefix = f"ae{next(_prefixes)}"
+    bus_a = RedisAffinityBus.from_url(redis_srv.url, prefix=prefix, instance="gw-a", block_ms=50)
+    bus_b = RedisAffinityBus.from_url(redis_srv.url, prefix=prefix, instance="gw-b", block_ms=50)
+    clock = SimClock(1000.0)
+    seen: list[AffinityEvent] = []
+    fail = [True]
+
+    def flaky(event: AffinityEvent) -> None:
+        if fail:
+            fail.pop()
+            raise ArithmeticError("a bug in one subscriber")
+        seen.append(event)
+
+    try:
+        a = PrefixAffinityChooser(clock, events=bus_a, stream="d")
+        bus_b.subscribe("d", flaky)
+        await bus_b.start()
+        await asyncio.sleep(0.2)
+        raw = aioredis.Redis.from_url(redis_srv.url)
+        try:
+            for junk in (b"[1, 2]", b"null", b'{"kind": "start", "origin": "x", "call": 1e999, "replica": "r"}'):
+                await raw.xadd(f"{prefix}:affinity:d", {"e": junk})
+        finally:
+            await raw.aclose()
+        send(a, turn(1, "t1"), 2, clock, 0.5)  # start (apply fails once) and done
+        send(a, turn(2, "t2"), 2, clock, 0.5)
+        for _ in range(200):
+            if len(seen) >= 3:
+                break
+            await asyncio.sleep(0.02)
+        assert len(seen) == 3 and bus_b.stats["errors"] == 4  # 3 undecodable + 1 failed apply, all skipped
+    finally:
+        await bus_a.aclose()
+        await bus_b.aclose()
+
+
+async def test_closing_lets_the_last_events_reach_redis(redis_srv: RedisServer) -> None:
+    """The done events of a gateway's last calls were cancelled at shutdown, so the other instances kept those
+    calls queued (see the test above for what that cost)."""
+    prefix = f"ae{next(_prefixes)}"
+    bus = RedisAffinityBus.from_url(redis_srv.url, prefix=prefix, instance="gw-a", block_ms=50)
+    chooser = PrefixAffinityChooser(SimClock(1000.0), events=bus, stream="d")
+    chooser.observe_start(turn(1, "t1"), REPLICAS, 0)
+    chooser.observe_done(turn(1, "t1"), REPLICAS, 0, ok=True, latency_ms=1.0)
+    await bus.aclose()  # at once: both publishes still in flight
+    raw = aioredis.Redis.from_url(redis_srv.url)
+    try:
+        assert await raw.xlen(f"{prefix}:affinity:d") == 2
+    finally:
+        await raw.aclose()

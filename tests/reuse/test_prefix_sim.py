@@ -94,6 +94,13 @@ def test_parse_rejects_bad_lines_and_decreasing_time() -> None:
             parse_trace([f'{{"timestamp": 0, "input_length": 5, "output_length": 1, "hash_ids": {bad}}}'])
     with pytest.raises(InvalidRequestError, match="lengths"):
         parse_trace(['{"timestamp": 0, "input_length": -5, "output_length": 1, "hash_ids": [0]}'])
+    for huge in ('"input_length": 1e999, "output_length": 1', '"input_length": 5, "output_length": 1e999'):
+        with pytest.raises(InvalidRequestError, match="line 1"):  # int(inf): was an OverflowError traceback
+            parse_trace([f'{{"timestamp": 0, {huge}, "hash_ids": [0]}}'])
+    assert parse_trace(['{"timestamp": 0, "input_length": 5, "output_length": 1, "hash_ids": ["\\ud800"]}'])
+    for rate in ("prefill_rate", "decode_rate"):
+        with pytest.raises(InvalidRequestError):  # NaN passed "<= 0" and broke every choice
+            SimConfig(**{rate: float("nan")})
 
 
 def test_string_and_integral_float_block_ids_are_read_without_colliding_with_integers() -> None:

@@ -171,7 +171,7 @@ class OpenAIHTTPAdapter:
         index = self.chooser.choose(request, self.replicas)
         self.chooser.observe_start(request, self.replicas, index)
         started = self.timer()
-        ok = False
+        ok = rejected = False
         try:
             try:
                 resp = await self.client.post(self._endpoints[index], content=body, headers=self._headers)
@@ -184,8 +184,12 @@ class OpenAIHTTPAdapter:
             result = self._parse_completion(resp.content, request, (self.timer() - started) * 1000.0)
             ok = True
             return result
+        except UpstreamRejectedError:
+            rejected = True
+            raise
         finally:
-            self.chooser.observe_done(request, self.replicas, index, ok, (self.timer() - started) * 1000.0)
+            self.chooser.observe_done(request, self.replicas, index, ok, (self.timer() - started) * 1000.0,
+                                      rejected=rejected)
 
     def _parse_completion(self, raw: bytes, request: NormalizedRequest, latency_ms: float) -> ModelResult:
         try:
@@ -228,13 +232,17 @@ class OpenAIHTTPAdapter:
         index = self.chooser.choose(request, self.replicas)
         self.chooser.observe_start(request, self.replicas, index)
         started = self.timer()
-        ok = False
+        ok = rejected = False
         try:
             async for chunk in self._stream(index, body, request, started):
                 yield chunk
             ok = True
+        except UpstreamRejectedError:
+            rejected = True
+            raise
         finally:
-            self.chooser.observe_done(request, self.replicas, index, ok, (self.timer() - started) * 1000.0)
+            self.chooser.observe_done(request, self.replicas, index, ok, (self.timer() - started) * 1000.0,
+                                      rejected=rejected)
 
     async def _stream(self, index: int, body: bytes, request: NormalizedRequest,
                       started: float) -> AsyncIterator[StreamChunk]:

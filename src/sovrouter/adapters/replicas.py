@@ -12,7 +12,10 @@ Stable contract (other components import it):
 
 - ``choose(request, replicas) -> int``: index into ``replicas`` (``replicas[i]`` is a base URL).
 - ``observe_start(request, replicas, index)``: the call to ``replicas[index]`` is about to be sent.
-- ``observe_done(request, replicas, index, ok, latency_ms)``: that call ended (``ok`` False on any failure).
+- ``observe_done(request, replicas, index, ok, latency_ms, *, rejected=False)``: that call ended (``ok`` False
+  on any failure). ``rejected``: the replica answered but refused the request with a client error (HTTP 4xx
+  other than 429: a prompt longer than its context...), so ``ok`` is False but the replica is healthy and never
+  prefilled the prompt: no health failure, and nothing it held before is lost.
 
 Every ``observe_start`` is followed by exactly one ``observe_done`` for the same index. Choosers keep their
 state on the instance (one instance per deployment), never in module globals.
@@ -35,7 +38,8 @@ class ReplicaChooser(Protocol):
     def observe_start(self, request: NormalizedRequest, replicas: Sequence[str], index: int) -> None: ...
 
     def observe_done(
-        self, request: NormalizedRequest, replicas: Sequence[str], index: int, ok: bool, latency_ms: float
+        self, request: NormalizedRequest, replicas: Sequence[str], index: int, ok: bool, latency_ms: float,
+        *, rejected: bool = False,
     ) -> None: ...
 
 
@@ -68,7 +72,8 @@ class LeastOutstandingChooser:
         self._outstanding[url] = self._outstanding.get(url, 0) + 1
 
     def observe_done(
-        self, request: NormalizedRequest, replicas: Sequence[str], index: int, ok: bool, latency_ms: float
+        self, request: NormalizedRequest, replicas: Sequence[str], index: int, ok: bool, latency_ms: float,
+        *, rejected: bool = False,
     ) -> None:
         url = replicas[index]
         self._outstanding[url] = max(0, self._outstanding.get(url, 0) - 1)
@@ -121,10 +126,13 @@ class HealthAwareChooser:
         self.inner.observe_start(request, replicas, index)
 
     def observe_done(
-        self, request: NormalizedRequest, replicas: Sequence[str], index: int, ok: bool, latency_ms: float
+        self, request: NormalizedRequest, replicas: Sequence[str], index: int, ok: bool, latency_ms: float,
+        *, rejected: bool = False,
     ) -> None:
-        self.inner.observe_done(request, replicas, index, ok, latency_ms)
+        self.inner.observe_done(request, replicas, index, ok, latency_ms, rejected=rejected)
         url = replicas[index]
+        if rejected:  # a client error: the replica is healthy (the breaker does not count these either)
+            return
         if ok:
             self._failures.pop(url, None)
             self._ejected_until.pop(url, None)

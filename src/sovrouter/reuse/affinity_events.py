@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -54,13 +55,24 @@ class AffinityEvent:
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> AffinityEvent:
+        """Parse an event another instance published; anything malformed (another shape, a non-finite time,
+        negative counts, an answer range past the blocks, numbers too large for an int) is a ValueError, so a
+        bad entry is counted and skipped, never applied."""
         d = json.loads(raw)
-        if d.get("kind") not in ("start", "done"):
-            raise ValueError("unknown event kind")
-        return cls(kind=d["kind"], origin=str(d["origin"]), call=int(d["call"]), replica=str(d["replica"]),
-                   t=float(d["t"]), blocks=tuple(int(b) for b in d.get("blocks", ())),
-                   tokens=int(d.get("tokens", 0)), ok=bool(d.get("ok", True)),
-                   sizes=tuple(int(n) for n in d.get("sizes", ())), answer=_span(d.get("answer")))
+        if not isinstance(d, dict) or d.get("kind") not in ("start", "done"):
+            raise ValueError("not an affinity event")
+        try:
+            event = cls(kind=d["kind"], origin=str(d["origin"]), call=int(d["call"]), replica=str(d["replica"]),
+                        t=float(d["t"]), blocks=tuple(int(b) for b in d.get("blocks", ())),
+                        tokens=int(d.get("tokens", 0)), ok=bool(d.get("ok", True)),
+                        sizes=tuple(int(n) for n in d.get("sizes", ())), answer=_span(d.get("answer")))
+        except (KeyError, TypeError, OverflowError) as exc:
+            raise ValueError("malformed affinity event") from exc
+        if not math.isfinite(event.t) or event.tokens < 0 or any(n < 0 for n in event.sizes):
+            raise ValueError("affinity event out of range")
+        if event.answer is not None and event.answer[1] > len(event.blocks):
+            raise ValueError("answer range past the blocks")
+        return event
 
 
 def _span(raw: object) -> tuple[int, int] | None:

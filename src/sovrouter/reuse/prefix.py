@@ -126,7 +126,8 @@ class AffinitySettings:
     load_window_s: float = 300.0
 
     def __post_init__(self) -> None:
-        if self.capacity_blocks < 1 or self.prefill_rate <= 0 or self.decode_rate <= 0 or self.block_tokens < 1:
+        if (self.capacity_blocks < 1 or self.block_tokens < 1
+                or not all(math.isfinite(r) and r > 0 for r in (self.prefill_rate, self.decode_rate))):
             raise InvalidRequestError("affinity settings: capacity, block size and rates must be positive")
         if not (math.isfinite(self.tail) and self.tail >= 0.0):
             raise InvalidRequestError("affinity settings: tail must be a finite number >= 0")
@@ -407,7 +408,7 @@ class PrefixAffinityRouter:
             cost = (wait + (1.0 + s.compute_price) * prefill
                     + s.externality * lam * service * (wait + service) / (1.0 - rho) + pollution
                     + s.tail * wait * wait / mean_service)
-            out.append(ReplicaEstimate(i, hit, wait, prefill, cost))
+            out.append(ReplicaEstimate(i, hit, wait, prefill, cost if math.isfinite(cost) else math.inf))
         return out
 
     def choose(self, blocks: Sequence[int], input_tokens: int, now_s: float,
@@ -436,15 +437,17 @@ class PrefixAffinityRouter:
         return first.replica
 
     def assign(self, key: Hashable, blocks: Sequence[int], input_tokens: int, now_s: float,
-               replica: Hashable, lag_s: float = 0.0, shape: BlockShape | None = None) -> None:
+               replica: Hashable, lag_s: float = 0.0, shape: BlockShape | None = None) -> int:
         """The request ``key`` was sent to ``replica`` at ``now_s``. ``lag_s``: how late this router learns of
         its events (0 for its own calls; for another gateway instance's, the delay of its start event), so that
         a call predicted done less than ``lag_s`` ago counts as done rather than overdue. ``shape``: the blocks'
-        sizes (the gateway's; full blocks if omitted)."""
+        sizes (the gateway's; full blocks if omitted). Returns how many leading blocks were cached there before
+        (the ones a call that is refused before its prefill leaves cached)."""
         s = self.settings
         m = self._model(replica)
+        cached_run = m.cache.leading_run(blocks)
         if shape is None:
-            hit = cached_tokens(m.cache.leading_run(blocks), input_tokens, s.block_tokens)
+            hit = cached_tokens(cached_run, input_tokens, s.block_tokens)
         else:
             hit = min(input_tokens, shape.tokens(shape.run(m.cache, blocks)))
 
@@ -489,6 +492,7 @@ class PrefixAffinityRouter:
         m.add_busy(now_s, s.busy_tau_s, service)
         self._work.append((now_s, service))
         self._work_sum += service
+        return cached_run
 
     def report_held(self, replica: Hashable, held: int | None) -> None:
         """The replica's engine holds ``held`` requests (running and waiting; ``None``: no current report).
@@ -505,6 +509,20 @@ class PrefixAffinityRouter:
         prefilled, and a failing replica may have restarted with an empty cache)."""
         self._model(replica).cache.discard(blocks)
 
+    def expire(self, before_s: float) -> int:
+        """Drop the calls sent before ``before_s`` that were never seen done (another instance's whose completion
+        was lost: it crashed, or its event never reached Redis), learning nothing from them; without this each
+        one stays queued for good and its replica looks busy forever. Returns how many were dropped."""
+        dropped = 0
+        for m in self._replicas.values():
+            stale = [p for p in m.queue if p.arrival_s < before_s]
+            if stale:
+                m.queue = deque(p for p in m.queue if p.arrival_s >= before_s)
+                for p in stale:
+                    self._where.pop(p.key, None)
+                dropped += len(stale)
+        return dropped
+
     def complete(self, key: Hashable, now_s: float, ok: bool = True) -> None:
         """The request ``key`` was observed done at ``now_s`` (unknown keys are ignored). A failed call
         (``ok=False``) leaves the queue but teaches nothing about service times: it may have ended at once."""
@@ -516,10 +534,13 @@ class PrefixAffinityRouter:
             if p.key == key:
                 if idx == 0:
                     start = max(m.anchor_s, p.arrival_s)
-                    if ok and self.settings.learn_prefill_rate:
+                    # a completion heard late (another instance's, stamped before this replica's last one) is
+                    # no service time to learn from, and never moves the replica's clock back
+                    learn = ok and now_s >= start
+                    if learn and self.settings.learn_prefill_rate:
                         self._rate.observe(p.uncached_tokens, now_s - start)
-                    if ok:
+                    if learn:
                         self._decode.observe(p.template, now_s - start - p.prefill_s)
-                    m.anchor_s = now_s
+                    m.anchor_s = max(m.anchor_s, now_s)
                 del m.queue[idx]
                 break

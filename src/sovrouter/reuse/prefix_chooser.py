@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 from collections import deque
 from collections.abc import Callable, Sequence
 
@@ -76,7 +77,8 @@ class PrefixAffinityChooser:
 
     def __init__(self, clock: Clock, settings: AffinitySettings | None = None, block_words: int = 64,
                  events: AffinityEventBus | None = None, stream: str = "default",
-                 engine: EngineReports | None = None, peer_ttl_s: float = 60.0, max_lag_s: float = 0.0) -> None:
+                 engine: EngineReports | None = None, peer_ttl_s: float = 60.0, max_lag_s: float = 0.0,
+                 max_call_s: float = 900.0) -> None:
         base = settings or AffinitySettings()
         # Gateway blocks are ``block_words`` words, not 512 tokens: size the model in the same unit.
         tokens_per_block = word_tokens(block_words)
@@ -86,7 +88,8 @@ class PrefixAffinityChooser:
         self._clock = clock
         self._block_words = block_words
         self._seq = 0
-        self._inflight: dict[tuple[str, str], deque[int]] = {}  # (request id, replica) -> call sequence numbers
+        # (request id, replica) -> (call sequence number, leading blocks cached there when it was sent)
+        self._inflight: dict[tuple[str, str], deque[tuple[int, int]]] = {}
         self._last: tuple[NormalizedRequest, list[int], int, BlockShape] | None = None  # for observe_start
         self._events = events
         self._stream = stream
@@ -96,6 +99,11 @@ class PrefixAffinityChooser:
         # two-replica bench (20 of 64 waves herded with it, 14 of 64 without; docs/benchmarks.md).
         self.max_lag_s = max_lag_s
         self._peers: dict[str, float] = {}  # other instances sharing this stream -> when last heard from (s)
+        # A call not seen done this long after it was sent is dropped from the model: its completion was lost (the
+        # instance that sent it crashed, or its event never reached Redis). Longer than any call may last (the
+        # reliability timeouts end this instance's own calls far sooner).
+        self.max_call_s = max_call_s
+        self._expired_at = -math.inf
         if events is not None:
             events.subscribe(stream, self.apply)
         if engine is not None:
@@ -127,34 +135,42 @@ class PrefixAffinityChooser:
 
     def choose(self, request: NormalizedRequest, replicas: Sequence[str]) -> int:
         blocks, tokens, shape = self._blocks(request)
-        return self._router.choose(blocks, tokens, self._clock.now_ms() / 1000.0, list(replicas), self.rank,
-                                   shape)
+        now = self._clock.now_ms() / 1000.0
+        if now - self._expired_at >= 1.0:  # at most once a second
+            self._expired_at = now
+            self._router.expire(now - self.max_call_s)
+        return self._router.choose(blocks, tokens, now, list(replicas), self.rank, shape)
 
     def observe_start(self, request: NormalizedRequest, replicas: Sequence[str], index: int) -> None:
         blocks, tokens, shape = self._blocks(request)
         self._seq += 1
-        self._inflight.setdefault((request.request_id, replicas[index]), deque()).append(self._seq)
         now = self._clock.now_ms() / 1000.0
-        self._router.assign(self._seq, blocks, tokens, now, replicas[index], shape=shape)
+        run = self._router.assign(self._seq, blocks, tokens, now, replicas[index], shape=shape)
+        self._inflight.setdefault((request.request_id, replicas[index]), deque()).append((self._seq, run))
         if self._events is not None:
             self._events.publish(self._stream, AffinityEvent("start", self._events.instance, self._seq,
                                                              replicas[index], now, tuple(blocks), tokens,
                                                              sizes=shape.sizes, answer=shape.answer))
 
     def observe_done(
-        self, request: NormalizedRequest, replicas: Sequence[str], index: int, ok: bool, latency_ms: float
+        self, request: NormalizedRequest, replicas: Sequence[str], index: int, ok: bool, latency_ms: float,
+        *, rejected: bool = False,
     ) -> None:
         calls = self._inflight.get((request.request_id, replicas[index]))
         if not calls:
             return
-        seq = calls.popleft()
+        seq, run = calls.popleft()
         if not calls:
             del self._inflight[(request.request_id, replicas[index])]
         now = self._clock.now_ms() / 1000.0
         self._router.complete(seq, now, ok)
         forgotten: tuple[int, ...] = ()
         if not ok:
-            forgotten = tuple(self._blocks(request)[0])
+            # A failure may mean the replica restarted empty: forget every block. A refused request (a client
+            # error) was never prefilled on a healthy replica: forget only the blocks it would have added, so the
+            # conversation's prefix cached there before stays counted.
+            blocks = self._blocks(request)[0]
+            forgotten = tuple(blocks[run:] if rejected else blocks)
             self._router.forget(replicas[index], forgotten)
         if self._events is not None:
             self._events.publish(self._stream, AffinityEvent("done", self._events.instance, seq, replicas[index],

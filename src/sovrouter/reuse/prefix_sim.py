@@ -57,7 +57,8 @@ class SimConfig:
     block_tokens: int = BLOCK_TOKENS
 
     def __post_init__(self) -> None:
-        if self.capacity < 1 or self.prefill_rate <= 0 or self.decode_rate <= 0 or self.block_tokens < 1:
+        if (self.capacity < 1 or self.block_tokens < 1
+                or not all(np.isfinite(r) and r > 0 for r in (self.prefill_rate, self.decode_rate))):
             raise InvalidRequestError("capacity, block size and rates must be positive")
 
 
@@ -74,7 +75,7 @@ def _parse_record(obj: Any, lineno: int) -> TraceRequest:
         inp = int(obj["input_length"])
         out = int(obj["output_length"])
         ids = obj["hash_ids"]
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(1e999)
         raise InvalidRequestError(
             f"trace line {lineno}: needs timestamp, input_length, output_length and hash_ids"
         ) from exc
@@ -95,7 +96,8 @@ def _block_id(h: Any, lineno: int) -> int:
     if isinstance(h, float) and h.is_integer():
         return int(h)
     if isinstance(h, str) and h:
-        return 2**64 + int.from_bytes(hashlib.blake2b(h.encode("utf-8"), digest_size=8).digest(), "big")
+        return 2**64 + int.from_bytes(hashlib.blake2b(h.encode("utf-8", "surrogatepass"), digest_size=8).digest(),
+                                      "big")
     raise InvalidRequestError(f"trace line {lineno}: hash_ids must be integers or non-empty strings")
 
 
