@@ -86,3 +86,11 @@ def test_integers_are_still_valid_floats_and_max_completion_tokens_wins() -> Non
     req = normalize_chat({"messages": [{"role": "user", "content": "hi"}], "temperature": 1, "max_tokens": 50,
                           "max_completion_tokens": 20}, tenant="t", request_id="r")
     assert req.parameters.temperature == 1.0 and req.parameters.max_tokens == 20
+
+
+def test_several_choices_are_refused_not_silently_cut_to_one() -> None:
+    for n in (2, 0, -1):
+        with pytest.raises(InvalidRequestError) as exc:
+            normalize_chat({"messages": [{"role": "user", "content": "hi"}], "n": n}, tenant="t", request_id="r")
+        assert exc.value.param == "n"
+    assert normalize_chat({"messages": [{"role": "user", "content": "hi"}], "n": 1}, tenant="t", request_id="r")

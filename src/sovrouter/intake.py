@@ -50,6 +50,7 @@ class ChatBody(BaseModel):
     max_completion_tokens: int | None = None
     stop: str | list[str] | None = None
     seed: int | None = None
+    n: int | None = None
     metadata: dict[str, Any] | None = None
 
 
@@ -117,6 +118,8 @@ def normalize_chat(
     reject_lone_surrogates(body)
     try:
         chat = ChatBody.model_validate(body)
+        if chat.n not in (None, 1):  # one answer per request; silently returning one of n would mislead
+            raise InvalidRequestError("only n=1 is supported", param="n")
         params = Parameters(
             temperature=chat.temperature,
             top_p=chat.top_p,

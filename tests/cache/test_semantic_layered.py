@@ -150,3 +150,11 @@ async def test_a_semantic_failure_ends_the_exact_lead() -> None:
         await cache.lookup(req("what is a cache?", "r1"), NONE, [A])
     outcome, _ = await asyncio.wait_for(cache.lookup(req("what is a cache?", "r2"), NONE, [A]), 5)
     assert outcome.kind == "miss"
+
+
+async def test_with_the_exact_layer_off_a_semantic_miss_is_recorded_as_a_miss() -> None:
+    clock = SimClock()
+    cache = LayeredCache(ExactCache(clock, enabled=False),
+                         SemanticCache(clock, HashingEmbedder(384), PairVerifier.cosine_only(0.7)))
+    outcome, result = await cache.lookup(req("what is a cache?", "r1"), NONE, [A])
+    assert result is None and outcome.kind == "miss"  # was "bypass": the semantic layer did look

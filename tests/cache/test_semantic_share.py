@@ -230,3 +230,21 @@ async def test_closing_ends_a_reader_whose_read_swallows_the_cancellation() -> N
     closing = asyncio.create_task(feed.aclose())
     done, _ = await asyncio.wait({closing}, timeout=5)  # (wait_for would hang too: it waits for the cancel)
     assert closing in done, "aclose did not return"
+
+
+async def test_another_embedding_models_vectors_never_mix_in() -> None:
+    """During a rolling upgrade to another model of the same dimension, the stream still holds the old model's
+    vectors: compared with the new model's, they would match unrelated questions. The vector size alone did not
+    tell them apart."""
+    hub = MemoryEntryFeed()
+    clock = SimClock(100_000)
+    two = instance(hub.view("two"), clock)
+    await ask(two, "Why is the sky blue?")  # subscribed
+    name = two.local.verifier.embedder
+    vector = np.ones(384, dtype=np.float32) / np.sqrt(384)
+    for k, model in enumerate(("another-model", name, "")):  # "": an instance older than the field
+        stored = Stored("p", f"{QUESTION} {k}", vector, Entry("src", 200_000.0, ModelResult(candidate=A, text="x")))
+        hub.view("one").publish(SharedEntry("one", "acme", "public", stored, model))
+    assert two.stats["refused"] == 1 and two.local.entry_count() == 2
+    wire = SharedEntry("o", "acme", "public", stored, "all-MiniLM-L6-v2").to_fields()
+    assert SharedEntry.from_fields({k.encode(): v for k, v in wire.items()}).embedder == "all-MiniLM-L6-v2"

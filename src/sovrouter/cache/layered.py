@@ -24,7 +24,9 @@ class LayeredCache:
             await self.release(request)
             raise
         if s_result is None:
-            return outcome, None  # the exact layer's miss (and its single-flight lead) stands
+            # the exact layer's miss (and its single-flight lead) stands; with the exact layer off, the semantic
+            # layer's outcome says what happened (a miss there is a miss, not a bypass)
+            return (s_outcome if outcome.kind == "bypass" else outcome), None
         # Served without an upstream call: the pipeline will not release, so end the exact lead here.
         await self.exact.release(request)
         await self.semantic.release(request)

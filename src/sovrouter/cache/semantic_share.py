@@ -60,9 +60,10 @@ class SharedEntry:
     tenant: str
     data_class: DataClass
     stored: Stored
+    embedder: str = ""  # the embedding model of ``stored.vector`` ("" from instances older than the field)
 
     def to_fields(self) -> dict[str, bytes]:
-        meta = {"origin": self.origin, "tenant": self.tenant, "class": self.data_class,
+        meta = {"origin": self.origin, "tenant": self.tenant, "class": self.data_class, "model": self.embedder,
                 "partition": self.stored.partition, "text": self.stored.text,
                 "source": self.stored.entry.source_request_id, "expires_ms": self.stored.entry.expires_ms,
                 "result": self.stored.entry.result.model_dump(mode="json")}
@@ -81,7 +82,7 @@ class SharedEntry:
             raise ValueError("non-finite vector or expiry")
         entry = Entry(str(meta["source"]), expires_ms, ModelResult.model_validate(meta["result"]))
         stored = Stored(str(meta["partition"]), str(meta["text"]), vector, entry)
-        return cls(str(meta["origin"]), str(meta["tenant"]), data_class, stored)
+        return cls(str(meta["origin"]), str(meta["tenant"]), data_class, stored, str(meta.get("model", "")))
 
 
 Apply = Callable[[SharedEntry], None]
@@ -202,7 +203,8 @@ class SharedSemanticCache:
         self._subscribe()
         stored = self.local.store_entry(request, detection, result)
         if stored is not None and self.scope.admits(request, detection):
-            self.feed.publish(SharedEntry(self.feed.instance, request.tenant, request.data_class, stored))
+            self.feed.publish(SharedEntry(self.feed.instance, request.tenant, request.data_class, stored,
+                                          self.local.verifier.embedder))
             self.stats["published"] += 1
 
     async def release(self, request: NormalizedRequest) -> None:
@@ -212,6 +214,8 @@ class SharedSemanticCache:
         stored = shared.stored
         if (shared.origin == self.feed.instance or not self.scope.admits_class(shared.tenant, shared.data_class)
                 or stored.vector.shape != (self.local.embedder.dim,)
+                # another model's vectors (an instance not yet upgraded, or one upgraded first) never mix in
+                or (shared.embedder and shared.embedder != self.local.verifier.embedder)
                 or stored.entry.expires_ms <= self.local.clock.now_ms()):
             self.stats["refused"] += 1
             return
