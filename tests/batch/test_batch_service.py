@@ -290,3 +290,17 @@ async def test_a_transient_store_error_with_lines_in_flight_does_not_cancel_the_
     assert done.status == "completed" and done.cancelling_at is None and outages == [0]
     assert (done.request_counts.total, done.request_counts.completed) == (20, 20)
     await service.aclose()
+
+
+async def test_a_batch_that_waited_past_its_window_expires_without_calling_upstream(
+        tmp_path: Path, catalog: Catalog, tenants: Tenants) -> None:
+    pipeline, adapters = make_pipeline(catalog, tenants)
+    service = BatchService(tmp_path, pipeline, concurrency=4, window_s=1)
+    f = service.upload("acme-us", "in.jsonl", "batch", batch_file(8))
+    batch = service.create("acme-us", CreateBatch(input_file_id=f.id, **CHAT))
+    await asyncio.sleep(1.2)  # queued (no worker yet) until its window has run out
+    await service.start()
+    await _until(service, batch.id, ("expired",), timeout_s=10)
+    assert sum(a.calls for a in adapters) == 0  # a zero timeout still let `concurrency` lines reach upstream
+    assert service.get("acme-us", batch.id).request_counts.failed == 8
+    await service.aclose()

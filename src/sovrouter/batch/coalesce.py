@@ -16,6 +16,7 @@ request's ``stop`` strings, ``max_tokens``, and the per-sequence context budget.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import time
@@ -265,10 +266,17 @@ class CoalescingLlamaAdapter:
             latency_ms=(now - seq.started) * 1000.0,
             ttft_ms=((seq.first_token_s or now) - seq.started) * 1000.0,
         )
-        seq.loop.call_soon_threadsafe(_resolve, seq.future, result, None)
+        _notify(seq, result, None)
 
     def _fail(self, seq: _Seq, exc: Exception) -> None:
-        seq.loop.call_soon_threadsafe(_resolve, seq.future, None, exc)
+        _notify(seq, None, exc)
+
+
+def _notify(seq: _Seq, result: ModelResult | None, exc: Exception | None) -> None:
+    """Hand the outcome to the caller's loop; a caller whose loop has closed is waiting for nothing, and must not
+    take the worker (and every other caller's sequence) down with it."""
+    with contextlib.suppress(RuntimeError):  # "Event loop is closed"
+        seq.loop.call_soon_threadsafe(_resolve, seq.future, result, exc)
 
 
 def _resolve(future: asyncio.Future[ModelResult], result: ModelResult | None, exc: Exception | None) -> None:

@@ -434,9 +434,12 @@ class BatchService:
                     self._lost.add(batch.id)  # before the other lines' tasks see their cancellation
                     raise _LeaseLost(batch.id)
 
+            left_s = batch.expires_at - self.now()
+            if left_s <= 0:  # it waited in the queue past its window: no line starts (a zero timeout let
+                raise TimeoutError  # ``concurrency`` lines reach upstream before it fired)
             # in this task (not wait_for's inner one): a cancel reaches the lines at once, before a freed slot
             # can start another line upstream
-            async with asyncio.timeout(max(0.0, batch.expires_at - self.now())):
+            async with asyncio.timeout(left_s):
                 await runner.run(todo, sink=keep)
         except TimeoutError:
             end = "expired"  # the completion window ran out: what was answered is kept
