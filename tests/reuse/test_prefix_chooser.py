@@ -188,3 +188,19 @@ def test_the_instance_band_comes_from_the_upstreams_affinity_configuration() -> 
     assert settings_from_config(ReplicaAffinity(instance_band_s=0.0)).instance_band_s == 0.0
     with pytest.raises(ValidationError):
         ReplicaAffinity(instance_band_s=-1.0)
+
+
+def test_the_same_text_with_another_image_is_another_prefix() -> None:
+    """Media parts were left out of the blocks: the same question about two different images counted as one
+    cached prefix."""
+    def ask(url: str) -> list[int]:
+        req = normalize_chat({"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "what is in this picture?"},
+            {"type": "image_url", "image_url": {"url": url}}]}]}, tenant="t", request_id="r")
+        return prompt_blocks(req)[0]
+
+    assert ask("https://x/a.png") != ask("https://x/b.png")
+    assert ask("https://x/a.png") == ask("https://x/a.png")
+    text_only = normalize_chat({"messages": [{"role": "user", "content": "what is in this picture?"}]},
+                               tenant="t", request_id="r")
+    assert prompt_blocks(text_only)[0] != ask("https://x/a.png")

@@ -45,7 +45,13 @@ def prompt_blocks(request: NormalizedRequest, block_words: int = 64) -> tuple[li
     h = hashlib.blake2b(request.tenant.encode("utf-8"), digest_size=8).digest()
     last = len(request.messages) - 1
     for i, m in enumerate(request.messages):
-        words = [f"<{m.role}>", *m.text.split()]
+        words = [f"<{m.role}>"]
+        for part in m.parts:  # in order; a media part is one marker naming its content (same text, another
+            if part.text is not None:  # image: another prefix from there on, as in the engine)
+                words += part.text.split()
+            elif part.ref is not None:
+                digest = hashlib.blake2b(part.ref.encode("utf-8"), digest_size=8).hexdigest()
+                words.append(f"<{part.modality}:{digest}>")
         first = len(blocks)
         for start in range(0, len(words), block_words):
             chunk = words[start:start + block_words]
