@@ -176,3 +176,29 @@ async def test_a_failure_after_the_cache_miss_never_leaves_identical_requests_wa
         await p.handle(_req(rid="r1"))
     out = await asyncio.wait_for(p.handle(_req(rid="r2")), 5)
     assert out.record.status == "ok" and out.record.cache.kind == "miss"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_request_cancelled_mid_call_still_gets_its_record(catalog: Catalog, tenants: Tenants,
+                                                                 stream: bool) -> None:
+    """Cancelled at shutdown (the gateway's drain past its grace period, or the server's own), a request left no
+    record at all: its spend vanished from billing, metrics and the eval loop."""
+    sink = MemorySink()
+    adapters = _all_fake(catalog)
+    for a in adapters.values():
+        a.delay_s = 5.0
+    p = assemble(_settings(), catalog, tenants, adapters, WallClock(), sink)
+
+    async def run() -> None:
+        if stream:
+            async for _ in p.handle_stream(_req(rid="r1", stream=True)):
+                pass
+        else:
+            await p.handle(_req(rid="r1"))
+
+    task = asyncio.create_task(run())
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [(r.request_id, r.status, r.error_code) for r in sink.records] == [("r1", "error", "request_cancelled")]

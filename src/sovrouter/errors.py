@@ -20,6 +20,7 @@ never contain prompt text, personal data, API keys or stack traces.
     ├── PolicyEngineError               500 (policy evaluation failed; the pipeline fails closed: refusal)
     ├── ReplayError                     500 (replay could not produce a valid decision for an event)
     ├── StoreUnavailableError           503 (the batch store's database cannot be reached; try again)
+    ├── RequestCancelledError           503 (cancelled before it finished: the gateway shutting down; recorded)
     └── UpstreamError                   502 upstream_error (a model call failed)
         ├── UpstreamUnavailableError    502 (connect refused/reset, upstream 429/5xx: transient, retryable)
         ├── UpstreamRejectedError       502 (upstream refused the call with another 4xx: not retryable)
@@ -126,6 +127,14 @@ class StoreUnavailableError(SovrouterError):
 
     status = 503
     code = "store_unavailable"
+
+
+class RequestCancelledError(SovrouterError):
+    """The request was cancelled before it finished (the gateway draining past its grace period). It is the
+    ``error_code`` of the request's record; the client, if still there, is answered by the server."""
+
+    status = 503
+    code = "request_cancelled"
 
 
 class UpstreamError(SovrouterError):

@@ -9,6 +9,7 @@ Protocol (see ``protocols.py``).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from sovrouter.contracts import (
 from sovrouter.errors import (
     AllCandidatesFailedError,
     PolicyRefusalError,
+    RequestCancelledError,
     SovrouterError,
     UnsupportedModalityError,
     UpstreamError,
@@ -82,6 +84,9 @@ class Pipeline:
             prep = await self._prepare(request)
         except SovrouterError as exc:
             return self._finish_error(request, exc, None)
+        except asyncio.CancelledError:  # shutting down: the request still gets its one record
+            self._finish_error(request, _cancelled(), None)
+            raise
         if prep.cached is not None:
             return self._finish(prep, prep.cached, [])
         assert prep.decision is not None and prep.signals is not None
@@ -91,6 +96,9 @@ class Pipeline:
             await self.cache.store(request, prep.detection, result)
         except UpstreamError as exc:
             return self._finish_error(request, exc, prep, call.attempts)
+        except asyncio.CancelledError:
+            self._finish_error(request, _cancelled(), prep, call.attempts)
+            raise
         finally:
             await self.cache.release(request)
         return self._finish(prep, result, call.attempts)
@@ -102,6 +110,9 @@ class Pipeline:
         except SovrouterError as exc:
             yield self._finish_error(request, exc, None)
             return
+        except asyncio.CancelledError:
+            self._finish_error(request, _cancelled(), None)
+            raise
         if prep.cached is not None:
             yield StreamChunk(candidate=prep.cached.candidate, delta=prep.cached.text)
             yield self._finish(prep, prep.cached, [])
@@ -120,6 +131,9 @@ class Pipeline:
         except UpstreamError as exc:
             yield self._finish_error(request, exc, prep, call.attempts)
             return
+        except asyncio.CancelledError:
+            self._finish_error(request, _cancelled(), prep, call.attempts)
+            raise
         finally:
             await self.cache.release(request)
         yield self._finish(prep, result, call.attempts)
@@ -254,6 +268,10 @@ class Pipeline:
         tokens_in = attempt.input_tokens or estimate_tokens(request.user_text)
         cost = self.catalog.cost_usd(c.slot, c.deployment, tokens_in, attempt.output_tokens)
         return attempt.model_copy(update={"input_tokens": tokens_in, "cost_usd": cost})
+
+
+def _cancelled() -> RequestCancelledError:
+    return RequestCancelledError("the request was cancelled before it finished")
 
 
 class _Refusal(PolicyRefusalError):

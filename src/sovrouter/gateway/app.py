@@ -204,6 +204,8 @@ class Gateway:
         _, still = await asyncio.wait(pending, timeout=timeout_s)
         for task in still:
             task.cancel()
+        # let the cancelled ones unwind (each writes its request's record) before the stores and clients close
+        await asyncio.gather(*still, return_exceptions=True)
 
 
 async def _produce(items: AsyncIterator[StreamChunk | Outcome], queue: asyncio.Queue[_Item]) -> None:
