@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         ours = policy.evaluate(nreq, det, cands)
         policy_times.append((time.perf_counter() - t1) * 1000.0)
         total_times.append(times[-1] + policy_times[-1])
-        truth_allowed = set(policy.evaluate(nreq, Detection(pii_types=sorted(truth), language=det.language),
+        truth_allowed = set(policy.evaluate(nreq, Detection(pii_types=sorted(truth), language=det.language,
+                                                            request_language=det.request_language),
                                             cands).allowed)
         violations += bool(set(ours.allowed) - truth_allowed)
         over_restricted += bool(truth_allowed - set(ours.allowed))

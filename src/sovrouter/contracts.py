@@ -92,13 +92,17 @@ class Detection(BaseModel):
     """Personal-data detection outcome: types only, never the values."""
 
     pii_types: list[str] = Field(default_factory=list)
-    language: str | None = None
+    language: str | None = None  # a language the NER reads when the detector may (en/de/fr first): a routing feature
     failed: bool = Field(default=False, description="detector errored or timed out: treated as personal data")
     elapsed_ms: float = 0.0
+    unscanned: list[str] = Field(default_factory=list, description=(
+        "modalities present that the detector cannot read (image, audio, video): treated as personal data"))
+    request_language: str | None = Field(default=None, description=(
+        "the language of the user's turns as the policy reads it: identified with confidence, else unknown"))
 
     @property
     def has_personal_data(self) -> bool:
-        return self.failed or bool(self.pii_types)
+        return self.failed or bool(self.pii_types) or bool(self.unscanned)
 
 
 class CandidateVerdict(BaseModel):

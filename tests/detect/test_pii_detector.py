@@ -101,3 +101,64 @@ def test_types_only_on_workload_like_lines() -> None:
                                "\n\nWhat is 2+2?")
     assert det.pii_types == ["IBAN", "PERSON", "PHONE"]
     assert "Jacques" not in det.model_dump_json() and "0495743919" not in det.model_dump_json()
+
+
+DUTCH = "Kunt u mij helpen met het samenvatten van deze brief over de geschiedenis van Amsterdam?"
+POLISH = "Proszę streścić ten list o historii Krakowa w trzech zdaniach."
+
+
+def test_the_policy_reads_the_language_identified_not_one_the_ner_prefers() -> None:
+    """``language_of`` prefers en/de/fr whenever they are in the top three (to pick a NER model): given to the
+    policy it read Dutch as French and Polish as German, so a language rule never fired."""
+    from sovrouter.detect.detector import request_language
+
+    assert request_language(_req(DUTCH)) == "nl"
+    assert request_language(_req(POLISH)) == "pl"
+    mixed = normalize_chat({"messages": [{"role": "system", "content": "You are a helpful assistant for archives."},
+                                         {"role": "user", "content": DUTCH}]}, tenant="t", request_id="r")
+    assert request_language(mixed) == "nl"  # the user's turns, not the English system prompt
+    det = PiiDetector().detect(_req(DUTCH))
+    assert det.request_language == "nl" and det.language in ("en", "de", "fr")  # the routing feature unchanged
+
+
+def test_a_failed_detection_keeps_the_language_rules() -> None:
+    """A failure dropped the language (``None``), so a rule about unsupported languages stopped applying: less
+    strict on failure, not more."""
+    det = FailClosedDetector(_Broken()).detect(_req(DUTCH))
+    assert det.failed and det.request_language == "nl"
+
+
+def test_media_the_detector_cannot_read_counts_as_personal_data() -> None:
+    req = normalize_chat({"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "Transcribe this scanned card."},
+        {"type": "image_url", "image_url": {"url": "https://files.example/scan.png"}},
+        {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}]}]},
+        tenant="clinic-ca", request_id="r")
+    det = PiiDetector().detect(req)
+    assert det.pii_types == [] and det.unscanned == ["audio", "image"] and det.has_personal_data
+    assert FailClosedDetector(_Broken()).detect(req).unscanned == ["audio", "image"]
+    assert PiiDetector().detect(_req("What is the capital of France?")).unscanned == []
+
+
+@pytest.mark.parametrize(("text", "refused"), [(DUTCH, True), ("Please summarise this letter about Amsterdam.", False)])
+async def test_an_unsupported_language_is_refused_end_to_end(catalog: Catalog, tenants: Tenants, text: str,
+                                                             refused: bool) -> None:
+    """heritage-archive: "The model must support the language of the request." Dutch is supported only by the
+    proprietary slots, which its open-weights rule forbids: nothing is left. It was served (read as French)."""
+    sink = MemorySink()
+    pipe, adapters = _pipeline(catalog, tenants, sink)
+    pipe.detector = FailClosedDetector(PiiDetector())
+    out = await pipe.handle(_req(text, tenant="heritage-archive"))
+    assert (out.record.status == "refused") is refused
+    assert (sum(a.calls for a in adapters.values()) == 0) is refused
+
+
+async def test_media_takes_the_strictest_branch_for_every_tenant(catalog: Catalog, tenants: Tenants) -> None:
+    from sovrouter.policy.cedar import CedarPolicy
+
+    policy = CedarPolicy(catalog, tenants)
+    for tenant in ("clinic-ca", "eurobank", "heritage-archive"):
+        cands = [Candidate(slot=s.id, deployment=d.id) for s, d in catalog.pairs() if d.available_for(tenant)]
+        as_pii = policy.evaluate(_req("x", tenant=tenant), Detection(pii_types=["PERSON"]), cands).allowed
+        media = policy.evaluate(_req("x", tenant=tenant), Detection(unscanned=["image"]), cands).allowed
+        assert set(media) == set(as_pii)

@@ -34,7 +34,7 @@ def _allowed(policy: CedarPolicy, catalog: Catalog, tenant: str, cls: DataClass,
 ALL = {"local-small/edge", "sovereign-large/eu-sov", "sovereign-large/us-east", "hosted-mini/us",
        "hosted-mini/eu-zone", "frontier/us"}
 EU_OR_PREM = {"local-small/edge", "sovereign-large/eu-sov", "hosted-mini/eu-zone"}
-PII = Detection(pii_types=["EMAIL"], language="en")
+PII = Detection(pii_types=["EMAIL"], language="en", request_language="en")
 
 
 @pytest.mark.parametrize(("tenant", "cls", "det", "expected"), [
@@ -61,15 +61,17 @@ def test_example_tenant_rights_and_language(catalog: Catalog, tenants: Tenants) 
     policy = CedarPolicy(catalog, tenants)
     open_weights = {"local-small/edge", "sovereign-large/eu-sov", "sovereign-large/us-east"}
     # rights: only open-weight slots, whatever the region (no personal data)
-    assert _allowed(policy, catalog, "heritage-archive", "public", Detection(language="en")) == open_weights
+    assert _allowed(policy, catalog, "heritage-archive", "public", Detection(request_language="en")) == open_weights
     # cultural fit: Dutch is supported only by the proprietary slots here, so nothing is left: a refusal
-    v = policy.evaluate(_req("heritage-archive"), Detection(language="nl"), _servable(catalog, "heritage-archive"))
+    v = policy.evaluate(_req("heritage-archive"), Detection(request_language="nl"),
+                        _servable(catalog, "heritage-archive"))
     assert v.allowed == []
     rules = {r for x in v.verdicts for r in x.rule.split(",")}
     assert {"heritage-archive.language-support", "heritage-archive.open-weights-only"} <= rules
     # personal data: open weights in the EU or on premises
-    assert _allowed(policy, catalog, "heritage-archive", "public", Detection(pii_types=["PHONE"], language="de")) \
-        == {"local-small/edge", "sovereign-large/eu-sov"}
+    phone_de = Detection(pii_types=["PHONE"], request_language="de")
+    assert _allowed(policy, catalog, "heritage-archive", "public", phone_de) == {"local-small/edge",
+                                                                                 "sovereign-large/eu-sov"}
 
 
 def test_language_rule_with_a_language_limited_catalog(catalog: Catalog, tenants: Tenants) -> None:
@@ -79,7 +81,7 @@ def test_language_rule_with_a_language_limited_catalog(catalog: Catalog, tenants
             slot["languages"] = ["en"]
     limited = Catalog.model_validate(raw)
     policy = CedarPolicy(limited, tenants)
-    got = _allowed(policy, limited, "heritage-archive", "public", Detection(language="fr"))
+    got = _allowed(policy, limited, "heritage-archive", "public", Detection(request_language="fr"))
     assert got == {"sovereign-large/eu-sov", "sovereign-large/us-east"}
     # language unknown: the language rule cannot apply (documented), the licence rule still does
     assert "local-small/edge" in _allowed(policy, limited, "heritage-archive", "public", Detection())

@@ -45,8 +45,8 @@ LANGS = ["en", "de", "fr", "nl"]
 def oracle(tenant: str, cls: DataClass, det: Detection, slot: Slot, dep: Deployment) -> bool:
     if not dep.available_for(tenant):
         return False
-    pd = det.failed or bool(det.pii_types)
-    floor = 3 if det.failed else 2 if det.pii_types else 0
+    pd = det.failed or bool(det.pii_types) or bool(det.unscanned)
+    floor = 3 if det.failed or det.unscanned else 2 if det.pii_types else 0
     rank = max(DATA_CLASS_ORDER.index(cls), floor)
     eu_or_prem = dep.region == "EU" or dep.on_premises
     if tenant in ("acme-us", "research-open"):
@@ -58,7 +58,7 @@ def oracle(tenant: str, cls: DataClass, det: Detection, slot: Slot, dep: Deploym
     if tenant == "clinic-ca":
         return dep.on_premises if pd else True
     if tenant == "heritage-archive":
-        lang_ok = det.language is None or det.language in slot.languages
+        lang_ok = det.request_language is None or det.request_language in slot.languages
         return slot.licence.startswith("Open weights") and lang_ok and (eu_or_prem or not pd)
     return False  # unknown tenant: default deny
 
@@ -92,6 +92,8 @@ detections = st.builds(
     pii_types=st.lists(st.sampled_from(PII_TYPES), unique=True, max_size=3),
     language=st.one_of(st.none(), st.sampled_from(LANGS)),
     failed=st.booleans(),
+    unscanned=st.lists(st.sampled_from(["image", "audio", "video"]), unique=True, max_size=2),
+    request_language=st.one_of(st.none(), st.sampled_from(LANGS)),
 )
 tenant_ids = st.sampled_from([*TENANT_IDS, "stranger"])
 classes = st.sampled_from(list(DATA_CLASS_ORDER))

