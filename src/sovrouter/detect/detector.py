@@ -43,6 +43,7 @@ from sovrouter.detect.recognizers import (
     IdentifierRecognizer,
     ProperNameRecognizer,
 )
+from sovrouter.detect.text import detection_text
 from sovrouter.errors import DetectionError, DetectionTimeoutError, SovrouterError
 from sovrouter.protocols import Detector
 
@@ -177,6 +178,7 @@ class PiiDetector:
 
     def detect_text(self, text: str) -> Detection:
         t0 = self.timer()
+        text = detection_text(text)
         deadline = t0 + self.timeout_ms / 1000.0
         types: set[str] = set()
         pii_segment: str | None = None

@@ -24,7 +24,7 @@ EMAIL = re.compile(
 # RFC 2606 / 6761 reserved names: documentation examples, never a real person's mailbox.
 RESERVED_MAIL = re.compile(r"@(?:[\w-]+\.)*(?:example\.(?:com|org|net)|example|test|invalid|localhost)$", re.I)
 
-IBAN_RE = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?![A-Za-z0-9])")
+IBAN_RE = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?:[ \-]?[A-Z0-9]){11,30}(?![A-Za-z0-9])")
 CARD_RE = re.compile(r"(?<![\w-])\d(?:[ \-]?\d){11,18}(?![\w-])")
 SSN_RE = re.compile(r"(?<![\w-])\d{3}([ \-]?)\d{2}\1\d{4}(?![\w-])")
 SIN_RE = re.compile(r"(?<![\w-])\d{3}([ \-]?)\d{3}\1\d{3}(?![\w-])")
@@ -83,7 +83,7 @@ def digits(s: str) -> str:
 
 def valid_iban(s: str) -> str | None:
     """Return the longest prefix (by whole groups) of ``s`` that is a valid IBAN, else ``None``."""
-    compact = s.replace(" ", "")
+    compact = s.replace(" ", "").replace("-", "")
     for end in range(len(compact), 14, -1):
         try:
             IBAN(compact[:end])
