@@ -38,3 +38,23 @@ def test_byte_order_mark_and_crlf_read_like_plain_lf(tmp_path: Path) -> None:
     for path in (plain, zipped):
         with open_text(path) as fh:
             assert [json.loads(line) for line in fh] == [{"q1": "a?", "q2": "b?"}, {"q1": "c?", "q2": "d?"}]
+
+
+def test_an_output_appears_whole_or_not_at_all(tmp_path: Path) -> None:
+    import pytest as _pytest
+
+    from sovrouter.errors import ConfigError
+    from sovrouter.fileio import atomic_text, check_output
+
+    target = tmp_path / "out.jsonl"
+    target.write_text("earlier run\n")
+    with _pytest.raises(RuntimeError), atomic_text(target) as fh:
+        fh.write("half")
+        raise RuntimeError("the command failed midway")
+    assert target.read_text() == "earlier run\n" and sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
+    with atomic_text(target) as fh:
+        fh.write("new\n")
+    assert target.read_text() == "new\n"
+    for bad in (tmp_path / "missing" / "x.jsonl", tmp_path):
+        with _pytest.raises(ConfigError):
+            check_output(bad)

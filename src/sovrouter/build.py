@@ -45,7 +45,7 @@ def make_policy(settings: Settings, catalog: Catalog, tenants: Tenants) -> Polic
     if settings.policy == "cedar":
         from sovrouter.policy.cedar import CedarPolicy
 
-        return CedarPolicy(catalog, tenants)
+        return CedarPolicy(catalog, tenants, timeout_ms=settings.policy_timeout_ms)
     return AvailabilityPolicy(catalog)
 
 

@@ -101,7 +101,7 @@ class Catalog(BaseModel):
     @classmethod
     def load(cls, path: str | Path) -> Catalog:
         try:
-            return cls.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))
+            return cls.model_validate(json.loads(Path(path).read_text(encoding="utf-8-sig")))  # a BOM is fine
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot load model catalog {path}: {exc}") from exc
 
@@ -150,7 +150,7 @@ class Tenants(BaseModel):
     @classmethod
     def load(cls, path: str | Path) -> Tenants:
         try:
-            return cls.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))
+            return cls.model_validate(json.loads(Path(path).read_text(encoding="utf-8-sig")))  # a BOM is fine
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot load tenants file {path}: {exc}") from exc
 

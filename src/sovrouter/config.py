@@ -212,6 +212,9 @@ class Settings(BaseModel):
     detector_timeout_ms: float = Field(
         default=1000.0, gt=0, description="detection past this deadline fails closed; replay lifts it (determinism)"
     )
+    policy_timeout_ms: float = Field(
+        default=1000.0, gt=0, description="policy evaluation past this deadline refuses (fails closed); replay lifts "
+                                          "it (determinism)")
     cache: CacheSettings = CacheSettings()
     affinity_events: AffinityEventsSettings | None = Field(
         default=None, description="several gateway instances: share the replica choosers' models through Redis")

@@ -1,12 +1,21 @@
 """Opening input files: gzip is recognised by its magic bytes, not by the file name, so a compressed file named
 ``pairs.jsonl`` (or a plain one named ``.gz``) reads the same as a correctly named one; a UTF-8 byte-order mark
-(as some Windows tools write) is skipped, and universal newlines make CRLF files read like LF ones."""
+(as some Windows tools write) is skipped, and universal newlines make CRLF files read like LF ones.
+
+Writing output files: :func:`atomic_text` writes beside the target and renames it into place only when the
+whole file is written, so a command that fails midway leaves no half-written output (and an earlier file stays
+as it was); :func:`check_output` refuses, before any work is done, an output whose folder does not exist."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
+
+from sovrouter.errors import ConfigError
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -21,3 +30,26 @@ def open_text(path: str | Path) -> IO[str]:
     if is_gzip(path):
         return gzip.open(path, "rt", encoding="utf-8-sig")
     return open(path, encoding="utf-8-sig")
+
+
+def check_output(path: str | Path) -> None:
+    """A clear error now, not a traceback after an hour's work, when ``path`` cannot be written."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"output {p} is a directory")
+    if not p.parent.is_dir():
+        raise ConfigError(f"output folder {p.parent} does not exist")
+
+
+@contextlib.contextmanager
+def atomic_text(path: str | Path) -> Iterator[IO[str]]:
+    """A UTF-8 text stream that becomes ``path`` only when the block ends without an error."""
+    target = Path(path)
+    check_output(target)
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    try:
+        with partial.open("w", encoding="utf-8") as fh:
+            yield fh
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)

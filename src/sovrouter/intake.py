@@ -35,6 +35,9 @@ _PART_MODALITY = {
 _AUDIO_FORMAT = re.compile(r"[A-Za-z0-9.+-]{1,16}")
 
 
+PART_TYPES = frozenset(_PART_MODALITY)
+
+
 class ChatBody(BaseModel):
     """The subset of the OpenAI chat-completions body sovrouter reads; unknown fields are ignored. Strict types,
     as OpenAI's API: ``"stream": "yes"`` or ``"max_tokens": true`` is a 400, not silently coerced (an integer is

@@ -28,6 +28,7 @@ from sovrouter.catalog import Catalog, Tenants
 from sovrouter.contracts import DataClass
 from sovrouter.errors import ConfigError
 from sovrouter.fileio import open_text
+from sovrouter.intake import PART_TYPES
 from sovrouter.unicode import repair_strings
 
 REPLAY_FILES = ("requests", "responses", "stream")
@@ -50,8 +51,40 @@ class WorkloadRequest(BaseModel):
     messages: list[WorkloadMessage] = Field(min_length=1)
 
     def chat_body(self) -> dict[str, Any]:
-        # a recorded prompt with a broken escape is repaired, not refused: replay answers every event
-        return {"messages": [repair_strings(m.model_dump()) for m in self.messages]}
+        """The chat body the gateway would get. Replay answers every event, so what the gateway would refuse in
+        a recorded message is mended here instead: a broken escape (U+FFFD), a role written another way
+        (``User``, ``function``, ``human``...), content as an object or as parts of a type intake does not know
+        (their text kept)."""
+        return {"messages": [_chat_message(repair_strings(m.model_dump())) for m in self.messages]}
+
+
+_ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
+_ROLE_ALIASES = {"function": "tool", "ipython": "tool", "human": "user", "ai": "assistant", "bot": "assistant",
+                 "model": "assistant"}
+
+
+def _chat_message(raw: dict[str, Any]) -> dict[str, Any]:
+    role = str(raw.get("role", "")).strip().lower()
+    return {**raw, "role": role if role in _ROLES else _ROLE_ALIASES.get(role, "user"),
+            "content": _chat_content(raw.get("content"))}
+
+
+def _chat_content(content: Any) -> Any:
+    if content is None or isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts: list[Any] = []
+        for part in content:
+            if isinstance(part, str):
+                parts.append({"type": "text", "text": part})
+            elif isinstance(part, dict) and part.get("type") in PART_TYPES:
+                parts.append(part)
+            elif isinstance(part, dict) and isinstance(part.get("text"), str):
+                parts.append({"type": "text", "text": part["text"]})
+        return parts or ""
+    if isinstance(content, dict) and isinstance(content.get("text"), str):
+        return content["text"]
+    return json.dumps(content, ensure_ascii=False)
 
 
 class WorkloadResponse(BaseModel):

@@ -54,3 +54,17 @@ def test_records_export_from_the_shared_database(tmp_path: Path, pg_srv: Postgre
     err = capsys.readouterr().err
     assert "cannot read the shared database" in err and "no_such_database" not in err
     assert not list(tmp_path.glob("*x.jsonl*"))  # nothing half-written
+
+
+def test_exporting_onto_the_store_itself_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--out`` = ``--db`` truncated the record store (and, written atomically, would silently replace it)."""
+    db = tmp_path / "records.sqlite"
+    store = SQLiteRecordStore(db)
+    store.write(_record(1))
+    store.close()
+    before = db.read_bytes()
+    for out in (db, tmp_path / "." / "records.sqlite", tmp_path / "records.sqlite-wal"):
+        assert main(["records", "export", "--db", str(db), "--out", str(out)]) == 2
+        assert "record store itself" in capsys.readouterr().err
+    assert db.read_bytes() == before
+    assert main(["records", "export", "--db", str(db), "--out", str(tmp_path / "no" / "o.jsonl")]) == 2

@@ -174,3 +174,35 @@ def test_dev_replay_valid_and_deterministic() -> None:
     _check_valid(inputs, first)
     _, second = _replay(SHARED)
     assert _strip(first) == _strip(second)
+
+
+def test_messages_the_gateway_would_refuse_still_get_a_decision(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A held-out workload may write messages other ways: one refused message stopped the whole replay and no
+    decision was written. Mendable ones are mended (roles written otherwise, content as an object, parts of an
+    unknown type); the rest get an error decision; every event gets its line."""
+    wl = write_workload(tmp_path / "wl", n_requests=10, seed=11)
+    odd = [
+        [{"role": "User", "content": "What is 2 + 2?"}],
+        [{"role": "function", "name": "lookup", "content": "context"}, {"role": "user", "content": "Summarise."}],
+        [{"role": "user", "content": {"text": "content as an object"}}],
+        [{"role": "user", "content": [{"type": "refusal", "refusal": "no"}, {"type": "output_text", "text": "hi"}]}],
+        [{"role": "user", "content": []}],
+        [{"role": "user", "content": [{"type": "text", "text": 5}]}],  # not mendable: an error decision
+    ]
+    requests = [dict(r) for r in wl.requests]
+    for r, messages in zip(requests, odd, strict=False):
+        r["messages"] = messages
+    write_jsonl(tmp_path / "wl" / "requests.jsonl.gz", requests)
+    models = tmp_path / "wl" / "models.json"
+    models.write_bytes(b"\xef\xbb\xbf" + models.read_bytes())  # a BOM, as some Windows tools write
+    assert main(["replay", "--workload", str(tmp_path / "wl"), "--out", str(tmp_path / "no" / "d.jsonl")]) == 2
+    assert "does not exist" in capsys.readouterr().err  # said before the replay, not after it
+    out = tmp_path / "d.jsonl"
+    assert main(["replay", "--workload", str(tmp_path / "wl"), "--out", str(out)]) == 0
+    decisions = read_decisions(out)
+    assert [d.seq for d in decisions] == [e["seq"] for e in wl.stream]
+    by_request = {d.request_id: d for d in decisions}
+    assert all(by_request[r["id"]].final is not None for r in requests[:5])
+    assert by_request[requests[5]["id"]].final is None and by_request[requests[5]["id"]].calls == []
+    assert not list(tmp_path.glob(".d.jsonl.partial*"))

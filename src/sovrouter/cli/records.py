@@ -11,6 +11,7 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from sovrouter.errors import ConfigError
+from sovrouter.fileio import check_output
 from sovrouter.store.records import SQLiteRecordStore
 from sovrouter.store.shared_records import export_shared
 from sovrouter.store.sql import database_url
@@ -38,6 +39,10 @@ def export(args: argparse.Namespace) -> int:
     else:
         if not args.db.is_file():  # never let SQLite create an empty store by accident
             raise ConfigError(f"no record store at {args.db}")
+        db = args.db.resolve()
+        if args.out.resolve() in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+            raise ConfigError("--out is the record store itself: choose another file")  # it would be destroyed
+        check_output(args.out)
         store = SQLiteRecordStore(args.db)
         try:
             n = store.export_jsonl(args.out)

@@ -19,10 +19,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so `sovrouter <other command>` does not pay for the pipeline's imports.
+    from sovrouter.fileio import check_output
     from sovrouter.replay.decisions import write_decisions
     from sovrouter.replay.harness import replay_settings, run_replay
     from sovrouter.workload import load_replay_inputs
 
+    for out in (args.out, args.records):  # before the replay, not after it
+        if out is not None:
+            check_output(out)
     inputs = load_replay_inputs(args.workload, args.split)
     settings = replay_settings(inputs, args.config)
     result = run_replay(inputs, settings, keep_records=args.records is not None)

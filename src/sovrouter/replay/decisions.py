@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sovrouter.contracts import Candidate
 from sovrouter.errors import ConfigError
+from sovrouter.fileio import atomic_text
 
 
 class Route(BaseModel):
@@ -50,8 +51,9 @@ class Decision(BaseModel):
 
 
 def write_decisions(decisions: Iterable[Decision], path: str | Path) -> int:
+    """Write every decision, or nothing: the file appears whole (``fileio.atomic_text``)."""
     n = 0
-    with open(path, "w", encoding="utf-8") as fh:
+    with atomic_text(path) as fh:
         for d in decisions:
             fh.write(d.model_dump_json() + "\n")
             n += 1

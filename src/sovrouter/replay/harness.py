@@ -28,7 +28,7 @@ from sovrouter.build import assemble
 from sovrouter.clock import SimClock
 from sovrouter.config import Settings
 from sovrouter.contracts import Candidate, RequestRecord
-from sovrouter.errors import ReplayError
+from sovrouter.errors import ReplayError, SovrouterError
 from sovrouter.intake import normalize_chat
 from sovrouter.protocols import ModelAdapter, RecordSink
 from sovrouter.replay.decisions import CacheRef, Decision, Detected, Route
@@ -77,10 +77,11 @@ def replay_settings(inputs: ReplayInputs, config: str | Path | None = None) -> S
     base = Settings.load(config) if config is not None else Settings(
         catalog=inputs.paths.catalog, tenants=inputs.paths.tenants
     )
-    # Replay is offline and must be deterministic: a wall-clock detection deadline would make a loaded machine
-    # fail closed on some events and not others, so replay lifts it (the gateway keeps it).
+    # Replay is offline and must be deterministic: a wall-clock detection or policy deadline would make a loaded
+    # machine fail closed on some events and not others, so replay lifts both (the gateway keeps them).
     return base.model_copy(update={"catalog": inputs.paths.catalog, "tenants": inputs.paths.tenants,
-                                   "detector_timeout_ms": REPLAY_DETECTOR_TIMEOUT_MS})
+                                   "detector_timeout_ms": REPLAY_DETECTOR_TIMEOUT_MS,
+                                   "policy_timeout_ms": REPLAY_DETECTOR_TIMEOUT_MS})
 
 
 def replay_adapters(inputs: ReplayInputs) -> dict[Candidate, ModelAdapter]:
@@ -107,14 +108,19 @@ async def replay_async(
         wreq = inputs.requests[event.request_id]
         clock.set(event.t_ms)
         request_id = f"{wreq.id}#{event.seq}"
-        request = normalize_chat(
-            wreq.chat_body(),
-            tenant=wreq.tenant,
-            request_id=request_id,
-            data_class=wreq.data_class,
-            arrived_ms=event.t_ms,
-            external_id=wreq.id,
-        )
+        try:
+            request = normalize_chat(
+                wreq.chat_body(),
+                tenant=wreq.tenant,
+                request_id=request_id,
+                data_class=wreq.data_class,
+                arrived_ms=event.t_ms,
+                external_id=wreq.id,
+            )
+        except SovrouterError:  # a request the gateway would refuse with a 400: its event still gets a decision
+            decisions.append(Decision(seq=event.seq, request_id=wreq.id))
+            statuses["error"] = statuses.get("error", 0) + 1
+            continue
         outcome = await pipeline.handle(request)
         decisions.append(_decision(event.seq, wreq.id, outcome.record, seq_of))
         statuses[outcome.record.status] = statuses.get(outcome.record.status, 0) + 1

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sovrouter.contracts import RequestRecord
 from sovrouter.errors import NotFoundError
+from sovrouter.fileio import atomic_text
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -53,7 +54,7 @@ class SQLiteRecordStore:
 
     def export_jsonl(self, path: str | Path) -> int:
         n = 0
-        with open(path, "w", encoding="utf-8") as fh:
+        with atomic_text(path) as fh:
             for (raw,) in self._db.execute("SELECT record_json FROM records ORDER BY rowid"):
                 fh.write(raw + "\n")
                 n += 1
