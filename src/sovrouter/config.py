@@ -7,9 +7,10 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sovrouter.errors import ConfigError
 
@@ -57,13 +58,32 @@ class EngineLoad(BaseModel):
     timeout_s: float = Field(default=0.5, gt=0, le=10, allow_inf_nan=False)
 
 
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"  # a variable's name: a key pasted here by mistake is refused unread
+
+
 class Upstream(BaseModel):
     """Where a deployment's OpenAI-compatible server is (one or more replicas), and how a replica is chosen."""
 
     model_config = ConfigDict(extra="forbid")
     base_urls: list[str] = Field(min_length=1)
     model: str = "default"
-    api_key_env: str | None = None
+    api_key_env: str | None = Field(default=None, pattern=_ENV_NAME)
+
+    @field_validator("base_urls")
+    @classmethod
+    def _urls(cls, urls: list[str]) -> list[str]:
+        """http(s), a host and a valid port, checked at start-up (a port of 99999 made every request a 500)."""
+        for url in urls:
+            parsed = urlsplit(url)
+            try:
+                port = parsed.port
+            except ValueError:
+                port = -1
+            if parsed.scheme not in ("http", "https") or not parsed.hostname or port == -1:
+                raise ValueError("each base URL needs http:// or https://, a host and a port from 1 to 65535")
+            if port is not None and not 1 <= port <= 65535:
+                raise ValueError("each base URL needs http:// or https://, a host and a port from 1 to 65535")
+        return urls
     replica_choice: Literal["prefix-affinity", "least-outstanding"] = "prefix-affinity"
     """With several replicas: by expected cached prefix and queue (default), or fewest calls in flight."""
     affinity: ReplicaAffinity = ReplicaAffinity()
@@ -74,20 +94,22 @@ class Upstream(BaseModel):
 class BreakerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     consecutive_failures: int = Field(default=5, ge=1)
-    cooldown_s: float = Field(default=30.0, gt=0)
+    cooldown_s: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
     window: int = Field(default=50, ge=5)
     eject_error_rate: float = Field(default=0.5, gt=0, le=1)
 
 
 class ReliabilitySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    timeout_s: float = Field(default=60.0, gt=0)
-    first_token_timeout_s: float = Field(default=20.0, gt=0)
+    # Bounded and finite: an infinite backoff (the sleep runs outside the timeout) hung every retried request.
+    timeout_s: float = Field(default=60.0, gt=0, le=3600, allow_inf_nan=False)
+    first_token_timeout_s: float = Field(default=20.0, gt=0, le=3600, allow_inf_nan=False)
     retries: int = Field(default=1, ge=0, le=5)
     retry_budget_ratio: float = Field(default=0.2, ge=0, le=1)
-    retry_budget_window_s: float = Field(default=10.0, gt=0)
+    retry_budget_window_s: float = Field(default=10.0, gt=0, le=3600, allow_inf_nan=False)
     retry_budget_min_retries: int = Field(default=3, ge=0, description="retries always allowed per window")
-    retry_backoff_s: float = Field(default=0.02, ge=0, description="base of the jittered exponential backoff")
+    retry_backoff_s: float = Field(default=0.02, ge=0, le=10, allow_inf_nan=False,
+                                   description="base of the jittered exponential backoff")
     replica_consecutive_failures: int = Field(default=3, ge=1, description="failed calls in a row that eject a replica")
     replica_cooldown_s: float = Field(default=10.0, gt=0, allow_inf_nan=False,
                                       description="how long an ejected replica is left out")
@@ -101,7 +123,8 @@ class RedisConnection(BaseModel):
     model_config = ConfigDict(extra="forbid")
     url: str = Field(pattern=r"^(redis|rediss|unix)://[^@]*$",
                      description="redis://host:port/db; no credentials in it (a password goes in password_env)")
-    password_env: str | None = Field(default=None, description="environment variable holding the password")
+    password_env: str | None = Field(default=None, pattern=_ENV_NAME,
+                                     description="environment variable holding the password")
     key_prefix: str = Field(default="sovrouter", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     op_timeout_s: float = Field(default=0.5, gt=0, le=60, allow_inf_nan=False)
 
@@ -152,7 +175,8 @@ class PostgresConnection(BaseModel):
     model_config = ConfigDict(extra="forbid")
     url: str = Field(pattern=r"^postgresql(\+psycopg)?://([^:@/]+@)?[^@]*$",
                      description="postgresql+psycopg://user@host:port/db; no password in it (use password_env)")
-    password_env: str | None = Field(default=None, description="environment variable holding the password")
+    password_env: str | None = Field(default=None, pattern=_ENV_NAME,
+                                     description="environment variable holding the password")
 
 
 class BatchStoreSettings(PostgresConnection):
@@ -200,6 +224,14 @@ class Settings(BaseModel):
     catalog: Path
     tenants: Path
     api_keys: list[ApiKey] = Field(default_factory=list)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _one_tenant_per_key(cls, keys: list[ApiKey]) -> list[ApiKey]:
+        """A digest listed twice authenticated as whichever came first: refused (its tenants are not named)."""
+        if len({k.key_sha256 for k in keys}) != len(keys):
+            raise ValueError("the same key is listed more than once")
+        return keys
     upstreams: dict[str, Upstream] = Field(default_factory=dict, description="'slot/deployment' -> upstream")
     state_dir: Path = Path("var")
     router: Literal["baseline", "learned"] = "learned"
@@ -234,7 +266,11 @@ class Settings(BaseModel):
         except ValidationError as exc:  # field and reason only: values (a URL's password, a key) are not echoed
             problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors())
             raise ConfigError(f"invalid configuration {p}: {problems}") from exc
-        except (OSError, ValueError, yaml.YAMLError) as exc:
+        except yaml.YAMLError as exc:  # where, never the offending text (it may be a secret pasted in)
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise ConfigError(f"invalid configuration {p}: not valid YAML{where}") from None
+        except (OSError, ValueError) as exc:
             raise ConfigError(f"invalid configuration {p}: {exc}") from exc
         base = p.parent
         return settings.model_copy(

@@ -125,6 +125,9 @@ def build_live_pipeline(
     :func:`make_load_poller`)."""
     catalog = Catalog.load(settings.catalog)
     tenants = Tenants.load(settings.tenants)
+    known = {t.id for t in tenants.tenants}
+    if any(k.tenant not in known for k in settings.api_keys):  # a typo in a tenant id: refused at start-up, not
+        raise ConfigError("api_keys: a key names a tenant the tenants file does not have")  # 403s at run time
     shared = client or new_client()
     clock = WallClock()
     adapters: dict[Candidate, ModelAdapter] = {}

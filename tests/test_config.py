@@ -1,0 +1,64 @@
+"""Configuration values the gateway would accept and then break on are refused at load, naming no secret."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from sovrouter.config import ApiKey, ReliabilitySettings, Settings, Upstream, hash_key
+from sovrouter.errors import ConfigError
+
+BASE: dict[str, Any] = {"catalog": Path("c.json"), "tenants": Path("t.json")}
+
+
+@pytest.mark.parametrize("field", ["retry_backoff_s", "timeout_s", "first_token_timeout_s", "retry_budget_window_s"])
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), 1e300])
+def test_reliability_times_are_finite_and_bounded(field: str, value: float) -> None:
+    """``retry_backoff_s: .inf`` was accepted, and every retried request then slept for ever."""
+    with pytest.raises(ValidationError):
+        ReliabilitySettings.model_validate({field: value})
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999", "http://[::1", "ftp://h:1", "localhost:8080", "http://:80"])
+def test_base_urls_are_checked_at_load(url: str) -> None:
+    """A port of 99999 started fine and made every request a 500 (no fallback); a broken URL crashed at wiring."""
+    with pytest.raises(ValidationError):
+        Upstream(base_urls=[url])
+    assert Upstream(base_urls=["http://127.0.0.1:8080", "https://vllm.internal/v1", "http://[::1]:9000"])
+
+
+def test_a_key_listed_twice_is_refused() -> None:
+    digest = hash_key("sk-test")
+    with pytest.raises(ValidationError):
+        Settings(**BASE, api_keys=[ApiKey(tenant="acme-us", key_sha256=digest),
+                                   ApiKey(tenant="acme-uss", key_sha256=digest)])
+
+
+def test_env_fields_take_a_variable_name_and_errors_never_print_a_value(tmp_path: Path) -> None:
+    secret = "sk-live-SECRETVALUE123"
+    with pytest.raises(ValidationError):
+        Upstream(base_urls=["http://h:1"], api_key_env=f"{secret} x")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"catalog: c.json\ntenants: t.json\nupstreams:\n  a/b: {{base_urls: [http://h:1], api_key_env: "
+                   f"'{secret}-'}}\n")
+    with pytest.raises(ConfigError) as exc:
+        Settings.load(cfg)
+    assert secret not in str(exc.value)
+    cfg.write_text(f"catalog: c.json\ntenants: t.json\napi_keys: [{secret}\n")  # broken YAML around a secret
+    with pytest.raises(ConfigError) as exc:
+        Settings.load(cfg)
+    assert secret not in str(exc.value) and "line" in str(exc.value)
+
+
+def test_a_key_for_an_unknown_tenant_is_refused_at_start(tmp_path: Path) -> None:
+    from sovrouter.gateway.wiring import build_live_pipeline
+    from sovrouter.testing_workload import DEMO_DATA
+
+    settings = Settings(catalog=DEMO_DATA / "models.json", tenants=DEMO_DATA / "tenants.json",
+                        state_dir=tmp_path, detector="none", router="baseline",
+                        api_keys=[ApiKey(tenant="acme-uss", key_sha256=hash_key("k"))])
+    with pytest.raises(ConfigError, match="tenant"):
+        build_live_pipeline(settings)
