@@ -55,6 +55,27 @@ def test_an_output_appears_whole_or_not_at_all(tmp_path: Path) -> None:
     with atomic_text(target) as fh:
         fh.write("new\n")
     assert target.read_text() == "new\n"
-    for bad in (tmp_path / "missing" / "x.jsonl", tmp_path):
+    check_output(tmp_path / "new" / "folder" / "x.jsonl")  # a missing folder is created
+    assert (tmp_path / "new" / "folder").is_dir()
+    (tmp_path / "file").write_text("")
+    for bad in (tmp_path / "file" / "x.jsonl", tmp_path):  # under a file; a directory
         with _pytest.raises(ConfigError):
             check_output(bad)
+
+
+def test_a_corrupt_gzip_is_a_clear_error_everywhere(tmp_path: Path) -> None:
+    """Bytes corrupted mid-stream raise zlib.error, which is not an OSError: a traceback from every reader."""
+    import pytest as _pytest
+
+    from sovrouter.cache.calibrate import read_pairs
+    from sovrouter.errors import ConfigError, InvalidRequestError
+    from sovrouter.reuse.prefix_sim import load_trace
+
+    good = gzip.compress(b"".join(json.dumps({"timestamp": i, "input_length": 5, "output_length": 1, "hash_ids": [i],
+                                               "q1": "a", "q2": "b"}).encode() + b"\n" for i in range(2000)))
+    bad = tmp_path / "bad.jsonl.gz"
+    bad.write_bytes(good[:40] + bytes(b ^ 0x5A for b in good[40:200]) + good[200:])
+    with _pytest.raises(ConfigError):
+        read_pairs(bad)
+    with _pytest.raises(InvalidRequestError):
+        load_trace(bad)

@@ -4,12 +4,14 @@
 
 Writing output files: :func:`atomic_text` writes beside the target and renames it into place only when the
 whole file is written, so a command that fails midway leaves no half-written output (and an earlier file stays
-as it was); :func:`check_output` refuses, before any work is done, an output whose folder does not exist."""
+as it was); :func:`check_output` refuses, before any work is done, an output that cannot be written (creating a
+missing folder)."""
 
 from __future__ import annotations
 
 import contextlib
 import gzip
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,12 +35,15 @@ def open_text(path: str | Path) -> IO[str]:
 
 
 def check_output(path: str | Path) -> None:
-    """A clear error now, not a traceback after an hour's work, when ``path`` cannot be written."""
+    """A clear error now, not a traceback after an hour's work, when ``path`` cannot be written; a missing
+    folder is created (as a scorer that names ``results/decisions.jsonl`` expects)."""
     p = Path(path)
     if p.is_dir():
         raise ConfigError(f"output {p} is a directory")
-    if not p.parent.is_dir():
-        raise ConfigError(f"output folder {p.parent} does not exist")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the output folder {p.parent} ({exc.strerror})") from None
 
 
 @contextlib.contextmanager
@@ -53,3 +58,14 @@ def atomic_text(path: str | Path) -> Iterator[IO[str]]:
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def json_line(obj: object) -> str:
+    """One JSONL line, readable UTF-8; a string holding a lone surrogate (as the input file wrote it) is written
+    as an escape instead of failing the whole file."""
+    text = json.dumps(obj, ensure_ascii=False, allow_nan=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(obj, ensure_ascii=True, allow_nan=False)
+    return text + "\n"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,7 +205,7 @@ def iter_jsonl(path: Path, model: type[_M]) -> Iterator[_M]:
                 except (ValueError, ValidationError) as exc:
                     raise ConfigError(f"{path.name} line {lineno}: invalid {model.__name__}: "
                                       f"{_short(exc)}") from None
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error) as exc:  # zlib: a corrupt gzip
         raise ConfigError(f"cannot read {path}: {exc}") from None
 
 

@@ -105,3 +105,21 @@ def test_cli_writes_decisions(tmp_path: Path) -> None:
     assert all(set(d) == {"id", "hit", "matched"} and isinstance(d["hit"], bool) for d in lines)
     assert all((d["matched"] is None) != d["hit"] for d in lines)
     assert lines[3]["hit"] and lines[3]["matched"] == "What is the news today?"
+
+
+def test_broken_escapes_and_odd_ids(tmp_path: Path) -> None:
+    """A lone surrogate in a question crashed the tokenizer, one in an id the output half-way (after the old file
+    was truncated); a NaN id was written back as bare NaN, not JSON."""
+    rows = [{"id": "s\ud800", "q1": "Why is the sky blue\ud83d?", "q2": "Why is the sky blue\ud83d?"}, *ROWS]
+    pairs = read_pairs(write(tmp_path / "p.jsonl.gz", rows))
+    decisions, _ = evaluate_pairs(pairs, HashingEmbedder(384), PairVerifier.cosine_only(0.7))
+    assert decisions[0]["hit"] and decisions[0]["matched"] == "Why is the sky blue\ud83d?"  # q1 as written
+    from sovrouter.fileio import json_line
+
+    line = json_line(decisions[0])
+    line.encode("utf-8")
+    assert json.loads(line) == decisions[0]
+    bad = tmp_path / "nan.jsonl"
+    bad.write_text('{"id": NaN, "q1": "a", "q2": "b"}\n')
+    with pytest.raises(ConfigError, match="finite"):
+        read_pairs(bad)

@@ -196,13 +196,13 @@ def test_messages_the_gateway_would_refuse_still_get_a_decision(tmp_path: Path,
     write_jsonl(tmp_path / "wl" / "requests.jsonl.gz", requests)
     models = tmp_path / "wl" / "models.json"
     models.write_bytes(b"\xef\xbb\xbf" + models.read_bytes())  # a BOM, as some Windows tools write
-    assert main(["replay", "--workload", str(tmp_path / "wl"), "--out", str(tmp_path / "no" / "d.jsonl")]) == 2
-    assert "does not exist" in capsys.readouterr().err  # said before the replay, not after it
-    out = tmp_path / "d.jsonl"
+    assert main(["replay", "--workload", str(tmp_path / "wl"), "--out", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err  # said before the replay, not after it
+    out = tmp_path / "new" / "d.jsonl"  # a missing folder is created
     assert main(["replay", "--workload", str(tmp_path / "wl"), "--out", str(out)]) == 0
     decisions = read_decisions(out)
     assert [d.seq for d in decisions] == [e["seq"] for e in wl.stream]
     by_request = {d.request_id: d for d in decisions}
     assert all(by_request[r["id"]].final is not None for r in requests[:5])
     assert by_request[requests[5]["id"]].final is None and by_request[requests[5]["id"]].calls == []
-    assert not list(tmp_path.glob(".d.jsonl.partial*"))
+    assert not list(out.parent.glob(".d.jsonl.partial*"))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,12 +61,14 @@ def read_pairs(path: str | Path, with_labels: bool = False) -> list[Pair]:
                     raise ValueError(f"line {i + 1}: q1 and q2 must be strings or null")
                 dup = bool(row["duplicate"]) if with_labels and "duplicate" in row else None
                 out.append(Pair(_pair_id(row.get("id", i)), q1, q2, dup))
-    except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, EOFError, ValueError, KeyError, TypeError, zlib.error) as exc:
         raise ConfigError(f"cannot read pairs file {p}: {exc}") from exc
     return out
 
 
 def _pair_id(raw: object) -> str | int | float:
+    if isinstance(raw, float) and not math.isfinite(raw):
+        raise ValueError("id must be a finite number")  # JSON cannot write it back (it was written as NaN)
     if isinstance(raw, (str, int, float)) and not isinstance(raw, bool):
         return raw
     raise ValueError("id must be a string or a number")

@@ -23,6 +23,7 @@ from sovrouter.cache.verifier import PairVerifier
 from sovrouter.clock import SimClock
 from sovrouter.contracts import Candidate, ContentPart, Detection, Message, ModelResult, NormalizedRequest
 from sovrouter.embed import Embedder, Vectors
+from sovrouter.unicode import valid_text
 
 TENANT = "eval"
 _CANDIDATE = Candidate(slot="eval", deployment="eval")
@@ -63,7 +64,7 @@ async def _run(pairs: Sequence[Pair], embedder: Embedder, verifier: PairVerifier
     allowed = [_CANDIDATE]
     q1s = list(dict.fromkeys(p.q1 for p in pairs if p.q1.strip()))  # a question with no text is never cached
     for i, q1 in enumerate(q1s):
-        req = _request(i, q1)
+        req = _request(i, valid_text(q1))  # a lone surrogate: read as U+FFFD, but "matched" is q1 as written
         await cache.store(req, none, ModelResult(candidate=_CANDIDATE, text=q1))
         await cache.release(req)
     out: list[dict[str, Any]] = []
@@ -73,7 +74,7 @@ async def _run(pairs: Sequence[Pair], embedder: Embedder, verifier: PairVerifier
             out.append({"id": pair.id, "hit": False, "matched": None})
             kinds["empty"] = kinds.get("empty", 0) + 1
             continue
-        req = _request(len(q1s) + j, pair.q2)
+        req = _request(len(q1s) + j, valid_text(pair.q2))
         outcome, result = await cache.lookup(req, none, allowed)
         if result is None:
             await cache.release(req)  # a lookup-only probe: nothing will be stored
@@ -87,7 +88,7 @@ def evaluate_pairs(pairs: Sequence[Pair], base: Embedder, verifier: PairVerifier
                    alt: Embedder | None = None) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Decisions ``{"id", "hit", "matched"}`` in file order, and the count of cache outcome kinds. ``alt``: the
     verifier's second embedding model, if it reads one (embedded lazily by the index, see ``semindex``)."""
-    texts = [p.q1 for p in pairs if text_ineligible_reason(p.q1) is None]
-    texts += [p.q2 for p in pairs if text_ineligible_reason(p.q2) is None]
+    texts = [valid_text(p.q1) for p in pairs if text_ineligible_reason(p.q1) is None]
+    texts += [valid_text(p.q2) for p in pairs if text_ineligible_reason(p.q2) is None]
     embedder = PrecomputedEmbedder(base, texts)
     return asyncio.run(_run(pairs, embedder, verifier, alt))

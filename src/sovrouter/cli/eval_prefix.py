@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from sovrouter.errors import InvalidRequestError
+from sovrouter.fileio import atomic_text, check_output
 from sovrouter.reuse.prefix import AffinitySettings
 from sovrouter.reuse.prefix_policies import POLICIES, OursPolicy, TracePolicy, make_policy, run_online, trace_settings
 from sovrouter.reuse.prefix_sim import Score, SimConfig, load_assignment, load_trace, score, summarize
@@ -66,10 +67,10 @@ def _policy(args: argparse.Namespace, cfg: SimConfig) -> TracePolicy:
 
 def run_affinity(args: argparse.Namespace) -> int:
     cfg = _config(args)
+    check_output(args.out)
     trace = load_trace(args.trace)
     run = run_online(trace, args.replicas, _policy(args, cfg), cfg)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", encoding="utf-8") as fh:
+    with atomic_text(args.out) as fh:
         for i, r in enumerate(run.assignment):
             fh.write(json.dumps({"i": i, "replica": r}) + "\n")
     _report(f"prefix-affinity {args.policy}", summarize(trace, run.served, run.busy_s, cfg.block_tokens))

@@ -9,7 +9,6 @@ file, if any, are never read, and nothing is fitted to it.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -18,6 +17,8 @@ from sovrouter.cache.calibrate import read_pairs
 from sovrouter.cache.evaluate import evaluate_pairs
 from sovrouter.cache.verifier import PairVerifier
 from sovrouter.embed import MiniLMEmbedder, named_embedder
+from sovrouter.errors import ConfigError
+from sovrouter.fileio import atomic_text, check_output, json_line
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,14 +32,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
+    if args.threads < 1:
+        raise ConfigError("--threads must be at least 1")
+    check_output(args.out)  # before the work (minutes on a large file), not after it
     pairs = read_pairs(args.pairs)
     verifier = PairVerifier.load(args.verifier)
     alt = named_embedder(verifier.alt_embedder) if verifier.alt_embedder else None
     decisions, kinds = evaluate_pairs(pairs, MiniLMEmbedder(threads=args.threads, batch_size=128), verifier, alt)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", encoding="utf-8") as fh:
+    with atomic_text(args.out) as fh:
         for d in decisions:
-            fh.write(json.dumps(d, ensure_ascii=False) + "\n")
+            fh.write(json_line(d))
     hits = sum(d["hit"] for d in decisions)
     print(f"semantic-cache: {len(decisions)} lookups, {hits} hits ({kinds}); "
           f"{time.perf_counter() - t0:.1f} s -> {args.out}", file=sys.stderr)

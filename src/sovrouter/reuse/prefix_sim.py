@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zlib
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -131,7 +132,7 @@ def load_trace(path: str | Path) -> list[TraceRequest]:
     try:
         with open_text(p) as fh:
             return parse_trace(fh)
-    except (OSError, UnicodeDecodeError, EOFError) as exc:
+    except (OSError, UnicodeDecodeError, EOFError, zlib.error) as exc:  # zlib: a corrupt gzip
         raise InvalidRequestError(f"cannot read trace file {p.name}") from exc
 
 
@@ -304,7 +305,7 @@ def load_assignment(path: str | Path, n_requests: int) -> list[int]:
     try:
         with open_text(p) as fh:
             lines = fh.readlines()
-    except (OSError, UnicodeDecodeError, EOFError) as exc:
+    except (OSError, UnicodeDecodeError, EOFError, zlib.error) as exc:  # zlib: a corrupt gzip
         raise InvalidRequestError(f"cannot read assignment file {p.name}") from exc
     out: list[int | None] = [None] * n_requests
     for lineno, line in enumerate(lines, start=1):
