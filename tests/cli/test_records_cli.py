@@ -68,3 +68,19 @@ def test_exporting_onto_the_store_itself_is_refused(tmp_path: Path, capsys: pyte
         assert "record store itself" in capsys.readouterr().err
     assert db.read_bytes() == before
     assert main(["records", "export", "--db", str(db), "--out", str(tmp_path)]) == 2  # a directory
+
+
+def test_a_file_that_is_not_a_database_is_a_one_line_error(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    notdb = tmp_path / "records.jsonl"
+    notdb.write_text('{"request_id": "r1"}\n' * 50)
+    assert main(["records", "export", "--db", str(notdb), "--out", str(tmp_path / "o.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "not a readable SQLite file" in err and "Traceback" not in err
+    gz = tmp_path / "d.jsonl"
+    gz.write_bytes(b"\x1f\x8b\x08\x00\xff\xfe\x00\x01")
+    from sovrouter.errors import ConfigError
+    from sovrouter.replay.decisions import read_decisions
+
+    with pytest.raises(ConfigError, match="UTF-8"):
+        read_decisions(gz)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sqlite3
 import sys
 from collections.abc import Sequence
 
@@ -51,6 +52,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         rc = args.func(args)
     except SovrouterError as exc:
         print(f"sovrouter: {exc.message}", file=sys.stderr)
+        return 2
+    # the command line's boundary for two input mistakes any command can meet: a one-line error, not a traceback
+    except sqlite3.DatabaseError:
+        print("sovrouter: a database given is not a readable SQLite file", file=sys.stderr)
+        return 2
+    except UnicodeDecodeError:
+        print("sovrouter: an input file is not UTF-8 text (a gzip one where plain JSONL is read?)", file=sys.stderr)
         return 2
     return int(rc or 0)
 

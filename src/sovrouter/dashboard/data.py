@@ -92,7 +92,10 @@ def _recent(records: Sequence[RequestRecord], n: int) -> list[dict[str, Any]]:
 
 
 def _reference_cost(r: RequestRecord, catalog: Catalog) -> float | None:
-    ref = reference_candidate(r, catalog=catalog)
+    try:
+        ref = reference_candidate(r, catalog=catalog)
+    except KeyError:  # the record's allowed set names a deployment this catalog no longer has
+        return None
     if ref is None:
         return None
     tin = max((c.input_tokens for c in r.calls), default=0)
@@ -150,9 +153,13 @@ def build(records: Iterable[RequestRecord], signals: Iterable[QualitySignal], re
         "refusal_rate": _rate(d.refused, len(recs)),
     }
     if catalog is not None and served:
-        off = sum(1 for r in served if r.final is not None
-                  and not catalog.deployment(r.final.slot, r.final.deployment).on_frontier_accelerator)
-        d.kpi["off_frontier_share"] = off / len(served)
+        # records outlive catalog changes (a deployment renamed or retired, another instance's catalog): those
+        # naming a deployment this catalog lacks are left out of these shares, not a 500 for the whole page
+        frontier = {(s.id, dep.id): dep.on_frontier_accelerator for s, dep in catalog.pairs()}
+        known = [r for r in served if r.final is not None and (r.final.slot, r.final.deployment) in frontier]
+        off = sum(1 for r in known if r.final is not None and not frontier[(r.final.slot, r.final.deployment)])
+        if known:
+            d.kpi["off_frontier_share"] = off / len(known)
         refs = [(r.cost_usd, _reference_cost(r, catalog)) for r in served if r.cache.kind not in ("exact", "semantic")]
         ref_total = sum(rc for _, rc in refs if rc is not None)
         if ref_total > 0:

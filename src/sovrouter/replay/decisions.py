@@ -78,3 +78,5 @@ def iter_decisions(path: str | Path) -> Iterator[Decision]:
                     raise ConfigError(f"decisions line {lineno}: {where}: {err.get('msg', 'invalid')}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read decisions file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"cannot read decisions file {path}: not UTF-8 text (gzip?)") from None
