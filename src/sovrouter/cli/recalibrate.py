@@ -34,6 +34,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.min_n < 2:  # a map needs samples to fit and hold out (an sklearn traceback on empty folds otherwise)
+        raise ConfigError("--min-n must be at least 2")
     records = load_records(args.db, args.records)
     signals: list[QualitySignal] = stored_signals(args.signals)
     if args.workload is not None:

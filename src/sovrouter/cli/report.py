@@ -22,7 +22,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so `sovrouter <other command>` does not pay for numpy and the report's imports.
+    from sovrouter.fileio import atomic_text, check_output
     from sovrouter.replay.decisions import read_decisions
+
+    if args.json is not None:
+        check_output(args.json)
     from sovrouter.report.baselines import baselines
     from sovrouter.report.data import load_eval_data
     from sovrouter.report.kpi import kpi_report, validate
@@ -55,5 +59,6 @@ def run(args: argparse.Namespace) -> int:
         }
     print("\n\n".join([kpi_text(report), domain_text(report), *sections]))
     if args.json is not None:
-        args.json.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        with atomic_text(args.json) as fh:
+            fh.write(json.dumps(report, indent=2, sort_keys=True) + "\n")
     return 0

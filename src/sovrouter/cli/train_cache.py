@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sovrouter.cache.training import ALT_EMBEDDER, VectorStore, load_labelled, train, write_artifact
 from sovrouter.embed import E5Embedder, Embedder, MiniLMEmbedder
+from sovrouter.errors import ConfigError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,6 +28,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.threads < 1:
+        raise ConfigError("--threads must be at least 1")
     pairs = load_labelled(args.pairs)
     embedder = MiniLMEmbedder(threads=args.threads, batch_size=128)
     embed = embedder.embed if args.vectors is None else VectorStore(embedder.embed, args.vectors).embed

@@ -55,6 +55,8 @@ def _shared(url: str, password_env: str | None) -> tuple[list[RequestRecord], li
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.min_n < 2 or not 0.0 < args.alpha < 1.0 or not 0.0 <= args.min_gap < 1.0:  # NaN fails each too
+        raise ConfigError("--min-n must be at least 2, --alpha in (0, 1), --min-gap in [0, 1)")
     shared: list[QualitySignal] = []
     if args.decisions is not None:
         if args.workload is None:
