@@ -89,3 +89,16 @@ def test_picker_serves_a_cheap_answer_only_when_clearly_more_trusted() -> None:
     assert run_policy(ev, sp, th, 0.5).served[3] == 2
     sp.p4[3] = [0.0, 0.3, 0.65, 0.6]  # within the margin: keep frontier
     assert run_policy(ev, sp, th, 0.5).served[3] == 3
+
+
+def test_high_value_thresholds_are_stricter_on_both_sides_of_zero() -> None:
+    """Halving a negative gain threshold (stage 1 ships at -0.2) moved it to -0.1: high-value tenants accepted the
+    cheap answer more often than standard ones, the opposite of weighing quality twice."""
+    from sovrouter.routing.model import Thresholds, TierThresholds, stricter
+
+    std = TierThresholds(direct=2.0, stage1=-0.2, stage2=0.02, skip=0.2, skip_share=0.25, pick_agreeing=False,
+                         stage3=0.01, pick=None)
+    high = Thresholds(standard=std, high_value_factor=0.5).for_value("high")
+    assert high.stage1 == -0.4 and high.stage2 == 0.01 and high.stage3 == 0.005 and high.direct == 1.0
+    for t in (-0.3, -0.01, 0.0, 0.02, 0.5):
+        assert stricter(t, 0.5) <= t  # never easier to accept

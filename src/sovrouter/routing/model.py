@@ -77,10 +77,17 @@ class Thresholds(BaseModel):
             return self.standard
         f = self.high_value_factor
         s = self.standard
-        return TierThresholds(direct=s.direct * f, stage1=s.stage1 * f, stage2=s.stage2 * f, skip=s.skip * f,
-                              skip_share=s.skip_share, pick_agreeing=s.pick_agreeing,
+        return TierThresholds(direct=s.direct * f, stage1=stricter(s.stage1, f), stage2=s.stage2 * f,
+                              skip=s.skip * f, skip_share=s.skip_share, pick_agreeing=s.pick_agreeing,
                               stage3=None if s.stage3 is None else s.stage3 * f,
                               pick=None if s.pick is None else s.pick / f)
+
+
+def stricter(threshold: float, factor: float) -> float:
+    """A gain threshold for a tenant who weighs quality ``1/factor`` times more: moved away from accepting, on
+    either side of zero (``t * f`` for t >= 0, ``t / f`` below: halving a negative threshold, as until
+    2026-11-27, moved it towards zero and accepted the cheap answer *more* often for high-value tenants)."""
+    return threshold * factor if threshold >= 0 else threshold / factor
 
 
 @dataclass

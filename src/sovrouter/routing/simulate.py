@@ -19,6 +19,11 @@ from numpy.typing import NDArray
 from sovrouter.routing.model import SLOT_ORDER, TierThresholds
 from sovrouter.routing.training import StageProbs
 
+
+def stricter_array(threshold: float, factor: NDArray[np.float64]) -> NDArray[np.float64]:
+    """:func:`sovrouter.routing.model.stricter` per row (``factor`` 1 for standard tenants)."""
+    return np.asarray(threshold * factor if threshold >= 0 else threshold / factor, dtype=np.float64)
+
 L, S, M, F = range(4)
 
 
@@ -76,7 +81,8 @@ def run_policy(ev: EvalSet, sp: StageProbs, th: TierThresholds, high_factor: flo
                cost_unit: float = 0.0) -> Outcome:
     n = len(ev.top)
     f = np.where(ev.high, high_factor, 1.0)
-    f1 = f * (ev.top_cost_est[:, 0] / cost_unit if cost_unit > 0 else 1.0)
+    cs = ev.top_cost_est[:, 0] / cost_unit if cost_unit > 0 else 1.0
+    f1 = f * cs
     f2 = f * (ev.top_cost_est[:, 1] / cost_unit if cost_unit > 0 else 1.0)
     has_l = ~np.isnan(ev.cost[:, L]) & (ev.top > L)
     has_s = ~np.isnan(ev.cost[:, S]) & (ev.top > S)
@@ -91,7 +97,8 @@ def run_policy(ev: EvalSet, sp: StageProbs, th: TierThresholds, high_factor: flo
     # stage 1 (only where the cascade starts with the local slot)
     called[cascade, L] = True
     called[cascade & (ev.top != L), ev.top[cascade & (ev.top != L)]] = False
-    accept1 = cascade & np.where(ex, ev.exec_match[:, L], (sp.p1_top - sp.p1_first) <= th.stage1 * f1)
+    accept1 = cascade & np.where(ex, ev.exec_match[:, L],
+                                 (sp.p1_top - sp.p1_first) <= stricter_array(th.stage1, f) * cs)
     served[accept1] = L
     go_on = cascade & ~accept1
     # escalation from L: to S when S is a cheap step, else straight to top (top == S for on-premises tenants)
