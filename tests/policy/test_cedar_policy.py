@@ -164,3 +164,28 @@ def test_no_permit_means_default_deny(catalog: Catalog, tenants: Tenants, tmp_pa
     policy = CedarPolicy(catalog, tenants, PolicySet(tmp_path))
     v = policy.evaluate(_req("acme-us"), Detection(), _servable(catalog, "acme-us"))
     assert v.allowed == [] and {x.rule for x in v.verdicts} == {DEFAULT_DENY}
+
+
+def test_a_licence_text_that_says_both_is_not_open_weights() -> None:
+    from sovrouter.catalog import Slot
+    from sovrouter.policy.cedar import licence_kind
+
+    def kind(text: str) -> str:
+        return licence_kind(Slot.model_validate({"id": "s", "licence": text, "languages": ["en"],
+                                                 "price_usd_per_mtok": {"input": 1, "output": 1},
+                                                 "deployments": []}))
+
+    assert kind("Proprietary; no open weights.") == "proprietary"  # was "open-weights"
+    assert kind("Open weights. Apache-2.0.") == "open-weights"
+    assert kind("Proprietary, API only.") == "proprietary"
+    assert kind("Custom terms.") == "unknown"
+
+
+def test_a_detector_broken_by_its_install_fails_closed() -> None:
+    from sovrouter.detect.detector import FailClosedDetector
+
+    class Broken:
+        def detect(self, request: Any) -> Detection:
+            raise AttributeError("'NoneType' object has no attribute 'pipe'")
+
+    assert FailClosedDetector(Broken()).detect(_req("acme-us")).failed

@@ -284,6 +284,7 @@ class _RecognizerOwnContext(ContextAwareEnhancer):
 # Errors a detector may raise that the fail-closed wrapper turns into ``failed=True``.
 _DETECTOR_ERRORS: tuple[type[BaseException], ...] = (
     SovrouterError, ValueError, LookupError, RuntimeError, OSError, TypeError, ArithmeticError, MemoryError,
+    AttributeError, ImportError, AssertionError,  # a broken model or install: fail closed, not a 500
 )
 
 

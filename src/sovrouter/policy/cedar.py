@@ -50,10 +50,12 @@ def licence_kind(slot: Slot) -> str:
     if isinstance(explicit, str) and explicit:
         return explicit
     text = slot.licence.lower()
+    # proprietary first: "Proprietary; no open weights" is not open weights (a rule allowing only open weights
+    # errs towards refusing a slot whose text says both)
+    if "proprietary" in text or "no open weights" in text or "no open-weight" in text:
+        return "proprietary"
     if "open weights" in text or "open-weight" in text:
         return "open-weights"
-    if "proprietary" in text:
-        return "proprietary"
     return "unknown"
 
 
