@@ -168,6 +168,29 @@ def test_exact_ties_are_broken_by_text_not_by_order() -> None:
     assert picks == {"What is a?"}
 
 
+def test_more_ties_than_the_top_k_do_not_make_the_choice_depend_on_order() -> None:
+    """Entries with the same vector (texts equal up to case for an uncased model) tying at the k-th place were cut
+    by row, i.e. by insertion order, so which one was served depended on the order entries were added."""
+    import itertools
+    import random
+
+    import numpy as np
+
+    verifier = PairVerifier.cosine_only(0.3, top_k=4)
+    vec = np.ones(8, dtype=np.float32) / np.sqrt(8)
+    texts = ["".join(c.upper() if (m >> i) & 1 else c for i, c in enumerate("what is x?")) for m in range(12)]
+    picks = set()
+    for seed in itertools.islice(itertools.count(), 6):
+        order = list(texts)
+        random.Random(seed).shuffle(order)
+        index: SemanticIndex[str] = SemanticIndex(verifier, 8)
+        for t in order:
+            index.add(t, vec, t)
+        m = index.match("what is y?", vec)
+        picks.add(None if m is None else m.text)
+    assert picks == {min(texts)}
+
+
 # ---------------------------------------------------------------- retention: expiry purge and the entry bound
 async def test_expired_entries_are_purged_and_their_partition_dropped() -> None:
     clock = SimClock()

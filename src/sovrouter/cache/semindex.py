@@ -147,18 +147,12 @@ class SemanticIndex(Generic[P]):
         n = len(texts)
         if n == 0 or matrix.shape[0] == 0:
             return [[] for _ in range(n)]
-        k = min(self.verifier.top_k, matrix.shape[0])
+        top_k = self.verifier.top_k
         queries = np.asarray(vectors, dtype=np.float32).reshape(n, self.dim)
-        found = search(matrix, queries, k, MetricKind.Cos, exact=True, threads=1)
-        keys = np.asarray(found.keys).reshape(n, k)
-        dists = np.asarray(found.distances).reshape(n, k)
         rows_feats: list[_Row] = []
-        for qi in range(n):
+        for qi, ranked in enumerate(self._ranked(matrix, queries, top_k)):
             info = analyse(texts[qi])
-            cands = sorted(
-                ((1.0 - float(d), int(key)) for key, d in zip(keys[qi], dists[qi], strict=True) if key >= 0),
-                key=lambda c: (-c[0], self._texts[c[1]]),
-            )
+            cands = ranked
             cands = [c for c in cands if self._texts[c[1]] != texts[qi]]
             if not cands or cands[0][0] < self.verifier.cos_floor:
                 continue
@@ -178,6 +172,30 @@ class SemanticIndex(Generic[P]):
             for (qi, row, cos, feats), p in zip(rows_feats, probs, strict=True):
                 out[qi].append(Scored(self._texts[row], cos, float(p), feats))
         return out
+
+    def _ranked(self, matrix: NDArray[np.float32], queries: NDArray[np.float32],
+                k: int) -> list[list[tuple[float, int]]]:
+        """Per query, its ``k`` nearest entries as ``(cosine, row)``, best first, ties broken by text: a set that
+        does not depend on the order entries were added. usearch breaks a tie by row, so when entries tie at the
+        k-th place (the same vector: texts equal up to case for an uncased model) the search is widened until
+        the tie is inside it, then cut by (cosine, text)."""
+        total = matrix.shape[0]
+        width = min(total, k + 8)
+        while True:
+            found = search(matrix, queries, width, MetricKind.Cos, exact=True, threads=1)
+            keys = np.asarray(found.keys).reshape(len(queries), width)
+            dists = np.asarray(found.distances).reshape(len(queries), width)
+            out: list[list[tuple[float, int]]] = []
+            widen = False
+            for qk, qd in zip(keys, dists, strict=True):
+                cands = sorted(((1.0 - float(d), int(key)) for key, d in zip(qk, qd, strict=True) if key >= 0),
+                               key=lambda c: (-c[0], self._texts[c[1]]))
+                if width < total and len(cands) == width and len(cands) > k and cands[k - 1][0] == cands[-1][0]:
+                    widen = True  # the k-th place ties with the last one found: more may tie beyond it
+                out.append(cands[:k])
+            if not widen:
+                return out
+            width = min(total, width * 2)
 
     def _with_alt(self, alt: Embedder, texts: Sequence[str], rows_feats: list[_Row]) -> list[_Row]:
         """Append the second model's features to each candidate row (one batched embedding call)."""
