@@ -79,3 +79,29 @@ def test_a_corrupt_gzip_is_a_clear_error_everywhere(tmp_path: Path) -> None:
         read_pairs(bad)
     with _pytest.raises(InvalidRequestError):
         load_trace(bad)
+
+
+def test_special_outputs_are_written_in_place_and_links_followed(tmp_path: Path) -> None:
+    """Writing beside the target and renaming would replace /dev/null or /dev/stdout (as root) by a file."""
+    import os
+
+    from sovrouter.fileio import atomic_text
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    import threading
+
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    with atomic_text(fifo) as fh:
+        fh.write("through the pipe\n")
+    reader.join(5)
+    assert got == [b"through the pipe\n"] and fifo.is_fifo()
+    real = tmp_path / "real.jsonl"
+    real.write_text("old\n")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(real)
+    with atomic_text(link) as fh:
+        fh.write("new\n")
+    assert link.is_symlink() and real.read_text() == "new\n"

@@ -94,3 +94,14 @@ def test_several_choices_are_refused_not_silently_cut_to_one() -> None:
             normalize_chat({"messages": [{"role": "user", "content": "hi"}], "n": n}, tenant="t", request_id="r")
         assert exc.value.param == "n"
     assert normalize_chat({"messages": [{"role": "user", "content": "hi"}], "n": 1}, tenant="t", request_id="r")
+
+
+def test_whole_floats_are_valid_integers() -> None:
+    """Clients that compute a token budget send ``100.0``: accepted before strict types, and still accepted."""
+    req = normalize_chat({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 100.0, "seed": 42.0,
+                          "n": 1.0}, tenant="t", request_id="r")
+    assert req.parameters.max_tokens == 100 and req.parameters.seed == 42
+    for bad in (100.5, True, "100"):
+        with pytest.raises(InvalidRequestError):
+            normalize_chat({"messages": [{"role": "user", "content": "hi"}], "max_tokens": bad}, tenant="t",
+                           request_id="r")

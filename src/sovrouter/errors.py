@@ -150,9 +150,20 @@ class UpstreamUnavailableError(UpstreamError):
 
 
 class UpstreamRejectedError(UpstreamError):
-    """The upstream refused the call with a 4xx other than 429: retrying the same call will not help."""
+    """The upstream refused the call with a 4xx other than 429: retrying the same call will not help.
+    ``upstream_status`` is the upstream's HTTP status (it tells a refused request from a misconfigured replica)."""
 
     code = "upstream_rejected"
+
+    def __init__(self, message: str, *, param: str | None = None, upstream_status: int | None = None) -> None:
+        super().__init__(message, param=param)
+        self.upstream_status = upstream_status
+
+    @property
+    def request_specific(self) -> bool:
+        """The request itself was refused (400, 413, 422: too long for the context, a bad parameter), so the
+        replica is healthy; 401, 403, 404... say the replica is misconfigured (a key, a model name)."""
+        return self.upstream_status in (400, 413, 422)
 
 
 class UpstreamProtocolError(UpstreamError):

@@ -48,12 +48,23 @@ def check_output(path: str | Path) -> None:
 
 @contextlib.contextmanager
 def atomic_text(path: str | Path) -> Iterator[IO[str]]:
-    """A UTF-8 text stream that becomes ``path`` only when the block ends without an error."""
-    target = Path(path)
-    check_output(target)
+    """A UTF-8 text stream that becomes ``path`` only when the block ends without an error. A symlink is
+    followed (the file it names is replaced, the link kept); a target that exists and is not a regular file
+    (``/dev/stdout``, ``/dev/null``, a FIFO) is written in place: replacing it would swap a device for a file."""
+    check_output(path)
+    target = Path(os.path.realpath(path))
+    direct = target.exists() and not target.is_file()
     partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
     try:
-        with partial.open("w", encoding="utf-8") as fh:
+        fh = (target if direct else partial).open("w", encoding="utf-8")
+    except PermissionError as exc:
+        raise ConfigError(f"cannot write {path} ({exc.strerror})") from None
+    if direct:
+        with fh:
+            yield fh
+        return
+    try:
+        with fh:
             yield fh
         os.replace(partial, target)
     finally:

@@ -12,9 +12,9 @@ usable reference is refused, as is any string (value or key) holding a lone UTF-
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from sovrouter.contracts import ContentPart, DataClass, Message, NormalizedRequest, Parameters
 from sovrouter.errors import InvalidRequestError
@@ -38,10 +38,20 @@ _AUDIO_FORMAT = re.compile(r"[A-Za-z0-9.+-]{1,16}")
 PART_TYPES = frozenset(_PART_MODALITY)
 
 
+def _whole(value: Any) -> Any:
+    """``100.0`` is 100 (clients that compute a token budget send floats); ``100.5`` or ``true`` stay errors."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+WholeNumber = Annotated[int, BeforeValidator(_whole)]
+
+
 class ChatBody(BaseModel):
     """The subset of the OpenAI chat-completions body sovrouter reads; unknown fields are ignored. Strict types,
     as OpenAI's API: ``"stream": "yes"`` or ``"max_tokens": true`` is a 400, not silently coerced (an integer is
-    still a valid float)."""
+    still a valid float, and a whole float a valid integer)."""
 
     model_config = ConfigDict(extra="ignore", strict=True)
     model: str = "auto"
@@ -49,11 +59,11 @@ class ChatBody(BaseModel):
     stream: bool = False
     temperature: float | None = None
     top_p: float | None = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
+    max_tokens: WholeNumber | None = None
+    max_completion_tokens: WholeNumber | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
-    n: int | None = None
+    seed: WholeNumber | None = None
+    n: WholeNumber | None = None
     metadata: dict[str, Any] | None = None
 
 

@@ -94,14 +94,15 @@ class Pipeline:
         try:
             result = await self.executor.run(call, prep.decision, self._reviewer(prep))
             await self.cache.store(request, prep.detection, result)
+            outcome = self._finish(prep, result, call.attempts)  # recorded before the release, which may await
         except UpstreamError as exc:
-            return self._finish_error(request, exc, prep, call.attempts)
+            outcome = self._finish_error(request, exc, prep, call.attempts)
         except asyncio.CancelledError:
             self._finish_error(request, _cancelled(), prep, call.attempts)
             raise
         finally:
             await self.cache.release(request)
-        return self._finish(prep, result, call.attempts)
+        return outcome
 
     async def handle_stream(self, request: NormalizedRequest) -> AsyncIterator[StreamChunk | Outcome]:
         """Yield chunks as they arrive, then the :class:`Outcome` last (also on failure)."""
@@ -128,15 +129,15 @@ class Pipeline:
             if result is None:  # never end silently truncated: no final chunk is an error
                 raise AllCandidatesFailedError("upstream stream ended without completing")
             await self.cache.store(request, prep.detection, result)
+            outcome = self._finish(prep, result, call.attempts)  # recorded before the release, which may await
         except UpstreamError as exc:
-            yield self._finish_error(request, exc, prep, call.attempts)
-            return
+            outcome = self._finish_error(request, exc, prep, call.attempts)
         except asyncio.CancelledError:
             self._finish_error(request, _cancelled(), prep, call.attempts)
             raise
         finally:
             await self.cache.release(request)
-        yield self._finish(prep, result, call.attempts)
+        yield outcome
 
     # ------------------------------------------------------------------ steps
     async def _prepare(self, request: NormalizedRequest) -> _Prepared:

@@ -96,10 +96,15 @@ class MemorySink:
     request id is an error (a double that accepted it hid a batch-resume bug)."""
 
     records: list[RequestRecord] = field(default_factory=list)
+    _ids: set[str] = field(default_factory=set, repr=False)
+
+    def __post_init__(self) -> None:
+        self._ids.update(r.request_id for r in self.records)
 
     def write(self, record: RequestRecord) -> None:
-        if any(r.request_id == record.request_id for r in self.records):
+        if record.request_id in self._ids:
             raise ValueError("a record with this request id was already written")
+        self._ids.add(record.request_id)
         self.records.append(record)
 
 

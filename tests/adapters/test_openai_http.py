@@ -231,13 +231,16 @@ async def test_a_refused_request_is_reported_as_rejected_not_as_a_replica_failur
             await ad.generate(_call())
         with pytest.raises(UpstreamRejectedError):
             await _collect(ad, _call())
+        b.status = 404  # a wrong model name on this replica: its fault, a failure (it must get ejected)
+        with pytest.raises(UpstreamRejectedError):
+            await ad.generate(_call())
         b.status = 503
         with pytest.raises(UpstreamUnavailableError):
             await ad.generate(_call())
     finally:
         await ad.aclose()
     assert [e for e in chooser.events if e[0] == "done"] == [("done", 0, False, True), ("done", 0, False, True),
-                                                             ("done", 0, False, False)]
+                                                             ("done", 0, False, False), ("done", 0, False, False)]
 
 
 async def test_least_outstanding_spreads_concurrent_calls() -> None:

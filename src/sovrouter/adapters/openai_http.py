@@ -184,8 +184,8 @@ class OpenAIHTTPAdapter:
             result = self._parse_completion(resp.content, request, (self.timer() - started) * 1000.0)
             ok = True
             return result
-        except UpstreamRejectedError:
-            rejected = True
+        except UpstreamRejectedError as exc:
+            rejected = exc.request_specific  # a 401/404 from one replica is that replica's fault: a failure
             raise
         finally:
             self.chooser.observe_done(request, self.replicas, index, ok, (self.timer() - started) * 1000.0,
@@ -223,7 +223,8 @@ class OpenAIHTTPAdapter:
             return
         if status == 429 or status >= 500:
             raise UpstreamUnavailableError(f"upstream {self.candidate.key} answered HTTP {status}")
-        raise UpstreamRejectedError(f"upstream {self.candidate.key} refused the call (HTTP {status})")
+        raise UpstreamRejectedError(f"upstream {self.candidate.key} refused the call (HTTP {status})",
+                                    upstream_status=status)
 
     # ------------------------------------------------------------------ streaming
     async def stream(self, call: ModelCall) -> AsyncIterator[StreamChunk]:
@@ -237,8 +238,8 @@ class OpenAIHTTPAdapter:
             async for chunk in self._stream(index, body, request, started):
                 yield chunk
             ok = True
-        except UpstreamRejectedError:
-            rejected = True
+        except UpstreamRejectedError as exc:
+            rejected = exc.request_specific  # a 401/404 from one replica is that replica's fault: a failure
             raise
         finally:
             self.chooser.observe_done(request, self.replicas, index, ok, (self.timer() - started) * 1000.0,

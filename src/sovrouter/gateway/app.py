@@ -166,7 +166,8 @@ class Gateway:
         if isinstance(ready[-1], Outcome):
             headers["x-sovrouter-cache"] = ready[-1].record.cache.kind
         else:
-            headers["x-sovrouter-cache"] = "miss" if self.settings.cache.exact_enabled else "bypass"
+            cache = self.settings.cache
+            headers["x-sovrouter-cache"] = "miss" if cache.exact_enabled or cache.semantic_enabled else "bypass"
         if isinstance(first, StreamChunk):
             headers["x-sovrouter-route"] = first.candidate.key
         elif first.result is not None:
@@ -204,8 +205,10 @@ class Gateway:
         _, still = await asyncio.wait(pending, timeout=timeout_s)
         for task in still:
             task.cancel()
-        # let the cancelled ones unwind (each writes its request's record) before the stores and clients close
-        await asyncio.gather(*still, return_exceptions=True)
+        # let the cancelled ones unwind (each writes its request's record) before the stores and clients close,
+        # for a bounded time (a cleanup that hangs must not hold the shutdown)
+        if still:
+            await asyncio.wait(still, timeout=5.0)
 
 
 async def _produce(items: AsyncIterator[StreamChunk | Outcome], queue: asyncio.Queue[_Item]) -> None:
