@@ -10,7 +10,7 @@ import pytest
 
 from sovrouter.adapters.openai_http import OpenAIHTTPAdapter, chat_endpoint, request_body
 from sovrouter.adapters.replicas import LeastOutstandingChooser, ReplicaChooser
-from sovrouter.contracts import Candidate, ModelCall, NormalizedRequest
+from sovrouter.contracts import Candidate, ModelCall, ModelResult, NormalizedRequest
 from sovrouter.errors import (
     UpstreamProtocolError,
     UpstreamRejectedError,
@@ -34,6 +34,17 @@ def upstream() -> Iterator[tuple[str, UpstreamBehaviour]]:
 def _call(text: str = "what is six times seven?", **body: object) -> ModelCall:
     req = normalize_chat({"messages": [{"role": "user", "content": text}], **body}, tenant="t", request_id="r")
     return ModelCall(request=req, allowed=[C])
+
+
+async def _generate_and_stream(url: str) -> tuple[ModelResult, list[str], object]:
+    """One plain call and one streamed call to ``url``: the answer, the stream's deltas and its final result."""
+    ad = OpenAIHTTPAdapter(C, [url])
+    try:
+        out = await ad.generate(_call())
+        deltas, final = await _collect(ad, _call())
+    finally:
+        await ad.aclose()
+    return out, deltas, final
 
 
 async def _collect(ad: OpenAIHTTPAdapter, call: ModelCall) -> tuple[list[str], object]:
@@ -306,12 +317,7 @@ async def test_odd_acceptance_metrics_never_fail_a_call(upstream: tuple[str, Ups
                                                         expected: float | None) -> None:
     url, b = upstream
     b.spec_metrics = spec  # type: ignore[assignment]
-    ad = OpenAIHTTPAdapter(C, [url])
-    try:
-        out = await ad.generate(_call())
-        _, final = await _collect(ad, _call())
-    finally:
-        await ad.aclose()
+    out, _, final = await _generate_and_stream(url)
     assert out.text == "The answer is 42."
     assert out.spec_acceptance == expected and final.spec_acceptance == expected  # type: ignore[attr-defined]
 
@@ -333,12 +339,7 @@ async def test_a_lone_surrogate_from_upstream_is_repaired_not_fatal(upstream: tu
     """``"\\ud83d"`` is a valid JSON escape but no UTF-8: left in, it broke caching, the record and the stream."""
     url, b = upstream
     b.reply = "broken emoji \ud83d here"
-    ad = OpenAIHTTPAdapter(C, [url])
-    try:
-        out = await ad.generate(_call())
-        deltas, final = await _collect(ad, _call())
-    finally:
-        await ad.aclose()
+    out, deltas, final = await _generate_and_stream(url)
     assert out.text == "broken emoji \ufffd here"
     assert final is not None
     for text in (out.text, "".join(deltas), final.text):  # type: ignore[attr-defined]
