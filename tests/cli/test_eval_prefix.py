@@ -81,3 +81,15 @@ def test_bad_input_gives_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFix
                "--tail", "-1"])
     err = capsys.readouterr().err
     assert rc == 2 and "tail" in err and "Traceback" not in err
+
+
+def test_odd_replica_counts_and_assignment_indices(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trace = str(_trace(tmp_path / "t.gz"))
+    rc = main(["eval", "prefix-affinity", "--trace", trace, "--replicas", "100000000", "--out", str(tmp_path / "o")])
+    assert rc == 2 and "--replicas" in capsys.readouterr().err  # was killed for memory
+    out = tmp_path / "a.jsonl"
+    assert main(["eval", "prefix-affinity", "--trace", trace, "--replicas", "2", "--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    out.write_text("\n".join([lines[0].replace('"i": 0', '"i": 0.7'), *lines[1:]]) + "\n")
+    rc = main(["eval", "prefix-score", "--trace", trace, "--replicas", "2", "--assign", str(out)])
+    assert rc == 2 and "assignment line 1" in capsys.readouterr().err  # 0.7 was read as request 0

@@ -48,8 +48,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _config(args: argparse.Namespace) -> SimConfig:
-    if args.replicas < 1:
-        raise InvalidRequestError("--replicas must be >= 1")
+    if not 1 <= args.replicas <= 10_000:  # 10^8 was accepted, and the process was killed for memory
+        raise InvalidRequestError("--replicas must be from 1 to 10000")
     return SimConfig(capacity=args.capacity, prefill_rate=args.prefill_rate, decode_rate=args.decode_rate)
 
 

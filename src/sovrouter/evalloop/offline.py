@@ -73,6 +73,7 @@ def records_from_decisions(decisions: Iterable[Decision], inputs: ReplayInputs) 
     reading applied with the system's *own* personal-data detection (``detected.pii_types``), never the labels.
     They carry no router classification, so the weakness slices are per slot only."""
     out: list[RequestRecord] = []
+    known = {(s.id, dep.id) for s, dep in inputs.catalog.pairs()}
     pairs = [Candidate(slot=s.id, deployment=d.id) for s, d in inputs.catalog.pairs()]
     for d in decisions:
         req = inputs.requests.get(d.request_id)
@@ -81,6 +82,8 @@ def records_from_decisions(decisions: Iterable[Decision], inputs: ReplayInputs) 
         facts = Facts(tenant=req.tenant, data_class=req.data_class, personal_data=bool(d.detected.pii_types))
         verdicts = [CandidateVerdict(candidate=c, allowed=allowed(inputs.catalog, c.slot, c.deployment, facts),
                                      rule="readme.policy") for c in pairs]
+        if any((r.model, r.deployment) not in known for r in [*d.calls, *([d.final] if d.final else [])]):
+            raise ConfigError(f"decisions: seq {d.seq} names a deployment the workload's catalog does not have")
         calls = []
         for r in d.calls:
             resp = inputs.responses.get((d.request_id, r.model))

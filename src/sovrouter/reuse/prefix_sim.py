@@ -297,6 +297,16 @@ def score(trace: Sequence[TraceRequest], assignment: Sequence[int], replicas: in
     return summarize(trace, served, [s.busy_s for s in servers], cfg.block_tokens)
 
 
+def _index(raw: object) -> int:
+    """An integer as JSON writes it (``3`` or ``3.0``): ``0.7`` read as 0 or ``true`` as 1 would score another
+    assignment than the one written."""
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    if isinstance(raw, float) and raw.is_integer():
+        return int(raw)
+    raise ValueError("not an integer")
+
+
 def load_assignment(path: str | Path, n_requests: int) -> list[int]:
     """Read ``{"i", "replica"}`` lines; every request index 0..n-1 exactly once."""
     p = Path(path)
@@ -313,7 +323,7 @@ def load_assignment(path: str | Path, n_requests: int) -> list[int]:
             continue
         try:
             obj = json.loads(line)
-            i, r = int(obj["i"]), int(obj["replica"])
+            i, r = _index(obj["i"]), _index(obj["replica"])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise InvalidRequestError(f"assignment line {lineno}: expected {{\"i\": int, \"replica\": int}}") \
                 from exc
