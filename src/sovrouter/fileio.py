@@ -71,12 +71,13 @@ def atomic_text(path: str | Path) -> Iterator[IO[str]]:
         partial.unlink(missing_ok=True)
 
 
-def json_line(obj: object) -> str:
+def json_line(obj: object, *, compact: bool = False, allow_nan: bool = False) -> str:
     """One JSONL line, readable UTF-8; a string holding a lone surrogate (as the input file wrote it) is written
-    as an escape instead of failing the whole file."""
-    text = json.dumps(obj, ensure_ascii=False, allow_nan=False)
+    as an escape instead of failing the whole file. ``compact``: no spaces after separators."""
+    separators = (",", ":") if compact else None
+    text = json.dumps(obj, ensure_ascii=False, allow_nan=allow_nan, separators=separators)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        text = json.dumps(obj, ensure_ascii=True, allow_nan=False)
+        text = json.dumps(obj, ensure_ascii=True, allow_nan=allow_nan, separators=separators)
     return text + "\n"

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sovrouter.errors import InvalidRequestError
+from sovrouter.fileio import json_line
 from sovrouter.unicode import reject_lone_surrogates
 
 CHAT_URL = "/v1/chat/completions"
@@ -113,9 +114,5 @@ def output_line(line_id: str, custom_id: str | None, *, status_code: int | None 
 
 
 def dumps_line(obj: dict[str, Any]) -> str:
-    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate: as an escape it is still valid JSON, and the line is kept
-        text = json.dumps(obj, ensure_ascii=True, separators=(",", ":"))
-    return text + "\n"
+    # a lone surrogate is written as an escape: still valid JSON, and the line is kept
+    return json_line(obj, compact=True, allow_nan=True)
