@@ -69,26 +69,26 @@ class Upstream(BaseModel):
     model: str = "default"
     api_key_env: str | None = Field(default=None, pattern=_ENV_NAME)
 
-    @field_validator("base_urls")
-    @classmethod
-    def _urls(cls, urls: list[str]) -> list[str]:
-        """http(s), a host and a valid port, checked at start-up (a port of 99999 made every request a 500)."""
-        for url in urls:
-            parsed = urlsplit(url)
-            try:
-                port = parsed.port
-            except ValueError:
-                port = -1
-            if parsed.scheme not in ("http", "https") or not parsed.hostname or port == -1:
-                raise ValueError("each base URL needs http:// or https://, a host and a port from 1 to 65535")
-            if port is not None and not 1 <= port <= 65535:
-                raise ValueError("each base URL needs http:// or https://, a host and a port from 1 to 65535")
-        return urls
     replica_choice: Literal["prefix-affinity", "least-outstanding"] = "prefix-affinity"
     """With several replicas: by expected cached prefix and queue (default), or fewest calls in flight."""
     affinity: ReplicaAffinity = ReplicaAffinity()
     engine_load: EngineLoad | None = None
     """Poll the replicas' own count of requests held (off by default)."""
+
+    @field_validator("base_urls")
+    @classmethod
+    def _urls(cls, urls: list[str]) -> list[str]:
+        """http(s), a host and a port from 1 to 65535, checked at start-up (a port of 99999 made every request a
+        500)."""
+        for url in urls:
+            parsed = urlsplit(url)
+            try:
+                port = parsed.port  # a ValueError for a port out of range or not a number
+            except ValueError:
+                port = 0
+            if parsed.scheme not in ("http", "https") or not parsed.hostname or port == 0:
+                raise ValueError("each base URL needs http:// or https://, a host and a port from 1 to 65535")
+        return urls
 
 
 class BreakerSettings(BaseModel):

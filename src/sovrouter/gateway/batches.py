@@ -25,13 +25,12 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Message
 
 from sovrouter.batch.service import BatchService, CreateBatch, ExpiresAfter
 from sovrouter.errors import InvalidRequestError, RequestTooLargeError, SovrouterError, StoreUnavailableError
 from sovrouter.gateway.auth import KeyRing
 from sovrouter.gateway.errors import error_response, internal_error_response
-from sovrouter.gateway.headers import data_class_header, read_limited
+from sovrouter.gateway.headers import data_class_header, limited, read_limited
 
 _JSON = "application/json"
 _FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the purpose field around the file
@@ -51,25 +50,6 @@ def _boundary(handler: _Handler) -> _Handler:
             return internal_error_response(exc)
 
     return guarded
-
-
-def _counted(request: Request, limit: int, what: str) -> Request:
-    """``request`` whose body stream raises :class:`RequestTooLargeError` once more than ``limit`` bytes have
-    arrived, whatever ``Content-Length`` said (or whether it was sent): a chunked upload is refused while it
-    streams, not after it has been spooled to disk in full."""
-    receive = request.receive
-    seen = 0
-
-    async def counted() -> Message:
-        nonlocal seen
-        message = await receive()
-        if message["type"] == "http.request":
-            seen += len(message.get("body", b""))
-            if seen > limit:
-                raise RequestTooLargeError(f"{what} exceeds {limit} bytes")
-        return message
-
-    return Request(request.scope, counted)
 
 
 def _json(body: str) -> Response:
@@ -93,7 +73,7 @@ class BatchRoutes:
             raise RequestTooLargeError(f"file exceeds {self.service.max_file_bytes} bytes")
         if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
             raise InvalidRequestError("upload a file as multipart/form-data with fields 'file' and 'purpose'")
-        request = _counted(request, limit, "upload")
+        request = limited(request, limit, "upload")
         try:
             async with request.form(max_files=1, max_fields=8) as form:
                 upload, purpose = form.get("file"), form.get("purpose")
