@@ -92,13 +92,31 @@ def test_results_are_stored_once_and_finish_is_atomic(store: BatchStore) -> None
     version = store.batch(None, "b1").version
     out = [("acme", "file-out", '{"id": "file-out"}', b"results\n", 5.0)]
     # a stale version (someone changed the batch) or a lost lease writes nothing at all
-    assert not store.finish("b1", "gw-a", version + 1, _meta("completed"), out)
-    assert not store.finish("b1", "gw-b", version, _meta("completed"), out)
+    assert not store.finish("b1", "gw-a", version + 1, _meta("completed"), out, 2)
+    assert not store.finish("b1", "gw-b", version, _meta("completed"), out, 2)
     assert store.files("acme") == [] and len(store.results("b1")) == 2
-    assert store.finish("b1", "gw-a", version, _meta("completed"), out)
+    assert not store.finish("b1", "gw-a", version, _meta("completed"), out, 1)  # built from fewer lines than stored
+    assert store.files("acme") == [] and len(store.results("b1")) == 2 and store.owner("b1") == "gw-a"
+    assert store.finish("b1", "gw-a", version, _meta("completed"), out, 2)
     assert store.batch("acme", "b1").meta["status"] == "completed" and store.owner("b1") is None
     assert store.file_data("acme", "file-out") == b"results\n" and store.results("b1") == []
     assert store.unowned(now=0.0) == []
+
+
+def test_a_line_stored_while_the_batch_closes_is_never_dropped(store: BatchStore) -> None:
+    """A line in flight when its batch is cancelled is stored after the owner read the results and before it
+    closes the batch: the finish must refuse (and the owner read again), not delete the line with the rest."""
+    store.add_batch("acme", "b1", "in_progress", _meta(), 1.0)
+    store.claim("b1", "gw-a", now=0.0, lease_s=1e9)
+    store.add_result("b1", "b1_req_1", '{"id": "b1_req_1"}', "gw-a")
+    read = store.results("b1")
+    assert store.add_result("b1", "b1_req_2", '{"id": "b1_req_2"}', "gw-a")  # the late line
+    version = store.batch(None, "b1").version
+    assert not store.finish("b1", "gw-a", version, _meta("cancelled"), [], len(read))
+    assert len(store.results("b1")) == 2 and store.owner("b1") == "gw-a"
+    assert store.finish("b1", "gw-a", version, _meta("cancelled"), [], len(store.results("b1")))
+    assert not store.add_result("b1", "b1_req_3", '{"id": "b1_req_3"}', "gw-a")  # closed: the lease is gone
+    assert store.results("b1") == []
 
 
 def test_a_finish_that_fails_midway_leaves_the_batch_as_it_was(store: BatchStore) -> None:
@@ -109,7 +127,7 @@ def test_a_finish_that_fails_midway_leaves_the_batch_as_it_was(store: BatchStore
     version = store.batch(None, "b1").version
     with pytest.raises(IntegrityError):  # the second file's id already exists
         store.finish("b1", "gw-a", version, _meta("completed"),
-                     [("acme", "file-new", "{}", b"y", 2.0), ("acme", "file-dup", "{}", b"z", 2.0)])
+                     [("acme", "file-new", "{}", b"y", 2.0), ("acme", "file-dup", "{}", b"z", 2.0)], 1)
     assert store.batch(None, "b1").meta["status"] == "in_progress" and store.owner("b1") == "gw-a"
     assert len(store.results("b1")) == 1 and store.files("acme") == ["{}"]  # file-new rolled back too
 

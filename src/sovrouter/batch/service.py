@@ -467,7 +467,7 @@ class BatchService:
     def _finish(self, batch_id: str, *, end: BatchEnd) -> None:
         """Split the stored results into the output and error files and close the batch, in one transaction
         (what was answered is kept whatever the end). Does nothing once the lease is another instance's."""
-        for _ in range(8):  # a concurrent change (a cancel) moves the version: read again and redo
+        for _ in range(8):  # a concurrent change (a cancel, a line stored late) refuses the finish: read again
             stored = self.store.batch(None, batch_id)
             if self.store.owner(batch_id) != self.instance:
                 return
@@ -476,7 +476,8 @@ class BatchService:
             batch.finalizing_at = now
             ok: list[dict[str, Any]] = []
             bad: list[dict[str, Any]] = []
-            for line in self.store.results(batch_id):
+            stored_lines = self.store.results(batch_id)
+            for line in stored_lines:
                 response = line.get("response") or {}
                 (ok if line.get("error") is None and response.get("status_code") == 200 else bad).append(line)
             lines = self._lines(tenant, batch)
@@ -507,7 +508,7 @@ class BatchService:
                                                             message="the batch stopped on an internal error")])
             else:
                 batch.status, batch.completed_at = "completed", now
-            if self.store.finish(batch_id, self.instance, stored.version, _meta(batch), files):
+            if self.store.finish(batch_id, self.instance, stored.version, _meta(batch), files, len(stored_lines)):
                 return
         log.warning("batch %s: could not be closed (changed under every attempt); it stays open", batch_id)
 

@@ -235,16 +235,20 @@ class BatchStore:
     # ------------------------------------------------------------------ results
     def add_result(self, batch_id: str, line_id: str, line: str, owner: str) -> bool:
         """Store an answered line once (a second answer of the same line is dropped), only while ``owner`` holds
-        the batch (the job row is locked meanwhile, so a takeover cannot slip in between). False when the lease is
-        another instance's: the caller has lost the batch and should stop."""
-        insert = insert_ignoring_duplicates(self.engine, RESULTS).values(batch_id=batch_id, line_id=line_id,
-                                                                         line=line)
+        the batch. The owner check and the insert are one statement (``INSERT ... SELECT ... WHERE`` the job row
+        names ``owner``), so no takeover or finish slips in between on either database (on PostgreSQL the job row
+        is also locked, which a finish's update waits for). False when the lease is another instance's: the
+        caller has lost the batch and should stop."""
+        held = sa.select(JOBS.c.id).where(JOBS.c.id == batch_id, JOBS.c.owner == owner)
+        if self.shared:
+            held = held.with_for_update()
+        row = sa.select(sa.literal(batch_id, sa.String), sa.literal(line_id, sa.String),
+                        sa.literal(line, sa.Text)).where(held.exists())
+        insert = insert_ignoring_duplicates(self.engine, RESULTS).from_select(["batch_id", "line_id", "line"], row)
         with self.engine.begin() as db:
-            held = db.scalar(sa.select(JOBS.c.owner).where(JOBS.c.id == batch_id).with_for_update())
-            if held != owner:
-                return False
-            db.execute(insert)
-        return True
+            if db.execute(insert).rowcount == 1:
+                return True
+        return self.owner(batch_id) == owner  # nothing inserted: a line stored before, or the batch is not ours
 
     def results(self, batch_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as db:
@@ -252,16 +256,21 @@ class BatchStore:
             return [json.loads(x) for x in rows]
 
     def finish(self, batch_id: str, owner: str, version: int, meta: dict[str, Any],
-               files: list[tuple[str, str, str, bytes, float]]) -> bool:
+               files: list[tuple[str, str, str, bytes, float]], answered: int) -> bool:
         """One transaction: insert the result files ``(tenant, id, meta, data, created)``, write the batch's final
-        state (if still at ``version`` and ours), drop its result rows and its lease. False (nothing written)
-        when another instance changed the batch or took the lease."""
-        with self.engine.begin() as db:
+        state (if still at ``version`` and ours), drop its result rows and its lease. ``answered`` is the number
+        of result rows the files were built from: a line stored since (a line in flight when its batch was
+        cancelled) makes the finish write nothing, so that no answered line is dropped; the caller reads again.
+        False (nothing written) when another instance changed the batch, took the lease, or a line came in."""
+        with self.engine.connect() as db, db.begin() as tx:
             done = db.execute(JOBS.update().where(JOBS.c.id == batch_id, JOBS.c.version == version,
                                                   JOBS.c.owner == owner)
                               .values(meta=json.dumps(meta), status=meta["status"], version=version + 1,
                                       owner=None, lease_until=None)).rowcount
-            if done != 1:
+            # the job row is now write-locked (the whole file on SQLite): no line can be added until the commit
+            stored = db.scalar(sa.select(sa.func.count()).select_from(RESULTS).where(RESULTS.c.batch_id == batch_id))
+            if done != 1 or stored != answered:
+                tx.rollback()
                 return False  # nothing was written
             for tenant, file_id, file_meta, data, created in files:
                 _insert_file(db, tenant, file_id, file_meta, data, created)
