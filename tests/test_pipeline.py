@@ -202,3 +202,9 @@ async def test_a_request_cancelled_mid_call_still_gets_its_record(catalog: Catal
     with pytest.raises(asyncio.CancelledError):
         await task
     assert [(r.request_id, r.status, r.error_code) for r in sink.records] == [("r1", "error", "request_cancelled")]
+    # the call in flight is in the record, priced for the prompt the upstream had (it was missing, and its cost)
+    (record,) = sink.records
+    assert [c.outcome for c in record.calls] == ["cancelled"]
+    call = record.calls[0]
+    expected = catalog.cost_usd(call.candidate.slot, call.candidate.deployment, call.input_tokens, 0)
+    assert call.input_tokens > 0 and call.cost_usd == expected > 0 and record.cost_usd == expected

@@ -151,7 +151,8 @@ class CallAttempt(BaseModel):
     """One upstream call actually made (or refused by the guard before leaving)."""
 
     candidate: Candidate
-    outcome: Literal["ok", "error", "timeout", "circuit_open", "guard_refused", "stream_error", "rejected"]
+    outcome: Literal["ok", "error", "timeout", "circuit_open", "guard_refused", "stream_error", "rejected",
+                     "cancelled"]
     latency_ms: float = 0.0
     ttft_ms: float | None = None
     input_tokens: int = 0

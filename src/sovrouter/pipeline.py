@@ -263,7 +263,7 @@ class Pipeline:
         return Outcome(record=record, result=None, error=exc)
 
     def _priced(self, request: NormalizedRequest, attempt: CallAttempt) -> CallAttempt:
-        if attempt.outcome not in ("ok", "stream_error"):
+        if attempt.outcome not in ("ok", "stream_error", "cancelled"):
             return attempt  # refused before leaving, or failed without an answer: nothing billed
         c = attempt.candidate
         tokens_in = attempt.input_tokens or estimate_tokens(request.user_text)

@@ -1,7 +1,12 @@
-"""Records every upstream call made (ok, error, timeout) into the request's call log."""
+"""Records every upstream call made (ok, error, timeout, cancelled) into the request's call log.
+
+A call cancelled while in flight (the gateway shutting down, a client gone) is logged as ``cancelled`` before the
+cancellation goes on: the upstream had the prompt and may have generated tokens, so the record prices it like a
+broken stream (input tokens, and the output seen so far) instead of leaving its cost out."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 
 from sovrouter.contracts import CallAttempt, Candidate, ModelCall, ModelResult, StreamChunk
@@ -45,17 +50,22 @@ class InstrumentedAdapter:
         except UpstreamError as exc:
             self._log(call, "error", started, error=exc)
             raise
+        except asyncio.CancelledError:
+            self._log(call, "cancelled", started)
+            raise
         self._log(call, "ok", started, result=result)
         return result
 
     async def stream(self, call: ModelCall) -> AsyncIterator[StreamChunk]:
         started = self.timer()
         chars = 0
+        done = False  # logged "ok": a cancellation after the final chunk is the consumer's, not this call's
         try:
             async for chunk in self.inner.stream(call):
                 chars += len(chunk.delta)
                 if chunk.final is not None:
                     self._log(call, "ok", started, result=chunk.final)
+                    done = True
                 yield chunk
         except UpstreamTimeoutError as exc:
             self._log(call, "timeout" if chars == 0 else "stream_error", started, error=exc,
@@ -64,4 +74,8 @@ class InstrumentedAdapter:
         except UpstreamError as exc:
             self._log(call, "error" if chars == 0 else "stream_error", started, error=exc,
                       out_tokens=(chars + 3) // 4)
+            raise
+        except asyncio.CancelledError:
+            if not done:
+                self._log(call, "cancelled", started, out_tokens=(chars + 3) // 4)
             raise
