@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 import redis
 
 from sovrouter.cli.main import main
+from sovrouter.cli.serve import shutdown_order
 from sovrouter.config import hash_key
 from sovrouter.gateway.server import ServerThread
 from sovrouter.testing_postgres import PostgresServer
@@ -282,3 +284,31 @@ def test_feedback_reaches_a_response_another_serve_process_gave(tmp_path: Path, 
     assert shipped == (1,)  # the shutdown left nothing unshipped
     with psycopg.connect(database.replace("postgresql+psycopg", "postgresql")) as db:  # the feedback, shared
         assert db.execute("SELECT score FROM quality_signals WHERE source = 'feedback'").fetchall() == [(1.0,)]
+
+
+async def test_shadow_calls_in_flight_finish_before_the_shared_client_closes() -> None:
+    """``serve`` closed the HTTP client before draining the eval loop: a shadow call still running then failed on a
+    closed client and its comparison was lost."""
+    client = httpx.AsyncClient(transport=httpx.MockTransport(lambda _: httpx.Response(200)))
+    seen: list[int] = []
+    order: list[str] = []
+
+    async def shadow_call() -> None:
+        await asyncio.sleep(0.05)
+        seen.append((await client.get("http://upstream/v1/chat/completions")).status_code)
+
+    task = asyncio.create_task(shadow_call())
+
+    async def drain() -> None:
+        await task
+        order.append("drain")
+
+    async def stop_poller() -> None:
+        order.append("poller")
+
+    async def close_store() -> None:
+        order.append("store")
+
+    for hook in shutdown_order(stop_poller, drain, client.aclose, [close_store]):
+        await hook()
+    assert seen == [200] and order == ["poller", "drain", "store"] and client.is_closed

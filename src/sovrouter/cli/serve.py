@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import uvicorn
@@ -25,6 +26,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run)
 
 
+Hook = Callable[[], Awaitable[None]]
+
+
+def shutdown_order(stop_poller: Hook | None, drain_shadow: Hook, close_client: Hook, closers: Sequence[Hook]
+                   ) -> list[Hook]:
+    """What the gateway runs at shutdown, in order, after its in-flight requests have drained: stop scraping the
+    engines, let the eval loop's shadow calls in flight finish (they use the shared HTTP client, so before it
+    closes: closed first, they failed and their comparisons were lost), close the client, then the shared stores
+    (which ship the shadow calls' last rows)."""
+    return [*([stop_poller] if stop_poller is not None else []), drain_shadow, close_client, *closers]
+
+
 def run(args: argparse.Namespace) -> int:
     settings = Settings.load(args.config)
     client = new_client()
@@ -40,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(shipped, AsyncClosable):
             closers.append(shipped.aclose)
     batches = make_batch_service(settings, observed)  # /v1/files, /v1/batches
-    first = [poller.aclose] if poller is not None else []  # stops scraping before the shared HTTP client closes
-    app = create_app(observed, settings, on_shutdown=[*first, client.aclose, obs.loop.drain, *closers],
+    stops = shutdown_order(poller.aclose if poller is not None else None, obs.loop.drain, client.aclose, closers)
+    app = create_app(observed, settings, on_shutdown=stops,
                      on_startup=[s.start for s in (bus, poller) if s is not None], batches=batches)
     obs.mount(app)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
