@@ -75,6 +75,7 @@ def test_lone_surrogates_are_refused_without_quoting_them(body: dict[str, Any]) 
     ({"stream": "yes"}, "stream"), ({"stream": 1}, "stream"), ({"max_tokens": True}, "max_tokens"),
     ({"temperature": "0.5"}, "temperature"), ({"seed": "12"}, "seed"),
     ({"max_completion_tokens": 0}, "max_completion_tokens"), ({"max_completion_tokens": -1}, "max_completion_tokens"),
+    ({"seed": 2**63}, "seed"), ({"seed": -(2**63) - 1}, "seed"), ({"seed": 1e30}, "seed"),  # 64-bit, as upstreams
 ])
 def test_types_are_strict_and_the_param_is_the_field_sent(extra: dict[str, Any], param: str) -> None:
     with pytest.raises(InvalidRequestError) as exc:
@@ -84,8 +85,8 @@ def test_types_are_strict_and_the_param_is_the_field_sent(extra: dict[str, Any],
 
 def test_integers_are_still_valid_floats_and_max_completion_tokens_wins() -> None:
     req = normalize_chat({"messages": [{"role": "user", "content": "hi"}], "temperature": 1, "max_tokens": 50,
-                          "max_completion_tokens": 20}, tenant="t", request_id="r")
-    assert req.parameters.temperature == 1.0 and req.parameters.max_tokens == 20
+                          "max_completion_tokens": 20, "seed": 2**63 - 1}, tenant="t", request_id="r")
+    assert req.parameters.temperature == 1.0 and req.parameters.max_tokens == 20 and req.parameters.seed == 2**63 - 1
 
 
 def test_several_choices_are_refused_not_silently_cut_to_one() -> None:
@@ -105,3 +106,57 @@ def test_whole_floats_are_valid_integers() -> None:
         with pytest.raises(InvalidRequestError):
             normalize_chat({"messages": [{"role": "user", "content": "hi"}], "max_tokens": bad}, tenant="t",
                            request_id="r")
+
+
+_TOOL = {"type": "function", "function": {"name": "weather", "parameters": {"type": "object", "properties": {}}}}
+
+
+@pytest.mark.parametrize(("extra", "param"), [
+    ({"tools": [_TOOL]}, "tools"), ({"tool_choice": "required"}, "tool_choice"),
+    ({"tool_choice": {"type": "function", "function": {"name": "weather"}}}, "tool_choice"),
+    ({"functions": [_TOOL["function"]]}, "functions"), ({"function_call": "auto"}, "function_call"),
+    ({"response_format": {"type": "json_object"}}, "response_format"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}, "response_format"),
+    ({"logprobs": True}, "logprobs"), ({"top_logprobs": 3}, "top_logprobs"),
+    ({"logit_bias": {"50256": -100}}, "logit_bias"),
+    ({"stop": ["a", "b", "c", "d", "e"]}, "stop"), ({"stream_options": {"include_usage": True}}, "stream_options"),
+    ({"frequency_penalty": 2.5}, "frequency_penalty"), ({"presence_penalty": -3}, "presence_penalty"),
+])
+def test_what_cannot_be_honoured_is_refused_not_dropped(extra: dict[str, Any], param: str) -> None:
+    """Tools, JSON mode and log-probabilities were silently dropped: an agent got finish_reason "tool_calls" with no
+    calls, a JSON-mode client got prose, and both shared a cache entry with a plain request."""
+    with pytest.raises(InvalidRequestError) as exc:
+        normalize_chat({"messages": [{"role": "user", "content": "hi"}], **extra}, tenant="t", request_id="r")
+    assert exc.value.param == param
+
+
+def test_the_plain_forms_of_those_fields_are_accepted() -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}], "tools": [], "tool_choice": "none",
+            "response_format": {"type": "text"}, "logprobs": False, "top_logprobs": 0, "logit_bias": {},
+            "parallel_tool_calls": True, "stop": ["a", "b", "c", "d"], "stream": True,
+            "stream_options": {"include_usage": True}, "frequency_penalty": 0.5, "presence_penalty": -0.5}
+    params = normalize_chat(body, tenant="t", request_id="r").parameters
+    assert (params.frequency_penalty, params.presence_penalty, len(params.stop)) == (0.5, -0.5, 4)
+
+
+def test_a_turn_with_tool_calls_is_refused() -> None:
+    turn = {"role": "assistant", "content": None,
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}]}
+    with pytest.raises(InvalidRequestError) as exc:
+        normalize_chat({"messages": [{"role": "user", "content": "hi"}, turn,
+                                     {"role": "tool", "tool_call_id": "c1", "content": "21C"}]},
+                       tenant="t", request_id="r")
+    assert exc.value.param == "messages"
+    tool_output = normalize_chat({"messages": [{"role": "tool", "content": "21C"}]}, tenant="t", request_id="r")
+    assert tool_output.messages[0].text == "21C"  # a tool turn's text alone is still read
+
+
+def test_cache_keys_of_earlier_versions_stay_valid() -> None:
+    """The penalties came later: unset, they are not in the hashed parameters, so stored keys still match."""
+    plain = normalize_chat({"messages": [{"role": "user", "content": "hi"}], "seed": 3}, tenant="t", request_id="r")
+    assert plain.parameters.key_fields() == {"temperature": None, "top_p": None, "max_tokens": None, "stop": [],
+                                             "seed": 3}
+    set_ = normalize_chat({"messages": [{"role": "user", "content": "hi"}], "presence_penalty": 1},
+                          tenant="t", request_id="r")
+    assert set_.parameters.key_fields()["presence_penalty"] == 1.0
+    assert "frequency_penalty" not in set_.parameters.key_fields()

@@ -70,3 +70,21 @@ def test_a_recorded_prompt_with_a_broken_escape_is_repaired_for_replay() -> None
                                            "messages": [{"role": "user", "content": "cut emoji \ud83d"}]})
     req = normalize_chat(wreq.chat_body(), tenant=wreq.tenant, request_id="q1#0")
     assert req.messages[0].text == "cut emoji \ufffd"
+
+
+def test_a_recorded_turn_with_tool_calls_is_kept_as_text_for_replay() -> None:
+    """The gateway refuses a turn carrying tool calls; replay keeps the calls as the turn's text instead, so the
+    policy and the router still read the arguments (a name or an address in them is personal data)."""
+    from sovrouter.intake import normalize_chat
+    from sovrouter.workload import WorkloadRequest
+
+    wreq = WorkloadRequest.model_validate({"id": "q1", "tenant": "t", "data_class": "public", "messages": [
+        {"role": "user", "content": "book it"},
+        {"role": "assistant", "content": "Booking.", "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "book", "arguments": '{"name": "Ann Lee"}'}}]},
+        {"role": "function", "name": "book", "content": "booked"},
+        {"role": "assistant", "content": None, "function_call": {"name": "pay", "arguments": {"eur": 5}}},
+    ]})
+    req = normalize_chat(wreq.chat_body(), tenant=wreq.tenant, request_id="q1#0")
+    assert [m.text for m in req.messages] == ["book it", 'Booking.\nbook({"name": "Ann Lee"})', "booked",
+                                              'pay({"eur": 5})']

@@ -45,7 +45,19 @@ class Parameters(BaseModel):
     top_p: float | None = Field(default=None, ge=0, le=1)
     max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     stop: tuple[str, ...] = ()
-    seed: int | None = None
+    # a 64-bit integer, as upstreams read it: a larger one is the caller's 400 here, not an upstream's error
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+
+    def key_fields(self) -> dict[str, Any]:
+        """The parameters as cache keys hash them. Fields added after the first release are left out while unset,
+        so the keys of entries stored before (a persisted or shared cache over a rolling upgrade) stay valid."""
+        dumped = self.model_dump(mode="json")
+        for later in ("frequency_penalty", "presence_penalty"):
+            if dumped[later] is None:
+                del dumped[later]
+        return dumped
 
 
 class NormalizedRequest(BaseModel):

@@ -7,6 +7,11 @@ deployments that serve that modality, and so two different media never share a c
 usable reference is refused, as is any string (value or key) holding a lone UTF-16 surrogate escape
 (``"\\ud800"``): valid JSON, but not text that can be encoded, hashed or forwarded. The tenant is an argument
 (from the API key), never read from the body.
+
+Fields that change what an answer must be and that sovrouter cannot carry to every deployment (tool calling,
+``response_format`` other than text, log-probabilities, ``logit_bias``) are refused with a 400 naming the field,
+never dropped: a client that asked for tool calls or JSON must not get prose it takes for an answer, nor share a
+cache entry with a request that did not ask. An assistant turn carrying ``tool_calls`` is refused likewise.
 """
 
 from __future__ import annotations
@@ -64,7 +69,41 @@ class ChatBody(BaseModel):
     stop: str | list[str] | None = None
     seed: WholeNumber | None = None
     n: WholeNumber | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    stream_options: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
+
+
+def _unsupported(body: dict[str, Any]) -> str | None:
+    """The first field of ``body`` asking for what the gateway cannot honour (see the module docstring), or None.
+    Their empty or default forms (``tools: []``, ``tool_choice: "none"``, ``response_format: {"type": "text"}``,
+    ``logprobs: false``) are accepted: they ask for nothing more than a plain answer."""
+    for name in ("tools", "functions", "logit_bias"):
+        if body.get(name):
+            return name
+    for name in ("tool_choice", "function_call"):
+        if body.get(name) not in (None, "none"):
+            return name
+    response_format = body.get("response_format")
+    if response_format is not None and response_format != {"type": "text"}:
+        return "response_format"
+    if body.get("logprobs") not in (None, False):
+        return "logprobs"
+    if body.get("top_logprobs") not in (None, 0):
+        return "top_logprobs"
+    return None
+
+
+def _check_combinations(chat: ChatBody) -> None:
+    """What OpenAI's API also refuses: more than 4 stop sequences, ``stream_options`` on a request that does not
+    stream, several choices (one answer per request: silently returning one of ``n`` would mislead)."""
+    if chat.n not in (None, 1):
+        raise InvalidRequestError("only n=1 is supported", param="n")
+    if isinstance(chat.stop, list) and len(chat.stop) > 4:
+        raise InvalidRequestError("at most 4 stop sequences are allowed", param="stop")
+    if chat.stream_options is not None and not chat.stream:
+        raise InvalidRequestError("stream_options is only allowed when stream is true", param="stream_options")
 
 
 def _part(raw: Any) -> ContentPart:
@@ -106,6 +145,8 @@ def _message(raw: dict[str, Any]) -> Message:
     role = raw.get("role")
     if role not in ("system", "user", "assistant", "tool", "developer"):
         raise InvalidRequestError("each message needs a valid 'role'", param="messages")
+    if raw.get("tool_calls") or raw.get("function_call"):
+        raise InvalidRequestError("messages with tool calls are not supported by this gateway", param="messages")
     content = raw.get("content")
     if content is None:
         parts: tuple[ContentPart, ...] = (ContentPart(modality="text", text=""),)
@@ -129,16 +170,19 @@ def normalize_chat(
     external_id: str | None = None,
 ) -> NormalizedRequest:
     reject_lone_surrogates(body)
+    if (field := _unsupported(body)) is not None:
+        raise InvalidRequestError(f"'{field}' is not supported by this gateway", param=field)
     try:
         chat = ChatBody.model_validate(body)
-        if chat.n not in (None, 1):  # one answer per request; silently returning one of n would mislead
-            raise InvalidRequestError("only n=1 is supported", param="n")
+        _check_combinations(chat)
         params = Parameters(
             temperature=chat.temperature,
             top_p=chat.top_p,
             max_tokens=chat.max_tokens if chat.max_completion_tokens is None else chat.max_completion_tokens,
             stop=(chat.stop,) if isinstance(chat.stop, str) else tuple(chat.stop or ()),
             seed=chat.seed,
+            frequency_penalty=chat.frequency_penalty,
+            presence_penalty=chat.presence_penalty,
         )
     except ValidationError as exc:
         first = exc.errors()[0]

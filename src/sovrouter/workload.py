@@ -66,8 +66,24 @@ _ROLE_ALIASES = {"function": "tool", "ipython": "tool", "human": "user", "ai": "
 
 def _chat_message(raw: dict[str, Any]) -> dict[str, Any]:
     role = str(raw.get("role", "")).strip().lower()
-    return {**raw, "role": role if role in _ROLES else _ROLE_ALIASES.get(role, "user"),
-            "content": _chat_content(raw.get("content"))}
+    content = _chat_content(raw.get("content"))
+    calls = _tool_call_text(raw.get("tool_calls"), raw.get("function_call"))
+    if calls:  # the gateway refuses tool calls in a turn: kept as the turn's text, so policy and routing read them
+        content = ([*content, {"type": "text", "text": calls}] if isinstance(content, list)
+                   else "\n".join(x for x in (content, calls) if x))
+    rest = {k: v for k, v in raw.items() if k not in ("tool_calls", "function_call")}
+    return {**rest, "role": role if role in _ROLES else _ROLE_ALIASES.get(role, "user"), "content": content}
+
+
+def _tool_call_text(tool_calls: Any, function_call: Any) -> str:
+    """``name(arguments)`` per call of an assistant turn (OpenAI's ``tool_calls`` or the older ``function_call``)."""
+    calls = [c.get("function") for c in tool_calls if isinstance(c, dict)] if isinstance(tool_calls, list) else []
+    lines = []
+    for call in [*calls, function_call]:
+        if isinstance(call, dict):
+            args = call.get("arguments")
+            lines.append(f"{call.get('name', '')}({args if isinstance(args, str) else json.dumps(args)})")
+    return "\n".join(lines)
 
 
 def _chat_content(content: Any) -> Any:

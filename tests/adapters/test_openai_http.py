@@ -116,6 +116,14 @@ def test_body_maps_media_parts_and_developer_role() -> None:
         {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
     ]
     assert chat_endpoint("http://h:1/") == "http://h:1/v1/chat/completions"
+    assert "frequency_penalty" not in body and "presence_penalty" not in body
+
+
+def test_body_carries_the_penalties() -> None:
+    req = normalize_chat({"messages": [{"role": "user", "content": "hi"}], "frequency_penalty": 0.4,
+                          "presence_penalty": -1}, tenant="t", request_id="r")
+    body = request_body(req, "m", stream=False)
+    assert (body["frequency_penalty"], body["presence_penalty"]) == (0.4, -1.0)
     assert chat_endpoint("http://h:1/v1") == "http://h:1/v1/chat/completions"
 
 

@@ -88,6 +88,10 @@ def request_body(request: NormalizedRequest, model: str, stream: bool) -> dict[s
         body["stop"] = list(params.stop)
     if params.seed is not None:
         body["seed"] = params.seed
+    if params.frequency_penalty is not None:
+        body["frequency_penalty"] = params.frequency_penalty
+    if params.presence_penalty is not None:
+        body["presence_penalty"] = params.presence_penalty
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}

@@ -49,7 +49,7 @@ def cache_key(request: NormalizedRequest) -> str:
     body = {
         "tenant": request.tenant,
         "messages": [m.model_dump(mode="json") for m in request.messages],
-        "parameters": request.parameters.model_dump(mode="json"),
+        "parameters": request.parameters.key_fields(),
         "model": request.requested_model,
     }
     # surrogatepass: intake refuses lone surrogates, but a key must never be what fails a request

@@ -49,7 +49,7 @@ def partition_key(request: NormalizedRequest) -> str:
     body = {
         "tenant": request.tenant,
         "model": request.requested_model,
-        "parameters": request.parameters.model_dump(mode="json"),
+        "parameters": request.parameters.key_fields(),
         "system": system,
     }
     return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass")
