@@ -30,6 +30,8 @@ never contain prompt text, personal data, API keys or stack traces.
         ├── RetryBudgetExhaustedError   503
         ├── PolicyGuardError            403 (a call to a deployment outside the allowed set was refused)
         └── AllCandidatesFailedError    502 (every step of the fallback chain failed)
+            └── AllCandidatesRejectedError  400 invalid_request_error (every step refused the request itself:
+                                                a prompt past every context; the client's to fix, not to retry)
 """
 
 from __future__ import annotations
@@ -197,3 +199,13 @@ class PolicyGuardError(UpstreamError):
 
 class AllCandidatesFailedError(UpstreamError):
     code = "all_candidates_failed"
+
+
+class AllCandidatesRejectedError(AllCandidatesFailedError):
+    """Every deployment tried refused the request itself (HTTP 400/413/422: a prompt longer than every context, a
+    value a model does not take). A 400, not a 502: OpenAI's clients retry every 5xx, which turned one request
+    the client has to change into three times the plan's calls."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "upstream_rejected"

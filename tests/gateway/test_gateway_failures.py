@@ -112,6 +112,24 @@ def test_everything_down_is_a_502_without_leaks(live: Live) -> None:
     assert rec.status == "error" and rec.error_code == "all_candidates_failed"
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_request_every_model_refuses_is_a_400_the_client_does_not_retry(live: Live, stream: bool) -> None:
+    """Every upstream answering 400 (a prompt past every context) was a 502: the SDK retried it twice, three
+    times the plan's calls for a request the client has to change."""
+    live.primary.mode = live.backup.mode = "error"
+    live.primary.status = live.backup.status = 400
+    client = openai.OpenAI(base_url=live.url + "/v1", api_key=ACME_KEY, max_retries=2)
+    with pytest.raises(openai.BadRequestError) as exc:
+        out = client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "q"}],
+                                             stream=stream)
+        for _ in out if stream else ():
+            pass
+    assert exc.value.response.json()["error"]["code"] == "upstream_rejected"
+    (rec,) = live.records()  # one request, not three
+    assert rec.error_code == "upstream_rejected" and rec.calls
+    assert all(c.error == "upstream_rejected" for c in rec.calls)
+
+
 def test_everything_down_in_a_stream_is_a_502_before_the_first_byte(live: Live) -> None:
     live.primary.mode = live.backup.mode = "error"
     with pytest.raises(openai.APIStatusError) as exc:

@@ -10,7 +10,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 
 from sovrouter.contracts import Candidate, ModelCall, ModelResult, StreamChunk
-from sovrouter.errors import AllCandidatesFailedError, PolicyGuardError, UpstreamError
+from sovrouter.errors import (
+    AllCandidatesFailedError,
+    AllCandidatesRejectedError,
+    PolicyGuardError,
+    UpstreamError,
+    UpstreamRejectedError,
+)
 from sovrouter.protocols import ModelAdapter
 
 
@@ -56,5 +62,8 @@ class FallbackAdapter:
 def _all_failed(errors: list[UpstreamError]) -> UpstreamError:
     if errors and all(isinstance(e, PolicyGuardError) for e in errors):
         return errors[-1]
+    if errors and all(isinstance(e, UpstreamRejectedError) and e.request_specific for e in errors):
+        return AllCandidatesRejectedError("every model refused the request as invalid (for example, a prompt longer "
+                                          "than its context); change the request before sending it again")
     codes = ",".join(sorted({e.code for e in errors}))
     return AllCandidatesFailedError(f"every candidate failed ({codes})")
