@@ -141,12 +141,34 @@ def test_bad_input_through_the_openai_client(live: Live) -> None:
 
 
 def test_unknown_path_and_method_are_openai_shaped(live: Live) -> None:
-    _check(httpx.get(live.url + "/v1/nothing-here"), 404, "not_found_error")
-    _check(httpx.get(live.url + "/v1/chat/completions", headers=AUTH), 405, "invalid_request_error")
+    assert _check(httpx.get(live.url + "/v1/nothing-here"), 404, "not_found_error")["code"] == "not_found"
+    err = _check(httpx.get(live.url + "/v1/chat/completions", headers=AUTH), 405, "invalid_request_error")
+    assert err["code"] == "method_not_allowed"
 
 
 def test_models_needs_a_key(live: Live) -> None:
     _check(httpx.get(live.url + "/v1/models"), 401, "authentication_error")
+    _check(httpx.get(live.url + "/v1/models/auto"), 401, "authentication_error")
+
+
+def test_every_response_carries_a_request_id(live: Live) -> None:
+    """The id was on chat's responses only: a failed models call or a wrong path gave the client nothing to quote."""
+    responses = [httpx.get(live.url + "/v1/models"), httpx.get(live.url + "/v1/models", headers=AUTH),
+                 httpx.get(live.url + "/v1/nothing-here"), httpx.get(live.url + "/v1/chat/completions"),
+                 httpx.get(live.url + "/health"), _post(live, b"{nope")]
+    ids = [r.headers.get("x-sovrouter-request-id") for r in responses]
+    assert all(ids) and len(set(ids)) == len(ids)
+    chat = _post(live, _body())
+    assert chat.headers.get_list("x-sovrouter-request-id") == [live.records()[-1].request_id]  # chat's own, once
+
+
+def test_models_can_be_retrieved_one_by_one(live: Live) -> None:
+    listed = [m.id for m in live.client().models.list()]
+    assert "auto" in listed and len(listed) > 1
+    for model in listed:
+        assert live.client().models.retrieve(model).id == model
+    with pytest.raises(openai.NotFoundError):
+        live.client().models.retrieve("no-such-model")
 
 
 def test_one_record_per_authenticated_request_none_for_unauthenticated(live: Live) -> None:

@@ -49,6 +49,7 @@ from sovrouter.gateway.auth import KeyRing
 from sovrouter.gateway.batches import mount_batches
 from sovrouter.gateway.errors import error_response, install_handlers, internal_error_response, log
 from sovrouter.gateway.headers import data_class_header, read_limited
+from sovrouter.gateway.request_id import RequestIdMiddleware
 from sovrouter.gateway.sse import ChatFormatter
 from sovrouter.intake import normalize_chat
 from sovrouter.pipeline import Outcome, Pipeline
@@ -177,16 +178,30 @@ class Gateway:
         events = _events(ChatFormatter(rid, int(time.time())), ready, queue, include_usage)
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
+    def _model_ids(self, request: Request) -> list[str]:
+        """``auto`` and the slots the key's tenant may use (raises on a bad key)."""
+        tenant = self.keys.tenant_for(request.headers.get("authorization"))
+        return ["auto", *(slot.id for slot in self.pipeline.catalog.slots
+                          if any(d.available_for(tenant) for d in slot.deployments))]
+
     async def models(self, request: Request) -> Response:
         try:
-            tenant = self.keys.tenant_for(request.headers.get("authorization"))
+            ids = self._model_ids(request)
         except SovrouterError as exc:
             return error_response(exc)
-        data = [{"id": "auto", "object": "model", "created": 0, "owned_by": "sovrouter"}]
-        for slot in self.pipeline.catalog.slots:
-            if any(d.available_for(tenant) for d in slot.deployments):
-                data.append({"id": slot.id, "object": "model", "created": 0, "owned_by": "sovrouter"})
+        data = [_model_object(x) for x in ids]
         return Response(json.dumps({"object": "list", "data": data}).encode(), media_type=_JSON)
+
+    async def model(self, request: Request) -> Response:
+        """``GET /v1/models/{model}`` (``client.models.retrieve``): one of the listed models, else 404."""
+        try:
+            ids = self._model_ids(request)
+            wanted = request.path_params["model"]
+            if wanted not in ids:
+                raise NotFoundError("the model does not exist or is not available to this key", param="model")
+        except SovrouterError as exc:
+            return error_response(exc)
+        return Response(json.dumps(_model_object(wanted)).encode(), media_type=_JSON)
 
     async def health(self, request: Request) -> Response:
         return Response(b'{"status":"ok"}', media_type=_JSON)
@@ -253,6 +268,10 @@ async def _events(fmt: ChatFormatter, ready: list[_Item], queue: asyncio.Queue[_
             pending.append(queue.get_nowait())
 
 
+def _model_object(model: str) -> dict[str, Any]:
+    return {"id": model, "object": "model", "created": 0, "owned_by": "sovrouter"}
+
+
 def create_app(
     pipeline: Pipeline,
     settings: Settings,
@@ -284,9 +303,11 @@ def create_app(
     app = FastAPI(title="sovrouter", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.gateway = gateway
     install_handlers(app)
+    app.add_middleware(RequestIdMiddleware, new_id=gateway.request_ids)
     # The hot path is a plain Starlette route (no FastAPI dependency solving: it reads the raw body itself).
     app.router.routes.append(Route("/v1/chat/completions", gateway.chat, methods=["POST"]))
     app.add_api_route("/v1/models", gateway.models, methods=["GET"], include_in_schema=False)
+    app.router.routes.append(Route("/v1/models/{model:path}", gateway.model, methods=["GET"]))
     app.add_api_route("/health", gateway.health, methods=["GET"], include_in_schema=False)
     app.add_api_route("/ready", gateway.ready, methods=["GET"], include_in_schema=False)
     if batches is not None:

@@ -59,7 +59,8 @@ def install_handlers(app: FastAPI) -> None:
         status = exc.status_code
         type_ = _HTTP_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
         msg = "not found" if status == 404 else "method not allowed" if status == 405 else "request failed"
-        return Response(error_body(msg, type_, type_ if status != 404 else "not_found"), status_code=status,
+        code = {404: "not_found", 405: "method_not_allowed"}.get(status, type_)
+        return Response(error_body(msg, type_, code), status_code=status,
                         media_type="application/json", headers=getattr(exc, "headers", None))
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
