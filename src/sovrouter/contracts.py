@@ -80,8 +80,14 @@ class NormalizedRequest(BaseModel):
 
     @property
     def prompt_text(self) -> str:
-        """All text of the request, in order (what detection and classification read)."""
+        """All text of the messages, in order (what classification reads)."""
         return "\n".join(m.text for m in self.messages)
+
+    @property
+    def forwarded_text(self) -> str:
+        """Every string the request sends upstream: the messages' text, then the stop sequences, one per line.
+        What personal-data detection reads: a stop sequence leaves with the request like a message does."""
+        return "\n".join([self.prompt_text, *self.parameters.stop])
 
     @property
     def user_text(self) -> str:
@@ -110,7 +116,9 @@ class Detection(BaseModel):
     unscanned: list[str] = Field(default_factory=list, description=(
         "modalities present that the detector cannot read (image, audio, video): treated as personal data"))
     request_language: str | None = Field(default=None, description=(
-        "the language of the user's turns as the policy reads it: identified with confidence, else unknown"))
+        "the language of the last user turn identified with confidence (the turn being answered), else unknown"))
+    request_languages: list[str] = Field(default_factory=list, description=(
+        "every language identified with confidence in the user's turns, one per turn read, each once"))
 
     @property
     def has_personal_data(self) -> bool:

@@ -13,7 +13,7 @@ from sovrouter.catalog import Catalog, Tenants
 from sovrouter.clock import WallClock
 from sovrouter.config import Settings
 from sovrouter.contracts import Candidate, Detection, NormalizedRequest
-from sovrouter.detect.detector import FailClosedDetector, PiiDetector, segments
+from sovrouter.detect.detector import FailClosedDetector, PiiDetector, language_fields, segments
 from sovrouter.errors import DetectionTimeoutError
 from sovrouter.intake import normalize_chat
 from sovrouter.policy.cedar import CedarPolicy
@@ -110,13 +110,11 @@ POLISH = "Proszę streścić ten list o historii Krakowa w trzech zdaniach."
 def test_the_policy_reads_the_language_identified_not_one_the_ner_prefers() -> None:
     """``language_of`` prefers en/de/fr whenever they are in the top three (to pick a NER model): given to the
     policy it read Dutch as French and Polish as German, so a language rule never fired."""
-    from sovrouter.detect.detector import request_language
-
-    assert request_language(_req(DUTCH)) == "nl"
-    assert request_language(_req(POLISH)) == "pl"
+    assert language_fields(_req(DUTCH))["request_language"] == "nl"
+    assert language_fields(_req(POLISH))["request_language"] == "pl"
     mixed = normalize_chat({"messages": [{"role": "system", "content": "You are a helpful assistant for archives."},
                                          {"role": "user", "content": DUTCH}]}, tenant="t", request_id="r")
-    assert request_language(mixed) == "nl"  # the user's turns, not the English system prompt
+    assert language_fields(mixed) == {"request_language": "nl", "request_languages": ["nl"]}  # not the system's
     det = PiiDetector().detect(_req(DUTCH))
     assert det.request_language == "nl" and det.language in ("en", "de", "fr")  # the routing feature unchanged
 
@@ -126,6 +124,34 @@ def test_a_failed_detection_keeps_the_language_rules() -> None:
     strict on failure, not more."""
     det = FailClosedDetector(_Broken()).detect(_req(DUTCH))
     assert det.failed and det.request_language == "nl"
+
+
+ENGLISH = ("I am cataloguing letters for our archive and need help with the one below. It was found in a box "
+           "of correspondence from the harbour office, and I would like a short summary for the catalogue entry. "
+           "Please keep the names of places as they are written, and note anything unusual about the dates. ") * 2
+
+
+def _turns(*texts: str, tenant: str = "heritage-archive") -> NormalizedRequest:
+    messages: list[dict[str, str]] = []
+    for text in texts:
+        messages += [{"role": "user", "content": text}, {"role": "assistant", "content": "Of course."}]
+    return normalize_chat({"messages": messages[:-1]}, tenant=tenant, request_id="r")
+
+
+def test_every_user_turn_is_read_for_its_language() -> None:
+    """The language was read from the first 400 characters of all user text: a Dutch request behind a long English
+    first turn was English, and the rule about unsupported languages did not fire."""
+    assert language_fields(_turns(ENGLISH, DUTCH)) == {"request_language": "nl", "request_languages": ["en", "nl"]}
+    assert language_fields(_turns(DUTCH, ENGLISH)) == {"request_language": "en", "request_languages": ["nl", "en"]}
+    assert FailClosedDetector(_Broken()).detect(_turns(ENGLISH, DUTCH)).request_languages == ["en", "nl"]
+
+
+def test_stop_sequences_are_scanned_like_the_messages() -> None:
+    """``stop`` goes upstream with the request, but detection read the messages only: personal data placed there
+    was judged absent and left the premises."""
+    req = normalize_chat({"messages": [{"role": "user", "content": "Summarise the visit."}],
+                          "stop": ["jane.roe@gmail.com"]}, tenant="clinic-ca", request_id="r")
+    assert "EMAIL" in PiiDetector().detect(req).pii_types
 
 
 def test_media_the_detector_cannot_read_counts_as_personal_data() -> None:
@@ -151,6 +177,28 @@ async def test_an_unsupported_language_is_refused_end_to_end(catalog: Catalog, t
     out = await pipe.handle(_req(text, tenant="heritage-archive"))
     assert (out.record.status == "refused") is refused
     assert (sum(a.calls for a in adapters.values()) == 0) is refused
+
+
+@pytest.mark.parametrize("texts", [(ENGLISH, DUTCH), (DUTCH, ENGLISH)])
+async def test_an_unsupported_language_in_any_turn_is_refused_end_to_end(catalog: Catalog, tenants: Tenants,
+                                                                         texts: tuple[str, str]) -> None:
+    sink = MemorySink()
+    pipe, adapters = _pipeline(catalog, tenants, sink)
+    pipe.detector = FailClosedDetector(PiiDetector())
+    out = await pipe.handle(_turns(*texts))
+    assert out.record.status == "refused" and sum(a.calls for a in adapters.values()) == 0
+
+
+async def test_personal_data_in_a_stop_sequence_stays_on_premises(catalog: Catalog, tenants: Tenants) -> None:
+    sink = MemorySink()
+    pipe, _ = _pipeline(catalog, tenants, sink)
+    pipe.detector = FailClosedDetector(PiiDetector())
+    req = normalize_chat({"messages": [{"role": "user", "content": "Summarise the visit."}],
+                          "stop": ["jane.roe@gmail.com"]}, tenant="clinic-ca", request_id="r")
+    out = await pipe.handle(req)
+    on_premises = {f"{s.id}/{d.id}" for s, d in catalog.pairs() if d.on_premises}
+    assert "EMAIL" in out.record.detected_pii_types
+    assert out.record.final is not None and out.record.final.key in on_premises
 
 
 async def test_media_takes_the_strictest_branch_for_every_tenant(catalog: Catalog, tenants: Tenants) -> None:

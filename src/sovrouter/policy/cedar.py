@@ -6,7 +6,7 @@ Policies, schema and version live in ``data/policy/`` (see ``manifest.json``). E
 - resource ``Deployment::"<slot>/<deployment>"`` with the catalog's slot, region, on_premises, compute,
   licence kind (``open-weights`` / ``proprietary`` / ``unknown``), languages and available_to;
 - context: declared and effective data class (and its rank), personal data present, detection failed, detected
-  types, request language.
+  types, the last user turn's language and every language identified in the user's turns.
 
 Fail closed, two ways (``docs/sovereignty.md``): a failed detection arrives as personal data of unknown type and
 the request as ``restricted``; a failed evaluation (engine error, any policy evaluation error, or over the time
@@ -174,6 +174,8 @@ class CedarPolicy:
             "detected_types": sorted(detection.pii_types),
             "language": detection.request_language or "",
             "language_known": bool(detection.request_language),
+            "languages": sorted(set(detection.request_languages) | (
+                {detection.request_language} if detection.request_language else set())),
         }
         tenant_uid = json.dumps(request.tenant)  # quoted and escaped as a Cedar string literal
         batch = [{"principal": f"Tenant::{tenant_uid}", "action": ACTION,
