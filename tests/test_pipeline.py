@@ -208,3 +208,41 @@ async def test_a_request_cancelled_mid_call_still_gets_its_record(catalog: Catal
     call = record.calls[0]
     expected = catalog.cost_usd(call.candidate.slot, call.candidate.deployment, call.input_tokens, 0)
     assert call.input_tokens > 0 and call.cost_usd == expected > 0 and record.cost_usd == expected
+
+
+def _moved(catalog: Catalog, slot: str, deployment: str, **facts: object) -> Catalog:
+    moved = catalog.model_copy(deep=True)
+    dep = moved.deployment(slot, deployment)
+    for name, value in facts.items():
+        setattr(dep, name, value)
+    return moved
+
+
+def test_the_catalog_fingerprint_reads_what_the_policy_reads_not_prices(catalog: Catalog) -> None:
+    fp = catalog.policy_fingerprint()
+    assert fp == catalog.model_copy(deep=True).policy_fingerprint()
+    assert _moved(catalog, "sovereign-large", "us-east", region="EU").policy_fingerprint() != fp
+    assert _moved(catalog, "sovereign-large", "us-east", on_premises=True).policy_fingerprint() != fp
+    assert _moved(catalog, "sovereign-large", "us-east", available_to=["eurobank"]).policy_fingerprint() != fp
+    assert _moved(catalog, "sovereign-large", "us-east", price_multiplier=3.0).policy_fingerprint() == fp
+
+
+async def test_an_answer_stored_under_another_catalog_is_never_served(catalog: Catalog, tenants: Tenants,
+                                                                     tmp_path: object) -> None:
+    """A hit was checked by the deployment's name only, under the current catalog: once ``us-east`` was declared
+    in the EU, the answer it computed while in the US was served to a confidential eurobank request."""
+    path = str(tmp_path / "cache.sqlite")  # type: ignore[operator]
+    body = {"model": "sovereign-large/us-east", "messages": [{"role": "user", "content": "Summarise our Q3 memo."}]}
+    us_east = Candidate(slot="sovereign-large", deployment="us-east")
+
+    def run(cat: Catalog, rid: str, data_class: str) -> object:
+        pipe = assemble(_settings(), cat, tenants, _all_fake(cat), WallClock(), MemorySink(), cache_path=path)
+        return pipe.handle(normalize_chat(body, tenant="eurobank", request_id=rid, data_class=data_class))
+
+    first = await run(catalog, "r1", "public")  # type: ignore[misc]
+    assert first.record.status == "ok" and first.record.final == us_east
+    moved = _moved(catalog, "sovereign-large", "us-east", region="EU")
+    second = await run(moved, "r2", "confidential")  # type: ignore[misc]
+    assert second.record.status == "ok" and second.record.cache.kind == "miss" and second.record.calls
+    third = await run(moved, "r3", "confidential")  # type: ignore[misc]
+    assert third.record.cache.kind == "exact"  # the same catalog still finds its own entries

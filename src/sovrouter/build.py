@@ -78,11 +78,13 @@ def make_router(settings: Settings, catalog: Catalog, tenants: Tenants,
     return BaselineRouter(catalog, tenants, deployments), NullClassifier()
 
 
-def make_exact_cache(settings: Settings, clock: Clock, cache_path: str) -> ResponseCache:
+def make_exact_cache(settings: Settings, clock: Clock, cache_path: str, scope: str = "") -> ResponseCache:
     """This instance's SQLite cache; with ``cache.shared``, a Redis cache shared by every instance for the
-    requests its scope admits (:mod:`sovrouter.cache.split`)."""
+    requests its scope admits (:mod:`sovrouter.cache.split`). ``scope``: the catalog's policy fingerprint, in
+    every key (an entry stored under another catalog never matches)."""
     local = ExactCache(clock, cache_path, ttl_s=settings.cache.ttl_s, enabled=settings.cache.exact_enabled,
-                       max_entries=settings.cache.exact_max_entries, purge_every_s=settings.cache.purge_every_s)
+                       max_entries=settings.cache.exact_max_entries, purge_every_s=settings.cache.purge_every_s,
+                       scope=scope)
     shared = settings.cache.shared
     if shared is None or not settings.cache.exact_enabled:
         return local
@@ -92,12 +94,12 @@ def make_exact_cache(settings: Settings, clock: Clock, cache_path: str) -> Respo
     remote = RedisExactCache.from_url(clock, shared.url, password=env_secret(shared.password_env, "cache.shared"),
                                       ttl_s=settings.cache.ttl_s,
                                       prefix=shared.key_prefix, lock_ttl_s=shared.lock_ttl_s,
-                                      wait_s=shared.wait_s, op_timeout_s=shared.op_timeout_s)
+                                      wait_s=shared.wait_s, op_timeout_s=shared.op_timeout_s, scope=scope)
     return SplitCache(remote, local, SharedScope.of(shared.tenants, shared.max_class))
 
 
-def make_cache(settings: Settings, clock: Clock, cache_path: str) -> ResponseCache:
-    exact = make_exact_cache(settings, clock, cache_path)
+def make_cache(settings: Settings, clock: Clock, cache_path: str, scope: str = "") -> ResponseCache:
+    exact = make_exact_cache(settings, clock, cache_path, scope)
     if not settings.cache.semantic_enabled:
         return exact
     from sovrouter.cache.layered import LayeredCache  # the embedding model loads only when chosen
@@ -115,7 +117,7 @@ def make_cache(settings: Settings, clock: Clock, cache_path: str) -> ResponseCac
         store = SQLiteEntryStore(Path(cache_path).with_name("semantic.sqlite"), verifier.embedder, main.dim)
     semantic = SemanticCache(clock, main, verifier, ttl_s=settings.cache.ttl_s, alt_embedder=alt,
                              max_entries=settings.cache.semantic_max_entries,
-                             purge_every_s=settings.cache.purge_every_s, store=store)
+                             purge_every_s=settings.cache.purge_every_s, store=store, scope=scope)
     shared = settings.cache.shared
     if shared is None or not shared.share_semantic:
         return LayeredCache(exact, semantic)
@@ -156,7 +158,7 @@ def assemble(
         classifier=classifier,
         router=router,
         executor=Executor(adapters=wired),
-        cache=make_cache(settings, clock, cache_path),
+        cache=make_cache(settings, clock, cache_path, catalog.policy_fingerprint()),
         records=records,
         clock=clock,
         load=load if isinstance(deployments, LatencyAwareDeployment) else None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Iterator
@@ -121,6 +122,20 @@ class Catalog(BaseModel):
         for slot in self.slots:
             for dep in slot.deployments:
                 yield slot, dep
+
+    def policy_fingerprint(self) -> str:
+        """A digest of what the catalog says about each deployment, prices and latencies aside: region, premises,
+        compute, tenants, modalities, upstream, the slot's licence and languages... Caches key their entries
+        with it, so an answer stored while a deployment was declared one way (a region, an audience) is never
+        served after the catalog declares it another: the policy check at a hit reads only the deployment's
+        name, under the current catalog."""
+        facts = []
+        for slot in self.slots:
+            deployments = [d.model_dump(mode="json", exclude={"latency", "price_multiplier"})
+                           for d in slot.deployments]
+            facts.append({**slot.model_dump(mode="json", exclude={"price_usd_per_mtok", "deployments"}),
+                          "deployments": deployments})
+        return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
 
     def cost_usd(self, slot_id: str, deployment_id: str, input_tokens: int, output_tokens: int) -> float:
         slot = self.slot(slot_id)

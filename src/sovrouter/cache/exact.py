@@ -45,12 +45,15 @@ _LOW_WATER = 0.9  # eviction brings the table down to this share of max_entries
 log = logging.getLogger(__name__)
 
 
-def cache_key(request: NormalizedRequest) -> str:
+def cache_key(request: NormalizedRequest, scope: str = "") -> str:
+    """``scope``: the catalog's :meth:`~sovrouter.catalog.Catalog.policy_fingerprint` (entries stored under
+    another catalog never match); empty, the key of earlier versions."""
     body = {
         "tenant": request.tenant,
         "messages": [m.model_dump(mode="json") for m in request.messages],
         "parameters": request.parameters.key_fields(),
         "model": request.requested_model,
+        **({"catalog": scope} if scope else {}),
     }
     # surrogatepass: intake refuses lone surrogates, but a key must never be what fails a request
     return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass")
@@ -59,10 +62,12 @@ def cache_key(request: NormalizedRequest) -> str:
 
 class ExactCache:
     def __init__(self, clock: Clock, path: str | Path = ":memory:", ttl_s: float = 3600.0,
-                 enabled: bool = True, *, max_entries: int | None = None, purge_every_s: float = 60.0) -> None:
+                 enabled: bool = True, *, max_entries: int | None = None, purge_every_s: float = 60.0,
+                 scope: str = "") -> None:
         if max_entries is not None and max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self.clock = clock
+        self.scope = scope
         self.ttl_ms = ttl_s * 1000.0
         self.enabled = enabled
         self.max_entries = max_entries
@@ -82,7 +87,7 @@ class ExactCache:
         if not self.enabled:
             return CacheOutcome(kind="bypass"), None
         self._purge_expired_if_due()
-        key = cache_key(request)
+        key = cache_key(request, self.scope)
         while True:
             hit = self._get(key, allowed)
             if hit is not None:
@@ -115,7 +120,7 @@ class ExactCache:
     async def store(self, request: NormalizedRequest, detection: Detection, result: ModelResult) -> None:
         if not self.enabled:
             return
-        key = self._leading.get(request.request_id) or cache_key(request)
+        key = self._leading.get(request.request_id) or cache_key(request, self.scope)
         now = self.clock.now_ms()
         try:
             self._db.execute(
@@ -167,7 +172,7 @@ class ExactCache:
         """The leader failed (or finished without storing): let a waiter try."""
         if self.enabled:
             key = self._leading.pop(request.request_id, None)
-            self._land(key if key is not None else cache_key(request))
+            self._land(key if key is not None else cache_key(request, self.scope))
 
     def _land(self, key: str) -> None:
         flight = self._flights.pop(key, None)

@@ -52,8 +52,9 @@ _FAILURES = (RedisError, OSError, asyncio.TimeoutError)
 class RedisExactCache:
     def __init__(self, clock: Clock, client: aioredis.Redis, *, ttl_s: float = 3600.0, prefix: str = "sovrouter",
                  lock_ttl_s: float = 60.0, wait_s: float = 30.0, poll_s: tuple[float, float] = (0.01, 0.2),
-                 op_timeout_s: float = 0.5) -> None:
+                 op_timeout_s: float = 0.5, scope: str = "") -> None:
         self.clock = clock
+        self.scope = scope  # the catalog's fingerprint, in every key (cache_key)
         self.client = client
         self.ttl_ms = int(ttl_s * 1000)
         self.prefix = prefix
@@ -77,7 +78,7 @@ class RedisExactCache:
     # ------------------------------------------------------------------ ResponseCache
     async def lookup(self, request: NormalizedRequest, detection: Detection,
                      allowed: Sequence[Candidate]) -> tuple[CacheOutcome, ModelResult | None]:
-        key = cache_key(request)
+        key = cache_key(request, self.scope)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.wait_s
         try:
@@ -113,7 +114,7 @@ class RedisExactCache:
 
     async def store(self, request: NormalizedRequest, detection: Detection, result: ModelResult) -> None:
         lead = self._leading.get(request.request_id)
-        key = lead[0] if lead is not None else cache_key(request)
+        key = lead[0] if lead is not None else cache_key(request, self.scope)
         now = self.clock.now_ms()
         value = json.dumps({"expires_ms": now + self.ttl_ms, "source_request_id": request.request_id,
                             "result": result.model_dump(mode="json")}, ensure_ascii=False)

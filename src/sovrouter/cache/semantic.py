@@ -44,13 +44,15 @@ class Entry:
     result: ModelResult
 
 
-def partition_key(request: NormalizedRequest) -> str:
+def partition_key(request: NormalizedRequest, scope: str = "") -> str:
+    """``scope`` as in :func:`sovrouter.cache.exact.cache_key`."""
     system = [m.text for m in request.messages if m.role in ("system", "developer")]
     body = {
         "tenant": request.tenant,
         "model": request.requested_model,
         "parameters": request.parameters.key_fields(),
         "system": system,
+        **({"catalog": scope} if scope else {}),
     }
     return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass")
                           ).hexdigest()
@@ -87,12 +89,13 @@ class _Pending:
 class SemanticCache:
     def __init__(self, clock: Clock, embedder: Embedder, verifier: PairVerifier, ttl_s: float = 3600.0,
                  alt_embedder: Embedder | None = None, *, max_entries: int | None = None,
-                 purge_every_s: float = 60.0, store: EntryStore | None = None) -> None:
+                 purge_every_s: float = 60.0, store: EntryStore | None = None, scope: str = "") -> None:
         if verifier.alt_embedder is not None and alt_embedder is None:
             raise ConfigError(f"this pair verifier needs the {verifier.alt_embedder} embedding model as well")
         if max_entries is not None and max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self.clock = clock
+        self.scope = scope  # the catalog's fingerprint, in every partition key
         self.embedder = embedder
         self.alt_embedder = alt_embedder
         self.verifier = verifier
@@ -126,7 +129,7 @@ class SemanticCache:
         if pending is None:
             text = request.user_text
             vector = self.embedder.embed([text])[0]
-            pending = _Pending(partition_key(request), text, vector)
+            pending = _Pending(partition_key(request, self.scope), text, vector)
             self._pending[request.request_id] = pending
         return pending
 
