@@ -304,3 +304,21 @@ async def test_a_batch_that_waited_past_its_window_expires_without_calling_upstr
     assert sum(a.calls for a in adapters) == 0  # a zero timeout still let `concurrency` lines reach upstream
     assert service.get("acme-us", batch.id).request_counts.failed == 8
     await service.aclose()
+
+
+async def test_a_tenant_delisted_from_the_store_gets_no_more_lines_stored(tmp_path: Path, catalog: Catalog,
+                                                                         tenants: Tenants) -> None:
+    """Uploads and creates checked the store's tenant list, running did not: a batch queued before the tenant was
+    delisted still ran after a restart and wrote its answers into a store its policy no longer allows."""
+    pipeline, adapters = make_pipeline(catalog, tenants, delay_s=0.02)
+    first = BatchService(tmp_path, pipeline, concurrency=2, tenants=["acme-us"])
+    f = first.upload("acme-us", "in.jsonl", "batch", batch_file(5))
+    batch = first.create("acme-us", CreateBatch(input_file_id=f.id, **CHAT))  # queued: this instance never runs it
+    first.store.close()
+    second = BatchService(tmp_path, pipeline, concurrency=2, tenants=["eurobank"])  # acme-us delisted
+    await second.start()
+    await _until(second, batch.id, ("failed",))
+    failed = second.get("acme-us", batch.id)
+    assert failed.errors is not None and [e.code for e in failed.errors.data] == ["store_not_allowed"]
+    assert sum(a.calls for a in adapters) == 0 and failed.output_file_id is None
+    await second.aclose()

@@ -150,6 +150,9 @@ class CreateBatch(BaseModel):
     output_expires_after: ExpiresAfter | None = None
 
 
+_NOT_ALLOWED = BatchError(code="store_not_allowed",
+                          message="this tenant's policy no longer allows its batch data in the shared batch store")
+
 class BatchService:
     """See the module docstring. ``start()`` in the serving loop before use, ``aclose()`` at shutdown.
 
@@ -374,6 +377,12 @@ class BatchService:
         if batch.status != "in_progress":  # closed meanwhile (a cancel on this instance)
             await asyncio.to_thread(self.store.release, batch_id, self.instance)
             return
+        if self.tenants is not None and tenant not in self.tenants:
+            # the tenant was delisted since the batch was created: none of its data may go into the store any more
+            # (fail closed); the lines answered before are closed into its files
+            log.warning("batch %s: its tenant is no longer listed for the batch store; failed", batch_id)
+            await self._end(batch_id, "failed", _NOT_ALLOWED)
+            return
         task = asyncio.create_task(self._run(tenant, batch))
         self._running[batch_id] = task
         beat = asyncio.create_task(self._heartbeat(batch_id, task))
@@ -452,9 +461,9 @@ class BatchService:
             end = "cancelled"
         await self._end(batch.id, end)
 
-    async def _end(self, batch_id: str, end: BatchEnd) -> None:
+    async def _end(self, batch_id: str, end: BatchEnd, error: BatchError | None = None) -> None:
         """:meth:`_finish` in a worker thread; a shutdown waits for it (it writes the result files)."""
-        job = asyncio.ensure_future(asyncio.to_thread(self._finish, batch_id, end=end))
+        job = asyncio.ensure_future(asyncio.to_thread(self._finish, batch_id, end=end, error=error))
         self._finishing.add(job)
         job.add_done_callback(self._finishing.discard)
         await asyncio.shield(job)
@@ -464,7 +473,7 @@ class BatchService:
         done = {x.get("id") for x in self.store.results(batch.id)}
         return [line for line in self._lines(tenant, batch) if _line_id(batch.id, line.line_no) not in done]
 
-    def _finish(self, batch_id: str, *, end: BatchEnd) -> None:
+    def _finish(self, batch_id: str, *, end: BatchEnd, error: BatchError | None = None) -> None:
         """Split the stored results into the output and error files and close the batch, in one transaction
         (what was answered is kept whatever the end). Does nothing once the lease is another instance's."""
         for _ in range(8):  # a concurrent change (a cancel, a line stored late) refuses the finish: read again
@@ -504,8 +513,8 @@ class BatchService:
                 batch.status, batch.expired_at = "expired", now
             elif end == "failed":
                 batch.status, batch.failed_at = "failed", now
-                batch.errors = BatchErrors(data=[BatchError(code="internal_error",
-                                                            message="the batch stopped on an internal error")])
+                batch.errors = BatchErrors(data=[error or BatchError(code="internal_error",
+                                                                     message="the batch stopped on an internal error")])
             else:
                 batch.status, batch.completed_at = "completed", now
             if self.store.finish(batch_id, self.instance, stored.version, _meta(batch), files, len(stored_lines)):
