@@ -46,6 +46,18 @@ def check_output(path: str | Path) -> None:
         raise ConfigError(f"cannot create the output folder {p.parent} ({exc.strerror})") from None
 
 
+def check_output_dir(path: str | Path) -> None:
+    """:func:`check_output` for a command that writes a folder of files: it is created if missing; an existing
+    file in its place is a clear error now."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"output {p} is a file, not a folder")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the output folder {p} ({exc.strerror})") from None
+
+
 @contextlib.contextmanager
 def atomic_text(path: str | Path) -> Iterator[IO[str]]:
     """A UTF-8 text stream that becomes ``path`` only when the block ends without an error. A symlink is

@@ -22,3 +22,18 @@ def test_out_of_range_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main([a.format(t=tmp_path) for a in argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("sovrouter: ") and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["records", "export", "--url", "postgresql+psycopg://u@127.0.0.1:9/none", "--out", "{t}"], "is a directory"),
+    (["weakness", "--db", "{t}/none.sqlite", "--out", "{t}/file.txt"], "is a file, not a folder"),
+    (["recalibrate", "--db", "{t}/none.sqlite", "--out", "{t}"], "is a directory"),
+    (["train-answer-shape", "--workload", "{t}/none", "--out", "{t}"], "is a directory"),
+])
+def test_outputs_are_checked_before_the_work(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str],
+                                             said: str) -> None:
+    """These read a database or fit a model first and only then failed on their output, with a traceback."""
+    (tmp_path / "file.txt").write_text("x")
+    assert main([a.format(t=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sovrouter: ") and said in err and "Traceback" not in err

@@ -15,6 +15,7 @@ from sovrouter.evalloop.observations import observations
 from sovrouter.evalloop.offline import load_records, offline_signals
 from sovrouter.evalloop.recalibrate import detect_drift, drifted_slots, fit_recalibration, samples_from
 from sovrouter.evalloop.signals import QualitySignal, stored_signals
+from sovrouter.fileio import check_output
 from sovrouter.workload import load_scores, resolve
 
 
@@ -36,6 +37,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.min_n < 2:  # a map needs samples to fit and hold out (an sklearn traceback on empty folds otherwise)
         raise ConfigError("--min-n must be at least 2")
+    check_output(args.out)
     records = load_records(args.db, args.records)
     signals: list[QualitySignal] = stored_signals(args.signals)
     if args.workload is not None:

@@ -32,6 +32,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def export(args: argparse.Namespace) -> int:
     if args.url is not None:
         url = database_url(args.url, args.password_env, "records")
+        check_output(args.out)
         try:
             n = export_shared(url, args.out)
         except SQLAlchemyError as exc:

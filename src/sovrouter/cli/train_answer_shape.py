@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from sovrouter.fileio import check_output
 from sovrouter.intake import normalize_chat
 from sovrouter.speculative.answer_shape_train import build_rows, fit, out_of_fold, report
 from sovrouter.workload import load_requests, load_responses, resolve
@@ -27,6 +28,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output(args.out)
     paths = resolve(args.workload, args.split)
     requests = {rid: normalize_chat(r.chat_body(), tenant=r.tenant, request_id=rid)
                 for rid, r in load_requests(paths).items()}

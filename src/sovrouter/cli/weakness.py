@@ -21,6 +21,7 @@ from sovrouter.evalloop.offline import load_records, offline_signals, records_fr
 from sovrouter.evalloop.signals import QualitySignal, shared_signals, stored_signals
 from sovrouter.evalloop.weakness import WeaknessSettings, analyse
 from sovrouter.evalloop.weakness_report import write_report
+from sovrouter.fileio import check_output_dir
 from sovrouter.replay.decisions import read_decisions
 from sovrouter.store.shared_records import read_all_shared
 from sovrouter.store.sql import database_url
@@ -57,6 +58,7 @@ def _shared(url: str, password_env: str | None) -> tuple[list[RequestRecord], li
 def run(args: argparse.Namespace) -> int:
     if args.min_n < 2 or not 0.0 < args.alpha < 1.0 or not 0.0 <= args.min_gap < 1.0:  # NaN fails each too
         raise ConfigError("--min-n must be at least 2, --alpha in (0, 1), --min-gap in [0, 1)")
+    check_output_dir(args.out)
     shared: list[QualitySignal] = []
     if args.decisions is not None:
         if args.workload is None:
@@ -72,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
         responses = load_responses(paths) if paths.file("responses") is not None else None
         signals += list(offline_signals(records, load_scores(paths), responses))
     if not signals:
-        raise ConfigError("no quality signals: give --signals and/or --workload")
+        given = " in the given signal store (it fills from /v1/feedback, shadow sampling and the format checks)" \
+            if args.signals is not None or args.url is not None else ": give --signals and/or --workload"
+        raise ConfigError("no quality signals" + given)
     obs = observations(records, signals)
     report = analyse(obs, WeaknessSettings(min_n=args.min_n, min_gap=args.min_gap, alpha=args.alpha))
     written = write_report(report, args.out)
