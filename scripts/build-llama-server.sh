@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build llama.cpp's C++ `llama-server` (not a project dependency: only bench/prefix_engine_load_real.py uses it)
+# Build llama.cpp's C++ `llama-server` (not a project dependency: only benchmarks use it, see the README)
 # from the llama.cpp sources vendored in llama-cpp-python's sdist, the version the project pins, offline from
 # PyPI. ~8 min on 2 cores. Prints the binary's path.
 #

@@ -205,7 +205,8 @@ def model_card(report: dict[str, Any], meta: dict[str, Any]) -> str:
         f"{cv['off_frontier_cache_hits_off']*100:.1f}% of events served without a frontier-accelerator call "
         "(`sovrouter report` terms: the reference pays every event, a cache hit makes no call); with the exact "
         f"cache on for both: cost {cv['cost_ratio']*100:.1f}%, {cv['off_frontier']*100:.1f}% off frontier", "",
-        f"Shipped thresholds: `{json.dumps(report['shipped_thresholds'])}` (high-value tenants: x{HIGH_FACTOR}).", "",
+        f"Shipped thresholds: `{json.dumps(report['shipped_thresholds'])}` (high-value tenants: stricter, "
+        f"x{HIGH_FACTOR} a positive threshold and /{HIGH_FACTOR} a negative one).", "",
         "Calibration (out-of-fold, all domains): " + ", ".join(
             f"{k}: ECE {v['all']['ece']}, AUC {v['all']['auc']}" for k, v in cal.items()), "",
         "Limits: trained on six public benchmarks' answer sets; new task types fall back on the prompt priors and "
