@@ -104,8 +104,10 @@ def screen(code: str, expr: str) -> bool:
     return all(t is not None and safe_tree(t, _DENY) for t in trees)
 
 
-def run_question(text: str, timeout_s: float = 3.0) -> str | None:
-    """``repr`` of the asked expression's value, or ``None`` (no question, unsafe, failed, or timed out)."""
+def run_question(text: str, timeout_s: float = 10.0) -> str | None:
+    """``repr`` of the asked expression's value, or ``None`` (no question, unsafe, failed, or timed out). The run is
+    bounded by its 2 s of CPU time; ``timeout_s`` is only a backstop for a loaded machine (the snippet cannot
+    sleep or wait): at 3 s (until 2026-11-28) load alone could turn an answer check into "no evidence"."""
     found = find_question(text)
     if found is None or not screen(*found):
         return None
