@@ -79,7 +79,10 @@ class ExactCache:
         self._next_purge_ms = -1.0  # the first call purges what an earlier run left behind
         self._purged = self._evicted = self._errors = 0
         self._rows_at_most = self._count()  # an upper bound on the row count, exact after each check
-        self._flights: dict[str, asyncio.Future[None]] = {}
+        # key -> the leader's flight; its result: True when the leader stored an answer (look again), False when it
+        # gave up (its waiters go upstream at once, side by side: handing the lead to one waiter after another
+        # made k identical requests during an outage take k times one request's worst case, one after another)
+        self._flights: dict[str, asyncio.Future[bool]] = {}
         self._leading: dict[str, str] = {}  # request id of a flight's leader -> its key (hashed once per miss)
 
     async def lookup(self, request: NormalizedRequest, detection: Detection,
@@ -97,7 +100,8 @@ class ExactCache:
                 self._flights[key] = asyncio.get_running_loop().create_future()
                 self._leading[request.request_id] = key
                 return CacheOutcome(kind="miss"), None
-            await asyncio.shield(flight)  # the leader stored an answer or gave up; look again
+            if not await asyncio.shield(flight):
+                return CacheOutcome(kind="miss"), None  # the leader gave up: go upstream now, without leading
 
     def _get(self, key: str, allowed: Sequence[Candidate]) -> tuple[CacheOutcome, ModelResult] | None:
         row = self._db.execute(
@@ -130,12 +134,12 @@ class ExactCache:
         except (sqlite3.Error, ValueError) as exc:  # ValueError: an answer that does not serialise
             self._errors += 1
             log.warning("exact cache: an answer was not stored (%s)", type(exc).__name__)
-            self._land(key)
+            self._land(key, stored=False)
             return
         self._rows_at_most += 1  # a replaced row counts too: an over-estimate, corrected by _bound
         self._purge_expired_if_due()
         self._bound()
-        self._land(key)
+        self._land(key, stored=True)
 
     def entry_count(self) -> int:
         """Rows held, expired ones not yet purged included."""
@@ -169,15 +173,16 @@ class ExactCache:
         self._rows_at_most = rows
 
     async def release(self, request: NormalizedRequest) -> None:
-        """The leader failed (or finished without storing): let a waiter try."""
-        if self.enabled:
-            key = self._leading.pop(request.request_id, None)
-            self._land(key if key is not None else cache_key(request, self.scope))
+        """The request's lead ends; if it stored nothing (it failed), its waiters go upstream themselves. A request
+        that did not lead (it went upstream after a failed lead) releases nothing."""
+        key = self._leading.pop(request.request_id, None)
+        if key is not None:
+            self._land(key, stored=False)
 
-    def _land(self, key: str) -> None:
+    def _land(self, key: str, *, stored: bool) -> None:
         flight = self._flights.pop(key, None)
         if flight is not None and not flight.done():
-            flight.set_result(None)
+            flight.set_result(stored)
 
     def close(self) -> None:
         self._db.close()

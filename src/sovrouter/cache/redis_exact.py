@@ -64,7 +64,8 @@ class RedisExactCache:
         self.op_timeout_s = op_timeout_s
         self.stats: Counter[str] = Counter()  # hits, misses, leads, waits, store, errors (read by tests, benches)
         self._release_script = client.register_script(_RELEASE)
-        self._flights: dict[str, asyncio.Future[None]] = {}  # key -> this process's leader or poller
+        self._flights: dict[str, asyncio.Future[bool]] = {}  # key -> this process's leader or poller
+        self._answered: set[str] = set()  # request ids that stored an answer, until their release
         self._leading: dict[str, tuple[str, str]] = {}  # request id -> (key, lock token)
         self._instance = secrets.token_hex(4)
 
@@ -89,25 +90,37 @@ class RedisExactCache:
                     return hit
                 flight = self._flights.get(key)
                 if flight is not None:  # someone in this process leads or polls for this key
-                    await asyncio.shield(flight)
-                    continue
+                    if await asyncio.shield(flight):
+                        continue  # an answer may be stored: look again
+                    self.stats["leader_gave_up"] += 1  # go upstream now, side by side with the other waiters
+                    return CacheOutcome(kind="miss"), None
                 # this request leads or polls for the process (registered before any await: one per key)
                 self._flights[key] = loop.create_future()
                 token = f"{self._instance}:{request.request_id}"
                 try:
                     led = await self._call(self.client.set(self._lock(key), token, nx=True, px=self.lock_ttl_ms))
                 except BaseException:
-                    self._land(key)
+                    self._land(key, look_again=False)
                     raise
                 if led:
                     self._leading[request.request_id] = (key, token)
                     self.stats["leads"] += 1
                     return CacheOutcome(kind="miss"), None
                 if loop.time() >= deadline:  # another instance leads for too long: serve this one ourselves
-                    self._land(key)
+                    self._land(key, look_again=False)
                     self.stats["wait_expired"] += 1
                     return CacheOutcome(kind="miss"), None
-                await self._poll(key, deadline)
+                if await self._poll(key, deadline):  # the lock went; the leader stored an answer, or gave up
+                    try:
+                        gave_up = await self._get(key, allowed) is None
+                    except BaseException:
+                        self._land(key, look_again=False)
+                        raise
+                    if gave_up:  # go upstream now, and so do this process's waiters
+                        self._land(key, look_again=False)
+                        self.stats["leader_gave_up"] += 1
+                        return CacheOutcome(kind="miss"), None
+                self._land(key, look_again=True)
         except _FAILURES as exc:
             self._failed("lookup", exc)
             return CacheOutcome(kind="miss"), None
@@ -121,11 +134,14 @@ class RedisExactCache:
         try:
             await self._call(self.client.set(self._entry(key), value, px=self.ttl_ms))
             self.stats["stores"] += 1
+            self._answered.add(request.request_id)
         except _FAILURES as exc:
             self._failed("store", exc)
         # the pipeline calls release() next, which ends the lead and wakes the waiters
 
     async def release(self, request: NormalizedRequest) -> None:
+        answered = request.request_id in self._answered
+        self._answered.discard(request.request_id)
         lead = self._leading.pop(request.request_id, None)
         if lead is None:
             return
@@ -134,7 +150,7 @@ class RedisExactCache:
             await self._call(self._release_script(keys=[self._lock(key)], args=[token]))
         except _FAILURES as exc:
             self._failed("release", exc)  # the lock expires by itself after lock_ttl_s
-        self._land(key)
+        self._land(key, look_again=answered)
 
     def cache_gauges(self) -> dict[str, float]:
         return {f"shared_exact_{name}_total": float(n) for name, n in self.stats.items()}
@@ -170,9 +186,10 @@ class RedisExactCache:
             return None  # produced on a deployment this request may not use: never served
         return CacheOutcome(kind="exact", source_request_id=source, source_candidate=result.candidate), result
 
-    async def _poll(self, key: str, deadline: float) -> None:
+    async def _poll(self, key: str, deadline: float) -> bool:
         """Another instance holds the lock: wait (as this process's only poller for the key) until the entry
-        lands, the lock is gone or the deadline passes; then wake this process's other waiters."""
+        lands, the lock is gone or the deadline passes. True when the lock went (the leader ended: with an entry,
+        or having given up); the caller then wakes this process's other waiters (on an error, this does)."""
         loop = asyncio.get_running_loop()
         self.stats["waits"] += 1
         delay = self.poll_s[0]
@@ -184,16 +201,20 @@ class RedisExactCache:
                 await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
                 delay = min(delay * 2, self.poll_s[1])
                 if not stale and await self._call(self.client.exists(self._entry(key))):
-                    return
+                    return False
                 if not await self._call(self.client.exists(self._lock(key))):
-                    return
-        finally:
-            self._land(key)
+                    return True
+        except BaseException:
+            self._land(key, look_again=False)
+            raise
+        return False
 
-    def _land(self, key: str) -> None:
+    def _land(self, key: str, *, look_again: bool) -> None:
+        """End this process's flight for ``key``: its waiters look again (an answer may be stored), or go
+        upstream at once (the leader gave up)."""
         flight = self._flights.pop(key, None)
         if flight is not None and not flight.done():
-            flight.set_result(None)
+            flight.set_result(look_again)
 
     def _failed(self, op: str, exc: BaseException) -> None:
         self.stats["errors"] += 1
