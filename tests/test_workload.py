@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 import pytest
@@ -42,11 +41,6 @@ def test_bad_inputs_are_clear_errors(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="no requests"):
         load_replay_inputs(tmp_path / "empty")
-    write_workload(tmp_path / "w", n_requests=4, seed=3)
-    with gzip.open(tmp_path / "w" / "stream.jsonl.gz", "at", encoding="utf-8") as fh:
-        fh.write('{"seq": 999, "request_id": "rq-unknown", "t_ms": 1}\n')
-    with pytest.raises(ConfigError, match="unknown request ids"):
-        load_replay_inputs(tmp_path / "w")
     write_workload(tmp_path / "v", n_requests=4, seed=3)
     (tmp_path / "v" / "responses.jsonl.gz").write_bytes(b"not json")
     with pytest.raises(ConfigError, match=r"responses.jsonl.gz line 1: invalid"):
@@ -88,3 +82,19 @@ def test_a_recorded_turn_with_tool_calls_is_kept_as_text_for_replay() -> None:
     req = normalize_chat(wreq.chat_body(), tenant=wreq.tenant, request_id="q1#0")
     assert [m.text for m in req.messages] == ["book it", 'Booking.\nbook({"name": "Ann Lee"})', "booked",
                                               'pay({"eur": 5})']
+
+
+def test_a_latency_not_given_copies_its_sibling_and_a_value_in_capitals_is_read() -> None:
+    """The README says two deployments' latency "was not specified" and that they copy their sibling's; a file
+    writing that as null (or leaving it out), or a tenant's value as "High", refused the whole workload."""
+    from sovrouter.catalog import Catalog, Tenants
+
+    dep = {"region": "EU", "compute": "gpu"}
+    catalog = Catalog.model_validate({"slots": [{"id": "s", "price_usd_per_mtok": {"input": 1, "output": 2},
+                                                 "deployments": [{**dep, "id": "a", "latency": None},
+                                                                 {**dep, "id": "b", "latency": {"ttft_ms": 80,
+                                                                                                "tokens_per_s": 50}},
+                                                                 {**dep, "id": "c"}]}]})
+    assert [d.latency.ttft_ms for d in catalog.slots[0].deployments] == [80, 80, 80]
+    tenants = Tenants.model_validate({"tenants": [{"id": "t", "value": "High"}, {"id": "u", "value": " standard"}]})
+    assert [t.value for t in tenants.tenants] == ["high", "standard"]

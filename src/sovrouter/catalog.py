@@ -7,9 +7,9 @@ import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from sovrouter.errors import ConfigError
 
@@ -83,6 +83,20 @@ class Slot(BaseModel):
     price_usd_per_mtok: Price
     deployments: list[Deployment]
 
+    @model_validator(mode="before")
+    @classmethod
+    def _unspecified_latency(cls, data: Any) -> Any:
+        """A deployment whose latency is not given (left out or null) copies its first sibling's, as the workload
+        README says of two deployments "not specified"."""
+        if not isinstance(data, dict) or not isinstance(data.get("deployments"), list):
+            return data
+        deps = data["deployments"]
+        known = next((d["latency"] for d in deps if isinstance(d, dict) and d.get("latency") is not None), None)
+        if known is None:
+            return data
+        fixed = [{**d, "latency": known} if isinstance(d, dict) and d.get("latency") is None else d for d in deps]
+        return {**data, "deployments": fixed}
+
 
 class Catalog(BaseModel):
     """The slots and their deployments. ``(slot id, deployment id)`` is unique."""
@@ -144,12 +158,16 @@ class Catalog(BaseModel):
         return (input_tokens * price.input + output_tokens * price.output) / 1e6 * dep.price_multiplier
 
 
+def _lower(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
 class Tenant(BaseModel):
     model_config = ConfigDict(extra="allow")
     id: str
     name: str = ""
     jurisdiction: str = ""
-    value: Literal["standard", "high"] = "standard"
+    value: Annotated[Literal["standard", "high"], BeforeValidator(_lower)] = "standard"
     share: float | None = None
     policy: str = ""
     latency_budget_ms: float | None = Field(

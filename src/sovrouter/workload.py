@@ -10,27 +10,37 @@ Each data file may be gzip (``.jsonl.gz``; recognised by its magic bytes) or pla
 :func:`load_replay_inputs` reads only what the router may see at serving time (catalog, tenants, requests,
 responses, stream); it never opens the score or label files. :func:`load_scores` and :func:`load_labels` are
 for the offline evaluation only.
+
+What another producer of the same format may write differently is read, not refused (every stream event must
+get its decision): ids written as numbers (read as text, and written back in decisions as the file wrote
+them), a declared data class in another case (``"Public"``; one missing, null or unknown is ``restricted``: fail
+closed), stream lines without ``seq`` (numbered in file order after the highest given), an identical request line
+twice, a null response (treated as missing) or missing token counts (estimated from the text). A stream event
+naming a request the requests file lacks gets an error decision in replay.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import logging
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from sovrouter.adapters.replay import RecordedResponse
 from sovrouter.catalog import Catalog, Tenants
-from sovrouter.contracts import DataClass
+from sovrouter.contracts import DATA_CLASS_ORDER, DataClass
 from sovrouter.errors import ConfigError
 from sovrouter.fileio import open_text
 from sovrouter.intake import PART_TYPES
 from sovrouter.unicode import repair_strings
+
+log = logging.getLogger(__name__)
 
 REPLAY_FILES = ("requests", "responses", "stream")
 EVAL_FILES = ("scores", "labels")
@@ -42,14 +52,37 @@ class WorkloadMessage(BaseModel):
     content: Any
 
 
+def _declared_class(value: Any) -> Any:
+    """``"Public"`` is public; a missing, null or unknown class is ``restricted`` (the strictest: fail closed)."""
+    text = value.strip().lower() if isinstance(value, str) else None
+    return text if text in DATA_CLASS_ORDER else "restricted"
+
+
+DeclaredClass = Annotated[DataClass, BeforeValidator(_declared_class)]
+_LENIENT = ConfigDict(extra="ignore", frozen=True, coerce_numbers_to_str=True)  # ids written as numbers
+
+
 class WorkloadRequest(BaseModel):
     """A line of ``requests.jsonl.gz``: what the router sees."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = _LENIENT
     id: str
     tenant: str
-    data_class: DataClass
+    data_class: DeclaredClass = "restricted"
     messages: list[WorkloadMessage] = Field(min_length=1)
+    id_as_written: int | None = Field(default=None, exclude=True, description="the id, when written as a number")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_a_numeric_id(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("id"), int) and not isinstance(data.get("id"), bool):
+            return {**data, "id_as_written": data["id"]}
+        return data
+
+    @property
+    def written_id(self) -> str | int:
+        """The id as the requests file wrote it (what decisions carry back)."""
+        return self.id if self.id_as_written is None else self.id_as_written
 
     def chat_body(self) -> dict[str, Any]:
         """The chat body the gateway would get. Replay answers every event, so what the gateway would refuse in
@@ -105,25 +138,44 @@ def _chat_content(content: Any) -> Any:
 
 
 class WorkloadResponse(BaseModel):
-    """A line of ``responses.jsonl.gz``: what slot ``model`` answered to ``request_id``."""
+    """A line of ``responses.jsonl.gz``: what slot ``model`` answered to ``request_id`` (``None``: no answer
+    recorded, as if the line were missing). Token counts left out are estimated from the text."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = _LENIENT
     request_id: str
     model: str
-    response: str
-    input_tokens: int = Field(ge=0)
-    output_tokens: int = Field(ge=0)
+    response: str | None
+    input_tokens: int | None = Field(default=None, ge=0)
+    output_tokens: int | None = Field(default=None, ge=0)
 
 
 class StreamEvent(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-    seq: int = Field(ge=0)
+    model_config = _LENIENT
+    seq: int | None = Field(default=None, ge=0, description="None until load_stream numbers it")
     request_id: str
     t_ms: float = Field(ge=0)
+    request_id_as_written: int | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_a_numeric_id(cls, data: Any) -> Any:
+        rid = data.get("request_id") if isinstance(data, dict) else None
+        if isinstance(rid, int) and not isinstance(rid, bool):
+            return {**data, "request_id_as_written": rid}
+        return data
+
+    @property
+    def written_request_id(self) -> str | int:
+        return self.request_id if self.request_id_as_written is None else self.request_id_as_written
+
+    @property
+    def order(self) -> int:
+        assert self.seq is not None, "load_stream numbers every event"
+        return self.seq
 
 
 class Score(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = _LENIENT
     request_id: str
     model: str
     score: float = Field(ge=0, le=1)
@@ -133,7 +185,7 @@ class Score(BaseModel):
 class Label(BaseModel):
     """Ground truth of ``labels.jsonl.gz`` (offline evaluation only, never routing)."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = _LENIENT
     id: str
     source: str = ""
     source_item_id: str = ""
@@ -245,26 +297,50 @@ class ReplayInputs:
 
 
 def load_requests(paths: WorkloadPaths) -> dict[str, WorkloadRequest]:
+    """Requests by id. A line repeated as is counts once; two different requests under one id keep the first
+    (with a warning): every event still gets its decision."""
     out: dict[str, WorkloadRequest] = {}
     for r in iter_jsonl(paths.require("requests"), WorkloadRequest):
         if r.id in out:
-            raise ConfigError(f"requests: duplicate request id {r.id}")
+            if r != out[r.id]:
+                log.warning("requests: two different requests share the id %s; the first is used", r.id)
+            continue
         out[r.id] = r
     return out
 
 
-def load_responses(paths: WorkloadPaths) -> dict[tuple[str, str], RecordedResponse]:
+def load_responses(paths: WorkloadPaths,
+                   requests: dict[str, WorkloadRequest] | None = None) -> dict[tuple[str, str], RecordedResponse]:
+    """Recorded answers by (request id, slot); a null answer is left out (as if not recorded). Token counts
+    left out are estimated (~4 characters a token): the input's from the request's text when ``requests`` has
+    it, else from the answer's length."""
     out: dict[tuple[str, str], RecordedResponse] = {}
     for r in iter_jsonl(paths.require("responses"), WorkloadResponse):
-        out[(r.request_id, r.model)] = RecordedResponse(
-            response=r.response, input_tokens=r.input_tokens, output_tokens=r.output_tokens
-        )
+        if r.response is None:
+            continue
+        tokens_in = r.input_tokens
+        if tokens_in is None:
+            req = (requests or {}).get(r.request_id)
+            text = "\n".join(json.dumps(m.content, ensure_ascii=False) for m in req.messages) if req else ""
+            tokens_in = _estimate_tokens(text)
+        tokens_out = r.output_tokens if r.output_tokens is not None else _estimate_tokens(r.response)
+        out[(r.request_id, r.model)] = RecordedResponse(response=r.response, input_tokens=tokens_in,
+                                                        output_tokens=tokens_out)
     return out
 
 
+def _estimate_tokens(text: str) -> int:
+    return (len(text) + 3) // 4
+
+
 def load_stream(paths: WorkloadPaths) -> list[StreamEvent]:
-    """Stream events in arrival order (by ``seq``; ``seq`` values must be unique)."""
-    events = sorted(iter_jsonl(paths.require("stream"), StreamEvent), key=lambda e: e.seq)
+    """Stream events in arrival order (by ``seq``; ``seq`` values must be unique). Events written without a
+    ``seq`` are numbered in file order after the highest one given."""
+    events = list(iter_jsonl(paths.require("stream"), StreamEvent))
+    given = [e.seq for e in events if e.seq is not None]
+    following = itertools.count(max(given, default=-1) + 1)
+    events = [e if e.seq is not None else e.model_copy(update={"seq": next(following)}) for e in events]
+    events.sort(key=lambda e: e.order)
     for a, b in itertools.pairwise(events):
         if a.seq == b.seq:
             raise ConfigError(f"stream: duplicate seq {a.seq}")
@@ -272,18 +348,21 @@ def load_stream(paths: WorkloadPaths) -> list[StreamEvent]:
 
 
 def load_replay_inputs(directory: str | Path, split: str | None = None) -> ReplayInputs:
+    """What replay reads. Events naming a request the requests file lacks are kept: replay gives each an error
+    decision (a warning says how many)."""
     paths = resolve(directory, split)
     requests = load_requests(paths)
     stream = load_stream(paths)
     unknown = [e.seq for e in stream if e.request_id not in requests]
     if unknown:
-        raise ConfigError(f"stream: {len(unknown)} events name unknown request ids (first seq {unknown[0]})")
+        log.warning("stream: %d events name request ids the requests file lacks (first seq %s): each gets an "
+                    "error decision", len(unknown), unknown[0])
     return ReplayInputs(
         paths=paths,
         catalog=Catalog.load(paths.catalog),
         tenants=Tenants.load(paths.tenants),
         requests=requests,
-        responses=load_responses(paths),
+        responses=load_responses(paths, requests),
         stream=stream,
     )
 

@@ -52,10 +52,25 @@ def test_gzip_is_recognised_by_content_not_name(tmp_path: Path) -> None:
     assert read_pairs(gz_named_plain) == read_pairs(plain_named_gz) == read_pairs(write(tmp_path / "p.gz", ROWS))
 
 
-@pytest.mark.parametrize("bad_id", [None, True, [1], {"a": 1}])
+@pytest.mark.parametrize("bad_id", [True, [1], {"a": 1}])
 def test_id_that_is_not_a_string_or_number_is_a_clear_error(tmp_path: Path, bad_id: object) -> None:
     with pytest.raises(ConfigError, match="id must be"):
         read_pairs(write(tmp_path / "p.jsonl.gz", [{**ROWS[0], "id": bad_id}]))
+
+
+def test_what_another_writer_may_write_is_read_not_refused(tmp_path: Path) -> None:
+    """One null id, one question written as a number, a NaN (pandas' empty question) or a missing key refused
+    the whole file: no decision at all."""
+    path = tmp_path / "p.jsonl.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as fh:
+        fh.write(json.dumps({**ROWS[0], "id": None}) + "\n")
+        fh.write('{"id": "n", "q1": 1984, "q2": NaN}\n')
+        fh.write('{"id": "m", "q1": "Why is the sky blue?"}\n')
+    pairs = read_pairs(path)
+    assert [(p.id, p.q1, p.q2) for p in pairs] == [
+        (0, ROWS[0]["q1"], ROWS[0]["q2"]), ("n", "1984", ""), ("m", "Why is the sky blue?", "")]
+    decisions, _ = evaluate_pairs(pairs, HashingEmbedder(384), PairVerifier.cosine_only(0.7))
+    assert [d["id"] for d in decisions] == [0, "n", "m"] and not decisions[1]["hit"] and not decisions[2]["hit"]
 
 
 def test_decisions_in_file_order(tmp_path: Path) -> None:
@@ -86,12 +101,12 @@ def test_a_question_with_no_text_gets_a_miss_and_is_never_cached(tmp_path: Path)
 def test_bad_file_is_a_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl.gz"
     with gzip.open(bad, "wt") as fh:
-        fh.write('{"q1": "x"}\n')
-    with pytest.raises(ConfigError):
+        fh.write('["q1", "x"]\n')
+    with pytest.raises(ConfigError, match="not a JSON object"):
         read_pairs(bad)
     with gzip.open(bad, "wt") as fh:
-        fh.write('{"q1": "x", "q2": 7}\n')
-    with pytest.raises(ConfigError, match="strings or null"):
+        fh.write('{"q1": "x", "q2": ["a"]}\n')
+    with pytest.raises(ConfigError, match="text, numbers or null"):
         read_pairs(bad)
 
 

@@ -206,3 +206,39 @@ def test_messages_the_gateway_would_refuse_still_get_a_decision(tmp_path: Path,
     assert all(by_request[r["id"]].final is not None for r in requests[:5])
     assert by_request[requests[5]["id"]].final is None and by_request[requests[5]["id"]].calls == []
     assert not list(out.parent.glob(".d.jsonl.partial*"))
+
+
+def test_what_another_producer_of_the_format_may_write_still_gets_every_decision(tmp_path: Path) -> None:
+    """Found in review (2026-11-28): each of these refused the whole workload, so replay wrote no decision at all.
+    Numeric ids, a class in another case or left out, stream lines without ``seq``, an event naming a request the
+    file lacks, an identical request line twice, a null answer and answers without token counts."""
+    wl = write_workload(tmp_path / "wl", n_requests=12, seed=5)
+    base_inputs, base = _replay(tmp_path / "wl")
+    numeric = {r["id"]: 1000 + i for i, r in enumerate(wl.requests)}
+    requests = [{**r, "id": numeric[r["id"]]} for r in wl.requests]
+    requests[0]["data_class"] = requests[0]["data_class"].upper()
+    requests.append(dict(requests[1]))  # the same line twice
+    responses = [{k: v for k, v in {**r, "request_id": numeric[r["request_id"]]}.items()
+                  if k not in ("input_tokens", "output_tokens")} for r in wl.responses]
+    stream = [{"request_id": numeric[e["request_id"]], "t_ms": e["t_ms"]} for e in wl.stream]  # no seq
+    stream.append({"request_id": 999_999, "t_ms": stream[-1]["t_ms"] + 1})  # a request the file lacks
+    write_jsonl(tmp_path / "wl" / "requests.jsonl.gz", requests)
+    write_jsonl(tmp_path / "wl" / "responses.jsonl.gz", responses)
+    write_jsonl(tmp_path / "wl" / "stream.jsonl.gz", stream)
+    assert main(["replay", "--workload", str(tmp_path / "wl"), "--out", str(tmp_path / "d.jsonl")]) == 0
+    written = [json.loads(x) for x in (tmp_path / "d.jsonl").read_text().splitlines()]
+    assert [d["seq"] for d in written] == list(range(len(stream)))  # every event, numbered in file order
+    assert [d["request_id"] for d in written] == [e["request_id"] for e in stream]  # numbers, as written
+    assert written[-1]["final"] is None and written[-1]["calls"] == []  # the unknown request: an error decision
+    routes = [(d["final"], d["calls"]) for d in written[:-1]]
+    assert routes == [(b.model_dump()["final"], b.model_dump()["calls"]) for b in base]  # same routing as before
+    _check_valid(base_inputs, base)
+
+
+def test_a_missing_or_unknown_class_is_read_as_restricted() -> None:
+    from sovrouter.workload import WorkloadRequest
+
+    msgs = [{"role": "user", "content": "hi"}]
+    read = [WorkloadRequest.model_validate({"id": "a", "tenant": "t", "messages": msgs, **extra}).data_class
+            for extra in ({}, {"data_class": None}, {"data_class": "secret"}, {"data_class": " Internal "})]
+    assert read == ["restricted", "restricted", "restricted", "internal"]

@@ -56,14 +56,27 @@ def read_pairs(path: str | Path, with_labels: bool = False) -> list[Pair]:
                 if not line.strip():
                     continue
                 row = json.loads(line)
-                q1, q2 = ("" if row[k] is None else row[k] for k in ("q1", "q2"))  # null: a question with no text
-                if not isinstance(q1, str) or not isinstance(q2, str):
-                    raise ValueError(f"line {i + 1}: q1 and q2 must be strings or null")
+                if not isinstance(row, dict):
+                    raise ValueError(f"line {i + 1}: not a JSON object")
+                q1, q2 = (_question(row.get(k), i) for k in ("q1", "q2"))
                 dup = bool(row["duplicate"]) if with_labels and "duplicate" in row else None
-                out.append(Pair(_pair_id(row.get("id", i)), q1, q2, dup))
+                raw_id = row.get("id")
+                out.append(Pair(_pair_id(i if raw_id is None else raw_id), q1, q2, dup))
     except (OSError, EOFError, ValueError, KeyError, TypeError, zlib.error) as exc:
         raise ConfigError(f"cannot read pairs file {p}: {exc}") from exc
     return out
+
+
+def _question(value: object, i: int) -> str:
+    """A question's text: missing, null or NaN (how pandas writes QQP's empty questions) is no text, which is
+    never cached and always a miss; a number is its digits."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise ValueError(f"line {i + 1}: q1 and q2 must be text, numbers or null")
 
 
 def _pair_id(raw: object) -> str | int | float:

@@ -80,7 +80,7 @@ def plan(sample: DemoSample, options: DemoOptions) -> list[PlannedRequest]:
         elif options.pin_every >= 2 and i % options.pin_every == options.pin_every - 1:
             model = FRONTIER_SLOT  # the tenant's policy decides whether that is allowed
         out.append(PlannedRequest(
-            seq=event.seq, request_id=req.id, tenant=req.tenant, data_class=req.data_class,
+            seq=event.order, request_id=req.id, tenant=req.tenant, data_class=req.data_class,
             model=model,
             stream=options.stream_every > 0 and i % options.stream_every == options.stream_every - 1,
             messages=req.chat_body()["messages"],

@@ -76,7 +76,7 @@ def records_from_decisions(decisions: Iterable[Decision], inputs: ReplayInputs) 
     known = {(s.id, dep.id) for s, dep in inputs.catalog.pairs()}
     pairs = [Candidate(slot=s.id, deployment=d.id) for s, d in inputs.catalog.pairs()]
     for d in decisions:
-        req = inputs.requests.get(d.request_id)
+        req = inputs.requests.get(d.workload_id)
         if req is None:
             raise ConfigError(f"decisions: seq {d.seq} names request {d.request_id} absent from the workload")
         facts = Facts(tenant=req.tenant, data_class=req.data_class, personal_data=bool(d.detected.pii_types))
@@ -86,14 +86,14 @@ def records_from_decisions(decisions: Iterable[Decision], inputs: ReplayInputs) 
             raise ConfigError(f"decisions: seq {d.seq} names a deployment the workload's catalog does not have")
         calls = []
         for r in d.calls:
-            resp = inputs.responses.get((d.request_id, r.model))
+            resp = inputs.responses.get((d.workload_id, r.model))
             tin, tout = (resp.input_tokens, resp.output_tokens) if resp is not None else (0, 0)
             calls.append(CallAttempt(candidate=Candidate(slot=r.model, deployment=r.deployment), outcome="ok",
                                      input_tokens=tin, output_tokens=tout,
                                      cost_usd=inputs.catalog.cost_usd(r.model, r.deployment, tin, tout)))
         final = Candidate(slot=d.final.model, deployment=d.final.deployment) if d.final is not None else None
         out.append(RequestRecord(
-            request_id=f"{d.request_id}#{d.seq}", external_id=d.request_id, tenant=req.tenant,
+            request_id=f"{d.workload_id}#{d.seq}", external_id=d.workload_id, tenant=req.tenant,
             data_class=req.data_class, effective_class=req.data_class, modalities=["text"], arrived_ms=0.0,
             status="ok" if final is not None else "refused",
             error_code=None if final is not None else "no_allowed_deployment", final=final, calls=calls,

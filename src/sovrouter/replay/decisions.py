@@ -42,12 +42,17 @@ class Detected(BaseModel):
 class Decision(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     seq: int = Field(ge=0)
-    request_id: str
+    request_id: str | int = Field(description="the request's id as the workload wrote it (text, or a number)")
     calls: list[Route] = Field(default_factory=list)
     final: Route | None = None
     cache: CacheRef | None = None
     detected: Detected = Detected()
     decision_ms: float = Field(default=0.0, ge=0)
+
+    @property
+    def workload_id(self) -> str:
+        """The request id as the workload loader keys it (text)."""
+        return str(self.request_id)
 
 
 def write_decisions(decisions: Iterable[Decision], path: str | Path) -> int:

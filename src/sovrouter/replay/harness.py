@@ -105,7 +105,11 @@ async def replay_async(
     statuses: dict[str, int] = {}
     total = len(inputs.stream)
     for i, event in enumerate(inputs.stream):
-        wreq = inputs.requests[event.request_id]
+        wreq = inputs.requests.get(event.request_id)
+        if wreq is None:  # the requests file lacks it: the event still gets its (error) decision
+            decisions.append(Decision(seq=event.order, request_id=event.written_request_id))
+            statuses["error"] = statuses.get("error", 0) + 1
+            continue
         clock.set(event.t_ms)
         request_id = f"{wreq.id}#{event.seq}"
         try:
@@ -118,20 +122,20 @@ async def replay_async(
                 external_id=wreq.id,
             )
         except SovrouterError:  # a request the gateway would refuse with a 400: its event still gets a decision
-            decisions.append(Decision(seq=event.seq, request_id=wreq.id))
+            decisions.append(Decision(seq=event.order, request_id=wreq.written_id))
             statuses["error"] = statuses.get("error", 0) + 1
             continue
         outcome = await pipeline.handle(request)
-        decisions.append(_decision(event.seq, wreq.id, outcome.record, seq_of))
+        decisions.append(_decision(event.order, wreq.written_id, outcome.record, seq_of))
         statuses[outcome.record.status] = statuses.get(outcome.record.status, 0) + 1
         if outcome.record.status == "ok":
-            seq_of[request_id] = event.seq
+            seq_of[request_id] = event.order
         if progress is not None:
             progress(i + 1, total)
     return decisions, statuses
 
 
-def _decision(seq: int, workload_id: str, record: RequestRecord, seq_of: dict[str, int]) -> Decision:
+def _decision(seq: int, workload_id: str | int, record: RequestRecord, seq_of: dict[str, int]) -> Decision:
     cache: CacheRef | None = None
     if record.status == "ok" and record.cache.kind in ("exact", "semantic"):
         src = record.cache.source_request_id

@@ -12,10 +12,9 @@ from sovrouter.workload import (
     Label,
     StreamEvent,
     WorkloadRequest,
-    WorkloadResponse,
-    iter_jsonl,
     load_labels,
     load_requests,
+    load_responses,
     load_scores,
     load_stream,
     resolve,
@@ -66,11 +65,11 @@ class EvalData:
 
 def load_eval_data(directory: str | Path, split: str | None = None) -> EvalData:
     paths = resolve(directory, split)
-    tokens = {(r.request_id, r.model): (r.input_tokens, r.output_tokens)
-              for r in iter_jsonl(paths.require("responses"), WorkloadResponse)}
+    requests = load_requests(paths)
+    tokens = {key: (r.input_tokens, r.output_tokens) for key, r in load_responses(paths, requests).items()}
     return EvalData(
         catalog=Catalog.load(paths.catalog),
-        requests=load_requests(paths),
+        requests=requests,
         tokens=tokens,
         scores=load_scores(paths),
         labels=load_labels(paths),

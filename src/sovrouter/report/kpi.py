@@ -59,12 +59,12 @@ def validate(data: EvalData, decisions: Sequence[Decision]) -> list[str]:
     problems += [f"seq {s}: decision for an event not in the stream" for s in sorted(set(by_seq) - stream_seqs)]
     known = {(s.id, dep.id) for s, dep in data.catalog.pairs()}
     for e in data.stream:
-        found = by_seq.get(e.seq)
+        found = by_seq.get(e.order)
         if found is None:
             problems.append(f"seq {e.seq}: no decision")
             continue
         d = found
-        if d.request_id != e.request_id:
+        if d.workload_id != e.request_id:
             problems.append(f"seq {e.seq}: request_id does not match the stream")
         for r in [*d.calls, *([d.final] if d.final else [])]:
             if (r.model, r.deployment) not in known:
@@ -85,7 +85,7 @@ def evaluate_events(data: EvalData, decisions: Sequence[Decision]) -> list[Event
     by_seq = {d.seq: d for d in decisions}
     out: list[EventEval] = []
     for d in sorted(decisions, key=lambda x: x.seq):
-        rid = d.request_id
+        rid = d.workload_id
         facts = data.facts(rid)
         ref_slot, ref_dep = reference_route(data.catalog, facts)
         quality = 0.0
@@ -96,7 +96,7 @@ def evaluate_events(data: EvalData, decisions: Sequence[Decision]) -> list[Event
             if d.cache is None:
                 quality = data.score(rid, d.final.model)
             else:
-                src_rid = by_seq[d.cache.source_seq].request_id
+                src_rid = by_seq[d.cache.source_seq].workload_id
                 other_item = not data.same_item(rid, src_rid)
                 quality = 0.0 if other_item else data.score(rid, d.final.model)
                 cross_tenant = data.requests[src_rid].tenant != facts.tenant
