@@ -246,3 +246,18 @@ async def test_an_answer_stored_under_another_catalog_is_never_served(catalog: C
     assert second.record.status == "ok" and second.record.cache.kind == "miss" and second.record.calls
     third = await run(moved, "r3", "confidential")  # type: ignore[misc]
     assert third.record.cache.kind == "exact"  # the same catalog still finds its own entries
+
+
+async def test_a_timed_out_call_is_priced_for_its_prompt(catalog: Catalog, tenants: Tenants) -> None:
+    """A timeout cost nothing in the record, while the upstream had the prompt and may have generated (a
+    cancelled call was already priced so): slow outages were under-counted."""
+    from sovrouter.errors import UpstreamTimeoutError
+
+    sink = MemorySink()
+    adapters = {c: FailingAdapter(c, error=UpstreamTimeoutError("no first token in time")) for c in _all_fake(catalog)}
+    p = assemble(_settings(), catalog, tenants, adapters, WallClock(), sink)
+    out = await p.handle(_req(rid="r1"))
+    assert out.record.status == "error" and out.record.calls
+    assert all(c.outcome == "timeout" and c.input_tokens > 0 for c in out.record.calls)
+    paid = [c for c in out.record.calls if c.cost_usd > 0]
+    assert paid and out.record.cost_usd == sum(c.cost_usd for c in out.record.calls)

@@ -263,8 +263,10 @@ class Pipeline:
         return Outcome(record=record, result=None, error=exc)
 
     def _priced(self, request: NormalizedRequest, attempt: CallAttempt) -> CallAttempt:
-        if attempt.outcome not in ("ok", "stream_error", "cancelled"):
+        if attempt.outcome not in ("ok", "stream_error", "cancelled", "timeout"):
             return attempt  # refused before leaving, or failed without an answer: nothing billed
+        # a timed-out or cancelled call had the prompt and may have generated: priced like a broken stream (its
+        # prompt, and the output seen; until 2026-11-28 a timeout cost nothing, under-counting slow outages)
         c = attempt.candidate
         tokens_in = attempt.input_tokens or estimate_tokens(request.user_text)
         cost = self.catalog.cost_usd(c.slot, c.deployment, tokens_in, attempt.output_tokens)

@@ -352,3 +352,21 @@ async def test_a_lone_surrogate_from_upstream_is_repaired_not_fatal(upstream: tu
     assert final is not None
     for text in (out.text, "".join(deltas), final.text):  # type: ignore[attr-defined]
         text.encode("utf-8")
+
+
+async def test_a_call_never_waits_in_the_gateway_for_a_free_connection() -> None:
+    """The shared pool held 256 connections: the 257th call waited for one, its wait counted against its deadline,
+    and it was recorded as the upstream's timeout (opening a healthy deployment's breaker)."""
+    b = UpstreamBehaviour(first_token_delay_s=2.0)
+    with ServerThread(create_upstream_app(b), log_level="critical") as server:
+        ad = OpenAIHTTPAdapter(C, [server.url])
+        try:
+            calls = [asyncio.create_task(ad.generate(_call())) for _ in range(300)]
+            for _ in range(150):  # until every call has reached the upstream (none queued in the gateway)
+                if b.running == 300:
+                    break
+                await asyncio.sleep(0.01)
+            assert b.running == 300
+            await asyncio.gather(*calls)
+        finally:
+            await ad.aclose()

@@ -344,10 +344,15 @@ class _SSEParser:
         return out
 
 
-def new_client(connect_timeout_s: float = 5.0, max_connections: int = 256) -> httpx.AsyncClient:
-    """A pooled client for upstream calls: no read timeout here (the timeout wrapper owns it)."""
+def new_client(connect_timeout_s: float = 5.0, max_keepalive: int = 256) -> httpx.AsyncClient:
+    """A pooled client for upstream calls: no read timeout here (the timeout wrapper owns it), and no bound on the
+    connections in use, so a call never waits for a free one. With the bound (256, shared by every deployment,
+    until 2026-11-28) a call waiting for a connection spent its first-token deadline in the gateway, was recorded
+    as the upstream's timeout and counted against its breaker: one slow deployment, or more than 256 streams in
+    flight, opened the breakers of healthy ones (found in review). Connections now follow the calls in flight;
+    ``max_keepalive`` idle ones are kept for reuse."""
     return httpx.AsyncClient(
         timeout=httpx.Timeout(None, connect=connect_timeout_s),
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        limits=httpx.Limits(max_connections=None, max_keepalive_connections=max_keepalive),
     )
 
