@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from sovrouter.errors import ConfigError
+from sovrouter.errors import ConfigError, InvalidRequestError, NotFoundError
 
 Compute = Literal["cpu", "gpu", "frontier-accelerator", "accelerator", "edge", "on-device"]
 Modality = Literal["text", "image", "video", "audio"]
@@ -150,6 +150,18 @@ class Catalog(BaseModel):
             facts.append({**slot.model_dump(mode="json", exclude={"price_usd_per_mtok", "deployments"}),
                           "deployments": deployments})
         return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
+
+    def check_requested_model(self, model: object, tenant: str) -> None:
+        """A request's ``model``: ``auto`` (or none), a slot id or ``slot/deployment`` with a deployment ``tenant``
+        may use; else a 404 naming ``model`` (live chat and batch lines alike)."""
+        if model is None or model == "auto":
+            return
+        if not isinstance(model, str):
+            raise InvalidRequestError("'model' must be a string", param="model")
+        slot_id, slash, dep_id = model.partition("/")
+        deps = [d for s, d in self.pairs() if s.id == slot_id and (not slash or d.id == dep_id)]
+        if not any(d.available_for(tenant) for d in deps):
+            raise NotFoundError("unknown model: use 'auto' or an id from GET /v1/models", param="model")
 
     def cost_usd(self, slot_id: str, deployment_id: str, input_tokens: int, output_tokens: int) -> float:
         slot = self.slot(slot_id)

@@ -128,3 +128,20 @@ async def test_each_run_of_a_line_has_its_own_record(catalog: Catalog, tenants: 
     assert isinstance(sink, MemorySink)
     ids = [r.request_id for r in sink.records]
     assert len(ids) == 2 and len(set(ids)) == 2 and all(i.startswith("batch_x-1-") for i in ids)
+
+
+async def test_a_line_naming_an_unknown_model_is_a_404_on_the_model(catalog: Catalog, tenants: Tenants) -> None:
+    """Live chat answers 404 ``param: model``; a batch line fell through to the pipeline and blamed the modality
+    (400 ``unsupported_modality``, ``param: messages``), so a file written for OpenAI (``gpt-4o-mini``) failed
+    every line with the wrong reason."""
+    sink = MemorySink()
+    base, _ = _pipeline(catalog, tenants, sink)
+    lines = [_line("a", "hi", model="gpt-4o-mini"), _line("b", "hi", model="sovereign-large/gov-onprem"),
+             _line("c", "hi", model="hosted-mini")]
+    results, _ = await BatchRunner(base, tenant="acme-us", concurrency=1).run(parse_lines(lines))  # type: ignore[arg-type]
+    for r in results[:2]:
+        assert r["response"]["status_code"] == 404
+        assert (r["response"]["body"]["error"]["code"], r["response"]["body"]["error"]["param"]) == ("not_found",
+                                                                                                      "model")
+    assert results[2]["response"]["status_code"] == 200
+    assert [r.error_code for r in sink.records if r.status == "error"] == ["not_found", "not_found"]

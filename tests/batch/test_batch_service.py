@@ -322,3 +322,28 @@ async def test_a_tenant_delisted_from_the_store_gets_no_more_lines_stored(tmp_pa
     assert failed.errors is not None and [e.code for e in failed.errors.data] == ["store_not_allowed"]
     assert sum(a.calls for a in adapters) == 0 and failed.output_file_id is None
     await second.aclose()
+
+
+async def test_the_counts_move_as_lines_are_answered(tmp_path: Path, catalog: Catalog, tenants: Tenants) -> None:
+    """request_counts stayed at 0 until the batch closed: a client's progress bar sat at 0% for the whole run."""
+    pipeline, _ = make_pipeline(catalog, tenants, delay_s=0.05)
+    service = BatchService(tmp_path, pipeline, concurrency=2)
+    await service.start()
+    data = batch_file(12) + b'{"custom_id": "bad", "method": "POST", "url": "/v1/embeddings", "body": {}}\n'
+    f = service.upload("acme-us", "in.jsonl", "batch", data)
+    batch = service.create("acme-us", CreateBatch(input_file_id=f.id, **CHAT))
+    seen: list[tuple[int, int]] = []
+    for _ in range(1000):
+        now = service.get("acme-us", batch.id)
+        if now.status != "in_progress":
+            break
+        seen.append((now.request_counts.completed, now.request_counts.failed))
+        await asyncio.sleep(0.01)
+    await _until(service, batch.id, ("completed",))
+    done = service.get("acme-us", batch.id).request_counts
+    assert (done.total, done.completed, done.failed) == (13, 12, 1)
+    assert any(0 < c < 12 for c, _ in seen)  # seen moving while the batch ran
+    assert seen == sorted(seen) and all(c + f <= 13 for c, f in seen)
+    listed, _ = service.list_batches("acme-us")
+    assert listed[0].request_counts == done
+    await service.aclose()

@@ -293,6 +293,22 @@ def test_batch_errors_do_not_echo_metadata_keys(live: Live) -> None:
                          "metadata": {"jane.doe@example.com": 5}})
     assert r.status_code == 400 and r.json()["error"]["param"] == "metadata"
     assert "jane.doe" not in r.text
+    for metadata in ({"k" * 65: "v"}, {"k": "v" * 513}):  # OpenAI's limits: keys 64 characters, values 512
+        r = httpx.post(live.url + "/v1/batches", headers={"authorization": f"Bearer {ACME_KEY}"},
+                       json={"input_file_id": file_id, "endpoint": "/v1/chat/completions",
+                             "completion_window": "24h", "metadata": metadata})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "metadata"
+
+
+def test_a_file_with_a_byte_order_mark_loses_no_line(live: Live) -> None:
+    """Windows tools write a BOM: the first request failed as invalid JSON."""
+    client = live.client()
+    data = ("\ufeff" + _line("a", "hello") + "\n").encode()
+    file_id = client.files.create(file=("in.jsonl", io.BytesIO(data)), purpose="batch").id
+    created = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h")
+    batch = _wait(client, created.id)
+    counts = batch.request_counts
+    assert batch.status == "completed" and counts is not None and (counts.completed, counts.failed) == (1, 0)
 
 
 @pytest.mark.parametrize("path", ["/v1/batches", "/v1/files"])

@@ -81,8 +81,9 @@ def parse_line(text: str, line_no: int) -> ParsedLine:
 
 def jsonl_lines(text: str) -> list[str]:
     """The lines of a JSONL text: split on ``\n`` only. (``str.splitlines`` also splits on U+2028, U+0085 and
-    other separators that a JSON string may hold unescaped, which would cut a request in two.)"""
-    return text.split("\n")
+    other separators that a JSON string may hold unescaped, which would cut a request in two.) A leading byte-order
+    mark, as Windows tools write, is dropped (it failed the first request as invalid JSON)."""
+    return text.removeprefix("\ufeff").split("\n")
 
 
 def parse_lines(lines: Iterable[str]) -> list[ParsedLine]:

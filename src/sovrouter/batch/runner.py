@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from sovrouter.batch.fileio import LineError, ParsedLine, dumps_line, output_line
 from sovrouter.batch.router import DeferrableRouter
 from sovrouter.contracts import CacheOutcome, DataClass, RequestRecord
-from sovrouter.errors import InvalidRequestError, SovrouterError
+from sovrouter.errors import InvalidRequestError, NotFoundError, SovrouterError
 from sovrouter.gateway.sse import ChatFormatter
 from sovrouter.intake import normalize_chat
 from sovrouter.pipeline import Pipeline
@@ -69,11 +69,12 @@ class BatchRunner:
         rid = f"{self.batch_id}-{line.line_no}-{self.run_id}"
         started = self.timer()
         try:
+            self.pipeline.catalog.check_requested_model(line.body.get("model"), self.tenant)  # as live chat: a 404
             request = normalize_chat(line.body, tenant=self.tenant, request_id=rid, data_class=self.data_class,
                                      arrived_ms=self.pipeline.clock.now_ms(), external_id=line.custom_id)
-        except (InvalidRequestError, ValidationError) as exc:
-            err = exc if isinstance(exc, InvalidRequestError) else InvalidRequestError("invalid request body",
-                                                                                     param="messages")
+        except (InvalidRequestError, NotFoundError, ValidationError) as exc:
+            err: SovrouterError = exc if isinstance(exc, (InvalidRequestError, NotFoundError)) else \
+                InvalidRequestError("invalid request body", param="messages")
             self._record_rejection(rid, err)
             summary.failed += 1
             return output_line(line_id, line.custom_id, status_code=err.status, request_id=rid, body=err.to_openai())

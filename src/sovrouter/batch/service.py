@@ -43,9 +43,9 @@ import time
 import uuid
 from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 from sqlalchemy.exc import SQLAlchemyError
 
 from sovrouter.batch.fileio import (
@@ -146,7 +146,9 @@ class CreateBatch(BaseModel):
     input_file_id: str = Field(min_length=1, max_length=200)
     endpoint: str
     completion_window: str
-    metadata: dict[str, str] | None = Field(default=None, max_length=16)
+    # as OpenAI's: at most 16 pairs, keys up to 64 characters, values up to 512
+    metadata: dict[Annotated[str, StringConstraints(max_length=64)],
+                   Annotated[str, StringConstraints(max_length=512)]] | None = Field(default=None, max_length=16)
     output_expires_after: ExpiresAfter | None = None
 
 
@@ -283,14 +285,23 @@ class BatchService:
         return batch
 
     def get(self, tenant: str, batch_id: str) -> BatchObject:
-        return BatchObject.model_validate(self.store.batch(tenant, batch_id).meta)
+        return self._with_progress(BatchObject.model_validate(self.store.batch(tenant, batch_id).meta))
 
     def list_batches(self, tenant: str, limit: int = 20, after: str | None = None) -> tuple[list[BatchObject], bool]:
         items = [BatchObject.model_validate(m) for m in self.store.batches(tenant)]
         if after is not None:
             ids = [b.id for b in items]
             items = items[ids.index(after) + 1:] if after in ids else []
-        return items[:limit], len(items) > limit
+        return [self._with_progress(b) for b in items[:limit]], len(items) > limit
+
+    def _with_progress(self, batch: BatchObject) -> BatchObject:
+        """An open batch's counts as its lines are answered (they were 0 until it closed: OpenAI's move as lines
+        finish, and clients draw progress from them)."""
+        if batch.status not in ("in_progress", "finalizing", "cancelling"):
+            return batch
+        completed, failed = self.store.progress(batch.id)
+        counts = RequestCounts(total=batch.request_counts.total, completed=completed, failed=failed)
+        return batch.model_copy(update={"request_counts": counts})
 
     def cancel(self, tenant: str, batch_id: str) -> BatchObject:
         """Mark the batch ``cancelling``. Running here: stop it now. Held by another instance: that one ends it

@@ -250,6 +250,15 @@ class BatchStore:
                 return True
         return self.owner(batch_id) == owner  # nothing inserted: a line stored before, or the batch is not ours
 
+    def progress(self, batch_id: str) -> tuple[int, int]:
+        """(completed, failed) among the lines answered so far, counted in the database: a line is completed when
+        its response's status is 200. The lines are our own compact JSON (``dumps_line``), in which
+        ``"response":{"status_code":200,`` can only be that field (inside a string the quotes are escaped)."""
+        done = sa.func.count().filter(RESULTS.c.line.like('%"response":{"status_code":200,%'))
+        with self.engine.connect() as db:
+            row = db.execute(sa.select(done, sa.func.count()).where(RESULTS.c.batch_id == batch_id)).one()
+        return int(row[0]), int(row[1]) - int(row[0])
+
     def results(self, batch_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as db:
             rows = db.scalars(sa.select(RESULTS.c.line).where(RESULTS.c.batch_id == batch_id))

@@ -68,10 +68,6 @@ class Gateway:
         self.keys = KeyRing(settings.api_keys)
         self.request_ids = request_ids or (lambda: uuid.uuid4().hex)
         self.background: set[asyncio.Task[None]] = set()
-        self._models: dict[str, list[tuple[str, Any]]] = {"auto": []}
-        for slot, dep in pipeline.catalog.pairs():
-            self._models.setdefault(slot.id, []).append((slot.id, dep))
-            self._models[f"{slot.id}/{dep.id}"] = [(slot.id, dep)]
 
     # ------------------------------------------------------------------ request checks
     @staticmethod
@@ -87,15 +83,6 @@ class Gateway:
         if not isinstance(body, dict):
             raise InvalidRequestError("the request body must be a JSON object")
         return body
-
-    def _check_model(self, model: Any, tenant: str) -> None:
-        if model is None or model == "auto":
-            return
-        if not isinstance(model, str):
-            raise InvalidRequestError("'model' must be a string", param="model")
-        deps = self._models.get(model)
-        if not deps or not any(dep.available_for(tenant) for _, dep in deps):
-            raise NotFoundError("unknown model: use 'auto' or an id from GET /v1/models", param="model")
 
     def _normalize(self, body: dict[str, Any], tenant: str, rid: str, data_class: DataClass) -> NormalizedRequest:
         try:
@@ -122,7 +109,7 @@ class Gateway:
             try:
                 data_class = self._data_class(request.headers.get("x-data-class"))
                 body = await self._read_json(request)
-                self._check_model(body.get("model"), tenant)
+                self.pipeline.catalog.check_requested_model(body.get("model"), tenant)
                 req = self._normalize(body, tenant, rid, data_class)
             except SovrouterError as exc:
                 self._record_rejection(rid, tenant, data_class, exc.code)
