@@ -267,12 +267,14 @@ def test_feedback_reaches_a_response_another_serve_process_gave(tmp_path: Path, 
             response_id = r.json()["id"]
             deadline = time.monotonic() + 10
             while True:
-                fb = httpx.post(b + "/v1/feedback", json={"response_id": response_id, "thumbs": "up"})
+                fb = httpx.post(b + "/v1/feedback", json={"response_id": response_id, "thumbs": "up"},
+                                headers={"Authorization": "Bearer sk-serve"})
                 if fb.status_code != 404 or time.monotonic() > deadline:
                     break
                 time.sleep(0.1)  # shipped within ship_every_s
             assert fb.status_code == 200 and fb.json()["score"] == 1.0
-            missing = httpx.post(b + "/v1/feedback", json={"response_id": "chatcmpl-nope", "thumbs": "up"})
+            missing = httpx.post(b + "/v1/feedback", json={"response_id": "chatcmpl-nope", "thumbs": "up"},
+                                 headers={"Authorization": "Bearer sk-serve"})
             assert missing.status_code == 404
         finally:
             for proc in procs:

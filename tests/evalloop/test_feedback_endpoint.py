@@ -19,13 +19,16 @@ from sovrouter.store.records import SQLiteRecordStore
 from sovrouter.testing import FakeAdapter
 
 KEY = "sk-feedback-test-0001"
+OTHER = "sk-feedback-test-0002"  # another tenant's key
+AUTH = {"authorization": f"Bearer {KEY}"}
 DATA = Path(__file__).resolve().parents[2] / "src" / "sovrouter" / "data" / "demo"
 
 
 @pytest.fixture
 def client(catalog: Catalog, tenants: Tenants) -> Iterator[tuple[TestClient, object]]:
     settings = Settings(catalog=DATA / "models.json", tenants=DATA / "tenants.json", router="baseline",
-                        api_keys=[ApiKey(tenant="acme-us", key_sha256=hash_key(KEY))])
+                        api_keys=[ApiKey(tenant="acme-us", key_sha256=hash_key(KEY)),
+                                  ApiKey(tenant="eurobank", key_sha256=hash_key(OTHER))])
     store = SQLiteRecordStore(":memory:")
     obs = build_observability(EvalSettings(), catalog)
     adapters = {Candidate(slot=s.id, deployment=d.id): FakeAdapter(Candidate(slot=s.id, deployment=d.id), text="42")
@@ -48,10 +51,10 @@ def _chat(c: TestClient) -> str:
 def test_feedback_accepted_and_stored(client) -> None:  # type: ignore[no-untyped-def]
     c, obs = client
     rid = _chat(c)
-    r = c.post("/v1/feedback", json={"response_id": rid, "thumbs": "down", "comment": "wrong"})
+    r = c.post("/v1/feedback", json={"response_id": rid, "thumbs": "down", "comment": "wrong"}, headers=AUTH)
     assert r.status_code == 200, r.text
     assert r.json()["score"] == 0.0 and r.json()["failure_mode"] == "wrong_answer"
-    r = c.post("/v1/feedback", json={"response_id": rid.removeprefix("chatcmpl-"), "score": 0.75})
+    r = c.post("/v1/feedback", json={"response_id": rid.removeprefix("chatcmpl-"), "score": 0.75}, headers=AUTH)
     assert r.status_code == 200
     stored = list(obs.signals.signals("feedback"))
     assert [s.score for s in stored] == [0.0, 0.75]
@@ -64,7 +67,7 @@ def test_feedback_accepted_and_stored(client) -> None:  # type: ignore[no-untype
 
 def test_feedback_unknown_id_is_404(client) -> None:  # type: ignore[no-untyped-def]
     c, obs = client
-    r = c.post("/v1/feedback", json={"response_id": "chatcmpl-nope", "score": 1})
+    r = c.post("/v1/feedback", json={"response_id": "chatcmpl-nope", "score": 1}, headers=AUTH)
     assert r.status_code == 404
     err = r.json()["error"]
     assert err["type"] == "not_found_error" and err["param"] == "response_id"
@@ -83,7 +86,7 @@ def test_feedback_unknown_id_is_404(client) -> None:  # type: ignore[no-untyped-
 ])
 def test_feedback_validation(client, body) -> None:  # type: ignore[no-untyped-def]
     c, _ = client
-    r = c.post("/v1/feedback", json=body)
+    r = c.post("/v1/feedback", json=body, headers=AUTH)
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert err["type"] == "invalid_request_error" and "s3cr3t" not in r.text
@@ -92,5 +95,45 @@ def test_feedback_validation(client, body) -> None:  # type: ignore[no-untyped-d
 
 def test_feedback_not_json(client) -> None:  # type: ignore[no-untyped-def]
     c, _ = client
-    r = c.post("/v1/feedback", content=b"{nope", headers={"content-type": "application/json"})
+    r = c.post("/v1/feedback", content=b"{nope", headers={"content-type": "application/json", **AUTH})
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_request"
+
+
+def test_feedback_takes_a_key_and_only_for_the_keys_own_answers(client) -> None:  # type: ignore[no-untyped-def]
+    """The endpoint took no key: anyone reaching the gateway could score (and so fix the quality of) any tenant's
+    answers, and learn which request ids exist (the dashboard lists them)."""
+    c, obs = client
+    rid = _chat(c)
+    body = {"response_id": rid, "thumbs": "down"}
+    assert c.post("/v1/feedback", json=body).status_code == 401
+    assert c.post("/v1/feedback", json=body, headers={"authorization": "Bearer nonsense"}).status_code == 401
+    other = c.post("/v1/feedback", json=body, headers={"authorization": f"Bearer {OTHER}"})
+    unknown = c.post("/v1/feedback", json={"response_id": "chatcmpl-nope", "thumbs": "down"},
+                     headers={"authorization": f"Bearer {OTHER}"})
+    assert other.status_code == unknown.status_code == 404 and other.json() == unknown.json()
+    assert list(obs.signals.signals()) == []
+    assert c.post("/v1/feedback", json=body, headers=AUTH).status_code == 200
+
+
+def test_feedback_on_an_unanswered_request_and_oversized_bodies_are_refused(client) -> None:  # type: ignore[no-untyped-def]
+    c, obs = client
+    refused = c.post("/v1/chat/completions", headers=AUTH, json={"model": "sovereign-large/gov-onprem",
+                                                                 "messages": [{"role": "user", "content": "x"}]})
+    assert refused.status_code == 404  # refused at the door: recorded, with no answer
+    rid = refused.headers["x-sovrouter-request-id"]
+    r = c.post("/v1/feedback", json={"response_id": rid, "thumbs": "down"}, headers=AUTH)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "response_id"
+    big = c.post("/v1/feedback", content=b"{" + b" " * 200_000 + b"}", headers=AUTH)
+    assert big.status_code == 413
+    assert list(obs.signals.signals()) == []
+
+
+def test_a_corrected_feedback_is_the_one_that_counts(client) -> None:  # type: ignore[no-untyped-def]
+    from sovrouter.evalloop.signals import best_signal
+
+    c, obs = client
+    rid = _chat(c)
+    c.post("/v1/feedback", json={"response_id": rid, "thumbs": "down"}, headers=AUTH)
+    c.post("/v1/feedback", json={"response_id": rid, "thumbs": "up", "comment": "sorry, it was right"}, headers=AUTH)
+    best = best_signal(obs.signals.signals())
+    assert best is not None and best.score == 1.0

@@ -2,8 +2,12 @@
 
 Body: ``{"response_id": str, "score": 0..1}`` or ``{"response_id": str, "thumbs": "up"|"down"}`` (exactly one
 of ``score`` / ``thumbs``), optional ``"comment"`` (stored, never displayed). ``response_id`` is the request id
-the gateway returned (``id`` of the completion; a ``chatcmpl-`` prefix is accepted). Unknown ids: 404; invalid
-bodies: 400; both with an OpenAI-style error body that never echoes the input.
+the gateway returned (``id`` of the completion; a ``chatcmpl-`` prefix is accepted). It takes the gateway's API
+key like chat does, and a key may score only its own tenant's answers: another tenant's id is a 404, as an unknown
+one is (until 2026-11-28 the endpoint took no key, so anyone reaching the gateway could score, and so fix the
+quality of, any tenant's answers, and learn which request ids exist). A request that got no answer (refused or
+failed) is a 400; a body past 16 KB is a 413, refused before it is read. Errors are OpenAI-style and never echo
+the input.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from sovrouter.contracts import RequestRecord
 from sovrouter.errors import InvalidRequestError, NotFoundError, SovrouterError
 from sovrouter.evalloop.failures import classify_failure
 from sovrouter.evalloop.signals import QualitySignal, SignalStore
+from sovrouter.gateway.auth import KeyRing
+from sovrouter.gateway.headers import read_limited
 
 MAX_FEEDBACK_BYTES = 16_384
 
@@ -66,17 +72,23 @@ def parse_feedback(raw: bytes) -> FeedbackIn:
                                   param=loc or None) from None
 
 
-def record_feedback(fb: FeedbackIn, records: RecordLookup, store: SignalStore) -> QualitySignal:
+def record_feedback(fb: FeedbackIn, records: RecordLookup, store: SignalStore, tenant: str) -> QualitySignal:
+    """Store ``tenant``'s feedback on one of its own answered requests."""
     rid = fb.response_id
+    unknown = NotFoundError("no response with that id", param="response_id")
     try:
         record = records.get(rid)
     except NotFoundError:
         if not rid.startswith("chatcmpl-"):
-            raise NotFoundError("no response with that id", param="response_id") from None
+            raise unknown from None
         try:
             record = records.get(rid.removeprefix("chatcmpl-"))
         except NotFoundError:
-            raise NotFoundError("no response with that id", param="response_id") from None
+            raise unknown from None
+    if record.tenant != tenant:
+        raise unknown  # another tenant's request: the same answer as an unknown id
+    if record.status != "ok":
+        raise InvalidRequestError("that request got no answer to give feedback on", param="response_id")
     score = fb.value
     signal = QualitySignal(
         request_id=record.request_id, source="feedback", score=score,
@@ -88,14 +100,15 @@ def record_feedback(fb: FeedbackIn, records: RecordLookup, store: SignalStore) -
     return signal
 
 
-def feedback_router(store: SignalStore, records: RecordLookup) -> APIRouter:
+def feedback_router(store: SignalStore, records: RecordLookup, keys: KeyRing) -> APIRouter:
     router = APIRouter()
 
     @router.post("/v1/feedback")
     async def feedback(request: Request) -> JSONResponse:
         try:
-            fb = parse_feedback(await request.body())
-            signal = record_feedback(fb, records, store)
+            tenant = keys.tenant_for(request.headers.get("authorization"))
+            fb = parse_feedback(await read_limited(request, MAX_FEEDBACK_BYTES))
+            signal = record_feedback(fb, records, store, tenant)
         except SovrouterError as exc:
             return JSONResponse(status_code=exc.status, content=exc.to_openai())
         return JSONResponse({"object": "feedback", "response_id": signal.request_id, "score": signal.score,

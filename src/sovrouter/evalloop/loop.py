@@ -163,7 +163,10 @@ class Observability:
         if records is None:
             raise ConfigError("the dashboard and feedback endpoints need a record store")
         app.include_router(metrics_router(self.metrics.registry))
-        app.include_router(feedback_router(self.signals, records))
+        gateway = getattr(app.state, "gateway", None)  # feedback takes chat's API keys
+        if gateway is None:
+            raise ConfigError("mount the eval loop on the gateway app (create_app): feedback needs its API keys")
+        app.include_router(feedback_router(self.signals, records, gateway.keys))
         app.include_router(dashboard_router(records, self.signals, self.catalog))
 
 

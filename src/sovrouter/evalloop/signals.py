@@ -125,11 +125,13 @@ class SignalStore:
 
 
 def best_signal(signals: Iterable[QualitySignal]) -> QualitySignal | None:
-    """The signal of a request that counts as its observed quality: highest-priority source with a score."""
+    """The signal of a request that counts as its observed quality: the highest-priority source with a score, and
+    within it the latest (a client that corrects its feedback is heard; the first one counted until 2026-11-28)."""
     scored = [s for s in signals if s.score is not None]
     if not scored:
         return None
-    return min(scored, key=lambda s: SOURCE_PRIORITY.index(s.source))
+    best = min(SOURCE_PRIORITY.index(s.source) for s in scored)
+    return [s for s in scored if SOURCE_PRIORITY.index(s.source) == best][-1]
 
 
 def stored_signals(path: Path | None) -> list[QualitySignal]:
