@@ -135,7 +135,8 @@ def analyse(obs: Sequence[Observation], settings: WeaknessSettings | None = None
             pairs_of.append([(float(e), o) for e, o in pairs])
     rejected = holm([s.gap.p_value for s in slices], cfg.alpha)
     for s, rej in zip(slices, rejected, strict=True):
-        s.weakness = bool(rej and s.gap.mean >= cfg.min_gap)
+        # and the interval shown with it excludes 0: the report never flags a gap its own interval does not show
+        s.weakness = bool(rej and s.gap.mean >= cfg.min_gap and s.gap.low > 0)
     _explain(slices, pairs_of, cfg)
     slices.sort(key=lambda s: (not s.weakness, s.explained_by is not None, -s.saving_if_fixed_usd,
                                -s.quality_at_stake, s.label))
