@@ -47,8 +47,8 @@ def main() -> None:
 
     first: dict[str, tuple[frozenset[str], str | None]] = {}
     for d in iter_decisions(args.decisions):
-        if d.cache is None and d.request_id not in first:
-            first[d.request_id] = (frozenset(c.model for c in d.calls), d.final.model if d.final else None)
+        if d.cache is None and d.workload_id not in first:
+            first[d.workload_id] = (frozenset(c.model for c in d.calls), d.final.model if d.final else None)
     same_served = same_calls = compared = 0
     by_source: dict[str, list[int]] = {}
     for i, rid in enumerate(w.ids):

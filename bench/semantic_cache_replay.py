@@ -69,8 +69,8 @@ def main() -> None:
         result = run_replay(inputs, settings)
         by_seq = {d.seq: d for d in result.decisions}
         hits = [d for d in result.decisions if d.cache is not None]
-        other = [d for d in hits if by_seq[d.cache.source_seq].request_id != d.request_id]  # type: ignore[union-attr]
-        wrong = [d for d in other if text[by_seq[d.cache.source_seq].request_id] != text[d.request_id]]  # type: ignore[union-attr]
+        other = [d for d in hits if by_seq[d.cache.source_seq].workload_id != d.workload_id]  # type: ignore[union-attr]
+        wrong = [d for d in other if text[by_seq[d.cache.source_seq].workload_id] != text[d.workload_id]]  # type: ignore[union-attr]
         kpi = kpi_report(data, result.decisions)
         out[name] = {"cache_hits": len(hits), "hits_from_another_request": len(other),
                      "hits_from_a_different_prompt": len(wrong), "wall_s": result.wall_s,

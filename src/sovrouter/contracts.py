@@ -51,8 +51,8 @@ class Parameters(BaseModel):
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
 
     def key_fields(self) -> dict[str, Any]:
-        """The parameters as cache keys hash them. Fields added after the first release are left out while unset,
-        so the keys of entries stored before (a persisted or shared cache over a rolling upgrade) stay valid."""
+        """The parameters as cache keys hash them. Fields added later (the penalties) are left out while unset, so
+        a request that does not use them hashes as it did before they existed."""
         dumped = self.model_dump(mode="json")
         for later in ("frequency_penalty", "presence_penalty"):
             if dumped[later] is None:

@@ -268,7 +268,7 @@ class Pipeline:
         # a timed-out or cancelled call had the prompt and may have generated: priced like a broken stream (its
         # prompt, and the output seen; until 2026-11-28 a timeout cost nothing, under-counting slow outages)
         c = attempt.candidate
-        tokens_in = attempt.input_tokens or estimate_tokens(request.user_text)
+        tokens_in = attempt.input_tokens or estimate_tokens(request.prompt_text)  # every turn sent, not the user's
         cost = self.catalog.cost_usd(c.slot, c.deployment, tokens_in, attempt.output_tokens)
         return attempt.model_copy(update={"input_tokens": tokens_in, "cost_usd": cost})
 

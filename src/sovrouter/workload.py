@@ -312,8 +312,8 @@ def load_requests(paths: WorkloadPaths) -> dict[str, WorkloadRequest]:
 def load_responses(paths: WorkloadPaths,
                    requests: dict[str, WorkloadRequest] | None = None) -> dict[tuple[str, str], RecordedResponse]:
     """Recorded answers by (request id, slot); a null answer is left out (as if not recorded). Token counts
-    left out are estimated (~4 characters a token): the input's from the request's text when ``requests`` has
-    it, else from the answer's length."""
+    left out are estimated (~4 characters a token): the input's from the request's messages when ``requests`` has
+    it (else 0), the output's from the answer."""
     out: dict[tuple[str, str], RecordedResponse] = {}
     for r in iter_jsonl(paths.require("responses"), WorkloadResponse):
         if r.response is None:

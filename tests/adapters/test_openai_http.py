@@ -370,3 +370,22 @@ async def test_a_call_never_waits_in_the_gateway_for_a_free_connection() -> None
             await asyncio.gather(*calls)
         finally:
             await ad.aclose()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_connection_never_made_is_unavailable_not_a_timeout(stream: bool) -> None:
+    """A connect timeout was an upstream timeout, and timeouts are priced for their prompt: an outage dropping
+    connection attempts billed every try for a prompt no upstream ever had."""
+    def never_connects(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectTimeout("no answer to SYN", request=request)
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(never_connects))
+    ad = OpenAIHTTPAdapter(C, ["http://10.0.0.9:8000"], client=client)
+    try:
+        with pytest.raises(UpstreamUnavailableError):
+            if stream:
+                await _collect(ad, _call())
+            else:
+                await ad.generate(_call())
+    finally:
+        await client.aclose()

@@ -226,3 +226,14 @@ def _error_of(body: dict[str, Any]) -> Any:
     with pytest.raises(InvalidRequestError) as exc:
         normalize_chat(body, tenant="t", request_id="r")
     return exc.value
+
+
+def test_an_unexpected_error_answer_carries_a_request_id_too() -> None:
+    """Starlette answers an unhandled exception outside the request-id middleware: the 500 a client most needs
+    to quote had no id."""
+    from sovrouter.gateway.errors import internal_error_response
+
+    response = internal_error_response(RuntimeError("boom"))
+    assert response.status_code == 500 and response.headers.get("x-sovrouter-request-id")
+    given = internal_error_response(RuntimeError("boom"), headers={"x-sovrouter-request-id": "r-1"})
+    assert given.headers.getlist("x-sovrouter-request-id") == ["r-1"]

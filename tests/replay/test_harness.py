@@ -225,6 +225,8 @@ def test_what_another_producer_of_the_format_may_write_still_gets_every_decision
     write_jsonl(tmp_path / "wl" / "requests.jsonl.gz", requests)
     write_jsonl(tmp_path / "wl" / "responses.jsonl.gz", responses)
     write_jsonl(tmp_path / "wl" / "stream.jsonl.gz", stream)
+    write_jsonl(tmp_path / "wl" / "scores.jsonl.gz", [{**x, "request_id": numeric[x["request_id"]]} for x in wl.scores])
+    write_jsonl(tmp_path / "wl" / "labels.jsonl.gz", [{**x, "id": numeric[x["id"]]} for x in wl.labels])
     assert main(["replay", "--workload", str(tmp_path / "wl"), "--out", str(tmp_path / "d.jsonl")]) == 0
     written = [json.loads(x) for x in (tmp_path / "d.jsonl").read_text().splitlines()]
     assert [d["seq"] for d in written] == list(range(len(stream)))  # every event, numbered in file order
@@ -233,6 +235,11 @@ def test_what_another_producer_of_the_format_may_write_still_gets_every_decision
     routes = [(d["final"], d["calls"]) for d in written[:-1]]
     assert routes == [(b.model_dump()["final"], b.model_dump()["calls"]) for b in base]  # same routing as before
     _check_valid(base_inputs, base)
+    # the offline tools read that file too (the report crashed on the event whose request is missing)
+    assert main(["report", "--workload", str(tmp_path / "wl"), "--decisions", str(tmp_path / "d.jsonl"),
+                 "--json", str(tmp_path / "k.json"), "--no-baselines"]) == 0
+    assert main(["weakness", "--decisions", str(tmp_path / "d.jsonl"), "--workload", str(tmp_path / "wl"),
+                 "--min-n", "2", "--out", str(tmp_path / "weak")]) == 0
 
 
 def test_a_missing_or_unknown_class_is_read_as_restricted() -> None:

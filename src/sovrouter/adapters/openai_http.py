@@ -179,6 +179,8 @@ class OpenAIHTTPAdapter:
         try:
             try:
                 resp = await self.client.post(self._endpoints[index], content=body, headers=self._headers)
+            except httpx.ConnectTimeout as exc:  # never connected: the upstream had nothing (not billed)
+                raise UpstreamUnavailableError(f"cannot reach upstream {self.candidate.key} (ConnectTimeout)") from exc
             except httpx.TimeoutException as exc:
                 raise UpstreamTimeoutError(f"upstream {self.candidate.key} timed out") from exc
             except httpx.HTTPError as exc:
@@ -266,6 +268,8 @@ class OpenAIHTTPAdapter:
                         yield StreamChunk(candidate=self.candidate, delta=delta)
                     if parser.done:
                         break
+        except httpx.ConnectTimeout as exc:  # never connected: the upstream had nothing (not billed)
+            raise UpstreamUnavailableError(f"cannot reach upstream ({self.candidate.key}, ConnectTimeout)") from exc
         except httpx.TimeoutException as exc:
             raise UpstreamTimeoutError(f"upstream {self.candidate.key} timed out") from exc
         except httpx.HTTPError as exc:

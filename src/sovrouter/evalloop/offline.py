@@ -77,8 +77,10 @@ def records_from_decisions(decisions: Iterable[Decision], inputs: ReplayInputs) 
     pairs = [Candidate(slot=s.id, deployment=d.id) for s, d in inputs.catalog.pairs()]
     for d in decisions:
         req = inputs.requests.get(d.workload_id)
-        if req is None:
-            raise ConfigError(f"decisions: seq {d.seq} names request {d.request_id} absent from the workload")
+        if req is None:  # an event replay could not serve (its request is not in the workload): nothing to observe
+            if d.final is not None:
+                raise ConfigError(f"decisions: seq {d.seq} names request {d.request_id} absent from the workload")
+            continue
         facts = Facts(tenant=req.tenant, data_class=req.data_class, personal_data=bool(d.detected.pii_types))
         verdicts = [CandidateVerdict(candidate=c, allowed=allowed(inputs.catalog, c.slot, c.deployment, facts),
                                      rule="readme.policy") for c in pairs]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -34,6 +35,8 @@ def error_response(exc: SovrouterError, headers: dict[str, str] | None = None) -
 def internal_error_response(exc: BaseException, headers: dict[str, str] | None = None) -> Response:
     # Log the class only: the message of an unexpected error may quote request content.
     log.error("unexpected error at the gateway boundary: %s", type(exc).__name__)
+    # a fresh request id when the caller has none: Starlette answers this outside the request-id middleware
+    headers = {"x-sovrouter-request-id": uuid.uuid4().hex, **(headers or {})}
     return Response(error_body("internal server error", "server_error", "internal_error"), status_code=500,
                     media_type="application/json", headers=headers)
 

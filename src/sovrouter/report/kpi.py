@@ -81,11 +81,14 @@ def validate(data: EvalData, decisions: Sequence[Decision]) -> list[str]:
 
 
 def evaluate_events(data: EvalData, decisions: Sequence[Decision]) -> list[EventEval]:
-    """One :class:`EventEval` per decision, in ``seq`` order (decisions must be valid, see :func:`validate`)."""
+    """One :class:`EventEval` per decision, in ``seq`` order (decisions must be valid, see :func:`validate`). An
+    event whose request the workload lacks (replay gave it an error decision) has nothing to score: left out."""
     by_seq = {d.seq: d for d in decisions}
     out: list[EventEval] = []
     for d in sorted(decisions, key=lambda x: x.seq):
         rid = d.workload_id
+        if rid not in data.requests:
+            continue
         facts = data.facts(rid)
         ref_slot, ref_dep = reference_route(data.catalog, facts)
         quality = 0.0
