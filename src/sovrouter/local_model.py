@@ -217,19 +217,33 @@ class LlamaCppServer:
         return ("\n  " + "\n  ".join(tail)) if tail else ""
 
     def stop(self) -> None:
-        """SIGTERM the server's process group, SIGKILL after ``stop_timeout_s``; idempotent."""
+        """SIGTERM the server's process group, SIGKILL after ``stop_timeout_s``; idempotent. Returns once the
+        whole group is gone (the server's own children too), not only the server: until 2026-11-28 a child still
+        dying, or one the server had left behind, could outlive ``stop`` (a CI run caught one alive)."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            self._signal_group(proc, signal.SIGTERM)
-            try:
-                proc.wait(timeout=self.stop_timeout_s)
-            except subprocess.TimeoutExpired:
-                self._signal_group(proc, signal.SIGKILL)
-                proc.wait(timeout=self.stop_timeout_s)
+        if proc is not None:
+            if proc.poll() is None:
+                self._signal_group(proc, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=self.stop_timeout_s)
+                except subprocess.TimeoutExpired:
+                    self._signal_group(proc, signal.SIGKILL)
+                    proc.wait(timeout=self.stop_timeout_s)
+            self._end_group(proc)
         if self._tmpdir is not None:
             self._tmpdir.cleanup()
             self._tmpdir = None
             self.log_path = None
+
+    def _end_group(self, proc: subprocess.Popen[bytes]) -> None:
+        """Wait for the rest of the server's group to exit (SIGTERM first), SIGKILL it past ``stop_timeout_s``."""
+        self._signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_timeout_s
+        while _group_alive(proc.pid):
+            if time.monotonic() > deadline:
+                self._signal_group(proc, signal.SIGKILL)
+                return
+            time.sleep(0.02)
 
     @staticmethod
     def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
@@ -243,3 +257,24 @@ class LlamaCppServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` is left (a zombie not yet reaped counts as gone)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
