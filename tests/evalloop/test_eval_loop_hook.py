@@ -87,6 +87,14 @@ async def test_regeneration_and_shadow(catalog: Catalog, tenants: Tenants) -> No
     assert all(s.score == 0.25 and s.reference_score == 1.0 and s.cost_usd > 0 for s in shadows)
     frontier = adapters[Candidate(slot="frontier", deployment="us")]
     assert frontier.purposes == ["shadow"] * 4  # through the adapter chain with purpose "shadow"
+    # shadow spend is where spend is read: calls (purpose shadow), cost and tokens (it was in the signals only)
+    reg = metrics.registry
+    assert reg.get_sample_value("sovrouter_upstream_calls_total", {"slot": "frontier", "deployment": "us",
+                                                                   "purpose": "shadow", "outcome": "ok"}) == 4
+    spent = sum(reg.get_sample_value("sovrouter_cost_usd_total", {"tenant": t, "slot": "frontier",
+                                                                  "deployment": "us"}) or 0.0
+                for t in ("acme-us", "eurobank"))
+    assert abs(spent - sum(s.cost_usd for s in shadows)) < 1e-12
 
 
 async def test_shadow_respects_policy(catalog: Catalog, tenants: Tenants) -> None:

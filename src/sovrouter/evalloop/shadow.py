@@ -77,13 +77,13 @@ class ShadowSampler:
                 result = await PolicyGuard(adapter).generate(call)
             except UpstreamError as exc:
                 if self.metrics is not None:
-                    self.metrics.shadow(ref, exc.code)
+                    self.metrics.shadow(ref, exc.code, record.tenant)
                 return None
-            if self.metrics is not None:
-                self.metrics.shadow(ref, "ok")
             reference_answer = result.text
             if self.catalog is not None:
                 cost = self.catalog.cost_usd(ref.slot, ref.deployment, result.input_tokens, result.output_tokens)
+            if self.metrics is not None:
+                self.metrics.shadow(ref, "ok", record.tenant, cost, result.input_tokens, result.output_tokens)
         score = await self.judge.judge(request, answer, reference_answer)
         ref_score = await self.judge.judge(request, reference_answer, reference_answer)
         signal = QualitySignal(
