@@ -137,3 +137,9 @@ def test_a_corrected_feedback_is_the_one_that_counts(client) -> None:  # type: i
     c.post("/v1/feedback", json={"response_id": rid, "thumbs": "up", "comment": "sorry, it was right"}, headers=AUTH)
     best = best_signal(obs.signals.signals())
     assert best is not None and best.score == 1.0
+
+
+def test_feedback_nested_past_the_parsers_depth_is_a_400(client) -> None:  # type: ignore[no-untyped-def]
+    c, _ = client
+    r = c.post("/v1/feedback", content=b"[" * 10_000, headers=AUTH)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_request"

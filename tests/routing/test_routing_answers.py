@@ -32,3 +32,14 @@ def test_agreement_feature_and_majority() -> None:
     assert pair_features(a, c)[1] == 0.0
     assert majority([a, c, read_answer('{"answer": "30"}')]) == "30"
     assert majority([a, c]) is None
+
+
+def test_an_answer_nested_past_the_parsers_depth_is_not_valid_json() -> None:
+    """A model answer of deeply nested JSON raised RecursionError out of the answer features (the router's review
+    and the eval loop's judge): a failed request or a lost shadow pair instead of a feature value."""
+    from sovrouter.evalloop.failures import format_ok
+    from sovrouter.routing.answers import _json_valid
+
+    deep = '{"a":' + "[" * 5000 + "1" + "]" * 5000 + "}"
+    assert _json_valid(deep) == 0.0
+    assert format_ok(deep, "free", expect_json=True) is False

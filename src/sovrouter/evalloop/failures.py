@@ -35,7 +35,7 @@ def format_ok(answer: str, output_kind: str | None, expect_json: bool = False) -
             return False
         try:
             json.loads(m.group(0))
-        except ValueError:
+        except (ValueError, RecursionError):  # nested past the parser's depth
             return False
     if output_kind == "choice":
         return _CHOICE.search(answer) is not None

@@ -60,7 +60,7 @@ def parse_feedback(raw: bytes) -> FeedbackIn:
         raise InvalidRequestError("feedback body too large")
     try:
         data = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested past the parser's depth (a 500 until 2026-11-28)
         raise InvalidRequestError("body is not valid JSON") from None
     try:
         return FeedbackIn.model_validate(data)

@@ -107,7 +107,7 @@ def _json_valid(text: str) -> float:
         return 0.0
     try:
         json.loads(candidate[start : end + 1])
-    except ValueError:
+    except (ValueError, RecursionError):  # nested past the parser's depth: an answer no client could read either
         return 0.0
     return 1.0
 
