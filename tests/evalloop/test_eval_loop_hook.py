@@ -164,3 +164,28 @@ async def test_eval_loop_errors_never_fail_the_request(catalog: Catalog, tenants
     out = await obs.observe(pipeline).handle(_req("hello", "e1", 0.0))
     assert out.record.status == "ok" and out.result is not None
     assert list(obs.signals.signals("shadow")) == []
+
+
+async def test_a_retry_after_a_failure_is_not_a_regeneration(catalog: Catalog, tenants: Tenants) -> None:
+    """Clients retry a 502 on their own: counted as re-asking, every outage raised the regeneration rate."""
+    from sovrouter.errors import UpstreamUnavailableError
+    from sovrouter.testing import FailingAdapter
+
+    clock = SimClock()
+    pipeline, _ = _pipeline(catalog, tenants, clock)
+    store = SignalStore()
+    index = RegenerationIndex(window_ms=60_000, store=store)
+    working = pipeline.executor.adapters
+    pipeline.executor.adapters = {c: FailingAdapter(c, error=UpstreamUnavailableError("down")) for c in working}
+    for rid, t in (("a", 0.0), ("b", 1_000.0)):  # two failures: the second is a retry
+        clock.set(t)
+        req = _req("What is 2+2?", rid, t)
+        out = await pipeline.handle(req)
+        assert out.record.status == "error"
+        index.observe(req, out.record)
+    pipeline.executor.adapters = working
+    for rid, t in (("c", 2_000.0), ("d", 3_000.0)):  # answered, then asked again: a regeneration
+        clock.set(t)
+        req = _req("What is 2+2?", rid, t)
+        index.observe(req, (await pipeline.handle(req)).record)
+    assert [(g.request_id, g.previous_request_id) for g in store.regenerations()] == [("d", "c")]

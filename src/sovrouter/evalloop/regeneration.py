@@ -65,10 +65,13 @@ class RegenerationIndex:
                                    deployment=route.deployment if route else None,
                                    match="exact" if match == "exact" else "normalized", gap_ms=now - earlier.t_ms)
                 break
-        entry = _Seen(record.request_id, now, record.final)
-        for key in (exact, norm):
-            idx.pop(key, None)
-            idx[key] = entry
+        # Only an answer can be re-asked. A request that failed is retried (OpenAI's clients retry a 5xx on their
+        # own), which says nothing of an answer's quality: until 2026-11-28 every outage raised the rate.
+        if record.status == "ok":
+            entry = _Seen(record.request_id, now, record.final)
+            for key in (exact, norm):
+                idx.pop(key, None)
+                idx[key] = entry
         if hit is not None and earlier is not None:
             if self.store is not None:
                 self.store.add_regeneration(hit)
