@@ -24,6 +24,14 @@ class ApiKey(BaseModel):
     label: str = ""
 
 
+class OperatorKey(BaseModel):
+    """A key for the operators' pages (``/metrics``, ``/dashboard``), stored hashed (sha256 hex)."""
+
+    model_config = ConfigDict(extra="forbid")
+    key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    label: str = ""
+
+
 class ReplicaAffinity(BaseModel):
     """What the prefix/KV-affinity replica chooser assumes of each replica (docs/prefix-affinity.md).
 
@@ -232,6 +240,10 @@ class Settings(BaseModel):
         if len({k.key_sha256 for k in keys}) != len(keys):
             raise ValueError("the same key is listed more than once")
         return keys
+    operator_keys: list[OperatorKey] = Field(
+        default_factory=list, description="when set, /metrics and /dashboard need one of them (Bearer): they show "
+                                          "every tenant's request ids, routes and costs (default: open; keep them "
+                                          "on the operators' network)")
     upstreams: dict[str, Upstream] = Field(default_factory=dict, description="'slot/deployment' -> upstream")
     state_dir: Path = Path("var")
     router: Literal["baseline", "learned"] = "learned"

@@ -143,3 +143,26 @@ def test_feedback_nested_past_the_parsers_depth_is_a_400(client) -> None:  # typ
     c, _ = client
     r = c.post("/v1/feedback", content=b"[" * 10_000, headers=AUTH)
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_request"
+
+
+def test_the_operators_pages_take_an_operator_key_when_one_is_set(catalog: Catalog, tenants: Tenants) -> None:
+    """/metrics and /dashboard show every tenant's request ids, routes and costs: with ``operator_keys`` set they
+    need one (a tenant's API key is not one of them); without, they stay open as before (Prometheus defaults)."""
+    from sovrouter.config import OperatorKey
+
+    operator = "sk-operator-0001"
+    settings = Settings(catalog=DATA / "models.json", tenants=DATA / "tenants.json", router="baseline",
+                        api_keys=[ApiKey(tenant="acme-us", key_sha256=hash_key(KEY))],
+                        operator_keys=[OperatorKey(key_sha256=hash_key(operator))])
+    store = SQLiteRecordStore(":memory:")
+    obs = build_observability(EvalSettings(), catalog)
+    adapters = {Candidate(slot=s.id, deployment=d.id): FakeAdapter(Candidate(slot=s.id, deployment=d.id), text="42")
+                for s, d in catalog.pairs()}
+    app = create_app(obs.observe(assemble(settings, catalog, tenants, adapters, WallClock(), store)), settings)
+    obs.mount(app, store)
+    with TestClient(app) as c:
+        for path in ("/metrics", "/dashboard"):
+            assert c.get(path).status_code == 401
+            assert c.get(path, headers=AUTH).status_code == 401  # a tenant's key is not an operator's
+            r = c.get(path, headers={"authorization": f"Bearer {operator}"})
+            assert r.status_code == 200 and "sovrouter" in r.text

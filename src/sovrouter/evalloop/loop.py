@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import SQLAlchemyError
 
 from sovrouter.catalog import Catalog
-from sovrouter.config import Settings, SharedRecordsSettings
+from sovrouter.config import ApiKey, Settings, SharedRecordsSettings
 from sovrouter.contracts import Candidate, NormalizedRequest, RequestRecord, StreamChunk
 from sovrouter.errors import ConfigError, SovrouterError
 from sovrouter.evalloop.feedback import feedback_router
@@ -29,6 +29,7 @@ from sovrouter.evalloop.regeneration import RegenerationIndex
 from sovrouter.evalloop.scorers import AgreementJudge, FormatScorer, Judge, Scorer
 from sovrouter.evalloop.shadow import ShadowSampler
 from sovrouter.evalloop.signals import SharedSignalStore, SignalStore
+from sovrouter.gateway.auth import KeyRing
 from sovrouter.pipeline import Outcome, Pipeline
 from sovrouter.protocols import CacheGauges, ModelAdapter, RecordSink
 from sovrouter.store.records import SQLiteRecordStore
@@ -162,12 +163,16 @@ class Observability:
         records = records if records is not None else self.records
         if records is None:
             raise ConfigError("the dashboard and feedback endpoints need a record store")
-        app.include_router(metrics_router(self.metrics.registry))
         gateway = getattr(app.state, "gateway", None)  # feedback takes chat's API keys
         if gateway is None:
             raise ConfigError("mount the eval loop on the gateway app (create_app): feedback needs its API keys")
+        operators = None
+        if gateway.settings.operator_keys:  # the operators' pages show every tenant's ids, routes and costs
+            operators = KeyRing([ApiKey(tenant="operators", key_sha256=k.key_sha256)
+                                 for k in gateway.settings.operator_keys])
+        app.include_router(metrics_router(self.metrics.registry, operators))
         app.include_router(feedback_router(self.signals, records, gateway.keys))
-        app.include_router(dashboard_router(records, self.signals, self.catalog))
+        app.include_router(dashboard_router(records, self.signals, self.catalog, operators))
 
 
 def build_observability(settings: EvalSettings, catalog: Catalog | None = None,
