@@ -24,3 +24,19 @@ def test_a_record_naming_a_retired_deployment_does_not_break_the_page() -> None:
     retired = Candidate(slot=live.slot, deployment="retired-dc")
     data = build([_record(0, live), _record(1, retired)], [], [], catalog)
     assert data.kpi["off_frontier_share"] == 1.0  # over the records this catalog can place
+
+
+def test_cache_hits_have_their_own_route_rows() -> None:
+    """Filed under the route that produced the cached answer (at ~0 ms and no cost), cache hits made a slow
+    deployment look fast as the hit rate rose."""
+    from sovrouter.contracts import CacheOutcome
+
+    catalog = Catalog.load(DEMO_DATA / "models.json")
+    route = next(Candidate(slot=s.id, deployment=d.id) for s, d in catalog.pairs())
+    served = [_record(i, route).model_copy(update={"latency_ms": 800.0}) for i in range(2)]
+    hits = [_record(i, route).model_copy(update={"latency_ms": 2.0, "calls": [],
+                                                 "cache": CacheOutcome(kind="exact", source_request_id="r0")})
+            for i in range(2, 10)]
+    rows = {r.route: r for r in build([*served, *hits], [], [], catalog).routes}
+    assert rows[route.key].requests == 2 and rows[route.key].latency_mean_ms == 800.0
+    assert rows["cache: exact"].requests == 8 and rows["cache: exact"].latency_mean_ms == 2.0

@@ -104,10 +104,14 @@ def _reference_cost(r: RequestRecord, catalog: Catalog) -> float | None:
 
 
 def _routes(records: Sequence[RequestRecord], regens: Sequence[Regeneration]) -> list[RouteRow]:
+    """Per route: the requests its upstream answered. Cache hits have rows of their own (``cache: exact``...):
+    filed under the route that produced the cached answer, at ~0 ms and no cost, they made a slow deployment look
+    fast as the hit rate rose (until 2026-11-28)."""
     by_route: dict[str, list[RequestRecord]] = defaultdict(list)
     for r in records:
         if r.final is not None:
-            by_route[r.final.key].append(r)
+            hit = r.cache.kind in ("exact", "semantic")
+            by_route[f"cache: {r.cache.kind}" if hit else r.final.key].append(r)
     regen_by = Counter(f"{g.slot}/{g.deployment}" for g in regens if g.slot)
     served = sum(len(v) for v in by_route.values())
     rows = []
