@@ -33,7 +33,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from sovrouter.adapters.replay import RecordedResponse
-from sovrouter.catalog import Catalog, Tenants
+from sovrouter.catalog import Catalog, Tenants, estimate_tokens
 from sovrouter.contracts import DATA_CLASS_ORDER, DataClass
 from sovrouter.errors import ConfigError
 from sovrouter.fileio import open_text
@@ -62,6 +62,15 @@ DeclaredClass = Annotated[DataClass, BeforeValidator(_declared_class)]
 _LENIENT = ConfigDict(extra="ignore", frozen=True, coerce_numbers_to_str=True)  # ids written as numbers
 
 
+def _keep_numeric_id(data: Any, field: str) -> Any:
+    """``data`` with ``<field>_as_written`` set when its ``field`` is written as a number: the id is read as text
+    (``coerce_numbers_to_str``) and written back in decisions as the file wrote it."""
+    value = data.get(field) if isinstance(data, dict) else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return {**data, f"{field}_as_written": value}
+    return data
+
+
 class WorkloadRequest(BaseModel):
     """A line of ``requests.jsonl.gz``: what the router sees."""
 
@@ -75,9 +84,7 @@ class WorkloadRequest(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _keep_a_numeric_id(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("id"), int) and not isinstance(data.get("id"), bool):
-            return {**data, "id_as_written": data["id"]}
-        return data
+        return _keep_numeric_id(data, "id")
 
     @property
     def written_id(self) -> str | int:
@@ -159,10 +166,7 @@ class StreamEvent(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _keep_a_numeric_id(cls, data: Any) -> Any:
-        rid = data.get("request_id") if isinstance(data, dict) else None
-        if isinstance(rid, int) and not isinstance(rid, bool):
-            return {**data, "request_id_as_written": rid}
-        return data
+        return _keep_numeric_id(data, "request_id")
 
     @property
     def written_request_id(self) -> str | int:
@@ -322,15 +326,11 @@ def load_responses(paths: WorkloadPaths,
         if tokens_in is None:
             req = (requests or {}).get(r.request_id)
             text = "\n".join(json.dumps(m.content, ensure_ascii=False) for m in req.messages) if req else ""
-            tokens_in = _estimate_tokens(text)
-        tokens_out = r.output_tokens if r.output_tokens is not None else _estimate_tokens(r.response)
+            tokens_in = estimate_tokens(text)
+        tokens_out = r.output_tokens if r.output_tokens is not None else estimate_tokens(r.response)
         out[(r.request_id, r.model)] = RecordedResponse(response=r.response, input_tokens=tokens_in,
                                                         output_tokens=tokens_out)
     return out
-
-
-def _estimate_tokens(text: str) -> int:
-    return (len(text) + 3) // 4
 
 
 def load_stream(paths: WorkloadPaths) -> list[StreamEvent]:
