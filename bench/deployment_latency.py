@@ -200,7 +200,8 @@ def main() -> None:
     catalog = Catalog.load(paths.catalog)
     raw = load_requests(paths)
     arrival = list(dict.fromkeys([e.request_id for e in load_stream(paths) if e.request_id in raw] + list(raw)))
-    reqs = {rid: normalize_chat(raw[rid].chat_body(), tenant=raw[rid].tenant, request_id=rid) for rid in arrival}
+    reqs = {rid: normalize_chat(raw[rid].chat_body(), tenant=raw[rid].tenant, request_id=rid,
+                                 recorded=True) for rid in arrival}
     answers = {k: v.response for k, v in load_responses(paths).items()}
     labels = load_labels(paths)  # the source benchmark, only to group the leave-one-family-out folds
     t0 = time.perf_counter()

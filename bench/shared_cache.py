@@ -55,7 +55,8 @@ async def workload_run(inputs: ReplayInputs, settings: Settings, k: int) -> dict
         wreq = inputs.requests[event.request_id]
         clock.set(event.t_ms)
         request = normalize_chat(wreq.chat_body(), tenant=wreq.tenant, request_id=f"{wreq.id}#{event.seq}",
-                                 data_class=wreq.data_class, arrived_ms=event.t_ms, external_id=wreq.id)
+                                 data_class=wreq.data_class, arrived_ms=event.t_ms, external_id=wreq.id,
+                                 recorded=True)
         await pipes[i % k].handle(request)
     for p in pipes:
         shared = getattr(p.cache, "shared", None)

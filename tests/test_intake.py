@@ -112,7 +112,7 @@ _TOOL = {"type": "function", "function": {"name": "weather", "parameters": {"typ
 
 
 @pytest.mark.parametrize(("extra", "param"), [
-    ({"tools": [_TOOL]}, "tools"), ({"tool_choice": "required"}, "tool_choice"),
+    ({"tool_choice": "required"}, "tool_choice"),  # without tools: as OpenAI's API
     ({"tool_choice": {"type": "function", "function": {"name": "weather"}}}, "tool_choice"),
     ({"functions": [_TOOL["function"]]}, "functions"), ({"function_call": "auto"}, "function_call"),
     ({"response_format": {"type": "json_object"}}, "response_format"),
@@ -139,16 +139,34 @@ def test_the_plain_forms_of_those_fields_are_accepted() -> None:
     assert (params.frequency_penalty, params.presence_penalty, len(params.stop)) == (0.5, -0.5, 4)
 
 
-def test_a_turn_with_tool_calls_is_refused() -> None:
+def test_tool_calling_is_read_not_refused() -> None:
+    """Tools were refused with a 400 until 2026-11-28; now they are read and carried (docs/gateway.md)."""
     turn = {"role": "assistant", "content": None,
             "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}]}
+    req = normalize_chat({"messages": [{"role": "user", "content": "hi"}, turn,
+                                       {"role": "tool", "tool_call_id": "c1", "content": "21C"}],
+                          "tools": [_TOOL], "tool_choice": "auto", "parallel_tool_calls": False},
+                         tenant="t", request_id="r")
+    assert req.tooling is not None and [t.name for t in req.tooling.tools] == ["weather"]
+    assert (req.tooling.choice, req.tooling.parallel) == ("auto", False)
+    assert req.messages[1].tool_calls[0].name == "weather" and req.messages[2].tool_call_id == "c1"
+    assert req.messages[2].text == "21C"
+
+
+@pytest.mark.parametrize("messages", [
+    [{"role": "tool", "content": "21C"}],  # no tool_call_id
+    [{"role": "user", "content": "hi"}, {"role": "tool", "tool_call_id": "c9", "content": "21C"}],  # no such call
+    [{"role": "user", "content": "hi", "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "w", "arguments": "{}"}}]}],  # not an assistant
+    [{"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "function": {"name": "w"}}]}],  # no args
+    [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "w", "arguments": {"a": 1}}}]}],  # not a string
+    [{"role": "assistant", "content": None, "function_call": {"name": "w", "arguments": "{}"}}],  # the older form
+])
+def test_malformed_tool_turns_are_400_on_messages(messages: list[dict[str, Any]]) -> None:
     with pytest.raises(InvalidRequestError) as exc:
-        normalize_chat({"messages": [{"role": "user", "content": "hi"}, turn,
-                                     {"role": "tool", "tool_call_id": "c1", "content": "21C"}]},
-                       tenant="t", request_id="r")
+        normalize_chat({"messages": messages}, tenant="t", request_id="r")
     assert exc.value.param == "messages"
-    tool_output = normalize_chat({"messages": [{"role": "tool", "content": "21C"}]}, tenant="t", request_id="r")
-    assert tool_output.messages[0].text == "21C"  # a tool turn's text alone is still read
 
 
 def test_cache_keys_of_earlier_versions_stay_valid() -> None:

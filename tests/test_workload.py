@@ -67,8 +67,9 @@ def test_a_recorded_prompt_with_a_broken_escape_is_repaired_for_replay() -> None
 
 
 def test_a_recorded_turn_with_tool_calls_is_kept_as_text_for_replay() -> None:
-    """The gateway refuses a turn carrying tool calls; replay keeps the calls as the turn's text instead, so the
-    policy and the router still read the arguments (a name or an address in them is personal data)."""
+    """Replay keeps a recorded turn's tool calls as its text, so the policy and the router read the arguments (a
+    name or an address in them is personal data) as they did before the gateway carried tool calls; a tool turn is
+    read as text too (``recorded``: it need not name the call it answers)."""
     from sovrouter.intake import normalize_chat
     from sovrouter.workload import WorkloadRequest
 
@@ -79,9 +80,10 @@ def test_a_recorded_turn_with_tool_calls_is_kept_as_text_for_replay() -> None:
         {"role": "function", "name": "book", "content": "booked"},
         {"role": "assistant", "content": None, "function_call": {"name": "pay", "arguments": {"eur": 5}}},
     ]})
-    req = normalize_chat(wreq.chat_body(), tenant=wreq.tenant, request_id="q1#0")
+    req = normalize_chat(wreq.chat_body(), tenant=wreq.tenant, request_id="q1#0", recorded=True)
     assert [m.text for m in req.messages] == ["book it", 'Booking.\nbook({"name": "Ann Lee"})', "booked",
                                               'pay({"eur": 5})']
+    assert req.tooling is None and not any(m.tool_calls or m.tool_call_id for m in req.messages)
 
 
 def test_a_latency_not_given_copies_its_sibling_and_a_value_in_capitals_is_read() -> None:

@@ -60,6 +60,9 @@ class Deployment(BaseModel):
     base_url: str | None = None
     upstream_model: str | None = None
     speculative: Speculative | None = None
+    # the upstream serves OpenAI tool calling (e.g. llama.cpp's server with --jinja, vLLM with a tool parser):
+    # only such deployments are candidates for a request that offers tools (default: not declared, not served)
+    tools: bool = False
 
     def available_for(self, tenant: str) -> bool:
         return self.available_to == "all" or tenant in self.available_to
@@ -142,10 +145,11 @@ class Catalog(BaseModel):
         compute, tenants, modalities, upstream, the slot's licence and languages... Caches key their entries
         with it, so an answer stored while a deployment was declared one way (a region, an audience) is never
         served after the catalog declares it another: the policy check at a hit reads only the deployment's
-        name, under the current catalog."""
+        name, under the current catalog. ``tools`` is left out too: a capability, which the allowed set a hit is
+        checked against already reflects (and a catalog that does not use it keeps its earlier digest)."""
         facts = []
         for slot in self.slots:
-            deployments = [d.model_dump(mode="json", exclude={"latency", "price_multiplier"})
+            deployments = [d.model_dump(mode="json", exclude={"latency", "price_multiplier", "tools"})
                            for d in slot.deployments]
             facts.append({**slot.model_dump(mode="json", exclude={"price_usd_per_mtok", "deployments"}),
                           "deployments": deployments})

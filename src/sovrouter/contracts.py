@@ -10,6 +10,7 @@ A request flows through these shapes::
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,14 +30,121 @@ class ContentPart(BaseModel):
     ref: str | None = Field(default=None, description="URL or data URL of a media part (never logged)")
 
 
+def json_as_text(text: str) -> str:
+    """JSON text as detection reads it: one ``key: value`` line per scalar (keys joined by ``.``), else the text
+    itself. A call's arguments are JSON, and a string value in quotes next to braces reads as a code literal (which
+    the detector leaves alone); ``to: jane@example.com`` reads as what it is. Walked without recursion (any
+    depth)."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return text
+    lines: list[str] = []
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend((f"{path}.{k}" if path else str(k), v) for k, v in reversed(node.items()))
+        elif isinstance(node, list):
+            stack.extend((path, v) for v in reversed(node))
+        elif node is not None:
+            lines.append(f"{path}: {node}" if path else str(node))
+    return "\n".join(lines)
+
+
+class ToolCall(BaseModel):
+    """A function call an assistant turn made (OpenAI's ``tool_calls`` item). ``arguments`` is the JSON text as
+    the model wrote it: it is passed on, never parsed or repaired (the client's agent runs the function)."""
+
+    model_config = ConfigDict(frozen=True)
+    id: str
+    name: str
+    arguments: str = ""
+
+    def openai(self) -> dict[str, Any]:
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+
+
+class ToolSpec(BaseModel):
+    """A function the client offers the model. ``parameters`` is its JSON Schema as canonical JSON text (sorted
+    keys), so two requests offering the same function hash alike."""
+
+    model_config = ConfigDict(frozen=True)
+    name: str
+    description: str | None = None
+    parameters: str | None = None
+    strict: bool | None = None
+
+    def openai(self) -> dict[str, Any]:
+        function: dict[str, Any] = {"name": self.name}
+        if self.description is not None:
+            function["description"] = self.description
+        if self.parameters is not None:
+            function["parameters"] = json.loads(self.parameters)
+        if self.strict is not None:
+            function["strict"] = self.strict
+        return {"type": "function", "function": function}
+
+
+class ToolUse(BaseModel):
+    """The request's tool calling: the functions offered, ``tool_choice`` (``choice``, or ``forced``: the one
+    function the model must call) and ``parallel_tool_calls``. Only deployments declaring ``tools`` serve it."""
+
+    model_config = ConfigDict(frozen=True)
+    tools: tuple[ToolSpec, ...]
+    choice: Literal["none", "auto", "required"] | None = None
+    forced: str | None = None
+    parallel: bool | None = None
+
+    def openai(self) -> dict[str, Any]:
+        """The body fields an OpenAI-compatible upstream reads."""
+        out: dict[str, Any] = {"tools": [t.openai() for t in self.tools]}
+        if self.forced is not None:
+            out["tool_choice"] = {"type": "function", "function": {"name": self.forced}}
+        elif self.choice is not None:
+            out["tool_choice"] = self.choice
+        if self.parallel is not None:
+            out["parallel_tool_calls"] = self.parallel
+        return out
+
+    @property
+    def text(self) -> str:
+        """What the offer sends upstream as text: names, descriptions and schemas (read by detection)."""
+        return "\n".join("\n".join(x for x in (t.name, t.description, t.parameters and json_as_text(t.parameters))
+                                    if x) for t in self.tools)
+
+
 class Message(BaseModel):
     model_config = ConfigDict(frozen=True)
     role: Literal["system", "user", "assistant", "tool", "developer"]
     parts: tuple[ContentPart, ...]
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant turn's function calls
+    tool_call_id: str | None = None  # a tool turn: the call it answers
 
     @property
     def text(self) -> str:
         return "\n".join(p.text for p in self.parts if p.text is not None)
+
+    @property
+    def tool_text(self) -> str:
+        """The tool-calling strings the turn forwards (call ids, names, arguments read as text; the answered
+        call's id)."""
+        pieces = [x for c in self.tool_calls for x in (c.id, c.name, json_as_text(c.arguments))]
+        if self.tool_call_id is not None:
+            pieces.append(self.tool_call_id)
+            if (result := json_as_text(self.text)) != self.text:  # a function's JSON result, read as text too
+                pieces.append(result)
+        return "\n".join(pieces)
+
+    def key_fields(self) -> dict[str, Any]:
+        """The turn as cache keys hash it: the tool-calling fields only when set, so a plain turn hashes as it
+        did before they existed."""
+        dumped = self.model_dump(mode="json")
+        if not self.tool_calls:
+            del dumped["tool_calls"]
+        if self.tool_call_id is None:
+            del dumped["tool_call_id"]
+        return dumped
 
 
 class Parameters(BaseModel):
@@ -73,6 +181,7 @@ class NormalizedRequest(BaseModel):
     requested_model: str = "auto"
     arrived_ms: float = 0.0
     external_id: str | None = Field(default=None, description="id of the workload record in replay")
+    tooling: ToolUse | None = Field(default=None, description="tool calling asked for (tools offered), else None")
 
     @property
     def modalities(self) -> frozenset[str]:
@@ -85,9 +194,12 @@ class NormalizedRequest(BaseModel):
 
     @property
     def forwarded_text(self) -> str:
-        """Every string the request sends upstream: the messages' text, then the stop sequences, one per line.
-        What personal-data detection reads: a stop sequence leaves with the request like a message does."""
-        return "\n".join([self.prompt_text, *self.parameters.stop])
+        """Every string the request sends upstream: the messages' text, then the stop sequences, one per line, then
+        the tool-calling strings (earlier calls' names and arguments, the functions offered). What personal-data
+        detection reads: a stop sequence or a call's arguments leave with the request like a message does."""
+        tool_texts = [m.tool_text for m in self.messages if m.tool_calls or m.tool_call_id is not None]
+        offered = [self.tooling.text] if self.tooling is not None else []
+        return "\n".join([self.prompt_text, *self.parameters.stop, *tool_texts, *offered])
 
     @property
     def user_text(self) -> str:
@@ -196,6 +308,7 @@ class ModelResult(BaseModel):
     candidate: Candidate
     text: str
     finish_reason: str = "stop"
+    tool_calls: tuple[ToolCall, ...] = ()  # the functions the model asks the client to call
     input_tokens: int = 0
     output_tokens: int = 0
     latency_ms: float = 0.0

@@ -8,10 +8,15 @@ usable reference is refused, as is any string (value or key) holding a lone UTF-
 (``"\\ud800"``): valid JSON, but not text that can be encoded, hashed or forwarded. The tenant is an argument
 (from the API key), never read from the body.
 
-Fields that change what an answer must be and that sovrouter cannot carry to every deployment (tool calling,
-``response_format`` other than text, log-probabilities, ``logit_bias``) are refused with a 400 naming the field,
-never dropped: a client that asked for tool calls or JSON must not get prose it takes for an answer, nor share a
-cache entry with a request that did not ask. An assistant turn carrying ``tool_calls`` is refused likewise.
+Tool calling (``tools``, ``tool_choice``, ``parallel_tool_calls``; assistant turns with ``tool_calls``, ``tool``
+turns answering them by ``tool_call_id``) is read into :class:`ToolUse` and the turns' fields, validated as
+OpenAI's API does, and served only by deployments that declare ``tools`` (``docs/gateway.md``, "Tool calling").
+The older ``functions`` / ``function_call`` are refused with a 400 that names them.
+
+Fields that change what an answer must be and that sovrouter cannot carry to every deployment
+(``response_format`` other than text, log-probabilities, ``logit_bias``) are refused with a 400 naming the field,
+never dropped: a client that asked for JSON must not get prose it takes for an answer, nor share a cache entry
+with a request that did not ask.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from sovrouter.contracts import ContentPart, DataClass, Message, NormalizedRequest, Parameters
+from sovrouter.contracts import ContentPart, DataClass, Message, NormalizedRequest, Parameters, ToolCall, ToolUse
 from sovrouter.errors import InvalidRequestError
+from sovrouter.tooling import read_tool_calls, read_tooling
 from sovrouter.unicode import reject_lone_surrogates
 
 _PART_MODALITY = {
@@ -79,12 +85,11 @@ def _unsupported(body: dict[str, Any]) -> str | None:
     """The first field of ``body`` asking for what the gateway cannot honour (see the module docstring), or None.
     Their empty or default forms (``tools: []``, ``tool_choice: "none"``, ``response_format: {"type": "text"}``,
     ``logprobs: false``) are accepted: they ask for nothing more than a plain answer."""
-    for name in ("tools", "functions", "logit_bias"):
+    for name in ("functions", "logit_bias"):
         if body.get(name):
             return name
-    for name in ("tool_choice", "function_call"):
-        if body.get(name) not in (None, "none"):
-            return name
+    if body.get("function_call") not in (None, "none"):
+        return "function_call"
     response_format = body.get("response_format")
     if response_format is not None and response_format != {"type": "text"}:
         return "response_format"
@@ -141,12 +146,25 @@ def _media_ref(kind: str, modality: str, raw: dict[str, Any]) -> str:
     raise InvalidRequestError(f"an {kind} part needs a non-empty URL or data URL", param="messages")
 
 
-def _message(raw: dict[str, Any]) -> Message:
+def _message(raw: dict[str, Any], recorded: bool = False) -> Message:
     role = raw.get("role")
     if role not in ("system", "user", "assistant", "tool", "developer"):
         raise InvalidRequestError("each message needs a valid 'role'", param="messages")
-    if raw.get("tool_calls") or raw.get("function_call"):
-        raise InvalidRequestError("messages with tool calls are not supported by this gateway", param="messages")
+    if raw.get("function_call"):
+        raise InvalidRequestError("'function_call' in messages is not supported: use 'tool_calls'", param="messages")
+    calls: tuple[ToolCall, ...] = ()
+    if raw.get("tool_calls") is not None and not (role == "assistant" and raw.get("tool_calls") == []):
+        if role != "assistant":
+            raise InvalidRequestError("only assistant messages may carry 'tool_calls'", param="messages")
+        calls = read_tool_calls(raw["tool_calls"])
+    call_id = raw.get("tool_call_id")
+    if role == "tool" and recorded:
+        call_id = None  # a recorded turn: its calls were kept as text (``Workload.chat_body``), so is the answer
+    elif role == "tool":
+        if not isinstance(call_id, str) or not call_id:
+            raise InvalidRequestError("a tool message needs the 'tool_call_id' it answers", param="messages")
+    else:
+        call_id = None
     content = raw.get("content")
     if content is None:
         parts: tuple[ContentPart, ...] = (ContentPart(modality="text", text=""),)
@@ -157,7 +175,17 @@ def _message(raw: dict[str, Any]) -> Message:
     else:
         raise InvalidRequestError("message content must be a string or a non-empty list of parts",
                                   param="messages")
-    return Message(role=role, parts=parts)
+    return Message(role=role, parts=parts, tool_calls=calls, tool_call_id=call_id)
+
+
+def _answered_calls_only(messages: tuple[Message, ...]) -> None:
+    """As OpenAI's API: a ``tool`` turn answers a call an earlier assistant turn made."""
+    made: set[str] = set()
+    for m in messages:
+        made.update(c.id for c in m.tool_calls)
+        if m.role == "tool" and m.tool_call_id not in made:
+            raise InvalidRequestError("a tool message must answer a tool call made by an earlier assistant message",
+                                      param="messages")
 
 
 def normalize_chat(
@@ -168,7 +196,10 @@ def normalize_chat(
     data_class: DataClass = "public",
     arrived_ms: float = 0.0,
     external_id: str | None = None,
+    recorded: bool = False,
 ) -> NormalizedRequest:
+    """``recorded``: a conversation from a workload file (replay and the tools that read one), whose turns'
+    tool calls were kept as text: a ``tool`` turn is read as text too, without naming the call it answers."""
     reject_lone_surrogates(body)
     if (field := _unsupported(body)) is not None:
         raise InvalidRequestError(f"'{field}' is not supported by this gateway", param=field)
@@ -192,11 +223,16 @@ def normalize_chat(
             where = "max_completion_tokens"
         raise InvalidRequestError(f"invalid request body: {first.get('msg', 'invalid value')}",
                                   param=where) from None
+    messages = tuple(_message(m, recorded) for m in chat.messages)
+    if not recorded:
+        _answered_calls_only(messages)
+    tooling: ToolUse | None = read_tooling(body)
     return NormalizedRequest(
         request_id=request_id,
         tenant=tenant,
         data_class=data_class,
-        messages=tuple(_message(m) for m in chat.messages),
+        messages=messages,
+        tooling=tooling,
         parameters=params,
         stream=chat.stream,
         requested_model=chat.model or "auto",

@@ -35,6 +35,7 @@ from sovrouter.errors import (
     PolicyRefusalError,
     RequestCancelledError,
     SovrouterError,
+    ToolsNotSupportedError,
     UnsupportedModalityError,
     UpstreamError,
 )
@@ -166,6 +167,8 @@ class Pipeline:
         return prep
 
     def _servable_candidates(self, request: NormalizedRequest) -> list[Candidate]:
+        """The deployments able to serve the request at all (tenant listing, modalities, requested model, tool
+        calling), before any policy: a capability, not a permission."""
         wanted = request.modalities
         out: list[Candidate] = []
         for slot, dep in self.catalog.pairs():
@@ -181,6 +184,11 @@ class Pipeline:
                 + ")",
                 param="messages",
             )
+        if request.tooling is not None:
+            out = [c for c in out if self.catalog.deployment(c.slot, c.deployment).tools]
+            if not out:
+                raise ToolsNotSupportedError("no deployment this request may use supports tool calling",
+                                             param="tools")
         return out
 
     def _reviewer(

@@ -56,6 +56,9 @@ class UpstreamBehaviour:
     # ``metrics.speculative_decoding`` with the completion, or on the usage chunk of a stream
     spec_metrics: dict[str, Any] | None = None
     model: str = "test-upstream"
+    # answer a request that offers tools with these calls (``[{"name", "arguments"}]``; ids are made here) instead
+    # of ``reply``; a stream sends each call's id and name first and its arguments in pieces, as OpenAI does
+    tool_calls: list[dict[str, str]] | None = None
     # ``GET /metrics`` as this engine publishes it (``None``: 404, like llama.cpp's server without --metrics):
     # the requests it is answering now, plus ``other_running`` (other clients' load), and ``other_waiting``
     engine_metrics: Engine | None = None
@@ -115,20 +118,24 @@ def create_upstream_app(behaviour: UpstreamBehaviour) -> Starlette:
         cid = f"chatcmpl-up{b.calls}"
         if b.first_token_delay_s:
             await asyncio.sleep(b.first_token_delay_s)
+        calls = _calls(b, cid) if b.tool_calls is not None and body.get("tools") else None
         if not body.get("stream"):
             if b.mode == "malformed":
                 return Response(b'{"choices": [', media_type="application/json")
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if calls is not None:
+                message = {"role": "assistant", "content": None, "tool_calls": calls}
             out: dict[str, Any] = {
                 "id": cid, "object": "chat.completion", "created": int(time.time()), "model": b.model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                             "finish_reason": "stop"}],
+                "choices": [{"index": 0, "message": message,
+                             "finish_reason": "stop" if calls is None else "tool_calls"}],
             }
             if b.usage:
                 out["usage"] = {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}
             if b.spec_metrics is not None:
                 out["metrics"] = {"speculative_decoding": b.spec_metrics}
             return Response(json.dumps(out).encode(), media_type="application/json")
-        return StreamingResponse(_sse(b, cid, text, n_in, n_out), media_type="text/event-stream")
+        return StreamingResponse(_sse(b, cid, text, n_in, n_out, calls), media_type="text/event-stream")
 
     async def models(request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [{"id": b.model, "object": "model", "owned_by": "test"}]})
@@ -164,7 +171,25 @@ async def _released(b: UpstreamBehaviour, body: AsyncIterable[Any]) -> AsyncIter
         b.running -= 1
 
 
-async def _sse(b: UpstreamBehaviour, cid: str, text: str, n_in: int, n_out: int) -> AsyncIterator[bytes]:
+def _calls(b: UpstreamBehaviour, cid: str) -> list[dict[str, Any]]:
+    return [{"id": f"call_{cid}_{i}", "type": "function",
+             "function": {"name": c["name"], "arguments": c.get("arguments", "")}}
+            for i, c in enumerate(b.tool_calls or [])]
+
+
+async def _sse_calls(b: UpstreamBehaviour, calls: list[dict[str, Any]], chunk: Any) -> AsyncIterator[bytes]:
+    for i, call in enumerate(calls):
+        fn = call["function"]
+        yield chunk({"tool_calls": [{"index": i, "id": call["id"], "type": "function",
+                                     "function": {"name": fn["name"], "arguments": ""}}]})
+        for piece in _pieces(fn["arguments"], b.chunks):
+            if b.chunk_delay_s:
+                await asyncio.sleep(b.chunk_delay_s)
+            yield chunk({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
+
+
+async def _sse(b: UpstreamBehaviour, cid: str, text: str, n_in: int, n_out: int,
+               calls: list[dict[str, Any]] | None = None) -> AsyncIterator[bytes]:
     def event(obj: dict[str, Any]) -> bytes:
         return b"data: " + json.dumps(obj).encode() + b"\n\n"
 
@@ -172,8 +197,11 @@ async def _sse(b: UpstreamBehaviour, cid: str, text: str, n_in: int, n_out: int)
         return event({"id": cid, "object": "chat.completion.chunk", "created": 0, "model": b.model,
                       "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
 
-    yield chunk({"role": "assistant", "content": ""})
-    pieces = _pieces(text, b.chunks)
+    yield chunk({"role": "assistant", "content": None if calls is not None else ""})
+    pieces = [] if calls is not None else _pieces(text, b.chunks)
+    if calls is not None:
+        async for event_bytes in _sse_calls(b, calls, chunk):
+            yield event_bytes
     for i, piece in enumerate(pieces):
         if i and b.chunk_delay_s:
             await asyncio.sleep(b.chunk_delay_s)
@@ -188,7 +216,7 @@ async def _sse(b: UpstreamBehaviour, cid: str, text: str, n_in: int, n_out: int)
         if b.mode == "truncate" and i == 1:
             return  # clean end of body, without finish_reason nor [DONE]
         yield chunk({"content": piece})
-    yield chunk({}, "stop")
+    yield chunk({}, "stop" if calls is None else "tool_calls")
     if b.usage:
         last: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": 0, "model": b.model,
                                 "choices": [], "usage": {"prompt_tokens": n_in, "completion_tokens": n_out,

@@ -6,6 +6,7 @@ import pytest
 
 from sovrouter.cache.eligibility import request_ineligible_reason, text_ineligible_reason
 from sovrouter.contracts import ContentPart, Detection, Message, NormalizedRequest
+from sovrouter.intake import normalize_chat
 
 
 @pytest.mark.parametrize(("text", "reason"), [
@@ -64,3 +65,12 @@ def test_non_text_request_is_not_eligible() -> None:
         ContentPart(modality="text", text="What is in this picture?"),
         ContentPart(modality="image", ref="https://example.org/a.png"))),))
     assert request_ineligible_reason(r, Detection()) == "non_text"
+
+
+def test_a_request_offering_tools_is_not_eligible() -> None:
+    body = {"messages": [{"role": "user", "content": "What is the capital of France?"}]}
+    plain = normalize_chat(body, tenant="t", request_id="r")
+    offered = normalize_chat({**body, "tools": [{"type": "function", "function": {"name": "lookup"}}]},
+                             tenant="t", request_id="r")
+    assert request_ineligible_reason(plain, Detection()) is None
+    assert request_ineligible_reason(offered, Detection()) == "tools"

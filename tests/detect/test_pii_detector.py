@@ -3,6 +3,7 @@ pipeline's fail-closed behaviour when detection or policy evaluation fails."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -210,3 +211,54 @@ async def test_media_takes_the_strictest_branch_for_every_tenant(catalog: Catalo
         as_pii = policy.evaluate(_req("x", tenant=tenant), Detection(pii_types=["PERSON"]), cands).allowed
         media = policy.evaluate(_req("x", tenant=tenant), Detection(unscanned=["image"]), cands).allowed
         assert set(media) == set(as_pii)
+
+
+def _with_tools(catalog: Catalog, capable: Callable[[str], bool]) -> Catalog:
+    raw = catalog.model_dump(mode="json")
+    for slot in raw["slots"]:
+        for dep in slot["deployments"]:
+            dep["tools"] = capable(f"{slot['id']}/{dep['id']}")
+    return Catalog.model_validate(raw)
+
+
+def _tool_request() -> NormalizedRequest:
+    call = {"id": "c1", "type": "function", "function": {"name": "book", "arguments": '{"to": "jane.roe@gmail.com"}'}}
+    return normalize_chat({"messages": [{"role": "user", "content": "Book the follow-up visit."},
+                                        {"role": "assistant", "content": None, "tool_calls": [call]},
+                                        {"role": "tool", "tool_call_id": "c1", "content": "done"}],
+                           "tools": [{"type": "function", "function": {"name": "book"}}]},
+                          tenant="clinic-ca", request_id="r")
+
+
+async def test_personal_data_in_a_tool_call_stays_on_premises(catalog: Catalog, tenants: Tenants) -> None:
+    """A call's arguments go upstream with the conversation: they are scanned like the messages."""
+    every = _with_tools(catalog, lambda key: True)
+    pipe, _ = _pipeline(every, tenants, MemorySink())
+    pipe.detector = FailClosedDetector(PiiDetector())
+    out = await pipe.handle(_tool_request())
+    on_premises = {f"{s.id}/{d.id}" for s, d in catalog.pairs() if d.on_premises}
+    assert "EMAIL" in out.record.detected_pii_types
+    assert out.record.final is not None and out.record.final.key in on_premises
+
+
+async def test_tools_served_only_off_premises_are_refused_for_personal_data(catalog: Catalog,
+                                                                           tenants: Tenants) -> None:
+    """Capability narrows the candidates, then the policy: nothing left is a refusal, never a relaxed rule."""
+    cloud_only = _with_tools(catalog, lambda key: not key.startswith("local-small/"))
+    pipe, adapters = _pipeline(cloud_only, tenants, MemorySink())
+    pipe.detector = FailClosedDetector(PiiDetector())
+    out = await pipe.handle(_tool_request())
+    assert out.record.status == "refused" and sum(a.calls for a in adapters.values()) == 0
+
+
+def test_a_functions_json_result_is_read_as_text() -> None:
+    """Quoted strings next to braces read as code literals, which the e-mail rule leaves alone: a tool's JSON
+    result carrying a patient's mailbox was judged free of personal data."""
+    call = {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+    req = normalize_chat({"messages": [{"role": "user", "content": "Find the patient."},
+                                       {"role": "assistant", "content": None, "tool_calls": [call]},
+                                       {"role": "tool", "tool_call_id": "c1",
+                                        "content": '{"patient": {"email": "jane.roe@gmail.com"}}'}],
+                          "tools": [{"type": "function", "function": {"name": "lookup"}}]},
+                         tenant="clinic-ca", request_id="r")
+    assert "EMAIL" in PiiDetector().detect(req).pii_types

@@ -301,3 +301,19 @@ def test_cascade_steps_and_top_run_on_the_deployment_the_chooser_prefers(catalog
     d = router.decide(_req(), SIGNALS, _all(spec_catalog))
     assert d.evidence["top"] == "frontier/us" and d.plan[1].key == "sovereign-large/eu-sov"
     assert set(d.plan) == set(_all(spec_catalog))
+
+
+def test_a_request_offering_tools_goes_to_the_best_allowed_model_without_a_cascade(catalog: Catalog,
+                                                                                  tenants: Tenants) -> None:
+    """The quality models read text answers; none of their training answers called a function."""
+    router = _router(catalog, tenants, s1=(0.5, 0.9), s2=(0.5, 0.9))
+    tools = {"type": "function", "function": {"name": "get_weather"}}
+    req = normalize_chat({"messages": [{"role": "user", "content": "What is 6*7? Answer in JSON."}],
+                          "tools": [tools]}, tenant="acme-us", request_id="r1")
+    allowed = [c for c in _all(catalog) if c.slot != "frontier"]
+    d = router.decide(req, SIGNALS, allowed)
+    assert d.evidence["mode"] == "tools" and d.evidence["review"] is False
+    assert d.plan[0].slot == "hosted-mini" and set(d.plan) == set(allowed)  # the best allowed, then fallbacks
+    assert router.review(req, SIGNALS, d, [_res(d.plan[0], "")]) is None
+    assert router.decide(_req(), SIGNALS, allowed).evidence["mode"] == "cascade"  # the same text without tools
+

@@ -6,6 +6,10 @@
 - Text-only messages are sent as a string; messages with media are sent as OpenAI content parts
   (``image_url`` / ``video_url`` / ``audio_url`` with the part's URL or data URL). ``developer`` becomes
   ``system`` (llama.cpp and most chat templates do not know it).
+- Tool calling: the request's offer (``tools``, ``tool_choice``, ``parallel_tool_calls``), assistant turns'
+  ``tool_calls`` and tool turns' ``tool_call_id`` are sent as OpenAI writes them; the answer's calls (a
+  completion's ``message.tool_calls``, a stream's ``delta.tool_calls`` fragments, gathered until the end) become
+  ``ModelResult.tool_calls``, with ``finish_reason`` ``tool_calls`` when the server said ``stop``.
 - Tokens come from the upstream's ``usage``; without it they are estimated as ``ceil(characters / 4)``.
 - Speculative decoding: a vLLM server started with ``--per-request-spec-decode-metrics`` reports each request's
   drafted and accepted tokens (``metrics.speculative_decoding``, on the completion or on a stream's usage chunk);
@@ -38,6 +42,7 @@ from sovrouter.errors import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
+from sovrouter.tooling import ToolCallFragments, upstream_calls
 from sovrouter.unicode import valid_text
 
 _MEDIA_PART = {"image": "image_url", "video": "video_url", "audio": "audio_url"}
@@ -57,6 +62,17 @@ def _audio_data(ref: str) -> tuple[str, str] | None:
 
 
 def _message_body(message: Message) -> dict[str, Any]:
+    out = _content_body(message)
+    if message.tool_calls:
+        out["tool_calls"] = [c.openai() for c in message.tool_calls]
+        if out["content"] == "":
+            out["content"] = None  # a turn that only calls functions, as OpenAI writes it
+    if message.tool_call_id is not None:
+        out["tool_call_id"] = message.tool_call_id
+    return out
+
+
+def _content_body(message: Message) -> dict[str, Any]:
     role = "system" if message.role == "developer" else message.role
     parts = message.parts
     if all(p.modality == "text" for p in parts):
@@ -92,6 +108,8 @@ def request_body(request: NormalizedRequest, model: str, stream: bool) -> dict[s
         body["frequency_penalty"] = params.frequency_penalty
     if params.presence_penalty is not None:
         body["presence_penalty"] = params.presence_penalty
+    if request.tooling is not None:
+        body.update(request.tooling.openai())
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
@@ -207,7 +225,8 @@ class OpenAIHTTPAdapter:
                 content = ""
             if not isinstance(content, str):
                 raise TypeError("content")
-            finish = choice.get("finish_reason") or "stop"
+            calls = upstream_calls(message)
+            finish = _finish(choice.get("finish_reason"), bool(calls))
             usage = data.get("usage") or {}
             if not isinstance(usage, dict):
                 usage = {}
@@ -217,7 +236,8 @@ class OpenAIHTTPAdapter:
         return ModelResult(
             candidate=self.candidate,
             text=valid_text(content),
-            finish_reason=str(finish),
+            finish_reason=finish,
+            tool_calls=calls,
             input_tokens=_int(usage.get("prompt_tokens")) or _estimate(request.prompt_text),
             output_tokens=_int(usage.get("completion_tokens")) or _estimate(content),
             latency_ms=latency_ms,
@@ -262,10 +282,12 @@ class OpenAIHTTPAdapter:
                     self._check_status(resp.status_code)  # the error body is never read into a message
                 async for line in resp.aiter_lines():
                     delta = parser.feed(line)
-                    if delta:
+                    if delta or parser.calling:
                         if ttft is None:
                             ttft = (self.timer() - started) * 1000.0
+                        # a call's fragments are gathered, not shown: an empty chunk still says the answer began
                         yield StreamChunk(candidate=self.candidate, delta=delta)
+                        parser.calling = False
                     if parser.done:
                         break
         except httpx.ConnectTimeout as exc:  # never connected: the upstream had nothing (not billed)
@@ -278,10 +300,15 @@ class OpenAIHTTPAdapter:
         if not parser.complete:
             raise UpstreamProtocolError(f"upstream {self.candidate.key} stream ended before completing")
         text = "".join(parser.parts)
+        try:
+            calls = parser.tool_calls.calls()
+        except TypeError as exc:
+            raise UpstreamProtocolError(f"upstream {self.candidate.key} streamed a malformed tool call") from exc
         result = ModelResult(
             candidate=self.candidate,
             text=text,
-            finish_reason=parser.finish_reason or "stop",
+            finish_reason=_finish(parser.finish_reason, bool(calls)),
+            tool_calls=calls,
             input_tokens=parser.prompt_tokens or _estimate(request.prompt_text),
             output_tokens=parser.completion_tokens or _estimate(text),
             latency_ms=(self.timer() - started) * 1000.0,
@@ -303,6 +330,8 @@ class _SSEParser:
         self.prompt_tokens: int | None = None
         self.completion_tokens: int | None = None
         self.spec_acceptance: float | None = None
+        self.tool_calls = ToolCallFragments()
+        self.calling = False  # the last event carried part of a tool call
 
     @property
     def complete(self) -> bool:
@@ -340,12 +369,27 @@ class _SSEParser:
                 content = delta.get("content") if isinstance(delta, dict) else None
                 if isinstance(content, str) and content:
                     out += valid_text(content)
+                if isinstance(delta, dict) and self._tool_fragments(delta.get("tool_calls")):
+                    self.calling = self.started = True
                 if choice.get("finish_reason"):
                     self.finish_reason = str(choice["finish_reason"])
         if out:
             self.started = True
             self.parts.append(out)
         return out
+
+    def _tool_fragments(self, fragments: Any) -> bool:
+        try:
+            return self.tool_calls.feed(fragments)
+        except TypeError as exc:
+            raise UpstreamProtocolError(f"upstream {self.key} streamed a malformed tool call") from exc
+
+
+def _finish(reason: Any, called: bool) -> str:
+    """The upstream's finish reason; ``tool_calls`` when it called functions but said ``stop`` (or nothing), as
+    OpenAI clients read the reason to know they must run the calls."""
+    finish = str(reason) if reason else "stop"
+    return "tool_calls" if called and finish == "stop" else finish
 
 
 def new_client(connect_timeout_s: float = 5.0, max_keepalive: int = 256) -> httpx.AsyncClient:

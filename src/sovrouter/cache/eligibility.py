@@ -6,6 +6,7 @@ A wrong semantic hit costs the whole answer, so eligibility is narrow on purpose
 - personal data detected (or the detector failed): never embedded, stored or matched;
 - anything but a single text user turn (an optional system message is part of the partition key instead):
   conversations depend on their history;
+- tools offered: the answer may be a function call, and depends on the functions offered;
 - time-sensitive prompts (today, now, latest, current, this year, a date or a year...): yesterday's answer is wrong;
 - long prompts (over ``max_words`` words or ``max_chars`` characters): long prompts are generative or templated
   (few-shot preambles, benchmark headers) and a shared preamble makes different questions look alike;
@@ -79,6 +80,8 @@ def request_ineligible_reason(request: NormalizedRequest, detection: Detection) 
     others = [m for m in request.messages if m.role not in ("user", "system", "developer")]
     if len(users) != 1 or others:
         return "conversation"
+    if request.tooling is not None:  # the answer may be a call, and depends on the functions offered
+        return "tools"
     if request.parameters.temperature is not None and request.parameters.temperature > 1.0:
         return "high_temperature"
     return text_ineligible_reason(users[0].text)

@@ -50,9 +50,10 @@ def cache_key(request: NormalizedRequest, scope: str = "") -> str:
     another catalog never match); empty, the key of earlier versions."""
     body = {
         "tenant": request.tenant,
-        "messages": [m.model_dump(mode="json") for m in request.messages],
+        "messages": [m.key_fields() for m in request.messages],
         "parameters": request.parameters.key_fields(),
         "model": request.requested_model,
+        **({"tools": request.tooling.model_dump(mode="json")} if request.tooling is not None else {}),
         **({"catalog": scope} if scope else {}),
     }
     # surrogatepass: intake refuses lone surrogates, but a key must never be what fails a request

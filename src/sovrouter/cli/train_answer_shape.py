@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     check_output(args.out)
     paths = resolve(args.workload, args.split)
-    requests = {rid: normalize_chat(r.chat_body(), tenant=r.tenant, request_id=rid)
+    requests = {rid: normalize_chat(r.chat_body(), tenant=r.tenant, request_id=rid, recorded=True)
                 for rid, r in load_requests(paths).items()}
     answers = {k: v.response for k, v in load_responses(paths).items()}
     rows = build_rows(requests, answers)

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         wreq = requests.get(rec.external_id or "")
         if wreq is not None:
             req = normalize_chat(wreq.chat_body(), tenant=rec.tenant, request_id=rec.request_id,
-                                 arrived_ms=rec.arrived_ms)
+                                 arrived_ms=rec.arrived_ms, recorded=True)
             index.observe(req, rec)
     data = build(records, store.signals(), store.regenerations(), Catalog.load(paths.catalog))
     args.out.write_text(render(data), encoding="utf-8")

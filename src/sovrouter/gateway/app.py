@@ -238,7 +238,9 @@ async def _events(fmt: ChatFormatter, ready: list[_Item], queue: asyncio.Queue[_
                     first = False
                 continue
             if isinstance(item, Outcome) and item.error is None and item.result is not None:
-                if first:
+                if item.result.tool_calls:  # gathered upstream, sent whole before the finishing chunk
+                    out += fmt.tool_calls(item.result, first)
+                elif first:
                     out += fmt.delta(item.result.candidate.slot, "", True)
                 out += fmt.final(item.result, item.record, include_usage)
             elif isinstance(item, Outcome) and item.error is not None:

@@ -45,12 +45,16 @@ class ChatFormatter:
         self.created = created
 
     def completion(self, result: ModelResult, record: RequestRecord) -> bytes:
+        message: dict[str, Any] = {"role": "assistant", "content": result.text}
+        if result.tool_calls:
+            message["content"] = result.text or None  # OpenAI: null content when the turn only calls functions
+            message["tool_calls"] = [c.openai() for c in result.tool_calls]
         return _dumps({
             "id": self.id,
             "object": "chat.completion",
             "created": self.created,
             "model": result.candidate.slot,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
+            "choices": [{"index": 0, "message": message,
                          "logprobs": None, "finish_reason": result.finish_reason}],
             "usage": usage(result),
             "sovrouter": metadata(record),
@@ -67,6 +71,16 @@ class ChatFormatter:
 
     def delta(self, model: str, text: str, first: bool) -> bytes:
         return self._chunk(model, {"role": "assistant", "content": text} if first else {"content": text})
+
+    def tool_calls(self, result: ModelResult, first: bool) -> bytes:
+        """The answer's function calls, one chunk each (id, name and whole arguments), as OpenAI streams them."""
+        out = b""
+        for i, call in enumerate(result.tool_calls):
+            delta: dict[str, Any] = {"tool_calls": [{"index": i, **call.openai()}]}
+            if first and i == 0:
+                delta = {"role": "assistant", "content": None, **delta}
+            out += self._chunk(result.candidate.slot, delta)
+        return out
 
     def final(self, result: ModelResult, record: RequestRecord, include_usage: bool) -> bytes:
         """The finishing chunk (with the ``sovrouter`` metadata), the usage chunk if asked, then ``[DONE]``."""

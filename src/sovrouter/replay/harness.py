@@ -120,6 +120,7 @@ async def replay_async(
                 data_class=wreq.data_class,
                 arrived_ms=event.t_ms,
                 external_id=wreq.id,
+                recorded=True,
             )
         except SovrouterError:  # a request the gateway would refuse with a 400: its event still gets a decision
             decisions.append(Decision(seq=event.order, request_id=wreq.written_id))

@@ -1,0 +1,114 @@
+"""Tool calling end to end: the official ``openai`` client, the gateway, real upstreams on loopback. Only the
+deployments the catalog declares ``tools`` serve a request that offers tools."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from gateway_harness import DATA, Live, live_gateway
+
+WEATHER: Any = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+ARGS = '{"city": "Paris"}'
+ASK: Any = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+def _catalog(tmp: Path, capable: set[str]) -> Path:
+    models = json.loads((DATA / "models.json").read_text())
+    for slot in models["slots"]:
+        for dep in slot["deployments"]:
+            dep["tools"] = f"{slot['id']}/{dep['id']}" in capable
+    path = tmp / "models.json"
+    path.write_text(json.dumps(models))
+    return path
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[Live]:
+    # sovereign-large/eu-sov, the baseline's first choice for this tenant, does not declare tools
+    with live_gateway(tmp_path / "state", catalog=_catalog(tmp_path, {"frontier/us"})) as gateway:
+        for up in (gateway.primary, gateway.backup):
+            up.tool_calls = [{"name": "get_weather", "arguments": ARGS}]
+        yield gateway
+
+
+def test_a_call_comes_back_from_a_deployment_that_declares_tools(live: Live) -> None:
+    raw = live.client().chat.completions.with_raw_response.create(model="auto", messages=ASK, tools=[WEATHER],
+                                                                   tool_choice="auto")
+    completion = raw.parse()
+    choice = completion.choices[0]
+    assert raw.headers["x-sovrouter-route"] == "frontier/us"
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    assert choice.message.tool_calls is not None
+    call = choice.message.tool_calls[0]
+    assert (call.type, call.function.name, call.function.arguments) == ("function", "get_weather", ARGS)
+    assert live.primary.calls == 0
+    sent = live.backup.last_body
+    assert sent is not None and sent["tools"] == [WEATHER] and sent["tool_choice"] == "auto"
+    records = live.records()
+    assert records[-1].status == "ok" and records[-1].final is not None
+    assert records[-1].final.key == "frontier/us"
+
+
+def test_a_streamed_call_is_assembled_by_the_client(live: Live) -> None:
+    stream = live.client().chat.completions.create(model="auto", messages=ASK, tools=[WEATHER], stream=True)
+    name, args, ids, finish = "", "", set(), None
+    for chunk in stream:
+        if not chunk.choices:
+            continue
+        for frag in chunk.choices[0].delta.tool_calls or []:
+            if frag.id:
+                ids.add(frag.id)
+            if frag.function is not None:
+                name += frag.function.name or ""
+                args += frag.function.arguments or ""
+        finish = chunk.choices[0].finish_reason or finish
+    assert (name, args, finish) == ("get_weather", ARGS, "tool_calls") and len(ids) == 1
+    assert live.records()[-1].status == "ok"
+
+
+def test_the_tool_result_turn_goes_upstream_and_the_answer_comes_back(live: Live) -> None:
+    client = live.client()
+    first = client.chat.completions.create(model="auto", messages=ASK, tools=[WEATHER])
+    call = first.choices[0].message.tool_calls[0]  # type: ignore[index]
+    live.backup.tool_calls = None  # the model answers in words once it has the result
+    follow: Any = [*ASK, first.choices[0].message.model_dump(exclude_none=True),
+                   {"role": "tool", "tool_call_id": call.id, "content": "21C and sunny"}]
+    second = client.chat.completions.create(model="auto", messages=follow, tools=[WEATHER])
+    assert second.choices[0].message.content == "backup answer"
+    assert second.choices[0].finish_reason == "stop"
+    sent = live.backup.last_body
+    assert sent is not None
+    assert sent["messages"][1]["tool_calls"][0]["id"] == call.id
+    assert sent["messages"][2] == {"role": "tool", "content": "21C and sunny", "tool_call_id": call.id}
+
+
+def test_a_repeated_call_is_an_exact_hit_and_other_tools_are_a_miss(live: Live) -> None:
+    client = live.client()
+    client.chat.completions.create(model="auto", messages=ASK, tools=[WEATHER])
+    again = client.chat.completions.with_raw_response.create(model="auto", messages=ASK, tools=[WEATHER])
+    assert again.headers["x-sovrouter-cache"] == "exact"
+    assert again.parse().choices[0].message.tool_calls[0].function.arguments == ARGS  # type: ignore[index]
+    other = {**WEATHER, "function": {**WEATHER["function"], "description": "Forecast for a city"}}
+    miss = client.chat.completions.with_raw_response.create(model="auto", messages=ASK, tools=[other])
+    plain = client.chat.completions.with_raw_response.create(model="auto", messages=ASK)
+    assert miss.headers["x-sovrouter-cache"] == "miss" and plain.headers["x-sovrouter-cache"] == "miss"
+    assert plain.parse().choices[0].message.tool_calls is None
+    assert live.backup.calls == 2 and live.primary.calls == 1  # the plain ask goes to the baseline's first choice
+
+
+def test_without_a_capable_deployment_tools_are_a_clear_400(tmp_path: Path) -> None:
+    with live_gateway(tmp_path / "state") as live:  # the demo catalog declares no tools
+        with pytest.raises(openai.BadRequestError) as exc:
+            live.client().chat.completions.create(model="auto", messages=ASK, tools=[WEATHER])
+        body: Any = exc.value.body
+        assert body["code"] == "tools_not_supported" and body["param"] == "tools"
+        assert "Paris" not in json.dumps(body)
+        assert live.primary.calls == live.backup.calls == 0
+        assert [r.error_code for r in live.records()] == ["tools_not_supported"]
