@@ -302,6 +302,9 @@ class ModelCall(BaseModel):
     allowed: list[Candidate] = Field(description="the request's allowed set; the policy guard enforces it")
     purpose: Literal["primary", "fallback", "retry", "cascade", "shadow"] = "primary"
     attempts: list[CallAttempt] = Field(default_factory=list, exclude=True)
+    # set by the executor when it serves an answer the router's review wanted to replace (the escalation failed
+    # everywhere): served, but never cached, so the request gets its escalation again once the upstream is back
+    degraded: bool = Field(default=False, exclude=True)
 
 
 class ModelResult(BaseModel):

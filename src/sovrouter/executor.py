@@ -44,7 +44,8 @@ class Executor:
             try:
                 result = await self._chain(plan[start:]).generate(call)
             except UpstreamError:
-                if results:  # an escalation failed everywhere: keep the answer we have
+                if results:  # an escalation failed everywhere: keep the answer we have (not to be cached)
+                    call.degraded = True
                     return results[-1]
                 raise
             results.append(result)

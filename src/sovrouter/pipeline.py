@@ -94,7 +94,8 @@ class Pipeline:
         call = ModelCall(request=request, allowed=prep.verdict.allowed)
         try:
             result = await self.executor.run(call, prep.decision, self._reviewer(prep))
-            await self.cache.store(request, prep.detection, result)
+            if not call.degraded:
+                await self.cache.store(request, prep.detection, result)
             outcome = self._finish(prep, result, call.attempts)  # recorded before the release, which may await
         except UpstreamError as exc:
             outcome = self._finish_error(request, exc, prep, call.attempts)
@@ -129,7 +130,8 @@ class Pipeline:
                 yield chunk
             if result is None:  # never end silently truncated: no final chunk is an error
                 raise AllCandidatesFailedError("upstream stream ended without completing")
-            await self.cache.store(request, prep.detection, result)
+            if not call.degraded:
+                await self.cache.store(request, prep.detection, result)
             outcome = self._finish(prep, result, call.attempts)  # recorded before the release, which may await
         except UpstreamError as exc:
             outcome = self._finish_error(request, exc, prep, call.attempts)

@@ -168,3 +168,27 @@ async def test_a_failed_leaders_waiters_all_go_upstream_at_once() -> None:
         await cache.release(req("hello", f"w{i}"))  # they did not lead: nothing to release
     assert not cache._flights and not cache._leading
     assert await served(cache, "hello") == "answer"  # what one of them stored serves the next request
+
+
+async def test_an_empty_answer_is_served_once_and_never_stored() -> None:
+    """An upstream's 200 with ``content: null`` was stored: a client retrying for a real answer got the empty one
+    for the whole TTL. A waiter on that key goes upstream itself."""
+    import asyncio
+
+    from sovrouter.contracts import ToolCall
+
+    cache = ExactCache(WallClock())
+    lead = req("hello", "r1")
+    await cache.lookup(lead, NONE, [A])
+    waiting = asyncio.ensure_future(cache.lookup(req("hello", "r2"), NONE, [A]))
+    await asyncio.sleep(0)
+    await cache.store(lead, NONE, ModelResult(candidate=A, text=""))
+    assert (await asyncio.wait_for(waiting, 5))[0].kind == "miss"
+    await cache.release(lead)
+    await cache.release(req("hello", "r2"))
+    assert cache.entry_count() == 0
+    called = req("call", "r3")
+    await cache.lookup(called, NONE, [A])
+    await cache.store(called, NONE, ModelResult(candidate=A, text="", tool_calls=(ToolCall(id="c", name="f"),)))
+    await cache.release(called)
+    assert cache.entry_count() == 1  # an answer that only calls functions says something

@@ -206,3 +206,11 @@ async def test_an_entry_this_request_may_not_use_does_not_end_the_wait(make: Fac
     await one.release(lead)
     outcome, result = await asyncio.wait_for(waiter, 5)
     assert outcome.kind == "exact" and result is not None and result.text == "from B"
+
+
+async def test_an_empty_answer_is_never_stored(make: Factory) -> None:
+    one, two = make(), make()
+    await produce(one, "hello", "r1", "")
+    outcome, result = await two.lookup(req("hello", "r2"), NONE, [A])
+    assert outcome.kind == "miss" and result is None
+    await two.release(req("hello", "r2"))

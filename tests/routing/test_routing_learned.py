@@ -317,3 +317,28 @@ def test_a_request_offering_tools_goes_to_the_best_allowed_model_without_a_casca
     assert router.review(req, SIGNALS, d, [_res(d.plan[0], "")]) is None
     assert router.decide(_req(), SIGNALS, allowed).evidence["mode"] == "cascade"  # the same text without tools
 
+
+
+async def test_an_answer_kept_after_a_failed_escalation_is_served_but_never_cached(catalog: Catalog,
+                                                                                   tenants: Tenants) -> None:
+    """The review rejected the cheap answer and every later step failed: the cheap answer is served, but it was
+    also cached, and the same request got it from the cache for the whole TTL once the upstreams were back."""
+    from sovrouter.testing import FailingAdapter
+
+    local = Candidate(slot="local-small", deployment="edge")
+    adapters: dict[Candidate, FakeAdapter | FailingAdapter] = {
+        Candidate(slot=s.id, deployment=d.id): FailingAdapter(Candidate(slot=s.id, deployment=d.id))
+        for s, d in catalog.pairs()}
+    adapters[local] = FakeAdapter(local, text='{"answer": "local"}')
+    router = _router(catalog, tenants, s1=(0.1, 0.95), s2=(0.1, 0.95))  # always escalate
+    clock = WallClock()
+    cache = ExactCache(clock)
+    wired = {c: stack.wrap(a, ReliabilitySettings(retries=0), clock) for c, a in adapters.items()}
+    pipe = Pipeline(catalog=catalog, detector=NullDetector(), policy=AllowAll(), classifier=FixedClassifier(),
+                    router=router, executor=Executor(adapters=wired), cache=cache, records=MemorySink(),
+                    clock=clock)
+    out = await pipe.handle(_req())
+    assert out.record.status == "ok" and out.record.final == local
+    assert cache.entry_count() == 0
+    again = await pipe.handle(_req().model_copy(update={"request_id": "r2"}))
+    assert again.record.cache.kind == "miss"

@@ -61,6 +61,13 @@ def cache_key(request: NormalizedRequest, scope: str = "") -> str:
                           ).hexdigest()
 
 
+def worth_keeping(result: ModelResult) -> bool:
+    """An answer a cache may serve again: it says something (text, or calls for the client to run). An empty
+    answer (an upstream's ``200`` with ``content: null``) is served once and never stored: until 2026-11-28 a
+    client that retried for a real answer got the same empty one for the whole TTL (found in review)."""
+    return bool(result.text or result.tool_calls)
+
+
 class ExactCache:
     def __init__(self, clock: Clock, path: str | Path = ":memory:", ttl_s: float = 3600.0,
                  enabled: bool = True, *, max_entries: int | None = None, purge_every_s: float = 60.0,
@@ -126,6 +133,9 @@ class ExactCache:
         if not self.enabled:
             return
         key = self._leading.get(request.request_id) or cache_key(request, self.scope)
+        if not worth_keeping(result):
+            self._land(key, stored=False)
+            return
         now = self.clock.now_ms()
         try:
             self._db.execute(

@@ -36,7 +36,7 @@ import redis.asyncio as aioredis
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from sovrouter.cache.exact import cache_key
+from sovrouter.cache.exact import cache_key, worth_keeping
 from sovrouter.contracts import CacheOutcome, Candidate, Detection, ModelResult, NormalizedRequest
 from sovrouter.protocols import Clock
 
@@ -128,6 +128,8 @@ class RedisExactCache:
     async def store(self, request: NormalizedRequest, detection: Detection, result: ModelResult) -> None:
         lead = self._leading.get(request.request_id)
         key = lead[0] if lead is not None else cache_key(request, self.scope)
+        if not worth_keeping(result):
+            return  # release() wakes the waiters with nothing stored: they go upstream
         now = self.clock.now_ms()
         value = json.dumps({"expires_ms": now + self.ttl_ms, "source_request_id": request.request_id,
                             "result": result.model_dump(mode="json")}, ensure_ascii=False)
