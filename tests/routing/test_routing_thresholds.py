@@ -102,3 +102,22 @@ def test_high_value_thresholds_are_stricter_on_both_sides_of_zero() -> None:
     assert high.stage1 == -0.4 and high.stage2 == 0.01 and high.stage3 == 0.005 and high.direct == 1.0
     for t in (-0.3, -0.01, 0.0, 0.02, 0.5):
         assert stricter(t, 0.5) <= t  # never easier to accept
+
+
+def test_every_negative_gain_threshold_is_stricter_for_high_value_tenants() -> None:
+    """Only stage 1 had been fixed: a negative stage2 (the selection grid holds -0.05), stage3, direct or skip was
+    still halved towards zero, and the serving router and the simulation both accepted more readily for
+    high-value tenants."""
+    from sovrouter.routing.model import Thresholds
+
+    std = TierThresholds(direct=-0.1, stage1=-0.2, stage2=-0.05, skip=-0.3, stage3=-0.02)
+    high = Thresholds(standard=std, high_value_factor=0.5).for_value("high")
+    assert (high.direct, high.stage1, high.stage2, high.skip, high.stage3) == (-0.2, -0.4, -0.1, -0.6, -0.04)
+    ev, sp = _case()
+    sp.p2_top[:] = sp.p2_second + (-0.07)  # a stage-2 gain of -0.07: under -0.05, over -0.1
+    th = TierThresholds(direct=2.0, stage1=-1.0, stage2=-0.05, skip=2.0)
+    standard = run_policy(ev, sp, th, 0.5)
+    ev.high[:] = True
+    valued = run_policy(ev, sp, th, 0.5)
+    assert (standard.served == 1).all()  # standard tenants accept the sovereign answer
+    assert (valued.served == 3).all()  # high-value ones escalate to frontier

@@ -77,9 +77,13 @@ class Thresholds(BaseModel):
             return self.standard
         f = self.high_value_factor
         s = self.standard
-        return TierThresholds(direct=s.direct * f, stage1=stricter(s.stage1, f), stage2=s.stage2 * f,
-                              skip=s.skip * f, skip_share=s.skip_share, pick_agreeing=s.pick_agreeing,
-                              stage3=None if s.stage3 is None else s.stage3 * f,
+        # every gain threshold moves away from accepting the cheaper path, on either side of zero (until
+        # 2026-11-28 only stage1 did: a negative stage2, stage3, direct or skip, which a retrain may choose, was
+        # halved towards zero and so accepted the cheap answer more readily for high-value tenants)
+        return TierThresholds(direct=stricter(s.direct, f), stage1=stricter(s.stage1, f),
+                              stage2=stricter(s.stage2, f), skip=stricter(s.skip, f), skip_share=s.skip_share,
+                              pick_agreeing=s.pick_agreeing,
+                              stage3=None if s.stage3 is None else stricter(s.stage3, f),
                               pick=None if s.pick is None else s.pick / f)
 
 

@@ -82,14 +82,13 @@ def run_policy(ev: EvalSet, sp: StageProbs, th: TierThresholds, high_factor: flo
     n = len(ev.top)
     f = np.where(ev.high, high_factor, 1.0)
     cs = ev.top_cost_est[:, 0] / cost_unit if cost_unit > 0 else 1.0
-    f1 = f * cs
-    f2 = f * (ev.top_cost_est[:, 1] / cost_unit if cost_unit > 0 else 1.0)
+    cs2 = ev.top_cost_est[:, 1] / cost_unit if cost_unit > 0 else 1.0
     has_l = ~np.isnan(ev.cost[:, L]) & (ev.top > L)
     has_s = ~np.isnan(ev.cost[:, S]) & (ev.top > S)
     prior_top = sp.prior[np.arange(n), ev.top]
     best_cheap = np.maximum(np.where(has_l, sp.prior[:, L], -1), np.where(has_s, sp.prior[:, S], -1))
     ex = ev.executable
-    cascade = has_l & (~((prior_top - best_cheap) > th.direct * f) | ex)
+    cascade = has_l & (~((prior_top - best_cheap) > stricter_array(th.direct, f)) | ex)
     # rows without a local slot, or sent direct: top only
     served = ev.top.copy()
     called = np.zeros((n, 4), dtype=bool)
@@ -102,20 +101,22 @@ def run_policy(ev: EvalSet, sp: StageProbs, th: TierThresholds, high_factor: flo
     served[accept1] = L
     go_on = cascade & ~accept1
     # escalation from L: to S when S is a cheap step, else straight to top (top == S for on-premises tenants)
-    skip = ~ex & (ev.step_share >= th.skip_share) & ((sp.p1_top - sp.p1_first) > th.skip * f1)
+    skip = ~ex & (ev.step_share >= th.skip_share) & ((sp.p1_top - sp.p1_first) > stricter_array(th.skip, f) * cs)
     to_s = go_on & has_s & ~skip
     to_top = go_on & ~to_s
     called[to_top, ev.top[to_top]] = True
     served[to_top] = ev.top[to_top]
     called[to_s, S] = True
-    accept2 = to_s & np.where(ex, ev.exec_match[:, S], (sp.p2_top - sp.p2_second) <= th.stage2 * f2)
+    accept2 = to_s & np.where(ex, ev.exec_match[:, S],
+                              (sp.p2_top - sp.p2_second) <= stricter_array(th.stage2, f) * cs2)
     served[accept2] = S
     esc = to_s & ~accept2
     vote = np.zeros(n, dtype=bool)
     if th.stage3 is not None:  # voter step: hosted-mini answers before frontier is called
         vote = esc & ~np.isnan(ev.cost[:, M]) & (ev.top == F)
         called[vote, M] = True
-        accept3 = vote & np.where(ex, ev.exec_match[:, M], (sp.p3_top - sp.p3_mid) <= th.stage3 * f2)
+        accept3 = vote & np.where(ex, ev.exec_match[:, M],
+                                  (sp.p3_top - sp.p3_mid) <= stricter_array(th.stage3, f) * cs2)
         served[accept3] = M
         esc = esc & ~accept3
     called[esc, ev.top[esc]] = True
