@@ -62,3 +62,19 @@ def test_a_key_for_an_unknown_tenant_is_refused_at_start(tmp_path: Path) -> None
                         api_keys=[ApiKey(tenant="acme-uss", key_sha256=hash_key("k"))])
     with pytest.raises(ConfigError, match="tenant"):
         build_live_pipeline(settings)
+
+
+def test_a_key_given_twice_in_yaml_is_refused_not_overwritten(tmp_path: Path) -> None:
+    """PyYAML keeps the last duplicate silently: ``policy: cedar`` then ``policy: availability`` ran without the
+    sovereignty engine. The TOML reader already refused this."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("catalog: c.json\ntenants: t.json\npolicy: cedar\ncache: {exact_enabled: false}\n"
+                   "cache: {exact_enabled: true}\npolicy: availability\n")
+    with pytest.raises(ConfigError, match=r"duplicate key 'cache' at line 5"):
+        Settings.load(cfg)
+    cfg.write_text("catalog: c.json\ntenants: t.json\nupstreams:\n  a/b: {base_urls: [http://h:1], "
+                   "base_urls: [http://h:2]}\n")
+    with pytest.raises(ConfigError, match="duplicate key 'base_urls'"):
+        Settings.load(cfg)
+    cfg.write_text("catalog: c.json\ntenants: t.json\npolicy: cedar\n")
+    assert Settings.load(cfg).policy == "cedar"

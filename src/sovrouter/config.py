@@ -6,7 +6,7 @@ import hashlib
 import os
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -273,11 +273,13 @@ class Settings(BaseModel):
         p = Path(path)
         try:
             text = p.read_text(encoding="utf-8")
-            raw = tomllib.loads(text) if p.suffix == ".toml" else yaml.safe_load(text)
+            raw = tomllib.loads(text) if p.suffix == ".toml" else yaml.load(text, Loader=_UniqueKeyLoader)
             settings = cls.model_validate(raw)
         except ValidationError as exc:  # field and reason only: values (a URL's password, a key) are not echoed
             problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors())
             raise ConfigError(f"invalid configuration {p}: {problems}") from exc
+        except _DuplicateKeyError as exc:  # the key is the file's own structure, not a value
+            raise ConfigError(f"invalid configuration {p}: {exc}") from None
         except yaml.YAMLError as exc:  # where, never the offending text (it may be a secret pasted in)
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -292,6 +294,32 @@ class Settings(BaseModel):
                 "state_dir": (base / settings.state_dir).resolve(),
             }
         )
+
+
+class _DuplicateKeyError(yaml.YAMLError):  # type: ignore[misc]
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):  # type: ignore[misc]
+    """YAML's safe loader, refusing a key given twice in one mapping. PyYAML keeps the last one silently: a file
+    with ``policy: cedar`` near the top and ``policy: availability`` further down ran without the sovereignty
+    engine, with no word (found in review, 2026-11-28). The TOML reader already refuses duplicates."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: the base loader reports it
+                break
+            if duplicate:
+                mark = key_node.start_mark
+                where = f"{key!r}" if isinstance(key, str) and len(key) <= 64 else "a key"
+                raise _DuplicateKeyError(f"duplicate key {where} at line {mark.line + 1}, column {mark.column + 1}")
+            seen.add(key)
+        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+        return mapping
 
 
 def hash_key(key: str) -> str:
