@@ -314,3 +314,11 @@ async def test_shadow_calls_in_flight_finish_before_the_shared_client_closes() -
     for hook in shutdown_order(stop_poller, drain, client.aclose, [close_store]):
         await hook()
     assert seen == [200] and order == ["poller", "drain", "store"] and client.is_closed
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "99999", "-1", "http"])
+def test_a_port_out_of_range_is_refused_before_anything_starts(port: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """99999 was accepted: uvicorn bound 34463 (99999 mod 65536) while its log said 99999."""
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", "--config", "nowhere.yaml", "--port", port])
+    assert exc.value.code == 2 and "1 to 65535" in capsys.readouterr().err

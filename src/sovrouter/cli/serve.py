@@ -17,11 +17,22 @@ from sovrouter.gateway.wiring import build_live_pipeline, make_affinity_bus, mak
 from sovrouter.protocols import AsyncClosable
 
 
+def _port(text: str) -> int:
+    """A TCP port: 99999 was accepted and bound port 34463 (99999 mod 65536) while the log said 99999."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("a port is a number from 1 to 65535") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError("a port is a number from 1 to 65535")
+    return port
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="run the OpenAI-compatible gateway")
     p.add_argument("--config", required=True, type=Path, help="configuration file (YAML or TOML)")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
-    p.add_argument("--port", default=8080, type=int)
+    p.add_argument("--port", default=8080, type=_port, help="TCP port, 1 to 65535 (default 8080)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=run)
 
