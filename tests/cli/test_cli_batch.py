@@ -10,6 +10,7 @@ import yaml
 
 from sovrouter.cli.main import main
 from sovrouter.gateway.server import ServerThread
+from sovrouter.testing_redis import RedisServer
 from sovrouter.testing_upstream import UpstreamBehaviour, create_upstream_app
 
 DATA = Path(__file__).resolve().parents[2] / "src" / "sovrouter" / "data" / "demo"
@@ -58,3 +59,26 @@ def test_batch_cli_unknown_tenant_is_a_clear_error(tmp_path: Path, capsys: pytes
     assert rc == 2
     assert "unknown tenant" in capsys.readouterr().err
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_batch_cli_sends_its_last_affinity_events_before_it_exits(tmp_path: Path, redis_srv: RedisServer) -> None:
+    """The command left the affinity bus to build_live_pipeline and never closed it: the last "done" events were
+    cancelled with the event loop, and live gateways sharing the stream modelled those calls as running on their
+    replicas for max_call_s (found in review, 2026-11-28)."""
+    import redis
+
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    lines = [{"custom_id": f"l{i}", "method": "POST", "url": "/v1/chat/completions",
+              "body": {"messages": [{"role": "user", "content": f"Say hi {i}"}], "max_tokens": 8}} for i in range(6)]
+    inp.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    with ServerThread(create_upstream_app(UpstreamBehaviour(reply="hi")), log_level="critical") as up:
+        cfg = yaml.safe_load(_config(tmp_path, up.url).read_text())
+        cfg["upstreams"]["local-small/edge"]["base_urls"] = [up.url, up.url + "/v1"]  # two names, two replicas
+        cfg["affinity_events"] = {"url": redis_srv.url, "key_prefix": "batch-test"}
+        path = tmp_path / "affinity.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        assert main(["batch", "--config", str(path), "--tenant", "acme-us", "--input", str(inp),
+                     "--output", str(out), "--scope", "plan", "--concurrency", "3"]) == 0
+    entries = redis.Redis.from_url(redis_srv.url).xrange("batch-test:affinity:local-small/edge")
+    kinds = [json.loads(fields[b"e"])["kind"] for _, fields in entries]
+    assert kinds.count("start") == 6 and kinds.count("done") == 6

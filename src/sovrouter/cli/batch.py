@@ -21,7 +21,7 @@ from sovrouter.batch.runner import BatchRunner, BatchSummary, deferrable
 from sovrouter.catalog import Tenants
 from sovrouter.config import Settings
 from sovrouter.errors import ConfigError, NotFoundError
-from sovrouter.gateway.wiring import build_live_pipeline
+from sovrouter.gateway.wiring import build_live_pipeline, make_affinity_bus
 
 _DATA_CLASSES = ("public", "internal", "confidential", "restricted")
 
@@ -60,7 +60,11 @@ async def _run(args: argparse.Namespace) -> BatchSummary:
         raise ConfigError(f"cannot read batch input {args.input}: {type(exc).__name__}") from None
     lines = parse_lines(jsonl_lines(text))
     async with new_client() as client:
-        pipeline = deferrable(build_live_pipeline(settings, client=client), scope=args.scope)
+        # this command owns the affinity bus (if configured) and closes it, which sends its last events: left to
+        # build_live_pipeline, nobody closed it and the final "done" events were dropped when the loop ended, so
+        # live gateways sharing the stream modelled those calls as running for max_call_s (found in review)
+        bus = make_affinity_bus(settings)
+        pipeline = deferrable(build_live_pipeline(settings, client=client, events=bus), scope=args.scope)
         try:
             with open(args.output, "w", encoding="utf-8") as out:
                 runner = BatchRunner(pipeline, tenant=args.tenant, data_class=args.data_class,
@@ -72,6 +76,8 @@ async def _run(args: argparse.Namespace) -> BatchSummary:
             close = getattr(pipeline.records, "close", None)
             if callable(close):
                 close()
+            if bus is not None:
+                await bus.aclose()
     return summary
 
 
