@@ -12,6 +12,7 @@ SpeculativeSwitchAdapter`): the plain instance keeps ``logits_all`` off, which p
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -55,13 +56,21 @@ class LlamaLocalAdapter:
         self.draft = draft
         self.default_max_tokens = default_max_tokens
         self.timer = timer
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # callers queue here, off the thread pool
+        # held by the worker thread for the whole generation: a call cancelled (a timeout) releases the asyncio
+        # lock while its thread still generates, and the next call then ran on the same Llama at once (found in
+        # review, 2026-11-28); llama.cpp's context is not thread-safe
+        self._llm_lock = threading.Lock()
 
     @property
     def target(self) -> Candidate:
         return self.candidate
 
     def _run(self, request: NormalizedRequest) -> ModelResult:
+        with self._llm_lock:
+            return self._run_locked(request)
+
+    def _run_locked(self, request: NormalizedRequest) -> ModelResult:
         p = request.parameters
         kwargs: dict[str, Any] = {
             "max_tokens": p.max_tokens or self.default_max_tokens,

@@ -1,0 +1,55 @@
+"""The in-process llama.cpp adapter without a model: one generation at a time on its ``Llama``, cancels included."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from sovrouter.contracts import Candidate, ModelCall
+from sovrouter.errors import UpstreamTimeoutError
+from sovrouter.intake import normalize_chat
+from sovrouter.reliability.timeout import TimeoutAdapter
+from sovrouter.speculative.local import LlamaLocalAdapter
+
+LOCAL = Candidate(slot="local-small", deployment="edge")
+
+
+class SlowLlama:
+    """Stands in for ``llama_cpp.Llama``: counts generations running at once."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.running = 0
+        self.most = 0
+        self._lock = threading.Lock()
+
+    def create_chat_completion(self, messages: Any, **kwargs: Any) -> dict[str, Any]:
+        with self._lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        time.sleep(self.seconds)
+        with self._lock:
+            self.running -= 1
+        return {"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 1}}
+
+
+def _call(rid: str) -> ModelCall:
+    req = normalize_chat({"messages": [{"role": "user", "content": "hi"}]}, tenant="t", request_id=rid)
+    return ModelCall(request=req, allowed=[LOCAL])
+
+
+async def test_a_timed_out_generation_keeps_the_model_until_it_ends() -> None:
+    """A timeout released the adapter's lock while the generation's thread ran on, so the next call generated on
+    the same ``Llama`` at the same time (llama.cpp's context is not thread-safe)."""
+    llm = SlowLlama(0.4)
+    adapter = LlamaLocalAdapter(LOCAL, llm)
+    timed = TimeoutAdapter(adapter, total_s=0.1)
+    with pytest.raises(UpstreamTimeoutError):
+        await timed.generate(_call("r1"))
+    result = await adapter.generate(_call("r2"))
+    assert result.text == "ok"
+    assert llm.most == 1
