@@ -166,3 +166,44 @@ def test_the_operators_pages_take_an_operator_key_when_one_is_set(catalog: Catal
             assert c.get(path, headers=AUTH).status_code == 401  # a tenant's key is not an operator's
             r = c.get(path, headers={"authorization": f"Bearer {operator}"})
             assert r.status_code == 200 and "sovrouter" in r.text
+
+
+def test_a_slow_record_lookup_does_not_hold_other_requests(catalog: Catalog, tenants: Tenants) -> None:
+    """The lookup ran on the event loop: for an id this instance did not answer it reaches the shared database
+    through a blocking driver, and a silent database host held /health (and every chat) for 10 s."""
+    import threading
+    import time
+
+    import httpx
+
+    from sovrouter.contracts import RequestRecord
+    from sovrouter.gateway.server import ServerThread
+
+    class SlowLookup:
+        def __init__(self, inner: SQLiteRecordStore) -> None:
+            self.inner = inner
+
+        def get(self, request_id: str) -> RequestRecord:
+            time.sleep(1.0)  # a database host that answers late
+            return self.inner.get(request_id)
+
+    settings = Settings(catalog=DATA / "models.json", tenants=DATA / "tenants.json", router="baseline",
+                        api_keys=[ApiKey(tenant="acme-us", key_sha256=hash_key(KEY))])
+    store = SQLiteRecordStore(":memory:")
+    obs = build_observability(EvalSettings(), catalog)
+    adapters = {Candidate(slot=s.id, deployment=d.id): FakeAdapter(Candidate(slot=s.id, deployment=d.id))
+                for s, d in catalog.pairs()}
+    app = create_app(obs.observe(assemble(settings, catalog, tenants, adapters, WallClock(), store)), settings)
+    obs.mount(app, SlowLookup(store))  # type: ignore[arg-type]
+    with ServerThread(app, log_level="critical") as server:
+        status: list[int] = []
+        feedback = threading.Thread(target=lambda: status.append(httpx.post(
+            server.url + "/v1/feedback", json={"response_id": "chatcmpl-nobody", "thumbs": "up"}, headers=AUTH,
+            timeout=10).status_code))
+        feedback.start()
+        time.sleep(0.2)
+        t0 = time.perf_counter()
+        assert httpx.get(server.url + "/health", timeout=10).status_code == 200
+        waited = time.perf_counter() - t0
+        feedback.join()
+    assert status == [404] and waited < 0.5

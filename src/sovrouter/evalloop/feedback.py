@@ -12,6 +12,7 @@ the input.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Literal, Protocol
 
@@ -74,7 +75,12 @@ def parse_feedback(raw: bytes) -> FeedbackIn:
 
 def record_feedback(fb: FeedbackIn, records: RecordLookup, store: SignalStore, tenant: str) -> QualitySignal:
     """Store ``tenant``'s feedback on one of its own answered requests."""
-    rid = fb.response_id
+    return store_feedback(fb, find_answered(records, fb.response_id, tenant), store)
+
+
+def find_answered(records: RecordLookup, rid: str, tenant: str) -> RequestRecord:
+    """``tenant``'s answered request ``rid`` (or ``chatcmpl-`` + its id). Blocking: the lookup may reach the shared
+    database."""
     unknown = NotFoundError("no response with that id", param="response_id")
     try:
         record = records.get(rid)
@@ -89,6 +95,10 @@ def record_feedback(fb: FeedbackIn, records: RecordLookup, store: SignalStore, t
         raise unknown  # another tenant's request: the same answer as an unknown id
     if record.status != "ok":
         raise InvalidRequestError("that request got no answer to give feedback on", param="response_id")
+    return record
+
+
+def store_feedback(fb: FeedbackIn, record: RequestRecord, store: SignalStore) -> QualitySignal:
     score = fb.value
     signal = QualitySignal(
         request_id=record.request_id, source="feedback", score=score,
@@ -108,7 +118,11 @@ def feedback_router(store: SignalStore, records: RecordLookup, keys: KeyRing) ->
         try:
             tenant = keys.tenant_for(request.headers.get("authorization"))
             fb = parse_feedback(await read_limited(request, MAX_FEEDBACK_BYTES))
-            signal = record_feedback(fb, records, store, tenant)
+            # off the event loop: for an id this instance did not answer, the lookup goes to the shared database
+            # through a blocking driver, and a silent database host held every other request for its connect
+            # timeout (10 s; found in review, 2026-11-28). The store write stays on the loop (one shared connection)
+            record = await asyncio.to_thread(find_answered, records, fb.response_id, tenant)
+            signal = store_feedback(fb, record, store)
         except SovrouterError as exc:
             return JSONResponse(status_code=exc.status, content=exc.to_openai())
         return JSONResponse({"object": "feedback", "response_id": signal.request_id, "score": signal.score,
