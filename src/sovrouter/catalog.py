@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import math
@@ -63,6 +64,23 @@ class Deployment(BaseModel):
     # the upstream serves OpenAI tool calling (e.g. llama.cpp's server with --jinja, vLLM with a tool parser):
     # only such deployments are candidates for a request that offers tools (default: not declared, not served)
     tools: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _audience_not_misspelt(cls, data: Any) -> Any:
+        """``available_to`` is the one deployment fact whose default opens it up (to every tenant): a misspelt key
+        (``availabe_to``) was kept as an unused extra and the deployment became ``"all"``, so restricted data
+        could reach another tenant's premises (found in review, 2026-11-28). Without ``available_to``, a key
+        that reads like it is refused; other unknown keys stay allowed (catalogs carry notes of their own)."""
+        if not isinstance(data, dict) or "available_to" in data:
+            return data
+        known = set(cls.model_fields)
+        for key in data:
+            if isinstance(key, str) and key not in known and difflib.get_close_matches(
+                    key.lower().replace("-", "_"), ["available_to"], n=1, cutoff=0.8):
+                raise ValueError(f"unknown field {key[:40]!r}: did you mean 'available_to'? (a deployment "
+                                 "without it is available to every tenant)")
+        return data
 
     def available_for(self, tenant: str) -> bool:
         return self.available_to == "all" or tenant in self.available_to
