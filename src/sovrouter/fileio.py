@@ -64,11 +64,14 @@ def atomic_text(path: str | Path) -> Iterator[IO[str]]:
     followed (the file it names is replaced, the link kept); a target that exists and is not a regular file
     (``/dev/stdout``, ``/dev/null``, a FIFO) is written in place: replacing it would swap a device for a file."""
     check_output(path)
+    given = Path(path)
+    # judged on the path as given: stat() follows links, /dev/stdout's /proc/self/fd/1 too, while the realpath of
+    # a pipe ("pipe:[N]") names nothing, and writing there crashed (found in review, 2026-11-28)
+    direct = given.exists() and not given.is_file()
     target = Path(os.path.realpath(path))
-    direct = target.exists() and not target.is_file()
     partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
     try:
-        fh = (target if direct else partial).open("w", encoding="utf-8")
+        fh = (given if direct else partial).open("w", encoding="utf-8")
     except PermissionError as exc:
         raise ConfigError(f"cannot write {path} ({exc.strerror})") from None
     if direct:

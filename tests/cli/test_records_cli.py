@@ -84,3 +84,47 @@ def test_a_file_that_is_not_a_database_is_a_one_line_error(tmp_path: Path,
 
     with pytest.raises(ConfigError, match="UTF-8"):
         read_decisions(gz)
+
+
+def test_another_sqlite_file_is_refused_and_left_untouched(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The exact cache's file, given as ``--db``, got a ``records`` table and the command said "0 exported"."""
+    import sqlite3
+
+    other = tmp_path / "cache.sqlite"
+    db = sqlite3.connect(other)
+    db.execute("CREATE TABLE exact_cache (key TEXT)")
+    db.commit()
+    db.close()
+    before = other.read_bytes()
+    assert main(["records", "export", "--db", str(other), "--out", str(tmp_path / "o.jsonl")]) == 2
+    assert "not a record store" in capsys.readouterr().err
+    assert other.read_bytes() == before and not (tmp_path / "o.jsonl").exists()
+
+
+def test_export_follows_a_link_and_writes_a_pipe_in_place(tmp_path: Path, pg_srv: PostgresServer) -> None:
+    """``--url --out LINK`` replaced the link itself with a file (as /dev/stdout was once), and ``--out`` naming a
+    pipe (``/dev/stdout | cat``) crashed looking for ``pipe:[N]``."""
+    import os
+    import subprocess
+    import sys
+
+    database = pg_srv.new_database()
+    store = SharedRecordStore(SQLiteRecordStore(tmp_path / "records.sqlite"), database_url(database, None, "records"),
+                              ship_every_s=3600)
+    store.write(_record(1))
+    store.close()
+    real, link = tmp_path / "real.jsonl", tmp_path / "link.jsonl"
+    real.write_text("old\n")
+    link.symlink_to(real)
+    assert main(["records", "export", "--url", database, "--out", str(link)]) == 0
+    assert link.is_symlink() and json.loads(real.read_text())["request_id"] == "r1"
+    read, write = os.pipe()
+    code = ("import sys; from sovrouter.cli.main import main; "
+            f"sys.exit(main(['records', 'export', '--db', {str(tmp_path / 'records.sqlite')!r}, "
+            f"'--out', '/dev/fd/{write}']))")
+    proc = subprocess.run([sys.executable, "-c", code], pass_fds=(write,), capture_output=True, timeout=60)
+    os.close(write)
+    with os.fdopen(read) as fh:
+        piped = fh.read()
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(piped)["request_id"] == "r1"

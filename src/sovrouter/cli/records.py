@@ -5,6 +5,7 @@ settings)."""
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -29,6 +30,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     e.set_defaults(func=export)
 
 
+def _holds_records(path: Path) -> None:
+    """Read-only: opening another SQLite file (the exact cache's) as a record store created a ``records`` table in
+    it and reported "0 exported" (found in review, 2026-11-28)."""
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'records'").fetchone()
+    finally:
+        db.close()
+    if found is None:
+        raise ConfigError(f"{path} is not a record store (it holds no records table)")
+
+
 def export(args: argparse.Namespace) -> int:
     if args.url is not None:
         url = database_url(args.url, args.password_env, "records")
@@ -44,6 +57,7 @@ def export(args: argparse.Namespace) -> int:
         if args.out.resolve() in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
             raise ConfigError("--out is the record store itself: choose another file")  # it would be destroyed
         check_output(args.out)
+        _holds_records(args.db)
         store = SQLiteRecordStore(args.db)
         try:
             n = store.export_jsonl(args.out)

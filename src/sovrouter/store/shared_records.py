@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from sovrouter.contracts import RequestRecord
 from sovrouter.errors import ConfigError, NotFoundError, StoreUnavailableError
+from sovrouter.fileio import atomic_text
 from sovrouter.store.outbox import Outbox, Shipper
 from sovrouter.store.records import SQLiteRecordStore
 from sovrouter.store.sql import create_tables, make_engine
@@ -116,17 +116,13 @@ def export_shared(url: sa.URL | str, path: str | Path) -> int:
     """Every instance's shipped records, by arrival, as JSONL at ``path``; how many. Only reads the database; the
     file appears whole or not at all."""
     engine = make_engine(url)
-    target = Path(path)
-    partial = target.with_name(f".{target.name}.partial")
     n = 0
-    try:
-        with engine.connect() as db, open(partial, "w", encoding="utf-8") as fh:
+    try:  # as the SQLite export: a symlink followed (it replaced the link itself), a pipe or device in place
+        with engine.connect() as db, atomic_text(path) as fh:
             for raw in _by_arrival(db):
                 fh.write(raw + "\n")
                 n += 1
-        os.replace(partial, target)
     finally:
-        partial.unlink(missing_ok=True)
         engine.dispose()
     return n
 
