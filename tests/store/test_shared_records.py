@@ -108,3 +108,19 @@ def test_an_outage_costs_no_write_and_loses_no_row(tmp_path: Path, own_pg: Postg
     own_pg.start()
     assert a.ship() == 5 and a.count() == 6
     a.close()
+
+
+def test_a_row_the_database_refuses_is_skipped_not_retried_forever(tmp_path: Path, url: str) -> None:
+    """A 201-character tenant id (the shared column holds 200) made PostgreSQL refuse the whole batch: it was
+    retried forever, logged as "unreachable", and none of that instance's records reached the shared database."""
+    store = _store(tmp_path, "a", url)
+    for i in range(5):
+        record = _record(f"r{i}", float(i))
+        store.write(record.model_copy(update={"tenant": "t" * 201}) if i == 1 else record)
+    assert store.ship() == 5  # the batch, read; one row refused
+    assert store.outbox.refused == 1
+    assert [r.request_id for r in store] == ["r0", "r2", "r3", "r4"]
+    assert store.local.get("r1").tenant == "t" * 201  # kept locally
+    store.write(_record("r5", 5.0))
+    assert store.ship() == 1 and store.get("r5").request_id == "r5"  # shipping goes on
+    store.close()

@@ -17,7 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from sovrouter.store.sql import insert_ignoring_duplicates
 
@@ -53,10 +53,12 @@ class Outbox:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("CREATE TABLE IF NOT EXISTS outbox_marks (name TEXT PRIMARY KEY, last INTEGER NOT NULL)")
         self._lock = threading.Lock()
+        self.refused = 0  # rows the shared database refused for their content (kept locally only)
 
     def ship(self) -> int:
         """Copy the next rows past the mark (at most ``batch_rows``); how many. Raises SQLAlchemyError when the
-        shared database cannot take them (they are copied next time)."""
+        shared database cannot take them (they are copied next time); a row it refuses for its content is skipped
+        (logged, counted in ``refused``), never retried forever."""
         with self._lock:
             row = self._db.execute("SELECT last FROM outbox_marks WHERE name = ?", (self.name,)).fetchone()
             rows = self._db.execute(self._select, (0 if row is None else int(row[0]), self.batch_rows)).fetchall()
@@ -68,11 +70,28 @@ class Outbox:
                 if self._order_as is not None:
                     item[self._order_as] = r[0]
                 values.append(item)
-            with self.engine.begin() as db:
-                db.execute(insert_ignoring_duplicates(self.engine, self.target), values)
+            try:
+                with self.engine.begin() as db:
+                    db.execute(insert_ignoring_duplicates(self.engine, self.target), values)
+            except (DataError, IntegrityError):
+                self._one_by_one(rows, values)
             self._db.execute("INSERT INTO outbox_marks VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET "
                              "last = excluded.last", (self.name, rows[-1][0]))
             return len(rows)
+
+    def _one_by_one(self, rows: Sequence[Any], values: Sequence[dict[str, Any]]) -> None:
+        """The shared database refused the batch for its content (a value too long for a column...): each row on
+        its own, and the ones it refuses stay only in the local file, named in the log by their order value. Until
+        2026-11-28 the whole batch was retried forever, logged as "unreachable", and nothing of that instance
+        reached the shared database again (found in review)."""
+        for row, item in zip(rows, values, strict=True):
+            try:
+                with self.engine.begin() as db:
+                    db.execute(insert_ignoring_duplicates(self.engine, self.target), [item])
+            except (DataError, IntegrityError) as exc:
+                self.refused += 1
+                log.error("%s: the shared database refused row %s (%s); it stays in the local file only",
+                          self.name, row[0], type(exc).__name__)
 
     def ship_all(self) -> int:
         total = 0
