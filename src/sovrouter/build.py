@@ -74,7 +74,12 @@ def make_router(settings: Settings, catalog: Catalog, tenants: Tenants,
         from sovrouter.routing.model import Bundle
 
         bundle = Bundle.load()  # the shipped artifacts, once at start-up
-        return LearnedRouter(bundle, catalog, tenants, deployments), LearnedClassifier(bundle)
+        calibrator = None
+        if settings.recalibration is not None:
+            from sovrouter.evalloop.recalibrate import Recalibration
+
+            calibrator = Recalibration.load(settings.recalibration)
+        return LearnedRouter(bundle, catalog, tenants, deployments, calibrator), LearnedClassifier(bundle)
     return BaselineRouter(catalog, tenants, deployments), NullClassifier()
 
 

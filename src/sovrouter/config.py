@@ -247,6 +247,9 @@ class Settings(BaseModel):
     upstreams: dict[str, Upstream] = Field(default_factory=dict, description="'slot/deployment' -> upstream")
     state_dir: Path = Path("var")
     router: Literal["baseline", "learned"] = "learned"
+    recalibration: Path | None = Field(
+        default=None, description="the learned router's verifier probabilities go through this map "
+                                  "(`sovrouter recalibrate --out`; relative to this file): docs/eval.md, section 5")
     deployment_choice: Literal["latency-aware", "cheapest"] = Field(
         default="latency-aware",
         description="within a chosen slot: the cheapest deployment expected to meet the tenant's latency budget "
@@ -292,6 +295,7 @@ class Settings(BaseModel):
                 "catalog": (base / settings.catalog).resolve(),
                 "tenants": (base / settings.tenants).resolve(),
                 "state_dir": (base / settings.state_dir).resolve(),
+                "recalibration": None if settings.recalibration is None else (base / settings.recalibration).resolve(),
             }
         )
 

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sovrouter.contracts import Detection, NormalizedRequest, Signals
+from sovrouter.contracts import Signals
 from sovrouter.evalloop.recalibrate import (
     CalibrationSample,
-    RecalibratedClassifier,
     Recalibration,
     apply_all,
     detect_drift,
@@ -70,17 +69,62 @@ def test_cusum_quiet_when_calibrated() -> None:
     assert not cusum_drop(p, (rng.random(5000) < p).astype(float)).alarm
 
 
-class _Prior:
-    def classify(self, request: NormalizedRequest, detection: Detection) -> Signals:
-        return Signals(domain="math", slot_prior={"drifted": 0.8, "other": 0.6})
+def test_the_learned_router_decides_on_recalibrated_probabilities() -> None:
+    """The artifact was loaded by nothing and rewrote only the classifier's prior, which the router's decisions
+    barely read: it changed nothing. It now maps the verifiers' probabilities, which the gains compare."""
+    from sovrouter.catalog import Catalog, Tenants
+    from sovrouter.contracts import Candidate, ModelResult
+    from sovrouter.routing.model import SLOT_ORDER, Bundle, RouterModels, Thresholds, TierThresholds
+    from sovrouter.testing_workload import DEMO_DATA
+
+    class Const:
+        def __init__(self, p: float) -> None:
+            self.p = p
+
+        def predict_proba(self, x: object) -> np.ndarray:
+            n = len(x)  # type: ignore[arg-type]
+            return np.column_stack([np.full(n, 1 - self.p), np.full(n, self.p)])
+
+    from sovrouter.routing.learned import LearnedRouter
+
+    catalog, tenants = Catalog.load(DEMO_DATA / "models.json"), Tenants.load(DEMO_DATA / "tenants.json")
+    models = RouterModels(domains=("math",), domain_model=None, kind_model=None, prior_models={},
+                          stage1_first=Const(0.9), stage1_top=Const(0.92), stage2_second=Const(0.5),
+                          stage2_top=Const(0.9))
+    bundle = Bundle(models, Thresholds(standard=TierThresholds(direct=2.0, stage1=0.05, stage2=0.05, skip=2.0)))
+    # observed: local-small is right far less often than its verifier says
+    recal = fit_recalibration([CalibrationSample("local-small", "math", p, float(i % 10 < 4))
+                               for i, p in enumerate(np.linspace(0.5, 0.99, 2000))], "isotonic")
+    signals = Signals(domain="math", slot_prior={s: 0.7 for s in SLOT_ORDER}, route_features=[0.0] * 27)
+    req = normalize_chat({"messages": [{"role": "user", "content": "What is 6*7?"}]}, tenant="acme-us",
+                         request_id="r")
+    allowed = [Candidate(slot=s.id, deployment=d.id) for s, d in catalog.pairs() if d.available_for("acme-us")]
+    outcomes = []
+    for router in (LearnedRouter(bundle, catalog, tenants), LearnedRouter(bundle, catalog, tenants, None, recal)):
+        d = router.decide(req, signals, allowed)
+        first = ModelResult(candidate=d.plan[0], text='{"answer": "42"}')
+        outcomes.append((router.review(req, signals, d, [first]), d.evidence["predicted_quality"]))
+    (plain, plain_p), (recalibrated, recal_p) = outcomes
+    assert plain is None and plain_p["local-small"] == 0.9  # accepted: the gain 0.02 is under 0.05
+    assert recalibrated is not None and recal_p["local-small"] < 0.5  # escalated on the corrected number
 
 
-def test_recalibrated_classifier_rewrites_priors() -> None:
-    recal = fit_recalibration(_samples(4000, 0, drop=0.2), "isotonic")
-    wrapped = RecalibratedClassifier(_Prior(), recal)
-    req = normalize_chat({"messages": [{"role": "user", "content": "x"}]}, tenant="t", request_id="r")
-    prior = wrapped.classify(req, Detection()).slot_prior  # type: ignore[attr-defined]
-    assert prior["drifted"] < 0.7 and prior["other"] == 0.6  # unknown slot: unchanged
+def test_settings_wire_the_artifact_into_the_learned_router(tmp_path: Path) -> None:
+    from sovrouter.build import make_router
+    from sovrouter.catalog import Catalog, Tenants
+    from sovrouter.config import Settings
+    from sovrouter.testing_workload import DEMO_DATA
+
+    artifact = tmp_path / "recal.json"
+    fit_recalibration(_samples(2000, 0, drop=0.2), "isotonic").save(artifact)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"catalog: {DEMO_DATA / 'models.json'}\ntenants: {DEMO_DATA / 'tenants.json'}\n"
+                   "recalibration: recal.json\n")
+    settings = Settings.load(cfg)
+    assert settings.recalibration == artifact.resolve()
+    router, _ = make_router(settings, Catalog.load(settings.catalog), Tenants.load(settings.tenants))
+    assert router.calibrator is not None  # type: ignore[attr-defined]
+    assert router.calibrator.apply("drifted", "math", 0.8) < 0.7  # type: ignore[attr-defined]
 
 
 def test_recalibrate_cli_on_records_and_scores(tmp_path: Path) -> None:

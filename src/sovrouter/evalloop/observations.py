@@ -17,8 +17,10 @@ UNKNOWN = "unknown"
 
 def predicted_quality(record: RequestRecord, slot: str | None = None) -> float | None:
     """The router's predicted quality of the served slot, from whatever it exposes: ``evidence
-    ["predicted_quality"]`` (a number for the served route, or a mapping by candidate key or slot), else the
-    classifier's per-slot prior (``signals.slot_prior``, the learned router)."""
+    ["predicted_quality"]`` (a number for the served route, or a mapping by candidate key or slot; the learned
+    router's verifiers write it), else a classifier's per-slot prior (``signals.slot_prior``) for routers that
+    expose nothing else. The learned router's prior is never used: prompt-only and poorly calibrated (ECE
+    0.15-0.28), it made every slot alarm on a replay with no drift (found in review, 2026-11-28)."""
     target = slot or (record.final.slot if record.final is not None else None)
     if target is None:
         return None
@@ -31,6 +33,8 @@ def predicted_quality(record: RequestRecord, slot: str | None = None) -> float |
             v = ev.get(k)
             if isinstance(v, int | float):
                 return float(v)
+    if record.decision is not None and record.decision.router == "learned":
+        return None  # no verifier read that answer (a direct, single or tools route): no prediction to compare
     prior = getattr(record.signals, "slot_prior", None) if record.signals is not None else None
     if isinstance(prior, Mapping):
         v = prior.get(target)

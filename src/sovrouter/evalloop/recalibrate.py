@@ -1,13 +1,16 @@
 """Recalibration of the router's predicted quality from observed quality signals.
 
 Small interface: a :class:`CalibrationSample` is (slot, domain, predicted probability, observed quality). Any
-router that exposes a per-request predicted quality works (``observations.predicted_quality`` reads the
-learned router's ``signals.slot_prior`` or ``evidence["predicted_quality"]``).
+router that exposes a per-request predicted quality works (``observations.predicted_quality`` reads
+``evidence["predicted_quality"]``: for the learned router, its verifiers' P(good) of the served answer).
 
 :func:`fit_recalibration` fits, per slot and per (slot, domain) with enough samples, an isotonic map (or a Platt
 map on the logit) from predicted to observed; the artifact (:class:`Recalibration`, JSON) is applied on top of
 the router's calibrated model: ``apply(slot, domain, p)`` uses the (slot, domain) map, else the slot's, else
-returns ``p``. :class:`RecalibratedClassifier` wraps any Classifier and rewrites its ``slot_prior`` signal.
+returns ``p``. The learned router applies it to its verifiers' probabilities before it compares them
+(``Settings.recalibration``; ``LearnedRouter(calibrator=...)``), so the next drift check reads the corrected
+numbers. (Until 2026-11-28 a ``RecalibratedClassifier`` rewrote the classifier's ``slot_prior`` instead, which
+nothing loaded and which the router's decisions barely read: the artifact changed nothing. Found in review.)
 :func:`detect_drift` flags slots whose observed quality departs from the prediction (CUSUM + ECE).
 """
 
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -25,11 +28,9 @@ from pydantic import BaseModel, Field, ValidationError
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
-from sovrouter.contracts import Detection, NormalizedRequest, Signals
 from sovrouter.errors import ConfigError
 from sovrouter.evalloop.observations import Observation
 from sovrouter.evalloop.stats import cusum_drop, ece
-from sovrouter.protocols import Classifier
 
 ALL = "*"
 Method = Literal["isotonic", "platt"]
@@ -195,20 +196,3 @@ def detect_drift(samples: Sequence[CalibrationSample], ece_limit: float = 0.08, 
 
 def drifted_slots(status: Iterable[DriftStatus]) -> list[str]:
     return sorted({d.slot for d in status if d.alarm})
-
-
-class RecalibratedClassifier:
-    """Classifier wrapper: the inner classifier's per-slot predicted quality (``slot_prior``) passes through the
-    recalibration map of (slot, predicted domain). Same interface as what it wraps."""
-
-    def __init__(self, inner: Classifier, recalibration: Recalibration) -> None:
-        self.inner = inner
-        self.recalibration = recalibration
-
-    def classify(self, request: NormalizedRequest, detection: Detection) -> Signals:
-        signals = self.inner.classify(request, detection)
-        prior = getattr(signals, "slot_prior", None)
-        if not isinstance(prior, Mapping):
-            return signals
-        fixed = {s: round(self.recalibration.apply(s, signals.domain, float(p)), 4) for s, p in prior.items()}
-        return signals.model_copy(update={"slot_prior": fixed})

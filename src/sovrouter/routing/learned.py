@@ -19,6 +19,7 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -89,11 +90,19 @@ class LearnedClassifier:
         )
 
 
+class Calibrator(Protocol):
+    """Maps a verifier's P(good) for ``slot`` in ``domain`` to a recalibrated one (the eval loop's
+    :class:`~sovrouter.evalloop.recalibrate.Recalibration`, ``Settings.recalibration``)."""
+
+    def apply(self, slot: str, domain: str | None, p: float) -> float: ...
+
+
 class LearnedRouter:
     name = "learned"
 
     def __init__(self, bundle: Bundle, catalog: Catalog, tenants: Tenants | None = None,
-                 deployments: DeploymentChooser | None = None) -> None:
+                 deployments: DeploymentChooser | None = None, calibrator: Calibrator | None = None) -> None:
+        self.calibrator = calibrator
         self.models = bundle.models
         self.thresholds = bundle.thresholds
         self.catalog = catalog
@@ -215,7 +224,7 @@ class LearnedRouter:
         if decision.plan.index(last.candidate) >= top_idx:
             if tier.pick is not None and len(cheap) == 3 and getattr(signals, "executed", None) is None:
                 return self._pick_among_four(list(getattr(signals, "route_features", None) or []), cheap, last,
-                                             tier.pick)
+                                             tier.pick, decision, signals)
             return self._pick_after_top(cheap, last, tier)
         scale = self._cost_scale(top, int(decision.evidence.get("input_tokens", 0)), last)
         prompt: list[float] = list(getattr(signals, "route_features", None) or [])
@@ -233,13 +242,18 @@ class LearnedRouter:
         if first is not None and second is not None and third is not None and tier.stage3 is not None:
             row = [stage3_vector(prompt, self._read(first.text), self._read(second.text), self._read(third.text))]
             with self._threads.limit(limits=1, user_api="openmp"):
-                gain = float(proba(self.models.stage3_top, row)[0] - proba(self.models.stage3_mid, row)[0])
-            return top if gain > tier.stage3 * scale else None
+                p_top = self._cal(top.slot, signals, proba(self.models.stage3_top, row)[0])
+                p_mid = self._cal(third.candidate.slot, signals, proba(self.models.stage3_mid, row)[0])
+            _predicted(decision, {third.candidate.slot: p_mid, top.slot: p_top})
+            return top if p_top - p_mid > tier.stage3 * scale else None
         if first is not None and second is None:
             view = self._read(first.text)
             row = [stage1_vector(prompt, view, top.slot)]
             with self._threads.limit(limits=1, user_api="openmp"):
-                gain = float(proba(self.models.stage1_top, row)[0] - proba(self.models.stage1_first, row)[0])
+                p_top = self._cal(top.slot, signals, proba(self.models.stage1_top, row)[0])
+                p_first = self._cal(first.candidate.slot, signals, proba(self.models.stage1_first, row)[0])
+            _predicted(decision, {first.candidate.slot: p_first, top.slot: p_top})
+            gain = p_top - p_first
             if gain <= tier.stage1 * scale:
                 return None
             # the next cheap step only if it is still ahead (a failed sovereign-large call falls back to the
@@ -254,7 +268,10 @@ class LearnedRouter:
             a, b = self._read(first.text), self._read(second.text)
             row = [stage2_vector(prompt, a, b, top.slot)]
             with self._threads.limit(limits=1, user_api="openmp"):
-                gain = float(proba(self.models.stage2_top, row)[0] - proba(self.models.stage2_second, row)[0])
+                p_top = self._cal(top.slot, signals, proba(self.models.stage2_top, row)[0])
+                p_second = self._cal(second.candidate.slot, signals, proba(self.models.stage2_second, row)[0])
+            _predicted(decision, {second.candidate.slot: p_second, top.slot: p_top})
+            gain = p_top - p_second
             if gain <= tier.stage2 * scale:
                 return None
             return voter if voter is not None and last.candidate.slot == "sovereign-large" else top
@@ -262,6 +279,10 @@ class LearnedRouter:
         priors: dict[str, float] = getattr(signals, "slot_prior", None) or {}
         gain = priors.get(top.slot, 1.0) - priors.get(last.candidate.slot, 0.0)
         return top if gain > tier.stage2 else None
+
+    def _cal(self, slot: str, signals: Signals, p: float) -> float:
+        """A verifier's P(good), through the recalibration map when one is configured."""
+        return float(p) if self.calibrator is None else float(self.calibrator.apply(slot, signals.domain, float(p)))
 
     def _cost_scale(self, top: Candidate, input_tokens: int, last: ModelResult) -> float:
         """Threshold multiplier: the top call's estimated cost (the latest answer's length stands in for top's)
@@ -285,7 +306,7 @@ class LearnedRouter:
         return step_cost / top_cost if top_cost > 0 else 0.0
 
     def _pick_among_four(self, prompt: list[float], cheap: dict[str, ModelResult], last: ModelResult,
-                         margin: float) -> Candidate | None:
+                         margin: float, decision: RouteDecision, signals: Signals) -> Candidate | None:
         """All four answered: serve the cheap answer (sovereign-large or the voter) the picker trusts more than
         top's by ``margin``; None keeps top's answer."""
         first, second, third = cheap.get("local-small"), cheap.get("sovereign-large"), cheap.get(VOTER)
@@ -293,7 +314,8 @@ class LearnedRouter:
             return None
         row = [stage4_vector(prompt, [self._read(r.text) for r in (first, second, third, last)])]
         with self._threads.limit(limits=1, user_api="openmp"):
-            p = {slot: float(proba(model, row)[0]) for slot, model in self.models.stage4.items()}
+            p = {slot: self._cal(slot, signals, proba(model, row)[0]) for slot, model in self.models.stage4.items()}
+        _predicted(decision, p)
         best = third if p.get(VOTER, 0.0) >= p.get("sovereign-large", 0.0) else second
         if p.get(best.candidate.slot, 0.0) > p.get(last.candidate.slot, 1.0) + margin:
             return best.candidate
@@ -310,6 +332,17 @@ class LearnedRouter:
         if _agree(a, b) and t.answer is not None and t.answer != a.answer:
             return second.candidate
         return None
+
+
+def _predicted(decision: RouteDecision, by_slot: dict[str, float]) -> None:
+    """Record the verifiers' latest P(good) per slot in ``evidence["predicted_quality"]``: what the eval loop
+    compares the served slot's observed quality with (drift, recalibration, "vs predicted" weaknesses). Until
+    2026-11-28 it read the classifier's prompt-only prior instead (ECE 0.15-0.28, and read only for the slot the
+    verifiers chose to serve), and every slot alarmed on a replay with no drift at all (found in review)."""
+    current = decision.evidence.get("predicted_quality")
+    merged = dict(current) if isinstance(current, dict) else {}
+    merged.update({slot: round(p, 6) for slot, p in by_slot.items()})
+    decision.evidence["predicted_quality"] = merged
 
 
 def _agree(a: AnswerView, b: AnswerView) -> bool:
