@@ -12,6 +12,8 @@ from importlib import resources
 from pathlib import Path
 
 from sovrouter.catalog import Catalog, Tenants
+from sovrouter.errors import ConfigError
+from sovrouter.fileio import check_output_dir
 
 
 def _default_out() -> Path:
@@ -33,11 +35,15 @@ def run(args: argparse.Namespace) -> int:
     catalog = Catalog.load(args.catalog or args.workload / "models.json")
     tenants = Tenants.load(args.tenants or args.workload / "tenants.json")
     out = args.out or _default_out()
+    check_output_dir(out)  # now, not after the ~3 min of cross-validation and refitting
 
     def log(msg: str) -> None:
         print(f"train: {msg}", file=sys.stderr)
 
-    report = train_all(args.workload, out, catalog, tenants, log=log)
+    try:
+        report = train_all(args.workload, out, catalog, tenants, log=log)
+    except ValueError as exc:  # scikit-learn's word on data it cannot fit (one domain, a slot always right...)
+        raise ConfigError(f"cannot train on {args.workload}: {exc}") from None
     cv = report["cv_pooled"]
     print(
         f"train: cross-validated quality diff {cv['diff'] * 100:+.2f} points "

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -172,16 +175,30 @@ def train_all(workload: str | Path, out_dir: str | Path, catalog: Catalog, tenan
     models.meta = {"trained_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"), "requests": len(w)}
     thresholds = Thresholds(standard=shipped, high_value_factor=HIGH_FACTOR, margin=MARGIN, cost_unit_usd=unit,
                             chosen_on=f"out-of-fold scores of all {len(w)} dev requests ({FOLDS} group folds)")
-    Bundle(models, thresholds).save(out_dir)
     report = {
         "workload": str(workload), "requests": len(w), "events": int(w.events.sum()),
         "cv_pooled": cv.pooled.as_dict(), "cv_folds": cv.per_fold,
         "shipped_thresholds": shipped.model_dump(), "shipped_in_sample_oof": m_all.as_dict(),
         "calibration": calibration_report(ev, sp), "seconds": round(time.perf_counter() - t0, 1),
     }
-    Path(out_dir, "metrics.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    Path(out_dir, "model_card.md").write_text(model_card(report, models.meta), encoding="utf-8")
+    _publish(out_dir, Bundle(models, thresholds), report, model_card(report, models.meta))
     return report
+
+
+def _publish(out_dir: str | Path, bundle: Bundle, report: dict[str, Any], card: str) -> None:
+    """The four artifacts are written beside ``out_dir`` first and moved in only once all are whole: written one
+    after another in place, a failure between them left a new model next to old thresholds (found in review)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        bundle.save(staging)
+        (staging / "metrics.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        (staging / "model_card.md").write_text(card, encoding="utf-8")
+        for item in sorted(staging.iterdir()):
+            os.replace(item, out / item.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def model_card(report: dict[str, Any], meta: dict[str, Any]) -> str:
