@@ -74,8 +74,8 @@ class Counting:
         self.inner.observe_start(request, replicas, index)
 
     def observe_done(self, request: NormalizedRequest, replicas: list[str], index: int, ok: bool,
-                     latency_ms: float, *, rejected: bool = False) -> None:
-        self.inner.observe_done(request, replicas, index, ok, latency_ms, rejected=rejected)
+                     latency_ms: float, *, rejected: bool = False, abandoned: bool = False) -> None:
+        self.inner.observe_done(request, replicas, index, ok, latency_ms, rejected=rejected, abandoned=abandoned)
 
 
 async def foreign_client(url: str, concurrency: int, stop: asyncio.Event, seed: int) -> list[float]:

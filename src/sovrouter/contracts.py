@@ -305,6 +305,9 @@ class ModelCall(BaseModel):
     # set by the executor when it serves an answer the router's review wanted to replace (the escalation failed
     # everywhere): served, but never cached, so the request gets its escalation again once the upstream is back
     degraded: bool = Field(default=False, exclude=True)
+    # event-loop time (``loop.time()``) at which the timeout wrapper gives up on the call now running: a call
+    # cancelled before it was abandoned by its caller, not failed by the upstream (the replica choosers' view)
+    deadline_at: float | None = Field(default=None, exclude=True)
 
 
 class ModelResult(BaseModel):

@@ -215,7 +215,7 @@ class _Recorder:
         self.events.append(("start", index))
 
     def observe_done(self, request: NormalizedRequest, replicas: Sequence[str], index: int, ok: bool,
-                     latency_ms: float, *, rejected: bool = False) -> None:
+                     latency_ms: float, *, rejected: bool = False, abandoned: bool = False) -> None:
         self.events.append(("done", index, ok, rejected))
 
 

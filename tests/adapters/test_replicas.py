@@ -30,7 +30,7 @@ class _First:
         self.events.append(("start", replicas[index], None))
 
     def observe_done(self, request: NormalizedRequest, replicas: Sequence[str], index: int, ok: bool,
-                     latency_ms: float, *, rejected: bool = False) -> None:
+                     latency_ms: float, *, rejected: bool = False, abandoned: bool = False) -> None:
         self.events.append(("done", replicas[index], ok))
 
 

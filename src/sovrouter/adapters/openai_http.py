@@ -26,6 +26,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
@@ -193,7 +194,7 @@ class OpenAIHTTPAdapter:
         index = self.chooser.choose(request, self.replicas)
         self.chooser.observe_start(request, self.replicas, index)
         started = self.timer()
-        ok = rejected = False
+        ok = rejected = abandoned = False
         try:
             try:
                 resp = await self.client.post(self._endpoints[index], content=body, headers=self._headers)
@@ -211,9 +212,12 @@ class OpenAIHTTPAdapter:
         except UpstreamRejectedError as exc:
             rejected = exc.request_specific  # a 401/404 from one replica is that replica's fault: a failure
             raise
+        except (asyncio.CancelledError, GeneratorExit):
+            abandoned = _abandoned(call)
+            raise
         finally:
             self.chooser.observe_done(request, self.replicas, index, ok, (self.timer() - started) * 1000.0,
-                                      rejected=rejected)
+                                      rejected=rejected, abandoned=abandoned)
 
     def _parse_completion(self, raw: bytes, request: NormalizedRequest, latency_ms: float) -> ModelResult:
         try:
@@ -259,7 +263,7 @@ class OpenAIHTTPAdapter:
         index = self.chooser.choose(request, self.replicas)
         self.chooser.observe_start(request, self.replicas, index)
         started = self.timer()
-        ok = rejected = False
+        ok = rejected = abandoned = False
         try:
             async for chunk in self._stream(index, body, request, started):
                 yield chunk
@@ -267,9 +271,12 @@ class OpenAIHTTPAdapter:
         except UpstreamRejectedError as exc:
             rejected = exc.request_specific  # a 401/404 from one replica is that replica's fault: a failure
             raise
+        except (asyncio.CancelledError, GeneratorExit):
+            abandoned = _abandoned(call)
+            raise
         finally:
             self.chooser.observe_done(request, self.replicas, index, ok, (self.timer() - started) * 1000.0,
-                                      rejected=rejected)
+                                      rejected=rejected, abandoned=abandoned)
 
     async def _stream(self, index: int, body: bytes, request: NormalizedRequest,
                       started: float) -> AsyncIterator[StreamChunk]:
@@ -383,6 +390,12 @@ class _SSEParser:
             return self.tool_calls.feed(fragments)
         except TypeError as exc:
             raise UpstreamProtocolError(f"upstream {self.key} streamed a malformed tool call") from exc
+
+
+def _abandoned(call: ModelCall) -> bool:
+    """A cancelled call was abandoned by its caller (a batch cancelled, a shutdown) unless the timeout wrapper's
+    deadline had passed: then the upstream was too slow, a failure of that replica."""
+    return call.deadline_at is None or asyncio.get_running_loop().time() < call.deadline_at
 
 
 def _finish(reason: Any, called: bool) -> str:

@@ -12,10 +12,13 @@ Stable contract (other components import it):
 
 - ``choose(request, replicas) -> int``: index into ``replicas`` (``replicas[i]`` is a base URL).
 - ``observe_start(request, replicas, index)``: the call to ``replicas[index]`` is about to be sent.
-- ``observe_done(request, replicas, index, ok, latency_ms, *, rejected=False)``: that call ended (``ok`` False
-  on any failure). ``rejected``: the replica answered but refused the request with a client error (HTTP 4xx
-  other than 429: a prompt longer than its context...), so ``ok`` is False but the replica is healthy and never
-  prefilled the prompt: no health failure, and nothing it held before is lost.
+- ``observe_done(request, replicas, index, ok, latency_ms, *, rejected=False, abandoned=False)``: that call ended
+  (``ok`` False on any failure). ``rejected``: the replica answered but refused the request with a client error
+  (HTTP 4xx other than 429: a prompt longer than its context...), so ``ok`` is False but the replica is healthy
+  and never prefilled the prompt: no health failure, and nothing it held before is lost. ``abandoned``: the
+  gateway stopped waiting before any deadline (a batch cancelled, a shutdown), so ``ok`` is False but the replica
+  did nothing wrong and keeps what it cached: no health failure, nothing forgotten. Until 2026-11-28 such calls
+  counted as replica failures: cancelling a batch ejected healthy replicas and forgot their cached prefixes.
 
 Every ``observe_start`` is followed by exactly one ``observe_done`` for the same index. Choosers keep their
 state on the instance (one instance per deployment), never in module globals.
@@ -39,7 +42,7 @@ class ReplicaChooser(Protocol):
 
     def observe_done(
         self, request: NormalizedRequest, replicas: Sequence[str], index: int, ok: bool, latency_ms: float,
-        *, rejected: bool = False,
+        *, rejected: bool = False, abandoned: bool = False,
     ) -> None: ...
 
 
@@ -73,7 +76,7 @@ class LeastOutstandingChooser:
 
     def observe_done(
         self, request: NormalizedRequest, replicas: Sequence[str], index: int, ok: bool, latency_ms: float,
-        *, rejected: bool = False,
+        *, rejected: bool = False, abandoned: bool = False,
     ) -> None:
         url = replicas[index]
         self._outstanding[url] = max(0, self._outstanding.get(url, 0) - 1)
@@ -127,11 +130,11 @@ class HealthAwareChooser:
 
     def observe_done(
         self, request: NormalizedRequest, replicas: Sequence[str], index: int, ok: bool, latency_ms: float,
-        *, rejected: bool = False,
+        *, rejected: bool = False, abandoned: bool = False,
     ) -> None:
-        self.inner.observe_done(request, replicas, index, ok, latency_ms, rejected=rejected)
+        self.inner.observe_done(request, replicas, index, ok, latency_ms, rejected=rejected, abandoned=abandoned)
         url = replicas[index]
-        if rejected:  # a client error: the replica is healthy (the breaker does not count these either)
+        if rejected or abandoned:  # a client error, or nobody waited for the answer: the replica is healthy
             return
         if ok:
             self._failures.pop(url, None)

@@ -29,8 +29,9 @@ class TimeoutAdapter:
         return self.inner.target
 
     async def generate(self, call: ModelCall) -> ModelResult:
+        call.deadline_at = asyncio.get_running_loop().time() + self.total_s
         try:
-            async with asyncio.timeout(self.total_s):
+            async with asyncio.timeout_at(call.deadline_at):
                 return await self.inner.generate(call)
         except TimeoutError:
             raise UpstreamTimeoutError(
@@ -46,6 +47,7 @@ class TimeoutAdapter:
         try:
             while True:
                 deadline = min(total_at, first_at) if first else total_at
+                call.deadline_at = deadline
                 try:
                     async with asyncio.timeout_at(deadline):
                         chunk = await anext(it)

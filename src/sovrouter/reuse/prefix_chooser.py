@@ -160,7 +160,7 @@ class PrefixAffinityChooser:
 
     def observe_done(
         self, request: NormalizedRequest, replicas: Sequence[str], index: int, ok: bool, latency_ms: float,
-        *, rejected: bool = False,
+        *, rejected: bool = False, abandoned: bool = False,
     ) -> None:
         calls = self._inflight.get((request.request_id, replicas[index]))
         if not calls:
@@ -171,7 +171,7 @@ class PrefixAffinityChooser:
         now = self._clock.now_ms() / 1000.0
         self._router.complete(seq, now, ok)
         forgotten: tuple[int, ...] = ()
-        if not ok:
+        if not ok and not abandoned:  # an abandoned call says nothing about what the replica holds
             # A failure may mean the replica restarted empty: forget every block. A refused request (a client
             # error) was never prefilled on a healthy replica: forget only the blocks it would have added, so the
             # conversation's prefix cached there before stays counted.
