@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from sovrouter.batch.coalesce import _notify, _Seq
 from sovrouter.contracts import Candidate, ModelResult
 from sovrouter.intake import normalize_chat
@@ -19,3 +21,67 @@ def test_a_caller_whose_loop_closed_does_not_take_the_worker_down() -> None:
     loop.close()
     _notify(seq, ModelResult(candidate=Candidate(slot="local-small", deployment="edge"), text="x"), None)
     _notify(seq, None, RuntimeError("failed"))
+
+
+def _seq(loop: asyncio.AbstractEventLoop, **params: object) -> _Seq:
+    req = normalize_chat({"messages": [{"role": "user", "content": "hi"}], **params}, tenant="t", request_id="r")
+    return _Seq(request=req, future=loop.create_future(), loop=loop, prompt=[1], max_tokens=1, started=0.0)
+
+
+def test_a_negative_seed_is_no_seed_and_a_tiny_temperature_samples_greedily() -> None:
+    """seed=-1 (llama.cpp's "random") raised numpy's ValueError, not an upstream error; a temperature of 1e-310
+    overflowed the scaled logits into NaN probabilities, and the ValueError from sampling killed the worker."""
+    import numpy as np
+
+    from sovrouter.batch.coalesce import CoalescingLlamaAdapter, _rng
+
+    assert isinstance(_rng(-1), np.random.Generator) and isinstance(_rng(None), np.random.Generator)
+    assert _rng(7).integers(1000) == np.random.default_rng(7).integers(1000)
+    loop = asyncio.new_event_loop()
+    try:
+        seq = _seq(loop, temperature=1e-310, seed=3)
+        seq.rng = _rng(3)
+        logits = np.array([0.1, 2.5, -1.0, 2.4], dtype=np.float32)
+        assert CoalescingLlamaAdapter._sample(None, seq, logits) == 1  # type: ignore[arg-type]
+    finally:
+        loop.close()
+
+
+def test_the_worker_fails_what_it_holds_when_it_stops() -> None:
+    """However the worker ends, every sequence it held is answered with an error and its cells freed: a caller
+    must never wait forever on a dead thread."""
+    import queue
+
+    from sovrouter.batch.coalesce import CoalescingLlamaAdapter
+    from sovrouter.errors import UpstreamUnavailableError
+
+    class Ctx:
+        def __init__(self) -> None:
+            self.removed: list[int] = []
+
+        def kv_cache_seq_rm(self, seq_id: int, p0: int, p1: int) -> None:
+            self.removed.append(seq_id)
+
+    adapter = CoalescingLlamaAdapter.__new__(CoalescingLlamaAdapter)
+    adapter.candidate = Candidate(slot="local-small", deployment="edge")
+    adapter._ctx = Ctx()
+    adapter._queue = queue.Queue()
+    loop = asyncio.new_event_loop()
+    held, queued = _seq(loop), _seq(loop)
+    held.seq_id = 2
+
+    def dies(active: list[_Seq], pending: list[_Seq]) -> None:
+        active.append(held)
+        adapter._queue.put(queued)
+        raise MemoryError("simulated")
+
+    adapter._serve = dies  # type: ignore[method-assign]
+    try:
+        with pytest.raises(MemoryError):
+            adapter._loop()
+        loop.run_until_complete(asyncio.sleep(0))
+        for seq in (held, queued):
+            assert isinstance(seq.future.exception(), UpstreamUnavailableError)
+        assert adapter._ctx.removed == [2]
+    finally:
+        loop.close()

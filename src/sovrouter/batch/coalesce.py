@@ -121,7 +121,7 @@ class CoalescingLlamaAdapter:
         seq = _Seq(request=request, future=loop.create_future(), loop=loop, prompt=prompt,
                    max_tokens=min(max_tokens, self.ctx_per_seq - len(prompt)), started=self.timer())
         if request.parameters.temperature:
-            seq.rng = np.random.default_rng(request.parameters.seed)
+            seq.rng = _rng(request.parameters.seed)
         self._ensure_worker()
         self._queue.put(seq)
         return await seq.future
@@ -139,9 +139,30 @@ class CoalescingLlamaAdapter:
 
     # ------------------------------------------------------------------ worker side
     def _loop(self) -> None:
+        """The worker. However it ends (``close``, or an error nothing below expected), every sequence it still
+        holds is failed and its cells freed: until 2026-11-28 a ValueError in one request's sampling killed the
+        thread and left every caller batched with it waiting forever, and the next worker started with cells
+        still held (found in review)."""
         active: list[_Seq] = []
-        free = list(range(self.slots))
         pending: list[_Seq] = []
+        try:
+            self._serve(active, pending)
+        finally:
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    pending.append(item)
+            for seq in active:
+                self._ctx.kv_cache_seq_rm(seq.seq_id, -1, -1)
+            for seq in active + pending:
+                self._fail(seq, UpstreamUnavailableError(f"local model {self.candidate.key} stopped"))
+
+    def _serve(self, active: list[_Seq], pending: list[_Seq]) -> None:
+        """Runs until ``close``; ``active`` and ``pending`` are updated in place (the caller fails what is left)."""
+        free = list(range(self.slots))
         while True:
             if not active and not pending:
                 item = self._queue.get()
@@ -165,13 +186,17 @@ class CoalescingLlamaAdapter:
                 joining.append(seq)
             try:
                 self._step(active, joining)
-            except RuntimeError as exc:  # llama_decode failed: fail this step's sequences, keep serving
-                for seq in active + joining:
+            except (RuntimeError, ValueError, ArithmeticError) as exc:  # decode or sampling failed: fail this
+                for seq in active + joining:  # step's sequences, keep serving the others
                     self._ctx.kv_cache_seq_rm(seq.seq_id, -1, -1)
                     free.append(seq.seq_id)
-                    self._fail(seq, UpstreamUnavailableError(f"local model {self.candidate.key} failed ({exc})"))
-                active = []
+                    self._fail(seq, UpstreamUnavailableError(
+                        f"local model {self.candidate.key} failed ({type(exc).__name__})"))
+                active.clear()
                 continue
+            except BaseException:
+                active += joining  # held now: the worker's end fails them with the others
+                raise
             active += joining
             still: list[_Seq] = []
             for seq in active:
@@ -181,7 +206,7 @@ class CoalescingLlamaAdapter:
                     self._complete(seq)
                 else:
                     still.append(seq)
-            active = still
+            active[:] = still
 
     def _step(self, active: list[_Seq], joining: list[_Seq]) -> None:
         """Prefill each joining prompt on its own (a batch mixing sequences is split into equal per-sequence
@@ -223,9 +248,12 @@ class CoalescingLlamaAdapter:
         params = seq.request.parameters
         if seq.rng is None or not params.temperature:
             return int(np.argmax(logits))
-        z = logits.astype(np.float64) / params.temperature
-        p = np.exp(z - z.max())
-        p /= p.sum()
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            z = logits.astype(np.float64) / params.temperature
+            p = np.exp(z - z.max())
+            p /= p.sum()
+        if not np.isfinite(p).all():  # a temperature so small the scaled logits overflow: greedy is its limit
+            return int(np.argmax(logits))
         if params.top_p is not None and params.top_p < 1.0:
             order = np.argsort(-p)
             keep = order[: int(np.searchsorted(np.cumsum(p[order]), params.top_p)) + 1]
@@ -270,6 +298,12 @@ class CoalescingLlamaAdapter:
 
     def _fail(self, seq: _Seq, exc: Exception) -> None:
         _notify(seq, None, exc)
+
+
+def _rng(seed: int | None) -> np.random.Generator:
+    """The request's sampler; a negative seed (llama.cpp's -1: "random") is no seed. numpy refuses negative seeds
+    with a ValueError, which was not an upstream error: no fallback, no record of the call."""
+    return np.random.default_rng(seed if seed is not None and seed >= 0 else None)
 
 
 def _notify(seq: _Seq, result: ModelResult | None, exc: Exception | None) -> None:
