@@ -47,3 +47,20 @@ def test_learned_router_from_settings_classifies_and_decides(catalog: Catalog, t
     d = router.decide(req, sig, allowed)
     assert set(d.plan) == set(allowed)
     assert d.plan[-1].slot in ("sovereign-large", "local-small")
+
+
+def test_the_prompt_features_read_the_language_as_training_did() -> None:
+    """Training reads each prompt's language with ``detect_language``; serving took the personal-data detector's
+    instead when it had one (it reads only a line with personal data and prefers en/de/fr), so 66 of 4,898 dev
+    prompts were featurised with another language than the models were trained on."""
+    from sovrouter.contracts import Detection
+    from sovrouter.intake import normalize_chat
+    from sovrouter.routing.learned import LearnedClassifier
+
+    classifier = LearnedClassifier(Bundle.load())
+    req = normalize_chat({"messages": [{"role": "user", "content": "Antwort bitte an Anna Weber: what is 2 + 2?"}]},
+                         tenant="eurobank", request_id="r")
+    plain = classifier.classify(req, Detection())
+    told = classifier.classify(req, Detection(language="en", pii_types=["PERSON"]))
+    assert told.route_features == plain.route_features  # type: ignore[attr-defined]
+    assert told.language == "en"  # the signal still reports what the detector read

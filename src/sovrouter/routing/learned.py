@@ -75,8 +75,9 @@ class LearnedClassifier:
 
     def classify(self, request: NormalizedRequest, detection: Detection) -> Signals:
         text = request.user_text or request.prompt_text
-        language = detection.language or detect_language(text)
-        dense = np.asarray([cheap_features(text, language)], dtype=np.float64)
+        read = detect_language(text)  # as training read it (``training.featurize``), whatever the detector says
+        language = detection.language or read
+        dense = np.asarray([cheap_features(text, read)], dtype=np.float64)
         scores = self.models.score_prompts([text], dense)[0]
         domain = self.models.domains[int(np.argmax(scores.domain_probs))]
         kind = OUTPUT_KINDS[int(np.argmax(scores.kind_probs))]
