@@ -11,6 +11,7 @@ A request flows through these shapes::
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,24 +31,37 @@ class ContentPart(BaseModel):
     ref: str | None = Field(default=None, description="URL or data URL of a media part (never logged)")
 
 
-def json_as_text(text: str) -> str:
-    """JSON text as detection reads it: one ``key: value`` line per scalar (keys joined by ``.``), else the text
-    itself. A call's arguments are JSON, and a string value in quotes next to braces reads as a code literal (which
-    the detector leaves alone); ``to: jane@example.com`` reads as what it is. Walked without recursion (any
-    depth)."""
+_LITERAL_MARKS = re.compile(r"[\"'`{}\[\]]")
+
+
+def json_as_text(text: str, _depth: int = 0) -> str:
+    """Tool-calling text as detection reads it. A quoted string next to braces reads as a code literal, which the
+    detector's e-mail rule leaves alone, so JSON is read as one ``key: value`` line per value (keys joined by
+    ``.``; a key with a null or empty value as its path alone, since a key may itself be personal data), a string
+    value that holds JSON is read the same way (a few levels deep), and text that is not JSON (a Python repr, a
+    trailing comma) is read with its quotes and brackets blanked. Walked without recursion over the structure."""
     try:
         value = json.loads(text)
     except (ValueError, RecursionError):
-        return text
+        return _LITERAL_MARKS.sub(" ", text)
     lines: list[str] = []
     stack: list[tuple[str, Any]] = [("", value)]
     while stack:
         path, node = stack.pop()
-        if isinstance(node, dict):
+        if isinstance(node, dict | list) and not node:
+            if path:
+                lines.append(path)
+        elif isinstance(node, dict):
             stack.extend((f"{path}.{k}" if path else str(k), v) for k, v in reversed(node.items()))
         elif isinstance(node, list):
             stack.extend((path, v) for v in reversed(node))
-        elif node is not None:
+        elif isinstance(node, str) and node.lstrip()[:1] in ("{", "[") and _depth < 3:
+            inner = json_as_text(node, _depth + 1)
+            lines.append(f"{path}: {inner}" if path else inner)
+        elif node is None:
+            if path:
+                lines.append(path)
+        else:
             lines.append(f"{path}: {node}" if path else str(node))
     return "\n".join(lines)
 
@@ -182,6 +196,12 @@ class NormalizedRequest(BaseModel):
     arrived_ms: float = 0.0
     external_id: str | None = Field(default=None, description="id of the workload record in replay")
     tooling: ToolUse | None = Field(default=None, description="tool calling asked for (tools offered), else None")
+
+    @property
+    def uses_tools(self) -> bool:
+        """Tools offered, or a turn that calls one or answers a call: only deployments declaring ``tools`` may
+        serve it (a follow-up that left ``tools`` out still carries the calls upstream)."""
+        return self.tooling is not None or any(m.tool_calls or m.tool_call_id is not None for m in self.messages)
 
     @property
     def modalities(self) -> frozenset[str]:

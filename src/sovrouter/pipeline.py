@@ -186,7 +186,7 @@ class Pipeline:
                 + ")",
                 param="messages",
             )
-        if request.tooling is not None:
+        if request.uses_tools:
             out = [c for c in out if self.catalog.deployment(c.slot, c.deployment).tools]
             if not out:
                 raise ToolsNotSupportedError("no deployment this request may use supports tool calling",
@@ -278,7 +278,7 @@ class Pipeline:
         # a timed-out or cancelled call had the prompt and may have generated: priced like a broken stream (its
         # prompt, and the output seen; until 2026-11-28 a timeout cost nothing, under-counting slow outages)
         c = attempt.candidate
-        tokens_in = attempt.input_tokens or estimate_tokens(request.prompt_text)  # every turn sent, not the user's
+        tokens_in = attempt.input_tokens or estimate_tokens(request.forwarded_text)  # every string sent upstream
         cost = self.catalog.cost_usd(c.slot, c.deployment, tokens_in, attempt.output_tokens)
         return attempt.model_copy(update={"input_tokens": tokens_in, "cost_usd": cost})
 

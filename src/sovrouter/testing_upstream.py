@@ -182,6 +182,8 @@ async def _sse_calls(b: UpstreamBehaviour, calls: list[dict[str, Any]], chunk: A
         fn = call["function"]
         yield chunk({"tool_calls": [{"index": i, "id": call["id"], "type": "function",
                                      "function": {"name": fn["name"], "arguments": ""}}]})
+        if b.mode == "die_mid_stream":  # after the call's first fragment: nothing visible sent yet
+            raise UpstreamDied("dropping the connection on purpose")
         for piece in _pieces(fn["arguments"], b.chunks):
             if b.chunk_delay_s:
                 await asyncio.sleep(b.chunk_delay_s)

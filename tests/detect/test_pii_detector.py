@@ -262,3 +262,21 @@ def test_a_functions_json_result_is_read_as_text() -> None:
                           "tools": [{"type": "function", "function": {"name": "lookup"}}]},
                          tenant="clinic-ca", request_id="r")
     assert "EMAIL" in PiiDetector().detect(req).pii_types
+
+
+@pytest.mark.parametrize("arguments", [
+    '{"payload": "{\\"to\\": \\"jane.roe@gmail.com\\"}"}',  # JSON inside a JSON string
+    '{"to": "jane.roe@gmail.com",}',  # a trailing comma: not JSON
+    "{'to': 'jane.roe@gmail.com'}",  # a Python repr, as agents often write tool results
+    '{"jane.roe@gmail.com": null}',  # the mailbox as a key
+])
+def test_tool_strings_in_any_shape_are_read_as_text(arguments: str) -> None:
+    """Only one level of valid JSON was unpacked: each of these reached a cloud deployment with the mailbox
+    unseen (found in review, 2026-11-28)."""
+    call = {"id": "c1", "type": "function", "function": {"name": "send", "arguments": arguments}}
+    req = normalize_chat({"messages": [{"role": "user", "content": "Send the letter."},
+                                       {"role": "assistant", "content": None, "tool_calls": [call]},
+                                       {"role": "tool", "tool_call_id": "c1", "content": arguments}],
+                          "tools": [{"type": "function", "function": {"name": "send"}}]},
+                         tenant="clinic-ca", request_id="r")
+    assert "EMAIL" in PiiDetector().detect(req).pii_types

@@ -189,3 +189,23 @@ async def test_a_retry_after_a_failure_is_not_a_regeneration(catalog: Catalog, t
         req = _req("What is 2+2?", rid, t)
         index.observe(req, (await pipeline.handle(req)).record)
     assert [(g.request_id, g.previous_request_id) for g in store.regenerations()] == [("d", "c")]
+
+
+async def test_an_answer_that_calls_functions_gets_no_text_score() -> None:
+    """A call-only answer has no text: the format scorer stored 0.0 / format_error against the deployment that
+    answered it correctly, and the shadow judge would have paid a reference call to compare with ""."""
+    from sovrouter.contracts import RequestRecord, ToolCall
+    from sovrouter.pipeline import Outcome
+
+    store = SignalStore()
+    loop = EvalLoop(store, None, None, [FormatScorer()])
+    tool = {"type": "function", "function": {"name": "get_weather"}}
+    req = normalize_chat({"messages": [{"role": "user", "content": "Weather in Paris?"}], "tools": [tool]},
+                         tenant="acme-us", request_id="t1")
+    us = Candidate(slot="frontier", deployment="us")
+    record = RequestRecord(request_id="t1", tenant="acme-us", data_class="public", effective_class="public",
+                           modalities=["text"], arrived_ms=0.0, status="ok", final=us)
+    result = ModelResult(candidate=us, text="", finish_reason="tool_calls",
+                         tool_calls=(ToolCall(id="c", name="get_weather", arguments="{}"),))
+    await loop.after(req, Outcome(record=record, result=result))
+    assert list(store.signals("scorer")) == []

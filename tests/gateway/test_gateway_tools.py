@@ -112,3 +112,46 @@ def test_without_a_capable_deployment_tools_are_a_clear_400(tmp_path: Path) -> N
         assert "Paris" not in json.dumps(body)
         assert live.primary.calls == live.backup.calls == 0
         assert [r.error_code for r in live.records()] == ["tools_not_supported"]
+
+
+def test_a_follow_up_without_the_offer_still_goes_only_to_tool_capable_deployments(live: Live) -> None:
+    """A client that left ``tools`` out of the follow-up still sends the calls and their results: it went to a
+    deployment declaring no tool calling (the local llama.cpp path drops the calls silently)."""
+    call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": ARGS}}
+    follow: Any = [*ASK, {"role": "assistant", "content": None, "tool_calls": [call]},
+                   {"role": "tool", "tool_call_id": "call_1", "content": "21C and sunny"}]
+    live.backup.tool_calls = None
+    raw = live.client().chat.completions.with_raw_response.create(model="auto", messages=follow)
+    assert raw.headers["x-sovrouter-route"] == "frontier/us" and live.primary.calls == 0
+
+
+def test_without_usage_a_call_is_billed_for_what_was_sent_and_generated(live: Live) -> None:
+    """A call-only answer was 0 output tokens, and the input estimate left the offer out."""
+    live.backup.usage = False
+    live.backup.tool_calls = [{"name": "get_weather", "arguments": json.dumps({"city": "Paris", "note": "x" * 400})}]
+    out = live.client().chat.completions.create(model="auto", messages=ASK, tools=[WEATHER])
+    assert out.usage is not None and out.usage.completion_tokens >= 100
+    offered = len(ASK[0]["content"]) + len(WEATHER["function"]["description"]) + len("get_weather")
+    assert out.usage.prompt_tokens >= offered // 4  # the offer counts, not only the question
+
+
+def test_a_tool_stream_that_fails_before_showing_anything_falls_back(tmp_path: Path) -> None:
+    """The gathered fragments' empty chunks counted as a started answer: no fallback, and the client got a 200
+    stream ending in an error event although nothing had been shown."""
+    capable = {"frontier/us", "sovereign-large/eu-sov"}
+    with live_gateway(tmp_path / "state", catalog=_catalog(tmp_path, capable)) as live:
+        for up in (live.primary, live.backup):
+            up.tool_calls = [{"name": "get_weather", "arguments": ARGS}]
+        live.primary.mode = "die_mid_stream"
+        stream = live.client().chat.completions.create(model="auto", messages=ASK, tools=[WEATHER], stream=True)
+        args = "".join(f.function.arguments or "" for c in stream if c.choices
+                       for f in c.choices[0].delta.tool_calls or [] if f.function)
+        assert args == ARGS
+        record = live.records()[-1]
+        assert record.status == "ok" and record.fallback_used and record.final is not None
+        assert record.final.key == "frontier/us"
+        live.backup.mode = "die_mid_stream"  # both fail: a JSON error, not a 200 stream that ends in an error
+        other: Any = [{"role": "user", "content": "And in Lyon?"}]  # (the first answer is cached)
+        with pytest.raises(openai.APIStatusError) as exc:
+            live.client().chat.completions.create(model="auto", messages=other, tools=[WEATHER], stream=True)
+        assert exc.value.status_code == 502

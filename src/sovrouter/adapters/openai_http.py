@@ -10,7 +10,8 @@
   ``tool_calls`` and tool turns' ``tool_call_id`` are sent as OpenAI writes them; the answer's calls (a
   completion's ``message.tool_calls``, a stream's ``delta.tool_calls`` fragments, gathered until the end) become
   ``ModelResult.tool_calls``, with ``finish_reason`` ``tool_calls`` when the server said ``stop``.
-- Tokens come from the upstream's ``usage``; without it they are estimated as ``ceil(characters / 4)``.
+- Tokens come from the upstream's ``usage``; without it they are estimated as ``ceil(characters / 4)`` of every
+  string sent (``forwarded_text``: the tool offer and calls included) and of the text and calls generated.
 - Speculative decoding: a vLLM server started with ``--per-request-spec-decode-metrics`` reports each request's
   drafted and accepted tokens (``metrics.speculative_decoding``, on the completion or on a stream's usage chunk);
   their ratio becomes ``ModelResult.spec_acceptance`` and so the call's record. Absent, malformed or with nothing
@@ -36,7 +37,15 @@ from typing import Any
 import httpx
 
 from sovrouter.adapters.replicas import LeastOutstandingChooser, ReplicaChooser
-from sovrouter.contracts import Candidate, Message, ModelCall, ModelResult, NormalizedRequest, StreamChunk
+from sovrouter.contracts import (
+    Candidate,
+    Message,
+    ModelCall,
+    ModelResult,
+    NormalizedRequest,
+    StreamChunk,
+    ToolCall,
+)
 from sovrouter.errors import (
     UpstreamProtocolError,
     UpstreamRejectedError,
@@ -242,8 +251,8 @@ class OpenAIHTTPAdapter:
             text=valid_text(content),
             finish_reason=finish,
             tool_calls=calls,
-            input_tokens=_int(usage.get("prompt_tokens")) or _estimate(request.prompt_text),
-            output_tokens=_int(usage.get("completion_tokens")) or _estimate(content),
+            input_tokens=_int(usage.get("prompt_tokens")) or _estimate(request.forwarded_text),
+            output_tokens=_int(usage.get("completion_tokens")) or _estimate(_said(content, calls)),
             latency_ms=latency_ms,
             spec_acceptance=acceptance,
         )
@@ -316,8 +325,8 @@ class OpenAIHTTPAdapter:
             text=text,
             finish_reason=_finish(parser.finish_reason, bool(calls)),
             tool_calls=calls,
-            input_tokens=parser.prompt_tokens or _estimate(request.prompt_text),
-            output_tokens=parser.completion_tokens or _estimate(text),
+            input_tokens=parser.prompt_tokens or _estimate(request.forwarded_text),
+            output_tokens=parser.completion_tokens or _estimate(_said(text, calls)),
             latency_ms=(self.timer() - started) * 1000.0,
             ttft_ms=ttft,
             spec_acceptance=parser.spec_acceptance,
@@ -390,6 +399,11 @@ class _SSEParser:
             return self.tool_calls.feed(fragments)
         except TypeError as exc:
             raise UpstreamProtocolError(f"upstream {self.key} streamed a malformed tool call") from exc
+
+
+def _said(text: str, calls: Sequence[ToolCall]) -> str:
+    """What the model generated, for a token estimate: its text and its calls (a call-only answer was 0 tokens)."""
+    return text + "".join(c.name + c.arguments for c in calls)
 
 
 def _abandoned(call: ModelCall) -> bool:

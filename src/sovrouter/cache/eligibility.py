@@ -80,7 +80,7 @@ def request_ineligible_reason(request: NormalizedRequest, detection: Detection) 
     others = [m for m in request.messages if m.role not in ("user", "system", "developer")]
     if len(users) != 1 or others:
         return "conversation"
-    if request.tooling is not None:  # the answer may be a call, and depends on the functions offered
+    if request.uses_tools:  # the answer may be a call, and depends on the functions offered
         return "tools"
     if request.parameters.temperature is not None and request.parameters.temperature > 1.0:
         return "high_temperature"

@@ -67,7 +67,9 @@ class EvalLoop:
         record = outcome.record
         if self.regenerations is not None:
             self.regenerations.observe(request, record)
-        if outcome.result is None:
+        if outcome.result is None or request.uses_tools:
+            # the scorers and the shadow judge read text answers: a call-only answer scored as a format error
+            # against the deployment that gave it (found in review); tool use has no quality signal here yet
             return
         answer = outcome.result.text
         for scorer in self.scorers:

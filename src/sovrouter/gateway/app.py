@@ -144,6 +144,8 @@ class Gateway:
         self.background.add(task)
         task.add_done_callback(self.background.discard)
         first = await queue.get()
+        while isinstance(first, StreamChunk) and not first.delta and first.final is None:
+            first = await queue.get()  # shows nothing (a tool call being gathered): the answer has not begun
         if isinstance(first, BaseException):
             return internal_error_response(first, headers)
         if isinstance(first, Outcome) and first.error is not None:

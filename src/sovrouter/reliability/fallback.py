@@ -49,7 +49,7 @@ class FallbackAdapter:
             started = False
             try:
                 async for chunk in adapter.stream(call):
-                    started = True
+                    started = started or _shows(chunk)
                     yield chunk
                 return
             except UpstreamError as exc:
@@ -57,6 +57,12 @@ class FallbackAdapter:
                     raise
                 errors.append(exc)
         raise _all_failed(errors)
+
+
+def _shows(chunk: StreamChunk) -> bool:
+    """Whether the chunk carries part of the answer. An empty one (an upstream gathering a tool call's fragments)
+    shows the client nothing, so a failure after it may still fall back (found in review, 2026-11-28)."""
+    return bool(chunk.delta) or chunk.final is not None
 
 
 def _all_failed(errors: list[UpstreamError]) -> UpstreamError:

@@ -120,7 +120,7 @@ class RetryAdapter:
                 started = False
                 try:
                     async for chunk in self.inner.stream(call):
-                        started = True
+                        started = started or bool(chunk.delta) or chunk.final is not None  # shown: see fallback
                         yield chunk
                     return
                 except UpstreamError as exc:

@@ -183,7 +183,7 @@ class LearnedRouter:
         priors: dict[str, float] = getattr(signals, "slot_prior", None) or {}
         evidence: dict[str, object] = {"top": top.key, "thresholds": tier.model_dump(), "review": False,
                                        "input_tokens": estimate_tokens(request.user_text)}
-        if request.tooling is not None:
+        if request.uses_tools:
             # the quality models read text answers and were trained on none that call functions: a request that
             # offers tools goes to the best allowed (tool-capable) model, never through a cascade
             plan = [top]
