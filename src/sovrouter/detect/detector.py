@@ -44,6 +44,7 @@ from sovrouter.detect.recognizers import (
     IdentifierRecognizer,
     ProperNameRecognizer,
 )
+from sovrouter.detect.structured import structured_views
 from sovrouter.detect.text import detection_text
 from sovrouter.errors import DetectionError, DetectionTimeoutError, SovrouterError
 from sovrouter.protocols import Detector
@@ -57,8 +58,14 @@ _SENTENCE = re.compile(r"(?<=[.!?;])\s+")
 _HAS_ID = re.compile(r"[\d@]")
 _TITLE = (r"(?:(?:Mr|Mrs|Ms|Mx|Dr|Prof|Univ\.\s?Prof|Dipl\.-\w+|Ing|Mag|Herr|Frau|Mme|Mlle|M|Madame|Monsieur)"
           r"\.?\s+)*")
-_GAP = re.compile(rf"[\s:,\-–]{{0,4}}{_TITLE}")  # between a person cue and the name it introduces
+_GAP = re.compile(rf"[\s:,\-–]{{0,4}}{_TITLE}")  # between a weak person cue and the name it introduces
+# between a person cue and its name: also quotes and "=" ("name": "Jane Roe", name="Jane Roe"; 2026-11-28)
+_CUE_GAP = re.compile(rf"[\s:,\-–\"'=]{{0,6}}{_TITLE}")
 _NAME_AFTER_CUE = re.compile(  # two capitalised words right after a person cue (before paying for spaCy)
+    r"[\s:,\-–\"'=]{0,6}[A-ZÀ-ÖØ-Þ][\w'’\-]*[ \-]+(?:(?:von|van|de|du|des|der|den|le|la|auch|zu|del|di|da) )*"
+    r"[A-ZÀ-ÖØ-Þ]"
+)
+_NAME_AFTER_WEAK = re.compile(  # the same after a weak cue, whose gap takes no quotes
     r"[\s:,\-–]{0,4}[A-ZÀ-ÖØ-Þ][\w'’\-]*[ \-]+(?:(?:von|van|de|du|des|der|den|le|la|auch|zu|del|di|da) )*"
     r"[A-ZÀ-ÖØ-Þ]"
 )
@@ -190,6 +197,8 @@ class PiiDetector:
     def detect_text(self, text: str) -> Detection:
         t0 = self.timer()
         text = detection_text(text)
+        views = structured_views(text)  # JSON values and table rows as "field: value" lines, read as well
+        text = f"{text}\n{views}" if views else text
         deadline = t0 + self.timeout_ms / 1000.0
         types: set[str] = set()
         pii_segment: str | None = None
@@ -237,7 +246,7 @@ class PiiDetector:
         salutation = _SALUTATION.match(seg) if whole_line and short else None
         if salutation:
             cue_ends.append(salutation.end())
-        weak_ends = [m.end() for m in self._weak_person.finditer(seg) if _NAME_AFTER_CUE.match(seg, m.end())] \
+        weak_ends = [m.end() for m in self._weak_person.finditer(seg) if _NAME_AFTER_WEAK.match(seg, m.end())] \
             if whole_line and len(seg) <= _WEAK_CUE_MAX_CHARS else []
         name_only = whole_line and _NAME_ONLY_LINE.fullmatch(seg) is not None
         if len(seg) > self.max_ner_chars or not (strong or (short and (ctx_ids or cue_ends or weak_ends))
@@ -263,7 +272,7 @@ class PiiDetector:
             # right after a person cue ("Patient: Jane Roe"), after a weaker cue when spaCy's NER also calls it a
             # person ("For Jane Roe:"), or as a line of its own
             if (strong or (short and ctx_ids)
-                    or any(_GAP.fullmatch(seg[c:r.start]) for c in cue_ends if c <= r.start)
+                    or any(_CUE_GAP.fullmatch(seg[c:r.start]) for c in cue_ends if c <= r.start)
                     or (weak_ok and any(_GAP.fullmatch(seg[c:r.start]) for c in weak_ends if c <= r.start))
                     or (name_only and _NAME_LINE_LEAD.fullmatch(seg[:r.start]) is not None
                         and _NAME_LINE_TAIL.fullmatch(seg[r.end:]) is not None)):

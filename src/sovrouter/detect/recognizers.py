@@ -52,6 +52,12 @@ class _Cand:
 _COMPOUND_TAIL = re.compile(r"-?(?:nummer|nr\.?)$")
 
 
+def _keys(text: str) -> str:
+    """``date_of_birth``, ``phone_number``, ``health_card`` as field names carry their cue words (same length:
+    positions unchanged; 2026-11-28)."""
+    return text.replace("_", " ")
+
+
 class CueIndex:
     """Cue words found in one text, each with its category (a type, ``INNOCENT`` or ``PERSON``)."""
 
@@ -67,6 +73,7 @@ class CueIndex:
         self._person = cue_regex(PERSON_CUES)
 
     def find(self, text: str) -> list[tuple[int, int, str]]:
+        text = _keys(text)
         return [(m.start(), m.end(), self._category_of(m.group(0))) for m in self._re.finditer(text)]
 
     def _category_of(self, word: str) -> str:
@@ -77,10 +84,10 @@ class CueIndex:
         return self._person.search(text) is not None
 
     def person_cue_ends(self, text: str) -> list[int]:
-        return [m.end() for m in self._person.finditer(text)]
+        return [m.end() for m in self._person.finditer(_keys(text))]
 
     def person_cue_spans(self, text: str) -> list[tuple[int, int]]:
-        return [(m.start(), m.end()) for m in self._person.finditer(text)]
+        return [(m.start(), m.end()) for m in self._person.finditer(_keys(text))]
 
 
 def _candidates(text: str) -> list[_Cand]:
@@ -193,7 +200,10 @@ class IdentifierRecognizer(EntityRecognizer):
         return [RecognizerResult(t, s, e, 1.0 if "~" not in t else 0.6) for t, s, e in found if t in entities]
 
 
-_CODE = re.compile(r"==|\bassert\b|\bdef\b|\breturn\b|print\(|\w\(['\"]|[{};]\s*$")
+# Only a test fixture (an assertion or a comparison) marks a quoted address as a code literal. Until 2026-11-28 any
+# code-looking line did (a line ending in "}" or ";", a call with a quoted argument): a pasted JSON record, an SQL
+# statement or send_email("jane.roe@gmail.com", ...) holding someone's mailbox was judged free of it (review).
+_FIXTURE = re.compile(r"==|\bassert\w*\b|\bexpect\(")
 
 
 class EmailRecognizer(EntityRecognizer):
@@ -206,7 +216,7 @@ class EmailRecognizer(EntityRecognizer):
     def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
                 ) -> list[RecognizerResult]:
         out = []
-        code = _CODE.search(text) is not None
+        code = _FIXTURE.search(text) is not None
         for m in f.EMAIL.finditer(text):
             if f.RESERVED_MAIL.search(m.group(0)):
                 continue

@@ -40,8 +40,31 @@ _SPACE = re.compile(_class("Zs"))
 _DASH = re.compile("[" + _DASHES + "]")
 
 
+_OBF_AT = re.compile(r"\s*(?:[\[({<]\s*(?:at|@)\s*[\])}>])\s*|&#0*64;|&#x0*40;|&commat;|\\u0040|\\x40|%40", re.I)
+_OBF_DOT = re.compile(r"\s*[\[({<]\s*(?:dot|\.)\s*[\])}>]\s*", re.I)
+_TLD = r"(?:com|org|net|edu|gov|io|co|info|biz|de|fr|ca|uk|us|ch|at|be|nl|it|es|eu|me)"
+# "jane dot roe at gmail dot com", "jane.roe AT gmail DOT com": the word forms, only before a domain
+_WORD_MAIL = re.compile(rf"(?i)\b([\w.+-]+)\s+at\s+((?:[\w-]+\s+dot\s+)+{_TLD})\b")
+_MAIL_CUE = re.compile(r"(?i)\b(?:e-?mail\w*|mail\w*|courriel|contact\w*|reach|write|schreib\w*|écri\w*)\b")
+_SPACED_AT = re.compile(r"([\w.+-])\s+@\s+([\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,24})\b")
+
+
+def deobfuscate_mail(text: str) -> str:
+    """``jane [at] gmail [dot] com``, ``jane.roe&#64;gmail.com``, ``jane.roe%40gmail.com``,
+    ``jane.roe\\u0040gmail.com``, ``jane dot roe at gmail dot com``, ``jane.roe @ gmail.com`` -> an address."""
+    if not any(x in text.lower() for x in ("at", "@", "&#", "%40", "&commat;", "\\u0040", "\\x40")):
+        return text
+    text = _OBF_DOT.sub(".", _OBF_AT.sub("@", text))
+    # the word form only in a line that speaks of mail ("We met at Google dot com" is not an address)
+    text = "\n".join(_WORD_MAIL.sub(lambda m: m.group(1) + "@" + re.sub(r"(?i)\s+dot\s+", ".", m.group(2)), ln)
+                     if _MAIL_CUE.search(ln) else ln for ln in text.split("\n"))
+    text = re.sub(r"(?i)(\w)\s+dot\s+(\w+@)", r"\1.\2", text)
+    return _SPACED_AT.sub(r"\1@\2", text)
+
+
 def detection_text(text: str) -> str:
     text = _BREAKS.sub("\n", unicodedata.normalize("NFKC", text))
+    text = deobfuscate_mail(text)
     if text.isascii():
         return text
     return _DASH.sub("-", _SPACE.sub(" ", _FORMAT.sub("", text)))

@@ -1,0 +1,71 @@
+"""Personal data a user pastes as structured text (JSON, tables, SQL, code, logs) or obfuscates.
+
+Found in review (2026-11-28): a quoted address on any code-looking line was skipped as a code literal (a JSON
+record, an SQL statement, ``send_email("...")``), a table's cue stood in its header line, field names in
+snake_case were no cue words, and ``jane [at] gmail [dot] com`` was no address. The second set below was written
+after the fixes, as a check on examples that did not shape them."""
+
+from __future__ import annotations
+
+import pytest
+
+from sovrouter.detect.detector import PiiDetector
+from sovrouter.detect.structured import structured_views
+from sovrouter.detect.text import deobfuscate_mail
+from sovrouter.intake import normalize_chat
+
+DETECTOR = PiiDetector()
+
+
+def _types(text: str) -> list[str]:
+    req = normalize_chat({"messages": [{"role": "user", "content": text}]}, tenant="clinic-ca", request_id="r")
+    return DETECTOR.detect(req).pii_types
+
+
+@pytest.mark.parametrize("text", [
+    '{"customer_id": 4411, "name": "Marcus Bell", "email": "m.bell1987@outlook.com"}',
+    "UPDATE users SET email = 'marcus.bell@outlook.com' WHERE id = 42;",
+    'send_email("jane.roe@gmail.com", "Your refund was processed")',
+    "customer = {'name': 'Marcus Bell', 'email': 'm.bell1987@outlook.com'}",
+    'name,ssn\nMichael Turner,078-05-1120\nLinda Park,219-09-9999',
+    '| Name | Date of birth |\n|---|---|\n| Hannah Schulz | 03.07.1988 |',
+    '{"health_card_number": "4532 281 919", "province": "ON", "surname": "Chen"}',
+    'You can reach me at jane [at] gmail [dot] com',
+    'email: jane.roe&#64;gmail.com',
+    'GET /api/v1/users?email=jane.roe%40gmail.com HTTP/1.1 200 512',
+    # written after the fixes
+    'The CRM export looks like {"Id":"0035e00001","Email":"fatima.zahra88@gmail.com","Owner":"Sales"}',
+    "DELETE FROM subscribers WHERE email IN ('x.li@qq.com', 'mhernandez@yahoo.es');",
+    'member_no\tname\tbirth_date\n1001\tSamuel Osei\t1982-02-17\n1002\tYuki Tanaka\t1975-08-30',
+    'user = User(name="Chloe Martin", email="chloe.martin@laposte.net")',
+    'mail me: ahmed {at} gmail {dot} com',
+])
+def test_personal_data_in_structured_or_obfuscated_text_is_found(text: str) -> None:
+    assert _types(text)
+
+
+@pytest.mark.parametrize("text", [
+    'assert is_valid_email("user@example.com")',  # a test fixture: still left alone
+    'expect(isEmail("bob@company.io")).toBe(true)',
+    '{"id": 17, "status": "shipped", "sku": "AB-1234", "qty": 3}',
+    'title,author,year\nPride and Prejudice,Jane Austen,1813\nMoby Dick,Herman Melville,1851',
+    '| Country | Capital | Phone code |\n|---|---|---|\n| France | Paris | +33 |',
+    'We met at Google dot com headquarters in 2019.',  # the word form counts only on a line about mail
+    'CREATE TABLE users (id INT, email VARCHAR(255), phone VARCHAR(20));',
+    'Question: Which is a mammal?\nA, B, C, D\nWhale, Shark, Trout, Eel',
+])
+def test_structured_text_without_personal_data_is_not_flagged(text: str) -> None:
+    assert _types(text) == []
+
+
+def test_views_put_each_value_after_its_field_name() -> None:
+    assert structured_views('{"fullName": "Grace Liu", "mobilePhone": "6045550177"}') == (
+        "full name: Grace Liu; mobile phone: 6045550177")
+    assert structured_views("name,ssn\nMichael Turner,078-05-1120") == "name: Michael Turner; ssn: 078-05-1120"
+    assert structured_views("Just a sentence, with a comma.") == ""
+
+
+def test_obfuscated_addresses_are_restored_only_where_they_are_addresses() -> None:
+    assert deobfuscate_mail("jane [at] gmail [dot] com") == "jane@gmail.com"
+    assert deobfuscate_mail("write to jane dot roe at gmail dot com") == "write to jane.roe@gmail.com"
+    assert deobfuscate_mail("We met at Google dot com headquarters") == "We met at Google dot com headquarters"
