@@ -196,10 +196,13 @@ class PiiDetector:
 
     def detect_text(self, text: str) -> Detection:
         t0 = self.timer()
-        text = detection_text(text)
-        views = structured_views(text)  # JSON values and table rows as "field: value" lines, read as well
-        text = f"{text}\n{views}" if views else text
         deadline = t0 + self.timeout_ms / 1000.0
+        text = detection_text(text)
+        # JSON values and table rows as "field: value" lines, read as well (within the budget: fail closed past it)
+        views = structured_views(text, lambda: self.timer() > deadline)
+        if self.timer() > deadline:
+            raise DetectionTimeoutError("personal-data detection exceeded its time budget")
+        text = f"{text}\n{views}" if views else text
         types: set[str] = set()
         pii_segment: str | None = None
         for seg, whole_line in _segments(text):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 _MAX_JSON_TRIES = 200
@@ -45,11 +46,11 @@ def _json_lines(value: Any) -> list[str]:
     return lines
 
 
-def _json_views(text: str) -> list[str]:
+def _json_views(text: str, expired: Callable[[], bool]) -> list[str]:
     dec = json.JSONDecoder()
     out: list[str] = []
     i, tries = 0, 0
-    while tries < _MAX_JSON_TRIES:
+    while tries < _MAX_JSON_TRIES and not expired():
         i = min((j for j in (text.find("{", i), text.find("[", i)) if j >= 0), default=-1)
         if i < 0:
             break
@@ -111,9 +112,10 @@ def _table_views(lines: list[str]) -> list[str]:
     return out
 
 
-def structured_views(text: str) -> str:
-    """Extra ``field: value`` lines for the JSON values and table rows in ``text`` ("" when none)."""
+def structured_views(text: str, expired: Callable[[], bool] = lambda: False) -> str:
+    """Extra ``field: value`` lines for the JSON values and table rows in ``text`` ("" when none). ``expired``: the
+    detection budget has run out (each parse attempt may read to the end of a long text): stop trying."""
     lines = text.split("\n")[:_MAX_LINES]
-    views = _json_views(text) if ("{" in text or "[" in text) else []
+    views = _json_views(text, expired) if ("{" in text or "[" in text) else []
     views += _table_views(lines)
     return "\n".join(views)
