@@ -209,3 +209,26 @@ async def test_an_answer_that_calls_functions_gets_no_text_score() -> None:
                          tool_calls=(ToolCall(id="c", name="get_weather", arguments="{}"),))
     await loop.after(req, Outcome(record=record, result=result))
     assert list(store.signals("scorer")) == []
+
+
+async def test_an_agents_next_step_is_not_a_regeneration() -> None:
+    """The index keys on the user's turns: an agent's follow-up (same user turn, plus the call and its result)
+    matched the step before as an exact regeneration, counted against the deployment that answered it right."""
+    store = SignalStore()
+    loop = EvalLoop(store, RegenerationIndex(window_ms=60_000, store=store, metrics=RequestMetrics()), None, [])
+    us = Candidate(slot="frontier", deployment="us")
+    tool = {"type": "function", "function": {"name": "get_weather"}}
+    ask = [{"role": "user", "content": "Weather in Paris?"}]
+    call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+    steps = [ask, [*ask, {"role": "assistant", "content": None, "tool_calls": [call]},
+                   {"role": "tool", "tool_call_id": "c1", "content": "21C"}]]
+    from sovrouter.contracts import RequestRecord
+    from sovrouter.pipeline import Outcome
+
+    for i, messages in enumerate(steps):
+        req = normalize_chat({"messages": messages, "tools": [tool]}, tenant="acme-us", request_id=f"s{i}",
+                             arrived_ms=1000.0 * i)
+        record = RequestRecord(request_id=f"s{i}", tenant="acme-us", data_class="public", effective_class="public",
+                               modalities=["text"], arrived_ms=1000.0 * i, status="ok", final=us)
+        await loop.after(req, Outcome(record=record, result=ModelResult(candidate=us, text="x")))
+    assert store.regenerations() == []

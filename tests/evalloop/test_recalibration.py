@@ -13,6 +13,7 @@ from sovrouter.evalloop.recalibrate import (
     apply_all,
     detect_drift,
     fit_recalibration,
+    samples_from,
 )
 from sovrouter.evalloop.stats import cusum_drop, ece
 from sovrouter.intake import normalize_chat
@@ -107,6 +108,45 @@ def test_the_learned_router_decides_on_recalibrated_probabilities() -> None:
     (plain, plain_p), (recalibrated, recal_p) = outcomes
     assert plain is None and plain_p["local-small"] == 0.9  # accepted: the gain 0.02 is under 0.05
     assert recalibrated is not None and recal_p["local-small"] < 0.5  # escalated on the corrected number
+
+
+def test_the_next_map_is_fitted_on_the_raw_predictions_the_router_applies_it_to() -> None:
+    """Fitted on the corrected numbers it recorded, the second round saw no drift and wrote an empty map, and
+    deploying it undid the first correction."""
+    from sovrouter.contracts import RequestRecord, RouteDecision
+    from sovrouter.evalloop.observations import Observation, predicted_quality
+
+    first = fit_recalibration(_samples(4000, 0, drop=0.25), "isotonic")
+    rng = np.random.default_rng(1)
+    seen = []
+    for i in range(4000):
+        raw = float(rng.uniform(0.3, 0.95))
+        seen.append(Observation(request_id=f"r{i}", tenant="t", slot="drifted", deployment="d", domain="math",
+                                language="en", output_kind="number", score=float(rng.random() < raw - 0.25),
+                                reference_score=None, reference_slot=None,
+                                predicted=first.apply("drifted", "math", raw), failure_mode=None, cost_usd=0.0,
+                                source="scorer", predicted_raw=raw))
+    assert not any(d.alarm for d in detect_drift(samples_from(seen)))  # the router's numbers are calibrated now
+    second = fit_recalibration(samples_from(seen, raw=True), "isotonic", slots=["drifted"])
+    assert second.groups and abs(second.apply("drifted", "math", 0.8) - first.apply("drifted", "math", 0.8)) < 0.1
+    record = RequestRecord(request_id="r", tenant="t", data_class="public", effective_class="public",
+                           modalities=["text"], arrived_ms=0.0, status="ok",
+                           decision=RouteDecision(plan=[], router="learned", evidence={
+                               "predicted_quality": {"drifted": 0.55}, "predicted_quality_raw": {"drifted": 0.8}}))
+    assert predicted_quality(record, "drifted") == 0.55 and predicted_quality(record, "drifted", raw=True) == 0.8
+
+
+def test_batch_records_of_the_learned_router_never_fall_back_to_the_prior() -> None:
+    """The Batch API wraps the router (``deferrable(learned)``): its records still fed the prompt-only prior."""
+    from sovrouter.contracts import RequestRecord, RouteDecision
+    from sovrouter.evalloop.observations import predicted_quality
+
+    for router, evidence in (("learned", {}), ("deferrable(learned)", {"inner_router": "learned"})):
+        record = RequestRecord(request_id="r", tenant="t", data_class="public", effective_class="public",
+                               modalities=["text"], arrived_ms=0.0, status="ok",
+                               decision=RouteDecision(plan=[], router=router, evidence=evidence),
+                               signals=Signals(domain="math", slot_prior={"frontier": 0.93}))
+        assert predicted_quality(record, "frontier") is None
 
 
 def test_settings_wire_the_artifact_into_the_learned_router(tmp_path: Path) -> None:

@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     signals: list[QualitySignal] = stored_signals(args.signals)
     if args.workload is not None:
         signals += list(offline_signals(records, load_scores(resolve(args.workload, args.split))))
-    samples = samples_from(observations(records, signals))
+    seen = observations(records, signals)
+    samples = samples_from(seen)
     if not samples:
         raise ConfigError("no request has both a predicted quality (router evidence) and an observed quality")
     status = detect_drift(samples)
@@ -50,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"drift {d.slot}|{d.domain}: n={d.n} predicted {d.mean_predicted:.3f} observed {d.mean_observed:.3f} "
               f"ECE {d.ece:.3f} CUSUM {d.cusum:.1f} -> {'ALARM' if d.alarm else 'ok'}", file=sys.stderr)
     slots = None if args.all_slots else drifted_slots(status)
-    recal = fit_recalibration(samples, args.method, args.min_n, slots=slots)
+    # drift is judged on the numbers the router acted on; the map is fitted on the raw ones it applies to
+    recal = fit_recalibration(samples_from(seen, raw=True), args.method, args.min_n, slots=slots)
     recal.save(args.out)
     for key, g in recal.groups.items():
         print(f"recalibrated {key}: n={g.n} ECE {g.ece_before:.3f} -> {g.ece_after:.3f} (in-sample)",

@@ -65,7 +65,10 @@ class EvalLoop:
 
     async def after(self, request: NormalizedRequest, outcome: Outcome) -> None:
         record = outcome.record
-        if self.regenerations is not None:
+        follow_up = any(m.tool_calls or m.tool_call_id is not None for m in request.messages)
+        if self.regenerations is not None and not follow_up:
+            # an agent's next step repeats the user's turn with the call and its result added: not a re-ask (it
+            # was counted as an exact regeneration of the step before; found in review)
             self.regenerations.observe(request, record)
         if outcome.result is None or request.uses_tools:
             # the scorers and the shadow judge read text answers: a call-only answer scored as a format error

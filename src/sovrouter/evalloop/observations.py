@@ -15,7 +15,7 @@ from sovrouter.evalloop.signals import QualitySignal, best_signal
 UNKNOWN = "unknown"
 
 
-def predicted_quality(record: RequestRecord, slot: str | None = None) -> float | None:
+def predicted_quality(record: RequestRecord, slot: str | None = None, *, raw: bool = False) -> float | None:
     """The router's predicted quality of the served slot, from whatever it exposes: ``evidence
     ["predicted_quality"]`` (a number for the served route, or a mapping by candidate key or slot; the learned
     router's verifiers write it), else a classifier's per-slot prior (``signals.slot_prior``) for routers that
@@ -25,7 +25,8 @@ def predicted_quality(record: RequestRecord, slot: str | None = None) -> float |
     if target is None:
         return None
     key = f"{target}/{record.final.deployment}" if record.final is not None and slot is None else target
-    ev: Any = record.decision.evidence.get("predicted_quality") if record.decision is not None else None
+    evidence = record.decision.evidence if record.decision is not None else {}
+    ev: Any = (raw and evidence.get("predicted_quality_raw")) or evidence.get("predicted_quality")
     if isinstance(ev, int | float):
         return float(ev)
     if isinstance(ev, Mapping):
@@ -33,7 +34,7 @@ def predicted_quality(record: RequestRecord, slot: str | None = None) -> float |
             v = ev.get(k)
             if isinstance(v, int | float):
                 return float(v)
-    if record.decision is not None and record.decision.router == "learned":
+    if record.decision is not None and "learned" in (record.decision.router, evidence.get("inner_router")):
         return None  # no verifier read that answer (a direct, single or tools route): no prediction to compare
     prior = getattr(record.signals, "slot_prior", None) if record.signals is not None else None
     if isinstance(prior, Mapping):
@@ -59,6 +60,7 @@ class Observation:
     failure_mode: str | None
     cost_usd: float
     source: str
+    predicted_raw: float | None = None  # before the router's recalibration map (what the next map is fitted on)
 
     def dim(self, name: str) -> str:
         v: str = getattr(self, name)
@@ -87,6 +89,7 @@ def observations(records: Iterable[RequestRecord], signals: Iterable[QualitySign
             output_kind=(sig.output_kind if sig and sig.output_kind else UNKNOWN),
             score=best.score, reference_score=ref.reference_score if ref else None,
             reference_slot=ref.reference_slot if ref else None, predicted=predicted_quality(rec),
+            predicted_raw=predicted_quality(rec, raw=True),
             failure_mode=mode, cost_usd=rec.cost_usd, source=best.source,
         ))
     return out

@@ -44,8 +44,15 @@ class CalibrationSample:
     observed: float
 
 
-def samples_from(obs: Iterable[Observation]) -> list[CalibrationSample]:
-    return [CalibrationSample(o.slot, o.domain, o.predicted, o.score) for o in obs if o.predicted is not None]
+def samples_from(obs: Iterable[Observation], *, raw: bool = False) -> list[CalibrationSample]:
+    """The (predicted, observed) pairs: the predictions the router acted on (drift), or with ``raw`` the ones
+    before its recalibration map (what a new map is fitted on, since the router applies it to those)."""
+    out = []
+    for o in obs:
+        p = (o.predicted_raw if o.predicted_raw is not None else o.predicted) if raw else o.predicted
+        if p is not None:
+            out.append(CalibrationSample(o.slot, o.domain, p, o.score))
+    return out
 
 
 class GroupMap(BaseModel):

@@ -243,16 +243,18 @@ class LearnedRouter:
         if first is not None and second is not None and third is not None and tier.stage3 is not None:
             row = [stage3_vector(prompt, self._read(first.text), self._read(second.text), self._read(third.text))]
             with self._threads.limit(limits=1, user_api="openmp"):
-                p_top = self._cal(top.slot, signals, proba(self.models.stage3_top, row)[0])
-                p_mid = self._cal(third.candidate.slot, signals, proba(self.models.stage3_mid, row)[0])
+                p_top = self._cal(top.slot, signals, decision, proba(self.models.stage3_top, row)[0])
+                p_mid = self._cal(third.candidate.slot, signals, decision,
+                                  proba(self.models.stage3_mid, row)[0])
             _predicted(decision, {third.candidate.slot: p_mid, top.slot: p_top})
             return top if p_top - p_mid > tier.stage3 * scale else None
         if first is not None and second is None:
             view = self._read(first.text)
             row = [stage1_vector(prompt, view, top.slot)]
             with self._threads.limit(limits=1, user_api="openmp"):
-                p_top = self._cal(top.slot, signals, proba(self.models.stage1_top, row)[0])
-                p_first = self._cal(first.candidate.slot, signals, proba(self.models.stage1_first, row)[0])
+                p_top = self._cal(top.slot, signals, decision, proba(self.models.stage1_top, row)[0])
+                p_first = self._cal(first.candidate.slot, signals, decision,
+                                    proba(self.models.stage1_first, row)[0])
             _predicted(decision, {first.candidate.slot: p_first, top.slot: p_top})
             gain = p_top - p_first
             if gain <= tier.stage1 * scale:
@@ -269,8 +271,9 @@ class LearnedRouter:
             a, b = self._read(first.text), self._read(second.text)
             row = [stage2_vector(prompt, a, b, top.slot)]
             with self._threads.limit(limits=1, user_api="openmp"):
-                p_top = self._cal(top.slot, signals, proba(self.models.stage2_top, row)[0])
-                p_second = self._cal(second.candidate.slot, signals, proba(self.models.stage2_second, row)[0])
+                p_top = self._cal(top.slot, signals, decision, proba(self.models.stage2_top, row)[0])
+                p_second = self._cal(second.candidate.slot, signals, decision,
+                                     proba(self.models.stage2_second, row)[0])
             _predicted(decision, {second.candidate.slot: p_second, top.slot: p_top})
             gain = p_top - p_second
             if gain <= tier.stage2 * scale:
@@ -281,9 +284,17 @@ class LearnedRouter:
         gain = priors.get(top.slot, 1.0) - priors.get(last.candidate.slot, 0.0)
         return top if gain > tier.stage2 else None
 
-    def _cal(self, slot: str, signals: Signals, p: float) -> float:
-        """A verifier's P(good), through the recalibration map when one is configured."""
-        return float(p) if self.calibrator is None else float(self.calibrator.apply(slot, signals.domain, float(p)))
+    def _cal(self, slot: str, signals: Signals, decision: RouteDecision, p: float) -> float:
+        """A verifier's P(good), through the recalibration map when one is configured. The raw value is kept in
+        ``evidence["predicted_quality_raw"]``: the next recalibration is fitted on it (fitted on the corrected
+        numbers, the second round found no drift and wrote an empty map, which undid the first; review)."""
+        if self.calibrator is None:
+            return float(p)
+        raw = decision.evidence.get("predicted_quality_raw")
+        kept = dict(raw) if isinstance(raw, dict) else {}
+        kept[slot] = round(float(p), 6)
+        decision.evidence["predicted_quality_raw"] = kept
+        return float(self.calibrator.apply(slot, signals.domain, float(p)))
 
     def _cost_scale(self, top: Candidate, input_tokens: int, last: ModelResult) -> float:
         """Threshold multiplier: the top call's estimated cost (the latest answer's length stands in for top's)
@@ -315,7 +326,8 @@ class LearnedRouter:
             return None
         row = [stage4_vector(prompt, [self._read(r.text) for r in (first, second, third, last)])]
         with self._threads.limit(limits=1, user_api="openmp"):
-            p = {slot: self._cal(slot, signals, proba(model, row)[0]) for slot, model in self.models.stage4.items()}
+            p = {slot: self._cal(slot, signals, decision, proba(model, row)[0])
+                 for slot, model in self.models.stage4.items()}
         _predicted(decision, p)
         best = third if p.get(VOTER, 0.0) >= p.get("sovereign-large", 0.0) else second
         if p.get(best.candidate.slot, 0.0) > p.get(last.candidate.slot, 1.0) + margin:
