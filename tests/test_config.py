@@ -78,3 +78,13 @@ def test_a_key_given_twice_in_yaml_is_refused_not_overwritten(tmp_path: Path) ->
         Settings.load(cfg)
     cfg.write_text("catalog: c.json\ntenants: t.json\npolicy: cedar\n")
     assert Settings.load(cfg).policy == "cedar"
+
+
+def test_yaml_merge_keys_still_load(tmp_path: Path) -> None:
+    """The duplicate-key check read ``<<: *anchor`` as a key of its own and refused the file as "not valid
+    YAML" (found in review)."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("catalog: c.json\ntenants: t.json\nupstreams:\n  a/b: &up {base_urls: ['http://h:1'], "
+                   "model: m}\n  c/d:\n    <<: *up\n    model: other\n")
+    loaded = Settings.load(cfg)
+    assert loaded.upstreams["c/d"].base_urls == ["http://h:1"] and loaded.upstreams["c/d"].model == "other"

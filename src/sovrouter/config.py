@@ -312,6 +312,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):  # type: ignore[misc]
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # "<<: *anchor" is merged by the base loader; a key given beside it overrides it
             key = self.construct_object(key_node, deep=deep)
             try:
                 duplicate = key in seen
