@@ -85,3 +85,35 @@ def test_the_worker_fails_what_it_holds_when_it_stops() -> None:
         assert adapter._ctx.removed == [2]
     finally:
         loop.close()
+
+
+def test_callers_are_answered_even_when_the_context_is_broken() -> None:
+    """Freeing the cells of a broken context raised too, before the callers were failed: they waited forever."""
+    import queue
+
+    from sovrouter.batch.coalesce import CoalescingLlamaAdapter
+    from sovrouter.errors import UpstreamUnavailableError
+
+    class Broken:
+        def kv_cache_seq_rm(self, seq_id: int, p0: int, p1: int) -> None:
+            raise OSError("llama context unusable")
+
+    adapter = CoalescingLlamaAdapter.__new__(CoalescingLlamaAdapter)
+    adapter.candidate = Candidate(slot="local-small", deployment="edge")
+    adapter._ctx = Broken()
+    adapter._queue = queue.Queue()
+    loop = asyncio.new_event_loop()
+    held = _seq(loop)
+
+    def dies(active: list[_Seq], pending: list[_Seq]) -> None:
+        active.append(held)
+        raise OSError("llama context unusable")
+
+    adapter._serve = dies  # type: ignore[method-assign]
+    try:
+        with pytest.raises(OSError):
+            adapter._loop()
+        loop.run_until_complete(asyncio.sleep(0))
+        assert isinstance(held.future.exception(), UpstreamUnavailableError)
+    finally:
+        loop.close()

@@ -155,10 +155,10 @@ class CoalescingLlamaAdapter:
                     break
                 if item is not None:
                     pending.append(item)
+            for seq in active + pending:  # the callers first: freeing cells of a broken context may raise too
+                self._fail(seq, UpstreamUnavailableError(f"local model {self.candidate.key} stopped"))
             for seq in active:
                 self._ctx.kv_cache_seq_rm(seq.seq_id, -1, -1)
-            for seq in active + pending:
-                self._fail(seq, UpstreamUnavailableError(f"local model {self.candidate.key} stopped"))
 
     def _serve(self, active: list[_Seq], pending: list[_Seq]) -> None:
         """Runs until ``close``; ``active`` and ``pending`` are updated in place (the caller fails what is left)."""
