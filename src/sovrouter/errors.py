@@ -8,7 +8,7 @@ never contain prompt text, personal data, API keys or stack traces.
     SovrouterError                      500 server_error
     ├── InvalidRequestError             400 invalid_request_error
     │   ├── UnsupportedModalityError    400 (no configured deployment serves the modality)
-    │   ├── ToolsNotSupportedError      400 (tools offered, and no deployment the key may use declares tools)
+    │   ├── ToolsNotSupportedError      400 (the request uses tools, and no deployment the key may use declares them)
     │   ├── RequestTooLargeError        413
     │   └── ConflictError               409 (the object is in use: a file an unfinished batch reads)
     ├── AuthenticationError             401 authentication_error

@@ -190,7 +190,7 @@ class Pipeline:
             out = [c for c in out if self.catalog.deployment(c.slot, c.deployment).tools]
             if not out:
                 raise ToolsNotSupportedError("no deployment this request may use supports tool calling",
-                                             param="tools")
+                                             param="tools" if request.tooling is not None else "messages")
         return out
 
     def _reviewer(

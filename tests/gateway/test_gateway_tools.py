@@ -110,8 +110,15 @@ def test_without_a_capable_deployment_tools_are_a_clear_400(tmp_path: Path) -> N
         body: Any = exc.value.body
         assert body["code"] == "tools_not_supported" and body["param"] == "tools"
         assert "Paris" not in json.dumps(body)
+        call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": ARGS}}
+        follow: Any = [*ASK, {"role": "assistant", "content": None, "tool_calls": [call]},
+                       {"role": "tool", "tool_call_id": "c1", "content": "21C"}]
+        with pytest.raises(openai.BadRequestError) as exc:  # a follow-up without the offer: the turns are named
+            live.client().chat.completions.create(model="auto", messages=follow)
+        body = exc.value.body
+        assert body["code"] == "tools_not_supported" and body["param"] == "messages"
         assert live.primary.calls == live.backup.calls == 0
-        assert [r.error_code for r in live.records()] == ["tools_not_supported"]
+        assert [r.error_code for r in live.records()] == ["tools_not_supported"] * 2
 
 
 def test_a_follow_up_without_the_offer_still_goes_only_to_tool_capable_deployments(live: Live) -> None:
