@@ -133,7 +133,7 @@ async def test_answers_reach_the_online_answer_shape_correction(catalog: Catalog
     await p.handle(_req("first question"))
     chunks = [c async for c in p.handle_stream(_req("second question", rid="r2", stream=True))]
     assert chunks
-    assert len(chooser.shapes._global) == 2  # one answer each, streamed or not
+    assert len(chooser.shapes._global["acme-us"]) == 2  # one answer each, streamed or not
     cheapest = _settings().model_copy(update={"deployment_choice": "cheapest"})
     q = assemble(cheapest, catalog, tenants, _all_fake(catalog), WallClock(), MemorySink())
     assert shape_observer(q.router.deployments) is None  # type: ignore[attr-defined]

@@ -167,7 +167,9 @@ class Catalog(BaseModel):
         checked against already reflects (and a catalog that does not use it keeps its earlier digest)."""
         facts = []
         for slot in self.slots:
-            deployments = [d.model_dump(mode="json", exclude={"latency", "price_multiplier", "tools"})
+            deployments = [d.model_dump(mode="json", exclude={"latency": True, "price_multiplier": True, "tools": True,
+                                                              "speculative": {"expected_speedup", "base_speedup",
+                                                                              "max_batch"}})
                            for d in slot.deployments]
             facts.append({**slot.model_dump(mode="json", exclude={"price_usd_per_mtok", "deployments"}),
                           "deployments": deployments})

@@ -57,7 +57,7 @@ def test_memory_is_bounded() -> None:
     online = OnlineAnswerShape(Fixed(), window=4, max_templates=8, global_window=16)
     for i in range(50):
         online.observe(_req(f"prompt number {i:03d} that is unique " * 3, str(i)), "x y z")
-    assert len(online._by_template) == 8 and len(online._global) == 16
+    assert len(online._by_template) == 8 and len(online._global["t"]) == 16
     assert all(len(rows) <= 4 for rows in online._by_template.values())
 
 
@@ -85,3 +85,45 @@ async def test_the_observing_adapter_reports_each_answer_once() -> None:
     with pytest.raises(UpstreamError):
         await failing.generate(call)
     assert len(seen) == 2
+
+
+
+def test_one_tenants_answers_never_shift_anothers_estimate() -> None:
+    """The correction was pooled across tenants: 40 long answers of tenant A on a template moved tenant B's
+    estimate, and with it B's deployment and cost (a side channel on what A sends)."""
+    online = OnlineAnswerShape(Fixed())
+
+    def req(tenant: str, rid: str) -> NormalizedRequest:
+        return normalize_chat({"messages": [{"role": "user", "content": PROMPT}]}, tenant=tenant, request_id=rid)
+
+    before = online.shape(req("b", "b0"))
+    for i in range(40):
+        online.observe(req("a", f"a{i}"), "word " * 3000)
+    assert online.shape(req("b", "b1")) == before
+    assert online.shape(req("a", "a99")).tokens_p90 > before.tokens_p90
+
+
+def test_answers_cut_short_or_that_only_call_functions_teach_nothing() -> None:
+    """An answer cut by max_tokens ("length") or a call-only turn (empty text) was learned as the template's
+    natural length: its estimate collapsed to a few tokens and full answers went to a deployment far over budget."""
+    import asyncio
+
+    from sovrouter.contracts import ModelResult, ToolCall
+
+    local = Candidate(slot="local-small", deployment="edge")
+
+    class Cut(FakeAdapter):
+        async def generate(self, call: ModelCall) -> ModelResult:
+            result = await super().generate(call)
+            if call.request.request_id.endswith("t"):
+                return result.model_copy(update={"finish_reason": "tool_calls", "text": "",
+                                                 "tool_calls": (ToolCall(id="c", name="f", arguments="{}"),)})
+            return result.model_copy(update={"finish_reason": "length"})
+
+    online = OnlineAnswerShape(Fixed())
+    adapter = ShapeObservingAdapter(Cut(local, text="two"), online.observe)
+    before = online.shape(_req(PROMPT, "r0"))
+    for i in range(30):
+        req = _req(PROMPT, f"r{i}{'t' if i % 2 else ''}")
+        asyncio.run(adapter.generate(ModelCall(request=req, allowed=[local])))
+    assert online.shape(_req(PROMPT, "r99")) == before

@@ -62,3 +62,19 @@ def test_speculation_is_off_at_or_above_the_declared_batch(tmp_path: Path) -> No
 def test_invalid_speculative_block_is_a_config_error(tmp_path: Path, spec: object) -> None:
     with pytest.raises(ConfigError):
         Catalog.load(_with_spec(tmp_path, spec))
+
+
+def test_tuning_speculation_keeps_the_cache_scope() -> None:
+    """The catalog's fingerprint scopes every cache key; it left out latency and prices but not the speculative
+    tuning figures, so retuning max_batch (as bench/speculative_gpu_batch.py suggests) dropped every cached
+    answer, the shared Redis ones included. What the deployment is (kind, draft) still counts."""
+    from sovrouter.testing_workload import DEMO_DATA
+
+    raw = Catalog.load(DEMO_DATA / "models.json").model_dump(mode="json")
+    dep = raw["slots"][1]["deployments"][0]
+    dep["speculative"] = {"kind": "draft-model", "draft": "small", "expected_speedup": 2.0, "max_batch": 8}
+    base = Catalog.model_validate(raw).policy_fingerprint()
+    dep["speculative"] = {**dep["speculative"], "expected_speedup": 2.6, "base_speedup": 0.9, "max_batch": 16}
+    assert Catalog.model_validate(raw).policy_fingerprint() == base
+    dep["speculative"] = {**dep["speculative"], "draft": "other-draft"}
+    assert Catalog.model_validate(raw).policy_fingerprint() != base

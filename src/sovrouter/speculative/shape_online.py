@@ -37,7 +37,9 @@ def template_key(request: NormalizedRequest) -> str:
     users = [m.text for m in request.messages if m.role == "user"]
     last = users[-1] if users else request.prompt_text
     head = last.split("\n", 1)[0][:24]
-    return hashlib.blake2b(f"{head}\x00{last[-48:]}".encode("utf-8", "replace"), digest_size=12).hexdigest()
+    # per tenant: one tenant's answers never shift another's estimates (and so its deployment or its cost)
+    return hashlib.blake2b(f"{request.tenant}\x00{head}\x00{last[-48:]}".encode("utf-8", "replace"),
+                           digest_size=12).hexdigest()
 
 
 class OnlineAnswerShape:
@@ -52,7 +54,8 @@ class OnlineAnswerShape:
         self.window = window
         self.max_templates = max_templates
         self._by_template: OrderedDict[str, deque[Residual]] = OrderedDict()
-        self._global: deque[Residual] = deque(maxlen=global_window)
+        self.global_window = global_window
+        self._global: dict[str, deque[Residual]] = {}  # per tenant: no tenant's traffic shifts another's
         self._base_shapes = RecentShapes(recent)  # the base prediction again when the answer arrives
         self._lock = threading.Lock()
 
@@ -68,7 +71,7 @@ class OnlineAnswerShape:
         """The current correction for ``request``'s template: copy, log p50, log p90."""
         key = template_key(request)
         with self._lock:
-            glob = list(self._global)
+            glob = list(self._global.get(request.tenant, ()))
             mine = list(self._by_template.get(key, ()))
         g = self._stats(glob) if glob else (0.0, 0.0, 0.0)
         gw = len(glob) / (len(glob) + self.global_prior)
@@ -104,7 +107,13 @@ class OnlineAnswerShape:
             else:
                 self._by_template.move_to_end(key)
             rows.append(row)
-            self._global.append(row)
+            self._global.setdefault(request.tenant, deque(maxlen=self.global_window)).append(row)
+
+
+def _complete(result: ModelResult) -> bool:
+    """A natural end of a text answer: not cut by ``max_tokens`` ("length"), not a call-only turn (its text is
+    empty), so its length and copy fraction are labels for the request's shape."""
+    return result.finish_reason == "stop" and not result.tool_calls
 
 
 class ShapeObservingAdapter:
@@ -120,11 +129,12 @@ class ShapeObservingAdapter:
 
     async def generate(self, call: ModelCall) -> ModelResult:
         result = await self.inner.generate(call)
-        self.observe(call.request, result.text)
+        if _complete(result):
+            self.observe(call.request, result.text)
         return result
 
     async def stream(self, call: ModelCall) -> AsyncIterator[StreamChunk]:
         async for chunk in self.inner.stream(call):
-            if chunk.final is not None:
+            if chunk.final is not None and _complete(chunk.final):
                 self.observe(call.request, chunk.final.text)
             yield chunk
