@@ -47,24 +47,32 @@ def test_a_negative_seed_is_no_seed_and_a_tiny_temperature_samples_greedily() ->
         loop.close()
 
 
-def test_the_worker_fails_what_it_holds_when_it_stops() -> None:
+class _Ctx:
+    """Stands in for the llama context: records the cells freed, or fails like a broken one."""
+
+    def __init__(self, broken: bool) -> None:
+        self.broken = broken
+        self.removed: list[int] = []
+
+    def kv_cache_seq_rm(self, seq_id: int, p0: int, p1: int) -> None:
+        if self.broken:
+            raise OSError("llama context unusable")
+        self.removed.append(seq_id)
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_the_worker_fails_what_it_holds_when_it_stops(broken: bool) -> None:
     """However the worker ends, every sequence it held is answered with an error and its cells freed: a caller
-    must never wait forever on a dead thread."""
+    must never wait forever on a dead thread, even when freeing the cells of a broken context raises too (the
+    callers were failed after the cells, so they waited forever)."""
     import queue
 
     from sovrouter.batch.coalesce import CoalescingLlamaAdapter
     from sovrouter.errors import UpstreamUnavailableError
 
-    class Ctx:
-        def __init__(self) -> None:
-            self.removed: list[int] = []
-
-        def kv_cache_seq_rm(self, seq_id: int, p0: int, p1: int) -> None:
-            self.removed.append(seq_id)
-
     adapter = CoalescingLlamaAdapter.__new__(CoalescingLlamaAdapter)
     adapter.candidate = Candidate(slot="local-small", deployment="edge")
-    adapter._ctx = Ctx()
+    adapter._ctx = ctx = _Ctx(broken)
     adapter._queue = queue.Queue()
     loop = asyncio.new_event_loop()
     held, queued = _seq(loop), _seq(loop)
@@ -77,43 +85,11 @@ def test_the_worker_fails_what_it_holds_when_it_stops() -> None:
 
     adapter._serve = dies  # type: ignore[method-assign]
     try:
-        with pytest.raises(MemoryError):
+        with pytest.raises(OSError if broken else MemoryError):
             adapter._loop()
         loop.run_until_complete(asyncio.sleep(0))
         for seq in (held, queued):
             assert isinstance(seq.future.exception(), UpstreamUnavailableError)
-        assert adapter._ctx.removed == [2]
-    finally:
-        loop.close()
-
-
-def test_callers_are_answered_even_when_the_context_is_broken() -> None:
-    """Freeing the cells of a broken context raised too, before the callers were failed: they waited forever."""
-    import queue
-
-    from sovrouter.batch.coalesce import CoalescingLlamaAdapter
-    from sovrouter.errors import UpstreamUnavailableError
-
-    class Broken:
-        def kv_cache_seq_rm(self, seq_id: int, p0: int, p1: int) -> None:
-            raise OSError("llama context unusable")
-
-    adapter = CoalescingLlamaAdapter.__new__(CoalescingLlamaAdapter)
-    adapter.candidate = Candidate(slot="local-small", deployment="edge")
-    adapter._ctx = Broken()
-    adapter._queue = queue.Queue()
-    loop = asyncio.new_event_loop()
-    held = _seq(loop)
-
-    def dies(active: list[_Seq], pending: list[_Seq]) -> None:
-        active.append(held)
-        raise OSError("llama context unusable")
-
-    adapter._serve = dies  # type: ignore[method-assign]
-    try:
-        with pytest.raises(OSError):
-            adapter._loop()
-        loop.run_until_complete(asyncio.sleep(0))
-        assert isinstance(held.future.exception(), UpstreamUnavailableError)
+        assert ctx.removed == ([] if broken else [2])
     finally:
         loop.close()
