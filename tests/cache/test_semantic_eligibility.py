@@ -74,3 +74,19 @@ def test_a_request_offering_tools_is_not_eligible() -> None:
                              tenant="t", request_id="r")
     assert request_ineligible_reason(plain, Detection()) is None
     assert request_ineligible_reason(offered, Detection()) == "tools"
+
+
+@pytest.mark.parametrize(("system", "reason"), [
+    ("Translate the user's message into French.", "generative_system"),
+    ("You are a translator. Rewrite the text in plain English.", "generative_system"),
+    ("You are a news assistant. Answer with today's headlines.", "time_sensitive_system"),
+    ("You are a helpful assistant.", None),
+    ("You are a concise assistant. Answer in one sentence.", None),
+])
+def test_a_task_in_the_system_prompt_makes_the_request_ineligible(system: str, reason: str | None) -> None:
+    """Only the user turn was read: under "Translate the user's message into French." a paraphrased user turn
+    got another text's translation from the cache."""
+    req = normalize_chat({"messages": [{"role": "system", "content": system},
+                                       {"role": "user", "content": "I really like green apples."}]},
+                         tenant="t", request_id="r")
+    assert request_ineligible_reason(req, Detection()) == reason

@@ -13,6 +13,7 @@ import pytest
 from sovrouter import build
 from sovrouter.classify import NullClassifier
 from sovrouter.cli.main import main
+from sovrouter.config import Settings
 from sovrouter.replay.decisions import Decision, read_decisions
 from sovrouter.replay.harness import replay_settings, run_replay
 from sovrouter.testing_workload import DEMO_DATA, EscalatingRouter, tokens, write_jsonl, write_workload
@@ -164,6 +165,18 @@ def test_replay_config_file_overrides_shipped_settings(tmp_path: Path) -> None:
     assert settings.catalog == inputs.paths.catalog  # catalog and tenants always come from the workload
     decisions = run_replay(inputs, settings).decisions
     assert all(d.cache is None for d in decisions)
+
+
+def test_replay_never_uses_a_configs_shared_cache(tmp_path: Path) -> None:
+    """With cache.shared in the config, replay read the live instances' entries (their wall-clock expiry is
+    fresh on the simulated clock) and wrote its answers into their stream; its caches are its own."""
+    write_workload(tmp_path / "wl", n_requests=4, seed=3)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("catalog: x.json\ntenants: y.json\ncache:\n  semantic_enabled: true\n"
+                   "  shared: {url: 'redis://127.0.0.1:1/0', tenants: [acme-us]}\n")
+    inputs = load_replay_inputs(tmp_path / "wl")
+    assert Settings.load(cfg).cache.shared is not None
+    assert replay_settings(inputs, cfg).cache.shared is None
 
 
 @pytest.mark.slow

@@ -11,7 +11,11 @@ A wrong semantic hit costs the whole answer, so eligibility is narrow on purpose
 - long prompts (over ``max_words`` words or ``max_chars`` characters): long prompts are generative or templated
   (few-shot preambles, benchmark headers) and a shared preamble makes different questions look alike;
 - generative or code instructions (write / implement / translate / summarise ..., code fences or code syntax):
-  the output is a new artefact each time and a one-word change in the spec changes it.
+  the output is a new artefact each time and a one-word change in the spec changes it;
+- the same in a system or developer prompt (a task such as "Translate the user's message into French." or a
+  time-sensitive one such as "Answer with today's headlines."): the partition keeps one system prompt's entries
+  together, but a paraphrased user turn then got another text's translation (found in review, 2026-11-28); a role
+  prompt alone ("You are a helpful assistant.") stays eligible.
 
 The rules are generic English surface patterns, not fitted to any data set.
 """
@@ -33,15 +37,16 @@ _TIME = re.compile(
     r"(?:19|20)\d\d)\b",
     re.IGNORECASE,
 )
-_GENERATIVE = re.compile(
+_IMPERATIVE = (
     r"^\s*(?:(?:please|kindly)\s+|(?:can|could|would|will)\s+you\s+(?:please\s+)?(?:help\s+me\s+)?|"
     r"i\s+(?:want|need|would like)\s+you\s+to\s+|help\s+me\s+(?:to\s+)?)?"
     r"(?:write|create|generate|compose|draft|implement|code|program|build|design|translate|provide|show me|"
     r"summari[sz]e|rewrite|rephrase|paraphrase|edit|fix|refactor|complete|continue|convert|make me|give me|"
     r"tell me a (?:story|joke|poem)|list|outline|plan|suggest|author|describe|solve|calculate)\b"
-    r"|^\s*(?:you are|act as|pretend|imagine you|as an? )",
-    re.IGNORECASE,
 )
+_GENERATIVE = re.compile(_IMPERATIVE + r"|^\s*(?:you are|act as|pretend|imagine you|as an? )", re.IGNORECASE)
+_TASK = re.compile(_IMPERATIVE, re.IGNORECASE)  # a task stated in a system prompt (a role prompt alone is none)
+_SENTENCES = re.compile(r"(?<=[.!?:;])\s+|\n")
 _CODE = re.compile(r"```|\bdef |\bclass |\breturn\b|[{};]|==|=>|->|</?\w+>|\bimport\b|\(\)"
                    # a code task stated without an imperative ("Python function to ...", "A program that ..."):
                    # two such tasks with near-identical wording still have different tests
@@ -84,4 +89,10 @@ def request_ineligible_reason(request: NormalizedRequest, detection: Detection) 
         return "tools"
     if request.parameters.temperature is not None and request.parameters.temperature > 1.0:
         return "high_temperature"
+    for m in request.messages:  # the task may be stated in the system prompt: "Translate the user's message..."
+        if m.role in ("system", "developer"):
+            if _TIME.search(m.text):
+                return "time_sensitive_system"
+            if any(_TASK.search(s) for s in _SENTENCES.split(m.text)):
+                return "generative_system"
     return text_ineligible_reason(users[0].text)

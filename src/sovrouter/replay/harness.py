@@ -79,7 +79,10 @@ def replay_settings(inputs: ReplayInputs, config: str | Path | None = None) -> S
     )
     # Replay is offline and must be deterministic: a wall-clock detection or policy deadline would make a loaded
     # machine fail closed on some events and not others, so replay lifts both (the gateway keeps them).
-    return base.model_copy(update={"catalog": inputs.paths.catalog, "tenants": inputs.paths.tenants,
+    # Its caches are its own: with a config's cache.shared, replay read the live instances' entries (expiring by
+    # the wall clock, fresh on the simulated one) and wrote its answers into their stream (found in review).
+    cache = base.cache.model_copy(update={"shared": None})
+    return base.model_copy(update={"catalog": inputs.paths.catalog, "tenants": inputs.paths.tenants, "cache": cache,
                                    "detector_timeout_ms": REPLAY_DETECTOR_TIMEOUT_MS,
                                    "policy_timeout_ms": REPLAY_DETECTOR_TIMEOUT_MS})
 
