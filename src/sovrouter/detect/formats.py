@@ -19,15 +19,17 @@ from stdnum.ca import sin as ca_sin
 from stdnum.exceptions import ValidationError as StdnumError
 
 EMAIL = re.compile(
-    r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}(?![\w-])"
+    # an internationalised domain (jane@müller.de) is a mailbox too: Unicode letters in its labels (2026-11-28)
+    r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@[^\W_](?:[\w-]*)(?:\.[\w-]+)*\.[^\W\d_]{2,24}(?![\w-])"
 )
 # RFC 2606 / 6761 reserved names: documentation examples, never a real person's mailbox.
 RESERVED_MAIL = re.compile(r"@(?:[\w-]+\.)*(?:example\.(?:com|org|net)|example|test|invalid|localhost)$", re.I)
 
-IBAN_RE = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?:[ \-]?[A-Z0-9]){11,30}(?![A-Za-z0-9])")
+IBAN_RE = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?:[ \-./]?[A-Za-z0-9]){11,30}(?![A-Za-z0-9])")
 CARD_RE = re.compile(r"(?<![\w-])\d(?:[ \-]?\d){11,18}(?![\w-])")
-SSN_RE = re.compile(r"(?<![\w-])\d{3}([ \-]?)\d{2}\1\d{4}(?![\w-])")
-SIN_RE = re.compile(r"(?<![\w-])\d{3}([ \-]?)\d{3}\1\d{3}(?![\w-])")
+# one separator throughout: space, hyphen, or (since 2026-11-28) a dot or a slash ("SSN 078.05.1120")
+SSN_RE = re.compile(r"(?<![\w-])\d{3}([ \-./]?)\d{2}\1\d{4}(?![\w-])")
+SIN_RE = re.compile(r"(?<![\w-])\d{3}([ \-./]?)\d{3}\1\d{3}(?![\w-])")
 ONTARIO_HC_RE = re.compile(r"(?<![\w-])\d{4}([ \-]?)\d{3}\1\d{3}(?:[ \-]?[A-Z]{2})?(?![\w-])")
 RAMQ_RE = re.compile(r"(?<![\w-])[A-Z]{4} ?\d{4} ?\d{4}(?![\w-])")
 PASSPORT_RE = re.compile(r"(?<![\w-])(?=[A-Z0-9]*\d)[A-Z0-9]{6,9}(?![\w-])")
@@ -83,7 +85,7 @@ def digits(s: str) -> str:
 
 def valid_iban(s: str) -> str | None:
     """Return the longest prefix (by whole groups) of ``s`` that is a valid IBAN, else ``None``."""
-    compact = s.replace(" ", "").replace("-", "")
+    compact = s.replace(" ", "").replace("-", "").replace(".", "").replace("/", "").upper()
     for end in range(len(compact), 14, -1):
         try:
             IBAN(compact[:end])

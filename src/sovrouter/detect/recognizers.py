@@ -98,7 +98,7 @@ def _candidates(text: str) -> list[_Cand]:
             # map the compact IBAN back onto the text span
             n, end = 0, m.start()
             while n < len(iban) and end < len(text):
-                if text[end] not in " -":
+                if text[end] not in " -./":
                     n += 1
                 end += 1
             out.append(_Cand("IBAN", m.start(), end, True))

@@ -44,7 +44,7 @@ _DASH = re.compile("[" + _DASHES + "]")
 # quadratic, and 40,000 spaces held the event loop for 10 s before the detection budget was looked at (review)
 _OBF_AT = re.compile(r"(?<!\s)\s*(?:[\[({<]\s*(?:at|@)\s*[\])}>])\s*|&#0*64;|&#x0*40;|&commat;|\\u0040|\\x40|%40",
                      re.I)
-_OBF_DOT = re.compile(r"(?<!\s)\s*[\[({<]\s*(?:dot|\.)\s*[\])}>]\s*", re.I)
+_OBF_DOT = re.compile(r"(?<!\s)\s*[\[({<]\s*(?:dot|\.)\s*[\])}>]\s*|&#0*46;|&#x0*2e;|&period;|%2e", re.I)
 _TLD = r"(?:com|org|net|edu|gov|io|co|info|biz|de|fr|ca|uk|us|ch|at|be|nl|it|es|eu|me)"
 # "jane dot roe at gmail dot com", "jane.roe AT gmail DOT com": the word forms, only before a domain
 _WORD_MAIL = re.compile(rf"(?i)\b([\w.+-]+)\s+at\s+((?:[\w-]+\s+dot\s+)+{_TLD})\b")
@@ -67,7 +67,6 @@ def deobfuscate_mail(text: str) -> str:
 
 def detection_text(text: str) -> str:
     text = _BREAKS.sub("\n", unicodedata.normalize("NFKC", text))
-    text = deobfuscate_mail(text)
-    if text.isascii():
-        return text
-    return _DASH.sub("-", _SPACE.sub(" ", _FORMAT.sub("", text)))
+    if not text.isascii():  # invisible characters out first, so that "[a\u200bt]" is "[at]" for the mail rule
+        text = _DASH.sub("-", _SPACE.sub(" ", _FORMAT.sub("", text)))
+    return deobfuscate_mail(text)
