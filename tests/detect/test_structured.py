@@ -102,3 +102,12 @@ def test_padding_does_not_hide_a_turns_language() -> None:
         req = normalize_chat({"messages": [{"role": "user", "content": padding + dutch}]}, tenant="t",
                              request_id="r")
         assert turn_languages(req) == ["nl"]
+
+
+def test_a_name_after_the_cue_that_opens_a_long_line_is_found() -> None:
+    """A clinical note written as one long line ("Patient: Jane Roe was seen today ...", 282 characters) was
+    not scanned for a cued name: that rule applied to lines of at most 200 characters only."""
+    note = ("Patient: Jane Roe was seen today for follow-up of her type 2 diabetes and reports improved glucose "
+            "control with metformin 1000 mg twice daily but complains of occasional dizziness in the mornings, "
+            "which we will re-evaluate together with her blood pressure readings at the next visit")
+    assert len(note) > 200 and "PERSON" in _types(note)

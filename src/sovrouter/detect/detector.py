@@ -69,7 +69,8 @@ _NAME_AFTER_WEAK = re.compile(  # the same after a weak cue, whose gap takes no 
     r"[\s:,\-–]{0,4}[A-ZÀ-ÖØ-Þ][\w'’\-]*[ \-]+(?:(?:von|van|de|du|des|der|den|le|la|auch|zu|del|di|da) )*"
     r"[A-ZÀ-ÖØ-Þ]"
 )
-_CUE_ONLY_MAX_CHARS = 200  # a cue-introduced name alone counts only in a short, header-like line
+_CUE_ONLY_MAX_CHARS = 200  # a cue-introduced name alone counts only in a short, header-like line...
+_LEADING_CUE_CHARS = 24  # ...or right at the start of a longer one
 _WEAK_CUE_MAX_CHARS = 120  # a name after a preposition / contact verb: only in a short line of its own
 # a line that is nothing but a name (optional title, particles, trailing punctuation): "Jane Roe", "Dr. Hans Maier"
 _NAME_ONLY_LINE = re.compile(
@@ -251,14 +252,17 @@ class PiiDetector:
         ctx_ids = {r.entity_type.split("~")[0] for r in structured if r.entity_type.endswith(CTX_ID)}
         ctx_any = {r.entity_type.split("~")[0] for r in structured if "~" in r.entity_type}
         short = len(seg) <= _CUE_ONLY_MAX_CHARS
-        cue_ends = [c for c in self._cues.person_cue_ends(seg) if _NAME_AFTER_CUE.match(seg, c)] if short else []
+        # in a long line only a cue that opens it counts ("Patient: Jane Roe was seen today for ... [300 chars]":
+        # missed until 2026-11-28, found in review); anywhere in a short, header-like line
+        cue_ends = [c for c in self._cues.person_cue_ends(seg)
+                    if (short or c <= _LEADING_CUE_CHARS) and _NAME_AFTER_CUE.match(seg, c)]
         salutation = _SALUTATION.match(seg) if whole_line and short else None
         if salutation:
             cue_ends.append(salutation.end())
         weak_ends = [m.end() for m in self._weak_person.finditer(seg) if _NAME_AFTER_WEAK.match(seg, m.end())] \
             if whole_line and len(seg) <= _WEAK_CUE_MAX_CHARS else []
         name_only = whole_line and _NAME_ONLY_LINE.fullmatch(seg) is not None
-        if len(seg) > self.max_ner_chars or not (strong or (short and (ctx_ids or cue_ends or weak_ends))
+        if len(seg) > self.max_ner_chars or not (strong or cue_ends or (short and (ctx_ids or weak_ends))
                                                  or name_only):
             return strong
         self.load_models()
