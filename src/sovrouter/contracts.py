@@ -140,6 +140,11 @@ class Message(BaseModel):
         return "\n".join(p.text for p in self.parts if p.text is not None)
 
     @property
+    def in_tool_loop(self) -> bool:
+        """The turn calls a function or answers a call."""
+        return bool(self.tool_calls) or self.tool_call_id is not None
+
+    @property
     def tool_text(self) -> str:
         """The tool-calling strings the turn forwards (call ids, names, arguments read as text; the answered
         call's id)."""
@@ -201,7 +206,7 @@ class NormalizedRequest(BaseModel):
     def uses_tools(self) -> bool:
         """Tools offered, or a turn that calls one or answers a call: only deployments declaring ``tools`` may
         serve it (a follow-up that left ``tools`` out still carries the calls upstream)."""
-        return self.tooling is not None or any(m.tool_calls or m.tool_call_id is not None for m in self.messages)
+        return self.tooling is not None or any(m.in_tool_loop for m in self.messages)
 
     @property
     def modalities(self) -> frozenset[str]:
@@ -217,7 +222,7 @@ class NormalizedRequest(BaseModel):
         """Every string the request sends upstream: the messages' text, then the stop sequences, one per line, then
         the tool-calling strings (earlier calls' names and arguments, the functions offered). What personal-data
         detection reads: a stop sequence or a call's arguments leave with the request like a message does."""
-        tool_texts = [m.tool_text for m in self.messages if m.tool_calls or m.tool_call_id is not None]
+        tool_texts = [m.tool_text for m in self.messages if m.in_tool_loop]
         offered = [self.tooling.text] if self.tooling is not None else []
         return "\n".join([self.prompt_text, *self.parameters.stop, *tool_texts, *offered])
 

@@ -65,7 +65,7 @@ class EvalLoop:
 
     async def after(self, request: NormalizedRequest, outcome: Outcome) -> None:
         record = outcome.record
-        follow_up = any(m.tool_calls or m.tool_call_id is not None for m in request.messages)
+        follow_up = any(m.in_tool_loop for m in request.messages)
         if self.regenerations is not None and not follow_up:
             # an agent's next step repeats the user's turn with the call and its result added: not a re-ask (it
             # was counted as an exact regeneration of the step before; found in review)
