@@ -111,3 +111,18 @@ def test_a_name_after_the_cue_that_opens_a_long_line_is_found() -> None:
             "control with metformin 1000 mg twice daily but complains of occasional dizziness in the mornings, "
             "which we will re-evaluate together with her blood pressure readings at the next visit")
     assert len(note) > 200 and "PERSON" in _types(note)
+
+
+@pytest.mark.parametrize("text", [
+    "Patiënt: Jan de Vries, geboortedatum 14-03-1985, telefoon 06-12345678. Vat de brief samen.",
+    "A paciente Ana Souza, telefone 11 98765-4321, precisa de retorno.",
+    "Nome: Giulia Rossi, data di nascita 03/07/1988",
+])
+def test_patient_data_in_dutch_portuguese_or_italian_is_found(text: str) -> None:
+    """The cue words were English, German and French only: these reached a US deployment for clinic-ca."""
+    assert _types(text)
+
+
+def test_the_new_cue_words_alone_are_not_personal_data() -> None:
+    assert _types("Paciente: ¿qué dosis de paracetamol es segura?") == []
+    assert _types("What is the name of the longest river in Brazil?") == []

@@ -1,4 +1,5 @@
-"""Context words (English, German, French) that tell what an identifier-shaped string is.
+"""Context words (English, German, French; since 2026-11-28 the commonest ones in Dutch, Spanish, Italian and
+Portuguese too) that tell what an identifier-shaped string is.
 
 The detector decides the type of an identifier-shaped match by the *nearest* cue before it on the same line:
 a cue of a personal-data type (``"SSN"``, ``"passeport"``, ``"geb."``) makes it that type (if its format and
@@ -29,6 +30,8 @@ TYPE_CUES: dict[str, tuple[str, ...]] = {
     "DATE_OF_BIRTH": (
         "dob", "d.o.b", "d.o.b.", "date of birth", "birth date", "birthdate", "b.", "geb.", "geb", "geburtsdatum",
         "geboren am", "né(e)", "né(e) le", "né le", "née le", "date de naissance", "naissance", "ddn",
+        "geboortedatum", "geboren op", "fecha de nacimiento", "data di nascita", "nato il", "nata il",
+        "data de nascimento", "nascido em", "nascida em",
     ),
     # narrative cues ("Lauren was born on January 1, 1990" in a maths problem): only next to other personal data
     "DATE_OF_BIRTH~weak": ("born", "born on", "birthday", "geboren", "geburtstag", "né", "née", "birth"),
@@ -38,6 +41,8 @@ TYPE_CUES: dict[str, tuple[str, ...]] = {
         "reach", "text", "sms", "whatsapp", "contact", "rückruf", "anrufen", "erreichbar", "portable",
         "rappeler", "joindre", "appeler", "appelez", "numéro", "nummer", "rufnummer", "festnetz", "telephone no",
         "ph", "ph.", "mob", "mob.", "cel", "gsm", "rappelez", "anruf", "zurückrufen",
+        "telefoon", "telefoonnummer", "mobiel", "mobiele", "teléfono", "móvil", "celular", "telefono", "cellulare",
+        "telefone", "telemóvel", "telemovel",
     ),
     "CREDIT_CARD": (
         "card", "credit card", "debit card", "card number", "visa", "mastercard", "amex", "american express",
@@ -71,6 +76,7 @@ PERSON_CUES: tuple[str, ...] = (
     "nachricht von", "cliente", "titulaire", "demandeur", "demandeuse", "employé",
     "employée", "expéditeur", "message de", "demande de", "de la part de",
     "patient(e)", "dossier",
+    "patiënt", "patiënte", "cliënt", "klant", "naam", "paciente", "nombre", "paziente", "nome",
     # addressing a person: salutations, closings, titles, self-introductions (a name right after them is someone's)
     "dear", "hi", "hello", "hey", "regards", "best regards", "kind regards", "sincerely", "thanks", "thank you",
     "cheers", "signed", "my name is", "i am", "i'm",

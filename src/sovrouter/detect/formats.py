@@ -153,7 +153,7 @@ def valid_phone(s: str) -> bool:
     text = main.strip()
     if text.startswith("00"):
         text = "+" + text[2:]
-    for region in ("US", "FR", "DE", "CA", "GB"):
+    for region in ("US", "FR", "DE", "CA", "GB", "NL", "ES", "IT", "PT", "BR"):
         try:
             num = phonenumbers.parse(text, region)
         except phonenumbers.NumberParseException:
