@@ -173,12 +173,15 @@ class Pipeline:
         calling), before any policy: a capability, not a permission."""
         wanted = request.modalities
         out: list[Candidate] = []
+        with_tools: list[Candidate] = []
         for slot, dep in self.catalog.pairs():
             if not dep.available_for(request.tenant) or not wanted <= set(dep.modalities):
                 continue
             if request.requested_model not in ("auto", slot.id, f"{slot.id}/{dep.id}"):
                 continue
             out.append(Candidate(slot=slot.id, deployment=dep.id))
+            if dep.tools:
+                with_tools.append(out[-1])
         if not out:
             raise UnsupportedModalityError(
                 "no configured deployment can serve this request (modality "
@@ -187,7 +190,7 @@ class Pipeline:
                 param="messages",
             )
         if request.uses_tools:
-            out = [c for c in out if self.catalog.deployment(c.slot, c.deployment).tools]
+            out = with_tools
             if not out:
                 raise ToolsNotSupportedError("no deployment this request may use supports tool calling",
                                              param="tools" if request.tooling is not None else "messages")

@@ -290,10 +290,7 @@ class LearnedRouter:
         numbers, the second round found no drift and wrote an empty map, which undid the first; review)."""
         if self.calibrator is None:
             return float(p)
-        raw = decision.evidence.get("predicted_quality_raw")
-        kept = dict(raw) if isinstance(raw, dict) else {}
-        kept[slot] = round(float(p), 6)
-        decision.evidence["predicted_quality_raw"] = kept
+        _record(decision, "predicted_quality_raw", {slot: float(p)})
         return float(self.calibrator.apply(slot, signals.domain, float(p)))
 
     def _cost_scale(self, top: Candidate, input_tokens: int, last: ModelResult) -> float:
@@ -352,10 +349,15 @@ def _predicted(decision: RouteDecision, by_slot: dict[str, float]) -> None:
     compares the served slot's observed quality with (drift, recalibration, "vs predicted" weaknesses). Until
     2026-11-28 it read the classifier's prompt-only prior instead (ECE 0.15-0.28, and read only for the slot the
     verifiers chose to serve), and every slot alarmed on a replay with no drift at all (found in review)."""
-    current = decision.evidence.get("predicted_quality")
+    _record(decision, "predicted_quality", by_slot)
+
+
+def _record(decision: RouteDecision, key: str, by_slot: dict[str, float]) -> None:
+    """Merge per-slot probabilities into the mapping ``evidence[key]`` (the latest value of a slot wins)."""
+    current = decision.evidence.get(key)
     merged = dict(current) if isinstance(current, dict) else {}
     merged.update({slot: round(p, 6) for slot, p in by_slot.items()})
-    decision.evidence["predicted_quality"] = merged
+    decision.evidence[key] = merged
 
 
 def _agree(a: AnswerView, b: AnswerView) -> bool:
