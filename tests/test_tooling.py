@@ -30,6 +30,26 @@ def test_an_offer_is_read_and_written_back_as_openai_writes_it() -> None:
     assert forced.openai()["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
 
 
+_BOOK = {"type": "function", "function": {"name": "book_table", "parameters": {"type": "object"}}}
+
+
+def test_an_allowed_tools_choice_sends_only_the_allowed_functions_with_its_mode() -> None:
+    """OpenAI's ``allowed_tools``: the whole offer stays (its prompt prefix), the model may call only the listed
+    functions. Upstreams that do not read it get the offer cut to those functions and the mode as the choice."""
+    choice = {"type": "allowed_tools", "allowed_tools": {"mode": "required", "tools": [
+        {"type": "function", "function": {"name": "book_table"}},
+        {"type": "function", "function": {"name": "book_table"}}]}}
+    use = read_tooling(_body(tools=[_WEATHER, _BOOK], tool_choice=choice))
+    assert use is not None and use.allowed == ("book_table",) and use.choice == "required"
+    assert use.openai() == {"tools": [_BOOK], "tool_choice": "required"}
+    assert "get_weather" in use.text  # detection still reads the whole offer
+    other = read_tooling(_body(tools=[_WEATHER, _BOOK], tool_choice={
+        "type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [
+            {"type": "function", "function": {"name": "get_weather"}}]}}))
+    assert other is not None and other.openai() == {"tools": [_WEATHER], "tool_choice": "auto"}
+    assert other != use  # another allowed set is another cache key
+
+
 def test_no_tools_means_no_tool_use() -> None:
     for body in (_body(), _body(tools=[]), _body(tools=None), _body(tools=[], tool_choice="none"),
                  _body(parallel_tool_calls=False)):
@@ -55,6 +75,15 @@ def test_the_same_schema_written_in_another_key_order_is_the_same_offer() -> Non
     ({"tools": [_WEATHER], "tool_choice": "always"}, "tool_choice"),
     ({"tools": [_WEATHER], "tool_choice": {"type": "function", "function": {"name": "other"}}}, "tool_choice"),
     ({"tools": [_WEATHER], "parallel_tool_calls": "yes"}, "parallel_tool_calls"),
+    ({"tools": [_WEATHER], "tool_choice": {"type": "allowed_tools"}}, "tool_choice"),
+    ({"tools": [_WEATHER], "tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "none", "tools": [
+        {"type": "function", "function": {"name": "get_weather"}}]}}}, "tool_choice"),
+    ({"tools": [_WEATHER], "tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": []}}},
+     "tool_choice"),
+    ({"tools": [_WEATHER], "tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [
+        {"type": "function", "function": {"name": "other"}}]}}}, "tool_choice"),
+    ({"tools": [_WEATHER], "tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [
+        "get_weather"]}}}, "tool_choice"),
     ({"tool_choice": "auto"}, "tool_choice"),
 ])
 def test_a_malformed_offer_is_a_400_naming_the_field(extra: dict[str, Any], param: str) -> None:

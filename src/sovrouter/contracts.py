@@ -102,17 +102,22 @@ class ToolSpec(BaseModel):
 
 class ToolUse(BaseModel):
     """The request's tool calling: the functions offered, ``tool_choice`` (``choice``, or ``forced``: the one
-    function the model must call) and ``parallel_tool_calls``. Only deployments declaring ``tools`` serve it."""
+    function the model must call; ``allowed``: the names an ``allowed_tools`` choice restricts this turn to, with
+    ``choice`` its mode) and ``parallel_tool_calls``. Only deployments declaring ``tools`` serve it."""
 
     model_config = ConfigDict(frozen=True)
     tools: tuple[ToolSpec, ...]
     choice: Literal["none", "auto", "required"] | None = None
     forced: str | None = None
+    allowed: tuple[str, ...] | None = None
     parallel: bool | None = None
 
     def openai(self) -> dict[str, Any]:
-        """The body fields an OpenAI-compatible upstream reads."""
-        out: dict[str, Any] = {"tools": [t.openai() for t in self.tools]}
+        """The body fields an OpenAI-compatible upstream reads. An ``allowed_tools`` choice is sent as the offer cut
+        to the allowed functions with its mode as ``tool_choice``: what every OpenAI-compatible server reads
+        (llama.cpp and vLLM do not know ``allowed_tools``), with the same effect on what the model may call."""
+        offered = self.tools if self.allowed is None else tuple(t for t in self.tools if t.name in self.allowed)
+        out: dict[str, Any] = {"tools": [t.openai() for t in offered]}
         if self.forced is not None:
             out["tool_choice"] = {"type": "function", "function": {"name": self.forced}}
         elif self.choice is not None:

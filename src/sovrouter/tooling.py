@@ -2,8 +2,10 @@
 
 Client side, as OpenAI's API validates them: ``tools`` is a list of at most 128 ``{"type": "function",
 "function": {"name", "description"?, "parameters"?, "strict"?}}`` with distinct names of 1-64 letters, digits,
-``_`` or ``-``; ``tool_choice`` is ``"none"``, ``"auto"``, ``"required"`` or ``{"type": "function", "function":
-{"name"}}`` naming an offered function, and is refused without ``tools``; ``parallel_tool_calls`` is a boolean.
+``_`` or ``-``; ``tool_choice`` is ``"none"``, ``"auto"``, ``"required"``, ``{"type": "function", "function":
+{"name"}}`` naming an offered function, or ``{"type": "allowed_tools", "allowed_tools": {"mode": "auto" |
+"required", "tools": [{"type": "function", "function": {"name"}}, ...]}}`` naming offered functions, and is refused
+without ``tools``; ``parallel_tool_calls`` is a boolean.
 An assistant turn's ``tool_calls`` items are ``{"id", "type": "function", "function": {"name", "arguments"}}``
 with string arguments. Errors name the field only, never the client's values.
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from typing import Any
+from typing import Any, Literal
 
 from sovrouter.contracts import ToolCall, ToolSpec, ToolUse
 from sovrouter.errors import InvalidRequestError
@@ -56,6 +58,27 @@ def _spec(raw: Any) -> ToolSpec:
     )
 
 
+def _allowed_tools(raw: Any, offered: set[str]) -> tuple[Literal["auto", "required"], tuple[str, ...]]:
+    """``tool_choice: {"type": "allowed_tools", ...}``: the mode and the names of the offered functions the model
+    may call this turn (in the client's order, once each)."""
+    if not isinstance(raw, dict) or raw.get("mode") not in ("auto", "required") or not isinstance(
+            raw.get("tools"), list) or not raw["tools"]:
+        raise _bad("'allowed_tools' needs a 'mode' ('auto' or 'required') and a non-empty 'tools' list",
+                   "tool_choice")
+    names: list[str] = []
+    for item in raw["tools"]:
+        fn = item.get("function") if isinstance(item, dict) and item.get("type") == "function" else None
+        name = fn.get("name") if isinstance(fn, dict) else None
+        if not isinstance(name, str):
+            raise _bad("each allowed tool must be {'type': 'function', 'function': {'name': ...}}", "tool_choice")
+        if name not in offered:
+            raise _bad("'allowed_tools' names a function that is not in 'tools'", "tool_choice")
+        if name not in names:
+            names.append(name)
+    mode: Literal["auto", "required"] = raw["mode"]
+    return mode, tuple(names)
+
+
 def read_tooling(body: dict[str, Any]) -> ToolUse | None:
     """The request's :class:`ToolUse`, or None when it offers no tools (``tools`` absent, null or empty)."""
     tools, choice, parallel = body.get("tools"), body.get("tool_choice"), body.get("parallel_tool_calls")
@@ -74,10 +97,14 @@ def read_tooling(body: dict[str, Any]) -> ToolUse | None:
         raise _bad("'parallel_tool_calls' must be a boolean", "parallel_tool_calls")
     if choice is None or choice in _CHOICES:
         return ToolUse(tools=specs, choice=choice, parallel=parallel)
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        mode, allowed = _allowed_tools(choice.get("allowed_tools"), {s.name for s in specs})
+        return ToolUse(tools=specs, choice=mode, allowed=allowed, parallel=parallel)
     fn = choice.get("function") if isinstance(choice, dict) and choice.get("type") == "function" else None
     name = fn.get("name") if isinstance(fn, dict) else None
     if not isinstance(name, str):
-        raise _bad("'tool_choice' must be 'none', 'auto', 'required' or a named function", "tool_choice")
+        raise _bad("'tool_choice' must be 'none', 'auto', 'required', a named function or 'allowed_tools'",
+                   "tool_choice")
     if name not in {s.name for s in specs}:
         raise _bad("'tool_choice' names a function that is not in 'tools'", "tool_choice")
     return ToolUse(tools=specs, forced=name, parallel=parallel)

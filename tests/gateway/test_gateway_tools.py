@@ -73,6 +73,27 @@ def test_a_streamed_call_is_assembled_by_the_client(live: Live) -> None:
     assert live.records()[-1].status == "ok"
 
 
+def test_an_allowed_tools_choice_reaches_the_upstream_as_the_cut_offer(live: Live) -> None:
+    """OpenAI's ``allowed_tools`` through the official client; llama.cpp and vLLM do not read it, so the upstream
+    gets the offer cut to the allowed functions with the mode as ``tool_choice``."""
+    book: Any = {"type": "function", "function": {"name": "book_table", "parameters": {"type": "object"}}}
+    choice: Any = {"type": "allowed_tools", "allowed_tools": {"mode": "required", "tools": [
+        {"type": "function", "function": {"name": "get_weather"}}]}}
+    client = live.client()
+    completion = client.chat.completions.create(model="auto", messages=ASK, tools=[WEATHER, book], tool_choice=choice)
+    assert completion.choices[0].message.tool_calls is not None
+    sent = live.backup.last_body
+    assert sent is not None and sent["tools"] == [WEATHER] and sent["tool_choice"] == "required"
+    widened: Any = {"type": "allowed_tools", "allowed_tools": {"mode": "required", "tools": [
+        {"type": "function", "function": {"name": "get_weather"}},
+        {"type": "function", "function": {"name": "book_table"}}]}}
+    again = client.chat.completions.with_raw_response.create(model="auto", messages=ASK, tools=[WEATHER, book],
+                                                             tool_choice=widened)
+    assert again.headers["x-sovrouter-cache"] == "miss"  # another allowed set is not the same request
+    sent = live.backup.last_body
+    assert sent is not None and sent["tools"] == [WEATHER, book]
+
+
 def test_the_tool_result_turn_goes_upstream_and_the_answer_comes_back(live: Live) -> None:
     client = live.client()
     first = client.chat.completions.create(model="auto", messages=ASK, tools=[WEATHER])
