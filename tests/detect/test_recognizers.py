@@ -18,6 +18,9 @@ def ids(text: str) -> set[str]:
     ("card 4532015112830366 on file", "CREDIT_CARD"),
     ("amex 378282246310005", "CREDIT_CARD"),
     ("paid with card 6763 5936 8773", "CREDIT_CARD"),  # 12-digit Maestro: only with a card cue
+    ("Karte 4532.0151.1283.0366 bitte belasten", "CREDIT_CARD"),  # groups cut by dots
+    ("amex 3782.822463.10005.", "CREDIT_CARD"),
+    ("charged to 1.4532 0151 1283 0366", "CREDIT_CARD"),  # a dotted number before a spaced card
     ("SSN 219-09-9999", "US_SSN"),
     ("social security number: 219 09 9999", "US_SSN"),
     ("SIN 130 692 544", "CA_SIN"),
@@ -74,6 +77,9 @@ def test_checksum_and_range_negatives(text: str) -> None:
     "The meeting is on 03/04/2021 at 10:00.",  # a date without a birth cue
     "Passengers: 123456789 people flew in 2019.",
     "Compute 1234567890 mod 97.",
+    "pi is 3.1415.9265.3589.7932 in groups",  # dotted digits that are no scheme's card
+    "build 4532.0151.1283.0366.1 released",  # a five-part version string
+    "version 4532.0151.1283.0366",  # a dotted number whose nearest cue says version
 ])
 def test_innocent_identifier_shapes(text: str) -> None:
     assert ids(text) == set()

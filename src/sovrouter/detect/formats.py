@@ -27,6 +27,9 @@ RESERVED_MAIL = re.compile(r"@(?:[\w-]+\.)*(?:example\.(?:com|org|net)|example|t
 
 IBAN_RE = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?:[ \-./]?[A-Za-z0-9]){11,30}(?![A-Za-z0-9])")
 CARD_RE = re.compile(r"(?<![\w-])\d(?:[ \-]?\d){11,18}(?![\w-])")
+# groups cut by dots (since 2026-11-28): "4111.1111.1111.1111", Amex "3782.822463.10005"; a separate pattern, so a
+# dotted number before a spaced card ("1.4111 1111 ...") never swallows it
+CARD_DOT_RE = re.compile(r"(?<![\w.-])(?:\d{4}(?:\.\d{4}){2,3}(?:\.\d{1,3})?|\d{4}\.\d{6}\.\d{4,5})(?![\w-]|\.\d)")
 # one separator throughout: space, hyphen, or (since 2026-11-28) a dot or a slash ("SSN 078.05.1120")
 SSN_RE = re.compile(r"(?<![\w-])\d{3}([ \-./]?)\d{2}\1\d{4}(?![\w-])")
 SIN_RE = re.compile(r"(?<![\w-])\d{3}([ \-./]?)\d{3}\1\d{3}(?![\w-])")
@@ -110,7 +113,7 @@ def card_self_evident(s: str) -> bool:
 
 def valid_card(s: str) -> bool:
     """Issuer prefix and length of a known scheme, card-like grouping, and the Luhn check digit."""
-    groups = re.split(r"[ \-]", s)
+    groups = re.split(r"[ \-.]", s)
     if len(groups) > 1 and not (all(len(g) == 4 for g in groups[:-1]) or [len(g) for g in groups] in
                                 ([4, 6, 5], [4, 6, 4])):
         return False

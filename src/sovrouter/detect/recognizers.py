@@ -102,7 +102,7 @@ def _candidates(text: str) -> list[_Cand]:
                     n += 1
                 end += 1
             out.append(_Cand("IBAN", m.start(), end, True))
-    for m in f.CARD_RE.finditer(text):
+    for m in (*f.CARD_RE.finditer(text), *f.CARD_DOT_RE.finditer(text)):
         if f.valid_card(m.group(0)):
             out.append(_Cand("CREDIT_CARD", m.start(), m.end(), f.card_self_evident(m.group(0))))
     for m in f.RAMQ_RE.finditer(text):
