@@ -58,11 +58,34 @@ def test_structured_text_without_personal_data_is_not_flagged(text: str) -> None
     assert _types(text) == []
 
 
+@pytest.mark.parametrize(("text", "typ"), [
+    ('record = Patient(name="Jane Roe", ward="B2")', "PERSON"),
+    ("patient = {'full_name': 'Marie Tremblay', 'bed': 4}", "PERSON"),
+    ('level=info msg="refund issued" customer_name="Oluwaseun Adeyemi" amount=40', "PERSON"),
+    ("contact:\n  name: 'Jan de Vries'\n  team: support", "PERSON"),
+])
+def test_a_quoted_value_after_its_key_in_code_or_config_is_read_after_its_field_name(text: str, typ: str) -> None:
+    """``key="value"`` in code, logs and config: the NER read ``name="Jane Roe"`` as code and found no person
+    (left out in the twenty-fifth session, 2026-11-28)."""
+    assert typ in _types(text)
+
+
+@pytest.mark.parametrize("text", [
+    'book = Book(title="War and Peace", year=1869)',
+    'logging.basicConfig(level="DEBUG", format="%(message)s")',
+    'assert greet(name="World") == "Hello, World"',  # a test fixture's line: left alone as before
+    "if b <= 'Jane Roe': pass",
+])
+def test_quoted_values_that_are_not_personal_data_stay_clean(text: str) -> None:
+    assert _types(text) == []
+
+
 def test_views_put_each_value_after_its_field_name() -> None:
     assert structured_views('{"fullName": "Grace Liu", "mobilePhone": "6045550177"}') == (
         "full name: Grace Liu; mobile phone: 6045550177")
     assert structured_views("name,ssn\nMichael Turner,078-05-1120") == "name: Michael Turner; ssn: 078-05-1120"
     assert structured_views("Just a sentence, with a comma.") == ""
+    assert structured_views('f(name="Jane Roe", n=2)\nx == "Ann Lee"') == "name: Jane Roe"
 
 
 def test_obfuscated_addresses_are_restored_only_where_they_are_addresses() -> None:

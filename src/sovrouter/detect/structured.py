@@ -1,4 +1,5 @@
-"""Structured text a user pastes (JSON, CSV/TSV, markdown tables), read as ``field: value`` lines.
+"""Structured text a user pastes (JSON, CSV/TSV, markdown tables, ``key="value"`` in code), read as ``field: value``
+lines.
 
 A value in a record stands after its field name, not after a cue word on its own line: ``{"email": "x@y.org"}``
 is a quoted literal next to braces, a CSV row ``Michael Turner,078-05-1120`` has its cue (``ssn``) in the
@@ -68,6 +69,26 @@ def _json_views(text: str, expired: Callable[[], bool]) -> list[str]:
     return out
 
 
+# ``key="value"`` / ``key: 'value'`` in code, config and logs (a keyword argument, an attribute, a YAML or logfmt
+# field, a Python dict's ``'key': 'value'``): the value stands after its field name. Not in a comparison (``==``),
+# nor on a test fixture's line (an assertion), which the e-mail rule reads as a code literal.
+_ASSIGNMENT = re.compile(
+    r"(?<![\w.\-])([\"']?)([A-Za-z_][\w.\-]{0,63})\1\s{0,3}[=:](?!=)\s{0,3}([\"'`])([^\"'`\n]{1,200})\3")
+_FIXTURE_LINE = re.compile(r"==|\bassert\w*\b|\bexpect\(")
+
+
+def _assignment_views(lines: list[str]) -> list[str]:
+    out: list[str] = []
+    for line in lines:
+        if ("=" not in line and ":" not in line) or _FIXTURE_LINE.search(line):
+            continue
+        pairs = [f"{field_words(m.group(2))}: {m.group(4).strip()}" for m in _ASSIGNMENT.finditer(line)
+                 if m.group(4).strip()]
+        if pairs:
+            out.append("; ".join(pairs))
+    return out
+
+
 def _cells(line: str, delim: str) -> list[str]:
     if delim == "|":
         s = line.strip()
@@ -118,4 +139,6 @@ def structured_views(text: str, expired: Callable[[], bool] = lambda: False) -> 
     lines = text.split("\n")[:_MAX_LINES]
     views = _json_views(text, expired) if ("{" in text or "[" in text) else []
     views += _table_views(lines)
+    seen = set(views)
+    views += [v for v in _assignment_views(lines) if v not in seen]  # JSON already read is not read twice
     return "\n".join(views)
