@@ -24,14 +24,22 @@ from sovrouter.batch.fileio import LineError, ParsedLine, dumps_line, output_lin
 from sovrouter.batch.router import DeferrableRouter
 from sovrouter.contracts import CacheOutcome, DataClass, RequestRecord
 from sovrouter.errors import InvalidRequestError, NotFoundError, SovrouterError
+from sovrouter.evalloop.loop import ObservedPipeline
 from sovrouter.gateway.sse import ChatFormatter
 from sovrouter.intake import normalize_chat
 from sovrouter.pipeline import Pipeline
 
 
 def deferrable(pipeline: Pipeline, scope: Literal["slot", "plan", "allowed"] = "slot") -> Pipeline:
-    """The same pipeline with its router wrapped for deferrable work (nothing else changes)."""
-    return dataclasses.replace(pipeline, router=DeferrableRouter(pipeline.router, pipeline.catalog, scope=scope))
+    """The same pipeline with its router wrapped for deferrable work. An observed pipeline keeps its eval loop
+    (scorers, shadow sampling) but tracks no regenerations: two lines of a batch file with the same prompt
+    (samples, templated inputs) are not a user asking again, and counted as dissatisfaction against the route
+    that answered the first (found in review, 2026-11-28); a large file also pushed the tenant's live prompts out
+    of the bounded index."""
+    out = dataclasses.replace(pipeline, router=DeferrableRouter(pipeline.router, pipeline.catalog, scope=scope))
+    if isinstance(out, ObservedPipeline) and out.loop is not None:
+        out = dataclasses.replace(out, loop=out.loop.without_regenerations())
+    return out
 
 
 @dataclass

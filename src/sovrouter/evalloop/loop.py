@@ -11,7 +11,7 @@ import asyncio
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -62,6 +62,11 @@ class EvalLoop:
     scorers: Sequence[Scorer] = ()
     background: bool = True  # shadow calls run as tasks, never delaying the client's answer
     _tasks: set[asyncio.Task[object]] = field(default_factory=set)
+
+    def without_regenerations(self) -> EvalLoop:
+        """The same loop (store, scorers, shadow sampler, and the shadow tasks ``drain`` waits for) that tracks no
+        regenerations: for batch lines, which are not a user asking again after an answer."""
+        return replace(self, regenerations=None, _tasks=self._tasks)
 
     async def after(self, request: NormalizedRequest, outcome: Outcome) -> None:
         record = outcome.record
