@@ -25,6 +25,7 @@ from sovrouter.contracts import ToolCall, ToolSpec, ToolUse
 from sovrouter.errors import InvalidRequestError
 
 MAX_TOOLS = 128
+MAX_SCHEMA_DEPTH = 64  # nested objects/arrays in a function's parameters: a JSON Schema needs far fewer
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _CHOICES = ("none", "auto", "required")
 
@@ -46,6 +47,10 @@ def _spec(raw: Any) -> ToolSpec:
     parameters = fn.get("parameters")
     if parameters is not None and not isinstance(parameters, dict):
         raise _bad("a tool's function parameters must be a JSON Schema object", "tools")
+    if parameters is not None and _depth(parameters) > MAX_SCHEMA_DEPTH:
+        # parsed again (at a deeper stack) when the call is forwarded: near the parser's limit that was a
+        # RecursionError in the adapter, a 500 without the request's record
+        raise _bad(f"a tool's function parameters may nest at most {MAX_SCHEMA_DEPTH} levels", "tools")
     strict = fn.get("strict")
     if strict is not None and not isinstance(strict, bool):
         raise _bad("a tool's function 'strict' must be a boolean", "tools")
@@ -77,6 +82,23 @@ def _allowed_tools(raw: Any, offered: set[str]) -> tuple[Literal["auto", "requir
             names.append(name)
     mode: Literal["auto", "required"] = raw["mode"]
     return mode, tuple(names)
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value`` nests objects and arrays (iterative: a hostile value cannot exhaust the stack)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def read_tooling(body: dict[str, Any]) -> ToolUse | None:

@@ -207,3 +207,11 @@ def test_a_slow_record_lookup_does_not_hold_other_requests(catalog: Catalog, ten
         waited = time.perf_counter() - t0
         feedback.join()
     assert status == [404] and waited < 0.5
+
+
+def test_feedback_error_never_names_an_unknown_key(client) -> None:  # type: ignore[no-untyped-def]
+    """An unknown key is client data (here an e-mail address): the error named it, in the message and ``param``."""
+    c, _ = client
+    r = c.post("/v1/feedback", json={"response_id": "x", "score": 1, "jane.doe@example.com": 1}, headers=AUTH)
+    assert r.status_code == 400, r.text
+    assert "jane.doe" not in r.text and r.json()["error"]["param"] is None

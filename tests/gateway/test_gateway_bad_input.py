@@ -237,3 +237,10 @@ def test_an_unexpected_error_answer_carries_a_request_id_too() -> None:
     assert response.status_code == 500 and response.headers.get("x-sovrouter-request-id")
     given = internal_error_response(RuntimeError("boom"), headers={"x-sovrouter-request-id": "r-1"})
     assert given.headers.getlist("x-sovrouter-request-id") == ["r-1"]
+
+
+def test_a_list_limit_with_thousands_of_digits_is_a_400(live: Live) -> None:
+    """``int()`` refuses more than 4,300 digits with a ValueError: the lists answered 500."""
+    for path in ("/v1/files", "/v1/batches"):
+        r = httpx.get(live.url + path, params={"limit": "1" * 5000}, headers=AUTH)
+        assert _check(r, 400, "invalid_request_error")["param"] == "limit"

@@ -10,7 +10,7 @@ from typing import Any
 
 import openai
 import pytest
-from gateway_harness import DATA, Live, live_gateway
+from gateway_harness import ACME_KEY, DATA, Live, live_gateway
 
 WEATHER: Any = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather in a city",
@@ -183,3 +183,22 @@ def test_a_tool_stream_that_fails_before_showing_anything_falls_back(tmp_path: P
         with pytest.raises(openai.APIStatusError) as exc:
             live.client().chat.completions.create(model="auto", messages=other, tools=[WEATHER], stream=True)
         assert exc.value.status_code == 502
+
+
+def test_a_tool_schema_nested_near_the_parsers_depth_is_a_400_with_its_record(tmp_path: Path) -> None:
+    """Accepted at intake, the schema is parsed again when the call is forwarded, at a deeper stack: a
+    RecursionError there was a 500, and the request had no record."""
+    import httpx
+
+    with live_gateway(tmp_path / "state", catalog=_catalog(tmp_path, {"frontier/us"}),
+                      max_body_bytes=100_000) as live:
+        depth = 960
+        schema = '{"a":' * depth + "1" + "}" * depth
+        raw = ('{"model":"auto","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function",'
+               '"function":{"name":"f","parameters":' + schema + '}}]}')
+        r = httpx.post(live.url + "/v1/chat/completions", content=raw.encode(), timeout=20,
+                       headers={"Authorization": f"Bearer {ACME_KEY}", "Content-Type": "application/json"})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["param"] == "tools"
+        (record,) = live.records()
+        assert record.status == "error" and record.error_code == "invalid_request"

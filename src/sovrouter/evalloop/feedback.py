@@ -67,10 +67,12 @@ def parse_feedback(raw: bytes) -> FeedbackIn:
         return FeedbackIn.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = ".".join(str(x) for x in err.get("loc", ()))
-        msg = err.get("msg", "invalid value")
-        raise InvalidRequestError(f"invalid feedback: {loc + ': ' if loc else ''}{msg}",
-                                  param=loc or None) from None
+        loc = err.get("loc", ())
+        # the field only, and only a known one: an unknown key is client data (it may be an e-mail address)
+        field = str(loc[0]) if loc and loc[0] in FeedbackIn.model_fields else None
+        msg = "unknown field" if err.get("type") == "extra_forbidden" else err.get("msg", "invalid value")
+        raise InvalidRequestError(f"invalid feedback: {field + ': ' if field else ''}{msg}",
+                                  param=field) from None
 
 
 def record_feedback(fb: FeedbackIn, records: RecordLookup, store: SignalStore, tenant: str) -> QualitySignal:
