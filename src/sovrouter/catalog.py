@@ -20,8 +20,8 @@ Modality = Literal["text", "image", "video", "audio"]
 
 class Latency(BaseModel):
     model_config = ConfigDict(extra="allow")
-    ttft_ms: float = Field(ge=0)
-    tokens_per_s: float = Field(gt=0)
+    ttft_ms: float = Field(ge=0, allow_inf_nan=False)
+    tokens_per_s: float = Field(gt=0, allow_inf_nan=False)
 
     def total_ms(self, output_tokens: int) -> float:
         return self.ttft_ms + output_tokens / self.tokens_per_s * 1000.0
@@ -42,8 +42,9 @@ class Speculative(BaseModel):
     model_config = ConfigDict(extra="allow")
     kind: Literal["draft-model", "prompt-lookup"]
     draft: str | None = None
-    expected_speedup: float = Field(default=1.0, gt=0)
-    base_speedup: float = Field(default=1.0, gt=0)
+    # finite: an infinite speed-up made the estimate inf x 0 = NaN at copy fraction 0, and NaN sorts anywhere
+    expected_speedup: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    base_speedup: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     max_batch: int | None = Field(default=None, ge=1)
 
 

@@ -78,3 +78,14 @@ def test_tuning_speculation_keeps_the_cache_scope() -> None:
     assert Catalog.model_validate(raw).policy_fingerprint() == base
     dep["speculative"] = {**dep["speculative"], "draft": "other-draft"}
     assert Catalog.model_validate(raw).policy_fingerprint() != base
+
+
+@pytest.mark.parametrize("field", ["expected_speedup", "base_speedup"])
+def test_an_infinite_speedup_is_a_config_error(tmp_path: Path, field: str) -> None:
+    raw = ('{"slots":[{"id":"s","price_usd_per_mtok":{"input":1,"output":1},"deployments":[{"id":"d",'
+           '"region":"eu","compute":"gpu","latency":{"ttft_ms":100,"tokens_per_s":50},'
+           f'"speculative":{{"kind":"draft-model","draft":"x","{field}":Infinity}}}}]}}]}}')
+    path = tmp_path / "models.json"
+    path.write_text(raw)
+    with pytest.raises(ConfigError):
+        Catalog.load(path)

@@ -53,3 +53,18 @@ async def test_a_timed_out_generation_keeps_the_model_until_it_ends() -> None:
     result = await adapter.generate(_call("r2"))
     assert result.text == "ok"
     assert llm.most == 1
+
+
+def test_local_llama_adapter_forwards_penalties() -> None:
+    seen: dict[str, Any] = {}
+
+    class _Llm:
+        def create_chat_completion(self, messages: Any, **kwargs: Any) -> dict[str, Any]:
+            seen.update(kwargs)
+            return {"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
+
+    LlamaLocalAdapter(LOCAL, _Llm())._run(normalize_chat(
+        {"messages": [{"role": "user", "content": "hi"}], "frequency_penalty": 1.5, "presence_penalty": 0.5},
+        tenant="t", request_id="r"))
+    assert seen.get("frequency_penalty") == 1.5 and seen.get("presence_penalty") == 0.5

@@ -31,6 +31,8 @@ from sovrouter.contracts import Candidate, ModelCall, ModelResult, NormalizedReq
 from sovrouter.errors import ConfigError, UpstreamProtocolError, UpstreamUnavailableError
 from sovrouter.speculative.local import chat_messages
 
+PENALTY_LAST_N = 64  # llama-cpp-python's last_n_tokens_size: the window its penalties count tokens in
+
 
 @dataclass
 class _Seq:
@@ -45,6 +47,7 @@ class _Seq:
     out: list[int] = field(default_factory=list)
     rng: np.random.Generator | None = None
     first_token_s: float | None = None
+    abandoned: bool = False  # the caller stopped waiting (cancelled, its deadline passed): free the slot
 
 
 class CoalescingLlamaAdapter:
@@ -124,7 +127,11 @@ class CoalescingLlamaAdapter:
             seq.rng = _rng(request.parameters.seed)
         self._ensure_worker()
         self._queue.put(seq)
-        return await seq.future
+        try:
+            return await seq.future
+        except asyncio.CancelledError:
+            seq.abandoned = True  # read by the worker between steps: a queued one never starts, a running one leaves
+            raise
 
     async def stream(self, call: ModelCall) -> AsyncIterator[StreamChunk]:
         """Generates the whole answer, then emits it as one chunk and the final result."""
@@ -177,6 +184,13 @@ class CoalescingLlamaAdapter:
                 if item is None:
                     return
                 pending.append(item)
+            pending[:] = [seq for seq in pending if not seq.abandoned]
+            for seq in [seq for seq in active if seq.abandoned]:
+                self._ctx.kv_cache_seq_rm(seq.seq_id, -1, -1)
+                free.append(seq.seq_id)
+                active.remove(seq)
+            if not active and not pending:
+                continue
             joining: list[_Seq] = []
             budget = self._n_batch - len(active)
             while pending and free and len(pending[0].prompt) <= budget:
@@ -246,6 +260,10 @@ class CoalescingLlamaAdapter:
 
     def _sample(self, seq: _Seq, logits: np.ndarray[Any, Any]) -> int:
         params = seq.request.parameters
+        if params.frequency_penalty or params.presence_penalty:  # as llama.cpp: over the last 64 generated tokens
+            logits = logits.copy()
+            ids, counts = np.unique(np.asarray(seq.out[-PENALTY_LAST_N:], dtype=np.int64), return_counts=True)
+            logits[ids] -= counts * (params.frequency_penalty or 0.0) + (params.presence_penalty or 0.0)
         if seq.rng is None or not params.temperature:
             return int(np.argmax(logits))
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):

@@ -82,6 +82,10 @@ class LlamaLocalAdapter:
             kwargs["stop"] = list(p.stop)
         if p.seed is not None:
             kwargs["seed"] = p.seed
+        if p.frequency_penalty is not None:
+            kwargs["frequency_penalty"] = p.frequency_penalty
+        if p.presence_penalty is not None:
+            kwargs["presence_penalty"] = p.presence_penalty
         if self.draft is not None:
             self.draft.reset()
         started = self.timer()
