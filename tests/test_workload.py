@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,25 @@ def test_split_selection(tmp_path: Path) -> None:
     assert resolve(tmp_path / "w2", split="b").data.name == "b"
     with pytest.raises(ConfigError, match="no split folder"):
         resolve(tmp_path / "w2", split="c")
+
+
+def test_a_split_folder_named_directly_reads_the_catalog_and_tenants_beside_it(tmp_path: Path) -> None:
+    """``--workload shared/data/workload/dev`` found no models.json in dev/ and failed."""
+    write_workload(tmp_path / "w", n_requests=4, seed=2, layout="shared")
+    inputs = load_replay_inputs(tmp_path / "w" / "dev")
+    assert inputs.paths.data == tmp_path / "w" / "dev" and inputs.paths.catalog == tmp_path / "w" / "models.json"
+    assert inputs.requests == load_replay_inputs(tmp_path / "w").requests
+
+
+def test_dev_beside_another_split_is_the_default_said_aloud(tmp_path: Path, caplog: pytest.LogCaptureFixture
+                                                             ) -> None:
+    write_workload(tmp_path / "w", n_requests=4, seed=2, layout="shared")
+    write_workload(tmp_path / "x", n_requests=4, seed=3, layout="shared")
+    (tmp_path / "x" / "dev").rename(tmp_path / "w" / "heldout")
+    with caplog.at_level(logging.WARNING, logger="sovrouter.workload"):
+        assert resolve(tmp_path / "w").data.name == "dev"
+    assert "heldout" in caplog.text and "--split" in caplog.text
+    assert resolve(tmp_path / "w", split="heldout").data.name == "heldout"
 
 
 def test_bad_inputs_are_clear_errors(tmp_path: Path) -> None:

@@ -4,7 +4,9 @@ Two layouts are accepted:
 
 - flat: ``DIR/{models.json, tenants.json, requests.jsonl.gz, responses.jsonl.gz, stream.jsonl.gz, ...}``;
 - shared: ``DIR/models.json`` and ``DIR/tenants.json`` with the split files under ``DIR/<split>/`` (``dev`` by
-  default; any single sub-folder holding ``requests.jsonl.gz`` is taken when there is no ``dev``).
+  default, with a warning when other splits stand beside it; any single sub-folder holding ``requests.jsonl.gz``
+  is taken when there is no ``dev``). ``DIR/<split>`` itself may be given too: ``models.json`` and
+  ``tenants.json`` are then read from its parent when it has none of its own.
 
 Each data file may be gzip (``.jsonl.gz``; recognised by its magic bytes) or plain (``.jsonl``).
 :func:`load_replay_inputs` reads only what the router may see at serving time (catalog, tenants, requests,
@@ -47,9 +49,12 @@ EVAL_FILES = ("scores", "labels")
 
 
 class WorkloadMessage(BaseModel):
+    """A recorded turn, read as written: a role left out, null or not text is mended by ``chat_body`` (``user``),
+    content left out is null (an empty turn), so one odd turn never stops the whole replay."""
+
     model_config = ConfigDict(extra="allow", frozen=True)
-    role: str
-    content: Any
+    role: Any = "user"
+    content: Any = None
 
 
 def _declared_class(value: Any) -> Any:
@@ -160,7 +165,8 @@ class StreamEvent(BaseModel):
     model_config = _LENIENT
     seq: int | None = Field(default=None, ge=0, description="None until load_stream numbers it")
     request_id: str
-    t_ms: float = Field(ge=0)
+    t_ms: float | None = Field(default=None, description="None (left out or null): the previous event's time; "
+                               "a negative time is 0")
     request_id_as_written: int | None = Field(default=None, exclude=True)
 
     @model_validator(mode="before")
@@ -176,6 +182,11 @@ class StreamEvent(BaseModel):
     def order(self) -> int:
         assert self.seq is not None, "load_stream numbers every event"
         return self.seq
+
+    @property
+    def at_ms(self) -> float:
+        assert self.t_ms is not None, "load_stream times every event"
+        return self.t_ms
 
 
 class Score(BaseModel):
@@ -254,10 +265,16 @@ def resolve(directory: str | Path, split: str | None = None) -> WorkloadPaths:
         return WorkloadPaths(root, data)
     flat = WorkloadPaths(root, root)
     if flat.file("requests") is not None:
+        if not (root / "models.json").is_file() and (root.parent / "models.json").is_file():
+            return WorkloadPaths(root.parent, root)  # a split folder of the shared layout, named directly
         return flat
-    if (root / "dev").is_dir():
-        return WorkloadPaths(root, root / "dev")
     subs = sorted(d for d in root.iterdir() if d.is_dir() and WorkloadPaths(root, d).file("requests"))
+    if (root / "dev").is_dir():
+        others = [d.name for d in subs if d.name != "dev"]
+        if others:  # the documented default, said aloud: another split beside dev is never replayed silently
+            log.warning("workload %s has the splits dev, %s: replaying dev (name another with --split)", root,
+                        ", ".join(others))
+        return WorkloadPaths(root, root / "dev")
     if len(subs) == 1:
         return WorkloadPaths(root, subs[0])
     if not subs:
@@ -265,8 +282,9 @@ def resolve(directory: str | Path, split: str | None = None) -> WorkloadPaths:
     raise ConfigError(f"workload {root} has several splits ({', '.join(d.name for d in subs)}): name one")
 
 
-def iter_jsonl(path: Path, model: type[_M]) -> Iterator[_M]:
-    """Validated rows of a (gzip) JSONL file; a bad line is a :class:`ConfigError` naming file and line."""
+def iter_jsonl(path: Path, model: type[_M], skip_invalid: bool = False) -> Iterator[_M]:
+    """Validated rows of a (gzip) JSONL file; a bad line is a :class:`ConfigError` naming file and line (with
+    ``skip_invalid``: a warning, and the line is left out)."""
     try:
         with open_text(path) as fh:
             for lineno, line in enumerate(fh, 1):
@@ -275,8 +293,11 @@ def iter_jsonl(path: Path, model: type[_M]) -> Iterator[_M]:
                 try:
                     yield model.model_validate(json.loads(line))
                 except (ValueError, ValidationError) as exc:
-                    raise ConfigError(f"{path.name} line {lineno}: invalid {model.__name__}: "
-                                      f"{_short(exc)}") from None
+                    msg = f"{path.name} line {lineno}: invalid {model.__name__}: {_short(exc)}"
+                    if skip_invalid:
+                        log.warning("%s (line left out)", msg)
+                        continue
+                    raise ConfigError(msg) from None
     except (OSError, EOFError, UnicodeDecodeError, zlib.error) as exc:  # zlib: a corrupt gzip
         raise ConfigError(f"cannot read {path}: {exc}") from None
 
@@ -302,9 +323,10 @@ class ReplayInputs:
 
 def load_requests(paths: WorkloadPaths) -> dict[str, WorkloadRequest]:
     """Requests by id. A line repeated as is counts once; two different requests under one id keep the first
-    (with a warning): every event still gets its decision."""
+    (with a warning); a line that does not read is left out (with a warning; its events get error decisions):
+    every event still gets its decision."""
     out: dict[str, WorkloadRequest] = {}
-    for r in iter_jsonl(paths.require("requests"), WorkloadRequest):
+    for r in iter_jsonl(paths.require("requests"), WorkloadRequest, skip_invalid=True):
         if r.id in out:
             if r != out[r.id]:
                 log.warning("requests: two different requests share the id %s; the first is used", r.id)
@@ -341,6 +363,12 @@ def load_stream(paths: WorkloadPaths) -> list[StreamEvent]:
     following = itertools.count(max(given, default=-1) + 1)
     events = [e if e.seq is not None else e.model_copy(update={"seq": next(following)}) for e in events]
     events.sort(key=lambda e: e.order)
+    last = 0.0
+    for i, e in enumerate(events):  # a time left out is the previous event's; a negative one is 0
+        t = last if e.t_ms is None else max(0.0, e.t_ms)
+        if t != e.t_ms:
+            events[i] = e.model_copy(update={"t_ms": t})
+        last = t
     for a, b in itertools.pairwise(events):
         if a.seq == b.seq:
             raise ConfigError(f"stream: duplicate seq {a.seq}")

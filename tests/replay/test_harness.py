@@ -262,3 +262,44 @@ def test_a_missing_or_unknown_class_is_read_as_restricted() -> None:
     read = [WorkloadRequest.model_validate({"id": "a", "tenant": "t", "messages": msgs, **extra}).data_class
             for extra in ({}, {"data_class": None}, {"data_class": "secret"}, {"data_class": " Internal "})]
     assert read == ["restricted", "restricted", "restricted", "internal"]
+
+
+def test_one_odd_request_or_stream_line_does_not_stop_the_replay(tmp_path: Path) -> None:
+    """A turn without a role or content, a null role, a request line without a tenant, and stream lines without
+    (or with a negative) ``t_ms`` each aborted the whole replay (exit 2, no decision at all)."""
+    wl = write_workload(tmp_path / "wl", n_requests=8, seed=12)
+    requests = [dict(r) for r in wl.requests]
+    requests[0]["messages"] = [{"content": "What is 2 + 2?"}]  # no role
+    requests[1]["messages"] = [{"role": None, "content": "What is 3 + 3?"}]
+    requests[2]["messages"] = [{"role": "user"}]  # no content
+    broken = requests[3]["id"]
+    requests[3] = {k: v for k, v in requests[3].items() if k != "tenant"}  # not servable: an error decision
+    stream = [dict(e) for e in wl.stream]
+    stream[1].pop("t_ms")
+    stream[2]["t_ms"] = -5
+    write_jsonl(tmp_path / "wl" / "requests.jsonl.gz", requests)
+    write_jsonl(tmp_path / "wl" / "stream.jsonl.gz", stream)
+    assert main(["replay", "--workload", str(tmp_path / "wl"), "--out", str(tmp_path / "d.jsonl")]) == 0
+    decisions = read_decisions(tmp_path / "d.jsonl")
+    assert [d.seq for d in decisions] == [e["seq"] for e in wl.stream]
+    by_request = {d.request_id: d for d in decisions}
+    assert all(by_request[r["id"]].final is not None for r in requests[:2])
+    assert by_request[broken].final is None and by_request[broken].calls == []
+
+
+def test_an_empty_request_id_is_served_from_its_own_recorded_answers(tmp_path: Path) -> None:
+    """The adapter looked answers up by ``external_id or request_id``: the id "" fell back to the replay's own
+    "#<seq>" id, found no answer for any slot, called every deployment in turn and failed the event."""
+    wl = write_workload(tmp_path / "wl", n_requests=6, seed=13)
+    old = wl.requests[0]["id"]
+    write_jsonl(tmp_path / "wl" / "requests.jsonl.gz", [{**r, "id": "" if r["id"] == old else r["id"]}
+                                                       for r in wl.requests])
+    write_jsonl(tmp_path / "wl" / "responses.jsonl.gz",
+                [{**r, "request_id": "" if r["request_id"] == old else r["request_id"]} for r in wl.responses])
+    write_jsonl(tmp_path / "wl" / "stream.jsonl.gz",
+                [{**e, "request_id": "" if e["request_id"] == old else e["request_id"]} for e in wl.stream])
+    _, decisions = _replay(tmp_path / "wl")
+    mine = [d for d in decisions if d.request_id == ""]
+    assert mine and all(d.final is not None for d in mine)
+    first = next(d for d in mine if d.cache is None)
+    assert len(first.calls) == len({(c.model, c.deployment) for c in first.calls}) <= 4

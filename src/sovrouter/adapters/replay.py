@@ -35,7 +35,8 @@ class ReplayAdapter:
         return self.candidate
 
     async def generate(self, call: ModelCall) -> ModelResult:
-        key = (call.request.external_id or call.request.request_id, self.candidate.slot)
+        external = call.request.external_id  # the workload's id; "" is an id too (not a missing one)
+        key = (call.request.request_id if external is None else external, self.candidate.slot)
         rec = self.responses.get(key)
         if rec is None:
             raise UpstreamError(f"no recorded response for slot {self.candidate.slot}")

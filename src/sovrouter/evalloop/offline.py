@@ -27,7 +27,7 @@ def offline_signals(records: Iterable[RequestRecord], scores: Mapping[tuple[str,
                     responses: Mapping[tuple[str, str], RecordedResponse] | None = None,
                     order: tuple[str, ...] = REFERENCE_ORDER) -> Iterator[QualitySignal]:
     for rec in records:
-        wid = rec.external_id or rec.request_id
+        wid = rec.request_id if rec.external_id is None else rec.external_id  # "" is an id too
         if rec.status != "ok" or rec.final is None:
             mode = classify_failure(rec)
             if mode is not None:

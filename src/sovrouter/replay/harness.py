@@ -113,7 +113,7 @@ async def replay_async(
             decisions.append(Decision(seq=event.order, request_id=event.written_request_id))
             statuses["error"] = statuses.get("error", 0) + 1
             continue
-        clock.set(event.t_ms)
+        clock.set(event.at_ms)
         request_id = f"{wreq.id}#{event.seq}"
         try:
             request = normalize_chat(
@@ -121,7 +121,7 @@ async def replay_async(
                 tenant=wreq.tenant,
                 request_id=request_id,
                 data_class=wreq.data_class,
-                arrived_ms=event.t_ms,
+                arrived_ms=event.at_ms,
                 external_id=wreq.id,
                 recorded=True,
             )
