@@ -46,6 +46,19 @@ def check_output(path: str | Path) -> None:
         raise ConfigError(f"cannot create the output folder {p.parent} ({exc.strerror})") from None
 
 
+def check_not_input(output: str | Path, *inputs: str | Path) -> None:
+    """Refuse an output that is one of the command's input files: it would be replaced by the output."""
+    out = Path(output)
+    for given in inputs:
+        src = Path(given)
+        try:
+            same = out.exists() and src.exists() and os.path.samefile(out, src)
+        except OSError:
+            same = False
+        if same:
+            raise ConfigError(f"--out {out} is the input file {src}: choose another file")
+
+
 def check_output_dir(path: str | Path) -> None:
     """:func:`check_output` for a command that writes a folder of files: it is created if missing; an existing
     file in its place is a clear error now."""

@@ -138,3 +138,29 @@ def test_broken_escapes_and_odd_ids(tmp_path: Path) -> None:
     bad.write_text('{"id": NaN, "q1": "a", "q2": "b"}\n')
     with pytest.raises(ConfigError, match="finite"):
         read_pairs(bad)
+
+
+def test_matched_text_does_not_depend_on_line_order(tmp_path: Path) -> None:
+    """Two q1s equal up to whitespace share one semantic entry: which one a q2 matched followed the file's order
+    (found in review: shuffled lines changed "matched")."""
+    rows = [{"id": "a", "q1": "How do I learn Python?", "q2": "How do I  learn Python?"},
+            {"id": "b", "q1": "How do I learn  Python?", "q2": "Why is the sky blue?"}]
+    verifier = PairVerifier.cosine_only(0.7)
+    one, _ = evaluate_pairs(read_pairs(write(tmp_path / "1.jsonl.gz", rows)), HashingEmbedder(384), verifier)
+    two, _ = evaluate_pairs(read_pairs(write(tmp_path / "2.jsonl.gz", rows[::-1])), HashingEmbedder(384), verifier)
+    assert one[0]["hit"] and sorted(one, key=lambda d: d["id"]) == sorted(two, key=lambda d: d["id"])
+
+
+def test_verbatim_q2_of_an_ineligible_q1_with_a_lone_surrogate_hits(tmp_path: Path) -> None:
+    """The exact layer could not store an answer holding a lone surrogate, so the verbatim q2 missed."""
+    q = "What is the latest news today \ud800?"  # time-sensitive: exact layer only
+    pairs = read_pairs(write(tmp_path / "p.jsonl.gz", [{"id": 1, "q1": q, "q2": q}]))
+    decisions, kinds = evaluate_pairs(pairs, HashingEmbedder(384), PairVerifier.cosine_only(0.7))
+    assert decisions == [{"id": 1, "hit": True, "matched": q}] and kinds == {"exact": 1}
+
+
+def test_out_that_is_the_pairs_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pairs = write(tmp_path / "p.jsonl.gz", ROWS)
+    before = pairs.read_bytes()
+    assert main(["eval", "semantic-cache", "--pairs", str(pairs), "--out", str(pairs)]) == 2
+    assert "is the input file" in capsys.readouterr().err and pairs.read_bytes() == before

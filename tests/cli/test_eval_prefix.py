@@ -93,3 +93,33 @@ def test_odd_replica_counts_and_assignment_indices(tmp_path: Path, capsys: pytes
     out.write_text("\n".join([lines[0].replace('"i": 0', '"i": 0.7'), *lines[1:]]) + "\n")
     rc = main(["eval", "prefix-score", "--trace", trace, "--replicas", "2", "--assign", str(out)])
     assert rc == 2 and "assignment line 1" in capsys.readouterr().err  # 0.7 was read as request 0
+
+
+def test_out_that_is_the_trace_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trace = _trace(tmp_path / "t.jsonl.gz")
+    before = trace.read_bytes()
+    assert main(["eval", "prefix-affinity", "--trace", str(trace), "--replicas", "2", "--out", str(trace)]) == 2
+    assert "is the input file" in capsys.readouterr().err and trace.read_bytes() == before
+
+
+def test_sglang_survives_a_huge_gap_between_timestamps(tmp_path: Path) -> None:
+    """The eviction rounds were stepped one interval at a time: 0 then 1e15 ms looped ~10^10 times."""
+    import signal
+
+    trace = tmp_path / "t.jsonl"
+    trace.write_text("".join(json.dumps({"timestamp": ts, "input_length": 10, "output_length": 1, "hash_ids": [1]})
+                             + "\n" for ts in (0, 1e15, 1e15 + 1)))
+    out = tmp_path / "a.jsonl"
+
+    def boom(*_: object) -> None:
+        raise TimeoutError("eviction loop did not finish")
+
+    old = signal.signal(signal.SIGALRM, boom)
+    signal.alarm(10)
+    try:
+        assert main(["eval", "prefix-affinity", "--trace", str(trace), "--replicas", "2", "--policy", "sglang",
+                     "--out", str(out)]) == 0
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert len(out.read_text().splitlines()) == 3

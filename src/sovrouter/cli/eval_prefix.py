@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from sovrouter.errors import InvalidRequestError
-from sovrouter.fileio import atomic_text, check_output
+from sovrouter.fileio import atomic_text, check_not_input, check_output
 from sovrouter.reuse.prefix import AffinitySettings
 from sovrouter.reuse.prefix_policies import POLICIES, OursPolicy, TracePolicy, make_policy, run_online, trace_settings
 from sovrouter.reuse.prefix_sim import Score, SimConfig, load_assignment, load_trace, score, summarize
@@ -67,6 +67,7 @@ def _policy(args: argparse.Namespace, cfg: SimConfig) -> TracePolicy:
 
 def run_affinity(args: argparse.Namespace) -> int:
     cfg = _config(args)
+    check_not_input(args.out, args.trace)
     check_output(args.out)
     trace = load_trace(args.trace)
     run = run_online(trace, args.replicas, _policy(args, cfg), cfg)

@@ -18,7 +18,7 @@ from sovrouter.cache.evaluate import evaluate_pairs
 from sovrouter.cache.verifier import PairVerifier
 from sovrouter.embed import MiniLMEmbedder, named_embedder
 from sovrouter.errors import ConfigError
-from sovrouter.fileio import atomic_text, check_output, json_line
+from sovrouter.fileio import atomic_text, check_not_input, check_output, json_line
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     if args.threads < 1:
         raise ConfigError("--threads must be at least 1")
+    check_not_input(args.out, args.pairs)
     check_output(args.out)  # before the work (minutes on a large file), not after it
     pairs = read_pairs(args.pairs)
     verifier = PairVerifier.load(args.verifier)

@@ -131,6 +131,11 @@ class SGLangCacheAwarePolicy:
                 while len(tree) > cap:
                     tree.popitem(last=False)
             self._next_eviction_s += self.s.eviction_interval_s
+            if now_s - self._next_eviction_s > 1000 * self.s.eviction_interval_s:  # a long idle gap: the trees
+                # are already within the bound, so the skipped rounds would evict nothing (a 1e15 ms timestamp
+                # looped ~10^10 times)
+                skip = int((now_s - self._next_eviction_s) // self.s.eviction_interval_s)
+                self._next_eviction_s += skip * self.s.eviction_interval_s
 
     def choose(self, req: TraceRequest, now_s: float) -> int:
         self._evict(now_s)
