@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import uvicorn
 from sovrouter.adapters.engine_load import EngineReports
 from sovrouter.adapters.openai_http import new_client
 from sovrouter.config import Settings
+from sovrouter.errors import ConfigError
 from sovrouter.evalloop.loop import observe_live
 from sovrouter.gateway.app import create_app
 from sovrouter.gateway.wiring import build_live_pipeline, make_affinity_bus, make_batch_service, make_load_poller
@@ -34,7 +36,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
     p.add_argument("--port", default=8080, type=_port, help="TCP port, 1 to 65535 (default 8080)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--open-operator-pages", action="store_true",
+                   help="serve /metrics and /dashboard without operator_keys on a non-loopback --host (they show "
+                        "every tenant's ids, routes and costs to anyone who can reach the port)")
     p.set_defaults(func=run)
+
+
+def check_exposure(settings: Settings, host: str, open_operator_pages: bool = False) -> None:
+    """Refuse to serve the operators' pages unauthenticated beyond loopback unless asked in so many words: without
+    ``operator_keys`` any client, a tenant's key or none, read every tenant's traffic there (found in review)."""
+    if settings.operator_keys or open_operator_pages:
+        return
+    try:
+        loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        raise ConfigError("operator_keys is empty: /metrics and /dashboard would be open to anyone reaching "
+                          f"{host}; set operator_keys, bind to loopback, or pass --open-operator-pages")
 
 
 Hook = Callable[[], Awaitable[None]]
@@ -51,6 +70,7 @@ def shutdown_order(stop_poller: Hook | None, drain_shadow: Hook, close_client: H
 
 def run(args: argparse.Namespace) -> int:
     settings = Settings.load(args.config)
+    check_exposure(settings, args.host, getattr(args, "open_operator_pages", False))
     client = new_client()
     bus = make_affinity_bus(settings)  # several gateway instances: their replica choosers share one model
     reports = EngineReports()  # each replica's engine load, from the poller to the replica choosers

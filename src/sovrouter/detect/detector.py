@@ -95,14 +95,33 @@ def segments(text: str, max_line: int = 400) -> Iterator[str]:
     yield from (s for s, _ in _segments(text, max_line))
 
 
+# The recognizers' work on one segment grows faster than its length (every identifier-shaped candidate is compared
+# with the others), and the detection deadline is checked between segments only: one 160 KB sentence with no
+# full stop held the event loop for 8 s, and a 1 MB one (under max_body_bytes) for minutes (found in review).
+# A longer sentence is read in overlapping windows; the overlap is more than an identifier plus its cue window
+# (recognizers.WINDOW), so every identifier is whole, with its cue, in at least one window.
+MAX_SEGMENT_CHARS = 2000
+_SEGMENT_OVERLAP = 240
+
+
+def _windows(sentence: str) -> Iterator[str]:
+    if len(sentence) <= MAX_SEGMENT_CHARS:
+        yield sentence
+        return
+    step = MAX_SEGMENT_CHARS - _SEGMENT_OVERLAP
+    for start in range(0, len(sentence) - _SEGMENT_OVERLAP, step):
+        yield sentence[start:start + MAX_SEGMENT_CHARS]
+
+
 def _segments(text: str, max_line: int = 400) -> Iterator[tuple[str, bool]]:
-    """Segments with a flag: ``True`` for a whole line, ``False`` for a sentence cut out of a long line."""
+    """Segments with a flag: ``True`` for a whole line, ``False`` for a sentence cut out of a long line (a sentence
+    longer than ``MAX_SEGMENT_CHARS`` in overlapping windows)."""
     for line in text.split("\n"):
         if len(line) <= max_line:
             if line.strip():
                 yield line, True
             continue
-        yield from ((s, False) for s in _SENTENCE.split(line) if s.strip())
+        yield from ((w, False) for s in _SENTENCE.split(line) if s.strip() for w in _windows(s))
 
 
 def language_of(text: str) -> str | None:
@@ -237,6 +256,8 @@ class PiiDetector:
             if found:
                 types |= found
                 pii_segment = pii_segment or seg
+        if self.timer() > deadline:  # the last segment too: a late answer is a failed one (fail closed)
+            raise DetectionTimeoutError("personal-data detection exceeded its time budget")
         language = language_of(pii_segment if pii_segment is not None else text)
         return Detection(pii_types=sorted(types), language=language,
                          elapsed_ms=(self.timer() - t0) * 1000.0)
