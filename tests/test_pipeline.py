@@ -261,3 +261,31 @@ async def test_a_timed_out_call_is_priced_for_its_prompt(catalog: Catalog, tenan
     assert all(c.outcome == "timeout" and c.input_tokens > 0 for c in out.record.calls)
     paid = [c for c in out.record.calls if c.cost_usd > 0]
     assert paid and out.record.cost_usd == sum(c.cost_usd for c in out.record.calls)
+
+
+@pytest.mark.parametrize("step", ["detector", "classifier"])
+async def test_a_long_detection_or_classification_leaves_the_event_loop_free(
+        catalog: Catalog, tenants: Tenants, step: str) -> None:
+    """Detection (spaCy) and classification (a sandboxed run of a shown snippet, up to 2 s of CPU) ran on the
+    event loop: one tenant's long request held every other request and /health (found in review). They run in a
+    worker thread now: here the step waits for an event only the event loop can set."""
+    import threading
+
+    p = assemble(_settings(), catalog, tenants, _all_fake(catalog), WallClock(), MemorySink())
+    target = p.detector if step == "detector" else p.classifier
+    name = "detect" if step == "detector" else "classify"
+    real = getattr(target, name)
+    freed = threading.Event()
+    seen: list[bool] = []
+
+    def slow(*args: object) -> object:
+        seen.append(freed.wait(timeout=2.0))  # on the loop's thread this waits out its 2 s: nobody sets it
+        return real(*args)
+
+    async def loop_side() -> None:
+        await asyncio.sleep(0.05)
+        freed.set()
+
+    setattr(target, name, slow)
+    out, _ = await asyncio.gather(p.handle(_req()), loop_side())
+    assert out.record.status == "ok" and seen == [True]

@@ -147,7 +147,9 @@ class Pipeline:
         t0 = self.timer()
         started = self.clock.now_ms()
         servable = self._servable_candidates(request)
-        detection = self.detector.detect(request)
+        # detection and classification are CPU work (spaCy, a sandboxed run of a shown snippet of up to 2 s CPU):
+        # in a worker thread, so that one tenant's long request never holds every other request and /health
+        detection = await asyncio.to_thread(self.detector.detect, request)
         verdict = self.policy.evaluate(request, detection, servable)
         prep = _Prepared(request, detection, verdict, started)
         allowed = verdict.allowed
@@ -160,7 +162,7 @@ class Pipeline:
             return prep
         t1 = self.timer()
         try:
-            prep.signals = self.classifier.classify(request, detection)
+            prep.signals = await asyncio.to_thread(self.classifier.classify, request, detection)
             prep.decision = self.router.decide(request, prep.signals, allowed)
         except BaseException:  # a miss leads its key's single flight: never leave identical requests waiting
             await self.cache.release(request)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -197,7 +198,9 @@ def unscanned_modalities(request: NormalizedRequest) -> list[str]:
 
 
 class PiiDetector:
-    """The sovereignty detector (``Settings.detector == "pii"``). Load once; ``detect`` is thread-compatible."""
+    """The sovereignty detector (``Settings.detector == "pii"``). Load once; ``detect`` is thread-safe: calls are
+    serialised by a lock (spaCy does not promise concurrent use of one pipeline), and the pipeline runs them in a
+    worker thread so that a long detection never holds the event loop."""
 
     DEFAULT_TIMEOUT_MS = 1000.0
 
@@ -208,6 +211,7 @@ class PiiDetector:
         self.timer = timer
         self._models_loaded = False
         self._load_s = 0.0
+        self._lock = threading.RLock()  # one detection (or model load) at a time
         # empty until a segment first needs tagging / NER (most requests never do): see load_models
         self._nlp: dict[str, Language] = {}
         self._empty_doc = Doc(Vocab(), words=[])
@@ -236,6 +240,10 @@ class PiiDetector:
         return found.model_copy(update={"unscanned": unscanned_modalities(request), **language_fields(request)})
 
     def detect_text(self, text: str) -> Detection:
+        with self._lock:  # the budget starts once this call holds the detector, not while it waits for it
+            return self._detect_text(text)
+
+    def _detect_text(self, text: str) -> Detection:
         t0 = self.timer()
         deadline = t0 + self.timeout_ms / 1000.0
         text = detection_text(text)
@@ -265,6 +273,10 @@ class PiiDetector:
     # ------------------------------------------------------------------ steps
     def load_models(self) -> None:
         """Load the trimmed spaCy pipelines (tagger + NER; no parser or lemmatizer). Idempotent."""
+        with self._lock:
+            self._load_models()
+
+    def _load_models(self) -> None:
         if self._models_loaded:
             return
         t0 = self.timer()
