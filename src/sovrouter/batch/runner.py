@@ -15,12 +15,14 @@ import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
 
 from pydantic import ValidationError
 
 from sovrouter.batch.fileio import LineError, ParsedLine, dumps_line, output_line
+from sovrouter.batch.gate import FairGate
 from sovrouter.batch.router import DeferrableRouter
 from sovrouter.contracts import CacheOutcome, DataClass, RequestRecord
 from sovrouter.errors import InvalidRequestError, NotFoundError, SovrouterError
@@ -63,6 +65,9 @@ class BatchRunner:
     data_class: DataClass = "public"
     concurrency: int = 4
     batch_id: str = field(default_factory=lambda: "batch_" + uuid.uuid4().hex[:16])
+    # the instance's line slots, shared by its running batches in turn by tenant (BatchService); None: this run's
+    # own ``concurrency`` slots
+    gate: FairGate | None = None
     timer: Callable[[], float] = time.perf_counter
     # One per run: a resumed batch re-runs the lines it had not stored, and each run of a line is its own request
     # with its own record (calls, cost), so record ids must not repeat across runs.
@@ -119,12 +124,15 @@ class BatchRunner:
         ``concurrency`` answered lines are ever unsunk); a sink that raises stops the whole run, and the run
         raises that error (not the cancellation it caused in the other lines)."""
         summary = BatchSummary(lines=len(lines))
-        gate = asyncio.Semaphore(max(1, self.concurrency))
+        own = asyncio.Semaphore(max(1, self.concurrency))
+
+        def slot() -> AbstractAsyncContextManager[Any]:
+            return own if self.gate is None else self.gate.slot(self.tenant)
         tasks: list[asyncio.Task[dict[str, Any]]] = []
         failed: list[BaseException] = []
 
         async def guarded(line: ParsedLine) -> dict[str, Any]:
-            async with gate:
+            async with slot():
                 item = await self._one(line, summary)
                 if sink is not None:
                     try:

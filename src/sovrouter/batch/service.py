@@ -7,11 +7,11 @@ the results, as with ``client.files.create(purpose="batch")`` and ``client.batch
   bytes) is one row written in one statement: a failed upload leaves nothing behind, a listed file is complete.
 - **Tenancy**: every file and batch belongs to the tenant of the key that created it; another tenant gets 404
   for it (existence is not revealed) and never sees it in a list.
-- **Running**: each instance's worker runs one batch at a time, ``concurrency`` lines in flight, each line
-  through the same :meth:`Pipeline.handle` as live traffic (sovereignty, cache, records), with the router wrapped
-  by :class:`~sovrouter.batch.router.DeferrableRouter` (cheapest allowed capacity first: the "relaxed latency" of
-  deferrable work). It takes the oldest open batch nobody holds a **lease** on (the instance that created a batch
-  is woken at once, the others look every ``poll_s``), renews the lease while it works, and stops if it loses it.
+- **Running**: each instance runs one batch per tenant at a time (its oldest open one nobody holds a **lease**
+  on; the creating instance is woken at once, the others look every ``poll_s``), tenants side by side sharing
+  ``concurrency`` line slots in turn (:class:`~sovrouter.batch.gate.FairGate`), each line through the same
+  :meth:`Pipeline.handle` as live traffic, the router wrapped by :class:`~sovrouter.batch.router.DeferrableRouter`
+  (cheapest allowed capacity first). It renews each lease while it works, and stops a batch whose lease it loses.
   Each answered line is stored as it completes; when the batch ends, lines answered 200 go to the output file and
   the rest (unreadable lines, refusals, upstream failures) to the error file, as OpenAI splits them, in one
   transaction with the batch's final state.
@@ -24,9 +24,8 @@ the results, as with ``client.files.create(purpose="batch")`` and ``client.batch
 - **Expiry**: a batch still running when its 24 h window ends is ``expired``: answered lines are kept, the rest
   go to the error file with ``batch_expired``.
 
-- **Deleting a file** (``client.files.delete``): its bytes are gone from the store at once, on every instance; a
-  file that a batch not yet closed reads is refused with 409 ``conflict`` (cancel the batch first). Output and
-  error files may be deleted any time; the batch keeps their ids, and reading them is then a 404.
+- **Deleting a file**: its bytes are gone at once, on every instance; a file an open batch reads is a 409
+  ``conflict``. Output and error files may go any time (the batch keeps their ids; reading them is a 404).
 - **Expiry** (``expires_after`` on an upload, ``output_expires_after`` on a batch, 1 h to 30 days): past its
   ``expires_at`` a file is a 404 at once, and the next purge deletes it (unless an unfinished batch reads it).
 
@@ -37,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -57,6 +57,7 @@ from sovrouter.batch.fileio import (
     output_line,
     parse_lines,
 )
+from sovrouter.batch.gate import FairGate
 from sovrouter.batch.runner import BatchRunner, deferrable
 from sovrouter.batch.store import BatchStore, store_url
 from sovrouter.contracts import DataClass
@@ -184,6 +185,8 @@ class BatchService:
         self._wake: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._owning: dict[str, tuple[str, asyncio.Task[None]]] = {}  # batch id -> (tenant, its _own task)
+        self._gate = FairGate(self.concurrency)  # the instance's line slots, shared by tenants in turn
         self._lost: set[str] = set()  # batches whose lease another instance took while we ran them
         self._finishing: set[asyncio.Future[None]] = set()
         self._closing = False
@@ -343,23 +346,41 @@ class BatchService:
 
     async def _work(self) -> None:
         assert self._wake is not None
-        while True:
+        while not self._closing:  # (wait_for may swallow a cancel that lands as it is woken: Python < 3.12)
             self._wake.clear()
-            took = False
             try:
-                for batch_id in await asyncio.to_thread(self.store.unowned, self.now()):
-                    if await asyncio.to_thread(self.store.claim, batch_id, self.instance, self.now(), self.lease_s):
-                        took = True
-                        await self._own(batch_id)
+                took = await self._take()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the worker's boundary: a store outage or one batch's failure never stops it
+            except Exception:  # the worker's boundary: a store outage never stops it
                 log.exception("batch worker: pass failed; trying again in %.1f s", self.poll_s)
                 took = False
             if not took:
                 await self._purge()
-                with contextlib.suppress(TimeoutError):  # woken by a new batch here, or time to look again
-                    await asyncio.wait_for(self._wake.wait(), self.poll_s)
+            with contextlib.suppress(TimeoutError):  # woken by a new batch, a batch that ended, or time to look
+                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+
+    async def _take(self) -> bool:
+        """Claim the oldest open batch of each tenant with none running here (tenants share slots: FairGate)."""
+        busy = {tenant for tenant, _ in self._owning.values()}
+        took = False
+        for batch_id, tenant in await asyncio.to_thread(self.store.unowned_of, self.now()):
+            if tenant in busy or self._closing:
+                continue
+            if await asyncio.to_thread(self.store.claim, batch_id, self.instance, self.now(), self.lease_s):
+                busy.add(tenant)
+                took = True
+                task = asyncio.create_task(self._own(batch_id))
+                self._owning[batch_id] = (tenant, task)
+                task.add_done_callback(functools.partial(self._owned, batch_id))
+        return took
+
+    def _owned(self, batch_id: str, task: asyncio.Task[None]) -> None:
+        self._owning.pop(batch_id, None)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("batch %s: its run stopped on %s", batch_id, type(exc).__name__)
+        if not self._closing:
+            self._poke()  # the tenant's next batch may start
 
     async def _purge(self) -> None:
         """Delete closed batches and unused files older than ``retention_s``, and files past their own expiry
@@ -446,7 +467,7 @@ class BatchService:
         try:
             todo = await asyncio.to_thread(self._todo, tenant, batch)  # database work off the serving loop
             runner = BatchRunner(self.pipeline, tenant=tenant, data_class=batch.data_class,
-                                 concurrency=self.concurrency, batch_id=batch.id)
+                                 concurrency=self.concurrency, batch_id=batch.id, gate=self._gate)
 
             async def keep(item: dict[str, Any]) -> None:
                 if not await asyncio.to_thread(self.store.add_result, batch.id, str(item["id"]), dumps_line(item),
@@ -548,10 +569,11 @@ class BatchService:
         self._closing = True
         if self._worker is not None:
             running = dict(self._running)
+            owning = [task for _, task in self._owning.values()]
             self._worker.cancel()
-            for task in running.values():
+            for task in (*running.values(), *owning):
                 task.cancel()
-            await asyncio.gather(self._worker, *running.values(), return_exceptions=True)
+            await asyncio.gather(self._worker, *running.values(), *owning, return_exceptions=True)
             self._worker = None
             if self._finishing:
                 await asyncio.gather(*list(self._finishing), return_exceptions=True)

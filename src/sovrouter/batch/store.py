@@ -226,11 +226,15 @@ class BatchStore:
 
     def unowned(self, now: float) -> list[str]:
         """Open batches nobody holds, oldest first."""
-        query = (sa.select(JOBS.c.id).where(JOBS.c.status.in_(OPEN),
-                                            sa.or_(JOBS.c.owner.is_(None), JOBS.c.lease_until < now))
+        return [batch_id for batch_id, _ in self.unowned_of(now)]
+
+    def unowned_of(self, now: float) -> list[tuple[str, str]]:
+        """(batch id, tenant) of the open batches nobody holds, oldest first."""
+        query = (sa.select(JOBS.c.id, JOBS.c.tenant).where(JOBS.c.status.in_(OPEN),
+                                                           sa.or_(JOBS.c.owner.is_(None), JOBS.c.lease_until < now))
                  .order_by(JOBS.c.created, JOBS.c.id))
         with self.engine.connect() as db:
-            return [str(x) for x in db.scalars(query)]
+            return [(str(batch_id), str(tenant)) for batch_id, tenant in db.execute(query)]
 
     # ------------------------------------------------------------------ results
     def add_result(self, batch_id: str, line_id: str, line: str, owner: str) -> bool:
