@@ -20,6 +20,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import spacy
@@ -318,9 +319,14 @@ class PiiDetector:
         lang = "fr" if seg_lang == "fr" else "en"
         # no German NER model: in a German line the shape rule (PROPN run) stands in for NER's agreement
         weak_min = 0.85 if seg_lang == "de" else 0.95
-        names = self._analyzer.analyze(seg, language=lang, entities=["PERSON"])
-        if not names and lang == "fr":  # the small French model misses names in terse lines: second opinion
-            names = self._analyzer.analyze(seg, language="en", entities=["PERSON"])
+        # In spaCy memory zones: every new word a pipeline reads otherwise stays in its vocabulary for good (a
+        # string and a lexeme per unseen token, ~2 KB per request of names and ids: unbounded over weeks; review)
+        with ExitStack() as zones:
+            for nlp in self._nlp.values():
+                zones.enter_context(nlp.memory_zone())
+            names = self._analyzer.analyze(seg, language=lang, entities=["PERSON"])
+            if not names and lang == "fr":  # the small French model misses names in terse lines: second opinion
+                names = self._analyzer.analyze(seg, language="en", entities=["PERSON"])
         taken = [(r.start, r.end) for r in structured if r.entity_type in ("ADDRESS", "EMAIL")]
         for r in names:
             if any(r.start < e and r.end > s for s, e in taken):

@@ -364,11 +364,14 @@ class PrefixAffinityRouter:
             self._replicas[replica] = m
         return m
 
+    def _expire_work(self, now_s: float) -> None:
+        while self._work and self._work[0][0] < now_s - self.settings.load_window_s:
+            self._work_sum -= self._work.popleft()[1]
+
     def _load(self, now_s: float, n_replicas: int) -> tuple[float, float]:
         """(per-replica arrival rate /s, utilisation) over the recent window, from the router's own sends."""
         s = self.settings
-        while self._work and self._work[0][0] < now_s - s.load_window_s:
-            self._work_sum -= self._work.popleft()[1]
+        self._expire_work(now_s)
         if not self._work:
             return 0.0, 0.0
         span = max(1.0, min(s.load_window_s, now_s - self._work[0][0]))
@@ -492,6 +495,9 @@ class PrefixAffinityRouter:
         m.add_busy(now_s, s.busy_tau_s, service)
         self._work.append((now_s, service))
         self._work_sum += service
+        # also here, not only when choosing: an instance that hears the other instances' calls on a deployment it
+        # sends nothing to (out of rotation, or its tenants never go there) kept one entry per call they made
+        self._expire_work(now_s)
         return cached_run
 
     def report_held(self, replica: Hashable, held: int | None) -> None:

@@ -49,6 +49,13 @@ class SQLiteRecordStore:
         for (raw,) in self._db.execute("SELECT record_json FROM records ORDER BY rowid"):
             yield RequestRecord.model_validate_json(raw)
 
+    def recent(self, limit: int) -> Iterator[RequestRecord]:
+        """The latest ``limit`` records, oldest first (what a page that must not read the whole history reads)."""
+        rows = self._db.execute("SELECT record_json FROM (SELECT rowid AS r, record_json FROM records "
+                                "ORDER BY rowid DESC LIMIT ?) ORDER BY r", (limit,)).fetchall()
+        for (raw,) in rows:
+            yield RequestRecord.model_validate_json(raw)
+
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM records").fetchone()[0])
 

@@ -96,6 +96,22 @@ class SharedRecordStore:
         for raw in rows:
             yield RequestRecord.model_validate_json(raw)
 
+    def recent(self, limit: int) -> Iterator[RequestRecord]:
+        """Every instance's latest ``limit`` records by arrival, oldest first (this instance's while the shared
+        database is down)."""
+        try:
+            self.shipper.ship_all()
+            with self.engine.connect() as db:
+                rows = list(db.scalars(sa.select(RECORDS.c.record_json)
+                                       .order_by(RECORDS.c.arrived_ms.desc(), RECORDS.c.request_id.desc())
+                                       .limit(limit)))
+        except SQLAlchemyError:
+            log.warning("records: shared store unreachable; showing this instance's records only")
+            yield from self.local.recent(limit)
+            return
+        for raw in reversed(rows):
+            yield RequestRecord.model_validate_json(raw)
+
     def count(self) -> int:
         with self.engine.connect() as db:
             return int(db.scalar(sa.select(sa.func.count()).select_from(RECORDS)) or 0)
