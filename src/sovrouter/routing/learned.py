@@ -30,7 +30,7 @@ from sovrouter.protocols import DeploymentChooser
 from sovrouter.routing.answers import AnswerView, raw_answer, read_answer
 from sovrouter.routing.deployments import CheapestDeployment
 from sovrouter.routing.execute import answer_key, run_question, stated_keys
-from sovrouter.routing.features import cheap_features
+from sovrouter.routing.features import canonical, cheap_features
 from sovrouter.routing.model import (
     OUTPUT_KINDS,
     SLOT_ORDER,
@@ -75,7 +75,7 @@ class LearnedClassifier:
 
     def classify(self, request: NormalizedRequest, detection: Detection) -> Signals:
         text = request.user_text or request.prompt_text
-        read = detect_language(text)  # as training read it (``training.featurize``), whatever the detector says
+        read = detect_language(canonical(text))  # as training read it (``training.featurize``)
         language = detection.language or read
         dense = np.asarray([cheap_features(text, read)], dtype=np.float64)
         scores = self.models.score_prompts([text], dense)[0]

@@ -27,7 +27,7 @@ from sovrouter.routing.answers import AnswerView, raw_answer, read_answer
 from sovrouter.routing.codecheck import behaviour_agreement
 from sovrouter.routing.dataset import Workload
 from sovrouter.routing.execute import matches, run_question
-from sovrouter.routing.features import cheap_features, make_vectorizer, prompt_matrix
+from sovrouter.routing.features import canonical, cheap_features, make_vectorizer, prompt_matrix
 from sovrouter.routing.learned import detect_language
 from sovrouter.routing.model import (
     OUTPUT_KINDS,
@@ -70,7 +70,7 @@ def output_kind_label(prompt_dense: Sequence[float], reference: AnswerView) -> s
 
 
 def featurize(w: Workload) -> Featurized:
-    dense = np.asarray([cheap_features(t, detect_language(t)) for t in w.texts], dtype=np.float64)
+    dense = np.asarray([cheap_features(t, detect_language(canonical(t))) for t in w.texts], dtype=np.float64)
     x = prompt_matrix(make_vectorizer(), w.texts, dense)
     with ThreadPoolExecutor(max_workers=4) as pool:  # code answers run their examples (subprocess-bound)
         views = list(pool.map(lambda resp: [read_answer(r) for r in resp], w.responses))
