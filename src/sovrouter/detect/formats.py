@@ -22,6 +22,11 @@ EMAIL = re.compile(
     # an internationalised domain (jane@müller.de) is a mailbox too: Unicode letters in its labels (2026-11-28)
     r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@[^\W_](?:[\w-]*)(?:\.[\w-]+)*\.[^\W\d_]{2,24}(?![\w-])"
 )
+# A test fixture's line (an assertion or a comparison): a quoted address there is a code literal, and a quoted value
+# is not a field's value (recognizers.EmailRecognizer, structured key="value" views). Until 2026-11-28 any
+# code-looking line counted, so a pasted JSON record, an SQL statement or send_email("jane.roe@gmail.com", ...)
+# holding someone's mailbox was judged free of it (review).
+FIXTURE = re.compile(r"==|\bassert\w*\b|\bexpect\(")
 # RFC 2606 / 6761 reserved names: documentation examples, never a real person's mailbox.
 RESERVED_MAIL = re.compile(r"@(?:[\w-]+\.)*(?:example\.(?:com|org|net)|example|test|invalid|localhost)$", re.I)
 

@@ -200,10 +200,6 @@ class IdentifierRecognizer(EntityRecognizer):
         return [RecognizerResult(t, s, e, 1.0 if "~" not in t else 0.6) for t, s, e in found if t in entities]
 
 
-# Only a test fixture (an assertion or a comparison) marks a quoted address as a code literal. Until 2026-11-28 any
-# code-looking line did (a line ending in "}" or ";", a call with a quoted argument): a pasted JSON record, an SQL
-# statement or send_email("jane.roe@gmail.com", ...) holding someone's mailbox was judged free of it (review).
-_FIXTURE = re.compile(r"==|\bassert\w*\b|\bexpect\(")
 
 
 class EmailRecognizer(EntityRecognizer):
@@ -216,7 +212,7 @@ class EmailRecognizer(EntityRecognizer):
     def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
                 ) -> list[RecognizerResult]:
         out = []
-        code = _FIXTURE.search(text) is not None
+        code = f.FIXTURE.search(text) is not None  # only a test fixture's quoted address is a code literal
         for m in f.EMAIL.finditer(text):
             if f.RESERVED_MAIL.search(m.group(0)):
                 continue

@@ -16,6 +16,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from sovrouter.detect.formats import FIXTURE
+
 _MAX_JSON_TRIES = 200
 _MAX_LINES = 2000
 _SPLIT_KEY = re.compile(r"(?<=[a-z])(?=[A-Z])|[_\-.]+")
@@ -74,13 +76,12 @@ def _json_views(text: str, expired: Callable[[], bool]) -> list[str]:
 # nor on a test fixture's line (an assertion), which the e-mail rule reads as a code literal.
 _ASSIGNMENT = re.compile(
     r"(?<![\w.\-])([\"']?)([A-Za-z_][\w.\-]{0,63})\1\s{0,3}[=:](?!=)\s{0,3}([\"'`])([^\"'`\n]{1,200})\3")
-_FIXTURE_LINE = re.compile(r"==|\bassert\w*\b|\bexpect\(")
 
 
 def _assignment_views(lines: list[str]) -> list[str]:
     out: list[str] = []
     for line in lines:
-        if ("=" not in line and ":" not in line) or _FIXTURE_LINE.search(line):
+        if ("=" not in line and ":" not in line) or FIXTURE.search(line):
             continue
         pairs = [f"{field_words(m.group(2))}: {m.group(4).strip()}" for m in _ASSIGNMENT.finditer(line)
                  if m.group(4).strip()]
