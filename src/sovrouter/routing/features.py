@@ -41,8 +41,8 @@ PROMPT_FEATURES: tuple[str, ...] = (
 def canonical(text: str) -> str:
     """The prompt as the routing features read it: line breaks as ``\n``, each line's runs of whitespace as one
     space and its ends stripped, blank lines dropped. Layout carries no routing signal that generalises: a prompt
-    sent with CRLF line ends, extra blank lines or other indentation moved 2-7% of dev routing decisions (a
-    review, 2026-11-28), and now moves none. Only for features: a shown snippet is executed as written."""
+    sent with CRLF line ends or other line breaks moved 106 and 366 of 6,122 dev routing decisions (a review,
+    2026-11-28), and now moves 2 and 1. Only for features: a shown snippet is executed as written."""
     lines = (_SPACES.sub(" ", line).strip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
     return "\n".join(line for line in lines if line)
 
