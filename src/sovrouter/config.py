@@ -270,6 +270,9 @@ class Settings(BaseModel):
     records: SharedRecordsSettings | None = Field(
         default=None, description="several gateway instances: copy the records to one shared database")
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    max_in_flight_per_tenant: int | None = Field(
+        default=64, ge=1, description="chat requests one tenant may have in flight on an instance; the next is a "
+                                      "429 with retry-after (null: no limit)")
 
     @classmethod
     def load(cls, path: str | Path) -> Settings:

@@ -20,6 +20,7 @@ never contain prompt text, personal data, API keys or stack traces.
     │   └── DetectionTimeoutError       500 (detection exceeded its time budget)
     ├── PolicyEngineError               500 (policy evaluation failed; the pipeline fails closed: refusal)
     ├── ReplayError                     500 (replay could not produce a valid decision for an event)
+    ├── TooManyRequestsError            429 rate_limit_error (the tenant has its most requests in flight here)
     ├── StoreUnavailableError           503 (the batch store's database cannot be reached; try again)
     ├── RequestCancelledError           503 (cancelled before it finished: the gateway shutting down; recorded)
     └── UpstreamError                   502 upstream_error (a model call failed)
@@ -127,6 +128,15 @@ class ReplayError(SovrouterError):
     """The replay harness could not produce a valid decision for an event (one of its invariants broke)."""
 
     code = "replay_error"
+
+
+class TooManyRequestsError(SovrouterError):
+    """The tenant already has ``max_in_flight_per_tenant`` requests in flight on this instance: one tenant's burst
+    never takes every other tenant's share of the gateway. Answered with ``retry-after``."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
 
 
 class StoreUnavailableError(SovrouterError):

@@ -43,9 +43,10 @@ from sovrouter.errors import (
     InvalidRequestError,
     NotFoundError,
     SovrouterError,
+    TooManyRequestsError,
     UpstreamError,
 )
-from sovrouter.gateway.auth import KeyRing
+from sovrouter.gateway.auth import KeyRing, TenantSlots
 from sovrouter.gateway.batches import mount_batches
 from sovrouter.gateway.errors import error_response, install_handlers, internal_error_response, log
 from sovrouter.gateway.headers import data_class_header, read_limited
@@ -66,6 +67,7 @@ class Gateway:
         self.pipeline = pipeline
         self.settings = settings
         self.keys = KeyRing(settings.api_keys)
+        self.slots = TenantSlots(settings.max_in_flight_per_tenant)
         self.request_ids = request_ids or (lambda: uuid.uuid4().hex)
         self.background: set[asyncio.Task[None]] = set()
 
@@ -104,10 +106,12 @@ class Gateway:
         rid = self.request_ids()
         headers = {"x-sovrouter-request-id": rid}
         data_class: DataClass = "public"
+        release: Callable[[], None] = _nothing
         try:
             tenant = self.keys.tenant_for(request.headers.get("authorization"))
             try:
                 data_class = self._data_class(request.headers.get("x-data-class"))
+                release = self.slots.take(tenant)  # a tenant's burst never takes every other tenant's share
                 body = await self._read_json(request)
                 self.pipeline.catalog.check_requested_model(body.get("model"), tenant)
                 req = self._normalize(body, tenant, rid, data_class)
@@ -120,13 +124,19 @@ class Gateway:
             if req.stream:
                 opts = body.get("stream_options")
                 include_usage = isinstance(opts, dict) and opts.get("include_usage") is True
+                held, release = release, _nothing  # the stream's producer task holds the slot now
                 return await self._stream(req.request_id, self.pipeline.handle_stream(req), include_usage,
-                                          headers)
+                                          headers, held)
             outcome = await self.pipeline.handle(req)
+        except TooManyRequestsError as exc:
+            headers["retry-after"] = "1"
+            return error_response(exc, headers)
         except SovrouterError as exc:
             return error_response(exc, headers)
         except Exception as exc:  # the gateway boundary: nothing unexpected leaves as a stack trace
             return internal_error_response(exc, headers)
+        finally:
+            release()  # a stream's producer task frees it when the stream ends (the second call does nothing)
         if outcome.error is not None or outcome.result is None:
             return error_response(outcome.error or UpstreamError("no answer"), headers)
         record = outcome.record
@@ -136,13 +146,15 @@ class Gateway:
         return Response(fmt.completion(outcome.result, record), media_type=_JSON, headers=headers)
 
     async def _stream(self, rid: str, items: AsyncIterator[StreamChunk | Outcome], include_usage: bool,
-                      headers: dict[str, str]) -> Response:
+                      headers: dict[str, str], release: Callable[[], None]) -> Response:
         """Run the pipeline's stream in its own task (so a client that disconnects cannot cut the request's
-        record), wait for its first item, then answer: JSON error if it failed before any chunk, SSE otherwise."""
+        record), wait for its first item, then answer: JSON error if it failed before any chunk, SSE otherwise.
+        The task frees the tenant's slot (``release``) when the stream ends."""
         queue: asyncio.Queue[_Item] = asyncio.Queue()
         task = asyncio.create_task(_produce(items, queue))
         self.background.add(task)
         task.add_done_callback(self.background.discard)
+        task.add_done_callback(lambda _: release())
         first = await queue.get()
         while isinstance(first, StreamChunk) and not first.delta and first.final is None:
             first = await queue.get()  # shows nothing (a tool call being gathered): the answer has not begun
@@ -213,6 +225,10 @@ class Gateway:
         # for a bounded time (a cleanup that hangs must not hold the shutdown)
         if still:
             await asyncio.wait(still, timeout=5.0)
+
+
+def _nothing() -> None:
+    return None
 
 
 async def _produce(items: AsyncIterator[StreamChunk | Outcome], queue: asyncio.Queue[_Item]) -> None:

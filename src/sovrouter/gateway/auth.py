@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sovrouter.config import ApiKey
-from sovrouter.errors import AuthenticationError
+from sovrouter.errors import AuthenticationError, TooManyRequestsError
 
 
 class KeyRing:
@@ -35,3 +35,38 @@ class KeyRing:
         if tenant is None:
             raise AuthenticationError("invalid API key")
         return tenant
+
+
+class TenantSlots:
+    """Chat requests in flight per tenant on this instance, at most ``limit`` each (``None``: no limit). A request
+    holds its slot until its answer ends (a stream: until its producer finishes, whether or not the client stays)."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self._held: dict[str, int] = {}
+
+    def in_flight(self, tenant: str) -> int:
+        return self._held.get(tenant, 0)
+
+    def take(self, tenant: str) -> Callable[[], None]:
+        """A slot for ``tenant``, or :class:`TooManyRequestsError`; the returned release may be called more than
+        once (the first call frees the slot)."""
+        held = self._held.get(tenant, 0)
+        if self.limit is not None and held >= self.limit:
+            raise TooManyRequestsError(f"too many requests in flight for this API key (at most {self.limit}); "
+                                       "retry after one has finished")
+        self._held[tenant] = held + 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            left = self._held[tenant] - 1
+            if left:
+                self._held[tenant] = left
+            else:
+                del self._held[tenant]
+
+        return release
