@@ -26,13 +26,14 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sovrouter.adapters.replay import RecordedResponse
 from sovrouter.catalog import Catalog, Tenants, estimate_tokens
@@ -165,9 +166,18 @@ class StreamEvent(BaseModel):
     model_config = _LENIENT
     seq: int | None = Field(default=None, ge=0, description="None until load_stream numbers it")
     request_id: str
-    t_ms: float | None = Field(default=None, description="None (left out or null): the previous event's time; "
-                               "a negative time is 0")
+    t_ms: float | None = Field(default=None, description="None (left out, null or not a finite number): the "
+                               "previous event's time; a negative time is 0")
     request_id_as_written: int | None = Field(default=None, exclude=True)
+
+    @field_validator("t_ms", mode="before")
+    @classmethod
+    def _time_or_none(cls, value: Any) -> Any:
+        try:  # "1250" is read as written; "soon", NaN or a list is no time (the previous event's is taken)
+            t = float(value) if value is not None and not isinstance(value, bool) else None
+        except (TypeError, ValueError):
+            return None
+        return t if t is not None and math.isfinite(t) else None
 
     @model_validator(mode="before")
     @classmethod
@@ -358,7 +368,7 @@ def load_responses(paths: WorkloadPaths,
 def load_stream(paths: WorkloadPaths) -> list[StreamEvent]:
     """Stream events in arrival order (by ``seq``; ``seq`` values must be unique). Events written without a
     ``seq`` are numbered in file order after the highest one given."""
-    events = list(iter_jsonl(paths.require("stream"), StreamEvent))
+    events = list(iter_jsonl(paths.require("stream"), StreamEvent, skip_invalid=True))  # no request id: no event
     given = [e.seq for e in events if e.seq is not None]
     following = itertools.count(max(given, default=-1) + 1)
     events = [e if e.seq is not None else e.model_copy(update={"seq": next(following)}) for e in events]

@@ -277,11 +277,15 @@ def test_one_odd_request_or_stream_line_does_not_stop_the_replay(tmp_path: Path)
     stream = [dict(e) for e in wl.stream]
     stream[1].pop("t_ms")
     stream[2]["t_ms"] = -5
+    stream[3]["t_ms"] = "soon"  # not a time: the previous event's
+    stream[4]["t_ms"] = str(stream[4]["t_ms"])  # a number written as text is read
+    lost = {k: v for k, v in stream[5].items() if k != "request_id"}  # no request: no event to decide
+    stream[5] = lost
     write_jsonl(tmp_path / "wl" / "requests.jsonl.gz", requests)
     write_jsonl(tmp_path / "wl" / "stream.jsonl.gz", stream)
     assert main(["replay", "--workload", str(tmp_path / "wl"), "--out", str(tmp_path / "d.jsonl")]) == 0
     decisions = read_decisions(tmp_path / "d.jsonl")
-    assert [d.seq for d in decisions] == [e["seq"] for e in wl.stream]
+    assert [d.seq for d in decisions] == [e["seq"] for e in wl.stream if e["seq"] != lost["seq"]]
     by_request = {d.request_id: d for d in decisions}
     assert all(by_request[r["id"]].final is not None for r in requests[:2])
     assert by_request[broken].final is None and by_request[broken].calls == []
