@@ -1,6 +1,6 @@
 """Personal-data detector: Presidio recognizers + spaCy, run only where they can matter.
 
-    text --split--> segments (lines; sentences of long lines)
+    text --split--> segments (lines; sentences of long lines; windows of sentences over 2,000 characters)
       (a) identifiers, e-mail, address: every segment with a digit or '@' (regex + checksums + cue words)
       (b) names: spaCy (en_core_web_sm; fr_core_news_sm for French) only on short segments that already hold
           an identifier or a person cue; a name counts only there (a name alone in a benchmark question is a

@@ -1,9 +1,10 @@
 """Prompt-side features: a short informative text window, hashed n-grams, and generic cheap features.
 
 Nothing here names a benchmark or a template: the features are things any request can have (lettered options,
-a request for a JSON answer, code in the prompt, LaTeX, digits, worked examples, the language). The window keeps
-the start and the end of the prompt (the instruction and the actual question of a few-shot prompt) so the cost
-of featurising does not grow with the prompt.
+a request for a JSON answer, code in the prompt, LaTeX, digits, the language), all read from the prompt's
+:func:`canonical` text (its layout carries no routing signal). The window keeps the start and the end of the prompt
+(the instruction and the actual question of a few-shot prompt) so the cost of featurising does not grow with the
+prompt.
 """
 
 from __future__ import annotations

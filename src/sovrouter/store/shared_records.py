@@ -5,7 +5,7 @@ network); a shipper thread copies the rows, in order and in batches, to a shared
 remembers in the local file how far it got (an outbox). The shared database down, slow or unreachable costs no
 request anything: the rows wait locally and go when it is back; a row copied twice (a crash between the copy and
 the mark) is stored once (``request_id`` is the key). Reads are served across instances: a record by id (the
-feedback endpoint, for a response another instance served) and every record (the dashboard).
+feedback endpoint, for a response another instance served) and the latest records (the dashboard).
 """
 
 from __future__ import annotations
