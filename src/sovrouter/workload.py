@@ -294,22 +294,28 @@ def resolve(directory: str | Path, split: str | None = None) -> WorkloadPaths:
 
 def iter_jsonl(path: Path, model: type[_M], skip_invalid: bool = False) -> Iterator[_M]:
     """Validated rows of a (gzip) JSONL file; a bad line is a :class:`ConfigError` naming file and line (with
-    ``skip_invalid``: a warning, and the line is left out)."""
+    ``skip_invalid``: a warning, and the line is left out, unless no line of the file reads: that is an error)."""
+    read, first_error = 0, ""
     try:
         with open_text(path) as fh:
             for lineno, line in enumerate(fh, 1):
                 if not line.strip():
                     continue
                 try:
-                    yield model.model_validate(json.loads(line))
+                    row = model.model_validate(json.loads(line))
                 except (ValueError, ValidationError) as exc:
                     msg = f"{path.name} line {lineno}: invalid {model.__name__}: {_short(exc)}"
-                    if skip_invalid:
-                        log.warning("%s (line left out)", msg)
-                        continue
-                    raise ConfigError(msg) from None
+                    if not skip_invalid:
+                        raise ConfigError(msg) from None
+                    log.warning("%s (line left out)", msg)
+                    first_error = first_error or msg
+                    continue
+                read += 1
+                yield row
     except (OSError, EOFError, UnicodeDecodeError, zlib.error) as exc:  # zlib: a corrupt gzip
         raise ConfigError(f"cannot read {path}: {exc}") from None
+    if first_error and not read:
+        raise ConfigError(f"no line of {path.name} reads (first: {first_error})")
 
 
 def _short(exc: Exception) -> str:

@@ -145,14 +145,21 @@ def test_cli_replay_writes_decisions_and_records(tmp_path: Path, capsys: pytest.
     assert f"{len(wl.stream)} events" in err and "p99" in err
 
 
-def test_cli_replay_bad_workload_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    write_workload(tmp_path / "wl", n_requests=4, seed=8)
+def test_cli_replay_bad_workload_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    wl = write_workload(tmp_path / "wl", n_requests=4, seed=8)
     with gzip.open(tmp_path / "wl" / "stream.jsonl.gz", "at", encoding="utf-8") as fh:
-        fh.write('{"seq": "x"}\n')
+        fh.write('{"seq": "x"}\n')  # no request: left out with a warning, every other event decided
     rc = main(["replay", "--workload", str(tmp_path / "wl"), "--out", str(tmp_path / "d.jsonl")])
-    assert rc == 2
+    assert rc == 0 and len(read_decisions(tmp_path / "d.jsonl")) == len(wl.stream)
+    assert "stream.jsonl.gz line" in caplog.text and "left out" in caplog.text
+    assert "Traceback" not in capsys.readouterr().err
+    with gzip.open(tmp_path / "wl" / "stream.jsonl.gz", "wt", encoding="utf-8") as fh:
+        fh.write('{"seq": "x"}\nnot json\n')  # no line reads: nothing to replay is an error, not an empty file
+    rc = main(["replay", "--workload", str(tmp_path / "wl"), "--out", str(tmp_path / "e.jsonl")])
+    assert rc == 2 and not (tmp_path / "e.jsonl").exists()
     err = capsys.readouterr().err
-    assert "stream.jsonl.gz line" in err and "Traceback" not in err
+    assert "no line of stream.jsonl.gz reads" in err and "Traceback" not in err
     assert main(["replay", "--workload", str(tmp_path / "missing"), "--out", str(tmp_path / "d.jsonl")]) == 2
 
 
