@@ -46,17 +46,18 @@ def check_output(path: str | Path) -> None:
         raise ConfigError(f"cannot create the output folder {p.parent} ({exc.strerror})") from None
 
 
-def check_not_input(output: str | Path, *inputs: str | Path) -> None:
-    """Refuse an output that is one of the command's input files: it would be replaced by the output."""
+def check_not_input(output: str | Path, *inputs: str | Path, what: str = "the input file") -> None:
+    """Refuse an output that is one of the command's input files (by path, or the same file under another name):
+    it would be replaced by the output."""
     out = Path(output)
     for given in inputs:
         src = Path(given)
         try:
-            same = out.exists() and src.exists() and os.path.samefile(out, src)
+            same = out.resolve() == src.resolve() or (out.exists() and src.exists() and os.path.samefile(out, src))
         except OSError:
             same = False
         if same:
-            raise ConfigError(f"--out {out} is the input file {src}: choose another file")
+            raise ConfigError(f"--out {out} is {what} {src}: choose another file")
 
 
 def check_output_dir(path: str | Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from sovrouter.errors import ConfigError
-from sovrouter.fileio import check_output
+from sovrouter.fileio import check_not_input, check_output
 from sovrouter.store.records import SQLiteRecordStore
 from sovrouter.store.shared_records import export_shared
 from sovrouter.store.sql import database_url
@@ -53,9 +53,9 @@ def export(args: argparse.Namespace) -> int:
     else:
         if not args.db.is_file():  # never let SQLite create an empty store by accident
             raise ConfigError(f"no record store at {args.db}")
-        db = args.db.resolve()
-        if args.out.resolve() in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
-            raise ConfigError("--out is the record store itself: choose another file")  # it would be destroyed
+        db = args.db.resolve()  # the store and its SQLite side files would be destroyed
+        check_not_input(args.out, db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"),
+                        what="the record store itself")
         check_output(args.out)
         _holds_records(args.db)
         store = SQLiteRecordStore(args.db)
