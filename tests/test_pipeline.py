@@ -289,3 +289,52 @@ async def test_a_long_detection_or_classification_leaves_the_event_loop_free(
     setattr(target, name, slow)
     out, _ = await asyncio.gather(p.handle(_req()), loop_side())
     assert out.record.status == "ok" and seen == [True]
+
+
+class _BrokenRouter:
+    """A router with a bug: ``decide`` raises something outside the error hierarchy."""
+
+    def decide(self, *args: object, **kwargs: object) -> object:
+        raise RuntimeError("bug in a component, quoting the prompt: hello")
+
+    def review(self, *args: object, **kwargs: object) -> object:
+        return None
+
+
+async def test_unexpected_failure_still_records_the_request(catalog: Catalog, tenants: Tenants) -> None:
+    sink = MemorySink()
+    p = assemble(_settings(), catalog, tenants, _all_fake(catalog), WallClock(), sink)
+    p.router = _BrokenRouter()  # type: ignore[assignment]
+    with pytest.raises(RuntimeError):  # not swallowed: the gateway's boundary answers it (a 500)
+        await p.handle(_req(rid="bug-1"))
+    [record] = sink.records
+    assert (record.request_id, record.status, record.error_code) == ("bug-1", "error", "internal_error")
+    assert record.tenant == "acme-us" and "hello" not in record.model_dump_json()
+    # the next request is recorded normally, once
+    p.router = assemble(_settings(), catalog, tenants, _all_fake(catalog), WallClock(), MemorySink()).router
+    out = await p.handle(_req(rid="ok-1", text="another"))
+    assert out.record.status == "ok" and [r.request_id for r in sink.records] == ["bug-1", "ok-1"]
+
+
+async def test_unexpected_failure_in_a_stream_still_records_it(catalog: Catalog, tenants: Tenants) -> None:
+    sink = MemorySink()
+    p = assemble(_settings(), catalog, tenants, _all_fake(catalog), WallClock(), sink)
+    p.router = _BrokenRouter()  # type: ignore[assignment]
+    with pytest.raises(RuntimeError):
+        [x async for x in p.handle_stream(_req(rid="bug-2", stream=True))]
+    assert [(r.request_id, r.error_code) for r in sink.records] == [("bug-2", "internal_error")]
+
+
+async def test_a_stream_abandoned_before_its_outcome_is_recorded_once(catalog: Catalog, tenants: Tenants) -> None:
+    sink = MemorySink()
+    adapters = _all_fake(catalog)
+    p = assemble(_settings(), catalog, tenants, adapters, WallClock(), sink)
+    stream = p.handle_stream(_req(rid="gone-1", text="a longer answer please", stream=True))
+    first = await anext(stream)
+    assert not hasattr(first, "record")  # a chunk, not the outcome
+    await stream.aclose()  # the consumer stops reading
+    assert [(r.request_id, r.error_code) for r in sink.records] == [("gone-1", "request_cancelled")]
+    # a stream read to its end is recorded once, as before
+    items = [x async for x in p.handle_stream(_req(rid="full-1", text="other text", stream=True))]
+    assert items[-1].record.status == "ok"  # type: ignore[union-attr]
+    assert [r.request_id for r in sink.records] == ["gone-1", "full-1"]

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from contextlib import aclosing, contextmanager
 from dataclasses import dataclass, field
 
 from sovrouter.adapters.inflight import InFlightBoard
@@ -78,9 +79,21 @@ class Pipeline:
     clock: Clock
     timer: Callable[[], float] = time.perf_counter  # wall-clock for decision_ms, even in replay
     load: InFlightBoard | None = None  # calls in flight per deployment (read by the chooser and /metrics)
+    _unrecorded: set[int] = field(default_factory=set, init=False, repr=False)  # id() of requests not yet recorded
 
     # ------------------------------------------------------------------ the request path
     async def handle(self, request: NormalizedRequest) -> Outcome:
+        with self._one_record(request):
+            return await self._handle(request)
+
+    async def handle_stream(self, request: NormalizedRequest) -> AsyncIterator[StreamChunk | Outcome]:
+        """Yield chunks as they arrive, then the :class:`Outcome` last (also on failure)."""
+        with self._one_record(request):
+            async with aclosing(self._handle_stream(request)) as items:
+                async for item in items:
+                    yield item
+
+    async def _handle(self, request: NormalizedRequest) -> Outcome:
         try:
             prep = await self._prepare(request)
         except SovrouterError as exc:
@@ -106,8 +119,7 @@ class Pipeline:
             await self.cache.release(request)
         return outcome
 
-    async def handle_stream(self, request: NormalizedRequest) -> AsyncIterator[StreamChunk | Outcome]:
-        """Yield chunks as they arrive, then the :class:`Outcome` last (also on failure)."""
+    async def _handle_stream(self, request: NormalizedRequest) -> AsyncGenerator[StreamChunk | Outcome, None]:
         try:
             prep = await self._prepare(request)
         except SovrouterError as exc:
@@ -214,6 +226,29 @@ class Pipeline:
         return review
 
     # ------------------------------------------------------------------ record
+    @contextmanager
+    def _one_record(self, request: NormalizedRequest) -> Iterator[None]:
+        """Every request handled gets its one record, also when something unexpected fails on its path (a bug in a
+        component, which the gateway answers with a 500): then a record with status ``error`` and code
+        ``internal_error`` is written on the way out, with what is known of the request (until 2026-11-28 such a
+        request left no record at all). A stream its consumer stops reading before its outcome is recorded as
+        ``request_cancelled``. Nothing is caught: the exception goes on to the caller's boundary."""
+        key = id(request)  # a request object is handled once at a time (every caller builds its own)
+        self._unrecorded.add(key)
+        try:
+            yield
+        except BaseException as exc:
+            if key in self._unrecorded:
+                stopped = isinstance(exc, asyncio.CancelledError | GeneratorExit)
+                self._finish_error(request, _cancelled() if stopped else SovrouterError("internal error"), None)
+            raise
+        finally:
+            self._unrecorded.discard(key)
+
+    def _write(self, request: NormalizedRequest, record: RequestRecord) -> None:
+        self._unrecorded.discard(id(request))  # never a second record, even when this write fails
+        self.records.write(record)
+
     def _finish(self, prep: _Prepared, result: ModelResult, attempts: list[CallAttempt]) -> Outcome:
         request = prep.request
         calls = [self._priced(request, a) for a in attempts]
@@ -240,7 +275,7 @@ class Pipeline:
             signals=prep.signals,
             response_text_chars=len(result.text),
         )
-        self.records.write(record)
+        self._write(request, record)
         return Outcome(record=record, result=result)
 
     def _finish_error(
@@ -274,7 +309,7 @@ class Pipeline:
             decision=prep.decision if prep else None,
             signals=prep.signals if prep else None,
         )
-        self.records.write(record)
+        self._write(request, record)
         return Outcome(record=record, result=None, error=exc)
 
     def _priced(self, request: NormalizedRequest, attempt: CallAttempt) -> CallAttempt:

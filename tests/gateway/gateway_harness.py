@@ -31,6 +31,7 @@ class Live:
     primary: UpstreamBehaviour
     backup: UpstreamBehaviour
     state_dir: Path
+    pipeline: Any = None  # the gateway's pipeline (a test may swap a component for a broken one)
 
     def client(self, key: str = ACME_KEY) -> openai.OpenAI:
         return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0, timeout=20)
@@ -83,7 +84,7 @@ def live_gateway(state_dir: Path, primary_down: bool = False, **overrides: Any) 
         gw = ServerThread(app, log_level="critical")
         with gw:
             try:
-                yield Live(gw.url, primary, backup, state_dir)
+                yield Live(gw.url, primary, backup, state_dir, pipeline)
             finally:
                 for server in (gw, p, b):
                     server.signal_stop()

@@ -184,3 +184,27 @@ def test_client_disconnect_mid_stream_still_records_the_request(live: Live) -> N
         time.sleep(0.05)
     (rec,) = live.records()
     assert rec.status == "ok" and rec.response_text_chars == len("primary answer")
+
+
+class _BrokenRouter:
+    """A bug in a component: an exception outside the error hierarchy, its message quoting the prompt."""
+
+    def decide(self, *args: object, **kwargs: object) -> object:
+        raise RuntimeError("bug: secret prompt text")
+
+    def review(self, *args: object, **kwargs: object) -> object:
+        return None
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_bug_in_a_component_is_a_500_and_still_recorded(live: Live, stream: bool) -> None:
+    live.pipeline.router = _BrokenRouter()
+    with httpx.Client(base_url=live.url, timeout=20) as client:
+        resp = client.post("/v1/chat/completions", headers=AUTH, json={
+            "model": "auto", "stream": stream, "messages": [{"role": "user", "content": "secret prompt text"}]})
+    assert resp.status_code == 500
+    assert resp.json()["error"]["code"] == "internal_error" and "secret" not in resp.text
+    rid = resp.headers["x-sovrouter-request-id"]
+    (rec,) = live.records()  # until 2026-11-28 such a request left no record
+    assert (rec.request_id, rec.status, rec.error_code, rec.tenant) == (rid, "error", "internal_error", "acme-us")
+    assert "secret" not in rec.model_dump_json()

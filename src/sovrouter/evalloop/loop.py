@@ -150,7 +150,7 @@ class Observability:
 
     def observe(self, pipeline: Pipeline) -> ObservedPipeline:
         """The same pipeline with its record sink wrapped by telemetry and the eval hook after each request."""
-        parts = {f.name: getattr(pipeline, f.name) for f in fields(Pipeline)}
+        parts = {f.name: getattr(pipeline, f.name) for f in fields(Pipeline) if f.init}
         if not self._collectors_registered:  # once per registry
             if isinstance(pipeline.cache, CacheGauges):
                 self.metrics.registry.register(CacheCollector(pipeline.cache))  # sizes and purges at each scrape
