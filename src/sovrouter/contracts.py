@@ -323,6 +323,8 @@ class CallAttempt(BaseModel):
     error: str | None = None
     purpose: Literal["primary", "fallback", "retry", "cascade", "shadow"] = "primary"
     spec_acceptance: float | None = Field(default=None, description="speculative decoding: accepted / drafted")
+    spec_drafted_tokens: int | None = Field(default=None, ge=0, description="speculative decoding: tokens drafted "
+                                            "(0: on, nothing proposed, and no acceptance; None: off or not reported)")
 
 
 class ModelCall(BaseModel):
@@ -350,6 +352,8 @@ class ModelResult(BaseModel):
     latency_ms: float = 0.0
     ttft_ms: float | None = None
     spec_acceptance: float | None = Field(default=None, description="speculative decoding: accepted / drafted")
+    spec_drafted_tokens: int | None = Field(default=None, ge=0, description="speculative decoding: tokens drafted "
+                                            "(0: on, nothing proposed, and no acceptance; None: off or not reported)")
 
 
 class StreamChunk(BaseModel):

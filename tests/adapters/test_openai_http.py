@@ -310,24 +310,27 @@ async def test_vllm_per_request_acceptance_reaches_the_call_record(upstream: tup
     assert out.spec_acceptance == pytest.approx(10 / 129)
     assert final is not None and final.spec_acceptance == pytest.approx(10 / 129)  # type: ignore[attr-defined]
     assert call.attempts[0].spec_acceptance == pytest.approx(10 / 129)
+    assert out.spec_drafted_tokens == final.spec_drafted_tokens == call.attempts[0].spec_drafted_tokens == 129  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize(("spec", "expected"), [
-    ({"draft_acceptance_rate": 0.25}, 0.25),  # only the rate
-    ({"num_draft_tokens": 0, "num_accepted_draft_tokens": 0, "draft_acceptance_rate": 0.0}, None),  # nothing drafted
-    ({"num_draft_tokens": 5, "num_accepted_draft_tokens": 9}, None),  # impossible counts
-    ({"draft_acceptance_rate": 1.5}, None),
-    ({"draft_acceptance_rate": True}, None),
-    ({"num_draft_tokens": "12", "num_accepted_draft_tokens": 3}, None),
-    ("garbage", None),
+@pytest.mark.parametrize(("spec", "expected", "drafted"), [
+    ({"draft_acceptance_rate": 0.25}, 0.25, None),  # only the rate
+    ({"num_draft_tokens": 0, "num_accepted_draft_tokens": 0, "draft_acceptance_rate": 0.0}, None, 0),  # nothing drafted
+    ({"num_draft_tokens": 5, "num_accepted_draft_tokens": 9}, None, None),  # impossible counts: neither kept
+    ({"num_draft_tokens": 7}, None, 7),  # drafted, acceptance not reported
+    ({"draft_acceptance_rate": 1.5}, None, None),
+    ({"draft_acceptance_rate": True}, None, None),
+    ({"num_draft_tokens": "12", "num_accepted_draft_tokens": 3}, None, None),
+    ("garbage", None, None),
 ])
 async def test_odd_acceptance_metrics_never_fail_a_call(upstream: tuple[str, UpstreamBehaviour], spec: object,
-                                                        expected: float | None) -> None:
+                                                        expected: float | None, drafted: int | None) -> None:
     url, b = upstream
     b.spec_metrics = spec  # type: ignore[assignment]
     out, _, final = await _generate_and_stream(url)
     assert out.text == "The answer is 42."
     assert out.spec_acceptance == expected and final.spec_acceptance == expected  # type: ignore[attr-defined]
+    assert out.spec_drafted_tokens == drafted and final.spec_drafted_tokens == drafted  # type: ignore[attr-defined]
 
 
 def test_audio_data_goes_upstream_as_openai_input_audio() -> None:

@@ -68,3 +68,34 @@ def test_local_llama_adapter_forwards_penalties() -> None:
         {"messages": [{"role": "user", "content": "hi"}], "frequency_penalty": 1.5, "presence_penalty": 0.5},
         tenant="t", request_id="r"))
     assert seen.get("frequency_penalty") == 1.5 and seen.get("presence_penalty") == 0.5
+
+
+class _DraftingLlama:
+    """Stands in for a ``Llama`` with a prompt-lookup draft model: sets the draft's counts as a generation would."""
+
+    def __init__(self, draft: Any, drafted: int, accepted: int) -> None:
+        self.draft, self.drafted, self.accepted = draft, drafted, accepted
+        self.input_ids = [1, 2, 3, 4]
+        self.n_tokens = 4
+
+    def create_chat_completion(self, messages: Any, **kwargs: Any) -> dict[str, Any]:
+        from sovrouter.speculative.lookup import DraftStats
+
+        self.draft.stats = DraftStats(drafted=self.drafted, accepted=self.accepted, proposals=int(self.drafted > 0))
+        return {"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 1}}
+
+
+@pytest.mark.parametrize(("drafted", "accepted", "expected"), [(10, 4, 0.4), (0, 0, None)])
+def test_acceptance_is_a_ratio_only_when_something_was_drafted(drafted: int, accepted: int,
+                                                               expected: float | None) -> None:
+    """On with nothing proposed was recorded as an acceptance of 0.0 (every draft rejected) until 2026-11-28; it is
+    now no ratio and 0 tokens drafted, as on the HTTP path."""
+    from sovrouter.speculative.lookup import CountingPromptLookup
+
+    draft = CountingPromptLookup()
+    adapter = LlamaLocalAdapter(LOCAL, _DraftingLlama(draft, drafted, accepted), draft)
+    result = adapter._run(_call("r").request)
+    assert (result.spec_acceptance, result.spec_drafted_tokens) == (expected, drafted)
+    plain = LlamaLocalAdapter(LOCAL, SlowLlama(0.0))._run(_call("p").request)
+    assert (plain.spec_acceptance, plain.spec_drafted_tokens) == (None, None)  # no draft model: off

@@ -52,7 +52,9 @@ async def test_prompt_lookup_runs_and_reports_acceptance() -> None:
     assert acceptance is not None and 0.0 <= acceptance <= 1.0
     assert draft.stats.drafted > 0 and draft.stats.proposals > 0
     assert acceptance == pytest.approx(draft.stats.accepted / draft.stats.drafted)
+    assert copy.record.calls[0].spec_drafted_tokens == draft.stats.drafted
 
     plain = await pipeline.handle(req("Why is the sky blue?", "open"))
     assert plain.result is not None and plain.record.calls[0].spec_acceptance is None
+    assert plain.record.calls[0].spec_drafted_tokens is None  # plain decoding: speculation off
     assert (switch.used_lookup, switch.used_plain) == (1, 1)

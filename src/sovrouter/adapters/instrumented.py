@@ -37,6 +37,7 @@ class InstrumentedAdapter:
                 error=error.code if error is not None else None,
                 purpose=call.purpose,
                 spec_acceptance=result.spec_acceptance if result is not None else None,
+                spec_drafted_tokens=result.spec_drafted_tokens if result is not None else None,
             )
         )
 

@@ -14,8 +14,9 @@
   string sent (``forwarded_text``: the tool offer and calls included) and of the text and calls generated.
 - Speculative decoding: a vLLM server started with ``--per-request-spec-decode-metrics`` reports each request's
   drafted and accepted tokens (``metrics.speculative_decoding``, on the completion or on a stream's usage chunk);
-  their ratio becomes ``ModelResult.spec_acceptance`` and so the call's record. Absent, malformed or with nothing
-  drafted: ``None`` (the metrics are optional and experimental upstream; they never fail a call).
+  their ratio becomes ``ModelResult.spec_acceptance`` and the drafted count ``spec_drafted_tokens``, and so the
+  call's record. Absent, malformed or with nothing drafted: no ratio (``None``; the metrics are optional and
+  experimental upstream; they never fail a call).
 - Failures become :class:`UpstreamError` subclasses whose messages never carry the upstream body, the URL's
   credentials or the API key: connect/reset/429/5xx -> :class:`UpstreamUnavailableError` (retryable),
   other 4xx -> :class:`UpstreamRejectedError`, malformed body or a stream that ends before ``[DONE]`` or a
@@ -134,19 +135,22 @@ def _estimate(text: str) -> int:
     return math.ceil(len(text) / 4)
 
 
-def _spec_acceptance(obj: dict[str, Any]) -> float | None:
-    """Accepted / drafted tokens from vLLM's per-request ``metrics.speculative_decoding``, else None."""
+def _spec_draft(obj: dict[str, Any]) -> tuple[float | None, int | None]:
+    """Accepted / drafted tokens and the drafted count from vLLM's per-request ``metrics.speculative_decoding``;
+    ``None`` for what is absent, malformed or impossible (more accepted than drafted: neither is kept)."""
     metrics = obj.get("metrics")
     spec = metrics.get("speculative_decoding") if isinstance(metrics, dict) else None
     if not isinstance(spec, dict):
-        return None
+        return None, None
     drafted, accepted = _int(spec.get("num_draft_tokens")), _int(spec.get("num_accepted_draft_tokens"))
-    if drafted is not None and accepted is not None and drafted > 0 and 0 <= accepted <= drafted:
-        return accepted / drafted
+    if drafted is not None and accepted is not None:
+        if accepted > drafted:
+            return None, None
+        return (accepted / drafted if drafted > 0 else None), drafted
     rate = spec.get("draft_acceptance_rate")
     if drafted is None and isinstance(rate, int | float) and not isinstance(rate, bool) and 0.0 <= rate <= 1.0:
-        return float(rate)
-    return None
+        return float(rate), None
+    return None, drafted
 
 
 def _int(value: Any) -> int | None:
@@ -243,7 +247,7 @@ class OpenAIHTTPAdapter:
             usage = data.get("usage") or {}
             if not isinstance(usage, dict):
                 usage = {}
-            acceptance = _spec_acceptance(data)
+            acceptance, drafted = _spec_draft(data)
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             raise UpstreamProtocolError(f"upstream {self.candidate.key} returned a malformed completion") from exc
         return ModelResult(
@@ -255,6 +259,7 @@ class OpenAIHTTPAdapter:
             output_tokens=_int(usage.get("completion_tokens")) or _estimate(_said(content, calls)),
             latency_ms=latency_ms,
             spec_acceptance=acceptance,
+            spec_drafted_tokens=drafted,
         )
 
     def _check_status(self, status: int) -> None:
@@ -330,6 +335,7 @@ class OpenAIHTTPAdapter:
             latency_ms=(self.timer() - started) * 1000.0,
             ttft_ms=ttft,
             spec_acceptance=parser.spec_acceptance,
+            spec_drafted_tokens=parser.spec_drafted_tokens,
         )
         yield StreamChunk(candidate=self.candidate, final=result)
 
@@ -346,6 +352,7 @@ class _SSEParser:
         self.prompt_tokens: int | None = None
         self.completion_tokens: int | None = None
         self.spec_acceptance: float | None = None
+        self.spec_drafted_tokens: int | None = None
         self.tool_calls = ToolCallFragments()
         self.calling = False  # the last event carried part of a tool call
 
@@ -372,9 +379,11 @@ class _SSEParser:
         if isinstance(usage, dict):
             self.prompt_tokens = _int(usage.get("prompt_tokens")) or self.prompt_tokens
             self.completion_tokens = _int(usage.get("completion_tokens")) or self.completion_tokens
-        acceptance = _spec_acceptance(obj)
+        acceptance, drafted = _spec_draft(obj)
         if acceptance is not None:
             self.spec_acceptance = acceptance
+        if drafted is not None:
+            self.spec_drafted_tokens = drafted
         out = ""
         choices = obj.get("choices")
         if isinstance(choices, list):

@@ -94,7 +94,8 @@ class LlamaLocalAdapter:
         try:
             choice = out["choices"][0]
             usage = out.get("usage") or {}
-            acceptance = self._acceptance(int(usage.get("prompt_tokens", 0)) + int(usage.get("completion_tokens", 0)))
+            acceptance, drafted = self._draft_stats(int(usage.get("prompt_tokens", 0))
+                                                    + int(usage.get("completion_tokens", 0)))
             return ModelResult(
                 candidate=self.candidate,
                 text=choice["message"].get("content") or "",
@@ -103,18 +104,22 @@ class LlamaLocalAdapter:
                 output_tokens=int(usage.get("completion_tokens", 0)),
                 latency_ms=latency_ms,
                 spec_acceptance=acceptance,
+                spec_drafted_tokens=drafted,
             )
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise UpstreamProtocolError(f"local model {self.candidate.key} returned a malformed completion") from exc
 
-    def _acceptance(self, used_tokens: int) -> float | None:
-        """Accepted / drafted for the generation just finished. The model's buffer also holds drafts that were
-        evaluated but never verified once generation stopped: only the prompt + output tokens count."""
+    def _draft_stats(self, used_tokens: int) -> tuple[float | None, int | None]:
+        """Accepted / drafted and the tokens drafted for the generation just finished (``(None, None)`` without a
+        draft model). The model's buffer also holds drafts that were evaluated but never verified once generation
+        stopped: only the prompt + output tokens count. On with nothing proposed is ``(None, 0)``: no ratio (until
+        2026-11-28 it was recorded as an acceptance of 0.0, as if every draft had been rejected, where the HTTP
+        path records none)."""
         if self.draft is None:
-            return None
+            return None, None
         kept = np.asarray(self.llm.input_ids[: min(self.llm.n_tokens, used_tokens)], dtype=np.intc)
-        acceptance = self.draft.finish(kept).acceptance
-        return 0.0 if acceptance is None else acceptance  # on, but nothing was proposed
+        stats = self.draft.finish(kept)
+        return stats.acceptance, stats.drafted
 
     async def generate(self, call: ModelCall) -> ModelResult:
         async with self._lock:
