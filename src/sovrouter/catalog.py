@@ -47,6 +47,17 @@ class Speculative(BaseModel):
     base_speedup: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     max_batch: int | None = Field(default=None, ge=1)
 
+    @model_validator(mode="after")
+    def _draft_matches_kind(self) -> Speculative:
+        """A draft/target pair names its draft model; prompt lookup drafts from the prompt and names none. Until
+        2026-11-28 ``draft`` was never checked: ``{"kind": "draft-model"}`` with no draft, or a draft named under
+        prompt lookup, loaded as a declared pair (the name is part of the cache scope, so it says what runs)."""
+        if self.kind == "draft-model" and not (self.draft and self.draft.strip()):
+            raise ValueError("speculative kind draft-model needs the draft model's name (draft)")
+        if self.kind == "prompt-lookup" and self.draft is not None:
+            raise ValueError("speculative kind prompt-lookup drafts from the prompt: it names no draft model")
+        return self
+
 
 class Deployment(BaseModel):
     model_config = ConfigDict(extra="allow")

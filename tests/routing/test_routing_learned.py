@@ -284,7 +284,8 @@ def test_cascade_steps_and_top_run_on_the_deployment_the_chooser_prefers(catalog
         if slot["id"] in ("sovereign-large", "frontier"):
             base = dict(slot["deployments"][0])
             slot["deployments"].append({**base, "id": "spec", "available_to": "all",
-                                        "speculative": {"kind": "draft-model", "expected_speedup": 2.5,
+                                        "speculative": {"kind": "draft-model", "draft": "small-draft",
+                                                        "expected_speedup": 2.5,
                                                         "base_speedup": 0.9}})
     spec_catalog = Catalog.model_validate(data)
     router = _router(spec_catalog, tenants, s1=(0.5, 0.9), s2=(0.5, 0.9))

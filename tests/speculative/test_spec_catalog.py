@@ -58,7 +58,11 @@ def test_speculation_is_off_at_or_above_the_declared_batch(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("spec", [{"kind": "medusa"}, {"kind": "draft-model", "expected_speedup": 0},
-                                  {"expected_speedup": 2.0}, {"kind": "prompt-lookup", "max_batch": 0}])
+                                  {"expected_speedup": 2.0}, {"kind": "prompt-lookup", "max_batch": 0},
+                                  # the draft must match the kind (unchecked until 2026-11-28)
+                                  {"kind": "draft-model", "expected_speedup": 2.0},
+                                  {"kind": "draft-model", "draft": " ", "expected_speedup": 2.0},
+                                  {"kind": "prompt-lookup", "draft": "Llama-3.2-1B-Instruct"}])
 def test_invalid_speculative_block_is_a_config_error(tmp_path: Path, spec: object) -> None:
     with pytest.raises(ConfigError):
         Catalog.load(_with_spec(tmp_path, spec))
