@@ -10,7 +10,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sovrouter.errors import ConfigError
 
@@ -159,6 +159,16 @@ class AffinityEventsSettings(RedisConnection):
     "Several gateway instances")."""
 
 
+class SharedInFlightSettings(RedisConnection):
+    """Several gateway instances: ``max_in_flight_per_tenant`` counted across all of them, one lease per request in
+    flight in Redis (``gateway/shared_slots.py``; docs/gateway.md, "Several gateway instances"). Redis down or
+    slow (``op_timeout_s``): each instance falls back to its own count of the same limit (fail open)."""
+
+    lease_ttl_s: float = Field(default=30.0, ge=1, le=3600, allow_inf_nan=False,
+                               description="a lease left by an instance that died stops counting after this; "
+                                           "the leases of requests still running are refreshed every third of it")
+
+
 class CacheSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     exact_enabled: bool = True
@@ -271,8 +281,18 @@ class Settings(BaseModel):
         default=None, description="several gateway instances: copy the records to one shared database")
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     max_in_flight_per_tenant: int | None = Field(
-        default=64, ge=1, description="chat requests one tenant may have in flight on an instance; the next is a "
-                                      "429 with retry-after (null: no limit)")
+        default=64, ge=1, description="chat requests one tenant may have in flight on an instance (with "
+                                      "shared_in_flight: on every instance together); the next is a 429 with "
+                                      "retry-after (null: no limit)")
+    shared_in_flight: SharedInFlightSettings | None = Field(
+        default=None, description="several gateway instances: count max_in_flight_per_tenant across all of them in "
+                                  "Redis (default: each instance counts its own)")
+
+    @model_validator(mode="after")
+    def _shared_limit(self) -> Settings:
+        if self.shared_in_flight is not None and self.max_in_flight_per_tenant is None:
+            raise ValueError("shared_in_flight needs max_in_flight_per_tenant (there is no limit to share)")
+        return self
 
     @classmethod
     def load(cls, path: str | Path) -> Settings:

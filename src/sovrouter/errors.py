@@ -20,7 +20,8 @@ never contain prompt text, personal data, API keys or stack traces.
     │   └── DetectionTimeoutError       500 (detection exceeded its time budget)
     ├── PolicyEngineError               500 (policy evaluation failed; the pipeline fails closed: refusal)
     ├── ReplayError                     500 (replay could not produce a valid decision for an event)
-    ├── TooManyRequestsError            429 rate_limit_error (the tenant has its most requests in flight here)
+    ├── TooManyRequestsError            429 rate_limit_error (the tenant has its most requests in flight here, or
+    │                                       on every instance together with ``shared_in_flight``)
     ├── StoreUnavailableError           503 (the batch store's database cannot be reached; try again)
     ├── RequestCancelledError           503 (cancelled before it finished: the gateway shutting down; recorded)
     └── UpstreamError                   502 upstream_error (a model call failed)
@@ -131,8 +132,9 @@ class ReplayError(SovrouterError):
 
 
 class TooManyRequestsError(SovrouterError):
-    """The tenant already has ``max_in_flight_per_tenant`` requests in flight on this instance: one tenant's burst
-    never takes every other tenant's share of the gateway. Answered with ``retry-after``."""
+    """The tenant already has ``max_in_flight_per_tenant`` requests in flight on this instance (with
+    ``shared_in_flight``: on every gateway instance together): one tenant's burst never takes every other tenant's
+    share of the gateway. Answered with ``retry-after``."""
 
     status = 429
     type = "rate_limit_error"

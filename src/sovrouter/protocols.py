@@ -7,7 +7,7 @@ HTTP adapter by the replay adapter.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from sovrouter.contracts import (
@@ -126,6 +126,25 @@ def merged_gauges(*parts: object) -> dict[str, float]:
 @runtime_checkable
 class AsyncClosable(Protocol):
     """A part holding connections (a shared cache's Redis client) that the server closes on shutdown."""
+
+    async def aclose(self) -> None: ...
+
+
+Release = Callable[[], None]
+"""Gives a tenant's slot back; may be called more than once (the first call frees it), from a coroutine or a task's
+done callback (it never waits)."""
+
+
+class TenantLimit(Protocol):
+    """Chat requests in flight per tenant, at most ``max_in_flight_per_tenant`` each: this instance's own count
+    (``gateway/auth.py: TenantSlots``, the default) or every gateway instance's together, in Redis
+    (``gateway/shared_slots.py: RedisTenantSlots``, with ``shared_in_flight``)."""
+
+    async def take(self, tenant: str) -> Release:
+        """A slot for ``tenant``, or :class:`~sovrouter.errors.TooManyRequestsError`."""
+        ...
+
+    async def in_flight(self, tenant: str) -> int: ...
 
     async def aclose(self) -> None: ...
 

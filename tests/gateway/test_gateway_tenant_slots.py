@@ -19,21 +19,21 @@ from sovrouter.gateway.auth import TenantSlots
 ASK: Any = [{"role": "user", "content": "hello"}]
 
 
-def test_slots_count_per_tenant_and_free_once() -> None:
+async def test_slots_count_per_tenant_and_free_once() -> None:
     slots = TenantSlots(2)
-    first, second = slots.take("a"), slots.take("a")
+    first, second = await slots.take("a"), await slots.take("a")
     with pytest.raises(TooManyRequestsError):
-        slots.take("a")
-    other = slots.take("b")  # another tenant is not affected
+        await slots.take("a")
+    other = await slots.take("b")  # another tenant is not affected
     first()
     first()  # a second release of the same slot frees nothing more
-    assert slots.in_flight("a") == 1
-    third = slots.take("a")
+    assert await slots.in_flight("a") == 1
+    third = await slots.take("a")
     for release in (second, third, other):
         release()
-    assert slots.in_flight("a") == slots.in_flight("b") == 0
+    assert await slots.in_flight("a") == await slots.in_flight("b") == 0
     unlimited = TenantSlots(None)
-    assert all(unlimited.take("a") for _ in range(1000))
+    assert all([await unlimited.take("a") for _ in range(1000)])
 
 
 def test_a_tenant_past_its_limit_gets_a_429_and_others_are_served(tmp_path: Path) -> None:

@@ -46,14 +46,16 @@ from sovrouter.errors import (
     TooManyRequestsError,
     UpstreamError,
 )
-from sovrouter.gateway.auth import KeyRing, TenantSlots
+from sovrouter.gateway.auth import KeyRing
 from sovrouter.gateway.batches import mount_batches
 from sovrouter.gateway.errors import error_response, install_handlers, internal_error_response, log
 from sovrouter.gateway.headers import data_class_header, read_limited
 from sovrouter.gateway.request_id import RequestIdMiddleware
+from sovrouter.gateway.shared_slots import make_tenant_slots
 from sovrouter.gateway.sse import ChatFormatter
 from sovrouter.intake import normalize_chat
 from sovrouter.pipeline import Outcome, Pipeline
+from sovrouter.protocols import TenantLimit
 
 _JSON = "application/json"
 _Item = StreamChunk | Outcome | BaseException
@@ -67,7 +69,8 @@ class Gateway:
         self.pipeline = pipeline
         self.settings = settings
         self.keys = KeyRing(settings.api_keys)
-        self.slots = TenantSlots(settings.max_in_flight_per_tenant)
+        # this instance's count per tenant, or every instance's in Redis with shared_in_flight (shared_slots.py)
+        self.slots: TenantLimit = make_tenant_slots(settings)
         self.request_ids = request_ids or (lambda: uuid.uuid4().hex)
         self.background: set[asyncio.Task[None]] = set()
 
@@ -111,7 +114,7 @@ class Gateway:
             tenant = self.keys.tenant_for(request.headers.get("authorization"))
             try:
                 data_class = self._data_class(request.headers.get("x-data-class"))
-                release = self.slots.take(tenant)  # a tenant's burst never takes every other tenant's share
+                release = await self.slots.take(tenant)  # a tenant's burst never takes every other tenant's share
                 body = await self._read_json(request)
                 self.pipeline.catalog.check_requested_model(body.get("model"), tenant)
                 req = self._normalize(body, tenant, rid, data_class)
@@ -304,6 +307,7 @@ def create_app(
         if batches is not None:
             await batches.aclose()  # a running batch stops here and resumes at the next start
         await gateway.drain(settings.reliability.timeout_s)
+        await gateway.slots.aclose()  # the streams have ended: their leases are given back
         for close in on_shutdown:
             await close()
 

@@ -1,4 +1,4 @@
-"""API-key authentication: the tenant comes from the key, and only from the key.
+"""API-key authentication: the tenant comes from the key, and only from the key; each tenant's slots.
 
 Keys are configured as sha256 hex digests (``settings.api_keys``); a presented key is hashed and compared with
 every configured digest in constant time (``hmac.compare_digest``), so neither the key nor the position of a
@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from sovrouter.config import ApiKey
 from sovrouter.errors import AuthenticationError, TooManyRequestsError
+from sovrouter.protocols import Release
 
 
 class KeyRing:
@@ -39,22 +40,23 @@ class KeyRing:
 
 class TenantSlots:
     """Chat requests in flight per tenant on this instance, at most ``limit`` each (``None``: no limit). A request
-    holds its slot until its answer ends (a stream: until its producer finishes, whether or not the client stays)."""
+    holds its slot until its answer ends (a stream: until its producer finishes, whether or not the client stays).
+    The default :class:`~sovrouter.protocols.TenantLimit`; with ``shared_in_flight`` it is the instance's own part
+    of :class:`~sovrouter.gateway.shared_slots.RedisTenantSlots`."""
 
     def __init__(self, limit: int | None) -> None:
         self.limit = limit
         self._held: dict[str, int] = {}
 
-    def in_flight(self, tenant: str) -> int:
+    async def in_flight(self, tenant: str) -> int:
         return self._held.get(tenant, 0)
 
-    def take(self, tenant: str) -> Callable[[], None]:
+    async def take(self, tenant: str) -> Release:
         """A slot for ``tenant``, or :class:`TooManyRequestsError`; the returned release may be called more than
-        once (the first call frees the slot)."""
+        once (the first call frees the slot). Never suspends: the check and the count are one step."""
         held = self._held.get(tenant, 0)
         if self.limit is not None and held >= self.limit:
-            raise TooManyRequestsError(f"too many requests in flight for this API key (at most {self.limit}); "
-                                       "retry after one has finished")
+            raise TooManyRequestsError(too_many(self.limit))
         self._held[tenant] = held + 1
         released = False
 
@@ -70,3 +72,10 @@ class TenantSlots:
                 del self._held[tenant]
 
         return release
+
+    async def aclose(self) -> None:
+        return None
+
+
+def too_many(limit: int) -> str:
+    return f"too many requests in flight for this API key (at most {limit}); retry after one has finished"

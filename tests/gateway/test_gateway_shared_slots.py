@@ -1,0 +1,292 @@
+"""``max_in_flight_per_tenant`` across gateway instances (``shared_in_flight``): two real gateway instances and a
+real Redis, the official ``openai`` client. Without it a tenant got k times the limit behind k instances."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import redis
+from gateway_harness import ACME_KEY, EURO_KEY, make_settings
+
+from sovrouter.adapters.openai_http import new_client
+from sovrouter.config import Settings, SharedInFlightSettings
+from sovrouter.errors import ConfigError, TooManyRequestsError
+from sovrouter.gateway.app import Gateway, create_app
+from sovrouter.gateway.auth import TenantSlots
+from sovrouter.gateway.server import ServerThread
+from sovrouter.gateway.shared_slots import RedisTenantSlots, lease_key, make_tenant_slots
+from sovrouter.gateway.wiring import build_live_pipeline
+from sovrouter.store.records import SQLiteRecordStore
+from sovrouter.testing_redis import RedisServer, redis_server
+from sovrouter.testing_upstream import UpstreamBehaviour, closed_port_url, create_upstream_app
+
+ASK: Any = [{"role": "user", "content": "hello"}]
+
+
+@dataclass
+class Pair:
+    urls: list[str]
+    gateways: list[Gateway]
+    primary: UpstreamBehaviour
+    state_dirs: list[Path]
+
+    def client(self, i: int, key: str = ACME_KEY) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.urls[i] + "/v1", api_key=key, max_retries=0, timeout=20)
+
+    def refused_codes(self, i: int) -> list[str | None]:
+        store = SQLiteRecordStore(self.state_dirs[i] / "records.sqlite")
+        try:
+            return [r.error_code for r in store if r.status == "error"]
+        finally:
+            store.close()
+
+
+@contextmanager
+def two_gateways(tmp_path: Path, **overrides: Any) -> Iterator[Pair]:
+    """Two gateway instances in front of the same two test upstreams (each with its own state_dir)."""
+    primary = UpstreamBehaviour(reply="primary answer", chunks=3)
+    backup = UpstreamBehaviour(reply="backup answer", chunks=3)
+    with ServerThread(create_upstream_app(primary), log_level="critical") as p, \
+            ServerThread(create_upstream_app(backup), log_level="critical") as b:
+        servers, gateways, dirs = [], [], []
+        for i in range(2):
+            dirs.append(tmp_path / f"gw{i}")
+            settings = make_settings(dirs[-1], p.url, b.url, **overrides)
+            client = new_client()
+            app = create_app(build_live_pipeline(settings, client=client), settings, on_shutdown=[client.aclose])
+            gateways.append(app.state.gateway)
+            servers.append(ServerThread(app, log_level="critical"))
+        with servers[0] as g0, servers[1] as g1:
+            yield Pair([g0.url, g1.url], gateways, primary, dirs)
+
+
+def _shared(srv: RedisServer, prefix: str, **fields: Any) -> SharedInFlightSettings:
+    return SharedInFlightSettings(url=srv.url, key_prefix=prefix, **fields)
+
+
+def _until(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def _slow_request(pair: Pair, i: int) -> tuple[threading.Thread, dict[str, Any]]:
+    """A request to instance ``i`` that holds acme's slot while the primary upstream is slow to answer."""
+    out: dict[str, Any] = {}
+    calls = pair.primary.calls
+
+    def run() -> None:
+        out["answer"] = pair.client(i).chat.completions.create(model="auto", messages=ASK)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    _until(lambda: pair.primary.calls > calls)  # it has reached the upstream: its slot is taken
+    return worker, out
+
+
+def test_a_second_instance_refuses_a_request_past_the_shared_limit_and_gets_the_slot_back(
+        tmp_path: Path, redis_srv: RedisServer) -> None:
+    prefix = "gw-slots-a"
+    leases = redis.Redis.from_url(redis_srv.url)
+
+    def held() -> int:
+        return int(leases.zcard(lease_key(prefix, "acme-us")))
+
+    with two_gateways(tmp_path, max_in_flight_per_tenant=1, shared_in_flight=_shared(redis_srv, prefix)) as pair:
+        assert all(isinstance(g.slots, RedisTenantSlots) for g in pair.gateways)
+        pair.primary.first_token_delay_s = 1.0
+        worker, out = _slow_request(pair, 0)
+        assert held() == 1
+        refused = httpx.post(pair.urls[1] + "/v1/chat/completions", json={"model": "auto", "messages": ASK},
+                             headers={"authorization": f"Bearer {ACME_KEY}"}, timeout=10)
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+        assert refused.json() == {"error": {
+            "message": "too many requests in flight for this API key (at most 1); retry after one has finished",
+            "type": "rate_limit_error", "param": None, "code": "rate_limit_exceeded"}}
+        with pytest.raises(openai.RateLimitError) as info:  # the official client's class for it
+            pair.client(1).chat.completions.create(model="auto", messages=ASK)
+        assert info.value.status_code == 429
+        assert pair.client(1, EURO_KEY).chat.completions.create(model="auto", messages=ASK).choices[0].message.content
+        worker.join(10)
+        assert out["answer"].choices[0].message.content == "primary answer"
+
+        # released on instance 0 (not expired: the lease would live 30 s): instance 1 may take it now
+        _until(lambda: held() == 0)
+        pair.primary.first_token_delay_s = 0.0
+        assert pair.client(1).chat.completions.create(model="auto", messages=ASK).choices[0].message.content
+
+        # a stream on instance 1 holds the slot until it ends; instance 0 refuses meanwhile
+        pair.primary.chunk_delay_s = 0.3
+        stream = pair.client(1).chat.completions.create(  # a question not asked before: not a cache hit
+            model="auto", messages=[{"role": "user", "content": "a long story"}], stream=True)
+        chunks = iter(stream)
+        first = next(chunks)
+        with pytest.raises(openai.RateLimitError):
+            pair.client(0).chat.completions.create(model="auto", messages=ASK)
+        text = "".join(c.choices[0].delta.content or "" for c in [first, *chunks] if c.choices)
+        assert text == "primary answer"
+        _until(lambda: held() == 0)
+        pair.primary.chunk_delay_s = 0.0
+        assert pair.client(0).chat.completions.create(model="auto", messages=ASK).choices[0].message.content
+        assert pair.refused_codes(0) == ["rate_limit_exceeded"]  # each refusal has its record, where it was
+        assert pair.refused_codes(1) == ["rate_limit_exceeded"] * 2
+    assert held() == 0
+    leases.close()
+
+
+def test_a_lease_left_by_an_instance_that_died_stops_counting(tmp_path: Path, redis_srv: RedisServer) -> None:
+    """An instance that died mid-request neither releases nor refreshes its lease: it counts until its expiry
+    (scored in the Redis server's clock), then the next take drops it."""
+    prefix = "gw-slots-dead"
+    leases = redis.Redis.from_url(redis_srv.url)
+    key = lease_key(prefix, "acme-us")
+    seconds, micros = leases.time()
+    expires_ms = seconds * 1000 + micros // 1000 + 1500
+    leases.zadd(key, {"dead-instance:7": expires_ms})
+    with two_gateways(tmp_path, max_in_flight_per_tenant=1, shared_in_flight=_shared(redis_srv, prefix)) as pair:
+        for i in (0, 1):
+            with pytest.raises(openai.RateLimitError):
+                pair.client(i).chat.completions.create(model="auto", messages=ASK)
+        _until(lambda: (lambda t: t[0] * 1000 + t[1] // 1000)(leases.time()) > expires_ms + 50)
+        assert pair.client(1).chat.completions.create(model="auto", messages=ASK).choices[0].message.content
+        assert leases.zscore(key, "dead-instance:7") is None  # dropped by the take
+    leases.close()
+
+
+async def test_a_lease_is_refreshed_while_held_and_concurrent_takes_stay_within_the_limit(
+        redis_srv: RedisServer) -> None:
+    one = RedisTenantSlots.from_url(redis_srv.url, 1, prefix="slots-refresh", lease_ttl_s=1.0)
+    two = RedisTenantSlots.from_url(redis_srv.url, 1, prefix="slots-refresh", lease_ttl_s=1.0)
+    crowd = [RedisTenantSlots.from_url(redis_srv.url, 5, prefix="slots-crowd") for _ in range(2)]
+    try:
+        release = await one.take("t")
+        await asyncio.sleep(2.5)  # two and a half lease lives: refreshed every third of one
+        with pytest.raises(TooManyRequestsError):
+            await two.take("t")
+        assert await two.in_flight("t") == 1 and one.stats["refreshed"] >= 5 and not one.stats["lost"]
+        release()
+        release()  # a second release frees nothing more
+        for _ in range(200):
+            if await two.in_flight("t") == 0:
+                break
+            await asyncio.sleep(0.01)
+        (await two.take("t"))()
+
+        # 40 requests at once on two instances (each would allow 5 on its own): 5 slots in all
+        results = await asyncio.gather(*(crowd[i % 2].take("t") for i in range(40)), return_exceptions=True)
+        assert sum(callable(r) for r in results) == 5
+        assert all(isinstance(r, TooManyRequestsError) for r in results if not callable(r))
+        assert await crowd[0].in_flight("t") == 5
+    finally:
+        for slots in (one, two, *crowd):
+            await slots.aclose()  # gives back what is still held
+    check = RedisTenantSlots.from_url(redis_srv.url, 5, prefix="slots-crowd")
+    assert await check.in_flight("t") == 0
+    await check.aclose()
+
+
+async def test_a_lease_that_expired_before_its_refresh_is_not_revived(redis_srv: RedisServer) -> None:
+    """Cut off from Redis for a whole lease life, an instance's lease lapses and another instance takes the slot:
+    the late refresh must not bring it back (two requests would count as one slot's worth)."""
+    one = RedisTenantSlots.from_url(redis_srv.url, 1, prefix="slots-lapse", lease_ttl_s=30.0)
+    two = RedisTenantSlots.from_url(redis_srv.url, 1, prefix="slots-lapse", lease_ttl_s=30.0)
+    try:
+        release = await one.take("t")
+        key = lease_key("slots-lapse", "t")
+        [(lease, _)] = await one.client.zrange(key, 0, -1, withscores=True)
+        await one.client.zadd(key, {lease: 1}, xx=True)  # as if its refreshes had not reached Redis in time
+        other = await two.take("t")  # drops the lapsed lease, takes the slot
+        await one.refresh()
+        assert one.stats["lost"] == 1 and one.stats["refreshed"] == 0
+        assert await two.in_flight("t") == 1  # not revived
+        with pytest.raises(TooManyRequestsError):
+            await one.take("t")  # this instance's own count still holds its request
+        release()
+        other()
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
+async def test_redis_stopping_falls_back_to_the_instances_own_limit(redis_srv: RedisServer) -> None:
+    with redis_server() as own:
+        slots = RedisTenantSlots.from_url(own.url, 1, prefix="slots-down", op_timeout_s=0.2, retry_s=60.0)
+        try:
+            first = await slots.take("t")
+            own.process.kill()
+            own.process.wait()
+            first()  # the removal fails in the background: nothing raised, the lease would expire by itself
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            second = await slots.take("t")  # served: this instance holds nothing else of the tenant
+            with pytest.raises(TooManyRequestsError):
+                await slots.take("t")  # the limit still holds on this instance
+            assert loop.time() - t0 < 1.0 and slots.stats["errors"] >= 1
+            second()
+            (await slots.take("t"))()  # within retry_s Redis is not asked again
+            assert slots.stats["local_only"] == 1
+            assert await slots.in_flight("t") == 0  # this instance's own count when Redis cannot say
+        finally:
+            await slots.aclose()
+
+
+def test_redis_down_from_the_start_each_instance_keeps_its_own_limit(tmp_path: Path) -> None:
+    down = SharedInFlightSettings(url=closed_port_url().replace("http", "redis") + "/0", op_timeout_s=0.2)
+    with two_gateways(tmp_path, max_in_flight_per_tenant=1, shared_in_flight=down) as pair:
+        pair.primary.first_token_delay_s = 0.8
+        worker, out = _slow_request(pair, 0)
+        with pytest.raises(openai.RateLimitError):
+            pair.client(0).chat.completions.create(model="auto", messages=ASK)  # this instance's own limit
+        assert pair.client(1).chat.completions.create(model="auto", messages=ASK).choices[0].message.content
+        worker.join(10)
+        assert out["answer"].choices[0].message.content
+        assert all(isinstance(g.slots, RedisTenantSlots) and g.slots.stats["errors"] >= 1 for g in pair.gateways)
+
+
+def test_without_shared_in_flight_each_instance_counts_its_own(tmp_path: Path) -> None:
+    """The default is unchanged: the in-process count, nothing asked of Redis, k instances allow k x the limit."""
+    with two_gateways(tmp_path, max_in_flight_per_tenant=1) as pair:
+        assert all(type(g.slots) is TenantSlots for g in pair.gateways)
+        pair.primary.first_token_delay_s = 0.8
+        worker, out = _slow_request(pair, 0)
+        with pytest.raises(openai.RateLimitError):
+            pair.client(0).chat.completions.create(model="auto", messages=ASK)
+        assert pair.client(1).chat.completions.create(model="auto", messages=ASK).choices[0].message.content
+        worker.join(10)
+        assert out["answer"].choices[0].message.content
+
+
+def test_shared_in_flight_settings_are_checked_at_start_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "sovrouter.yaml"
+    path.write_text("catalog: c.json\ntenants: t.json\nmax_in_flight_per_tenant: null\n"
+                    "shared_in_flight: {url: 'redis://cache:6379/0'}\n")
+    with pytest.raises(ConfigError, match="needs max_in_flight_per_tenant"):
+        Settings.load(path)  # nothing to share: a mistake, not a silent no-op
+    path.write_text("catalog: c.json\ntenants: t.json\nshared_in_flight: {url: 'redis://:hunter2@cache:6379/0'}\n")
+    with pytest.raises(ConfigError, match=r"shared_in_flight\.url") as info:
+        Settings.load(path)
+    assert "hunter2" not in str(info.value)
+    path.write_text("catalog: c.json\ntenants: t.json\nshared_in_flight: {url: 'redis://cache:6379/0', "
+                    "lease_ttl_s: 0.1}\n")
+    with pytest.raises(ConfigError, match=r"shared_in_flight\.lease_ttl_s"):
+        Settings.load(path)
+
+    monkeypatch.delenv("SOVROUTER_TEST_SLOTS_PASSWORD", raising=False)
+    settings = make_settings(tmp_path, "http://a:1", "http://b:1", shared_in_flight=SharedInFlightSettings(
+        url="redis://127.0.0.1:9/0", password_env="SOVROUTER_TEST_SLOTS_PASSWORD"))
+    with pytest.raises(ConfigError, match="SOVROUTER_TEST_SLOTS_PASSWORD"):
+        make_tenant_slots(settings)
+    assert type(make_tenant_slots(make_settings(tmp_path, "http://a:1", "http://b:1"))) is TenantSlots
+    unlimited = make_settings(tmp_path, "http://a:1", "http://b:1", max_in_flight_per_tenant=None)
+    assert type(make_tenant_slots(unlimited)) is TenantSlots
