@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import httpx
 import pytest
@@ -257,3 +258,21 @@ def test_a_polling_task_that_dies_leaves_no_report_behind() -> None:
             return seen, after
 
         assert asyncio.run(go()) == (3, 0)
+
+
+def test_an_engine_that_answers_but_cannot_be_read_is_warned_about_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A misconfigured engine_load (an engine without metrics, a wrong path) was silent: the gauge stayed empty
+    with nothing above debug level (review, 2026-11-28). Now one warning per URL, without credentials; a replica
+    that is down (a blip) stays at debug level."""
+    a = UpstreamBehaviour(engine_metrics=None)  # /metrics answers 404
+    with ServerThread(create_upstream_app(a)) as ua:
+        url = metrics_url(ua.url.replace("http://", "http://user:secret@") + "/v1")
+        down = metrics_url(closed_port_url() + "/v1")
+        poller = EngineLoadPoller(InFlightBoard(), {TARGET: EngineProbe((url, down), timeout_s=2.0)},
+                                  httpx.AsyncClient())
+        with caplog.at_level(logging.WARNING, logger="sovrouter.adapters.engine_load"):
+            _poll(poller)
+            _poll(poller)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "HTTP 404" in warnings[0] and "/metrics" in warnings[0]
+    assert "secret" not in caplog.text and "user" not in warnings[0]

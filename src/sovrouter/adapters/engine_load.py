@@ -34,6 +34,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import httpx
 from prometheus_client.metrics_core import Metric
@@ -161,6 +162,7 @@ class EngineLoadPoller:
         self.max_bytes = max_bytes  # a larger answer is not read on (and counts as no report)
         self.stats: Counter[str] = Counter()  # scrapes, failed, rounds
         self._tasks: list[asyncio.Task[None]] = []
+        self._warned: set[str] = set()  # URLs whose answer was told once (a misconfiguration, not a blip)
 
     async def poll_once(self) -> None:
         await asyncio.gather(*(self._poll(t, p) for t, p in self.targets.items()))
@@ -192,13 +194,29 @@ class EngineLoadPoller:
     async def _read(self, url: str, timeout_s: float) -> int | None:
         async with self.client.stream("GET", url, timeout=timeout_s) as response:
             if response.status_code != 200:
+                self._warn_once(url, f"answered HTTP {response.status_code}")
                 return None
             body = bytearray()
             async for chunk in response.aiter_bytes():
                 body += chunk
                 if len(body) > self.max_bytes:
+                    self._warn_once(url, f"answered more than {self.max_bytes} bytes")
                     return None
-        return held_requests(body.decode("utf-8", errors="replace"))
+        held = held_requests(body.decode("utf-8", errors="replace"))
+        if held is None:
+            self._warn_once(url, "has no running/waiting request gauge this reader knows")
+        return held
+
+    def _warn_once(self, url: str, what: str) -> None:
+        """A scrape that answers but cannot be read is a misconfiguration (a wrong ``engine_load.path``, an
+        engine without metrics), not a network blip: said once per URL at warning level (until 2026-11-28 only
+        at debug level, so the load simply never arrived). The URL is shown without any credentials."""
+        if url in self._warned:
+            return
+        self._warned.add(url)
+        parts = urlsplit(url)
+        shown = f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}{parts.path}"
+        log.warning("engine load: %s %s; no load is read from it (check engine_load.path)", shown, what)
 
     async def _run(self, target: Candidate, probe: EngineProbe) -> None:
         loop = asyncio.get_running_loop()
