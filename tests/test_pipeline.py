@@ -338,3 +338,24 @@ async def test_a_stream_abandoned_before_its_outcome_is_recorded_once(catalog: C
     items = [x async for x in p.handle_stream(_req(rid="full-1", text="other text", stream=True))]
     assert items[-1].record.status == "ok"  # type: ignore[union-attr]
     assert [r.request_id for r in sink.records] == ["gone-1", "full-1"]
+
+
+async def test_a_deployment_with_no_upstream_leaves_its_attempt_and_falls_back(catalog: Catalog,
+                                                                               tenants: Tenants) -> None:
+    """An unwired deployment of the plan failed without a trace: the record showed a fallback with no failed first
+    try (review, 2026-11-28)."""
+    sink = MemorySink()
+    adapters = {c: a for c, a in _all_fake(catalog).items() if c != Candidate(slot="sovereign-large",
+                                                                               deployment="eu-sov")}
+    p = assemble(_settings(), catalog, tenants, adapters, WallClock(), sink)
+    out = await p.handle(_req())
+    assert out.record.status == "ok" and out.record.fallback_used
+    first = out.record.calls[0]
+    assert (first.candidate.key, first.outcome, first.error, first.cost_usd) == (
+        "sovereign-large/eu-sov", "error", "upstream_not_configured", 0.0)
+    p.check_requested_model("sovereign-large", "acme-us")  # us-east still serves it
+    from sovrouter.errors import NotFoundError
+
+    with pytest.raises(NotFoundError):
+        p.check_requested_model("sovereign-large/eu-sov", "acme-us")
+    p.check_requested_model("auto", "acme-us")

@@ -26,6 +26,7 @@ never contain prompt text, personal data, API keys or stack traces.
     ├── RequestCancelledError           503 (cancelled before it finished: the gateway shutting down; recorded)
     └── UpstreamError                   502 upstream_error (a model call failed)
         ├── UpstreamUnavailableError    502 (connect refused/reset, upstream 429/5xx: transient, retryable)
+        ├── UpstreamNotConfiguredError  502 (a catalog deployment with no upstream configured: falls back)
         ├── UpstreamRejectedError       502 (upstream refused the call with another 4xx: not retryable)
         ├── UpstreamProtocolError       502 (malformed body, stream ended without completing)
         ├── UpstreamTimeoutError        504
@@ -166,6 +167,14 @@ class UpstreamUnavailableError(UpstreamError):
     """Connection refused or reset, or the upstream answered 429 / 5xx: transient, worth a (budgeted) retry."""
 
     code = "upstream_unavailable"
+
+
+class UpstreamNotConfiguredError(UpstreamError):
+    """The route names a catalog deployment the configuration gives no upstream (``upstreams``): it fails at once,
+    without a network call, and the request falls back to the next deployment of its plan; the attempt is in the
+    record, so a fallback says why."""
+
+    code = "upstream_not_configured"
 
 
 class UpstreamRejectedError(UpstreamError):

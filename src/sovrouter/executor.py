@@ -13,8 +13,8 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from sovrouter.contracts import Candidate, ModelCall, ModelResult, RouteDecision, StreamChunk
-from sovrouter.errors import AllCandidatesFailedError, UpstreamError
+from sovrouter.contracts import CallAttempt, Candidate, ModelCall, ModelResult, RouteDecision, StreamChunk
+from sovrouter.errors import AllCandidatesFailedError, UpstreamError, UpstreamNotConfiguredError
 from sovrouter.protocols import ModelAdapter
 from sovrouter.reliability import FallbackAdapter, PolicyGuard
 
@@ -35,6 +35,10 @@ class Executor:
             return self.adapters[candidate]
         except KeyError:
             return _Unwired(candidate)
+
+    def wired(self, candidate: Candidate) -> bool:
+        """Whether ``candidate`` has an adapter (an upstream, or replay's recorded answers)."""
+        return candidate in self.adapters
 
     async def run(self, call: ModelCall, decision: RouteDecision, review: Review) -> ModelResult:
         plan = decision.plan
@@ -75,7 +79,9 @@ class Executor:
 
 
 class _Unwired:
-    """A catalog deployment with no adapter configured: fails like a down upstream (so fallback applies)."""
+    """A catalog deployment with no adapter configured: fails like a down upstream (so fallback applies), and
+    leaves its attempt in the call log (until 2026-11-28 it left none, so a record showed a fallback with no
+    failed first try)."""
 
     def __init__(self, candidate: Candidate) -> None:
         self._target = candidate
@@ -84,9 +90,15 @@ class _Unwired:
     def target(self) -> Candidate:
         return self._target
 
+    def _fail(self, call: ModelCall) -> UpstreamNotConfiguredError:
+        error = UpstreamNotConfiguredError(f"no upstream configured for {self._target.key}")
+        call.attempts.append(CallAttempt(candidate=self._target, outcome="error", error=error.code,
+                                         purpose=call.purpose))
+        return error
+
     async def generate(self, call: ModelCall) -> ModelResult:
-        raise UpstreamError(f"no adapter configured for {self._target.key}")
+        raise self._fail(call)
 
     async def stream(self, call: ModelCall) -> AsyncIterator[StreamChunk]:
-        raise UpstreamError(f"no adapter configured for {self._target.key}")
+        raise self._fail(call)
         yield  # pragma: no cover

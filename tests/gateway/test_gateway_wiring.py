@@ -280,3 +280,27 @@ def test_prefix_affinity_weighs_the_load_each_replicas_engine_reports(tmp_path: 
             assert ask("something else entirely") == "replica 1"
             asyncio.run(poller.aclose())  # reports withdrawn: the chooser falls back to its own model (r0: less busy)
             assert ask("and something else again") == "replica 0"
+
+
+def test_a_model_with_no_upstream_here_is_not_listed_and_is_a_404(tmp_path: Path) -> None:
+    """Only frontier/us and hosted-mini/us wired: sovereign-large was listed by /v1/models and asking for it was a
+    502 all_candidates_failed that OpenAI clients retried (review, 2026-11-28)."""
+    url = closed_port_url()
+    settings = make_settings(tmp_path / "state", url, url,
+                             upstreams={k: Upstream(base_urls=[url]) for k in ("frontier/us", "hosted-mini/us")})
+    pipeline = build_live_pipeline(settings)
+    app = create_app(pipeline, settings)
+
+    async def go() -> tuple[httpx.Response, httpx.Response, httpx.Response]:
+        auth = {"authorization": f"Bearer {ACME_KEY}"}
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            listed = await client.get("/v1/models", headers=auth)
+            asked = await client.post("/v1/chat/completions", headers=auth, json={
+                "model": "sovereign-large", "messages": [{"role": "user", "content": "hi"}]})
+            one = await client.get("/v1/models/sovereign-large", headers=auth)
+            return listed, asked, one
+
+    listed, asked, one = asyncio.run(go())
+    assert [m["id"] for m in listed.json()["data"]] == ["auto", "hosted-mini", "frontier"]
+    assert asked.status_code == 404 and asked.json()["error"]["code"] == "not_found"
+    assert asked.json()["error"]["param"] == "model" and one.status_code == 404

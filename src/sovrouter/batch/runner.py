@@ -82,7 +82,7 @@ class BatchRunner:
         rid = f"{self.batch_id}-{line.line_no}-{self.run_id}"
         started = self.timer()
         try:
-            self.pipeline.catalog.check_requested_model(line.body.get("model"), self.tenant)  # as live chat: a 404
+            self.pipeline.check_requested_model(line.body.get("model"), self.tenant)  # as live chat: a 404
             request = normalize_chat(line.body, tenant=self.tenant, request_id=rid, data_class=self.data_class,
                                      arrived_ms=self.pipeline.clock.now_ms(), external_id=line.custom_id)
         except (InvalidRequestError, NotFoundError, ValidationError) as exc:

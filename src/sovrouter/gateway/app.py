@@ -34,6 +34,7 @@ from sovrouter.batch.service import BatchService
 from sovrouter.config import Settings
 from sovrouter.contracts import (
     CacheOutcome,
+    Candidate,
     DataClass,
     NormalizedRequest,
     RequestRecord,
@@ -116,7 +117,7 @@ class Gateway:
                 data_class = self._data_class(request.headers.get("x-data-class"))
                 release = await self.slots.take(tenant)  # a tenant's burst never takes every other tenant's share
                 body = await self._read_json(request)
-                self.pipeline.catalog.check_requested_model(body.get("model"), tenant)
+                self.pipeline.check_requested_model(body.get("model"), tenant)
                 req = self._normalize(body, tenant, rid, data_class)
             except SovrouterError as exc:
                 self._record_rejection(rid, tenant, data_class, exc.code)
@@ -183,10 +184,12 @@ class Gateway:
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
     def _model_ids(self, request: Request) -> list[str]:
-        """``auto`` and the slots the key's tenant may use (raises on a bad key)."""
+        """``auto`` and the slots the key's tenant may use with an upstream configured here (raises on a bad key)."""
         tenant = self.keys.tenant_for(request.headers.get("authorization"))
+        wired = self.pipeline.executor.wired
         return ["auto", *(slot.id for slot in self.pipeline.catalog.slots
-                          if any(d.available_for(tenant) for d in slot.deployments))]
+                          if any(d.available_for(tenant) and wired(Candidate(slot=slot.id, deployment=d.id))
+                                 for d in slot.deployments))]
 
     async def models(self, request: Request) -> Response:
         try:
