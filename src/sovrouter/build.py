@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from sovrouter.catalog import Catalog, Tenants
 from sovrouter.classify import NullClassifier, NullDetector
 from sovrouter.config import Settings, env_secret
 from sovrouter.contracts import Candidate, NormalizedRequest
+from sovrouter.errors import ConfigError
 from sovrouter.executor import Executor
 from sovrouter.pipeline import Pipeline
 from sovrouter.policy.availability import AvailabilityPolicy
@@ -30,6 +32,8 @@ from sovrouter.routing.baseline import BaselineRouter
 from sovrouter.routing.deployments import CheapestDeployment, LatencyAwareDeployment
 from sovrouter.speculative.shape_online import OnlineAnswerShape, ShapeObservingAdapter
 
+log = logging.getLogger(__name__)
+
 
 def make_detector(settings: Settings) -> Detector:
     if settings.detector == "pii":
@@ -42,10 +46,21 @@ def make_detector(settings: Settings) -> Detector:
 
 
 def make_policy(settings: Settings, catalog: Catalog, tenants: Tenants) -> Policy:
+    """The sovereignty policy. With API keys (a gateway), a keyed tenant no permit rule names, or a rule quoting a
+    sentence its tenant's written policy lacks, stops the start (``ConfigError``); without keys (replay) every
+    tenant of the tenants file is checked and a disagreement is logged."""
     if settings.policy == "cedar":
-        from sovrouter.policy.cedar import CedarPolicy
+        from sovrouter.policy.cedar import CedarPolicy, PolicySet, rule_problems
 
-        return CedarPolicy(catalog, tenants, timeout_ms=settings.policy_timeout_ms)
+        policy = CedarPolicy(catalog, tenants, PolicySet(tenant_rules=settings.policy_rules),
+                             timeout_ms=settings.policy_timeout_ms)
+        keyed = {k.tenant for k in settings.api_keys}
+        problems = rule_problems(policy.policies, tenants, keyed or {t.id for t in tenants.tenants})
+        if problems and keyed:
+            raise ConfigError("; ".join(problems))
+        for problem in problems:
+            log.warning("policy: %s", problem)
+        return policy
     return AvailabilityPolicy(catalog)
 
 
@@ -56,7 +71,9 @@ def make_deployment_chooser(settings: Settings, catalog: Catalog, tenants: Tenan
     from sovrouter.speculative.answer_shape import AnswerShapeModel
 
     # the shipped artifact, corrected online from the answers this pipeline sees (shape_observer)
-    return LatencyAwareDeployment(catalog, tenants, OnlineAnswerShape(AnswerShapeModel.load()), load)
+    shapes = AnswerShapeModel.load() if settings.artifacts.answer_shape is None else \
+        AnswerShapeModel.load(settings.artifacts.answer_shape)
+    return LatencyAwareDeployment(catalog, tenants, OnlineAnswerShape(shapes), load)
 
 
 def shape_observer(deployments: DeploymentChooser) -> Callable[[NormalizedRequest, str], None] | None:
@@ -73,7 +90,7 @@ def make_router(settings: Settings, catalog: Catalog, tenants: Tenants,
         from sovrouter.routing.learned import LearnedClassifier, LearnedRouter  # loads scikit-learn
         from sovrouter.routing.model import Bundle
 
-        bundle = Bundle.load()  # the shipped artifacts, once at start-up
+        bundle = Bundle.load(settings.artifacts.router)  # the shipped artifacts unless retrained ones are named
         calibrator = None
         if settings.recalibration is not None:
             from sovrouter.evalloop.recalibrate import Recalibration
@@ -112,7 +129,7 @@ def make_cache(settings: Settings, clock: Clock, cache_path: str, scope: str = "
     from sovrouter.cache.verifier import PairVerifier
     from sovrouter.embed import MiniLMEmbedder, named_embedder
 
-    verifier = PairVerifier.load()
+    verifier = PairVerifier.load(settings.artifacts.semantic_verifier)
     alt = named_embedder(verifier.alt_embedder) if verifier.alt_embedder else None
     main = MiniLMEmbedder()
     store = None

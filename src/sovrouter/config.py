@@ -169,6 +169,22 @@ class SharedInFlightSettings(RedisConnection):
                                            "the leases of requests still running are refreshed every third of it")
 
 
+class ArtifactSettings(BaseModel):
+    """Models retrained on your own data, in place of the ones shipped in the package (paths relative to the
+    configuration file; unset: the shipped one). Until 2026-11-28 ``serve`` and ``replay`` always loaded the shipped
+    artifacts, so a retrained model could only be used by writing it over the installed package."""
+
+    model_config = ConfigDict(extra="forbid")
+    router: Path | None = Field(default=None, description="the learned router: the folder `sovrouter train --out "
+                                                          "DIR` wrote (router.joblib, thresholds.json)")
+    answer_shape: Path | None = Field(default=None, description="the answer-shape model of latency-aware "
+                                                                "deployment choice: `sovrouter train-answer-shape "
+                                                                "--out FILE`")
+    semantic_verifier: Path | None = Field(default=None, description="the semantic cache's pair verifier: "
+                                                                     "DIR/verifier.json of `sovrouter train-cache "
+                                                                     "--out DIR`")
+
+
 class CacheSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     exact_enabled: bool = True
@@ -265,6 +281,11 @@ class Settings(BaseModel):
         description="within a chosen slot: the cheapest deployment expected to meet the tenant's latency budget "
                     "(speculative decoding counted), or simply the cheapest (docs/routing.md)")
     policy: Literal["availability", "cedar"] = "cedar"  # sovereignty on (docs/sovereignty.md)
+    policy_rules: list[Path] | None = Field(
+        default=None, description="Cedar files with your tenants' rules (relative to this file), in place of the "
+                                  "shipped rules of the workload and example tenants; the shipped base rules and "
+                                  "schema still apply (docs/sovereignty.md, \"Your own tenants\")")
+    artifacts: ArtifactSettings = ArtifactSettings()
     detector: Literal["none", "pii"] = "pii"
     detector_timeout_ms: float = Field(
         default=1000.0, gt=0, description="detection past this deadline fails closed; replay lifts it (determinism)"
@@ -313,12 +334,22 @@ class Settings(BaseModel):
         except (OSError, ValueError) as exc:
             raise ConfigError(f"invalid configuration {p}: {exc}") from exc
         base = p.parent
+
+        def here(path: Path | None) -> Path | None:
+            return None if path is None else (base / path).resolve()
+
+        arts = settings.artifacts
         return settings.model_copy(
             update={
                 "catalog": (base / settings.catalog).resolve(),
                 "tenants": (base / settings.tenants).resolve(),
                 "state_dir": (base / settings.state_dir).resolve(),
-                "recalibration": None if settings.recalibration is None else (base / settings.recalibration).resolve(),
+                "recalibration": here(settings.recalibration),
+                "policy_rules": None if settings.policy_rules is None else [(base / r).resolve()
+                                                                            for r in settings.policy_rules],
+                "artifacts": arts.model_copy(update={"router": here(arts.router),
+                                                     "answer_shape": here(arts.answer_shape),
+                                                     "semantic_verifier": here(arts.semantic_verifier)}),
             }
         )
 

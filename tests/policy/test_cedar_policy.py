@@ -12,6 +12,7 @@ import pytest
 
 from sovrouter.catalog import Catalog, Tenants
 from sovrouter.contracts import Candidate, DataClass, Detection
+from sovrouter.errors import ConfigError
 from sovrouter.intake import normalize_chat
 from sovrouter.policy.cedar import DEFAULT_DENY, ENGINE_FAILED, CedarPolicy, PolicySet, effective_class
 
@@ -189,3 +190,62 @@ def test_a_detector_broken_by_its_install_fails_closed() -> None:
             raise AttributeError("'NoneType' object has no attribute 'pipe'")
 
     assert FailClosedDetector(Broken()).detect(_req("acme-us")).failed
+
+
+NEWCO_RULES = '''
+@id("newco.base")
+@reason("newco: \\"Requests may be processed in the EU.\\"")
+permit (principal == Tenant::"newco", action == Action::"route", resource);
+
+@id("newco.eu-only")
+@reason("newco: \\"All requests must be processed only in the EU.\\"")
+forbid (principal == Tenant::"newco", action == Action::"route", resource)
+unless { resource.region == "EU" };
+'''
+
+
+def _with_newco(tenants: Tenants, policy_text: str) -> Tenants:
+    data = tenants.model_dump()
+    data["tenants"].append({"id": "newco", "policy": policy_text})
+    return Tenants.model_validate(data)
+
+
+def test_operator_rules_replace_the_shipped_tenant_rules(tmp_path: Any, catalog: Catalog, tenants: Tenants) -> None:
+    """Until 2026-11-28 the rules came only from the package: a tenant added to the tenants file was refused
+    everything, and a rewritten written policy kept its old rules."""
+    rules = tmp_path / "newco.cedar"
+    rules.write_text(NEWCO_RULES, encoding="utf-8")
+    ps = PolicySet(tenant_rules=[rules])
+    assert ps.version.startswith(PolicySet().version + "+rules-") and ps.version != PolicySet().version
+    assert ps.permits == {"newco"} and "catalog.available_to" in ps.reasons  # the base rules still apply
+    with_newco = _with_newco(tenants, "Requests may be processed in the EU. All requests must be processed only "
+                                      "in the EU.")
+    policy = CedarPolicy(catalog, with_newco, ps)
+    assert _allowed(policy, catalog, "newco", "public", Detection()) == {"sovereign-large/eu-sov",
+                                                                          "hosted-mini/eu-zone"}
+    assert _allowed(policy, catalog, "acme-us", "public", Detection()) == set()  # its shipped rules are replaced
+    rules.write_text(NEWCO_RULES + "\n@id(\"x\")\n", encoding="utf-8")
+    with pytest.raises(ConfigError):
+        PolicySet(tenant_rules=[rules])  # does not parse
+    with pytest.raises(ConfigError):
+        PolicySet(tenant_rules=[tmp_path / "missing.cedar"])
+
+
+def test_rule_problems_name_unpermitted_tenants_and_stale_quotes(tmp_path: Any, tenants: Tenants) -> None:
+    from sovrouter.policy.cedar import rule_problems
+
+    shipped = PolicySet()
+    assert rule_problems(shipped, tenants, [t.id for t in tenants.tenants]) == []
+    [missing] = rule_problems(shipped, _with_newco(tenants, "Anything goes."), ["newco", "acme-us"])
+    assert "'newco' has no Cedar permit rule" in missing
+    rewritten = Tenants.model_validate({**tenants.model_dump(), "tenants": [
+        {**t.model_dump(), "policy": "All requests must be processed only in the EU."} if t.id == "acme-us"
+        else t.model_dump() for t in tenants.tenants]})
+    [stale] = rule_problems(shipped, rewritten, ["acme-us", "eurobank"])
+    assert "'acme-us.any-deployment'" in stale and "does not contain" in stale
+    rules = tmp_path / "newco.cedar"
+    rules.write_text(NEWCO_RULES, encoding="utf-8")
+    # the quote is read up to whitespace and case
+    relaxed = _with_newco(tenants, "requests may be processed  in the\nEU. ALL requests must be processed only in "
+                                   "the EU.")
+    assert rule_problems(PolicySet(tenant_rules=[rules]), relaxed, ["newco"]) == []

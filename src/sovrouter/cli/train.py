@@ -23,7 +23,10 @@ def _default_out() -> Path:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("train", help="train the learned router (prompt models, verifiers, thresholds)")
     p.add_argument("--workload", required=True, type=Path, help="workload directory holding dev/ and models.json")
-    p.add_argument("--out", type=Path, default=None, help="artifact directory (default: the package's own)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="artifact directory (default: the package's own, i.e. the shipped artifacts are replaced; to "
+                        "serve a retrained router from its own folder, name it in the configuration's "
+                        "artifacts.router)")
     p.add_argument("--catalog", type=Path, default=None, help="models.json (default: WORKLOAD/models.json)")
     p.add_argument("--tenants", type=Path, default=None, help="tenants.json (default: WORKLOAD/tenants.json)")
     p.set_defaults(func=run)

@@ -15,10 +15,12 @@ budget) allows nothing, so the pipeline refuses.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,33 +70,86 @@ def effective_class(declared: DataClass, detection: Detection) -> DataClass:
 
 
 class PolicySet:
-    """The versioned Cedar policy files, validated against the schema at load."""
+    """The versioned Cedar policy files, validated against the schema at load.
 
-    def __init__(self, rules_dir: Path = RULES_DIR) -> None:
+    ``tenant_rules`` (``Settings.policy_rules``): an operator's own Cedar files for their tenants, in place of the
+    shipped tenant files (the manifest's ``tenant_files``: the workload's and the demo's example tenants); the
+    shipped base rules and schema still apply, and the version becomes the shipped one plus a digest of those
+    files, so every verdict names the rules it was decided by."""
+
+    def __init__(self, rules_dir: Path = RULES_DIR, tenant_rules: Sequence[Path] | None = None) -> None:
         try:
             manifest = json.loads((rules_dir / "manifest.json").read_text(encoding="utf-8"))
             self.version: str = manifest["version"]
             self.schema: dict[str, Any] = json.loads((rules_dir / manifest["schema"]).read_text(encoding="utf-8"))
-            self.text = "\n".join((rules_dir / f).read_text(encoding="utf-8") for f in manifest["files"])
+            shipped = [f for f in manifest["files"]
+                       if tenant_rules is None or f not in manifest.get("tenant_files", [])]
+            texts = [(rules_dir / f).read_text(encoding="utf-8") for f in shipped]
         except (OSError, ValueError, KeyError) as exc:
             raise ConfigError(f"cannot load Cedar policies from {rules_dir}: {exc}") from exc
+        if tenant_rules is not None:
+            own = []
+            for path in tenant_rules:
+                try:
+                    own.append(Path(path).read_text(encoding="utf-8"))
+                except (OSError, ValueError) as exc:
+                    raise ConfigError(f"policy_rules: cannot read {path}: {type(exc).__name__}") from exc
+            texts += own
+            self.version += "+rules-" + hashlib.sha256("\0".join(own).encode("utf-8")).hexdigest()[:12]
+        self.text = "\n".join(texts)
         result = cedarpy.validate_policies(self.text, self.schema)
         if not result.validation_passed:
             raise ConfigError(f"Cedar policies do not validate against the schema: {result.errors}")
         static = json.loads(cedarpy.policies_to_json_str(self.text))["staticPolicies"]
         self.ids: dict[str, str] = {}
         self.reasons: dict[str, str] = {}
+        self.permits: set[str] | None = set()  # the tenants some permit names (None: a permit for any tenant)
         for pid, body in static.items():
             ann = body.get("annotations", {})
             if "id" not in ann or "reason" not in ann:
                 raise ConfigError(f"every Cedar policy needs @id and @reason annotations ({pid} lacks one)")
             self.ids[pid] = ann["id"]
             self.reasons[ann["id"]] = ann["reason"]
+            if body.get("effect") == "permit" and self.permits is not None:
+                principal = body.get("principal", {})
+                entity = principal.get("entity", {}) if principal.get("op") == "==" else {}
+                if entity.get("type") == "Tenant" and isinstance(entity.get("id"), str):
+                    self.permits.add(entity["id"])
+                else:  # any tenant, or a group this reading does not resolve: counted as covering all
+                    self.permits = None
         if len(set(self.ids.values())) != len(self.ids):
             raise ConfigError("duplicate @id in Cedar policies")
         # parsed once, reused by every evaluation
         self.parsed = cedarpy.PolicySet.from_str(self.text)
         self.parsed_schema = cedarpy.Schema.from_json_str(json.dumps(self.schema))
+
+
+_QUOTE = re.compile(r'^([\w-]+): "(.+)"$', re.DOTALL)
+
+
+def _words(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def rule_problems(policies: PolicySet, tenants: Tenants, tenant_ids: Iterable[str]) -> list[str]:
+    """Where the rules and the tenants' written policies (tenants file) disagree, for ``tenant_ids``: a tenant no
+    permit rule names (every request of it is refused: Cedar's default deny), and a rule whose ``@reason`` quotes
+    a sentence its tenant's written policy no longer contains (the policy was rewritten and the rules were not).
+    Found in review (2026-11-28): a new tenant was refused everything, and a rewritten policy kept its old rules
+    and reasons, both without a word at start-up."""
+    written = {t.id: _words(t.policy) for t in tenants.tenants}
+    wanted = sorted(set(tenant_ids))
+    problems = [f"tenant '{t}' has no Cedar permit rule: every request of it would be refused (policy_rules)"
+                for t in wanted if policies.permits is not None and t not in policies.permits]
+    for rule, reason in sorted(policies.reasons.items()):
+        m = _QUOTE.match(reason)
+        if m is None or m.group(1) not in wanted:
+            continue  # base rules cite the catalog or the default deny
+        tenant, sentence = m.groups()
+        if _words(sentence) not in written.get(tenant, ""):
+            problems.append(f"rule '{rule}' quotes a sentence that tenant '{tenant}''s written policy (tenants "
+                            "file) does not contain: the policy changed without its rules (policy_rules)")
+    return problems
 
 
 class CedarPolicy:
