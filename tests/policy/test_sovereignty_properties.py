@@ -38,7 +38,8 @@ DATA = Path(__file__).resolve().parents[2] / "src" / "sovrouter" / "data" / "dem
 TENANTS = Tenants.load(DATA / "tenants.json")
 TENANT_IDS = [t.id for t in TENANTS.tenants]
 PII_TYPES = ["PERSON", "EMAIL", "PHONE", "IBAN", "US_SSN", "CA_SIN", "CA_HEALTH_CARD", "PASSPORT", "ADDRESS",
-             "DATE_OF_BIRTH", "CREDIT_CARD"]
+             "DATE_OF_BIRTH", "CREDIT_CARD", "BR_CPF", "NL_BSN", "ES_NIF", "ES_NIE", "IT_FISCAL_CODE", "FR_NIR",
+             "PL_PESEL"]
 LANGS = ["en", "de", "fr", "nl"]
 
 

@@ -1,5 +1,6 @@
 """Context words (English, German, French; since 2026-11-28 the commonest ones in Dutch, Spanish, Italian and
-Portuguese too) that tell what an identifier-shaped string is.
+Portuguese too, and the names of national identification numbers: CPF, BSN, DNI/NIE, codice fiscale, NIR, PESEL)
+that tell what an identifier-shaped string is.
 
 The detector decides the type of an identifier-shaped match by the *nearest* cue before it on the same line:
 a cue of a personal-data type (``"SSN"``, ``"passeport"``, ``"geb."``) makes it that type (if its format and
@@ -49,6 +50,34 @@ TYPE_CUES: dict[str, tuple[str, ...]] = {
         "discover", "jcb", "diners", "paid with", "kreditkarte", "karte", "karten", "carte", "carte bancaire",
         "carte de crédit", "cc",
     ),
+    # national identification numbers (detect/national_ids.py), in their own languages and in English
+    "BR_CPF": ("cpf", "c.p.f.", "cpf/mf", "cadastro de pessoas físicas", "cadastro de pessoa física",
+               "cadastro de pessoas fisicas", "cadastro de pessoa fisica", "brazilian tax id"),
+    "NL_BSN": ("bsn", "burgerservicenummer", "burgerservice-nummer", "sofinummer", "sofi-nummer",
+               "citizen service number"),
+    "ES_NIF": ("dni", "d.n.i.", "nif", "n.i.f.", "documento nacional de identidad", "número de identificación fiscal",
+               "numero de identificacion fiscal"),
+    "ES_NIE": ("n.i.e.", "número de identidad de extranjero", "número de identificación de extranjero",
+               "numero de identidad de extranjero", "numero de identificacion de extranjero"),
+    "IT_FISCAL_CODE": ("codice fiscale", "cod. fiscale", "cod. fisc.", "c.f.", "fiscal code", "tessera sanitaria"),
+    "FR_NIR": ("n° de sécurité sociale", "n° sécurité sociale", "no de sécurité sociale", "sécurité sociale",
+               "numéro de sécu", "n° de sécu", "n° sécu", "numéro insee", "carte vitale", "french social security"),
+    "PL_PESEL": ("pesel", "numer pesel", "nr pesel"),
+}
+
+# Cues matched in upper case only: in lower case they are common words or names of other languages (German and
+# Polish "nie": never / not; "Nir": a first name).
+CASED_CUES: dict[str, tuple[str, ...]] = {"ES_NIE": ("NIE",), "FR_NIR": ("NIR",)}
+
+# A cue category that also confirms other types: the shapes tell them apart ("numéro de sécurité sociale" before
+# 9 digits is a US SSN, before a 15-digit NIR a French one; a DNI cue before an X/Y/Z number is its NIE). No cue
+# names "a national id" in general: it would take the next identifier of every other shape from the uncued
+# context rules (a passport-shaped number next to a name) and confirm none of them.
+CUE_ALSO: dict[str, tuple[str, ...]] = {
+    "US_SSN": ("FR_NIR",),
+    "FR_NIR": ("US_SSN",),
+    "ES_NIF": ("ES_NIE",),
+    "ES_NIE": ("ES_NIF",),
 }
 
 # Innocent identifiers: a match whose nearest cue is one of these is not personal data.
@@ -62,6 +91,9 @@ INNOCENT_CUES: tuple[str, ...] = (
     "bestellnummer", "bestellung", "rechnung", "rechnungsnummer", "artikelnummer", "artikel", "sendungsnummer",
     "kostenstelle", "auftrag", "auftragsnummer", "lieferschein", "vorgang", "commande", "facture", "référence",
     "numéro de suivi", "suivi", "colis", "centre de coût", "article n°", "produit", "lot n°",
+    # the languages of the national ids' cues (an order or invoice number may take a national id's shape)
+    "pedido", "encomenda", "factura", "fatura", "bestelling", "bestelnummer", "factuur",
+    "ordine", "fattura", "zamówienie", "zamówienia", "faktura",
 )
 
 # Words near a name that make it a real person's name in a request (not a character of a benchmark task).
@@ -110,8 +142,9 @@ PUBLIC_TITLES: tuple[str, ...] = (
 )
 
 
-def cue_regex(words: tuple[str, ...]) -> re.Pattern[str]:
+def cue_regex(words: tuple[str, ...], ignore_case: bool = True) -> re.Pattern[str]:
     """One alternation, longest first, bounded so that ``sin`` does not match inside ``using``."""
     alts = sorted({re.escape(w) for w in words}, key=len, reverse=True)
     # German compounds: "Rückrufnummer", "Telefon-Nr.", "Reisepassnummer" carry their cue as first part
-    return re.compile(r"(?<![\w])(?:" + "|".join(alts) + r")(?:-?(?:nummer|nr\.?))?(?![\w])", re.IGNORECASE)
+    return re.compile(r"(?<![\w])(?:" + "|".join(alts) + r")(?:-?(?:nummer|nr\.?))?(?![\w])",
+                      re.IGNORECASE if ignore_case else 0)

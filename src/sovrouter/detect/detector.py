@@ -35,6 +35,7 @@ from spacy.vocab import Vocab
 
 from sovrouter.contracts import Detection, NormalizedRequest
 from sovrouter.detect.cues import PUBLIC_TITLES, WEAK_PERSON_CUES, cue_regex
+from sovrouter.detect.national_ids import NATIONAL_ID_TYPES
 from sovrouter.detect.recognizers import (
     CONTEXT_TYPES,
     CTX_ID,
@@ -54,7 +55,7 @@ from sovrouter.protocols import Detector
 log = logging.getLogger(__name__)
 
 PII_TYPES = ("PERSON", "EMAIL", "PHONE", "IBAN", "US_SSN", "CA_SIN", "CA_HEALTH_CARD", "PASSPORT", "ADDRESS",
-             "DATE_OF_BIRTH", "CREDIT_CARD")
+             "DATE_OF_BIRTH", "CREDIT_CARD", *NATIONAL_ID_TYPES)
 _STRUCTURED = [*IDENTIFIER_TYPES, WEAK_DOB, *CONTEXT_TYPES, "EMAIL", "ADDRESS"]
 _SENTENCE = re.compile(r"(?<=[.!?;])\s+")
 _HAS_ID = re.compile(r"[\d@]")

@@ -1,8 +1,10 @@
 """Presidio recognizers for the workload's personal-data types (English, German, French).
 
 - :class:`IdentifierRecognizer`: numeric and alphanumeric identifiers (IBAN, card, US SSN, Canadian SIN, Ontario
-  and Quebec health cards, passport, date of birth, phone). Shape + checksum (``formats``) + the nearest cue word
-  before the match (``cues``) decide; an innocent cue (order, ISBN, ticket, Rechnung, facture, ...) vetoes.
+  and Quebec health cards, passport, date of birth, phone, and the national identification numbers of
+  ``national_ids``: Brazilian CPF, Dutch BSN, Spanish DNI/NIE, Italian codice fiscale, French NIR, Polish PESEL).
+  Shape + checksum (``formats``, ``national_ids``) + the nearest cue word before the match (``cues``) decide; an
+  innocent cue (order, ISBN, ticket, Rechnung, facture, ...) vetoes.
 - :class:`EmailRecognizer`, :class:`AddressRecognizer`: patterns (US, Canadian, military, German and French
   street + postcode lines).
 - :class:`ProperNameRecognizer`: runs of two or more capitalised tokens that spaCy tags as proper nouns or as a
@@ -22,19 +24,29 @@ from presidio_analyzer.nlp_engine import NlpArtifacts
 from spacy.tokens import Token
 
 from sovrouter.detect import formats as f
-from sovrouter.detect.cues import INNOCENT_CUES, PERSON_CUES, TYPE_CUES, WEAK_PERSON_CUES, cue_regex
+from sovrouter.detect.cues import (
+    CASED_CUES,
+    CUE_ALSO,
+    INNOCENT_CUES,
+    PERSON_CUES,
+    TYPE_CUES,
+    WEAK_PERSON_CUES,
+    cue_regex,
+)
+from sovrouter.detect.national_ids import NATIONAL_CTX_ID_TYPES, NATIONAL_ID_TYPES, national_ids
 
 WINDOW = 60  # characters before a match in which its cue must stand
 
+# national ids after the others but before PHONE: "numéro 2 95 10 99 126 111 93" is a NIR, not a phone number
 IDENTIFIER_TYPES = ("IBAN", "CREDIT_CARD", "CA_HEALTH_CARD", "US_SSN", "CA_SIN", "PASSPORT", "DATE_OF_BIRTH",
-                    "PHONE")
+                    *NATIONAL_ID_TYPES, "PHONE")
 WEAK_DOB = "DATE_OF_BIRTH~weak"  # a date after a narrative cue ("born"): personal data only next to other data
 # An identifier of a personal format with no cue at all ("Jane Roe 078-05-1120"): personal data only in a short
 # line that also holds a person's name or other personal data (decided by the detector). ``~id`` ones are
 # specific enough to make a neighbouring name count; ``~ctx`` ones (dates, bare phone numbers) are not.
 CTX = "~ctx"
 CTX_ID = "~id"
-_CTX_ID_TYPES = ("US_SSN", "CA_SIN", "CA_HEALTH_CARD", "PASSPORT")
+_CTX_ID_TYPES = ("US_SSN", "CA_SIN", "CA_HEALTH_CARD", "PASSPORT", *NATIONAL_CTX_ID_TYPES)
 CONTEXT_TYPES = (*(t + CTX_ID for t in _CTX_ID_TYPES), "DATE_OF_BIRTH" + CTX, "PHONE" + CTX)
 _PRIORITY = {t: i for i, t in enumerate((*IDENTIFIER_TYPES, WEAK_DOB, *CONTEXT_TYPES))}
 _PASSPORT_SHAPE = re.compile(r"[A-Z]{1,2}\d{6,8}|\d{9}")
@@ -47,6 +59,7 @@ class _Cand:
     start: int
     end: int
     self_evident: bool  # accepted without a cue (unless an innocent cue is nearest)
+    context_ok: bool = True  # uncued, may stand as ``<TYPE>~id`` (if its type is one of ``_CTX_ID_TYPES``)
 
 
 _COMPOUND_TAIL = re.compile(r"-?(?:nummer|nr\.?)$")
@@ -70,11 +83,16 @@ class CueIndex:
             words.setdefault(w.lower(), "INNOCENT")
         self._category = words
         self._re = cue_regex(tuple(words))
+        self._cased_category = {w: typ for typ, ws in CASED_CUES.items() for w in ws}
+        self._cased = cue_regex(tuple(self._cased_category), ignore_case=False)
         self._person = cue_regex(PERSON_CUES)
 
     def find(self, text: str) -> list[tuple[int, int, str]]:
         text = _keys(text)
-        return [(m.start(), m.end(), self._category_of(m.group(0))) for m in self._re.finditer(text)]
+        found = [(m.start(), m.end(), self._category_of(m.group(0))) for m in self._re.finditer(text)]
+        cased = [(m.start(), m.end(), self._cased_category[_COMPOUND_TAIL.sub("", m.group(0))])
+                 for m in self._cased.finditer(text)]
+        return sorted(found + cased) if cased else found
 
     def _category_of(self, word: str) -> str:
         w = word.lower()
@@ -119,6 +137,7 @@ def _candidates(text: str) -> list[_Cand]:
             out.append(_Cand("CA_SIN", m.start(), m.end(), False))
     for m in f.PASSPORT_RE.finditer(text):
         out.append(_Cand("PASSPORT", m.start(), m.end(), False))
+    out += [_Cand(n.type, n.start, n.end, n.self_evident, n.context_ok) for n in national_ids(text)]
     for m in f.DATE_RE.finditer(text):
         if f.valid_date(m.group(0)):
             out.append(_Cand("DATE_OF_BIRTH", m.start(), m.end(), False))
@@ -132,7 +151,12 @@ def _candidates(text: str) -> list[_Cand]:
 
 
 _SELF_EVIDENT_OK = ("PERSON", "DATE_OF_BIRTH~weak", "DATE_OF_BIRTH", "PASSPORT", "US_SSN", "CA_SIN",
-                    "CA_HEALTH_CARD", "PHONE", "CREDIT_CARD", "IBAN")
+                    "CA_HEALTH_CARD", "PHONE", "CREDIT_CARD", "IBAN", *NATIONAL_ID_TYPES)
+
+
+def _cue_fits(cue: str | None, typ: str) -> bool:
+    """The nearest cue names this type (or a category that also confirms it: ``cues.CUE_ALSO``)."""
+    return cue is not None and (cue == typ or typ in CUE_ALSO.get(cue, ()))
 
 
 def _specific(typ: str, s: str) -> bool:
@@ -160,7 +184,7 @@ def decide_identifiers(text: str, cues: list[tuple[int, int, str]], context: boo
             if cs >= lo and ce <= c.start:
                 nearest = cat
         # a self-evident format (valid IBAN, scheme card number, ...) stands unless an innocent cue is nearest
-        if nearest == c.type or (c.self_evident and nearest in (None, *_SELF_EVIDENT_OK)):
+        if _cue_fits(nearest, c.type) or (c.self_evident and nearest in (None, *_SELF_EVIDENT_OK)):
             accepted.append(c)
         elif c.type == "DATE_OF_BIRTH" and nearest is None and _BIRTH_AFTER.match(text, c.end):
             accepted.append(_Cand(WEAK_DOB, c.start, c.end, False))  # "ist am 13.02.1991 geboren"
@@ -170,7 +194,8 @@ def decide_identifiers(text: str, cues: list[tuple[int, int, str]], context: boo
             accepted.append(c if numeric else _Cand(WEAK_DOB, c.start, c.end, False))
         elif not context:
             continue
-        elif nearest is None and c.type in _CTX_ID_TYPES and _specific(c.type, text[c.start:c.end]):
+        elif (nearest is None and c.type in _CTX_ID_TYPES and c.context_ok
+              and _specific(c.type, text[c.start:c.end])):
             accepted.append(_Cand(c.type + CTX_ID, c.start, c.end, False))
         elif nearest is None and ((c.type == "DATE_OF_BIRTH" and f.adult_birth_date(text[c.start:c.end])) or (
                 c.type == "PHONE" and f.valid_phone(text[c.start:c.end])
