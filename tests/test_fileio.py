@@ -44,7 +44,7 @@ def test_an_output_appears_whole_or_not_at_all(tmp_path: Path) -> None:
     import pytest as _pytest
 
     from sovrouter.errors import ConfigError
-    from sovrouter.fileio import atomic_text, check_output
+    from sovrouter.fileio import atomic_text, check_output, check_output_dir
 
     target = tmp_path / "out.jsonl"
     target.write_text("earlier run\n")
@@ -55,12 +55,21 @@ def test_an_output_appears_whole_or_not_at_all(tmp_path: Path) -> None:
     with atomic_text(target) as fh:
         fh.write("new\n")
     assert target.read_text() == "new\n"
-    check_output(tmp_path / "new" / "folder" / "x.jsonl")  # a missing folder is created
-    assert (tmp_path / "new" / "folder").is_dir()
+    # a missing folder is checked, not created: a command that then fails on its input leaves no empty folders
+    # (``replay --workload /nonexistent --out new/a/b/d.jsonl`` left new/a/b, found in review, 2026-11-28) ...
+    check_output(tmp_path / "new" / "folder" / "x.jsonl")
+    check_output_dir(tmp_path / "new" / "dir")
+    assert not (tmp_path / "new").exists()
+    with atomic_text(tmp_path / "new" / "folder" / "x.jsonl") as fh:  # ... and created when the output is written
+        fh.write("x\n")
+    assert (tmp_path / "new" / "folder" / "x.jsonl").read_text() == "x\n"
     (tmp_path / "file").write_text("")
-    for bad in (tmp_path / "file" / "x.jsonl", tmp_path):  # under a file; a directory
+    for bad in (tmp_path / "file" / "x.jsonl", tmp_path / "file" / "a" / "x.jsonl", tmp_path):  # under a file; a dir
         with _pytest.raises(ConfigError):
             check_output(bad)
+    for bad in (tmp_path / "file", tmp_path / "file" / "a"):
+        with _pytest.raises(ConfigError):
+            check_output_dir(bad)
 
 
 def test_a_corrupt_gzip_is_a_clear_error_everywhere(tmp_path: Path) -> None:

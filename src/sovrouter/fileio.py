@@ -4,8 +4,10 @@
 
 Writing output files: :func:`atomic_text` writes beside the target and renames it into place only when the
 whole file is written, so a command that fails midway leaves no half-written output (and an earlier file stays
-as it was); :func:`check_output` refuses, before any work is done, an output that cannot be written (creating a
-missing folder)."""
+as it was); :func:`check_output` refuses, before any work is done, an output that cannot be written. A missing
+folder is only checked then (it could be created) and is created when the output is written: a command that
+fails on its input, or midway, leaves no empty folders behind; :func:`check_not_input` refuses an output that is
+one of the command's inputs."""
 
 from __future__ import annotations
 
@@ -34,21 +36,34 @@ def open_text(path: str | Path) -> IO[str]:
     return open(path, encoding="utf-8-sig")
 
 
+def _check_folder(folder: Path) -> None:
+    """``folder`` is a folder one can write in, or could be created: checked, never created here."""
+    probe = folder
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"cannot create the output folder {folder} ({probe} is a file)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        verb = "write in" if probe == folder else "create"
+        raise ConfigError(f"cannot {verb} the output folder {folder} (Permission denied)")
+
+
 def check_output(path: str | Path) -> None:
-    """A clear error now, not a traceback after an hour's work, when ``path`` cannot be written; a missing
-    folder is created (as a scorer that names ``results/decisions.jsonl`` expects)."""
+    """A clear error now, not a traceback after an hour's work, when ``path`` cannot be written. A missing folder
+    (as a scorer that names ``results/decisions.jsonl`` expects) is not created here but by the writer
+    (:func:`atomic_text`), so a command that stops before it writes leaves no empty folders (found in review,
+    2026-11-28: ``replay --workload /nonexistent --out new/a/b/d.jsonl`` left ``new/a/b``)."""
     p = Path(path)
     if p.is_dir():
         raise ConfigError(f"output {p} is a directory")
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create the output folder {p.parent} ({exc.strerror})") from None
+    _check_folder(p.parent)
 
 
-def check_not_input(output: str | Path, *inputs: str | Path, what: str = "the input file") -> None:
+def check_not_input(output: str | Path, *inputs: str | Path, what: str = "the input file",
+                    flag: str = "--out") -> None:
     """Refuse an output that is one of the command's input files (by path, or the same file under another name):
-    it would be replaced by the output."""
+    it would be replaced by the output. An input that does not exist yet is refused too (a file the command
+    would read next time under that name). ``flag`` is the option that named the output, for the message."""
     out = Path(output)
     for given in inputs:
         src = Path(given)
@@ -57,19 +72,24 @@ def check_not_input(output: str | Path, *inputs: str | Path, what: str = "the in
         except OSError:
             same = False
         if same:
-            raise ConfigError(f"--out {out} is {what} {src}: choose another file")
+            raise ConfigError(f"{flag} {out} is {what} {src}: choose another file")
 
 
 def check_output_dir(path: str | Path) -> None:
-    """:func:`check_output` for a command that writes a folder of files: it is created if missing; an existing
-    file in its place is a clear error now."""
+    """:func:`check_output` for a command that writes a folder of files: an existing file in its place is a clear
+    error now; a missing folder is checked, and created by the writer."""
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise ConfigError(f"output {p} is a file, not a folder")
+    _check_folder(p)
+
+
+def make_folder(path: str | Path) -> None:
+    """Create the folder ``path`` (and its parents) when the output is written; a failure is a one-line error."""
     try:
-        p.mkdir(parents=True, exist_ok=True)
+        Path(path).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"cannot create the output folder {p} ({exc.strerror})") from None
+        raise ConfigError(f"cannot create the output folder {path} ({exc.strerror or type(exc).__name__})") from None
 
 
 @contextlib.contextmanager
@@ -79,6 +99,7 @@ def atomic_text(path: str | Path) -> Iterator[IO[str]]:
     (``/dev/stdout``, ``/dev/null``, a FIFO) is written in place: replacing it would swap a device for a file."""
     check_output(path)
     given = Path(path)
+    make_folder(given.parent)
     # judged on the path as given: stat() follows links, /dev/stdout's /proc/self/fd/1 too, while the realpath of
     # a pipe ("pipe:[N]") names nothing, and writing there crashed (found in review, 2026-11-28)
     direct = given.exists() and not given.is_file()

@@ -226,6 +226,7 @@ class Label(BaseModel):
 
 
 _M = TypeVar("_M", bound=BaseModel)
+DATA_FILES = ("requests", "responses", "stream", "scores", "labels")  # DATA/<name>.jsonl.gz (or .jsonl)
 
 
 @dataclass(frozen=True)
@@ -255,6 +256,14 @@ class WorkloadPaths:
             raise ConfigError(f"workload {self.data} has no {name}.jsonl.gz")
         return path
 
+    def input_files(self) -> list[Path]:
+        """Every path a command may read as part of this workload, present or not (``models.json``,
+        ``tenants.json`` and each data file, gzip and plain): a command's output must be none of them, or it would
+        replace the workload's file, or be read as one next time."""
+        names = [self.root / "models.json", self.data / "models.json", self.root / "tenants.json",
+                 self.data / "tenants.json"]
+        return names + [self.data / f"{name}{ext}" for name in DATA_FILES for ext in (".jsonl.gz", ".jsonl")]
+
 
 def _first_existing(*paths: Path) -> Path:
     for p in paths:
@@ -263,8 +272,11 @@ def _first_existing(*paths: Path) -> Path:
     return paths[0]
 
 
-def resolve(directory: str | Path, split: str | None = None) -> WorkloadPaths:
-    """Find the files of a workload in either layout (see module docstring)."""
+def resolve(directory: str | Path | WorkloadPaths, split: str | None = None) -> WorkloadPaths:
+    """Find the files of a workload in either layout (see module docstring); paths already resolved are
+    returned as they are (a command that checked its inputs first resolves, and warns, once)."""
+    if isinstance(directory, WorkloadPaths):
+        return directory
     root = Path(directory)
     if not root.is_dir():
         raise ConfigError(f"workload directory {root} does not exist")
@@ -391,7 +403,7 @@ def load_stream(paths: WorkloadPaths) -> list[StreamEvent]:
     return events
 
 
-def load_replay_inputs(directory: str | Path, split: str | None = None) -> ReplayInputs:
+def load_replay_inputs(directory: str | Path | WorkloadPaths, split: str | None = None) -> ReplayInputs:
     """What replay reads. Events naming a request the requests file lacks are kept: replay gives each an error
     decision (a warning says how many)."""
     paths = resolve(directory, split)

@@ -26,7 +26,8 @@ def test_out_of_range_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 @pytest.mark.parametrize(("argv", "said"), [
     (["records", "export", "--url", "postgresql+psycopg://u@127.0.0.1:9/none", "--out", "{t}"], "is a directory"),
-    (["weakness", "--db", "{t}/none.sqlite", "--out", "{t}/file.txt"], "is a file, not a folder"),
+    (["weakness", "--url", "postgresql+psycopg://u@127.0.0.1:9/none", "--out", "{t}/file.txt"],
+     "is a file, not a folder"),
     (["recalibrate", "--db", "{t}/none.sqlite", "--out", "{t}"], "is a directory"),
     (["train-answer-shape", "--workload", "{t}/none", "--out", "{t}"], "is a directory"),
 ])

@@ -82,3 +82,37 @@ def test_batch_cli_sends_its_last_affinity_events_before_it_exits(tmp_path: Path
     entries = redis.Redis.from_url(redis_srv.url).xrange("batch-test:affinity:local-small/edge")
     kinds = [json.loads(fields[b"e"])["kind"] for _, fields in entries]
     assert kinds.count("start") == 6 and kinds.count("done") == 6
+
+
+def test_batch_cli_checks_its_arguments_and_output_before_building_the_pipeline(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--output`` equal to ``--input`` silently replaced the input, ``--output`` under a file failed only after the
+    pipeline was built, and ``--concurrency 0`` exited 1 with its own message prefix (found in review,
+    2026-11-28). The pipeline's state folder is how we know it was never built."""
+    cfg = yaml.safe_load(_config(tmp_path, "http://127.0.0.1:9").read_text())
+    cfg["state_dir"] = str(tmp_path / "state")
+    config = tmp_path / "batch.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    inp = tmp_path / "in.jsonl"
+    inp.write_text(json.dumps({"custom_id": "one", "method": "POST", "url": "/v1/chat/completions",
+                               "body": {"messages": [{"role": "user", "content": "Say hi"}]}}) + "\n")
+    (tmp_path / "file").write_text("")
+    before = inp.read_bytes(), config.read_bytes()
+    base = ["batch", "--config", str(config), "--tenant", "acme-us", "--input", str(inp)]
+    for extra, said in [
+        (["--output", str(inp)], "is the input file"),
+        (["--output", str(tmp_path / "." / "in.jsonl")], "is the input file"),
+        (["--output", str(config)], "configuration file"),
+        (["--output", str(tmp_path / "file" / "out.jsonl")], "cannot create the output folder"),
+        (["--output", str(tmp_path)], "is a directory"),
+        (["--output", str(tmp_path / "out.jsonl"), "--concurrency", "0"], "--concurrency must be at least 1"),
+    ]:
+        assert main(base + extra) == 2, extra
+        err = capsys.readouterr().err
+        assert err.startswith("sovrouter: ") and said in err and err.count("\n") == 1, err
+    assert (inp.read_bytes(), config.read_bytes()) == before
+    assert not (tmp_path / "state").exists() and not (tmp_path / "out.jsonl").exists()
+    # a missing folder is created when the output is written (every line answered: here, an error line each)
+    assert main([*base, "--output", str(tmp_path / "new" / "out.jsonl")]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "new" / "out.jsonl").read_text().splitlines()]
+    assert [r["custom_id"] for r in rows] == ["one"]

@@ -123,3 +123,19 @@ def test_sglang_survives_a_huge_gap_between_timestamps(tmp_path: Path) -> None:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
     assert len(out.read_text().splitlines()) == 3
+
+
+def test_missing_files_are_named_by_the_path_given(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """"trace file not found: missing.gz" left the operator to guess which folder was meant (found in review)."""
+    missing = str(Path("sub") / "dir" / "missing.gz")
+    assert main(["eval", "prefix-affinity", "--trace", missing, "--replicas", "2", "--out",
+                 str(tmp_path / "a.jsonl")]) == 2
+    assert capsys.readouterr().err == f"sovrouter: trace file not found: {missing}\n"
+    trace = _trace(tmp_path / "t.jsonl.gz", n=5)
+    assign = str(tmp_path / "sub" / "a.jsonl")
+    assert main(["eval", "prefix-score", "--trace", str(trace), "--replicas", "2", "--assign", assign]) == 2
+    assert capsys.readouterr().err == f"sovrouter: assignment file not found: {assign}\n"
+    (tmp_path / "bad.gz").write_bytes(b"\x1f\x8b\x08\x00broken")
+    assert main(["eval", "prefix-score", "--trace", str(tmp_path / "bad.gz"), "--replicas", "2", "--assign",
+                 assign]) == 2
+    assert f"cannot read trace file {tmp_path / 'bad.gz'}" in capsys.readouterr().err

@@ -68,5 +68,26 @@ def test_explain_reads_the_shared_records_database(tmp_path: Path, pg_srv: Postg
     store.close()  # ships it
     assert main(["explain", "req-9", "--url", database, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["tenant"] == "acme-us"
+    assert main(["explain", "chatcmpl-req-9", "--url", database, "--json"]) == 0  # the completion's id
+    assert json.loads(capsys.readouterr().out)["request_id"] == "req-9"
     assert main(["explain", "req-nope", "--url", database]) == 2
+    assert "no record" in capsys.readouterr().err
+
+
+def test_explain_takes_the_completion_id_the_gateway_returned(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Completions carry ``id: chatcmpl-<request id>`` and ``/v1/feedback`` takes both forms; ``explain`` said
+    "no record" for the id the client has (found in review, 2026-11-28)."""
+    from sovrouter.store.records import completion_id
+
+    db = tmp_path / "records.sqlite"
+    store = SQLiteRecordStore(db)
+    for rid in ("req-7", "chatcmpl-odd"):  # a request id that itself starts with the prefix is found as given
+        store.write(RequestRecord(request_id=rid, tenant="acme-us", data_class="public", effective_class="public",
+                                  modalities=["text"], arrived_ms=1.0, status="ok"))
+    store.close()
+    for given, found in ((completion_id("req-7"), "req-7"), ("req-7", "req-7"), ("chatcmpl-odd", "chatcmpl-odd")):
+        assert main(["explain", given, "--db", str(db), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["request_id"] == found
+    assert main(["explain", "chatcmpl-nope", "--db", str(db)]) == 2
     assert "no record" in capsys.readouterr().err

@@ -49,6 +49,22 @@ def test_missing_api_key_env_is_a_config_error(tmp_path: Path, monkeypatch: pyte
         build_live_pipeline(settings)
 
 
+def test_a_key_naming_an_unknown_tenant_is_named_by_its_entry(tmp_path: Path) -> None:
+    """"api_keys: a key names a tenant the tenants file does not have" did not say which of the keys (found in
+    review, 2026-11-28): the entry's index and the tenant it names (configuration, not a secret), never the
+    key's digest."""
+    from sovrouter.config import ApiKey, hash_key
+
+    settings = make_settings(tmp_path, "http://a", "http://b")
+    settings.api_keys.append(ApiKey(tenant="acme-uss", key_sha256=hash_key("sk-typo")))
+    with pytest.raises(ConfigError) as raised:
+        build_live_pipeline(settings)
+    message = raised.value.message
+    assert "api_keys[2]" in message and "'acme-uss'" in message and str(settings.tenants) in message
+    assert hash_key("sk-typo") not in message and "sk-typo" not in message
+    assert not (tmp_path / "records.sqlite").exists()  # refused at start-up, before any state is made
+
+
 def _chooser_of(pipeline: Any, key: str) -> ReplicaChooser:
     """The replica chooser inside the reliability stack around one deployment's HTTP adapter."""
     slot, _, dep = key.partition("/")

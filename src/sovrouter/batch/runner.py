@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Literal, TextIO
+from typing import IO, Any, Literal
 
 from pydantic import ValidationError
 
@@ -116,7 +116,7 @@ class BatchRunner:
             cache=CacheOutcome(kind="bypass"),
         ))
 
-    async def run(self, lines: Sequence[ParsedLine], out: TextIO | None = None,
+    async def run(self, lines: Sequence[ParsedLine], out: IO[str] | None = None,
                   sink: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
                   ) -> tuple[list[dict[str, Any]], BatchSummary]:
         """Results in input order (also written to ``out`` as they become ready in that order). ``sink`` gets each

@@ -47,7 +47,8 @@ def read_pairs(path: str | Path, with_labels: bool = False) -> list[Pair]:
     """gzip (by magic bytes) or plain JSONL ``{"id", "q1", "q2"}``. The id is kept as written (a JSON string or
     number, so decisions join back to the file's ids); a missing id becomes the line index; a null question
     becomes the empty text, which is never cached or matched. ``duplicate`` is read only when ``with_labels``
-    (training), never by the evaluation."""
+    (training), never by the evaluation. A file where no line has a ``q1`` or ``q2`` text (an empty file, another
+    JSONL format) is a :class:`ConfigError`."""
     p = Path(path)
     out: list[Pair] = []
     try:
@@ -64,6 +65,11 @@ def read_pairs(path: str | Path, with_labels: bool = False) -> list[Pair]:
                 out.append(Pair(_pair_id(i if raw_id is None else raw_id), q1, q2, dup))
     except (OSError, EOFError, ValueError, KeyError, TypeError, zlib.error) as exc:
         raise ConfigError(f"cannot read pairs file {p}: {exc}") from exc
+    if not any(pair.q1 or pair.q2 for pair in out):
+        # another JSONL file (a decisions file, a Mooncake trace) read as all misses, and the command exited 0
+        # (found in review, 2026-11-28); a file where only some lines lack a question is read as before
+        raise ConfigError(f"{p} is not a pairs file: no line has a q1 or q2 text (expected JSONL "
+                          '{"id", "q1", "q2"})')
     return out
 
 

@@ -4,7 +4,10 @@
 
 Every line goes through the same pipeline as the gateway (policy, cache, routing, records); the router is
 wrapped by :class:`~sovrouter.batch.router.DeferrableRouter` (cheapest allowed capacity first). Bad lines get
-an error line in the output; the batch never aborts on one. A summary goes to stderr.
+an error line in the output; the batch never aborts on one. A summary goes to stderr. The arguments, the
+configuration, the tenant and the output (neither the input nor a configuration file; its folder can be created)
+are checked before the pipeline is built; the output is written atomically (it appears whole when the batch
+ends, or not at all).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from sovrouter.batch.runner import BatchRunner, BatchSummary, deferrable
 from sovrouter.catalog import Tenants
 from sovrouter.config import Settings
 from sovrouter.errors import ConfigError, NotFoundError
+from sovrouter.fileio import atomic_text, check_not_input, check_output
 from sovrouter.gateway.wiring import build_live_pipeline, make_affinity_bus
 
 _DATA_CLASSES = ("public", "internal", "confidential", "restricted")
@@ -48,16 +52,30 @@ def _print_summary(s: BatchSummary) -> None:
           f"routes {s.routes}", file=sys.stderr)
 
 
-async def _run(args: argparse.Namespace) -> BatchSummary:
+def _prepare(args: argparse.Namespace) -> tuple[Settings, str]:
+    """Everything checked before the pipeline is built (its adapters, record store, affinity bus): the
+    arguments, the configuration and tenant, the output (not the input or the configuration, a folder that can
+    be created), and the input read. Until 2026-11-28 ``--output`` in a missing folder failed only after the
+    pipeline was built, and ``--output`` = ``--input`` silently replaced the input (found in review)."""
+    if args.concurrency < 1:
+        raise ConfigError("--concurrency must be at least 1")
     settings = Settings.load(args.config)
     try:
         Tenants.load(settings.tenants).get(args.tenant)
     except KeyError:
         raise NotFoundError("unknown tenant (not in the tenants file)", param="tenant") from None
+    check_not_input(args.output, args.input, flag="--output")
+    check_not_input(args.output, args.config, settings.catalog, settings.tenants, what="a configuration file",
+                    flag="--output")
+    check_output(args.output)
     try:
         text = args.input.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read batch input {args.input}: {type(exc).__name__}") from None
+    return settings, text
+
+
+async def _run(args: argparse.Namespace, settings: Settings, text: str) -> BatchSummary:
     lines = parse_lines(jsonl_lines(text))
     async with new_client() as client:
         # this command owns the affinity bus (if configured) and closes it, which sends its last events: left to
@@ -66,9 +84,9 @@ async def _run(args: argparse.Namespace) -> BatchSummary:
         bus = make_affinity_bus(settings)
         pipeline = deferrable(build_live_pipeline(settings, client=client, events=bus), scope=args.scope)
         try:
-            with open(args.output, "w", encoding="utf-8") as out:
+            with atomic_text(args.output) as out:  # the file appears whole, or an earlier one stays as it was
                 runner = BatchRunner(pipeline, tenant=args.tenant, data_class=args.data_class,
-                                     concurrency=max(1, args.concurrency))
+                                     concurrency=args.concurrency)
                 _, summary = await runner.run(lines, out)
         except OSError as exc:
             raise ConfigError(f"cannot write batch output {args.output}: {type(exc).__name__}") from None
@@ -82,8 +100,7 @@ async def _run(args: argparse.Namespace) -> BatchSummary:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.concurrency < 1:
-        raise SystemExit("sovrouter batch: --concurrency must be >= 1")
-    summary = asyncio.run(_run(args))
+    settings, text = _prepare(args)
+    summary = asyncio.run(_run(args, settings, text))
     _print_summary(summary)
     return 0

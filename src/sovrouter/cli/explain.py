@@ -1,5 +1,7 @@
 """``sovrouter explain REQUEST_ID [--db var/records.sqlite | --url URL [--password-env VAR]] [--json]``: the
-decision evidence of one request, from one instance's record file or the shared records database.
+decision evidence of one request, from one instance's record file (opened read-only; a SQLite file that holds no
+records table is refused, untouched) or the shared records database. REQUEST_ID may also be the ``id`` of the
+completion the gateway returned (``chatcmpl-<request id>``), as ``/v1/feedback`` takes it.
 
 Prints, from the record store: tenant, declared and effective data class, detected personal-data *types*,
 the policy version, every candidate allowed or excluded with the Cedar rule(s) that decided it and the
@@ -17,14 +19,15 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from sovrouter.contracts import RequestRecord
 from sovrouter.errors import ConfigError
-from sovrouter.store.records import SQLiteRecordStore
+from sovrouter.store.records import SQLiteRecordStore, find_record
 from sovrouter.store.shared_records import read_shared
 from sovrouter.store.sql import database_url
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("explain", help="print the sovereignty / routing evidence of one request")
-    p.add_argument("request_id", help="request id (as in the record store)")
+    p.add_argument("request_id", help="request id (as in the record store), or the completion's id "
+                   "(chatcmpl-<request id>)")
     p.add_argument("--db", type=Path, default=Path("var/records.sqlite"), help="records SQLite file")
     p.add_argument("--url", help="the shared records database instead (postgresql+psycopg://user@host/db)")
     p.add_argument("--password-env", help="environment variable holding the shared database's password")
@@ -68,16 +71,18 @@ def evidence(record: RequestRecord, reasons: dict[str, str]) -> dict[str, object
 
 
 def _record(args: argparse.Namespace) -> RequestRecord:
+    """The record of the id given: a request id, or a completion's ``id`` (``chatcmpl-`` + the request id), as
+    ``/v1/feedback`` takes it."""
     if args.url is not None:
+        database = database_url(args.url, args.password_env, "records")
         try:
-            return read_shared(database_url(args.url, args.password_env, "records"), args.request_id)
+            return find_record(lambda rid: read_shared(database, rid), args.request_id)
         except SQLAlchemyError as exc:
             raise ConfigError(f"records: cannot read the shared database ({type(exc).__name__})") from None
-    if not args.db.is_file():  # never let SQLite create an empty store by accident
-        raise ConfigError(f"no record store at {args.db}")
-    store = SQLiteRecordStore(args.db)
+    # read-only, and only a record store: another SQLite file (a gateway's cache) is refused, never written to
+    store = SQLiteRecordStore(args.db, read_only=True)
     try:
-        return store.get(args.request_id)
+        return find_record(store.get, args.request_id)
     finally:
         store.close()
 

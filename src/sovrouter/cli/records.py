@@ -5,7 +5,6 @@ settings)."""
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import sys
 from pathlib import Path
 
@@ -30,18 +29,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     e.set_defaults(func=export)
 
 
-def _holds_records(path: Path) -> None:
-    """Read-only: opening another SQLite file (the exact cache's) as a record store created a ``records`` table in
-    it and reported "0 exported" (found in review, 2026-11-28)."""
-    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'records'").fetchone()
-    finally:
-        db.close()
-    if found is None:
-        raise ConfigError(f"{path} is not a record store (it holds no records table)")
-
-
 def export(args: argparse.Namespace) -> int:
     if args.url is not None:
         url = database_url(args.url, args.password_env, "records")
@@ -51,15 +38,14 @@ def export(args: argparse.Namespace) -> int:
         except SQLAlchemyError as exc:
             raise ConfigError(f"records: cannot read the shared database ({type(exc).__name__})") from None
     else:
-        if not args.db.is_file():  # never let SQLite create an empty store by accident
-            raise ConfigError(f"no record store at {args.db}")
         db = args.db.resolve()  # the store and its SQLite side files would be destroyed
         check_not_input(args.out, db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"),
                         what="the record store itself")
-        check_output(args.out)
-        _holds_records(args.db)
-        store = SQLiteRecordStore(args.db)
+        # read-only, and refused untouched unless it holds a records table: opening the exact cache's file as a
+        # store created a records table in it and reported "0 exported" (found in review, 2026-11-28)
+        store = SQLiteRecordStore(args.db, read_only=True)
         try:
+            check_output(args.out)
             n = store.export_jsonl(args.out)
         finally:
             store.close()

@@ -1,4 +1,7 @@
-"""``sovrouter replay --workload DIR --out DECISIONS.jsonl [--config FILE] [--records RECORDS.jsonl]``."""
+"""``sovrouter replay --workload DIR --out DECISIONS.jsonl [--config FILE] [--records RECORDS.jsonl]``.
+
+Neither output may be one of the files replay reads (the workload's, ``--config``) nor the other output; both
+are checked before the replay and written atomically."""
 
 from __future__ import annotations
 
@@ -19,15 +22,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so `sovrouter <other command>` does not pay for the pipeline's imports.
-    from sovrouter.fileio import check_output
+    from sovrouter.fileio import check_not_input, check_output
     from sovrouter.replay.decisions import write_decisions
     from sovrouter.replay.harness import replay_settings, run_replay
-    from sovrouter.workload import load_replay_inputs
+    from sovrouter.workload import load_replay_inputs, resolve
 
+    paths = resolve(args.workload, args.split)  # the inputs first: a missing workload is the error, not --out
+    config = [args.config] if args.config is not None else []
+    for flag, out in (("--out", args.out), ("--records", args.records)):
+        if out is not None:  # --out W/stream.jsonl.gz replaced the workload's stream (found in review, 2026-11-28)
+            check_not_input(out, *paths.input_files(), what="a file of the workload", flag=flag)
+            check_not_input(out, *config, what="the configuration file", flag=flag)
+    if args.records is not None:  # --out = --records: the records replaced the decisions (same review)
+        check_not_input(args.out, args.records, what="the --records file")
     for out in (args.out, args.records):  # before the replay, not after it
         if out is not None:
             check_output(out)
-    inputs = load_replay_inputs(args.workload, args.split)
+    inputs = load_replay_inputs(paths)
     settings = replay_settings(inputs, args.config)
     result = run_replay(inputs, settings, keep_records=args.records is not None)
     write_decisions(result.decisions, args.out)

@@ -1,4 +1,5 @@
-"""``sovrouter report --workload DIR --decisions FILE [--json OUT]``: KPIs of a replay, next to the baselines."""
+"""``sovrouter report --workload DIR --decisions FILE [--json OUT]``: KPIs of a replay, next to the baselines.
+``--json`` may be neither the decisions file nor a workload file (refused before any work)."""
 
 from __future__ import annotations
 
@@ -22,17 +23,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so `sovrouter <other command>` does not pay for numpy and the report's imports.
-    from sovrouter.fileio import atomic_text, check_output
+    from sovrouter.fileio import atomic_text, check_not_input, check_output
     from sovrouter.replay.decisions import read_decisions
+    from sovrouter.workload import resolve
 
+    paths = resolve(args.workload, args.split)  # the inputs first: a missing workload is the error, not --json
     if args.json is not None:
+        # --json = --decisions replaced the replay's decisions with the KPIs (found in review, 2026-11-28)
+        check_not_input(args.json, args.decisions, what="the decisions file", flag="--json")
+        check_not_input(args.json, *paths.input_files(), what="a file of the workload", flag="--json")
         check_output(args.json)
     from sovrouter.report.baselines import baselines
     from sovrouter.report.data import load_eval_data
     from sovrouter.report.kpi import kpi_report, validate
     from sovrouter.report.render import baseline_json, baseline_text, domain_text, kpi_text
 
-    data = load_eval_data(args.workload, args.split)
+    data = load_eval_data(paths)
     decisions = read_decisions(args.decisions)
     problems = validate(data, decisions)
     if problems:

@@ -18,14 +18,15 @@ from sovrouter.contracts import RequestRecord
 from sovrouter.errors import ConfigError
 from sovrouter.evalloop.observations import observations
 from sovrouter.evalloop.offline import load_records, offline_signals, records_from_decisions
-from sovrouter.evalloop.signals import QualitySignal, shared_signals, stored_signals
+from sovrouter.evalloop.signals import QualitySignal, SignalStore, shared_signals, stored_signals
 from sovrouter.evalloop.weakness import WeaknessSettings, analyse
 from sovrouter.evalloop.weakness_report import write_report
 from sovrouter.fileio import check_output_dir
 from sovrouter.replay.decisions import read_decisions
+from sovrouter.store.records import SQLiteRecordStore
 from sovrouter.store.shared_records import read_all_shared
 from sovrouter.store.sql import database_url
-from sovrouter.workload import load_replay_inputs, load_responses, load_scores, resolve
+from sovrouter.workload import WorkloadPaths, load_replay_inputs, load_responses, load_scores, resolve
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -55,22 +56,41 @@ def _shared(url: str, password_env: str | None) -> tuple[list[RequestRecord], li
         raise ConfigError(f"records: cannot read the shared database ({type(exc).__name__})") from None
 
 
+def _check_inputs(args: argparse.Namespace) -> WorkloadPaths | None:
+    """Each input named, present and of the right kind, before the output folder is checked: ``--out wk``
+    without ``--db`` left an empty ``wk/`` (found in review, 2026-11-28). The SQLite stores are opened
+    read-only (a file that is not the store is refused, untouched). Returns the workload's paths, if given."""
+    if args.decisions is not None and args.workload is None:
+        raise ConfigError("--decisions needs --workload (requests, responses and scores)")
+    if args.decisions is None and args.url is None and args.db is None and args.records is None:
+        raise ConfigError("give --db (record store), --records (records JSONL), --decisions (with --workload) "
+                          "or --url (shared records database)")
+    for given, what in ((args.decisions, "decisions file"), (args.records, "records file")):
+        if given is not None and not given.is_file():
+            raise ConfigError(f"no {what} at {given}")
+    if args.decisions is None and args.url is None and args.db is not None:
+        SQLiteRecordStore(args.db, read_only=True).close()
+    if args.signals is not None:
+        SignalStore(args.signals, read_only=True).close()
+    if args.signals is None and args.url is None and args.workload is None:
+        raise ConfigError("no quality signals: give --signals and/or --workload")
+    return resolve(args.workload, args.split) if args.workload is not None else None
+
+
 def run(args: argparse.Namespace) -> int:
     if args.min_n < 2 or not 0.0 < args.alpha < 1.0 or not 0.0 <= args.min_gap < 1.0:  # NaN fails each too
         raise ConfigError("--min-n must be at least 2, --alpha in (0, 1), --min-gap in [0, 1)")
-    check_output_dir(args.out)
+    paths = _check_inputs(args)
+    check_output_dir(args.out)  # before the reading and the analysis; created when the report is written
     shared: list[QualitySignal] = []
-    if args.decisions is not None:
-        if args.workload is None:
-            raise ConfigError("--decisions needs --workload (requests, responses and scores)")
-        records = records_from_decisions(read_decisions(args.decisions), load_replay_inputs(args.workload, args.split))
+    if args.decisions is not None and paths is not None:
+        records = records_from_decisions(read_decisions(args.decisions), load_replay_inputs(paths))
     elif args.url is not None:
         records, shared = _shared(args.url, args.password_env)
     else:
         records = load_records(args.db, args.records)
     signals: list[QualitySignal] = stored_signals(args.signals) + shared
-    if args.workload is not None:
-        paths = resolve(args.workload, args.split)
+    if paths is not None:
         responses = load_responses(paths) if paths.file("responses") is not None else None
         signals += list(offline_signals(records, load_scores(paths), responses))
     if not signals:

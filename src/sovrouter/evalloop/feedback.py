@@ -26,6 +26,7 @@ from sovrouter.evalloop.failures import classify_failure
 from sovrouter.evalloop.signals import QualitySignal, SignalStore
 from sovrouter.gateway.auth import KeyRing
 from sovrouter.gateway.headers import read_limited
+from sovrouter.store.records import find_record
 
 MAX_FEEDBACK_BYTES = 16_384
 
@@ -85,14 +86,9 @@ def find_answered(records: RecordLookup, rid: str, tenant: str) -> RequestRecord
     database."""
     unknown = NotFoundError("no response with that id", param="response_id")
     try:
-        record = records.get(rid)
+        record = find_record(records.get, rid)
     except NotFoundError:
-        if not rid.startswith("chatcmpl-"):
-            raise unknown from None
-        try:
-            record = records.get(rid.removeprefix("chatcmpl-"))
-        except NotFoundError:
-            raise unknown from None
+        raise unknown from None
     if record.tenant != tenant:
         raise unknown  # another tenant's request: the same answer as an unknown id
     if record.status != "ok":

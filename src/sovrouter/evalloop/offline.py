@@ -47,11 +47,9 @@ def offline_signals(records: Iterable[RequestRecord], scores: Mapping[tuple[str,
 
 
 def load_records(db: Path | None = None, jsonl: Path | None = None) -> list[RequestRecord]:
-    """Records from a record store (SQLite) or a JSONL export (``sovrouter replay --records``)."""
+    """Records from a record store (SQLite, opened read-only) or a JSONL export (``sovrouter replay --records``)."""
     if db is not None:
-        if not db.is_file():
-            raise ConfigError(f"no record store at {db}")
-        store = SQLiteRecordStore(db)
+        store = SQLiteRecordStore(db, read_only=True)  # a missing file or another SQLite file: a ConfigError
         try:
             return list(store)
         finally:

@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sovrouter.errors import ConfigError
 from sovrouter.store.outbox import Outbox, Shipper, local_origin
 from sovrouter.store.sql import create_tables, make_engine
+from sovrouter.store.sqlite_files import open_read_only
 
 log = logging.getLogger("sovrouter.signals")
 
@@ -77,7 +78,10 @@ _COLS = ("request_id", "source", "score", "reference_score", "failure_mode", "sl
 class SignalStore:
     """SQLite store of quality signals (its own file, or the records file: the tables do not clash)."""
 
-    def __init__(self, path: str | Path = ":memory:") -> None:
+    def __init__(self, path: str | Path = ":memory:", *, read_only: bool = False) -> None:
+        if read_only:  # a command that only reads: never a table created in a file that is not a signal store
+            self._db = open_read_only(path, "quality_signals", "signal store")
+            return
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
@@ -135,12 +139,11 @@ def best_signal(signals: Iterable[QualitySignal]) -> QualitySignal | None:
 
 
 def stored_signals(path: Path | None) -> list[QualitySignal]:
-    """Every signal in the store at ``path`` (none when ``path`` is None); a missing file is a ConfigError."""
+    """Every signal in the store at ``path`` (none when ``path`` is None), read-only; a missing file, or one that
+    is not a signal store, is a ConfigError."""
     if path is None:
         return []
-    if not path.is_file():
-        raise ConfigError(f"no signal store at {path}")
-    store = SignalStore(path)
+    store = SignalStore(path, read_only=True)
     try:
         return list(store.signals())
     finally:

@@ -11,6 +11,7 @@ from typing import Any
 
 from sovrouter.contracts import ModelResult, RequestRecord
 from sovrouter.errors import SovrouterError
+from sovrouter.store.records import completion_id
 
 DONE = b"data: [DONE]\n\n"
 
@@ -41,7 +42,7 @@ class ChatFormatter:
     """Formats one response; ``completion_id`` and ``created`` are shared by all its chunks."""
 
     def __init__(self, request_id: str, created: int) -> None:
-        self.id = f"chatcmpl-{request_id}"
+        self.id = completion_id(request_id)
         self.created = created
 
     def completion(self, result: ModelResult, record: RequestRecord) -> bytes:

@@ -109,6 +109,16 @@ def make_load_poller(settings: Settings, pipeline: Pipeline, client: httpx.Async
     return EngineLoadPoller(pipeline.load, targets, client, reports=reports)
 
 
+def _check_key_tenants(settings: Settings, known: set[str]) -> None:
+    """A typo in a key's tenant id is refused at start-up, not answered with 403s at run time. The message names
+    each such entry by its index in ``api_keys`` and the tenant it names (tenant ids are configuration, not
+    secrets); never the key's digest."""
+    bad = [f"api_keys[{i}] names tenant {k.tenant!r}" for i, k in enumerate(settings.api_keys) if k.tenant not in known]
+    if bad:
+        more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+        raise ConfigError(f"{'; '.join(bad[:3])}{more}: the tenants file {settings.tenants} has no such tenant")
+
+
 def build_live_pipeline(
     settings: Settings,
     *,
@@ -125,9 +135,7 @@ def build_live_pipeline(
     :func:`make_load_poller`)."""
     catalog = Catalog.load(settings.catalog)
     tenants = Tenants.load(settings.tenants)
-    known = {t.id for t in tenants.tenants}
-    if any(k.tenant not in known for k in settings.api_keys):  # a typo in a tenant id: refused at start-up, not
-        raise ConfigError("api_keys: a key names a tenant the tenants file does not have")  # 403s at run time
+    _check_key_tenants(settings, {t.id for t in tenants.tenants})
     shared = client or new_client()
     clock = WallClock()
     adapters: dict[Candidate, ModelAdapter] = {}

@@ -11,6 +11,7 @@ from sovrouter.report.reference import Facts
 from sovrouter.workload import (
     Label,
     StreamEvent,
+    WorkloadPaths,
     WorkloadRequest,
     load_labels,
     load_requests,
@@ -63,7 +64,7 @@ class EvalData:
         return (la.source, la.source_item_id) == (lb.source, lb.source_item_id) and bool(la.source_item_id)
 
 
-def load_eval_data(directory: str | Path, split: str | None = None) -> EvalData:
+def load_eval_data(directory: str | Path | WorkloadPaths, split: str | None = None) -> EvalData:
     paths = resolve(directory, split)
     requests = load_requests(paths)
     tokens = {key: (r.input_tokens, r.output_tokens) for key, r in load_responses(paths, requests).items()}

@@ -128,12 +128,12 @@ def load_trace(path: str | Path) -> list[TraceRequest]:
     """Read a Mooncake trace, gzip (by magic bytes) or plain JSONL."""
     p = Path(path)
     if not p.is_file():
-        raise InvalidRequestError(f"trace file not found: {p.name}")
+        raise InvalidRequestError(f"trace file not found: {path}")
     try:
         with open_text(p) as fh:
             return parse_trace(fh)
     except (OSError, UnicodeDecodeError, EOFError, zlib.error) as exc:  # zlib: a corrupt gzip
-        raise InvalidRequestError(f"cannot read trace file {p.name}") from exc
+        raise InvalidRequestError(f"cannot read trace file {path}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,12 +311,12 @@ def load_assignment(path: str | Path, n_requests: int) -> list[int]:
     """Read ``{"i", "replica"}`` lines; every request index 0..n-1 exactly once."""
     p = Path(path)
     if not p.is_file():
-        raise InvalidRequestError(f"assignment file not found: {p.name}")
+        raise InvalidRequestError(f"assignment file not found: {path}")
     try:
         with open_text(p) as fh:
             lines = fh.readlines()
     except (OSError, UnicodeDecodeError, EOFError, zlib.error) as exc:  # zlib: a corrupt gzip
-        raise InvalidRequestError(f"cannot read assignment file {p.name}") from exc
+        raise InvalidRequestError(f"cannot read assignment file {path}") from exc
     out: list[int | None] = [None] * n_requests
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from sovrouter.contracts import RequestRecord
 from sovrouter.errors import NotFoundError
 from sovrouter.fileio import atomic_text
+from sovrouter.store.sqlite_files import open_read_only
+
+# The gateway's completions carry ``id: chatcmpl-<request id>`` (OpenAI's shape); the records hold the request id.
+COMPLETION_ID_PREFIX = "chatcmpl-"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -21,11 +25,33 @@ CREATE TABLE IF NOT EXISTS records (
 """
 
 
-class SQLiteRecordStore:
-    """``INSERT`` (not upsert): a second record for the same request id is an error, by design."""
+def completion_id(request_id: str) -> str:
+    """The ``id`` of the completion the gateway returns for ``request_id``."""
+    return f"{COMPLETION_ID_PREFIX}{request_id}"
 
-    def __init__(self, path: str | Path = ":memory:") -> None:
+
+def find_record(get: Callable[[str], RequestRecord], rid: str) -> RequestRecord:
+    """The record of ``rid``: a request id, or the ``id`` of a completion the gateway returned (``chatcmpl-`` +
+    the request id), looked up with ``get`` (which raises :class:`NotFoundError` for an unknown id, as
+    :meth:`SQLiteRecordStore.get` does). A request id that itself starts with ``chatcmpl-`` is found as given."""
+    try:
+        return get(rid)
+    except NotFoundError:
+        if not rid.startswith(COMPLETION_ID_PREFIX):
+            raise
+        return get(rid.removeprefix(COMPLETION_ID_PREFIX))
+
+
+class SQLiteRecordStore:
+    """``INSERT`` (not upsert): a second record for the same request id is an error, by design. ``read_only``
+    (the commands that only read a store): the file must exist and hold a ``records`` table, and is never
+    written (:func:`~sovrouter.store.sqlite_files.open_read_only`)."""
+
+    def __init__(self, path: str | Path = ":memory:", *, read_only: bool = False) -> None:
         self.path = str(path)
+        if read_only:
+            self._db = open_read_only(path, "records", "record store")
+            return
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
