@@ -130,42 +130,44 @@ def valid_pesel(s: str) -> bool:
 
 
 @dataclass(frozen=True)
-class NationalMatch:
+class IdMatch:
+    """An identifier-shaped match and how much it stands on its own (``recognizers`` decides with the cues)."""
+
     type: str
     start: int
     end: int
     self_evident: bool  # found without a cue (unless an innocent cue is nearest)
-    context_ok: bool  # uncued, it still stands for its type next to a name or other personal data (``~id``)
+    context_ok: bool = True  # uncued, it may stand as ``<TYPE>~id`` next to a name or other personal data
 
 
-def national_ids(text: str) -> list[NationalMatch]:
+def national_ids(text: str) -> list[IdMatch]:
     """Every national-id-shaped string in ``text`` whose check passes."""
-    out: list[NationalMatch] = []
+    out: list[IdMatch] = []
     for m in FISCAL_CODE_RE.finditer(text):
         if valid_fiscal_code(m.group(0)):
-            out.append(NationalMatch("IT_FISCAL_CODE", m.start(), m.end(), m.group(0).isupper(), True))
+            out.append(IdMatch("IT_FISCAL_CODE", m.start(), m.end(), m.group(0).isupper(), True))
     if not _SEVEN_DIGITS.search(text):
         return out
     for m in CPF_RE.finditer(text):
         s = m.group(0)
         if valid_cpf(s):
-            out.append(NationalMatch("BR_CPF", m.start(), m.end(), "." in s, "-" in s))
+            out.append(IdMatch("BR_CPF", m.start(), m.end(), "." in s, "-" in s))
     for m in BSN_RE.finditer(text):
         if valid_bsn(m.group(0)):
             dotted = re.fullmatch(r"\d{4}\.\d{2}\.\d{3}", m.group(0)) is not None  # the way BSN is printed
-            out.append(NationalMatch("NL_BSN", m.start(), m.end(), False, dotted))
+            out.append(IdMatch("NL_BSN", m.start(), m.end(), False, dotted))
     for m in DNI_RE.finditer(text):
         if valid_dni(m.group(0)):
-            out.append(NationalMatch("ES_NIF", m.start(), m.end(), False, True))
+            out.append(IdMatch("ES_NIF", m.start(), m.end(), False, True))
     for m in NIE_RE.finditer(text):
         if valid_nie(m.group(0)):
-            out.append(NationalMatch("ES_NIE", m.start(), m.end(), False, True))
+            out.append(IdMatch("ES_NIE", m.start(), m.end(), False, True))
     for m in NIR_RE.finditer(text):
         s = m.group(0)
         if valid_nir(s):
             grouped = m.group("s") != ""
-            out.append(NationalMatch("FR_NIR", m.start(), m.end(), grouped, grouped or s.isdigit()))
+            out.append(IdMatch("FR_NIR", m.start(), m.end(), grouped, grouped or s.isdigit()))
     for m in PESEL_RE.finditer(text):
         if valid_pesel(m.group(0)):
-            out.append(NationalMatch("PL_PESEL", m.start(), m.end(), False, False))
+            out.append(IdMatch("PL_PESEL", m.start(), m.end(), False, False))
     return out

@@ -17,7 +17,6 @@ Scores: 1.0 for checksum-validated or cue-confirmed matches; the detector keeps 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from presidio_analyzer import EntityRecognizer, RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
@@ -33,7 +32,7 @@ from sovrouter.detect.cues import (
     WEAK_PERSON_CUES,
     cue_regex,
 )
-from sovrouter.detect.national_ids import NATIONAL_CTX_ID_TYPES, NATIONAL_ID_TYPES, national_ids
+from sovrouter.detect.national_ids import NATIONAL_CTX_ID_TYPES, NATIONAL_ID_TYPES, IdMatch, national_ids
 
 WINDOW = 60  # characters before a match in which its cue must stand
 
@@ -53,13 +52,7 @@ _PASSPORT_SHAPE = re.compile(r"[A-Z]{1,2}\d{6,8}|\d{9}")
 _BIRTH_AFTER = re.compile(r"\W{0,3}(?:\w+\W+){0,2}?(?:geboren|born|née?)\b", re.I)
 
 
-@dataclass(frozen=True)
-class _Cand:
-    type: str
-    start: int
-    end: int
-    self_evident: bool  # accepted without a cue (unless an innocent cue is nearest)
-    context_ok: bool = True  # uncued, may stand as ``<TYPE>~id`` (if its type is one of ``_CTX_ID_TYPES``)
+_Cand = IdMatch  # every identifier candidate, national ids included (``context_ok`` applies to ``_CTX_ID_TYPES``)
 
 
 _COMPOUND_TAIL = re.compile(r"-?(?:nummer|nr\.?)$")
@@ -137,7 +130,7 @@ def _candidates(text: str) -> list[_Cand]:
             out.append(_Cand("CA_SIN", m.start(), m.end(), False))
     for m in f.PASSPORT_RE.finditer(text):
         out.append(_Cand("PASSPORT", m.start(), m.end(), False))
-    out += [_Cand(n.type, n.start, n.end, n.self_evident, n.context_ok) for n in national_ids(text)]
+    out += national_ids(text)
     for m in f.DATE_RE.finditer(text):
         if f.valid_date(m.group(0)):
             out.append(_Cand("DATE_OF_BIRTH", m.start(), m.end(), False))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sovrouter.config import ApiKey
 from sovrouter.errors import AuthenticationError, TooManyRequestsError
@@ -58,23 +58,31 @@ class TenantSlots:
         if self.limit is not None and held >= self.limit:
             raise TooManyRequestsError(too_many(self.limit))
         self._held[tenant] = held + 1
-        released = False
 
-        def release() -> None:
-            nonlocal released
-            if released:
-                return
-            released = True
+        def free() -> None:
             left = self._held[tenant] - 1
             if left:
                 self._held[tenant] = left
             else:
                 del self._held[tenant]
 
-        return release
+        return release_once(free)
 
     async def aclose(self) -> None:
         return None
+
+
+def release_once(free: Callable[[], None]) -> Release:
+    """A :data:`~sovrouter.protocols.Release` that runs ``free`` on its first call only."""
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            free()
+
+    return release
 
 
 def too_many(limit: int) -> str:

@@ -39,7 +39,7 @@ import redis.asyncio as aioredis
 
 from sovrouter.config import Settings, env_secret
 from sovrouter.errors import TooManyRequestsError
-from sovrouter.gateway.auth import TenantSlots, too_many
+from sovrouter.gateway.auth import TenantSlots, release_once, too_many
 from sovrouter.protocols import Release, TenantLimit
 from sovrouter.redis_streams import FAILURES
 
@@ -195,18 +195,13 @@ class RedisTenantSlots:
             self._leases[lease] = key
             if self._refresher is None or self._refresher.done():
                 self._refresher = asyncio.get_running_loop().create_task(self._refresh_loop())
-        released = False
 
-        def release() -> None:
-            nonlocal released
-            if released:
-                return
-            released = True
+        def free() -> None:
             release_local()
             self._leases.pop(lease, None)
             self._spawn(self._remove(key, lease))
 
-        return release
+        return release_once(free)
 
     async def _remove(self, key: str, lease: str) -> None:
         try:
