@@ -8,7 +8,7 @@ from sovrouter.build import assemble
 from sovrouter.catalog import Catalog, Tenants
 from sovrouter.clock import WallClock
 from sovrouter.config import Settings
-from sovrouter.contracts import Candidate
+from sovrouter.contracts import Candidate, Detection
 from sovrouter.intake import normalize_chat
 from sovrouter.testing import FailingAdapter, FakeAdapter, MemorySink, MidStreamFailingAdapter
 
@@ -359,3 +359,82 @@ async def test_a_deployment_with_no_upstream_leaves_its_attempt_and_falls_back(c
     with pytest.raises(NotFoundError):
         p.check_requested_model("sovereign-large/eu-sov", "acme-us")
     p.check_requested_model("auto", "acme-us")
+
+
+class _FixedDetection:
+    def __init__(self, detection: Detection) -> None:
+        self.detection = detection
+
+    def detect(self, request: object) -> Detection:
+        return self.detection
+
+
+EU_OR_PREMISES = {"local-small/edge", "sovereign-large/eu-sov", "hosted-mini/eu-zone"}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_the_router_is_given_the_allowed_set_not_the_servable_one(catalog: Catalog, tenants: Tenants,
+                                                                       stream: bool) -> None:
+    """Policy comes before any scoring: the router chooses among the allowed deployments only. Given the servable
+    set, its plan held forbidden deployments and only the guard (the last barrier, not the filter) kept the calls
+    from leaving: first tries refused, fallbacks taken, a plan in the record naming US deployments."""
+    sink = MemorySink()
+    p = assemble(_settings(), catalog, tenants, _all_fake(catalog), WallClock(), sink)
+    p.detector = _FixedDetection(Detection())
+    req = normalize_chat({"messages": [{"role": "user", "content": "Summarise our Q3 memo."}], "stream": stream},
+                         tenant="eurobank", request_id="r1", data_class="confidential")
+    if stream:
+        _ = [x async for x in p.handle_stream(req)]
+    else:
+        await p.handle(req)
+    (record,) = sink.records
+    assert record.status == "ok" and record.decision is not None
+    assert {c.key for c in record.decision.plan} <= EU_OR_PREMISES
+    assert all(c.outcome != "guard_refused" for c in record.calls) and not record.fallback_used
+
+
+async def test_a_deployment_not_listed_for_the_tenant_is_not_even_a_candidate(catalog: Catalog,
+                                                                             tenants: Tenants) -> None:
+    """The catalog's ``available_to`` is applied before policy (a capability), and again by the policy's
+    ``catalog.available_to`` rule: each layer holds alone."""
+    sink = MemorySink()
+    p = assemble(_settings(), catalog, tenants, _all_fake(catalog), WallClock(), sink)
+    p.detector = _FixedDetection(Detection())
+    out = await p.handle(_req(tenant="eurobank"))
+    assert out.record.status == "ok"
+    assert all(v.candidate.deployment != "gov-onprem" for v in out.record.policy)  # not evaluated at all
+    own = await p.handle(_req(tenant="ministry-airgap", rid="r2"))
+    assert any(v.candidate.deployment == "gov-onprem" and v.allowed for v in own.record.policy)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_answer_to_personal_data_is_stored_with_its_detection(catalog: Catalog, tenants: Tenants,
+                                                                      stream: bool) -> None:
+    """The cache's store is told what detection found: stored as if nothing had been found, a question holding
+    personal data went into the semantic cache and, for a tenant in the shared scope, out to every other
+    instance through the shared feed."""
+    from sovrouter.cache.exact import ExactCache
+    from sovrouter.cache.layered import LayeredCache
+    from sovrouter.cache.semantic import SemanticCache
+    from sovrouter.cache.semantic_share import MemoryEntryFeed, SharedSemanticCache
+    from sovrouter.cache.split import SharedScope
+    from sovrouter.cache.verifier import PairVerifier
+    from sovrouter.clock import SimClock
+    from sovrouter.embed import HashingEmbedder
+
+    clock = SimClock()
+    semantic = SemanticCache(clock, HashingEmbedder(384), PairVerifier.cosine_only(0.7))
+    hub = MemoryEntryFeed()
+    shared = SharedSemanticCache(semantic, hub.view("one"), SharedScope.of(["acme-us"]))
+    received: list[object] = []
+    hub.view("two").subscribe(received.append)
+    p = assemble(_settings(), catalog, tenants, _all_fake(catalog), clock, MemorySink())
+    p.cache = LayeredCache(ExactCache(clock), shared)
+    p.detector = _FixedDetection(Detection(pii_types=["PERSON"]))
+    req = _req("Who is Jane Roe?", tenant="acme-us", stream=stream)
+    if stream:
+        items = [x async for x in p.handle_stream(req)]
+        assert items[-1].record.status == "ok"
+    else:
+        assert (await p.handle(req)).record.status == "ok"
+    assert semantic.entry_count() == 0 and shared.stats["published"] == 0 and received == []

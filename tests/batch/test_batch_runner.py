@@ -145,3 +145,24 @@ async def test_a_line_naming_an_unknown_model_is_a_404_on_the_model(catalog: Cat
                                                                                                       "model")
     assert results[2]["response"]["status_code"] == 200
     assert [r.error_code for r in sink.records if r.status == "error"] == ["not_found", "not_found"]
+
+
+EU_OR_PREMISES = {"local-small/edge", "sovereign-large/eu-sov", "hosted-mini/eu-zone"}
+
+
+@pytest.mark.parametrize("scope", ["slot", "plan", "allowed"])
+async def test_every_line_keeps_the_batchs_declared_class(catalog: Catalog, tenants: Tenants, scope: str) -> None:
+    """A batch's ``x-data-class`` is each line's class: eurobank's confidential lines may be processed only in the
+    EU or on premises (Cedar, as live chat), whichever deployment is cheapest."""
+    pipeline, _ = make_pipeline(catalog, tenants)
+    lines = parse_lines([_line(str(i), f"question {i}") for i in range(3)])
+    runner = BatchRunner(deferrable(pipeline, scope=scope), tenant="eurobank",  # type: ignore[arg-type]
+                         data_class="confidential")
+    _, summary = await runner.run(lines)
+    assert summary.ok == 3
+    records = pipeline.records.records  # type: ignore[attr-defined]
+    assert len(records) == 3
+    for record in records:
+        assert record.data_class == "confidential" and record.effective_class == "confidential"
+        assert record.final is not None and record.final.key in EU_OR_PREMISES
+        assert {v.candidate.key for v in record.policy if v.allowed} <= EU_OR_PREMISES

@@ -347,3 +347,28 @@ async def test_the_counts_move_as_lines_are_answered(tmp_path: Path, catalog: Ca
     listed, _ = service.list_batches("acme-us")
     assert listed[0].request_counts == done
     await service.aclose()
+
+
+async def test_a_batchs_declared_class_survives_its_storage(tmp_path: Path, catalog: Catalog,
+                                                            tenants: Tenants) -> None:
+    """The class a batch was created with is stored with it (the API object does not show it) and read back by
+    whichever run answers its lines, on this instance after a restart or on another: read back as ``public``,
+    eurobank's confidential lines were routed as public ones."""
+    pipeline, _ = make_pipeline(catalog, tenants)
+    first = BatchService(tmp_path, pipeline)
+    f = first.upload("eurobank", "in.jsonl", "batch", batch_file(3))
+    batch = first.create("eurobank", CreateBatch(input_file_id=f.id, **CHAT), "confidential")
+    first.store.close()  # created, not started: the next process runs it
+    second = BatchService(tmp_path, pipeline)
+    assert second.get("eurobank", batch.id).data_class == "confidential"
+    await second.start()
+    for _ in range(1000):
+        if second.get("eurobank", batch.id).status == "completed":
+            break
+        await asyncio.sleep(0.01)
+    assert second.get("eurobank", batch.id).request_counts.completed == 3
+    await second.aclose()
+    records = pipeline.records.records  # type: ignore[attr-defined]
+    assert len(records) == 3 and all(r.data_class == "confidential" for r in records)
+    on_premises_or_eu = {"local-small/edge", "sovereign-large/eu-sov", "hosted-mini/eu-zone"}
+    assert all({v.candidate.key for v in r.policy if v.allowed} <= on_premises_or_eu for r in records)

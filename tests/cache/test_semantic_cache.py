@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from sovrouter.cache.semantic import SemanticCache
@@ -263,3 +265,27 @@ def test_decisions_after_removal_equal_a_fresh_index_of_the_survivors() -> None:
 def test_the_bound_must_be_positive() -> None:
     with pytest.raises(ValueError):
         SemanticCache(SimClock(), HashingEmbedder(384), PairVerifier.cosine_only(0.7), max_entries=0)
+
+
+async def test_an_entry_stored_under_another_catalog_is_never_served(tmp_path: Path) -> None:
+    """As in the exact cache: a hit is checked against the allowed set by the producing deployment's name, under
+    the current catalog. An entry kept across a restart in which the catalog moved that deployment (another
+    region, another audience) must not match: the catalog's fingerprint is part of the partition."""
+    from sovrouter.cache.semantic_store import SQLiteEntryStore
+
+    stores: list[SQLiteEntryStore] = []
+
+    def under(catalog_fingerprint: str) -> SemanticCache:
+        stores.append(SQLiteEntryStore(tmp_path / "semantic.sqlite", "hashing", 384))
+        return SemanticCache(SimClock(), HashingEmbedder(384), PairVerifier.cosine_only(0.7), store=stores[-1],
+                             scope=catalog_fingerprint)
+
+    before = under("catalog-1")
+    r = req("How do I learn Python quickly?")
+    await before.store(r, NONE, ModelResult(candidate=A, text="answer"))
+    await before.release(r)
+    _, moved = await under("catalog-2").lookup(req("How can I learn Python quickly?", rid="q1"), NONE, [A])
+    _, same = await under("catalog-1").lookup(req("How can I learn Python quickly?", rid="q2"), NONE, [A])
+    for store in stores:
+        store.close()
+    assert moved is None and same is not None

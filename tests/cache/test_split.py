@@ -145,3 +145,19 @@ async def test_a_semantic_hit_ends_the_shared_exact_lead(redis_srv: RedisServer)
     finally:
         await raw.aclose()
         await cache.aclose()
+
+
+async def test_the_configured_class_limit_reaches_the_shared_scope() -> None:
+    """``cache.shared.max_class`` is the operator's limit on what may be written outside the instance: stricter
+    than the default (``public``), an internal request's answer must stay in the instance's own cache."""
+    from sovrouter.build import make_exact_cache
+
+    shared = SharedCacheSettings(url="redis://127.0.0.1:1", tenants=["acme-us"], max_class="public")
+    settings = Settings(catalog="x", tenants="y", cache={"shared": shared})  # type: ignore[arg-type]
+    cache = make_exact_cache(settings, SimClock(), ":memory:")
+    try:
+        assert isinstance(cache, SplitCache) and cache.scope.max_class == "public"
+        assert cache.scope.admits(chat("q", "r1", data_class="public"), Detection())
+        assert not cache.scope.admits(chat("q", "r2", data_class="internal"), Detection())
+    finally:
+        await cache.aclose()

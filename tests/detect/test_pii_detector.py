@@ -44,6 +44,26 @@ def test_timeout_fails_closed() -> None:
     assert FailClosedDetector(detector).detect(_req("line one\nline two")).failed
 
 
+@pytest.mark.parametrize("text", ["one line only", "line one\nline two"])
+def test_the_budget_holds_to_the_last_segment(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deadline is checked between segments and after the last one: a detection that ran past its budget on
+    any segment, the last included, fails closed, and no segment is read once the budget is spent."""
+    now = [0.0]
+    detector = PiiDetector(timeout_ms=100.0, timer=lambda: now[0])
+    read: list[str] = []
+    real = detector._segment_types
+
+    def slow(seg: str, whole_line: bool = True) -> set[str]:
+        read.append(seg)
+        now[0] += 1.0  # each segment takes ten times the whole budget
+        return real(seg, whole_line)
+
+    monkeypatch.setattr(detector, "_segment_types", slow)
+    with pytest.raises(DetectionTimeoutError):
+        detector.detect_text(text)
+    assert len(read) == 1
+
+
 def test_plain_text_needs_no_model() -> None:
     detector = PiiDetector()
     det = detector.detect_text("What is the capital of France? Answer in one word.")

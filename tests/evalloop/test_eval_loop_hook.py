@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pytest
+
 from sovrouter.build import assemble
 from sovrouter.catalog import Catalog, Tenants
 from sovrouter.clock import SimClock
@@ -232,3 +234,23 @@ async def test_an_agents_next_step_is_not_a_regeneration() -> None:
                                modalities=["text"], arrived_ms=1000.0 * i, status="ok", final=us)
         await loop.after(req, Outcome(record=record, result=ModelResult(candidate=us, text="x")))
     assert store.regenerations() == []
+
+
+async def test_a_shadow_reference_outside_the_allowed_set_is_refused_by_the_guard(
+        catalog: Catalog, tenants: Tenants, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defence in depth, as on the live path: whatever picks the reference route, the shadow call goes through the
+    policy guard with the request's own allowed set, so a wrong pick is refused before it leaves."""
+    from sovrouter.evalloop import shadow
+
+    clock = SimClock()
+    pipeline, adapters = _pipeline(catalog, tenants, clock)
+    pipeline.policy = OnPremisesOnly(catalog)
+    req = _req("hello", "m1", 0.0, "ministry-airgap")
+    out = await pipeline.handle(req)
+    frontier = Candidate(slot="frontier", deployment="us")
+    assert out.record.status == "ok" and not any(v.allowed for v in out.record.policy if v.candidate == frontier)
+    monkeypatch.setattr(shadow, "reference_candidate", lambda *args, **kwargs: frontier)  # a wrong pick
+    signal = await ShadowSampler(pipeline.executor.adapters, FakeJudge(), SignalStore(), fraction=1.0).after(
+        req, out.record, out.result.text if out.result else "")
+    assert signal is None
+    assert getattr(adapters[frontier], "purposes", []) == []

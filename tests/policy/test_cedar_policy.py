@@ -249,3 +249,53 @@ def test_rule_problems_name_unpermitted_tenants_and_stale_quotes(tmp_path: Any, 
     relaxed = _with_newco(tenants, "requests may be processed  in the\nEU. ALL requests must be processed only in "
                                    "the EU.")
     assert rule_problems(PolicySet(tenant_rules=[rules]), relaxed, ["newco"]) == []
+
+
+def test_cedar_reads_the_effective_class(catalog: Catalog, tenants: Tenants) -> None:
+    """The context holds the effective class and its rank: personal data raises it to confidential, a failed
+    detection or media the detector cannot read to restricted. No rule yet tells confidential from restricted,
+    so a class one rank too low (media), or the declared class as the rank, went unnoticed by every verdict."""
+    from sovrouter.contracts import DATA_CLASS_ORDER
+
+    seen: list[dict[str, Any]] = []
+
+    def spy(batch: list[dict[str, Any]], *args: Any, **kwargs: Any) -> list[cedarpy.AuthzResult]:
+        seen.extend(item["context"] for item in batch)
+        return cedarpy.is_authorized_batch(batch, *args, **kwargs)
+
+    policy = CedarPolicy(catalog, tenants, authorize=spy)
+    for det, cls in [(Detection(), "public"), (PII, "confidential"), (Detection(failed=True), "restricted"),
+                     (Detection(unscanned=["image"]), "restricted")]:
+        seen.clear()
+        v = policy.evaluate(_req("eurobank"), det, _servable(catalog, "eurobank"))
+        assert v.effective_class == cls and effective_class("public", det) == cls
+        assert {(c["effective_class"], c["class_rank"]) for c in seen} == {(cls, DATA_CLASS_ORDER.index(cls))}
+
+
+def _licence(text: str) -> str:
+    from sovrouter.catalog import Slot
+    from sovrouter.policy.cedar import licence_kind
+
+    return licence_kind(Slot.model_validate({"id": "s", "licence": text, "languages": ["en"],
+                                             "price_usd_per_mtok": {"input": 1, "output": 1}, "deployments": []}))
+
+
+def test_a_licence_that_denies_open_weights_is_proprietary_without_saying_so() -> None:
+    """"no open weights" holds "open weights": a licence text that denies them without the word "proprietary" must
+    not read as open weights (heritage-archive may use open-weight models only)."""
+    assert _licence("API only; no open weights.") == "proprietary"
+    assert _licence("Hosted service, no open-weight release.") == "proprietary"
+
+
+def test_a_slot_of_unknown_licence_is_not_open_weights_to_heritage_archive(catalog: Catalog,
+                                                                         tenants: Tenants) -> None:
+    """heritage-archive: "Only open-weight models may be used": a licence the catalog does not state as open
+    weights (``unknown``) is refused, not given the benefit of the doubt."""
+    raw = catalog.model_dump(mode="json")
+    for slot in raw["slots"]:
+        if slot["id"] == "sovereign-large":
+            slot["licence"] = "Custom terms; ask the vendor."
+    custom = Catalog.model_validate(raw)
+    assert _licence(custom.slot("sovereign-large").licence) == "unknown"
+    got = _allowed(CedarPolicy(custom, tenants), custom, "heritage-archive", "public", Detection(request_language="en"))
+    assert got == {"local-small/edge"}
