@@ -263,3 +263,30 @@ async def test_a_national_id_takes_the_personal_data_branch(catalog: Catalog, te
                if d.on_premises or (tenant == "eurobank" and d.region == "EU")}
     assert {v.candidate.key for v in out.record.policy if v.allowed} <= allowed
     assert out.record.final is not None and out.record.final.key in allowed
+
+
+@pytest.mark.parametrize(("text", "typ"), [
+    ("SSN/CPF 078-05-1120", "US_SSN"),
+    ("SSN (or CPF): 078-05-1120", "US_SSN"),
+    ("Passport or CPF: 123456789", "PASSPORT"),
+    ("passport no. / BSN: 123456789", "PASSPORT"),
+    ("Tel. o DNI: 612 345 678", "PHONE"),
+    ("Date of birth / codice fiscale: 12/03/1985", "DATE_OF_BIRTH"),
+    ("DOB / PESEL: 1985-03-12", "DATE_OF_BIRTH"),
+])
+def test_a_national_id_cue_does_not_hide_an_earlier_cue_of_another_type(text: str, typ: str) -> None:
+    # a form label naming two documents: the number is still read by the cue of its own type (before the
+    # national-id cue words, these were found; review 2026-11-28)
+    assert ids(text) == {typ}
+
+
+@pytest.mark.parametrize(("text", "typ"), [
+    ("Pasaporte/DNI: AB1234567, Juan Pérez", "PASSPORT~id"),
+    ("Número de pasaporte o DNI: X12345678 de Juan Pérez", "PASSPORT~id"),
+    ("Jan Kowalski, wizyta za 3 dni: 612 345 678", "CA_SIN~id"),  # Polish "dni": days
+])
+def test_a_national_id_cue_is_no_cue_for_a_number_of_another_shape(text: str, typ: str) -> None:
+    # as before the national-id cue words: an uncued identifier next to a name is a context candidate
+    assert typ in ids(text, context=True)
+    assert "BSN" not in "".join(ids("BSN 123456783", context=True))  # a number of its own shape stays its own
+    assert ids("BSN 123456783", context=True) == set()

@@ -23,6 +23,7 @@ from presidio_analyzer.nlp_engine import NlpArtifacts
 from spacy.tokens import Token
 
 from sovrouter.detect import formats as f
+from sovrouter.detect import national_ids as _n
 from sovrouter.detect.cues import (
     CASED_CUES,
     CUE_ALSO,
@@ -152,6 +153,24 @@ def _cue_fits(cue: str | None, typ: str) -> bool:
     return cue is not None and (cue == typ or typ in CUE_ALSO.get(cue, ()))
 
 
+# the shapes a national id's cue word speaks for (its own, and those of ``CUE_ALSO``'s national types)
+_NATIONAL_SHAPES: dict[str, re.Pattern[str]] = {
+    "BR_CPF": _n.CPF_RE, "NL_BSN": _n.BSN_RE, "ES_NIF": _n.DNI_RE, "ES_NIE": _n.NIE_RE,
+    "IT_FISCAL_CODE": _n.FISCAL_CODE_RE, "FR_NIR": _n.NIR_RE, "PL_PESEL": _n.PESEL_RE,
+}
+
+
+def _speaks_for(cue: str, typ: str, s: str) -> bool:
+    """Whether the cue ``cue`` is about the identifier ``s`` of type ``typ``. A national id's name ("CPF", "DNI",
+    "PESEL") is about a number of its own shape (valid or not), never about another type's number: "SSN/CPF
+    078-05-1120", "Pasaporte/DNI: AB1234567" or "wizyta za 3 dni: 612 345 678" (Polish "days") are read as if that
+    word were not there, so the cues and context rules that found them before the national ids still do."""
+    if cue not in NATIONAL_ID_TYPES or _cue_fits(cue, typ):
+        return True
+    kinds = (cue, *(t for t in CUE_ALSO.get(cue, ()) if t in _NATIONAL_SHAPES))
+    return any(_NATIONAL_SHAPES[k].fullmatch(s) is not None for k in kinds)
+
+
 def _specific(typ: str, s: str) -> bool:
     """An uncued identifier shaped enough to stand for its type next to a name (grouped, not a bare number)."""
     if typ == "PASSPORT":
@@ -173,9 +192,14 @@ def decide_identifiers(text: str, cues: list[tuple[int, int, str]], context: boo
         prev_end = max((e for e in edges if e <= c.start), default=0)
         lo = max(prev_end, c.start - WINDOW, text.rfind("\n", 0, c.start) + 1)
         nearest = None
+        other = None  # the nearest cue that is not the name of another type's national id
         for cs, ce, cat in cues:
-            if cs >= lo and ce <= c.start:
+            if cs >= lo and ce <= c.start and _speaks_for(cat, c.type, text[c.start:c.end]):
                 nearest = cat
+                if cat not in NATIONAL_ID_TYPES or _cue_fits(cat, c.type):
+                    other = cat
+        if other is not None:  # "passport no. / BSN: 123456789": the passport cue stays in charge
+            nearest = other
         # a self-evident format (valid IBAN, scheme card number, ...) stands unless an innocent cue is nearest
         if _cue_fits(nearest, c.type) or (c.self_evident and nearest in (None, *_SELF_EVIDENT_OK)):
             accepted.append(c)
