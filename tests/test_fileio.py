@@ -6,6 +6,8 @@ import gzip
 import json
 from pathlib import Path
 
+import pytest
+
 from sovrouter.fileio import is_gzip, open_text
 
 
@@ -114,3 +116,40 @@ def test_special_outputs_are_written_in_place_and_links_followed(tmp_path: Path)
     with atomic_text(link) as fh:
         fh.write("new\n")
     assert link.is_symlink() and real.read_text() == "new\n"
+
+
+def test_a_device_in_a_folder_one_cannot_write_in_is_still_an_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--out /dev/stdout`` / ``/dev/null`` as a user who cannot write in ``/dev``: written in place, so the
+    folder's permissions do not matter (review 2026-11-28: refused with "cannot write in the output folder /dev";
+    simulated here, the tests run as root)."""
+    import os
+
+    from sovrouter import fileio
+    from sovrouter.errors import ConfigError
+
+    real_access = os.access
+    monkeypatch.setattr(os, "access",
+                        lambda p, mode: False if Path(p) == Path("/dev") else real_access(p, mode))
+    fileio.check_output("/dev/null")
+    with fileio.atomic_text("/dev/null") as fh:
+        fh.write("discarded\n")
+    with pytest.raises(ConfigError):  # a regular file there would need the folder (written beside, renamed)
+        fileio.check_output("/dev/sovrouter-no-such-output.jsonl")
+
+
+def test_a_link_to_a_file_is_checked_where_it_is_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``/dev/stdout`` redirected to a file (``> out.jsonl``) is a link to that file: atomic_text writes beside the
+    file, so the file's folder is the one that must be writable, not ``/dev``."""
+    import os
+
+    from sovrouter import fileio
+
+    real = tmp_path / "out.jsonl"
+    real.write_text("old\n")
+    link = tmp_path / "links" / "stdout"
+    link.parent.mkdir()
+    link.symlink_to(real)
+    real_access = os.access
+    monkeypatch.setattr(os, "access",
+                        lambda p, mode: False if Path(p) == link.parent else real_access(p, mode))
+    fileio.check_output(link)

@@ -56,7 +56,9 @@ def check_output(path: str | Path) -> None:
     p = Path(path)
     if p.is_dir():
         raise ConfigError(f"output {p} is a directory")
-    _check_folder(p.parent)
+    if p.exists() and not p.is_file():  # /dev/stdout, /dev/null, a FIFO: written in place, whatever its folder
+        return
+    _check_folder(Path(os.path.realpath(p)).parent)  # where atomic_text writes beside it (a link's target's)
 
 
 def check_not_input(output: str | Path, *inputs: str | Path, what: str = "the input file",
