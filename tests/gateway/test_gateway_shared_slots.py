@@ -290,3 +290,19 @@ def test_shared_in_flight_settings_are_checked_at_start_up(tmp_path: Path, monke
     assert type(make_tenant_slots(make_settings(tmp_path, "http://a:1", "http://b:1"))) is TenantSlots
     unlimited = make_settings(tmp_path, "http://a:1", "http://b:1", max_in_flight_per_tenant=None)
     assert type(make_tenant_slots(unlimited)) is TenantSlots
+
+
+async def test_a_lease_released_during_a_refresh_is_not_counted_lost(redis_srv: RedisServer) -> None:
+    """A request that ends while a refresh is on its way: the refresh was asked for its lease, its removal reached
+    Redis first. It was given back, not lost: no ``lost`` count, no warning (review 2026-11-28)."""
+    one = RedisTenantSlots.from_url(redis_srv.url, 5, prefix="slots-race", lease_ttl_s=30.0)
+    try:
+        release = await one.take("t")
+        held = dict(one._leases)  # what refresh() reads before its script call
+        release()
+        await asyncio.gather(*list(one._tasks))  # the removal lands first
+        [(key, leases)] = [(k, [lease for lease, kk in held.items() if kk == k]) for k in set(held.values())]
+        await one._refresh_key(key, leases)
+        assert one.stats["lost"] == 0 and one.stats["released"] == 1
+    finally:
+        await one.aclose()

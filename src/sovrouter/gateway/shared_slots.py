@@ -173,11 +173,13 @@ class RedisTenantSlots:
     async def _refresh_key(self, key: str, leases: list[str]) -> None:
         try:
             reply = await self._call(self._refresh(keys=[key], args=[self.lease_ttl_ms, *leases]))
-            lost = [x.decode("ascii") if isinstance(x, bytes) else str(x) for x in reply]
+            missing = [x.decode("ascii") if isinstance(x, bytes) else str(x) for x in reply]
         except FAILURES as exc:
             self._failed("refresh", exc)  # the next round tries again; two rounds fit in a lease's life
             return
-        self.stats["refreshed"] += len(leases) - len(lost)
+        self.stats["refreshed"] += len(leases) - len(missing)
+        # a lease released while this refresh was on its way (its removal reached Redis first) was given back
+        lost = [lease for lease in missing if lease in self._leases]
         if lost:
             self.stats["lost"] += len(lost)
             log.warning("shared in-flight limit: %d lease(s) had expired before their refresh; their requests "
