@@ -83,3 +83,12 @@ def test_artifact_and_rule_paths_are_relative_to_the_config_file(tmp_path: Path)
     cfg.write_text("artifacts: {routr: x}\n", encoding="utf-8")
     with pytest.raises(ConfigError):
         Settings.load(cfg)  # a misspelt artifact key is refused, not ignored
+
+
+def test_policy_rules_without_the_cedar_policy_are_refused(tmp_path: Path) -> None:
+    """Rules named under the availability policy would silently not apply (review, 2026-11-28)."""
+    cfg = tmp_path / "sovrouter.yaml"
+    cfg.write_text("catalog: m.json\ntenants: t.json\npolicy: availability\npolicy_rules: [own.cedar]\n",
+                   encoding="utf-8")
+    with pytest.raises(ConfigError, match="policy_rules needs policy: cedar"):
+        Settings.load(cfg)

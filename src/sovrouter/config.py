@@ -313,6 +313,8 @@ class Settings(BaseModel):
     def _shared_limit(self) -> Settings:
         if self.shared_in_flight is not None and self.max_in_flight_per_tenant is None:
             raise ValueError("shared_in_flight needs max_in_flight_per_tenant (there is no limit to share)")
+        if self.policy_rules is not None and self.policy != "cedar":  # rules that would silently not apply
+            raise ValueError("policy_rules needs policy: cedar (the availability policy reads no rules)")
         return self
 
     @classmethod

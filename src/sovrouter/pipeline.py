@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass, field
 
@@ -87,7 +87,7 @@ class Pipeline:
         with self._one_record(request):
             return await self._handle(request)
 
-    async def handle_stream(self, request: NormalizedRequest) -> AsyncIterator[StreamChunk | Outcome]:
+    async def handle_stream(self, request: NormalizedRequest) -> AsyncGenerator[StreamChunk | Outcome, None]:
         """Yield chunks as they arrive, then the :class:`Outcome` last (also on failure)."""
         with self._one_record(request):
             async with aclosing(self._handle_stream(request)) as items:

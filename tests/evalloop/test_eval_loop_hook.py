@@ -254,3 +254,19 @@ async def test_a_shadow_reference_outside_the_allowed_set_is_refused_by_the_guar
         req, out.record, out.result.text if out.result else "")
     assert signal is None
     assert getattr(adapters[frontier], "purposes", []) == []
+
+
+async def test_an_observed_stream_closed_early_is_recorded_at_once(catalog: Catalog, tenants: Tenants) -> None:
+    """The observed pipeline did not close the pipeline's stream it wrapped: a reader that stopped early got its
+    request_cancelled record only when the inner stream was finalised later (review, 2026-11-28)."""
+    from sovrouter.evalloop.loop import EvalSettings, build_observability
+    from sovrouter.pipeline import Outcome
+
+    pipeline, _ = _pipeline(catalog, tenants, SimClock())
+    sink = pipeline.records
+    obs = build_observability(EvalSettings(shadow_fraction=0.0), catalog, judge=FakeJudge())
+    stream = obs.observe(pipeline).handle_stream(_req("a longer answer please", "early-1", 0.0))
+    first = await anext(stream)
+    assert not isinstance(first, Outcome)
+    await stream.aclose()
+    assert [(r.request_id, r.error_code) for r in sink.records] == [("early-1", "request_cancelled")]

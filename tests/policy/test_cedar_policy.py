@@ -218,6 +218,12 @@ def test_operator_rules_replace_the_shipped_tenant_rules(tmp_path: Any, catalog:
     ps = PolicySet(tenant_rules=[rules])
     assert ps.version.startswith(PolicySet().version + "+rules-") and ps.version != PolicySet().version
     assert ps.permits == {"newco"} and "catalog.available_to" in ps.reasons  # the base rules still apply
+    other = tmp_path / "other.cedar"
+    other.write_text('@id("other.any")\n@reason("other: \\"Anything.\\"")\n'
+                     'permit (principal == Tenant::"other", action == Action::"route", resource);\n', encoding="utf-8")
+    # the version names the set of files, not their order
+    assert PolicySet(tenant_rules=[rules, other]).version == PolicySet(tenant_rules=[other, rules]).version
+    assert PolicySet(tenant_rules=[rules, other]).version != ps.version
     with_newco = _with_newco(tenants, "Requests may be processed in the EU. All requests must be processed only "
                                       "in the EU.")
     policy = CedarPolicy(catalog, with_newco, ps)

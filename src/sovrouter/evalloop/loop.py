@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Iterator, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Protocol
@@ -112,11 +113,14 @@ class ObservedPipeline(Pipeline):
             await _logged(self.loop.after(request, outcome), "eval loop")
         return outcome
 
-    async def handle_stream(self, request: NormalizedRequest) -> AsyncIterator[StreamChunk | Outcome]:
-        async for item in super().handle_stream(request):
-            if isinstance(item, Outcome) and self.loop is not None:
-                await _logged(self.loop.after(request, item), "eval loop")
-            yield item
+    async def handle_stream(self, request: NormalizedRequest) -> AsyncGenerator[StreamChunk | Outcome, None]:
+        # closed with this one: a reader that stops early gets its request_cancelled record at once, not when the
+        # garbage collector finalises the inner stream (found in review, 2026-11-28)
+        async with aclosing(super().handle_stream(request)) as items:
+            async for item in items:
+                if isinstance(item, Outcome) and self.loop is not None:
+                    await _logged(self.loop.after(request, item), "eval loop")
+                yield item
 
 
 async def _logged(job: Awaitable[object], what: str) -> object:

@@ -95,7 +95,9 @@ class PolicySet:
                 except (OSError, ValueError) as exc:
                     raise ConfigError(f"policy_rules: cannot read {path}: {type(exc).__name__}") from exc
             texts += own
-            self.version += "+rules-" + hashlib.sha256("\0".join(own).encode("utf-8")).hexdigest()[:12]
+            # the set of files, not their order: the same rules listed in another order are the same version
+            digests = sorted(hashlib.sha256(text.encode("utf-8")).hexdigest() for text in own)
+            self.version += "+rules-" + hashlib.sha256("".join(digests).encode("ascii")).hexdigest()[:12]
         self.text = "\n".join(texts)
         result = cedarpy.validate_policies(self.text, self.schema)
         if not result.validation_passed:
