@@ -8,11 +8,14 @@ import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from sovrouter.errors import ConfigError, InvalidRequestError, NotFoundError
+
+if TYPE_CHECKING:
+    from sovrouter.contracts import Candidate  # contracts imports this module
 
 Compute = Literal["cpu", "gpu", "frontier-accelerator", "accelerator", "edge", "on-device"]
 Modality = Literal["text", "image", "video", "audio"]
@@ -187,17 +190,22 @@ class Catalog(BaseModel):
                           "deployments": deployments})
         return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
 
-    def check_requested_model(self, model: object, tenant: str) -> None:
+    def check_requested_model(self, model: object, tenant: str) -> list[Candidate]:
         """A request's ``model``: ``auto`` (or none), a slot id or ``slot/deployment`` with a deployment ``tenant``
-        may use; else a 404 naming ``model`` (live chat and batch lines alike)."""
+        may use; else a 404 naming ``model`` (live chat and batch lines alike). Returns the deployments it names
+        that ``tenant`` may use (none for ``auto``)."""
         if model is None or model == "auto":
-            return
+            return []
         if not isinstance(model, str):
             raise InvalidRequestError("'model' must be a string", param="model")
+        from sovrouter.contracts import Candidate
+
         slot_id, slash, dep_id = model.partition("/")
-        deps = [d for s, d in self.pairs() if s.id == slot_id and (not slash or d.id == dep_id)]
-        if not any(d.available_for(tenant) for d in deps):
+        named = [Candidate(slot=s.id, deployment=d.id) for s, d in self.pairs()
+                 if s.id == slot_id and (not slash or d.id == dep_id) and d.available_for(tenant)]
+        if not named:
             raise NotFoundError("unknown model: use 'auto' or an id from GET /v1/models", param="model")
+        return named
 
     def cost_usd(self, slot_id: str, deployment_id: str, input_tokens: int, output_tokens: int) -> float:
         slot = self.slot(slot_id)

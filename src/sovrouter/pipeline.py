@@ -160,12 +160,8 @@ class Pipeline:
         the tenant may not use), then that some deployment of it the tenant may use has an upstream here: a 404
         rather than a failed call for a model this gateway does not serve (until 2026-11-28 a 502 that OpenAI
         clients retried)."""
-        self.catalog.check_requested_model(model, tenant)
-        if not isinstance(model, str) or model == "auto":
-            return
-        slot_id, slash, dep_id = model.partition("/")
-        if not any(self.executor.wired(Candidate(slot=s.id, deployment=d.id)) for s, d in self.catalog.pairs()
-                   if s.id == slot_id and (not slash or d.id == dep_id) and d.available_for(tenant)):
+        named = self.catalog.check_requested_model(model, tenant)
+        if named and not any(self.executor.wired(c) for c in named):
             raise NotFoundError("the model is not served by this gateway: no upstream is configured for it",
                                 param="model")
 
