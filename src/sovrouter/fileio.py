@@ -48,6 +48,13 @@ def _check_folder(folder: Path) -> None:
         raise ConfigError(f"cannot {verb} the output folder {folder} (Permission denied)")
 
 
+def _in_place(path: Path) -> bool:
+    """An output written in place, not replaced: it exists and is no regular file (``/dev/stdout``, ``/dev/null``,
+    a FIFO). Judged on the path as given: stat() follows links, /dev/stdout's /proc/self/fd/1 too, while the
+    realpath of a pipe ("pipe:[N]") names nothing, and writing there crashed (found in review, 2026-11-28)."""
+    return path.exists() and not path.is_file()
+
+
 def check_output(path: str | Path) -> None:
     """A clear error now, not a traceback after an hour's work, when ``path`` cannot be written. A missing folder
     (as a scorer that names ``results/decisions.jsonl`` expects) is not created here but by the writer
@@ -56,7 +63,7 @@ def check_output(path: str | Path) -> None:
     p = Path(path)
     if p.is_dir():
         raise ConfigError(f"output {p} is a directory")
-    if p.exists() and not p.is_file():  # /dev/stdout, /dev/null, a FIFO: written in place, whatever its folder
+    if _in_place(p):  # written in place, whatever its folder (non-root users cannot write in /dev)
         return
     _check_folder(Path(os.path.realpath(p)).parent)  # where atomic_text writes beside it (a link's target's)
 
@@ -102,9 +109,7 @@ def atomic_text(path: str | Path) -> Iterator[IO[str]]:
     check_output(path)
     given = Path(path)
     make_folder(given.parent)
-    # judged on the path as given: stat() follows links, /dev/stdout's /proc/self/fd/1 too, while the realpath of
-    # a pipe ("pipe:[N]") names nothing, and writing there crashed (found in review, 2026-11-28)
-    direct = given.exists() and not given.is_file()
+    direct = _in_place(given)
     target = Path(os.path.realpath(path))
     partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
     try:
