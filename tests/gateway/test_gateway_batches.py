@@ -15,7 +15,7 @@ import openai
 import pytest
 from gateway_harness import ACME_KEY, EURO_KEY, Live, live_gateway
 
-from sovrouter.config import BatchSettings, BatchStoreSettings
+from sovrouter.config import ApiKey, BatchSettings, BatchStoreSettings, hash_key
 from sovrouter.testing_postgres import PostgresServer, postgres_bin_dir, postgres_server
 
 
@@ -155,6 +155,36 @@ def test_cancel_keeps_what_was_answered(tmp_path: Path) -> None:
         if done.output_file_id:
             assert len(_jsonl(client.files.content(done.output_file_id).text)) == done.request_counts.completed
         assert client.batches.cancel(batch.id).status == "cancelled"  # idempotent on a finished batch
+
+
+def test_a_batch_whose_key_is_revoked_stops_at_the_restart(tmp_path: Path) -> None:
+    """The operator removes a key and restarts: its batch ran to completion anyway, spending on behalf of a
+    withdrawn credential. Now it fails before any further line, keeping what was answered; the tenant's other key
+    still sees it (files and batches are the tenant's), the revoked key is a 401."""
+    second_key = "sk-acme-test-key-0003"
+    keys = [ApiKey(tenant="acme-us", key_sha256=hash_key(k)) for k in (ACME_KEY, second_key)]
+    with live_gateway(tmp_path / "state", api_keys=[*keys, ApiKey(tenant="eurobank", key_sha256=hash_key(EURO_KEY))]
+                      ) as before:
+        before.primary.first_token_delay_s = before.backup.first_token_delay_s = 0.3
+        client = before.client(second_key)
+        batch = client.batches.create(input_file_id=_upload(client, [_line(f"r{i}", f"q {i}") for i in range(40)]),
+                                      endpoint="/v1/chat/completions", completion_window="24h")
+        deadline = time.monotonic() + 10
+        while before.primary.calls + before.backup.calls < 8 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    with live_gateway(tmp_path / "state") as after:  # second_key is no longer configured; ACME_KEY still is
+        done = _wait(after.client(ACME_KEY), batch.id)
+        assert done.status == "failed" and done.errors is not None and done.errors.data is not None
+        assert [e.code for e in done.errors.data] == ["api_key_revoked"]
+        counts = done.request_counts
+        assert counts is not None and counts.completed > 0 and counts.completed + counts.failed < 40
+        assert after.primary.calls + after.backup.calls == 0  # nothing ran after the restart
+        assert done.output_file_id is not None
+        assert len(_jsonl(after.client().files.content(done.output_file_id).text)) == counts.completed
+        raw = httpx.get(f"{after.url}/v1/batches/{batch.id}", headers={"authorization": f"Bearer {ACME_KEY}"})
+        assert hash_key(second_key) not in raw.text and "key_sha256" not in raw.text
+        with pytest.raises(openai.AuthenticationError):
+            after.client(second_key).batches.retrieve(batch.id)
 
 
 def test_two_gateway_instances_share_files_and_batches_through_postgresql(tmp_path: Path,

@@ -6,7 +6,7 @@ the results, as with ``client.files.create(purpose="batch")`` and ``client.batch
   batch created on a second and the poll on a third all see the same files and batches. A file (metadata and
   bytes) is one row written in one statement: a failed upload leaves nothing behind, a listed file is complete.
 - **Tenancy**: every file and batch belongs to the tenant of the key that created it; another tenant gets 404
-  for it (existence is not revealed) and never sees it in a list.
+  for it (existence is not revealed) and never sees it in a list. A revoked key's batches fail (``revocation.py``).
 - **Running**: each instance runs one batch per tenant at a time (its oldest open one nobody holds a **lease**
   on; the creating instance is woken at once, the others look every ``poll_s``), tenants side by side sharing
   ``concurrency`` line slots in turn (:class:`~sovrouter.batch.gate.FairGate`), each line through the same
@@ -58,6 +58,7 @@ from sovrouter.batch.fileio import (
     parse_lines,
 )
 from sovrouter.batch.gate import FairGate
+from sovrouter.batch.revocation import refusal
 from sovrouter.batch.runner import BatchRunner, deferrable
 from sovrouter.batch.store import BatchStore, store_url
 from sovrouter.contracts import DataClass
@@ -139,6 +140,7 @@ class BatchObject(BaseModel):
     metadata: dict[str, str] | None = None
     data_class: DataClass = Field(default="public", exclude=True)
     output_expires_s: int | None = Field(default=None, exclude=True)  # output_expires_after, kept for the finish
+    key_sha256: str | None = Field(default=None, exclude=True)  # the creating key's digest (None: stored before)
 
 
 class CreateBatch(BaseModel):
@@ -153,21 +155,18 @@ class CreateBatch(BaseModel):
     output_expires_after: ExpiresAfter | None = None
 
 
-_NOT_ALLOWED = BatchError(code="store_not_allowed",
-                          message="this tenant's policy no longer allows its batch data in the shared batch store")
-
 class BatchService:
     """See the module docstring. ``start()`` in the serving loop before use, ``aclose()`` at shutdown.
 
     ``store``: a :class:`BatchStore`, or a folder for a local SQLite one. ``lease_s``: how long a batch stays held
     by an instance that stopped renewing (it renews every third of it); ``poll_s``: how often an idle worker looks
-    for batches other instances created or left."""
+    for batches other instances created or left; ``keys``: the configured key digests (:mod:`.revocation`)."""
 
     def __init__(self, store: BatchStore | Path, pipeline: Pipeline, *, concurrency: int = 4,
                  max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, now: Callable[[], float] = time.time,
                  window_s: float = WINDOW_S, lease_s: float = 30.0, poll_s: float = 2.0,
                  retention_s: float | None = 30 * 86_400, purge_every_s: float = 3600.0,
-                 tenants: Collection[str] | None = None) -> None:
+                 tenants: Collection[str] | None = None, keys: Collection[str] | None = None) -> None:
         self.store = store if isinstance(store, BatchStore) else BatchStore(store_url(None, store))
         self.pipeline = deferrable(pipeline)
         self.concurrency = max(1, concurrency)
@@ -179,6 +178,7 @@ class BatchService:
         self.retention_s = retention_s
         self.purge_every_s = purge_every_s
         self.tenants = None if tenants is None else frozenset(tenants)
+        self.keys = None if keys is None else frozenset(keys)
         self._purged_at = float("-inf")
         self.instance = "gw-" + uuid.uuid4().hex[:16]  # this process's name on the leases it holds
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -256,7 +256,8 @@ class BatchService:
         return items[:limit], len(items) > limit
 
     # ------------------------------------------------------------------ batches
-    def create(self, tenant: str, body: CreateBatch, data_class: DataClass = "public") -> BatchObject:
+    def create(self, tenant: str, body: CreateBatch, data_class: DataClass = "public",
+               key_sha256: str | None = None) -> BatchObject:
         self._may_store(tenant)
         if body.endpoint not in (CHAT_URL, "/chat/completions"):
             raise InvalidRequestError("endpoint must be /v1/chat/completions", param="endpoint")
@@ -271,7 +272,7 @@ class BatchService:
                             completion_window="24h", status="validating", created_at=now,
                             expires_at=now + int(self.window_s), metadata=body.metadata, data_class=data_class,
                             output_expires_s=None if body.output_expires_after is None
-                            else body.output_expires_after.seconds)
+                            else body.output_expires_after.seconds, key_sha256=key_sha256)
         lines = self._lines(tenant, batch)
         failure = ("empty_file", "the input file has no requests") if not lines else (
             ("too_many_lines", f"the input file has more than {MAX_LINES} requests") if len(lines) > MAX_LINES
@@ -409,11 +410,10 @@ class BatchService:
         if batch.status != "in_progress":  # closed meanwhile (a cancel on this instance)
             await asyncio.to_thread(self.store.release, batch_id, self.instance)
             return
-        if self.tenants is not None and tenant not in self.tenants:
-            # the tenant was delisted since the batch was created: none of its data may go into the store any more
-            # (fail closed); the lines answered before are closed into its files
-            log.warning("batch %s: its tenant is no longer listed for the batch store; failed", batch_id)
-            await self._end(batch_id, "failed", _NOT_ALLOWED)
+        refused = refusal(tenant, batch.key_sha256, tenants=self.tenants, keys=self.keys)
+        if refused is not None:  # fail closed, before any line starts; the lines answered before go to its files
+            log.warning("batch %s: %s; failed", batch_id, refused.code)
+            await self._end(batch_id, "failed", BatchError(code=refused.code, message=refused.message))
             return
         task = asyncio.create_task(self._run(tenant, batch))
         self._running[batch_id] = task
@@ -589,10 +589,10 @@ class _LeaseLost(SovrouterError):
 
 
 def _meta(batch: BatchObject) -> dict[str, Any]:
-    """The stored form of a batch (its data class and output expiry included, which the API object does not
-    show)."""
+    """The stored form of a batch (its data class, output expiry and creating key's digest included, which the
+    API object does not show)."""
     return {**batch.model_dump(mode="json"), "data_class": batch.data_class,
-            "output_expires_s": batch.output_expires_s}
+            "output_expires_s": batch.output_expires_s, "key_sha256": batch.key_sha256}
 
 
 def _line_id(batch_id: str, line_no: int) -> str:

@@ -10,10 +10,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from sovrouter.config import ApiKey
 from sovrouter.errors import AuthenticationError, TooManyRequestsError
 from sovrouter.protocols import Release
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who presented a key: its tenant and the key's sha256 hex digest (as configured; never the key itself)."""
+
+    tenant: str
+    key_sha256: str
 
 
 class KeyRing:
@@ -22,6 +31,11 @@ class KeyRing:
 
     def tenant_for(self, authorization: str | None) -> str:
         """The tenant of an ``Authorization: Bearer <key>`` header; raises :class:`AuthenticationError`."""
+        return self.caller(authorization).tenant
+
+    def caller(self, authorization: str | None) -> Caller:
+        """The tenant and key digest of an ``Authorization: Bearer <key>`` header (a batch remembers the digest of
+        the key that created it); raises :class:`AuthenticationError`."""
         if not authorization:
             raise AuthenticationError("missing API key: send 'Authorization: Bearer <key>'")
         scheme, _, token = authorization.partition(" ")
@@ -35,7 +49,7 @@ class KeyRing:
                 tenant = owner
         if tenant is None:
             raise AuthenticationError("invalid API key")
-        return tenant
+        return Caller(tenant, digest.hex())
 
 
 class TenantSlots:

@@ -3,9 +3,11 @@
 What the official client calls: ``files.create`` (multipart ``file`` + ``purpose=batch``, optional
 ``expires_after``), ``files.retrieve``, ``files.content``, ``files.list`` (``purpose``, ``limit``, ``order``,
 ``after``), ``files.delete``; ``batches.create`` (optional ``output_expires_after``), ``batches.retrieve``,
-``batches.cancel``, ``batches.list`` (``limit``, ``after``). The tenant is the key's, as for chat;
-``X-Data-Class`` on ``POST /v1/batches`` declares the class of every line. Errors leave as OpenAI-style JSON (this
-module is part of the gateway boundary); a failed upload stores nothing.
+``batches.cancel``, ``batches.list`` (``limit``, ``after``). The tenant is the key's, as for chat: files and
+batches are the tenant's, whichever of its keys asks; a batch also keeps its key's digest and fails once that key
+is revoked (:mod:`~sovrouter.batch.revocation`). ``X-Data-Class`` on ``POST /v1/batches`` declares the class of
+every line. Errors leave as OpenAI-style JSON (this module is part of the gateway boundary); a failed upload
+stores nothing.
 """
 
 from __future__ import annotations
@@ -115,7 +117,7 @@ class BatchRoutes:
         return _list([f.model_dump(mode="json") for f in files], more)
 
     async def create_batch(self, request: Request) -> Response:
-        tenant = self._tenant(request)
+        caller = self.keys.caller(request.headers.get("authorization"))  # the batch remembers its key's digest
         data_class = data_class_header(request.headers.get("x-data-class"))
         raw = await read_limited(request, self.max_body_bytes)
         try:
@@ -126,7 +128,8 @@ class BatchRoutes:
             param = str(loc[0]) if loc else None  # the field only: a deeper path can hold client data (keys)
             raise InvalidRequestError(f"invalid batch request: {param or 'body'}: {first['msg']}",
                                       param=param) from None
-        batch = await asyncio.to_thread(self.service.create, tenant, body, data_class)  # parses the whole file
+        batch = await asyncio.to_thread(self.service.create, caller.tenant, body, data_class,  # parses the file
+                                        caller.key_sha256)
         return _json(batch.model_dump_json())
 
     async def get_batch(self, request: Request) -> Response:

@@ -167,10 +167,11 @@ def make_batch_service(settings: Settings, pipeline: Pipeline) -> BatchService |
     cfg = settings.batches
     if not cfg.enabled:
         return None
+    keys = [k.key_sha256 for k in settings.api_keys]  # a batch whose creating key is not listed is failed
     retention_s = None if cfg.retention_days is None else cfg.retention_days * 86_400
     if cfg.store is None:
         return BatchService(settings.state_dir / "batches", pipeline, concurrency=cfg.concurrency,
-                            max_file_bytes=cfg.max_file_bytes, retention_s=retention_s)
+                            max_file_bytes=cfg.max_file_bytes, retention_s=retention_s, keys=keys)
     url = store_url(cfg.store.url, settings.state_dir / "batches", cfg.store.password_env)
     try:
         store = BatchStore(url)
@@ -178,4 +179,4 @@ def make_batch_service(settings: Settings, pipeline: Pipeline) -> BatchService |
         raise ConfigError(f"batches.store: cannot open the database ({type(exc).__name__})") from None
     return BatchService(store, pipeline, concurrency=cfg.concurrency, max_file_bytes=cfg.max_file_bytes,
                         lease_s=cfg.store.lease_s, poll_s=cfg.store.poll_s, retention_s=retention_s,
-                        tenants=cfg.store.tenants)
+                        tenants=cfg.store.tenants, keys=keys)

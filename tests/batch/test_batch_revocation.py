@@ -1,0 +1,106 @@
+"""A batch remembers the digest of the key that created it, and is failed, not run, once that key is revoked."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from batch_helpers import CHAT, batch_file, make_pipeline
+
+from sovrouter.batch.revocation import KEY_REVOKED, STORE_NOT_ALLOWED, refusal
+from sovrouter.batch.service import BatchService, CreateBatch
+from sovrouter.catalog import Catalog, Tenants
+from sovrouter.config import hash_key
+
+OLD, KEPT = hash_key("sk-acme-revoked"), hash_key("sk-acme-kept")
+
+
+async def _until(service: BatchService, batch_id: str, states: tuple[str, ...]) -> None:
+    for _ in range(1000):
+        if service.get("acme-us", batch_id).status in states:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("batch did not reach " + "/".join(states))
+
+
+def test_refusal_judges_the_key_only_when_both_are_known() -> None:
+    assert refusal("acme-us", OLD, tenants=None, keys=None) is None  # a service used without keys
+    assert refusal("acme-us", None, tenants=None, keys=[KEPT]) is None  # stored before the digest was kept
+    assert refusal("acme-us", KEPT, tenants=None, keys=[KEPT]) is None
+    revoked = refusal("acme-us", OLD, tenants=None, keys=[KEPT])
+    assert revoked is not None and revoked.code == KEY_REVOKED and OLD not in revoked.message
+    delisted = refusal("acme-us", OLD, tenants=["eurobank"], keys=[KEPT])
+    assert delisted is not None and delisted.code == STORE_NOT_ALLOWED
+
+
+async def test_a_queued_batch_of_a_revoked_key_fails_without_a_call(tmp_path: Path, catalog: Catalog,
+                                                                   tenants: Tenants) -> None:
+    """The tenant keeps another key: the batch still stops, the credential that asked for it was withdrawn.
+    Before, it ran to completion after the restart that revoked its key."""
+    pipeline, adapters = make_pipeline(catalog, tenants)
+    first = BatchService(tmp_path, pipeline, keys=[OLD, KEPT])
+    f = first.upload("acme-us", "in.jsonl", "batch", batch_file(5))
+    batch = first.create("acme-us", CreateBatch(input_file_id=f.id, **CHAT), key_sha256=OLD)
+    assert first.store.batch("acme-us", batch.id).meta["key_sha256"] == OLD  # remembered, the digest only
+    assert OLD not in batch.model_dump_json()  # and never shown
+    first.store.close()  # created, not started: the next process (without the key) takes it
+    second = BatchService(tmp_path, pipeline, keys=[KEPT])
+    await second.start()
+    await _until(second, batch.id, ("failed",))
+    failed = second.get("acme-us", batch.id)  # what any key of the tenant sees
+    assert failed.errors is not None and [e.code for e in failed.errors.data] == [KEY_REVOKED]
+    assert failed.failed_at is not None and failed.output_file_id is None and failed.error_file_id is None
+    counts = failed.request_counts
+    assert (counts.total, counts.completed, counts.failed) == (5, 0, 0)
+    assert sum(a.calls for a in adapters) == 0
+    assert OLD not in failed.model_dump_json()
+    await second.aclose()
+
+
+async def test_a_batch_whose_key_is_revoked_mid_run_keeps_its_answers_and_calls_no_more(
+        tmp_path: Path, catalog: Catalog, tenants: Tenants) -> None:
+    pipeline, adapters = make_pipeline(catalog, tenants, delay_s=0.02)
+    first = BatchService(tmp_path, pipeline, concurrency=2, keys=[OLD])
+    await first.start()
+    f = first.upload("acme-us", "in.jsonl", "batch", batch_file(30))
+    batch = first.create("acme-us", CreateBatch(input_file_id=f.id, **CHAT), key_sha256=OLD)
+    for _ in range(1000):
+        if len(first.store.results(batch.id)) >= 3:
+            break
+        await asyncio.sleep(0.01)
+    await first.aclose()  # the restart that revokes the key
+    calls_before = sum(a.calls for a in adapters)
+
+    second = BatchService(tmp_path, pipeline, concurrency=2, keys=[])
+    answered = {x["custom_id"] for x in second.store.results(batch.id)}
+    assert 0 < len(answered) < 30
+    await second.start()
+    await _until(second, batch.id, ("failed",))
+    failed = second.get("acme-us", batch.id)
+    assert failed.errors is not None and failed.errors.data[0].code == KEY_REVOKED
+    assert sum(a.calls for a in adapters) == calls_before  # no line started after the restart
+    assert (failed.request_counts.completed, failed.request_counts.failed) == (len(answered), 0)
+    out = [json.loads(x) for x in second.content("acme-us", failed.output_file_id or "").decode().splitlines()]
+    assert {x["custom_id"] for x in out} == answered  # what was answered (and paid for) is kept, in order
+    assert [x["custom_id"] for x in out] == sorted(answered, key=lambda c: int(c[1:]))
+    assert second.store.results(batch.id) == []  # closed in one transaction: nothing half-written
+    await second.aclose()
+
+
+async def test_batches_stored_before_the_digest_was_kept_run_under_their_tenant(
+        tmp_path: Path, catalog: Catalog, tenants: Tenants) -> None:
+    pipeline, _ = make_pipeline(catalog, tenants)
+    first = BatchService(tmp_path, pipeline)
+    f = first.upload("acme-us", "in.jsonl", "batch", batch_file(3))
+    legacy = first.create("acme-us", CreateBatch(input_file_id=f.id, **CHAT), key_sha256=OLD)
+    first.store.update(legacy.id, lambda meta: {k: v for k, v in meta.items() if k != "key_sha256"})  # an old row
+    kept = first.create("acme-us", CreateBatch(input_file_id=f.id, **CHAT), key_sha256=KEPT)
+    first.store.close()
+    second = BatchService(tmp_path, pipeline, keys=[KEPT])
+    await second.start()
+    for batch_id in (legacy.id, kept.id):
+        await _until(second, batch_id, ("completed", "failed"))
+        assert second.get("acme-us", batch_id).status == "completed"
+        assert second.get("acme-us", batch_id).request_counts.completed == 3
+    await second.aclose()
