@@ -39,7 +39,7 @@ TENANTS = Tenants.load(DATA / "tenants.json")
 TENANT_IDS = [t.id for t in TENANTS.tenants]
 PII_TYPES = ["PERSON", "EMAIL", "PHONE", "IBAN", "US_SSN", "CA_SIN", "CA_HEALTH_CARD", "PASSPORT", "ADDRESS",
              "DATE_OF_BIRTH", "CREDIT_CARD", "BR_CPF", "NL_BSN", "ES_NIF", "ES_NIE", "IT_FISCAL_CODE", "FR_NIR",
-             "PL_PESEL"]
+             "PL_PESEL", "DE_TAX_ID", "BE_NRN", "UK_NINO", "PT_NIF", "CH_AHV", "AT_SVNR"]
 LANGS = ["en", "de", "fr", "nl"]
 
 

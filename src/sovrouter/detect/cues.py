@@ -1,6 +1,6 @@
 """Context words (English, German, French; since 2026-11-28 the commonest ones in Dutch, Spanish, Italian and
-Portuguese too, and the names of national identification numbers: CPF, BSN, DNI/NIE, codice fiscale, NIR, PESEL)
-that tell what an identifier-shaped string is.
+Portuguese too, and the names of national identification numbers: CPF, BSN, DNI/NIE, codice fiscale, NIR, PESEL,
+Steuer-ID, rijksregisternummer, NI number, contribuinte, AHV, SVNR) that tell what an identifier-shaped string is.
 
 The detector decides the type of an identifier-shaped match by the *nearest* cue before it on the same line:
 a cue of a personal-data type (``"SSN"``, ``"passeport"``, ``"geb."``) makes it that type (if its format and
@@ -63,20 +63,33 @@ TYPE_CUES: dict[str, tuple[str, ...]] = {
     "FR_NIR": ("n° de sécurité sociale", "n° sécurité sociale", "no de sécurité sociale", "sécurité sociale",
                "numéro de sécu", "n° de sécu", "n° sécu", "numéro insee", "carte vitale", "french social security"),
     "PL_PESEL": ("pesel", "numer pesel", "nr pesel"),
+    # since 2026-11-28 ("tax id" speaks only for an IdNr's shape, recognizers._speaks_for, not a US EIN's). A word
+    # that another cue holds after a hyphen or space ("Steuer-Identifikationsnummer", "numéro de registre national",
+    # "número de contribuinte") or before "-Nr."/"nummer" ("AHV-Nummer", "Rijksregisternr.") is not listed again: each
+    # alternative costs every segment's cue search
+    "DE_TAX_ID": ("steuer-id", "steuerid", "steuer id", "steuerliche id", "idnr", "identifikationsnummer",
+                  "steueridentifikationsnummer", "tax id", "tax identification number"),
+    "BE_NRN": ("rijksregister", "nationaal nummer", "insz", "registre national", "numéro national", "n° national",
+               "niss", "nationalregister", "national register", "belgian national number"),
+    "UK_NINO": ("national insurance", "ni number", "ni no", "n.i. number", "ni#"),
+    "PT_NIF": ("contribuinte", "identificação fiscal", "identificacao fiscal", "portuguese tax number"),
+    "CH_AHV": ("ahv", "ahvn13", "avs"),
+    "AT_SVNR": ("svnr", "sv-nr", "sv-nummer", "versicherungsnummer"),
 }
 
 # Cues matched in upper case only: in lower case they are common words or names of other languages (German and
-# Polish "nie": never / not; "Nir": a first name).
-CASED_CUES: dict[str, tuple[str, ...]] = {"ES_NIE": ("NIE",), "FR_NIR": ("NIR",)}
+# Polish "nie": never / not; "Nir", "Nino": first names).
+CASED_CUES: dict[str, tuple[str, ...]] = {"ES_NIE": ("NIE",), "FR_NIR": ("NIR",), "UK_NINO": ("NINO",)}
 
 # A cue category that also confirms other types: the shapes tell them apart ("numéro de sécurité sociale" before
-# 9 digits is a US SSN, before a 15-digit NIR a French one; a DNI cue before an X/Y/Z number is its NIE). No cue
-# names "a national id" in general: it would take the next identifier of every other shape from the uncued
-# context rules (a passport-shaped number next to a name) and confirm none of them.
+# 9 digits is a US SSN, before a 15-digit NIR a French one; a DNI cue before an X/Y/Z number is its NIE; "NIF" is
+# Portugal's word too, for 9 digits; "Sozialversicherungsnummer"/"social security" before a Swiss or Austrian
+# number is theirs). No cue names "a national id" in general: it would take the next identifier of every other
+# shape from the uncued context rules (a passport-shaped number next to a name) and confirm none of them.
 CUE_ALSO: dict[str, tuple[str, ...]] = {
-    "US_SSN": ("FR_NIR",),
+    "US_SSN": ("FR_NIR", "CH_AHV", "AT_SVNR"),
     "FR_NIR": ("US_SSN",),
-    "ES_NIF": ("ES_NIE",),
+    "ES_NIF": ("ES_NIE", "PT_NIF"),
     "ES_NIE": ("ES_NIF",),
 }
 

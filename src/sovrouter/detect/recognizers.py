@@ -2,7 +2,8 @@
 
 - :class:`IdentifierRecognizer`: numeric and alphanumeric identifiers (IBAN, card, US SSN, Canadian SIN, Ontario
   and Quebec health cards, passport, date of birth, phone, and the national identification numbers of
-  ``national_ids``: Brazilian CPF, Dutch BSN, Spanish DNI/NIE, Italian codice fiscale, French NIR, Polish PESEL).
+  ``national_ids``: Brazilian CPF, Dutch BSN, Spanish DNI/NIE, Italian codice fiscale, French NIR, Polish PESEL,
+  German IdNr, Belgian national number, UK NINO, Portuguese NIF, Swiss AHV, Austrian SVNR).
   Shape + checksum (``formats``, ``national_ids``) + the nearest cue word before the match (``cues``) decide; an
   innocent cue (order, ISBN, ticket, Rechnung, facture, ...) vetoes.
 - :class:`EmailRecognizer`, :class:`AddressRecognizer`: patterns (US, Canadian, military, German and French
@@ -157,6 +158,8 @@ def _cue_fits(cue: str | None, typ: str) -> bool:
 _NATIONAL_SHAPES: dict[str, re.Pattern[str]] = {
     "BR_CPF": _n.CPF_RE, "NL_BSN": _n.BSN_RE, "ES_NIF": _n.DNI_RE, "ES_NIE": _n.NIE_RE,
     "IT_FISCAL_CODE": _n.FISCAL_CODE_RE, "FR_NIR": _n.NIR_RE, "PL_PESEL": _n.PESEL_RE,
+    "DE_TAX_ID": _n.DE_TAX_ID_RE, "BE_NRN": _n.BE_NRN_RE, "UK_NINO": _n.NINO_RE, "PT_NIF": _n.PT_NIF_RE,
+    "CH_AHV": _n.AHV_RE, "AT_SVNR": _n.SVNR_RE,
 }
 
 
