@@ -324,14 +324,20 @@ class Pipeline:
         return Outcome(record=record, result=None, error=exc)
 
     def _priced(self, request: NormalizedRequest, attempt: CallAttempt) -> CallAttempt:
-        if attempt.outcome not in ("ok", "stream_error", "cancelled", "timeout"):
-            return attempt  # refused before leaving, or failed without an answer: nothing billed
-        # a timed-out or cancelled call had the prompt and may have generated: priced like a broken stream (its
-        # prompt, and the output seen; until 2026-11-28 a timeout cost nothing, under-counting slow outages)
-        c = attempt.candidate
-        tokens_in = attempt.input_tokens or estimate_tokens(request.forwarded_text)  # every string sent upstream
-        cost = self.catalog.cost_usd(c.slot, c.deployment, tokens_in, attempt.output_tokens)
-        return attempt.model_copy(update={"input_tokens": tokens_in, "cost_usd": cost})
+        return priced(self.catalog, request, attempt)
+
+
+def priced(catalog: Catalog, request: NormalizedRequest, attempt: CallAttempt) -> CallAttempt:
+    """``attempt`` with its catalog cost (and its prompt's tokens when the upstream reported none): what every
+    call of a request's record carries, and the eval loop's shadow calls' tries too."""
+    if attempt.outcome not in ("ok", "stream_error", "cancelled", "timeout"):
+        return attempt  # refused before leaving, or failed without an answer: nothing billed
+    # a timed-out or cancelled call had the prompt and may have generated: priced like a broken stream (its
+    # prompt, and the output seen; until 2026-11-28 a timeout cost nothing, under-counting slow outages)
+    c = attempt.candidate
+    tokens_in = attempt.input_tokens or estimate_tokens(request.forwarded_text)  # every string sent upstream
+    cost = catalog.cost_usd(c.slot, c.deployment, tokens_in, attempt.output_tokens)
+    return attempt.model_copy(update={"input_tokens": tokens_in, "cost_usd": cost})
 
 
 def _cancelled() -> RequestCancelledError:

@@ -270,3 +270,55 @@ async def test_an_observed_stream_closed_early_is_recorded_at_once(catalog: Cata
     assert not isinstance(first, Outcome)
     await stream.aclose()
     assert [(r.request_id, r.error_code) for r in sink.records] == [("early-1", "request_cancelled")]
+
+
+async def test_a_shadow_call_s_tries_are_counted_and_priced_like_any_call(catalog: Catalog, tenants: Tenants) -> None:
+    """The shadow call goes through the reliability stack: a retried try and a timed-out try reached the
+    upstream (a timeout is billed its prompt, as the pipeline prices it), but the metrics counted one call per
+    shadow call and no cost for a timeout (found in review, 2026-11-28)."""
+    from sovrouter.catalog import estimate_tokens
+    from sovrouter.config import ReliabilitySettings
+    from sovrouter.errors import UpstreamUnavailableError
+
+    class FlakyThenSlow(Recording):
+        """Fails its first call (retried), answers its second, never answers in time after that."""
+
+        async def generate(self, call: ModelCall) -> ModelResult:
+            self.calls += 1
+            if self.calls == 1:
+                raise UpstreamUnavailableError("upstream answered HTTP 503")
+            if self.calls > 2:
+                self.delay_s = 5.0
+            return await super().generate(call)
+
+    adapters = {Candidate(slot=s.id, deployment=d.id): Recording(Candidate(slot=s.id, deployment=d.id),
+                                                                 text=f"The answer is {s.id}")
+                for s, d in catalog.pairs()}
+    frontier = Candidate(slot="frontier", deployment="us")
+    adapters[frontier] = FlakyThenSlow(frontier, text="The answer is frontier")
+    settings = Settings(catalog="x", tenants="y", router="baseline",  # type: ignore[arg-type]
+                        reliability=ReliabilitySettings(timeout_s=0.2, retry_backoff_s=0.0))
+    settings = settings.model_copy(update={"cache": settings.cache.model_copy(update={"exact_enabled": False})})
+    pipeline = assemble(settings, catalog, tenants, adapters, SimClock(), MemorySink())
+    metrics = RequestMetrics()
+    shadow = ShadowSampler(pipeline.executor.adapters, FakeJudge(), SignalStore(), fraction=1.0, catalog=catalog,
+                           metrics=metrics)
+    for rid in ("ok-after-retry", "timed-out"):
+        req = _req("What is 2+2?", rid, 0.0)
+        out = await pipeline.handle(req)
+        assert out.record.final is not None and out.record.final.slot != "frontier"
+        await shadow.after(req, out.record, out.result.text if out.result else "")
+    reg = metrics.registry
+
+    def calls(outcome: str) -> float | None:
+        return reg.get_sample_value("sovrouter_upstream_calls_total", {
+            "slot": "frontier", "deployment": "us", "purpose": "shadow", "outcome": outcome})
+
+    assert (calls("error"), calls("ok"), calls("timeout")) == (1, 1, 1)  # every try that was made, as made
+    assert reg.get_sample_value("sovrouter_shadow_calls_total", {"slot": "frontier", "deployment": "us",
+                                                                 "outcome": "ok"}) == 1
+    spent = reg.get_sample_value("sovrouter_cost_usd_total", {"tenant": "acme-us", "slot": "frontier",
+                                                              "deployment": "us"})
+    answered = catalog.cost_usd("frontier", "us", 5, len("The answer is frontier") // 4)
+    prompt = catalog.cost_usd("frontier", "us", estimate_tokens(_req("What is 2+2?", "x", 0.0).forwarded_text), 0)
+    assert spent == pytest.approx(answered + prompt)  # the timed-out try's prompt is billed too

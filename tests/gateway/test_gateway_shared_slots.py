@@ -17,16 +17,20 @@ import openai
 import pytest
 import redis
 from gateway_harness import ACME_KEY, EURO_KEY, make_settings
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from sovrouter.adapters.openai_http import new_client
 from sovrouter.config import Settings, SharedInFlightSettings
 from sovrouter.errors import ConfigError, TooManyRequestsError
+from sovrouter.evalloop.loop import EvalSettings, build_observability
 from sovrouter.gateway.app import Gateway, create_app
 from sovrouter.gateway.auth import TenantSlots
 from sovrouter.gateway.server import ServerThread
 from sovrouter.gateway.shared_slots import RedisTenantSlots, lease_key, make_tenant_slots
 from sovrouter.gateway.wiring import build_live_pipeline
 from sovrouter.store.records import SQLiteRecordStore
+from sovrouter.telemetry.metrics import SharedSlotsCollector, TenantLabels
 from sovrouter.testing_redis import RedisServer, redis_server
 from sovrouter.testing_upstream import UpstreamBehaviour, closed_port_url, create_upstream_app
 
@@ -43,6 +47,10 @@ class Pair:
     def client(self, i: int, key: str = ACME_KEY) -> openai.OpenAI:
         return openai.OpenAI(base_url=self.urls[i] + "/v1", api_key=key, max_retries=0, timeout=20)
 
+    def metrics(self, i: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """Instance ``i``'s ``/metrics`` (``observed`` gateways), by sample name and sorted labels."""
+        return _samples(httpx.get(self.urls[i] + "/metrics", timeout=10).text)
+
     def refused_codes(self, i: int) -> list[str | None]:
         store = SQLiteRecordStore(self.state_dirs[i] / "records.sqlite")
         try:
@@ -51,9 +59,15 @@ class Pair:
             store.close()
 
 
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(x.name, tuple(sorted(x.labels.items()))): x.value
+            for f in text_string_to_metric_families(text) for x in f.samples}
+
+
 @contextmanager
-def two_gateways(tmp_path: Path, **overrides: Any) -> Iterator[Pair]:
-    """Two gateway instances in front of the same two test upstreams (each with its own state_dir)."""
+def two_gateways(tmp_path: Path, observed: bool = False, **overrides: Any) -> Iterator[Pair]:
+    """Two gateway instances in front of the same two test upstreams (each with its own state_dir);
+    ``observed``: with metrics and ``/metrics`` as ``sovrouter serve`` mounts them."""
     primary = UpstreamBehaviour(reply="primary answer", chunks=3)
     backup = UpstreamBehaviour(reply="backup answer", chunks=3)
     with ServerThread(create_upstream_app(primary), log_level="critical") as p, \
@@ -63,7 +77,12 @@ def two_gateways(tmp_path: Path, **overrides: Any) -> Iterator[Pair]:
             dirs.append(tmp_path / f"gw{i}")
             settings = make_settings(dirs[-1], p.url, b.url, **overrides)
             client = new_client()
-            app = create_app(build_live_pipeline(settings, client=client), settings, on_shutdown=[client.aclose])
+            pipeline = build_live_pipeline(settings, client=client)
+            obs = build_observability(EvalSettings()) if observed else None
+            app = create_app(obs.observe(pipeline) if obs is not None else pipeline, settings,
+                             on_shutdown=[client.aclose])
+            if obs is not None:
+                obs.mount(app)
             gateways.append(app.state.gateway)
             servers.append(ServerThread(app, log_level="critical"))
         with servers[0] as g0, servers[1] as g1:
@@ -306,3 +325,70 @@ async def test_a_lease_released_during_a_refresh_is_not_counted_lost(redis_srv: 
         assert one.stats["lost"] == 0 and one.stats["released"] == 1
     finally:
         await one.aclose()
+
+
+def test_the_shared_limit_s_refusals_and_leases_are_on_metrics(tmp_path: Path, redis_srv: RedisServer) -> None:
+    """Until 2026-11-28 nothing on ``/metrics`` told which count refused a request, nor how many leases an
+    instance held: the shared limit's refusals looked like any other ``rate_limit_exceeded``."""
+    prefix = "gw-slots-metrics"
+    acme = ("tenant", "acme-us")
+    with two_gateways(tmp_path, observed=True, max_in_flight_per_tenant=1,
+                      shared_in_flight=_shared(redis_srv, prefix)) as pair:
+        pair.primary.first_token_delay_s = 1.0
+        worker, out = _slow_request(pair, 0)
+        with pytest.raises(openai.RateLimitError):
+            pair.client(1).chat.completions.create(model="auto", messages=ASK)  # every instance's count: full
+        with pytest.raises(openai.RateLimitError):
+            pair.client(0).chat.completions.create(model="auto", messages=ASK)  # this instance's own: full
+        busy, other = pair.metrics(0), pair.metrics(1)
+        leases = "sovrouter_shared_in_flight_leases"
+        assert busy[leases, ()] == 1 and other[leases, ()] == 0
+        assert other["sovrouter_shared_in_flight_refused_total", (("by", "shared"), acme)] == 1
+        assert ("sovrouter_shared_in_flight_refused_total", (("by", "instance"), acme)) not in other
+        assert busy["sovrouter_shared_in_flight_refused_total", (("by", "instance"), acme)] == 1
+        for seen in (busy, other):  # the same refusals as the request metrics', by tenant
+            assert seen["sovrouter_refusals_total", (("reason", "rate_limit_exceeded"), acme)] == sum(
+                v for (name, labels), v in seen.items()
+                if name == "sovrouter_shared_in_flight_refused_total" and acme in labels)
+            assert all(v == 0 for (name, _), v in seen.items() if name in (
+                "sovrouter_shared_in_flight_redis_errors_total", "sovrouter_shared_in_flight_local_only_total",
+                "sovrouter_shared_in_flight_leases_lost_total"))
+        worker.join(10)
+        assert out["answer"].choices[0].message.content == "primary answer"
+        _until(lambda: pair.metrics(0)[leases, ()] == 0)
+
+
+async def test_redis_failures_and_the_local_decisions_are_on_metrics(redis_srv: RedisServer) -> None:
+    """Redis stopped: each failed operation, and each request this instance's count alone decided, is counted
+    (until 2026-11-28 only in ``stats``, which nothing exported)."""
+    with redis_server() as own:
+        slots = RedisTenantSlots.from_url(own.url, 1, prefix="slots-down-metrics", op_timeout_s=0.2, retry_s=60.0)
+        registry = CollectorRegistry(auto_describe=True)
+        registry.register(SharedSlotsCollector(slots, TenantLabels(["t"])))
+
+        def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+            return _samples(generate_latest(registry).decode())
+
+        try:
+            first = await slots.take("t")
+            assert scrape()["sovrouter_shared_in_flight_leases", ()] == 1
+            own.process.kill()
+            own.process.wait()
+            first()
+            await asyncio.gather(*list(slots._tasks))  # the removal fails
+            second = await slots.take("t")  # the take fails: this instance's count decides
+            with pytest.raises(TooManyRequestsError):
+                await slots.take("t")
+            second()
+            (await slots.take("u"))()  # within retry_s: Redis not asked
+            await slots.in_flight("t")  # within retry_s too, but a count is always asked: it fails
+            seen = scrape()
+            errors = {op: seen["sovrouter_shared_in_flight_redis_errors_total", (("op", op),)]
+                      for op in ("take", "count", "refresh", "release")}
+            assert errors == {"take": 1, "count": 1, "refresh": 0, "release": 1}
+            assert seen["sovrouter_shared_in_flight_local_only_total", (("why", "error"),)] == 1
+            assert seen["sovrouter_shared_in_flight_local_only_total", (("why", "backoff"),)] == 1
+            assert seen["sovrouter_shared_in_flight_refused_total", (("by", "instance"), ("tenant", "t"))] == 1
+            assert seen["sovrouter_shared_in_flight_leases", ()] == 0
+        finally:
+            await slots.aclose()

@@ -235,3 +235,27 @@ async def test_calls_in_flight_per_deployment_are_scraped(catalog: Catalog, tena
     pipeline.load.report(Candidate(slot="sovereign-large", deployment="eu-sov"), 7)
     assert in_flight("sovrouter_upstream_engine_requests") == {("sovereign-large", "eu-sov"): 7.0}
     assert in_flight() == {}
+
+
+async def test_cache_hits_are_not_in_the_latency_of_the_route_that_made_the_answer(
+        catalog: Catalog, tenants: Tenants) -> None:
+    """A cache hit's record names the route that produced the cached answer: filed there in
+    ``request_latency_seconds`` at ~0 ms, hits made a slow deployment look fast as the hit rate rose (the
+    dashboard's route table was fixed for this on 2026-11-28, the histogram was not; found in review)."""
+    memory = MemorySink()
+    metrics = RequestMetrics()
+    adapters = {Candidate(slot=s.id, deployment=d.id): FakeAdapter(Candidate(slot=s.id, deployment=d.id),
+                                                                   delay_s=0.3) for s, d in catalog.pairs()}
+    pipeline = assemble(Settings(catalog="x", tenants="y", router="baseline"), catalog, tenants,  # type: ignore[arg-type]
+                        adapters, WallClock(), TelemetrySink(memory, metrics))
+    for i in range(4):
+        await pipeline.handle(_req("the same question", f"c{i}"))
+    first, *hits = memory.records
+    assert first.cache.kind == "miss" and [r.cache.kind for r in hits] == ["exact"] * 3
+    assert first.final is not None and all(r.final == first.final for r in hits)
+    s = _samples(metrics.registry)
+    route = {"slot": first.final.slot, "deployment": first.final.deployment}
+    assert _sum(s, "sovrouter_request_latency_seconds_count", **route) == 1  # the upstream's answer only
+    assert _sum(s, "sovrouter_request_latency_seconds_sum", **route) >= 0.3
+    assert _sum(s, "sovrouter_request_latency_seconds_count", slot="cache", deployment="exact") == 3
+    assert _sum(s, "sovrouter_requests_total", **route) == 4  # served answers of the route: unchanged

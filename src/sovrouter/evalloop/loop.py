@@ -31,12 +31,19 @@ from sovrouter.evalloop.scorers import AgreementJudge, FormatScorer, Judge, Scor
 from sovrouter.evalloop.shadow import ShadowSampler
 from sovrouter.evalloop.signals import SharedSignalStore, SignalStore
 from sovrouter.gateway.auth import KeyRing
+from sovrouter.gateway.shared_slots import RedisTenantSlots
 from sovrouter.pipeline import Outcome, Pipeline
 from sovrouter.protocols import CacheGauges, ModelAdapter, RecordSink
 from sovrouter.store.records import SQLiteRecordStore
 from sovrouter.store.shared_records import SharedRecordStore
 from sovrouter.store.sql import database_url
-from sovrouter.telemetry.metrics import CacheCollector, InFlightCollector, RequestMetrics, TenantLabels
+from sovrouter.telemetry.metrics import (
+    CacheCollector,
+    InFlightCollector,
+    RequestMetrics,
+    SharedSlotsCollector,
+    TenantLabels,
+)
 from sovrouter.telemetry.routes import metrics_router
 from sovrouter.telemetry.sink import TelemetrySink
 from sovrouter.telemetry.traces import RecordTracer, make_tracer_provider
@@ -148,6 +155,7 @@ class Observability:
     shadow_adapters: bool = False  # take the shadow sampler's adapters from the observed pipeline
     records: RecordSource | None = None
     _collectors_registered: bool = False
+    _slots_registered: bool = False
 
     def sink(self, inner: RecordSink) -> TelemetrySink:
         return TelemetrySink(inner, self.metrics, self.tracer)
@@ -180,6 +188,10 @@ class Observability:
         gateway = getattr(app.state, "gateway", None)  # feedback takes chat's API keys
         if gateway is None:
             raise ConfigError("mount the eval loop on the gateway app (create_app): feedback needs its API keys")
+        if isinstance(gateway.slots, RedisTenantSlots) and not self._slots_registered:  # once per registry
+            # what the limit shared in Redis decided: invisible on /metrics until 2026-11-28
+            self.metrics.registry.register(SharedSlotsCollector(gateway.slots, self.metrics.tenants))
+            self._slots_registered = True
         operators = None
         if gateway.settings.operator_keys:  # the operators' pages show every tenant's ids, routes and costs
             operators = KeyRing([ApiKey(tenant="operators", key_sha256=k.key_sha256)

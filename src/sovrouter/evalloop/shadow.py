@@ -10,11 +10,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sovrouter.catalog import Catalog
-from sovrouter.contracts import Candidate, ModelCall, NormalizedRequest, RequestRecord
+from sovrouter.contracts import CallAttempt, Candidate, ModelCall, NormalizedRequest, RequestRecord
 from sovrouter.errors import UpstreamError
 from sovrouter.evalloop.failures import classify_failure, wants_json
 from sovrouter.evalloop.scorers import Judge
 from sovrouter.evalloop.signals import QualitySignal, SignalStore
+from sovrouter.pipeline import priced
 from sovrouter.protocols import ModelAdapter
 from sovrouter.reliability import PolicyGuard
 from sovrouter.telemetry.metrics import RequestMetrics
@@ -77,13 +78,13 @@ class ShadowSampler:
                 result = await PolicyGuard(adapter).generate(call)
             except UpstreamError as exc:
                 if self.metrics is not None:
-                    self.metrics.shadow(ref, exc.code, record.tenant)
+                    self.metrics.shadow(ref, exc.code, record.tenant, self._tries(request, call))
                 return None
             reference_answer = result.text
             if self.catalog is not None:
                 cost = self.catalog.cost_usd(ref.slot, ref.deployment, result.input_tokens, result.output_tokens)
             if self.metrics is not None:
-                self.metrics.shadow(ref, "ok", record.tenant, cost, result.input_tokens, result.output_tokens)
+                self.metrics.shadow(ref, "ok", record.tenant, self._tries(request, call))
         score = await self.judge.judge(request, answer, reference_answer)
         ref_score = await self.judge.judge(request, reference_answer, reference_answer)
         signal = QualitySignal(
@@ -93,3 +94,10 @@ class ShadowSampler:
         )
         self.store.add(signal)
         return signal
+
+    def _tries(self, request: NormalizedRequest, call: ModelCall) -> list[CallAttempt]:
+        """The shadow call's tries as the adapter chain logged them (a retry is a try of its own), priced as a
+        request's calls are (a timed-out try had the prompt)."""
+        if self.catalog is None:
+            return list(call.attempts)
+        return [priced(self.catalog, request, a) for a in call.attempts]

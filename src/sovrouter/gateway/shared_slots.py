@@ -22,6 +22,9 @@
   ``shared_in_flight``), the failure is counted in ``stats["errors"]`` and logged without tenant or request data,
   and Redis is not asked again for ``retry_s`` (a Redis host that drops packets would otherwise add
   ``op_timeout_s`` to every request). A chat request never fails because the shared count is unreachable.
+- **On /metrics** (since 2026-11-28) through :class:`~sovrouter.telemetry.metrics.SharedSlotsCollector`: the
+  refusals by the count that refused (``refused_by``, per tenant), the requests this instance's count alone
+  admitted (a failed take, or within ``retry_s`` of one), Redis failures per operation, leases held and lost.
 """
 
 from __future__ import annotations
@@ -96,7 +99,11 @@ class RedisTenantSlots:
         self.op_timeout_s = op_timeout_s
         self.retry_s = retry_s
         self.instance = instance or secrets.token_hex(6)
-        self.stats: Counter[str] = Counter()  # taken, refused, released, refreshed, lost, errors, local_only
+        # taken, refused, released, refreshed, lost, errors (and "errors:{op}" per operation: take, count, refresh,
+        # release), local_only (Redis not asked: within retry_s of a failure)
+        self.stats: Counter[str] = Counter()
+        # (tenant, "shared" | "instance") -> requests refused by every instance's count or by this one's own
+        self.refused_by: Counter[tuple[str, str]] = Counter()
         self._take = client.register_script(_TAKE)
         self._refresh = client.register_script(_REFRESH)
         self._count = client.register_script(_COUNT)
@@ -115,7 +122,11 @@ class RedisTenantSlots:
 
     # ------------------------------------------------------------------ TenantLimit
     async def take(self, tenant: str) -> Release:
-        release_local = await self.local.take(tenant)  # over the limit on this instance alone: refused here
+        try:
+            release_local = await self.local.take(tenant)  # over the limit on this instance alone: refused here
+        except TooManyRequestsError:
+            self.refused_by[tenant, "instance"] += 1
+            raise
         loop = asyncio.get_running_loop()
         if loop.time() < self._skip_until:
             self.stats["local_only"] += 1
@@ -136,6 +147,7 @@ class RedisTenantSlots:
         if not taken:
             release_local()
             self.stats["refused"] += 1
+            self.refused_by[tenant, "shared"] += 1
             raise TooManyRequestsError(too_many(self.limit))
         self.stats["taken"] += 1
         return self._release(key, lease, release_local, refresh=True)
@@ -147,6 +159,11 @@ class RedisTenantSlots:
         except FAILURES as exc:
             self._failed("count", exc)
             return await self.local.in_flight(tenant)
+
+    @property
+    def leases_held(self) -> int:
+        """The leases this instance holds (and refreshes) now."""
+        return len(self._leases)
 
     async def aclose(self) -> None:
         """Give back the leases still held (requests cut by the shutdown), let the removals land, close."""
@@ -227,6 +244,7 @@ class RedisTenantSlots:
 
     def _failed(self, op: str, exc: BaseException) -> None:
         self.stats["errors"] += 1
+        self.stats[f"errors:{op}"] += 1
         log.warning("shared in-flight limit: %s failed, this instance counts its own requests (%s)", op,
                     type(exc).__name__)
 

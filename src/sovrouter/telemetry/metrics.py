@@ -7,17 +7,22 @@ the error hierarchy's codes, and tenants are capped by :class:`TenantLabels` (co
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from sovrouter.adapters.inflight import InFlightBoard
-from sovrouter.contracts import Candidate, RequestRecord
+from sovrouter.contracts import CallAttempt, Candidate, RequestRecord
 from sovrouter.protocols import CacheGauges
 
+if TYPE_CHECKING:
+    from sovrouter.gateway.shared_slots import RedisTenantSlots
+
 NO_ROUTE = "none"
+CACHE_ROUTE = "cache"  # the latency histogram's slot for answers served from a cache
 OTHER_TENANT = "other"
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0)
 TTFT_BUCKETS_S = (0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 20.0)
@@ -62,7 +67,8 @@ class RequestMetrics:
                              (*route, "purpose", "outcome"), namespace=ns, registry=r)
         self.tokens = Counter("tokens", "Tokens of upstream calls by route and direction",
                               (*route, "direction"), namespace=ns, registry=r)
-        self.latency = Histogram("request_latency_seconds", "Total request latency by final route",
+        self.latency = Histogram("request_latency_seconds", "Total request latency by final route (cache hits: "
+                                 "slot cache, deployment exact or semantic)",
                                  route, namespace=ns, registry=r, buckets=LATENCY_BUCKETS_S)
         self.ttft = Histogram("ttft_seconds", "Time to first token of successful upstream calls",
                               route, namespace=ns, registry=r, buckets=TTFT_BUCKETS_S)
@@ -85,7 +91,11 @@ class RequestMetrics:
         slot, dep = route_labels(record.final)
         self.requests.labels(tenant, slot, dep, record.status).inc()
         if record.status == "ok":
-            self.latency.labels(slot, dep).observe(record.latency_ms / 1000.0)
+            # a cache hit names the route that made the cached answer: filed there at ~0 ms it made a slow
+            # deployment look fast as the hit rate rose (until 2026-11-28); hits have slot "cache", deployment kind
+            hit = record.cache.kind in ("exact", "semantic")
+            lat_route = (CACHE_ROUTE, record.cache.kind) if hit else (slot, dep)
+            self.latency.labels(*lat_route).observe(record.latency_ms / 1000.0)
         else:
             self.refusals.labels(tenant, record.error_code or record.status).inc()
         if record.cache.kind in ("exact", "semantic"):
@@ -95,34 +105,35 @@ class RequestMetrics:
         if record.escalated:
             self.escalations.labels(tenant, slot, dep).inc()
         for call in record.calls:
-            cs, cd = route_labels(call.candidate)
-            self.calls.labels(cs, cd, call.purpose, call.outcome).inc()
-            if call.cost_usd:
-                self.cost.labels(tenant, cs, cd).inc(call.cost_usd)
-            if call.input_tokens:
-                self.tokens.labels(cs, cd, "input").inc(call.input_tokens)
-            if call.output_tokens:
-                self.tokens.labels(cs, cd, "output").inc(call.output_tokens)
-            if call.outcome == "ok" and call.ttft_ms is not None:
-                self.ttft.labels(cs, cd).observe(call.ttft_ms / 1000.0)
+            self._call(call, tenant)
+
+    def _call(self, call: CallAttempt, tenant: str) -> None:
+        """One upstream try: the calls, cost, tokens and time-to-first-token series (``tenant``: its label)."""
+        cs, cd = route_labels(call.candidate)
+        self.calls.labels(cs, cd, call.purpose, call.outcome).inc()
+        if call.cost_usd:
+            self.cost.labels(tenant, cs, cd).inc(call.cost_usd)
+        if call.input_tokens:
+            self.tokens.labels(cs, cd, "input").inc(call.input_tokens)
+        if call.output_tokens:
+            self.tokens.labels(cs, cd, "output").inc(call.output_tokens)
+        if call.outcome == "ok" and call.ttft_ms is not None:
+            self.ttft.labels(cs, cd).observe(call.ttft_ms / 1000.0)
 
     def regeneration(self, tenant: str, route: Candidate | None) -> None:
         slot, dep = route_labels(route)
         self.regenerations.labels(self.tenants.label(tenant), slot, dep).inc()
 
-    def shadow(self, route: Candidate, outcome: str, tenant: str, cost_usd: float = 0.0, input_tokens: int = 0,
-               output_tokens: int = 0) -> None:
-        """A shadow call of the eval loop: in the shadow counter, and like any call in the calls (``purpose``
-        ``shadow``), cost and token counters, so shadow spend shows where spend is read (it was only in the signal
-        store until 2026-11-28: at a shadow fraction of 1 the metrics showed a tenth of the spend)."""
+    def shadow(self, route: Candidate, outcome: str, tenant: str, calls: Sequence[CallAttempt] = ()) -> None:
+        """A shadow call of the eval loop: in the shadow counter, and each of its tries (``calls``, priced as a
+        record's are) like any call in the calls (``purpose`` ``shadow``), cost and token counters, so shadow spend
+        shows where spend is read (it was only in the signal store until 2026-11-28: at a shadow fraction of 1 the
+        metrics showed a tenth of the spend; and until the same review one call per shadow call, with nothing
+        for a timed-out try's prompt nor for the tries the retry layer made)."""
         self.shadow_calls.labels(route.slot, route.deployment, outcome).inc()
-        self.calls.labels(route.slot, route.deployment, "shadow", "ok" if outcome == "ok" else "error").inc()
-        if cost_usd:
-            self.cost.labels(self.tenants.label(tenant), route.slot, route.deployment).inc(cost_usd)
-        if input_tokens:
-            self.tokens.labels(route.slot, route.deployment, "input").inc(input_tokens)
-        if output_tokens:
-            self.tokens.labels(route.slot, route.deployment, "output").inc(output_tokens)
+        label = self.tenants.label(tenant)
+        for call in calls:
+            self._call(call.model_copy(update={"purpose": "shadow"}), label)
 
 
 class CacheCollector(Collector):
@@ -164,3 +175,57 @@ class InFlightCollector(Collector):
             for target, n in sorted(values.items(), key=lambda kv: kv[0].key):
                 family.add_metric([target.slot, target.deployment], n)
             yield family
+
+
+SLOT_OPS = ("take", "count", "refresh", "release")
+
+
+class SharedSlotsCollector(Collector):
+    """What the per-tenant limit shared in Redis (``shared_in_flight``,
+    :class:`~sovrouter.gateway.shared_slots.RedisTenantSlots`) decided on this instance, read at each scrape:
+
+    - ``sovrouter_shared_in_flight_refused_total{tenant, by}``: chat requests refused at the limit, ``by="shared"``
+      (every instance's leases in Redis) or ``by="instance"`` (this instance's own count, asked first: the only
+      one while Redis cannot be reached); together the ``rate_limit_exceeded`` refusals of ``refusals_total``.
+    - ``sovrouter_shared_in_flight_local_only_total{why}``: requests admitted on this instance's count alone,
+      ``why="error"`` (the take failed: Redis down, slow or unreadable) or ``"backoff"`` (Redis not asked, within
+      ``retry_s`` of a failure).
+    - ``sovrouter_shared_in_flight_redis_errors_total{op}`` (take, count, refresh, release),
+      ``sovrouter_shared_in_flight_leases_lost_total`` (expired before their refresh) and the gauge
+      ``sovrouter_shared_in_flight_leases`` (leases this instance holds now).
+
+    Tenants go through the request metrics' :class:`TenantLabels`, so their label values are the same bounded set.
+    """
+
+    def __init__(self, slots: RedisTenantSlots, tenants: TenantLabels, namespace: str = "sovrouter") -> None:
+        self.slots = slots
+        self.tenants = tenants
+        self.prefix = f"{namespace}_shared_in_flight_"
+
+    def collect(self) -> Iterator[Metric]:
+        stats, p = self.slots.stats, self.prefix
+        refused = CounterMetricFamily(p + "refused", "chat requests refused at the per-tenant limit, by the count "
+                                      "that refused (shared: every instance's, instance: this one's)",
+                                      labels=["tenant", "by"])
+        sums: dict[tuple[str, str], int] = {}
+        for (tenant, by), n in list(self.slots.refused_by.items()):
+            key = (self.tenants.label(tenant), by)
+            sums[key] = sums.get(key, 0) + n
+        for (tenant, by), n in sorted(sums.items()):
+            refused.add_metric([tenant, by], n)
+        yield refused
+        local = CounterMetricFamily(p + "local_only", "requests admitted on this instance's own count alone "
+                                    "(error: the shared take failed; backoff: Redis not asked after a failure)",
+                                    labels=["why"])
+        local.add_metric(["error"], stats["errors:take"])
+        local.add_metric(["backoff"], stats["local_only"])
+        yield local
+        errors = CounterMetricFamily(p + "redis_errors", "operations on the shared count that failed (Redis "
+                                     "unreachable, slow or unreadable)", labels=["op"])
+        for op in SLOT_OPS:
+            errors.add_metric([op], stats[f"errors:{op}"])
+        yield errors
+        yield CounterMetricFamily(p + "leases_lost", "leases that expired before their refresh",
+                                  value=stats["lost"])
+        yield GaugeMetricFamily(p + "leases", "leases this instance holds in the shared count now",
+                                value=self.slots.leases_held)
