@@ -263,17 +263,19 @@ async def test_a_timed_out_call_is_priced_for_its_prompt(catalog: Catalog, tenan
     assert paid and out.record.cost_usd == sum(c.cost_usd for c in out.record.calls)
 
 
-@pytest.mark.parametrize("step", ["detector", "classifier"])
+@pytest.mark.parametrize("step", ["detector", "classifier", "router"])
 async def test_a_long_detection_or_classification_leaves_the_event_loop_free(
         catalog: Catalog, tenants: Tenants, step: str) -> None:
     """Detection (spaCy) and classification (a sandboxed run of a shown snippet, up to 2 s of CPU) ran on the
     event loop: one tenant's long request held every other request and /health (found in review). They run in a
-    worker thread now: here the step waits for an event only the event loop can set."""
+    worker thread now: here the step waits for an event only the event loop can set. So does the routing decision
+    (since 2026-11-28): the latency-aware chooser's answer-shape features read the whole prompt, 0.5 s on the
+    loop for a 1 MB prompt (found in review)."""
     import threading
 
     p = assemble(_settings(), catalog, tenants, _all_fake(catalog), WallClock(), MemorySink())
-    target = p.detector if step == "detector" else p.classifier
-    name = "detect" if step == "detector" else "classify"
+    target = {"detector": p.detector, "classifier": p.classifier, "router": p.router}[step]
+    name = {"detector": "detect", "classifier": "classify", "router": "decide"}[step]
     real = getattr(target, name)
     freed = threading.Event()
     seen: list[bool] = []

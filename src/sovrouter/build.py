@@ -162,17 +162,18 @@ def assemble(
     cache_path: str = ":memory:",
 ) -> Pipeline:
     """``adapters`` are the base adapters; each gets the reliability stack (``reliability.stack``) and, with the
-    latency-aware deployment chooser, reports its answers to the chooser's online answer-shape correction and
-    counts its calls in flight on the board the chooser reads."""
+    latency-aware deployment chooser, counts its calls in flight on the board the chooser reads and reports its
+    answers to the chooser's online answer-shape correction (outside the stack: learning, in a worker thread, is
+    not the upstream's time and never counts against a call's deadline)."""
     load = InFlightBoard()
     deployments = make_deployment_chooser(settings, catalog, tenants, load)
     router, classifier = make_router(settings, catalog, tenants, deployments)
-    observe = shape_observer(deployments)
-    if observe is not None:  # innermost: each answer an upstream gave, seen once
-        adapters = {c: ShapeObservingAdapter(a, observe) for c, a in adapters.items()}
     if isinstance(deployments, LatencyAwareDeployment):  # each upstream try counts while it runs
         adapters = {c: InFlightAdapter(a, load) for c, a in adapters.items()}
     wired = {c: stack.wrap(a, settings.reliability, clock) for c, a in adapters.items()}
+    observe = shape_observer(deployments)
+    if observe is not None:  # outermost: each answer a deployment gave (retries included), seen once
+        wired = {c: ShapeObservingAdapter(a, observe) for c, a in wired.items()}
     return Pipeline(
         catalog=catalog,
         detector=make_detector(settings),

@@ -214,3 +214,38 @@ async def test_an_empty_answer_is_never_stored(make: Factory) -> None:
     outcome, result = await two.lookup(req("hello", "r2"), NONE, [A])
     assert outcome.kind == "miss" and result is None
     await two.release(req("hello", "r2"))
+
+
+@pytest.mark.parametrize("how", ["late_reply", "cancelled"])
+async def test_a_lock_taken_as_its_lookup_failed_does_not_hold_later_requests(make: Factory, how: str) -> None:
+    """The lock's ``SET NX`` may land although its lookup failed (a reply later than ``op_timeout_s``, or the
+    request cancelled while asking: a batch cancelled, a shutdown). That request then never leads, so nothing
+    released the lock: every identical request, on this instance and the others, waited ``wait_s`` for it (and a
+    lock outlives that: ``lock_ttl_s``)."""
+    one, two = make(op_timeout_s=0.2, wait_s=2.0), make(wait_s=2.0)
+    real_set = one.client.set
+
+    async def set_then_stall(*args: object, **kwargs: object) -> object:
+        done = await real_set(*args, **kwargs)  # type: ignore[arg-type]
+        await asyncio.sleep(5)  # the reply is late (or the caller is cancelled meanwhile)
+        return done
+
+    one.client.set = set_then_stall  # type: ignore[method-assign]
+    asking = asyncio.create_task(one.lookup(req("q", "r1"), NONE, [A]))
+    if how == "cancelled":
+        await asyncio.sleep(0.1)
+        asking.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asking
+    else:
+        outcome, _ = await asking
+        assert outcome.kind == "miss" and one.stats["errors"] == 1 and one.stats["leads"] == 0
+        await one.release(req("q", "r1"))  # its upstream call failed: nothing stored
+    one.client.set = real_set  # type: ignore[method-assign]
+    loop = asyncio.get_running_loop()
+    for cache, rid in ((one, "r2"), (two, "r3")):
+        t0 = loop.time()
+        outcome, result = await asyncio.wait_for(cache.lookup(req("q", rid), NONE, [A]), 5)
+        assert outcome.kind == "miss" and result is None
+        assert loop.time() - t0 < 1.0, "waited for a lock nobody holds"
+        await cache.release(req("q", rid))

@@ -289,3 +289,32 @@ async def test_an_entry_stored_under_another_catalog_is_never_served(tmp_path: P
     for store in stores:
         store.close()
     assert moved is None and same is not None
+
+
+async def test_embedding_a_lookup_leaves_the_event_loop_free() -> None:
+    """The lookup's embedding (all-MiniLM-L6-v2 on CPU, about 17 ms on this project's machine, for every eligible
+    request) and the eligibility rules (regular expressions over a system prompt of up to ``max_body_bytes``,
+    0.5 s for one of 1 MB) ran on the event loop, holding every other request and /health meanwhile, as detection
+    once did. They run in a worker thread now: here the embedding waits for an event only the loop can set."""
+    import asyncio
+    import threading
+
+    freed = threading.Event()
+    seen: list[bool] = []
+
+    class Slow(HashingEmbedder):
+        def embed(self, texts):  # type: ignore[no-untyped-def]
+            seen.append(freed.wait(timeout=2.0))  # on the loop's thread this waits out its 2 s: nobody sets it
+            return super().embed(texts)
+
+    cache = SemanticCache(SimClock(), Slow(384), PairVerifier.cosine_only(0.7))
+
+    async def loop_side() -> None:
+        await asyncio.sleep(0.05)
+        freed.set()
+
+    (outcome, _), _ = await asyncio.gather(cache.lookup(req("How do I learn Python quickly?"), NONE, [A]),
+                                           loop_side())
+    assert outcome.kind == "miss" and seen == [True]
+    await cache.store(req("How do I learn Python quickly?"), NONE, ModelResult(candidate=A, text="a"))
+    assert seen == [True] and cache.entry_count() == 1  # the lookup's vector is reused: no second embedding

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from sovrouter.catalog import Catalog, Tenants
 from sovrouter.contracts import Candidate, ModelCall, NormalizedRequest
 from sovrouter.errors import UpstreamError
 from sovrouter.intake import normalize_chat
+from sovrouter.pipeline import Outcome
 from sovrouter.speculative.answer_shape import AnswerShape
 from sovrouter.speculative.shape_online import OnlineAnswerShape, ShapeObservingAdapter, template_key
 from sovrouter.testing import FailingAdapter, FakeAdapter
@@ -127,3 +129,67 @@ def test_answers_cut_short_or_that_only_call_functions_teach_nothing() -> None:
         req = _req(PROMPT, f"r{i}{'t' if i % 2 else ''}")
         asyncio.run(adapter.generate(ModelCall(request=req, allowed=[local])))
     assert online.shape(_req(PROMPT, "r99")) == before
+
+
+async def test_learning_from_an_answer_leaves_the_event_loop_free() -> None:
+    """Learning from an answer reads the whole prompt (the copy fraction: 0.5 s for a 1 MB prompt), and ran on the
+    event loop after every upstream answer, holding every other request and /health meanwhile (found in review,
+    2026-11-28). It runs in a worker thread now: here it waits for an event only the event loop can set."""
+    import asyncio
+    import threading
+
+    freed = threading.Event()
+    seen: list[bool] = []
+    cand = Candidate(slot="s", deployment="d")
+    adapter = ShapeObservingAdapter(FakeAdapter(cand, text="an answer"),
+                                    lambda r, t: seen.append(freed.wait(timeout=2.0)))
+
+    async def loop_side() -> None:
+        await asyncio.sleep(0.05)
+        freed.set()
+
+    call = ModelCall(request=_req("hi", "r1"), allowed=[cand])
+    result, _ = await asyncio.gather(adapter.generate(call), loop_side())
+    assert result.text == "an answer" and seen == [True]
+    freed.clear()
+    chunks, _ = await asyncio.gather(_collect(adapter.stream(call.model_copy(update={"request": _req("hi", "r2")}))),
+                                     loop_side())
+    assert "".join(c.delta for c in chunks) == "an answer" and seen == [True, True]
+
+
+async def _collect(stream: object) -> list:  # type: ignore[type-arg]
+    return [c async for c in stream]  # type: ignore[attr-defined]
+
+
+async def test_a_slow_observation_never_turns_an_answer_into_a_timeout(
+        catalog: Catalog, tenants: Tenants, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Learning from an answer runs in a worker thread outside the reliability stack: its time is not the
+    upstream's, so an answer that came back within the deadline is served (and its call logged ``ok``) even when
+    learning from it takes longer than what was left of the deadline."""
+    import time
+
+    from sovrouter.build import assemble
+    from sovrouter.clock import WallClock
+    from sovrouter.config import ReliabilitySettings, Settings
+    from sovrouter.testing import MemorySink
+
+    learn = OnlineAnswerShape.observe
+
+    def slow(self: OnlineAnswerShape, request: NormalizedRequest, answer: str) -> None:
+        time.sleep(0.4)  # longer than the 0.2 s the call had left
+        learn(self, request, answer)
+
+    monkeypatch.setattr(OnlineAnswerShape, "observe", slow)
+    settings = Settings(catalog="x", tenants="y", router="baseline",  # type: ignore[arg-type]
+                        reliability=ReliabilitySettings(timeout_s=0.3, retries=0))
+    adapters = {Candidate(slot=s.id, deployment=d.id): FakeAdapter(Candidate(slot=s.id, deployment=d.id), text="ok",
+                                                                   delay_s=0.1)
+                for s, d in catalog.pairs()}
+    p = assemble(settings, catalog, tenants, adapters, WallClock(), MemorySink())
+    for stream in (False, True):
+        req = normalize_chat({"messages": [{"role": "user", "content": f"Tell me about Rome ({stream})."}],
+                              "stream": stream},
+                             tenant="acme-us", request_id=f"r{stream}")
+        out = [x async for x in p.handle_stream(req)][-1] if stream else await p.handle(req)
+        assert isinstance(out, Outcome) and out.record.status == "ok"
+        assert [c.outcome for c in out.record.calls] == ["ok"]

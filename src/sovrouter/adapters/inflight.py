@@ -37,9 +37,10 @@ class InFlightBoard:
         """The load a decision should assume: the engines' last report carried forward with this instance's calls
         since, or this instance's own count when that is higher (or nothing reports)."""
         own = self._counts.get(target, 0)
-        if target not in self._reported:
+        reported = self._reported.get(target)  # one read: decisions run in a worker thread while polls report
+        if reported is None:
             return own
-        held, own_then = self._reported[target]
+        held, own_then = reported
         return max(own, held + own - own_then)
 
     def local(self, target: Candidate) -> int:

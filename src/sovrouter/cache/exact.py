@@ -11,6 +11,10 @@
 - Retention: an answer is kept no longer than its TTL. Expired rows are deleted at most ``purge_every_s`` apart
   (checked on lookup and store), and with ``max_entries`` the table never holds more rows than that after a
   store: the oldest rows go first, down to 90% of the bound so that eviction is not paid on every store.
+  SQLite runs on the event loop here, so one lookup or store deletes at most about ``DELETE_BATCH`` rows (30 ms):
+  eviction goes down to 90% of the bound or one batch below it, whichever is more, and a purge that finds more
+  expired rows goes on at the next lookup or store. Until 2026-11-28 one statement evicted 10% of the bound
+  (0.6 s for 20,000 rows, every request and /health waiting meanwhile; found in review).
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ CREATE TABLE IF NOT EXISTS exact_cache (
 CREATE INDEX IF NOT EXISTS exact_cache_created ON exact_cache (created_ms);
 CREATE INDEX IF NOT EXISTS exact_cache_expires ON exact_cache (expires_ms);
 """
-_LOW_WATER = 0.9  # eviction brings the table down to this share of max_entries
+_LOW_WATER = 0.9  # eviction brings the table down to this share of max_entries (at most a batch below it)
+DELETE_BATCH = 1000  # rows one lookup or store deletes at most (purge), or past the bound (eviction)
 
 log = logging.getLogger(__name__)
 
@@ -167,15 +172,20 @@ class ExactCache:
         now = self.clock.now_ms()
         if now < self._next_purge_ms:
             return
-        self._next_purge_ms = now + self.purge_every_ms
-        self._purged += self._db.execute("DELETE FROM exact_cache WHERE expires_ms <= ?", (now,)).rowcount
+        purged = self._db.execute(
+            "DELETE FROM exact_cache WHERE key IN "
+            "(SELECT key FROM exact_cache WHERE expires_ms <= ? LIMIT ?)", (now, DELETE_BATCH)).rowcount
+        self._purged += purged
+        if purged < DELETE_BATCH:  # else more may have expired: the next lookup or store goes on
+            self._next_purge_ms = now + self.purge_every_ms
         self._rows_at_most = self._count()
 
     def _bound(self) -> None:
         if self.max_entries is None or self._rows_at_most <= self.max_entries:
             return
         rows = self._count()  # the estimate passed the bound; once counted, evict down to the low-water mark so
-        keep = max(1, int(self.max_entries * _LOW_WATER))  # that replaced rows do not make every store count
+        keep = max(1, int(self.max_entries * _LOW_WATER),  # that replaced rows do not make every store count,
+                   self.max_entries - DELETE_BATCH)  # in a batch a store can afford
         if rows > keep:
             self._evicted += self._db.execute(
                 "DELETE FROM exact_cache WHERE key IN "

@@ -12,7 +12,10 @@ others, and identical requests arriving at different instances at the same time 
   with a growing interval, until the entry lands, the lock disappears (the leader stored, failed or died:
   ``lock_ttl_s`` bounds a dead leader) or ``wait_s`` passes; then it looks again and may lead itself. The lock
   is deleted only by its owner (compare-and-delete script). Within one process, requests for the same key
-  wait on one local flight, so one poller per key and process talks to Redis.
+  wait on one local flight, so one poller per key and process talks to Redis. A ``SET NX`` whose reply does not
+  come (late past ``op_timeout_s``, lost, or its request cancelled) may have taken the lock all the same: its
+  request does not lead, so the lock is deleted at once (compare-and-delete, in a task of its own) rather than
+  left for ``lock_ttl_s`` (until 2026-11-28 every identical request, on every instance, waited ``wait_s`` for it).
 - **Fail open**: Redis down, slow (``op_timeout_s``) or returning something unreadable makes the cache a miss
   (no lead, no wait) and ``store`` a no-op; the request is served upstream and counted in ``stats``. The cache
   never fails a request and never serves an entry it cannot validate.
@@ -67,6 +70,7 @@ class RedisExactCache:
         self._flights: dict[str, asyncio.Future[bool]] = {}  # key -> this process's leader or poller
         self._answered: set[str] = set()  # request ids that stored an answer, until their release
         self._leading: dict[str, tuple[str, str]] = {}  # request id -> (key, lock token)
+        self._unlocking: set[asyncio.Task[None]] = set()  # deletions of locks taken by failed lookups
         self._instance = secrets.token_hex(4)
 
     @classmethod
@@ -99,8 +103,9 @@ class RedisExactCache:
                 token = f"{self._instance}:{request.request_id}"
                 try:
                     led = await self._call(self.client.set(self._lock(key), token, nx=True, px=self.lock_ttl_ms))
-                except BaseException:
+                except BaseException:  # the lock may be taken all the same, by a request that will not lead
                     self._land(key, look_again=False)
+                    self._spawn_unlock(key, token)
                     raise
                 if led:
                     self._leading[request.request_id] = (key, token)
@@ -148,16 +153,17 @@ class RedisExactCache:
         if lead is None:
             return
         key, token = lead
-        try:
-            await self._call(self._release_script(keys=[self._lock(key)], args=[token]))
-        except _FAILURES as exc:
-            self._failed("release", exc)  # the lock expires by itself after lock_ttl_s
+        await self._unlock(key, token)
         self._land(key, look_again=answered)
 
     def cache_gauges(self) -> dict[str, float]:
         return {f"shared_exact_{name}_total": float(n) for name, n in self.stats.items()}
 
     async def aclose(self) -> None:
+        if self._unlocking:  # let the deletions in flight land (bounded), then close
+            await asyncio.wait(list(self._unlocking), timeout=2 * self.op_timeout_s)
+        for task in self._unlocking:
+            task.cancel()
         await self.client.aclose()
 
     # ------------------------------------------------------------------ internals
@@ -169,6 +175,18 @@ class RedisExactCache:
 
     async def _call(self, awaitable: Any) -> Any:
         return await asyncio.wait_for(awaitable, self.op_timeout_s)
+
+    async def _unlock(self, key: str, token: str) -> None:
+        """Delete the lock if it still holds ``token`` (never another leader's)."""
+        try:
+            await self._call(self._release_script(keys=[self._lock(key)], args=[token]))
+        except _FAILURES as exc:
+            self._failed("release", exc)  # the lock expires by itself after lock_ttl_s
+
+    def _spawn_unlock(self, key: str, token: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._unlock(key, token))
+        self._unlocking.add(task)
+        task.add_done_callback(self._unlocking.discard)
 
     async def _get(self, key: str, allowed: Sequence[Candidate]) -> tuple[CacheOutcome, ModelResult] | None:
         raw = await self._call(self.client.get(self._entry(key)))

@@ -7,7 +7,12 @@
 - A hit needs the calibrated pair verifier to accept the best candidate (:mod:`sovrouter.cache.semindex`); the
   entry then still must be fresh (TTL) and its producing candidate must be in the current request's allowed set,
   exactly like the exact cache. Entries remember the request id that produced them (``source_request_id``).
-- The vector computed at lookup is kept until ``release`` so that ``store`` does not embed twice.
+- The vector computed at lookup is kept until ``release`` so that ``store`` does not embed twice. The lookup's
+  eligibility rules and embedding run in a worker thread, one embedding at a time (a tokenizer is not safe to share
+  between threads): until 2026-11-28 they ran on the event loop, which every request and /health waited on for
+  each eligible request's embedding (about 17 ms with all-MiniLM-L6-v2 on one CPU thread), and for the rules'
+  regular expressions over a long system prompt (0.5 s for 1 MB). The index is searched on the loop, where it is
+  changed.
 - Retention, as in the exact cache: expired entries are dropped at most ``purge_every_s`` apart (checked on lookup
   and store; a partition left empty goes with them), and with ``max_entries`` the cache never holds more
   entries than that after a store: the entries closest to expiry (the oldest stored) go first, down to 90% of
@@ -16,9 +21,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import heapq
 import json
+import threading
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -104,6 +111,7 @@ class SemanticCache:
         self.purge_every_ms = purge_every_s * 1000.0
         self._indexes: dict[str, SemanticIndex[Entry]] = {}
         self._pending: dict[str, _Pending] = {}
+        self._embedding = threading.Lock()  # one main-model embedding at a time (lookups embed in worker threads)
         self._entries = 0
         self._next_purge_ms = -1.0
         self._expiry: list[tuple[float, str, str]] = []  # heap of (expires_ms, partition, text key) per store
@@ -123,19 +131,29 @@ class SemanticCache:
                 "semantic_purged_total": self._purged, "semantic_evicted_total": self._evicted}
 
     def _prepare(self, request: NormalizedRequest, detection: Detection) -> _Pending | None:
-        if request_ineligible_reason(request, detection) is not None:
-            return None
         pending = self._pending.get(request.request_id)
         if pending is None:
-            text = request.user_text
-            vector = self.embedder.embed([text])[0]
-            pending = _Pending(partition_key(request, self.scope), text, vector)
-            self._pending[request.request_id] = pending
+            pending = self._embedded(request, detection)
+            if pending is not None:
+                self._pending[request.request_id] = pending
         return pending
+
+    def _embedded(self, request: NormalizedRequest, detection: Detection) -> _Pending | None:
+        """The request's partition, text and vector; None if it may not use the cache. CPU work, thread-safe."""
+        if request_ineligible_reason(request, detection) is not None:
+            return None
+        text = request.user_text
+        with self._embedding:
+            vector = self.embedder.embed([text])[0]
+        return _Pending(partition_key(request, self.scope), text, vector)
 
     async def lookup(self, request: NormalizedRequest, detection: Detection,
                      allowed: Sequence[Candidate]) -> tuple[CacheOutcome, ModelResult | None]:
-        pending = self._prepare(request, detection)
+        pending = self._pending.get(request.request_id)
+        if pending is None:  # off the event loop (module doc); kept for store once back on it
+            pending = await asyncio.to_thread(self._embedded, request, detection)
+            if pending is not None:
+                self._pending[request.request_id] = pending
         if pending is None:
             return CacheOutcome(kind="bypass"), None
         self._purge_expired_if_due()

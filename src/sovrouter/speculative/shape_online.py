@@ -10,13 +10,17 @@ towards no shift) with a weight of ``prior`` observations. The template is gener
 characters) and the last 48 characters of the last user message (a templated prompt's fixed header and
 instruction suffix; a one-off prompt is its own template and gets only the global shift).
 
-:class:`ShapeObservingAdapter` wraps a base adapter (same Protocol) and reports each successful answer, so the
-correction learns in the gateway and in replay alike. Bounded: ``window`` residuals per template, at most
+:class:`ShapeObservingAdapter` wraps a deployment's adapter (same Protocol) and reports each successful answer, so
+the correction learns in the gateway and in replay alike. The report runs in a worker thread (the copy fraction reads
+the whole prompt: 0.5 s for 1 MB, which until 2026-11-28 held the event loop after every answer), awaited, so replay
+stays deterministic; the gateway puts the adapter outside the reliability stack (``build.assemble``), so that
+learning is never counted against the upstream call's deadline. Bounded: ``window`` residuals per template, at most
 ``max_templates`` templates (least recently seen dropped), ``global_window`` overall.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import threading
 from collections import OrderedDict, deque
@@ -117,7 +121,8 @@ def _complete(result: ModelResult) -> bool:
 
 
 class ShapeObservingAdapter:
-    """A :class:`ModelAdapter` that reports each successful answer to ``observe`` (then returns it unchanged)."""
+    """A :class:`ModelAdapter` that reports each successful answer to ``observe`` (then returns it unchanged);
+    ``observe`` runs in a worker thread and must be thread-safe (:meth:`OnlineAnswerShape.observe` is)."""
 
     def __init__(self, inner: ModelAdapter, observe: Callable[[NormalizedRequest, str], None]) -> None:
         self.inner = inner
@@ -130,11 +135,11 @@ class ShapeObservingAdapter:
     async def generate(self, call: ModelCall) -> ModelResult:
         result = await self.inner.generate(call)
         if _complete(result):
-            self.observe(call.request, result.text)
+            await asyncio.to_thread(self.observe, call.request, result.text)
         return result
 
     async def stream(self, call: ModelCall) -> AsyncIterator[StreamChunk]:
         async for chunk in self.inner.stream(call):
             if chunk.final is not None and _complete(chunk.final):
-                self.observe(call.request, chunk.final.text)
+                await asyncio.to_thread(self.observe, call.request, chunk.final.text)
             yield chunk
