@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from importlib import resources
 from pathlib import Path
 
 from sovrouter.build import make_router
@@ -64,3 +65,21 @@ def test_the_prompt_features_read_the_language_as_training_did() -> None:
     told = classifier.classify(req, Detection(language="en", pii_types=["PERSON"]))
     assert told.route_features == plain.route_features  # type: ignore[attr-defined]
     assert told.language == "en"  # the signal still reports what the detector read
+
+
+def test_a_direct_domain_the_models_do_not_name_is_refused(tmp_path: Path) -> None:
+    """A thresholds file naming a domain the classifier never predicts would silently never send it direct."""
+    import shutil
+
+    import pytest
+
+    from sovrouter.errors import ConfigError
+
+    shipped = Path(str(resources.files("sovrouter"))) / "data" / "router"
+    for name in ("router.joblib", "thresholds.json"):
+        shutil.copy(shipped / name, tmp_path / name)
+    assert "chat_hard" in Bundle.load(tmp_path).thresholds.standard.direct_domains  # v2.3 ships it
+    th = (tmp_path / "thresholds.json").read_text(encoding="utf-8").replace('"chat_hard"', '"chit_chat"')
+    (tmp_path / "thresholds.json").write_text(th, encoding="utf-8")
+    with pytest.raises(ConfigError, match="chit_chat"):
+        Bundle.load(tmp_path)

@@ -163,6 +163,21 @@ def test_executed_question_decides_acceptance(catalog: Catalog, tenants: Tenants
     assert router.review(req, sig, d, [_res(local, '{"answer": "[2, 4]"}')]) == sov
 
 
+def test_a_direct_domain_goes_to_top_at_once(catalog: Catalog, tenants: Tenants) -> None:
+    from sovrouter.routing.execute import answer_key
+
+    router = _router(catalog, tenants, s1=(0.5, 0.9), s2=(0.5, 0.9))
+    router.thresholds.standard.direct_domains = ("chat_hard",)
+    chat = Signals(slot_prior={s: 0.7 for s in SLOT_ORDER}, route_features=[0.0] * 27, domain="chat_hard")
+    d = router.decide(_req(), chat, _all(catalog))
+    assert d.evidence["mode"] == "direct" and d.evidence["direct_domain"] == "chat_hard"
+    assert d.plan[0].slot == "frontier" and d.evidence["review"] is False
+    math = chat.model_copy(update={"domain": "math"})
+    assert router.decide(_req(), math, _all(catalog)).evidence["mode"] == "cascade"
+    executable = chat.model_copy(update={"executed": answer_key("[2, 6]")})  # still checked exactly
+    assert router.decide(_req(), executable, _all(catalog)).evidence["mode"] == "cascade"
+
+
 def test_voter_step_between_cheap_chain_and_frontier(catalog: Catalog, tenants: Tenants) -> None:
     req = _req()
     router = _router(catalog, tenants, s1=(0.5, 0.9), s2=(0.5, 0.9), s3=(0.88, 0.9))

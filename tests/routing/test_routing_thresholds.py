@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from sovrouter.routing.model import TierThresholds
-from sovrouter.routing.simulate import EvalSet, metrics, reference, run_policy, select_thresholds
+from sovrouter.routing.model import Thresholds, TierThresholds
+from sovrouter.routing.simulate import (
+    EvalSet,
+    direct_domain_options,
+    metrics,
+    reference,
+    run_policy,
+    select_thresholds,
+)
 from sovrouter.routing.training import StageProbs
 
 
@@ -121,3 +128,47 @@ def test_every_negative_gain_threshold_is_stricter_for_high_value_tenants() -> N
     valued = run_policy(ev, sp, th, 0.5)
     assert (standard.served == 1).all()  # standard tenants accept the sovereign answer
     assert (valued.served == 3).all()  # high-value ones escalate to frontier
+
+
+def _two_domains() -> tuple[EvalSet, StageProbs]:
+    """Rows 0-1 math (local-small right, the verifier knows it); rows 2-3 chat (local-small wrong, but the
+    verifier cannot tell: it predicts no gain); row 3 is an executable question."""
+    ev, sp = _case()
+    ev.scores[:] = [[1, 1, 1, 1], [1, 1, 1, 1], [0, 0, 0, 1], [0, 0, 0, 1]]
+    ev.domains[:] = ["math", "math", "chat", "chat"]
+    ev.executable[3] = True
+    ev.exec_match[3] = [False, False, False, True]
+    sp.p1_first[:] = 0.9
+    sp.p1_top[:] = 0.9
+    sp.domain_probs = np.array([[0.1, 0.9], [0.2, 0.8], [0.7, 0.3], [0.6, 0.4]])
+    sp.domains = ("chat", "math")
+    return ev, sp
+
+
+def test_a_direct_domain_goes_to_top_at_once_except_executable_questions() -> None:
+    ev, sp = _two_domains()
+    th = TierThresholds(direct=2.0, stage1=0.1, stage2=0.1, skip=2.0)
+    assert run_policy(ev, sp, th, 0.5).served.tolist() == [0, 0, 0, 3]  # chat row 2 accepted wrongly
+    out = run_policy(ev, sp, th.model_copy(update={"direct_domains": ("chat",)}), 0.5)
+    assert out.served.tolist() == [0, 0, 3, 3]
+    assert out.called[2].tolist() == [False, False, False, True]  # top only: no cheap call paid
+    assert out.called[3].tolist()[0] is True  # an executable question still starts cheap (the check is exact)
+    assert sp.predicted_domain().tolist() == ["math", "math", "chat", "chat"]  # the classifier's, not the labels'
+
+
+def test_selection_makes_a_domain_direct_when_its_cascade_breaks_the_floor() -> None:
+    ev, sp = _two_domains()
+    grids = ((2.0,), (0.1,), (0.1,), (2.0,), (None,), (None,))
+    th, m = select_thresholds(ev, sp, margin=0.0, domain_floor=-0.01, high_factor=0.5, grids=grids)
+    assert th.direct_domains == () and m.domain_diff["chat"] < -0.01  # nothing feasible without the option
+    th, m = select_thresholds(ev, sp, margin=0.0, domain_floor=-0.01, high_factor=0.5, grids=grids,
+                              domain_options=direct_domain_options(sp.domains))
+    assert th.direct_domains == ("chat",)
+    assert m.domain_diff == {"chat": 0.0, "math": 0.0}
+
+
+def test_direct_domains_hold_for_high_value_tenants_and_old_files_load() -> None:
+    std = TierThresholds(direct=2.0, stage1=-0.2, stage2=0.02, skip=0.2, direct_domains=("chat_hard",))
+    assert Thresholds(standard=std).for_value("high").direct_domains == ("chat_hard",)
+    old = {"direct": 2.0, "stage1": -0.2, "stage2": 0.02}  # a thresholds file written before v2.3
+    assert TierThresholds.model_validate(old).direct_domains == ()

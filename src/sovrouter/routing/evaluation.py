@@ -25,7 +25,15 @@ from sovrouter.contracts import Candidate
 from sovrouter.routing.calibration import auc, ece
 from sovrouter.routing.dataset import Workload, load_workload
 from sovrouter.routing.model import SLOT_ORDER, Bundle, Thresholds
-from sovrouter.routing.simulate import EvalSet, Metrics, Outcome, metrics, run_policy, select_thresholds
+from sovrouter.routing.simulate import (
+    EvalSet,
+    Metrics,
+    Outcome,
+    direct_domain_options,
+    metrics,
+    run_policy,
+    select_thresholds,
+)
 from sovrouter.routing.training import (
     Featurized,
     StageProbs,
@@ -35,7 +43,7 @@ from sovrouter.routing.training import (
     top_index,
 )
 
-MARGIN = 0.001  # training folds must beat the reference's mean quality by 0.1 points ...
+MARGIN = 0.002  # training folds must beat the reference's mean quality by 0.2 points (v2.3; 0.1 until then) ...
 DOMAIN_FLOOR = -0.0075  # ... with no domain more than 0.75 points below it (the floor is 2)
 HIGH_FACTOR = 0.5  # high-value tenants weigh quality twice: half the gain thresholds
 MIN_OFF_FRONTIER = 0.53  # training folds must keep this share of events off frontier accelerators (floor 0.50)
@@ -95,7 +103,7 @@ def cost_unit(ev: EvalSet) -> float:
 def subset_probs(sp: StageProbs, rows: np.ndarray) -> StageProbs:
     return StageProbs(prior=sp.prior[rows], p1_first=sp.p1_first[rows], p1_top=sp.p1_top[rows],
                       p2_second=sp.p2_second[rows], p2_top=sp.p2_top[rows], domain_probs=sp.domain_probs[rows],
-                      p3_mid=sp.p3_mid[rows], p3_top=sp.p3_top[rows], p4=sp.p4[rows])
+                      p3_mid=sp.p3_mid[rows], p3_top=sp.p3_top[rows], p4=sp.p4[rows], domains=sp.domains)
 
 
 @dataclass
@@ -115,7 +123,8 @@ def cross_validate(ev: EvalSet, sp: StageProbs, fold_of: np.ndarray) -> CVResult
         tr, te = np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)
         th, m_tr = select_thresholds(ev.subset(tr), subset_probs(sp, tr), margin=MARGIN, domain_floor=DOMAIN_FLOOR,
                                      high_factor=HIGH_FACTOR, cost_unit=unit,
-                                     min_off_frontier=MIN_OFF_FRONTIER)
+                                     min_off_frontier=MIN_OFF_FRONTIER,
+                                     domain_options=direct_domain_options(sp.domains))
         out = run_policy(ev.subset(te), subset_probs(sp, te), th, HIGH_FACTOR, unit)
         served[te], called[te] = out.served, out.called
         per_fold.append({"fold": k, "thresholds": th.model_dump(), "train": m_tr.as_dict(),
@@ -170,7 +179,8 @@ def train_all(workload: str | Path, out_dir: str | Path, catalog: Catalog, tenan
     cv = cross_validate(ev, sp, fold_of)
     unit = cost_unit(ev)
     shipped, m_all = select_thresholds(ev, sp, margin=MARGIN, domain_floor=DOMAIN_FLOOR, high_factor=HIGH_FACTOR,
-                                       cost_unit=unit, min_off_frontier=MIN_OFF_FRONTIER)
+                                       cost_unit=unit, min_off_frontier=MIN_OFF_FRONTIER,
+                                       domain_options=direct_domain_options(sp.domains))
     models = fit_models(feat, w, np.arange(len(w)))
     models.meta = {"trained_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"), "requests": len(w)}
     thresholds = Thresholds(standard=shipped, high_value_factor=HIGH_FACTOR, margin=MARGIN, cost_unit_usd=unit,

@@ -196,9 +196,11 @@ class LearnedRouter:
             evidence["prior_gain"] = round(gain, 4)
             executed = getattr(signals, "executed", None)
             evidence["executable"] = executed is not None
-            if gain > tier.direct and executed is None:
+            if (gain > tier.direct or signals.domain in tier.direct_domains) and executed is None:
                 plan = [top]
                 evidence["mode"] = "direct"
+                if gain <= tier.direct:
+                    evidence["direct_domain"] = signals.domain
             else:
                 voter = by_slot.get(VOTER)
                 use_voter = (tier.stage3 is not None and voter is not None and top_slot == "frontier"

@@ -56,6 +56,10 @@ class TierThresholds(BaseModel):
     pick: float | None = Field(default=None, description="after top answered on the voter path: serve a cheap "
                                "answer instead when its P(good | all four answers) exceeds top's by this margin "
                                "(None: always serve top)")
+    direct_domains: tuple[str, ...] = Field(default=(), description="domains (as the classifier names them) "
+                                            "whose requests go to top at once, as in the direct mode, except "
+                                            "executable questions: where the cascade does not pay its quality "
+                                            "back (chosen with the other thresholds; docs/routing.md)")
 
 
 class Thresholds(BaseModel):
@@ -84,7 +88,7 @@ class Thresholds(BaseModel):
                               stage2=stricter(s.stage2, f), skip=stricter(s.skip, f), skip_share=s.skip_share,
                               pick_agreeing=s.pick_agreeing,
                               stage3=None if s.stage3 is None else stricter(s.stage3, f),
-                              pick=None if s.pick is None else s.pick / f)
+                              pick=None if s.pick is None else s.pick / f, direct_domains=s.direct_domains)
 
 
 def stricter(threshold: float, factor: float) -> float:
@@ -218,6 +222,10 @@ class Bundle:
             raise ConfigError(f"cannot load learned-router artifacts from {base}: {exc}") from exc
         if not isinstance(models, RouterModels):
             raise ConfigError(f"{base / ARTIFACT_FILE} does not hold router models")
+        unknown = sorted(set(thresholds.standard.direct_domains) - set(models.domains))
+        if unknown:  # a domain the classifier never names would silently never go direct
+            raise ConfigError(f"{base / THRESHOLDS_FILE}: direct_domains {unknown} are not domains of the router "
+                              f"models {sorted(models.domains)}")
         return cls(models, thresholds)
 
     def save(self, directory: str | Path) -> None:

@@ -88,7 +88,10 @@ def run_policy(ev: EvalSet, sp: StageProbs, th: TierThresholds, high_factor: flo
     prior_top = sp.prior[np.arange(n), ev.top]
     best_cheap = np.maximum(np.where(has_l, sp.prior[:, L], -1), np.where(has_s, sp.prior[:, S], -1))
     ex = ev.executable
-    cascade = has_l & (~((prior_top - best_cheap) > stricter_array(th.direct, f)) | ex)
+    direct = (prior_top - best_cheap) > stricter_array(th.direct, f)
+    if th.direct_domains:
+        direct = direct | np.isin(sp.predicted_domain(), th.direct_domains)
+    cascade = has_l & (~direct | ex)
     # rows without a local slot, or sent direct: top only
     served = ev.top.copy()
     called = np.zeros((n, 4), dtype=bool)
@@ -202,26 +205,38 @@ CURVE_GRIDS: tuple[Sequence[float | None], ...] = ((0.3, 2.0), STAGE1_GRID, STAG
 threshold selection leaves out (fewer dimensions, less winner's curse)."""
 
 
-def grid_points(grids: Sequence[Sequence[float | None]] = GRIDS) -> Iterator[TierThresholds]:
-    """Every threshold setting of ``grids`` (direct, stage1, stage2, skip, stage3, pick), in a fixed order."""
-    for direct, s1, s2, sk, s3, pick in itertools.product(*grids):
-        assert direct is not None and s1 is not None and s2 is not None and sk is not None
-        yield TierThresholds(direct=direct, stage1=s1, stage2=s2, skip=sk, skip_share=SKIP_SHARE, stage3=s3,
-                             pick=pick)
+def grid_points(grids: Sequence[Sequence[float | None]] = GRIDS,
+                domain_options: Sequence[tuple[str, ...]] = ((),)) -> Iterator[TierThresholds]:
+    """Every threshold setting of ``grids`` (direct, stage1, stage2, skip, stage3, pick) for each set of direct
+    domains in ``domain_options``, in a fixed order."""
+    for domains in domain_options:
+        for direct, s1, s2, sk, s3, pick in itertools.product(*grids):
+            assert direct is not None and s1 is not None and s2 is not None and sk is not None
+            yield TierThresholds(direct=direct, stage1=s1, stage2=s2, skip=sk, skip_share=SKIP_SHARE, stage3=s3,
+                                 pick=pick, direct_domains=domains)
+
+
+def direct_domain_options(domains: Sequence[str]) -> list[tuple[str, ...]]:
+    """No direct domain, or any one of ``domains``: a domain where the cascade cannot hold the domain floor
+    at a price the others can bear goes to top at once (docs/routing.md, v2.3). One domain at most: every
+    further option is another chance for training-fold noise to win the selection."""
+    return [(), *((d,) for d in domains)]
 
 
 def select_thresholds(ev: EvalSet, sp: StageProbs, *, margin: float, domain_floor: float, high_factor: float,
                       cost_unit: float = 0.0, min_off_frontier: float = 0.0,
-                      grids: Sequence[Sequence[float | None]] = GRIDS) -> tuple[TierThresholds, Metrics]:
-    """The cheapest grid point whose quality on ``ev`` beats the reference by ``margin`` with every domain's
-    difference at least ``domain_floor`` and at least ``min_off_frontier`` of events off frontier accelerators.
+                      grids: Sequence[Sequence[float | None]] = GRIDS,
+                      domain_options: Sequence[tuple[str, ...]] = ((),)) -> tuple[TierThresholds, Metrics]:
+    """The cheapest grid point (times ``domain_options``, the sets of direct domains) whose quality on ``ev``
+    beats the reference by ``margin`` with every domain's difference at least ``domain_floor`` and at least
+    ``min_off_frontier`` of events off frontier accelerators.
     When none qualifies, the point with the best quality difference among those keeping the off-frontier share.
 
     This is the utility ``w_v * quality - lambda * cost`` with lambda as large as the quality constraint
     allows (lambda is the constraint's multiplier; ``w_v`` is 1/high_factor for high-value tenants)."""
     best: tuple[float, TierThresholds, Metrics] | None = None
     fallback: tuple[float, TierThresholds, Metrics] | None = None
-    for th in grid_points(grids):
+    for th in grid_points(grids, domain_options):
         m = metrics(ev, run_policy(ev, sp, th, high_factor, cost_unit))
         if feasible(m, margin, domain_floor, min_off_frontier):
             if best is None or m.cost < best[0]:

@@ -225,6 +225,13 @@ class StageProbs:
     p3_mid: NDArray[np.float64]  # after the voter: P(hosted-mini good | L, S, M)
     p3_top: NDArray[np.float64]  # P(frontier good | L, S, M)
     p4: NDArray[np.float64]  # (n, 4) after all four answered: P(slot good | L, S, M, F); local-small column 0
+    domains: tuple[str, ...] = ()  # the columns of ``domain_probs``
+
+    def predicted_domain(self) -> NDArray[np.str_]:
+        """The domain the classifier names per row (its most probable one), as the router reads it at serving."""
+        names: NDArray[np.str_] = np.asarray(self.domains, dtype=np.str_)
+        out: NDArray[np.str_] = names[np.argmax(self.domain_probs, axis=1)]
+        return out
 
 
 def stage_probs(models: RouterModels, feat: Featurized, w: Workload, idx: NDArray[np.int_],
@@ -249,7 +256,7 @@ def stage_probs(models: RouterModels, feat: Featurized, w: Workload, idx: NDArra
         prior=pvec[:, -len(SLOT_ORDER):], p1_first=proba(models.stage1_first, r1),
         p1_top=proba(models.stage1_top, r1), p2_second=proba(models.stage2_second, r2),
         p2_top=proba(models.stage2_top, r2), domain_probs=pvec[:, d0 : d0 + nd],
-        p3_mid=proba(models.stage3_mid, r3), p3_top=proba(models.stage3_top, r3), p4=p4,
+        p3_mid=proba(models.stage3_mid, r3), p3_top=proba(models.stage3_top, r3), p4=p4, domains=models.domains,
     )
 
 
@@ -268,7 +275,8 @@ def oof_stage_probs(feat: Featurized, w: Workload, tops: NDArray[np.int_], folds
     nd = parts[0][1].domain_probs.shape[1]
     out = StageProbs(prior=np.zeros((n, len(SLOT_ORDER))), p1_first=np.zeros(n), p1_top=np.zeros(n),
                      p2_second=np.zeros(n), p2_top=np.zeros(n), domain_probs=np.zeros((n, nd)),
-                     p3_mid=np.zeros(n), p3_top=np.zeros(n), p4=np.zeros((n, len(SLOT_ORDER))))
+                     p3_mid=np.zeros(n), p3_top=np.zeros(n), p4=np.zeros((n, len(SLOT_ORDER))),
+                     domains=parts[0][1].domains)
     for te, sp in parts:
         out.prior[te] = sp.prior
         out.p1_first[te] = sp.p1_first
