@@ -4,8 +4,9 @@ Every method sees only out-of-fold predictions (5 group folds by source item), t
 costs nothing and serves the same answer) and the README policy applies (ground-truth personal data). Cost is
 relative to the frontier-first compliant reference, quality is the mean score per stream event.
 
-- learned cascade: the Pareto front of the threshold grid over out-of-fold verifier scores; the operating point
-  is the cross-validated one (thresholds chosen on four folds, measured on the fifth, pooled);
+- learned cascade: the Pareto front of the threshold grid (with each direct-domain option) over out-of-fold
+  verifier scores; the operating point is the cross-validated one (thresholds chosen on four folds, measured on
+  the fifth, pooled);
 - MF-style (RouteLLM): low-rank prompt embedding (TF-IDF hashing + SVD, 64 d) -> predicted quality of each
   slot (bilinear: prompt factor x slot factor, fitted by ridge per slot); route to the cheap off-frontier slot
   (sovereign-large) unless the predicted gain of top exceeds a threshold;
@@ -44,7 +45,16 @@ from sovrouter.routing.evaluation import (
     cross_validate,
     prepare,
 )
-from sovrouter.routing.simulate import CURVE_GRIDS, EvalSet, Outcome, curve, metrics, pareto, reference
+from sovrouter.routing.simulate import (
+    CURVE_GRIDS,
+    EvalSet,
+    Outcome,
+    curve,
+    direct_domain_options,
+    metrics,
+    pareto,
+    reference,
+)
 from sovrouter.routing.training import oof_stage_probs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,7 +117,8 @@ def main() -> None:
     w, feat, ev = prepare(wl, catalog, tenants)
     sp, fold_of = oof_stage_probs(feat, w, ev.top, folds=FOLDS)
     cv = cross_validate(ev, sp, fold_of)
-    learned_front = curve(ev, sp, HIGH_FACTOR, cost_unit(ev), grids=CURVE_GRIDS)
+    learned_front = curve(ev, sp, HIGH_FACTOR, cost_unit(ev), grids=CURVE_GRIDS,
+                          domain_options=direct_domain_options(sp.domains))  # as selection searches (v2.3)
     hashed = feat.x[:, : feat.x.shape[1] - feat.dense.shape[1]]
     emb = TruncatedSVD(n_components=64, random_state=0).fit_transform(hashed)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True) + 1e-9

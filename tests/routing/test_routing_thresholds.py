@@ -7,6 +7,7 @@ import numpy as np
 from sovrouter.routing.model import Thresholds, TierThresholds
 from sovrouter.routing.simulate import (
     EvalSet,
+    curve,
     direct_domain_options,
     metrics,
     reference,
@@ -172,3 +173,15 @@ def test_direct_domains_hold_for_high_value_tenants_and_old_files_load() -> None
     assert Thresholds(standard=std).for_value("high").direct_domains == ("chat_hard",)
     old = {"direct": 2.0, "stage1": -0.2, "stage2": 0.02}  # a thresholds file written before v2.3
     assert TierThresholds.model_validate(old).direct_domains == ()
+
+
+def test_the_curve_covers_the_direct_domains_selection_searches() -> None:
+    """bench/router_curves.py plots the grid's Pareto front next to the CV operating point chosen with direct
+    domains: a front drawn without them cannot reach the point selection takes (found in review)."""
+    ev, sp = _two_domains()
+    grids = ((2.0,), (0.1,), (0.1,), (2.0,), (None,), (None,))
+    options = direct_domain_options(sp.domains)
+    _, m = select_thresholds(ev, sp, margin=0.0, domain_floor=-0.01, high_factor=0.5, grids=grids,
+                             domain_options=options)
+    front = curve(ev, sp, 0.5, grids=grids, domain_options=options)
+    assert any(c <= m.cost_ratio + 1e-12 and q >= m.quality - 1e-12 for c, q, _ in front)

@@ -2,7 +2,7 @@
 
 ``run_policy`` mirrors :class:`~sovrouter.routing.learned.LearnedRouter` step for step (direct / accept the first
 cheap answer / accept the second / call top, then pick): ``bench/router_parity.py`` compares both on a replay
-of dev at the shipped thresholds (99.9% of requests get the same calls and the same served slot). Every call
+of dev at the shipped thresholds (v2.3: every request gets the same calls and the same served slot). Every call
 made is paid for; an exact-cache repeat of a request costs nothing and serves the same answer (quality counted
 per stream event).
 """
@@ -254,10 +254,12 @@ def _fallback_key(m: Metrics, min_off_frontier: float) -> tuple[bool, float]:
 
 
 def curve(ev: EvalSet, sp: StageProbs, high_factor: float, cost_unit: float = 0.0,
-          grids: Sequence[Sequence[float | None]] = GRIDS) -> list[tuple[float, float, float]]:
-    """(cost ratio, quality, off-frontier share) of the whole threshold grid's Pareto front."""
+          grids: Sequence[Sequence[float | None]] = GRIDS,
+          domain_options: Sequence[tuple[str, ...]] = ((),)) -> list[tuple[float, float, float]]:
+    """(cost ratio, quality, off-frontier share) of the whole threshold grid's Pareto front (times
+    ``domain_options``, as :func:`select_thresholds` searches it)."""
     pts = []
-    for th in grid_points(grids):
+    for th in grid_points(grids, domain_options):
         m = metrics(ev, run_policy(ev, sp, th, high_factor, cost_unit))
         pts.append((m.cost_ratio, m.quality, m.off_frontier))
     return pareto(pts)
