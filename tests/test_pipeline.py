@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -8,7 +9,7 @@ from sovrouter.build import assemble
 from sovrouter.catalog import Catalog, Tenants
 from sovrouter.clock import WallClock
 from sovrouter.config import Settings
-from sovrouter.contracts import Candidate, Detection
+from sovrouter.contracts import Candidate, Detection, ModelCall, StreamChunk
 from sovrouter.intake import normalize_chat
 from sovrouter.testing import FailingAdapter, FakeAdapter, MemorySink, MidStreamFailingAdapter
 
@@ -340,6 +341,42 @@ async def test_a_stream_abandoned_before_its_outcome_is_recorded_once(catalog: C
     items = [x async for x in p.handle_stream(_req(rid="full-1", text="other text", stream=True))]
     assert items[-1].record.status == "ok"  # type: ignore[union-attr]
     assert [r.request_id for r in sink.records] == ["gone-1", "full-1"]
+
+
+class _Watched(FakeAdapter):
+    """Streams as FakeAdapter does, and notes when its stream is closed."""
+
+    closed: bool = False
+
+    async def stream(self, call: ModelCall) -> AsyncIterator[StreamChunk]:
+        try:
+            async for chunk in super().stream(call):
+                yield chunk
+        finally:
+            self.closed = True
+
+
+async def test_a_reader_that_stops_early_closes_the_upstream_call_at_once_and_records_it(
+        catalog: Catalog, tenants: Tenants) -> None:
+    """A library caller that stopped reading (``aclose``) got a ``request_cancelled`` record with no calls and no
+    cost, though the upstream had the prompt and was answering: the executor's and the fallback's streams did not
+    close the ones inside them, so the call was logged, its HTTP response closed and its in-flight count given
+    back only when the garbage collector got to them, after the record (found in review, 2026-11-28). The
+    gateway's path (a cancelled task) records that call as ``cancelled``, priced; so does this one now."""
+    sink = MemorySink()
+    adapters = {c: _Watched(c, text="a fairly long answer, in several chunks", chunks=5) for c in _all_fake(catalog)}
+    p = assemble(_settings(), catalog, tenants, adapters, WallClock(), sink)
+    stream = p.handle_stream(_req(rid="lib-1", text="a longer answer please", stream=True))
+    first = await anext(stream)
+    assert isinstance(first, StreamChunk) and first.delta
+    await stream.aclose()  # the reader stops here
+    [record] = sink.records
+    assert (record.request_id, record.error_code) == ("lib-1", "request_cancelled")
+    assert [(c.candidate, c.outcome) for c in record.calls] == [(first.candidate, "cancelled")]
+    call = record.calls[0]
+    assert call.input_tokens > 0 and call.output_tokens > 0 and record.cost_usd == call.cost_usd > 0
+    assert adapters[first.candidate].closed  # at once, not when the garbage collector finalises it
+    assert p.load is not None and p.load.count(first.candidate) == 0
 
 
 async def test_a_deployment_with_no_upstream_leaves_its_attempt_and_falls_back(catalog: Catalog,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from sovrouter.contracts import CallAttempt, Candidate, ModelCall, ModelResult, RouteDecision, StreamChunk
 from sovrouter.errors import AllCandidatesFailedError, UpstreamError, UpstreamNotConfiguredError
-from sovrouter.protocols import ModelAdapter
+from sovrouter.protocols import ModelAdapter, closing_stream
 from sovrouter.reliability import FallbackAdapter, PolicyGuard
 
 Review = Callable[[Sequence[ModelResult]], Candidate | None]
@@ -74,8 +74,9 @@ class Executor:
             yield StreamChunk(candidate=result.candidate, delta=result.text)
             yield StreamChunk(candidate=result.candidate, final=result)
             return
-        async for chunk in self._chain(decision.plan).stream(call):
-            yield chunk
+        async with closing_stream(self._chain(decision.plan).stream(call)) as chunks:  # a reader's stop reaches
+            async for chunk in chunks:  # the upstream call at once (protocols.closing_stream)
+                yield chunk
 
 
 class _Unwired:

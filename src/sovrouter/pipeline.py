@@ -42,7 +42,16 @@ from sovrouter.errors import (
     UpstreamError,
 )
 from sovrouter.executor import Executor
-from sovrouter.protocols import Classifier, Clock, Detector, Policy, RecordSink, ResponseCache, Router
+from sovrouter.protocols import (
+    Classifier,
+    Clock,
+    Detector,
+    Policy,
+    RecordSink,
+    ResponseCache,
+    Router,
+    closing_stream,
+)
 
 
 @dataclass
@@ -137,10 +146,13 @@ class Pipeline:
         call = ModelCall(request=request, allowed=prep.verdict.allowed)
         result: ModelResult | None = None
         try:
-            async for chunk in self.executor.stream(call, prep.decision, self._reviewer(prep)):
-                if chunk.final is not None:
-                    result = chunk.final
-                yield chunk
+            # closed with this one: a reader that stops early (GeneratorExit here) ends the upstream call at once,
+            # which logs it, so the record has the call and its cost, as a cancelled task's has (since 2026-11-28)
+            async with closing_stream(self.executor.stream(call, prep.decision, self._reviewer(prep))) as chunks:
+                async for chunk in chunks:
+                    if chunk.final is not None:
+                        result = chunk.final
+                    yield chunk
             if result is None:  # never end silently truncated: no final chunk is an error
                 raise AllCandidatesFailedError("upstream stream ended without completing")
             if not call.degraded:
@@ -148,7 +160,7 @@ class Pipeline:
             outcome = self._finish(prep, result, call.attempts)  # recorded before the release, which may await
         except UpstreamError as exc:
             outcome = self._finish_error(request, exc, prep, call.attempts)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):
             self._finish_error(request, _cancelled(), prep, call.attempts)
             raise
         finally:

@@ -7,8 +7,10 @@ HTTP adapter by the replay adapter.
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from sovrouter.contracts import (
     CacheOutcome,
@@ -89,6 +91,28 @@ class ModelAdapter(Protocol):
     def stream(self, call: ModelCall) -> AsyncIterator[StreamChunk]: ...
 
 
+_Item = TypeVar("_Item")
+
+
+class closing_stream(Generic[_Item]):
+    """``async with closing_stream(inner.stream(call)) as chunks``: ``contextlib.aclosing`` for a stream typed as an
+    ``AsyncIterator`` (an adapter's): closed on the way out when it can be (an async generator). A wrapper that
+    stops early, or is closed by its reader, closes the stream inside it at once, and so down to the upstream call:
+    its attempt is logged, its in-flight count given back and its HTTP response closed before the request's
+    record is written, not when the garbage collector gets to them (found in review, 2026-11-28)."""
+
+    def __init__(self, stream: AsyncIterator[_Item]) -> None:
+        self.stream = stream
+
+    async def __aenter__(self) -> AsyncIterator[_Item]:
+        return self.stream
+
+    async def __aexit__(self, *exc: object) -> None:
+        aclose = getattr(self.stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
 class ResponseCache(Protocol):
     """Reuse of earlier answers (exact or semantic). ``allowed`` is the current request's allowed set: an entry
     produced on a deployment outside it is never served."""
@@ -121,6 +145,25 @@ def merged_gauges(*parts: object) -> dict[str, float]:
             for name, value in part.cache_gauges().items():
                 out[name] = out.get(name, 0.0) + value
     return out
+
+
+class GaugeCounter(Counter[str]):
+    """A ``Counter`` that the event loop counts into and ``/metrics`` reads from its worker thread: a name is set
+    under a lock, and :meth:`snapshot` copies under it. Iterating a plain ``Counter`` there failed with
+    "dictionary changed size during iteration" when the loop counted a name for the first time (found in review,
+    2026-11-28). Counting stays ``counter[name] += 1``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        super().__init__()
+
+    def __setitem__(self, key: str, value: int) -> None:
+        with self._lock:
+            super().__setitem__(key, value)
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self)
 
 
 @runtime_checkable

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
+from sovrouter.protocols import GaugeCounter
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class StreamBroadcast:
         self.max_len = max_len
         self.block_ms = block_ms
         self.retry_s = retry_s
-        self.stats: Counter[str] = Counter()  # published, errors (and what the callers count)
+        self.stats = GaugeCounter()  # published, errors (and what the callers count; /metrics reads them)
         self._tasks: set[asyncio.Task[None]] = set()
         self._readers: dict[str, asyncio.Task[None]] = {}
         self._last: dict[str, str] = {}  # key -> id of the last entry read (a restarted reader resumes after it)

@@ -249,3 +249,43 @@ async def test_a_lock_taken_as_its_lookup_failed_does_not_hold_later_requests(ma
         assert outcome.kind == "miss" and result is None
         assert loop.time() - t0 < 1.0, "waited for a lock nobody holds"
         await cache.release(req("q", rid))
+
+
+async def test_metrics_read_the_counts_safely_while_the_loop_adds_to_them() -> None:
+    """``/metrics`` runs in a worker thread and iterated ``stats`` while the event loop counted a new kind of
+    event into it: ``RuntimeError: dictionary changed size during iteration``, a failed scrape (found in review,
+    2026-11-28). Here the loop side counts many new names while another thread reads the gauges."""
+    import sys
+    import threading
+
+    cache = RedisExactCache.from_url(SimClock(), closed_port_url().replace("http://", "redis://"))
+    for i in range(2000):  # a long read: each scrape iterates every name
+        cache.stats[f"seen_{i}"] += 1
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def scrape() -> None:
+        while not stop.is_set():
+            try:
+                gauges = cache.cache_gauges()
+            except RuntimeError as exc:
+                failures.append(exc)
+                return
+            assert all(name.startswith("shared_exact_") for name in gauges)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    reader = threading.Thread(target=scrape)
+    reader.start()
+    try:
+        for i in range(200_000):  # the loop side: a name not counted before, as a first error or wait would be
+            cache.stats[f"new_{i}"] += 1
+            if failures:
+                break
+    finally:
+        stop.set()
+        reader.join()
+        sys.setswitchinterval(interval)
+        await cache.aclose()
+    assert failures == []
+    assert cache.cache_gauges()["shared_exact_new_0_total"] == 1.0

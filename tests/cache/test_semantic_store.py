@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
-from sovrouter.cache.semantic import SemanticCache
+import numpy as np
+
+from sovrouter.cache.semantic import DELETE_BATCH, Entry, SemanticCache, Stored
 from sovrouter.cache.semantic_store import SQLiteEntryStore
 from sovrouter.cache.verifier import PairVerifier
 from sovrouter.clock import SimClock
@@ -116,3 +119,50 @@ async def test_a_write_the_database_refuses_is_not_the_requests_error(tmp_path: 
         db.rollback()
     assert await ask(cache, "How can I learn Python quickly?") == source  # served from memory
     assert rows(path) == 0  # just not persisted
+
+
+class CountingStore:
+    """An entry store that keeps nothing and counts the rows each lookup or store deletes."""
+
+    def __init__(self) -> None:
+        self.deleted = 0
+
+    def put(self, key: str, stored: Stored) -> None:
+        return None
+
+    def delete(self, partition: str, keys: Collection[str]) -> None:
+        self.deleted += len(keys)
+
+    def load(self, now_ms: float) -> Iterator[Stored]:
+        return iter(())
+
+    def take(self) -> int:
+        n, self.deleted = self.deleted, 0
+        return n
+
+
+async def test_eviction_and_purge_delete_a_bounded_batch_per_call() -> None:
+    """Eviction dropped 10% of the bound in one store, on the event loop: at the default 100,000 entries that is
+    10,001 SQLite deletes, one commit each, about 1 s during which every request and /health waited (found in
+    review, 2026-11-28). A purge of entries that expired together did the same, unbounded (7 s for 100,000). Now one
+    lookup or store deletes at most about ``DELETE_BATCH`` entries, and the bound still holds after every store."""
+    clock, store = SimClock(), CountingStore()
+    bound, dim = 15_000, 16
+    cache = SemanticCache(clock, HashingEmbedder(dim), PairVerifier.cosine_only(0.7), ttl_s=60,
+                          max_entries=bound, store=store)
+    vectors = np.random.default_rng(0).standard_normal((bound + 3000, dim)).astype(np.float32)
+    per_store = []
+    for i, vector in enumerate(vectors):
+        clock.set(float(i))
+        cache.insert(Stored(f"p{i % 7}", f"question {i}", vector,
+                            Entry(f"r{i}", i + 60_000.0, ModelResult(candidate=A, text=f"answer {i}"))))
+        per_store.append(store.take())
+        assert cache.entry_count() <= bound  # after every store
+    assert 0 < max(per_store) <= DELETE_BATCH + 1 and sum(per_store) == len(vectors) - cache.entry_count()
+    clock.set(10**9)  # everything has expired: each lookup purges a batch, the next one goes on
+    held, per_lookup = cache.entry_count(), []
+    while cache.entry_count():
+        await ask(cache, "Why is the sky blue?")
+        per_lookup.append(store.take())
+    assert max(per_lookup) <= DELETE_BATCH and sum(per_lookup) == held
+    assert len(per_lookup) == -(-held // DELETE_BATCH)

@@ -322,3 +322,37 @@ async def test_a_shadow_call_s_tries_are_counted_and_priced_like_any_call(catalo
     answered = catalog.cost_usd("frontier", "us", 5, len("The answer is frontier") // 4)
     prompt = catalog.cost_usd("frontier", "us", estimate_tokens(_req("What is 2+2?", "x", 0.0).forwarded_text), 0)
     assert spent == pytest.approx(answered + prompt)  # the timed-out try's prompt is billed too
+
+
+async def test_a_shadow_call_failing_unexpectedly_does_not_cut_the_shutdown_short(
+        catalog: Catalog, tenants: Tenants, caplog: pytest.LogCaptureFixture) -> None:
+    """``drain`` gathered the shadow tasks without ``return_exceptions``: one failing with an error outside the
+    hierarchy (a judge's bug) raised out of ``drain``, and the gateway's shutdown skipped every later step: the HTTP
+    client and the shared stores (their last rows unshipped) were never closed (found in review, 2026-11-28)."""
+    from sovrouter.cli.serve import shutdown_order
+
+    def buggy(answer: str, reference: str | None) -> float:
+        raise RuntimeError("bug in a judge")
+
+    clock = SimClock()
+    pipeline, _ = _pipeline(catalog, tenants, clock)
+    store = SignalStore()
+    loop = EvalLoop(store, None, ShadowSampler(pipeline.executor.adapters, FakeJudge(rule=buggy), store,
+                                               fraction=1.0, catalog=catalog))
+    for rid in ("a", "b"):
+        req = _req(f"question {rid}", rid, 0.0)
+        await loop.after(req, await pipeline.handle(req))
+    closed: list[str] = []
+
+    async def close(name: str) -> None:
+        closed.append(name)
+
+    hooks = shutdown_order(None, loop.drain, lambda: close("client"), [lambda: close("records"),
+                                                                     lambda: close("signals")])
+    with caplog.at_level("ERROR", logger="sovrouter.evalloop"):
+        for hook in hooks:  # as the gateway's lifespan runs them
+            await hook()
+    assert closed == ["client", "records", "signals"] and not loop._tasks
+    failed = [r for r in caplog.records if "shadow" in r.getMessage()]
+    assert len(failed) == 2 and all("RuntimeError" in r.getMessage() for r in failed)
+    assert all("bug in a judge" not in r.getMessage() for r in caplog.records)  # type only, never the text

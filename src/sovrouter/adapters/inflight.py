@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from sovrouter.contracts import Candidate, ModelCall, ModelResult, StreamChunk
-from sovrouter.protocols import ModelAdapter
+from sovrouter.protocols import ModelAdapter, closing_stream
 
 
 class InFlightBoard:
@@ -94,7 +94,8 @@ class InFlightAdapter:
     async def stream(self, call: ModelCall) -> AsyncIterator[StreamChunk]:
         self.board.enter(self.target)
         try:
-            async for chunk in self.inner.stream(call):
-                yield chunk
+            async with closing_stream(self.inner.stream(call)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
         finally:
             self.board.leave(self.target)

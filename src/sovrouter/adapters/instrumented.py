@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 
 from sovrouter.contracts import CallAttempt, Candidate, ModelCall, ModelResult, StreamChunk
 from sovrouter.errors import UpstreamError, UpstreamTimeoutError
-from sovrouter.protocols import ModelAdapter
+from sovrouter.protocols import ModelAdapter, closing_stream
 
 
 class InstrumentedAdapter:
@@ -62,12 +62,13 @@ class InstrumentedAdapter:
         chars = 0
         done = False  # logged "ok": a cancellation after the final chunk is the consumer's, not this call's
         try:
-            async for chunk in self.inner.stream(call):
-                chars += len(chunk.delta)
-                if chunk.final is not None:
-                    self._log(call, "ok", started, result=chunk.final)
-                    done = True
-                yield chunk
+            async with closing_stream(self.inner.stream(call)) as chunks:
+                async for chunk in chunks:
+                    chars += len(chunk.delta)
+                    if chunk.final is not None:
+                        self._log(call, "ok", started, result=chunk.final)
+                        done = True
+                    yield chunk
         except UpstreamTimeoutError as exc:
             self._log(call, "timeout" if chars == 0 else "stream_error", started, error=exc,
                       out_tokens=(chars + 3) // 4)
@@ -76,7 +77,7 @@ class InstrumentedAdapter:
             self._log(call, "error" if chars == 0 else "stream_error", started, error=exc,
                       out_tokens=(chars + 3) // 4)
             raise
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):  # GeneratorExit: its reader stopped (since 2026-11-28)
             if not done:
                 self._log(call, "cancelled", started, out_tokens=(chars + 3) // 4)
             raise

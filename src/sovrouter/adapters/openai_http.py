@@ -53,6 +53,7 @@ from sovrouter.errors import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
+from sovrouter.protocols import closing_stream
 from sovrouter.tooling import ToolCallFragments, upstream_calls
 from sovrouter.unicode import valid_text
 
@@ -279,8 +280,9 @@ class OpenAIHTTPAdapter:
         started = self.timer()
         ok = rejected = abandoned = False
         try:
-            async for chunk in self._stream(index, body, request, started):
-                yield chunk
+            async with closing_stream(self._stream(index, body, request, started)) as chunks:  # the response
+                async for chunk in chunks:  # closes when the reader stops, not at garbage collection
+                    yield chunk
             ok = True
         except UpstreamRejectedError as exc:
             rejected = exc.request_specific  # a 401/404 from one replica is that replica's fault: a failure

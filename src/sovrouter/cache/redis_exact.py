@@ -31,7 +31,6 @@ import asyncio
 import json
 import logging
 import secrets
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,7 +40,7 @@ from redis.exceptions import RedisError
 
 from sovrouter.cache.exact import cache_key, worth_keeping
 from sovrouter.contracts import CacheOutcome, Candidate, Detection, ModelResult, NormalizedRequest
-from sovrouter.protocols import Clock
+from sovrouter.protocols import Clock, GaugeCounter
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +64,8 @@ class RedisExactCache:
         self.wait_s = wait_s
         self.poll_s = poll_s
         self.op_timeout_s = op_timeout_s
-        self.stats: Counter[str] = Counter()  # hits, misses, leads, waits, store, errors (read by tests, benches)
+        # hits, misses, leads, waits, store, errors (read by tests, benches, and /metrics from its worker thread)
+        self.stats = GaugeCounter()
         self._release_script = client.register_script(_RELEASE)
         self._flights: dict[str, asyncio.Future[bool]] = {}  # key -> this process's leader or poller
         self._answered: set[str] = set()  # request ids that stored an answer, until their release
@@ -157,7 +157,7 @@ class RedisExactCache:
         self._land(key, look_again=answered)
 
     def cache_gauges(self) -> dict[str, float]:
-        return {f"shared_exact_{name}_total": float(n) for name, n in self.stats.items()}
+        return {f"shared_exact_{name}_total": float(n) for name, n in self.stats.snapshot().items()}
 
     async def aclose(self) -> None:
         if self._unlocking:  # let the deletions in flight land (bounded), then close

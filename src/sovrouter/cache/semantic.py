@@ -16,7 +16,11 @@
 - Retention, as in the exact cache: expired entries are dropped at most ``purge_every_s`` apart (checked on lookup
   and store; a partition left empty goes with them), and with ``max_entries`` the cache never holds more
   entries than that after a store: the entries closest to expiry (the oldest stored) go first, down to 90% of
-  the bound. Which entries remain is a set, so decisions still do not depend on the order they came in.
+  the bound or ``DELETE_BATCH`` below it, whichever is more; a purge that finds more than ``DELETE_BATCH``
+  expired entries goes on at the next lookup or store. Drops run on the event loop with the entry store's
+  deletes, so one call drops at most about ``DELETE_BATCH`` entries (12-30 ms with the SQLite store): until
+  2026-11-28 eviction dropped 10% of the bound at once (1 s for the default 100,000; found in review). Which
+  entries remain is a set, so decisions still do not depend on the order they came in.
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ from sovrouter.embed import Embedder
 from sovrouter.errors import ConfigError
 from sovrouter.protocols import Clock
 
-_LOW_WATER = 0.9  # eviction brings the cache down to this share of max_entries
+_LOW_WATER = 0.9  # eviction brings the cache down to this share of max_entries (at most a batch below it)
+DELETE_BATCH = 500  # entries one lookup or store drops at most (purge), or past the bound (eviction)
 
 
 @dataclass(frozen=True)
@@ -208,16 +213,18 @@ class SemanticCache:
         now = self.clock.now_ms()
         if now < self._next_purge_ms:
             return
-        self._next_purge_ms = now + self.purge_every_ms
         doomed: dict[str, set[str]] = {}
-        while self._expiry and self._expiry[0][0] <= now:
-            self._take_oldest(doomed)
+        taken = 0
+        while self._expiry and self._expiry[0][0] <= now and taken < DELETE_BATCH:
+            taken += self._take_oldest(doomed)
+        if taken < DELETE_BATCH:  # else more may have expired: the next lookup or store goes on
+            self._next_purge_ms = now + self.purge_every_ms
         self._purged += self._drop(doomed)
 
     def _bound(self) -> None:
         if self.max_entries is None or self._entries <= self.max_entries:
             return
-        keep = max(1, int(self.max_entries * _LOW_WATER))
+        keep = max(1, int(self.max_entries * _LOW_WATER), self.max_entries - DELETE_BATCH)
         doomed: dict[str, set[str]] = {}
         taken = 0
         while self._entries - taken > keep and self._expiry:

@@ -31,7 +31,6 @@ import contextlib
 import json
 import math
 import secrets
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -50,7 +49,7 @@ from sovrouter.contracts import (
     ModelResult,
     NormalizedRequest,
 )
-from sovrouter.protocols import AsyncClosable
+from sovrouter.protocols import AsyncClosable, GaugeCounter
 from sovrouter.redis_streams import FAILURES, StreamBroadcast
 
 
@@ -92,7 +91,7 @@ class EntryFeed(Protocol):
     """Broadcast of semantic-cache entries between instances."""
 
     instance: str
-    stats: Counter[str]  # what the transport counts (published, delivered, errors)
+    stats: GaugeCounter  # what the transport counts (published, delivered, errors)
 
     def publish(self, entry: SharedEntry) -> None: ...
 
@@ -107,7 +106,7 @@ class MemoryEntryFeed:
 
     instance: str = "memory"
     _hub: list[tuple[str, Apply]] = field(default_factory=list)
-    stats: Counter[str] = field(default_factory=Counter)
+    stats: GaugeCounter = field(default_factory=GaugeCounter)
 
     def view(self, instance: str) -> MemoryEntryFeed:
         return MemoryEntryFeed(instance, self._hub)
@@ -186,7 +185,7 @@ class SharedSemanticCache:
         self.local = local
         self.feed = feed
         self.scope = scope
-        self.stats: Counter[str] = Counter()  # published, inserted, refused
+        self.stats = GaugeCounter()  # published, inserted, refused (read by /metrics from its worker thread)
         self._subscribed = False
 
     def _subscribe(self) -> None:
@@ -224,8 +223,8 @@ class SharedSemanticCache:
 
     def cache_gauges(self) -> dict[str, float]:
         out = self.local.cache_gauges()
-        out.update({f"semantic_shared_{name}_total": float(n) for name, n in self.stats.items()})
-        out.update({f"semantic_feed_{name}_total": float(n) for name, n in self.feed.stats.items()})
+        out.update({f"semantic_shared_{name}_total": float(n) for name, n in self.stats.snapshot().items()})
+        out.update({f"semantic_feed_{name}_total": float(n) for name, n in self.feed.stats.snapshot().items()})
         return out
 
     async def aclose(self) -> None:

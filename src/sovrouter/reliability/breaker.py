@@ -24,7 +24,7 @@ from typing import Literal
 from sovrouter.config import BreakerSettings
 from sovrouter.contracts import CallAttempt, Candidate, ModelCall, ModelResult, StreamChunk
 from sovrouter.errors import CircuitOpenError, UpstreamError, UpstreamRejectedError
-from sovrouter.protocols import Clock, ModelAdapter
+from sovrouter.protocols import Clock, ModelAdapter, closing_stream
 
 State = Literal["closed", "open", "half_open"]
 
@@ -127,11 +127,12 @@ class CircuitBreaker:
         probe = self._admit(call)
         settled = False
         try:
-            async for chunk in self.inner.stream(call):
-                if chunk.final is not None and not settled:
-                    settled = True
-                    self._on_success(probe)
-                yield chunk
+            async with closing_stream(self.inner.stream(call)) as chunks:
+                async for chunk in chunks:
+                    if chunk.final is not None and not settled:
+                        settled = True
+                        self._on_success(probe)
+                    yield chunk
             if not settled:  # ended without a final chunk: a truncated answer is a failure
                 settled = True
                 self._on_failure(probe)

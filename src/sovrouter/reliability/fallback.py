@@ -17,7 +17,7 @@ from sovrouter.errors import (
     UpstreamError,
     UpstreamRejectedError,
 )
-from sovrouter.protocols import ModelAdapter
+from sovrouter.protocols import ModelAdapter, closing_stream
 
 
 class FallbackAdapter:
@@ -48,9 +48,10 @@ class FallbackAdapter:
             call.purpose = first_purpose if i == 0 else "fallback"
             started = False
             try:
-                async for chunk in adapter.stream(call):
-                    started = started or _shows(chunk)
-                    yield chunk
+                async with closing_stream(adapter.stream(call)) as chunks:
+                    async for chunk in chunks:
+                        started = started or _shows(chunk)
+                        yield chunk
                 return
             except UpstreamError as exc:
                 if started:

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 from sovrouter.contracts import CallAttempt, Candidate, ModelCall, ModelResult, StreamChunk
 from sovrouter.errors import PolicyGuardError
-from sovrouter.protocols import ModelAdapter
+from sovrouter.protocols import ModelAdapter, closing_stream
 
 
 class PolicyGuard:
@@ -36,5 +36,6 @@ class PolicyGuard:
 
     async def stream(self, call: ModelCall) -> AsyncIterator[StreamChunk]:
         self._check(call)
-        async for chunk in self.inner.stream(call):
-            yield chunk
+        async with closing_stream(self.inner.stream(call)) as chunks:
+            async for chunk in chunks:
+                yield chunk

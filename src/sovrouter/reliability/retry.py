@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 
 from sovrouter.contracts import Candidate, ModelCall, ModelResult, StreamChunk
 from sovrouter.errors import RetryBudgetExhaustedError, UpstreamError, UpstreamUnavailableError
-from sovrouter.protocols import Clock, ModelAdapter
+from sovrouter.protocols import Clock, ModelAdapter, closing_stream
 
 
 def is_retryable(exc: UpstreamError) -> bool:
@@ -119,9 +119,10 @@ class RetryAdapter:
             while True:
                 started = False
                 try:
-                    async for chunk in self.inner.stream(call):
-                        started = started or bool(chunk.delta) or chunk.final is not None  # shown: see fallback
-                        yield chunk
+                    async with closing_stream(self.inner.stream(call)) as chunks:
+                        async for chunk in chunks:
+                            started = started or bool(chunk.delta) or chunk.final is not None  # shown: see fallback
+                            yield chunk
                     return
                 except UpstreamError as exc:
                     if started:

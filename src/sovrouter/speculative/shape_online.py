@@ -30,7 +30,7 @@ import numpy as np
 
 from sovrouter.catalog import estimate_tokens
 from sovrouter.contracts import Candidate, ModelCall, ModelResult, NormalizedRequest, StreamChunk
-from sovrouter.protocols import ModelAdapter
+from sovrouter.protocols import ModelAdapter, closing_stream
 from sovrouter.speculative.answer_shape import MAX_LOG_TOKENS, AnswerShape, AnswerShapeEstimator, RecentShapes
 from sovrouter.speculative.predictor import observed_copy_fraction
 
@@ -139,7 +139,8 @@ class ShapeObservingAdapter:
         return result
 
     async def stream(self, call: ModelCall) -> AsyncIterator[StreamChunk]:
-        async for chunk in self.inner.stream(call):
-            if chunk.final is not None and _complete(chunk.final):
-                await asyncio.to_thread(self.observe, call.request, chunk.final.text)
-            yield chunk
+        async with closing_stream(self.inner.stream(call)) as chunks:
+            async for chunk in chunks:
+                if chunk.final is not None and _complete(chunk.final):
+                    await asyncio.to_thread(self.observe, call.request, chunk.final.text)
+                yield chunk

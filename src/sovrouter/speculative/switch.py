@@ -22,7 +22,7 @@ from sovrouter.adapters.inflight import InFlightAdapter, InFlightBoard
 from sovrouter.catalog import Deployment
 from sovrouter.contracts import Candidate, ModelCall, ModelResult, StreamChunk
 from sovrouter.errors import ConfigError
-from sovrouter.protocols import ModelAdapter
+from sovrouter.protocols import ModelAdapter, closing_stream
 from sovrouter.speculative.latency import expected_speedup
 from sovrouter.speculative.predictor import CopyPredictor
 
@@ -70,5 +70,6 @@ class SpeculativeSwitchAdapter:
         return await self._pick(call).generate(call)
 
     async def stream(self, call: ModelCall) -> AsyncIterator[StreamChunk]:
-        async for chunk in self._pick(call).stream(call):
-            yield chunk
+        async with closing_stream(self._pick(call).stream(call)) as chunks:
+            async for chunk in chunks:
+                yield chunk
