@@ -195,6 +195,29 @@ async def test_an_empty_answer_is_served_once_and_never_stored() -> None:
 
 
 
+async def test_an_empty_answer_an_earlier_version_stored_is_dropped_not_served(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Versions before b352843 (2026-11-28) stored an upstream's empty answer, under the key this version computes
+    (same catalog fingerprint): after the upgrade it was served for the rest of its TTL (up to a year). The row is
+    written as ``ExactCache.store`` of that version wrote it."""
+    import sqlite3
+
+    from sovrouter.cache.exact import cache_key
+
+    path = tmp_path / "cache.sqlite"
+    ExactCache(WallClock(), path).close()  # the schema, unchanged since the first version
+    now = WallClock().now_ms()
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT OR REPLACE INTO exact_cache VALUES (?, ?, ?, ?, ?, ?)",
+                   (cache_key(req("hello", "old")), "acme", now, now + 3_600_000.0, "old",
+                    ModelResult(candidate=A, text="").model_dump_json()))
+    cache = ExactCache(WallClock(), path)
+    with caplog.at_level("WARNING", logger="sovrouter.cache.exact"):
+        assert await served(cache, "hello") is None
+    assert "an empty answer" in caplog.text and cache.entry_count() == 0  # dropped, said in the log
+    cache.close()
+
+
 async def test_one_lookup_or_store_deletes_a_bounded_number_of_rows() -> None:
     """The cache's SQLite runs on the event loop, and one store at the bound evicted 10% of it in one statement
     (0.6 s for the 20,000 rows of a 200,000 bound, measured; 50,000 rows at the default 500,000), as one purge

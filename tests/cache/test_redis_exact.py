@@ -216,6 +216,28 @@ async def test_an_empty_answer_is_never_stored(make: Factory) -> None:
     await two.release(req("hello", "r2"))
 
 
+async def test_an_empty_answer_an_earlier_version_stored_is_a_miss(make: Factory, redis_srv: RedisServer) -> None:
+    """Versions before b352843 (2026-11-28) stored empty answers in Redis too, under today's key; the entry is
+    written as that version's ``store`` wrote it. It was served to every instance until its TTL."""
+    import json
+
+    from sovrouter.cache.exact import cache_key
+
+    one = make()
+    raw = aioredis.Redis.from_url(redis_srv.url)
+    try:
+        key = f"{one.prefix}:e:{cache_key(req('hello', 'old'))}"
+        value = json.dumps({"expires_ms": 1e12, "source_request_id": "old",
+                            "result": ModelResult(candidate=A, text="").model_dump(mode="json")}, ensure_ascii=False)
+        await raw.set(key, value, px=3_600_000)
+        outcome, result = await one.lookup(req("hello", "r2"), NONE, [A])
+        assert outcome.kind == "miss" and result is None
+        assert await raw.exists(key) == 0  # dropped, not left for the other instances
+    finally:
+        await raw.aclose()
+    await one.release(req("hello", "r2"))
+
+
 @pytest.mark.parametrize("how", ["late_reply", "cancelled"])
 async def test_a_lock_taken_as_its_lookup_failed_does_not_hold_later_requests(make: Factory, how: str) -> None:
     """The lock's ``SET NX`` may land although its lookup failed (a reply later than ``op_timeout_s``, or the

@@ -65,3 +65,35 @@ def test_a_down_database_leaves_this_instances_signals(tmp_path: Path) -> None:
 def test_a_memory_store_cannot_be_shared(pg_srv: PostgresServer) -> None:
     with pytest.raises(ConfigError):
         SharedSignalStore(":memory:", database_url(pg_srv.new_database(), None, "records"))
+
+
+def test_comments_an_earlier_version_shipped_are_cleared_from_the_shared_database(
+        tmp_path: Path, pg_srv: PostgresServer, caplog: pytest.LogCaptureFixture) -> None:
+    """Between 447e3bf and 387e2fd (2026-11-26/27) the shipper copied every column, the free-text feedback
+    comment too, into the shared table; since then comments never leave the instance, but the ones already copied
+    stayed there and were read back by every instance (found in review, 2026-11-28). The rows are written here as
+    that version's outbox wrote them."""
+    import sqlalchemy as sa
+
+    from sovrouter.evalloop.signals import SHARED_SIGNALS
+    from sovrouter.store.sql import create_tables, make_engine
+
+    url = pg_srv.new_database()
+    engine = make_engine(database_url(url, None, "records"))
+    create_tables(engine, SHARED_SIGNALS.metadata)
+    with engine.begin() as db:
+        db.execute(SHARED_SIGNALS.insert(), [
+            {"origin": "old", "origin_id": 1, "request_id": "r1", "source": "feedback", "score": 0.0,
+             "reference_score": None, "failure_mode": None, "slot": "frontier", "deployment": "d", "reference_slot":
+             None, "cost_usd": 0.0, "comment": "call me at 555-0100", "created_ms": 1.0},
+            {"origin": "old", "origin_id": 2, "request_id": "r2", "source": "scorer", "score": 1.0,
+             "reference_score": None, "failure_mode": None, "slot": None, "deployment": None, "reference_slot": None,
+             "cost_usd": 0.0, "comment": None, "created_ms": 2.0}])
+    with caplog.at_level("WARNING", logger="sovrouter.signals"):
+        a = _store(tmp_path, "a", url)
+    assert "cleared 1 feedback comment(s)" in caplog.text
+    assert [(s.request_id, s.comment) for s in a.signals()] == [("r1", None), ("r2", None)]  # the rows stay
+    with engine.connect() as db:
+        assert db.scalar(sa.select(sa.func.count()).where(SHARED_SIGNALS.c.comment.is_not(None))) == 0
+    a.close()
+    engine.dispose()

@@ -83,3 +83,54 @@ def test_a_direct_domain_the_models_do_not_name_is_refused(tmp_path: Path) -> No
     (tmp_path / "thresholds.json").write_text(th, encoding="utf-8")
     with pytest.raises(ConfigError, match="chit_chat"):
         Bundle.load(tmp_path)
+
+
+def _bundle_with_dense_features(n_dense: int, domains: tuple[str, ...] = ("chat_hard", "knowledge")) -> Bundle:
+    """A router bundle whose models read ``n_dense`` cheap prompt features, as ``sovrouter train`` writes one (the
+    same estimator classes and widths; zero weights). Before router v2.2 (ceb3b0f, 2026-11-28) the prompt had 14
+    cheap features (an 'Answer:' line count among them); it has 13 since."""
+    import numpy as np
+
+    from sovrouter.routing.answers import ANSWER_FEATURES, PAIR_FEATURES
+    from sovrouter.routing.features import HASH_FEATURES
+    from sovrouter.routing.model import OUTPUT_KINDS, TOP_SLOTS, LinearModel, RouterModels, Thresholds
+
+    def linear(k: int, width: int, classes: list[object]) -> LinearModel:
+        return LinearModel(coef=np.zeros((k, width), dtype=np.float32), intercept=np.zeros(k, dtype=np.float32),
+                           classes_=np.asarray(classes))
+
+    prompt_width = HASH_FEATURES + n_dense
+    vector = n_dense + len(domains) + len(OUTPUT_KINDS) + len(SLOT_ORDER)  # PromptScores.vector()
+    a, pair, tops = len(ANSWER_FEATURES), len(PAIR_FEATURES), len(TOP_SLOTS)
+    s1, s2 = vector + a + tops, vector + 2 * a + pair + tops
+    s3, s4 = vector + 3 * a + 3 * pair, vector + 4 * a + 6 * pair
+    models = RouterModels(
+        domains=domains, domain_model=linear(len(domains), prompt_width, list(domains)),
+        kind_model=linear(len(OUTPUT_KINDS), prompt_width, list(OUTPUT_KINDS)),
+        prior_models={s: linear(1, prompt_width, [0, 1]) for s in SLOT_ORDER},
+        stage1_first=linear(1, s1, [0, 1]), stage1_top=linear(1, s1, [0, 1]),
+        stage2_second=linear(1, s2, [0, 1]), stage2_top=linear(1, s2, [0, 1]),
+        stage3_mid=linear(1, s3, [0, 1]), stage3_top=linear(1, s3, [0, 1]),
+        stage4={s: linear(1, s4, [0, 1]) for s in TOP_SLOTS})
+    thresholds = Thresholds.model_validate_json(
+        (Path(str(resources.files("sovrouter"))) / "data" / "router" / "thresholds.json").read_text(encoding="utf-8"))
+    return Bundle(models, thresholds.model_copy(update={"standard": thresholds.standard.model_copy(
+        update={"direct_domains": ()})}))
+
+
+def test_a_router_trained_for_other_prompt_features_is_refused_at_load(tmp_path: Path) -> None:
+    """Found in review (2026-11-28): a router that ``sovrouter train`` wrote before v2.2 (14 cheap prompt features)
+    and that ``artifacts.router`` names loaded without a word, then failed every request's classification with a
+    ValueError (a matrix of the wrong width). It is refused at start now, saying to retrain it."""
+    import pytest
+
+    from sovrouter.errors import ConfigError
+    from sovrouter.routing.features import PROMPT_FEATURES
+
+    current = tmp_path / "current"
+    _bundle_with_dense_features(len(PROMPT_FEATURES)).save(current)
+    Bundle.load(current)  # the layout this version computes loads
+    old = tmp_path / "v2.1"
+    _bundle_with_dense_features(len(PROMPT_FEATURES) + 1).save(old)
+    with pytest.raises(ConfigError, match="retrain"):
+        Bundle.load(old)

@@ -15,11 +15,18 @@ Everything a batch needs is in the database, so any instance can answer for it a
 - ``batch_results``: one row per answered line, keyed by its line id (a line is stored at most once whichever
   instance answered it); a resumed batch skips these lines. Finishing writes the output and error files, the
   batch's final state and deletes its result rows in one transaction.
+
+**Upgrade** (since 2026-11-28): a local ``batches.sqlite`` still in the layout of the versions before this store
+(2026-11-26: tables ``files`` and ``batches``, bytes in ``files/<id>.jsonl``, a running batch's answered lines in
+``<batch id>.partial.jsonl``) is imported at open, in one transaction, and that layout is then removed: until then
+those files and batches were 404s, a batch in progress never ran again and their prompts stayed on disk out of
+reach of the retention purge (found in review).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +37,7 @@ import sqlalchemy as sa
 from sovrouter.errors import ConflictError, NotFoundError
 from sovrouter.store.sql import create_tables, database_url, insert_ignoring_duplicates, make_engine
 
+log = logging.getLogger("sovrouter.batch")
 _META = sa.MetaData()
 FILES = sa.Table(
     "batch_files", _META,
@@ -100,6 +108,9 @@ class BatchStore:
         self.engine = make_engine(url)
         self.shared = self.engine.dialect.name != "sqlite"
         create_tables(self.engine, _META)  # once, whatever the number of instances starting together
+        folder = self.engine.url.database
+        if not self.shared and folder and folder != ":memory:":
+            _import_file_layout(self.engine, Path(folder).parent)
 
     # ------------------------------------------------------------------ files
     def add_file(self, tenant: str, file_id: str, meta: str, data: bytes, created: float) -> None:
@@ -325,3 +336,74 @@ class BatchStore:
     def close(self) -> None:
         self.engine.dispose()
 
+
+_LEGACY_COLUMNS = {"id", "tenant", "created", "meta"}
+
+
+def _import_file_layout(engine: sa.Engine, root: Path) -> None:
+    """Import what the versions before this store (until 2026-11-26) kept in ``root``, then remove that layout
+    (module docstring). A file row whose bytes are missing cannot be served and is left out, said in the log."""
+    with engine.begin() as db:
+        tables = sa.inspect(db).get_table_names()
+        if "files" not in tables or "batches" not in tables:
+            return
+        for name in ("files", "batches"):
+            if not {c["name"] for c in sa.inspect(db).get_columns(name)} >= _LEGACY_COLUMNS:
+                log.warning("batch store: %s holds a table %r that is not the earlier layout's; left as it is",
+                            root / "batches.sqlite", name)
+                return
+        moved: list[Path] = []
+        missing = 0
+        old_files = db.execute(sa.text("SELECT id, tenant, created, meta FROM files")).all()
+        for file_id, tenant, created, meta in old_files:
+            path = root / "files" / f"{file_id}.jsonl"
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                missing += 1
+                continue
+            if db.scalar(sa.select(FILES.c.id).where(FILES.c.id == file_id)) is None:
+                _insert_file(db, str(tenant), str(file_id), str(meta), data, float(created))
+            moved.append(path)
+        old_batches = db.execute(sa.text("SELECT id, tenant, created, meta FROM batches")).all()
+        lines = imported = 0
+        for batch_id, tenant, created, meta in old_batches:
+            try:
+                status = str(json.loads(meta)["status"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a row that never read back, in that version either (counted in the log)
+            db.execute(insert_ignoring_duplicates(engine, JOBS).values(
+                id=batch_id, tenant=tenant, created=float(created), status=status, meta=meta, version=0))
+            imported += 1
+            partial = root / f"{batch_id}.partial.jsonl"
+            if partial.is_file():
+                rows = _answered_lines(str(batch_id), partial.read_text(encoding="utf-8"))
+                if rows:
+                    db.execute(insert_ignoring_duplicates(engine, RESULTS), rows)
+                lines += len(rows)
+                moved.append(partial)
+        db.execute(sa.text("DROP TABLE files"))
+        db.execute(sa.text("DROP TABLE batches"))
+    for path in moved:  # imported and committed: the earlier copies go (a batch file holds prompts)
+        path.unlink(missing_ok=True)
+    if (root / "files").is_dir() and not any((root / "files").iterdir()):
+        (root / "files").rmdir()
+    log.info("batch store: imported %d files and %d batches (%d answered lines) from the layout of versions "
+             "before 2026-11-26 in %s", len(old_files) - missing, imported, lines, root)
+    if missing or imported < len(old_batches):
+        log.warning("batch store: left out of the import (unusable): %d files of the earlier layout without their "
+                    "bytes on disk, %d batch rows that do not read", missing, len(old_batches) - imported)
+
+
+def _answered_lines(batch_id: str, text: str) -> list[dict[str, str]]:
+    """The result rows of an earlier version's partial file: each complete JSON line (one cut by a crash is
+    dropped, so it is asked again, as that version did)."""
+    rows = []
+    for raw in text.split("\n"):
+        try:
+            item = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(item, dict) and isinstance(item.get("id"), str):
+            rows.append({"batch_id": batch_id, "line_id": item["id"], "line": raw + "\n"})
+    return rows

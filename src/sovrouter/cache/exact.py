@@ -129,6 +129,11 @@ class ExactCache:
             log.warning("exact cache: dropped a row that does not read back")
             self._db.execute("DELETE FROM exact_cache WHERE key = ?", (key,))
             return None
+        if not worth_keeping(result):  # stored by a version before 2026-11-28 (b352843): never served again
+            self._errors += 1
+            log.warning("exact cache: dropped an empty answer an earlier version stored")
+            self._db.execute("DELETE FROM exact_cache WHERE key = ?", (key,))
+            return None
         if result.candidate not in allowed:
             return None  # produced on a deployment this request may not use: never served
         outcome = CacheOutcome(kind="exact", source_request_id=row[1], source_candidate=result.candidate)

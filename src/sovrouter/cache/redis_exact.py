@@ -202,6 +202,11 @@ class RedisExactCache:
             return None
         if expires_ms <= self.clock.now_ms():
             return None
+        if not worth_keeping(result):  # stored by a version before 2026-11-28 (b352843): dropped, for everyone
+            self.stats["dropped_empty"] += 1
+            log.warning("shared exact cache: dropped an empty answer an earlier version stored")
+            await self._call(self.client.delete(self._entry(key)))
+            return None
         if result.candidate not in allowed:
             return None  # produced on a deployment this request may not use: never served
         return CacheOutcome(kind="exact", source_request_id=source, source_candidate=result.candidate), result

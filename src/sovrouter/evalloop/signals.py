@@ -189,6 +189,19 @@ def shared_signals(url: sa.URL | str) -> list[QualitySignal]:
         engine.dispose()
 
 
+def _clear_shipped_comments(engine: sa.Engine) -> None:
+    """Clear the feedback comments that versions before 2026-11-27 (387e2fd) copied into the shared table with the
+    rest of each signal: free text a user typed, which never leaves the instance now. Each stays in the local file
+    of the instance that received it; the shared rows keep everything else. Until 2026-11-28 they stayed and were
+    read back by every instance (found in review)."""
+    with engine.begin() as db:
+        cleared = db.execute(SHARED_SIGNALS.update().where(SHARED_SIGNALS.c.comment.is_not(None))
+                             .values(comment=None)).rowcount
+    if cleared:
+        log.warning("signals: cleared %d feedback comment(s) an earlier version had copied to the shared database "
+                    "(comments stay in each instance's own file)", cleared)
+
+
 class SharedSignalStore(SignalStore):
     """Several gateway instances: signals are written to this instance's SQLite file (as before) and copied by a
     shipper thread to one shared database (``store/outbox.py``); reads (the dashboard, a request's signals) see
@@ -200,6 +213,7 @@ class SharedSignalStore(SignalStore):
         super().__init__(path)
         self.engine = make_engine(url)
         create_tables(self.engine, _SHARED)
+        _clear_shipped_comments(self.engine)
         origin = local_origin(str(path))
         self.shipper = Shipper([
             Outbox(str(path), self.engine, "quality_signals", SHARED_SIGNALS, _SHIPPED_COLS, order="id",
@@ -217,7 +231,7 @@ class SharedSignalStore(SignalStore):
             return None
 
     def signals(self, source: Source | None = None) -> Iterator[QualitySignal]:
-        cols = [SHARED_SIGNALS.c[c] for c in _COLS]
+        cols = [SHARED_SIGNALS.c[c] for c in _SHIPPED_COLS]
         query = sa.select(*cols).order_by(SHARED_SIGNALS.c.created_ms, SHARED_SIGNALS.c.origin,
                                           SHARED_SIGNALS.c.origin_id)
         if source is not None:
@@ -227,15 +241,15 @@ class SharedSignalStore(SignalStore):
             yield from super().signals(source)
             return
         for row in rows:
-            yield QualitySignal.model_validate(dict(zip(_COLS, row, strict=True)))
+            yield QualitySignal.model_validate(dict(zip(_SHIPPED_COLS, row, strict=True)))
 
     def for_request(self, request_id: str) -> list[QualitySignal]:
-        cols = [SHARED_SIGNALS.c[c] for c in _COLS]
+        cols = [SHARED_SIGNALS.c[c] for c in _SHIPPED_COLS]
         rows = self._shared_rows(sa.select(*cols).where(SHARED_SIGNALS.c.request_id == request_id)
                                  .order_by(SHARED_SIGNALS.c.created_ms, SHARED_SIGNALS.c.origin_id))
         if rows is None:
             return super().for_request(request_id)
-        return [QualitySignal.model_validate(dict(zip(_COLS, r, strict=True))) for r in rows]
+        return [QualitySignal.model_validate(dict(zip(_SHIPPED_COLS, r, strict=True))) for r in rows]
 
     def regenerations(self) -> list[Regeneration]:
         rows = self._shared_rows(sa.select(*[SHARED_REGENERATIONS.c[c] for c in _REGEN_COLS])

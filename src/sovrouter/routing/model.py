@@ -27,8 +27,8 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, Field
 
 from sovrouter.errors import ConfigError
-from sovrouter.routing.answers import AnswerView, pair_features
-from sovrouter.routing.features import make_vectorizer, prompt_matrix
+from sovrouter.routing.answers import AnswerView, pair_features, read_answer
+from sovrouter.routing.features import cheap_features, make_vectorizer, prompt_matrix
 
 SLOT_ORDER: tuple[str, ...] = ("local-small", "sovereign-large", "hosted-mini", "frontier")
 """Cheapest to strongest; the reference order (frontier-first under policy) is its reverse."""
@@ -222,6 +222,12 @@ class Bundle:
             raise ConfigError(f"cannot load learned-router artifacts from {base}: {exc}") from exc
         if not isinstance(models, RouterModels):
             raise ConfigError(f"{base / ARTIFACT_FILE} does not hold router models")
+        try:
+            _probe(models)
+        except ValueError as exc:
+            raise ConfigError(f"{base / ARTIFACT_FILE} was trained on other features than this version computes "
+                              f"(a router from an older `sovrouter train`?); retrain it with this version "
+                              f"({exc})") from None
         unknown = sorted(set(thresholds.standard.direct_domains) - set(models.domains))
         if unknown:  # a domain the classifier never names would silently never go direct
             raise ConfigError(f"{base / THRESHOLDS_FILE}: direct_domains {unknown} are not domains of the router "
@@ -233,3 +239,27 @@ class Bundle:
         base.mkdir(parents=True, exist_ok=True)
         joblib.dump(self.models, base / ARTIFACT_FILE, compress=3)
         (base / THRESHOLDS_FILE).write_text(self.thresholds.model_dump_json(indent=2) + "\n", encoding="utf-8")
+
+
+def _probe(models: RouterModels) -> None:
+    """Score one prompt and its answers with every model of ``models``: a ValueError when a model reads another
+    number of features than this version's code computes. Until 2026-11-28 a router written by an older
+    ``sovrouter train`` (before v2.2 the prompt had 14 cheap features, now 13) loaded without a word and then
+    failed every request's classification (found in review); only the widths can be checked, so a router must
+    still be retrained when the features change meaning."""
+    text = "Which is larger, 2 or 3?"
+    prompt = models.score_prompts([text], np.asarray([cheap_features(text, None)], dtype=np.float64))[0].vector()
+    view = read_answer("3")
+    top = TOP_SLOTS[-1]
+    checks: list[tuple[Any, list[float]]] = [
+        (models.stage1_first, stage1_vector(prompt, view, top)), (models.stage1_top, stage1_vector(prompt, view, top)),
+        (models.stage2_second, stage2_vector(prompt, view, view, top)),
+        (models.stage2_top, stage2_vector(prompt, view, view, top)),
+        (models.stage3_mid, stage3_vector(prompt, view, view, view)),
+        (models.stage3_top, stage3_vector(prompt, view, view, view)),
+        # (a bundle pickled before the voter step has no ``stage4`` of its own: none to check)
+        *((m, stage4_vector(prompt, [view] * 4)) for m in getattr(models, "stage4", {}).values()),
+    ]
+    for model, row in checks:
+        if model is not None:
+            proba(model, [row])

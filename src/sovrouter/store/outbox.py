@@ -55,6 +55,13 @@ class Outbox:
         self._lock = threading.Lock()
         self.refused = 0  # rows the shared database refused for their content (kept locally only)
 
+    def adopt_mark(self, last: int) -> bool:
+        """Start past ``last`` (a mark an earlier shipper kept elsewhere) unless this outbox has a mark already;
+        whether it was taken."""
+        with self._lock:
+            return bool(self._db.execute("INSERT OR IGNORE INTO outbox_marks VALUES (?, ?)",
+                                         (self.name, int(last))).rowcount == 1)
+
     def ship(self) -> int:
         """Copy the next rows past the mark (at most ``batch_rows``); how many. Raises SQLAlchemyError when the
         shared database cannot take them (they are copied next time); a row it refuses for its content is skipped

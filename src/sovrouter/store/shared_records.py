@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,6 +54,9 @@ class SharedRecordStore:
         create_tables(self.engine, _META)
         self.outbox = Outbox(local.path, self.engine, "records", RECORDS,
                              ["request_id", "tenant", "arrived_ms", "status", "record_json"], batch_rows=batch_rows)
+        first = _first_shipper_mark(local.path)
+        if first is not None and self.outbox.adopt_mark(first):
+            log.info("records: shipping resumes after row %d, where the shipper of an earlier version stopped", first)
         self.shipper = Shipper([self.outbox], ship_every_s, "records")
         self.stats = self.shipper.stats
 
@@ -126,6 +130,20 @@ class SharedRecordStore:
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)
+
+
+def _first_shipper_mark(path: str) -> int | None:
+    """How far the first shipper (2026-11-26, before the generic outbox) had copied the local file: its table
+    ``records_shipped``, None when absent. Until 2026-11-28 an upgraded instance ignored it and copied its whole
+    history again before any new record (found in review)."""
+    db = sqlite3.connect(path)
+    try:
+        row = db.execute("SELECT last_rowid FROM records_shipped WHERE k = 0").fetchone()
+    except sqlite3.OperationalError:  # no such table: nothing shipped by that version
+        return None
+    finally:
+        db.close()
+    return None if row is None else int(row[0])
 
 
 def export_shared(url: sa.URL | str, path: str | Path) -> int:
