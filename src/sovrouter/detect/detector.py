@@ -49,6 +49,7 @@ from sovrouter.detect.recognizers import (
 )
 from sovrouter.detect.structured import structured_views
 from sovrouter.detect.text import detection_text
+from sovrouter.detect.titles import title_gap, titled_names
 from sovrouter.errors import DetectionError, DetectionTimeoutError, SovrouterError
 from sovrouter.protocols import Detector
 
@@ -64,13 +65,16 @@ _TITLE = (r"(?:(?:Mr|Mrs|Ms|Mx|Dr|Prof|Univ\.\s?Prof|Dipl\.-\w+|Ing|Mag|Herr|Fra
 _GAP = re.compile(rf"[\s:,\-–]{{0,4}}{_TITLE}")  # between a weak person cue and the name it introduces
 # between a person cue and its name: also quotes and "=" ("name": "Jane Roe", name="Jane Roe"; 2026-11-28)
 _CUE_GAP = re.compile(rf"[\s:,\-–\"'=]{{0,6}}{_TITLE}")
-_NAME_AFTER_CUE = re.compile(  # two capitalised words right after a person cue (before paying for spaCy)
-    r"[\s:,\-–\"'=]{0,6}[A-ZÀ-ÖØ-Þ][\w'’\-]*[ \-]+(?:(?:von|van|de|du|des|der|den|le|la|auch|zu|del|di|da) )*"
-    r"[A-ZÀ-ÖØ-Þ]"
+# two capitalised words right after a person cue (before paying for spaCy); a title may stand between them
+# ("Für Dr. Manuela Koch:", "Kundin: Dipl.-Ing. Dana Gröttner"; the gaps above took titles, this check did not
+# until 2026-11-28, so such a name never reached spaCy)
+_NAME_AFTER_CUE = re.compile(
+    rf"[\s:,\-–\"'=]{{0,6}}{_TITLE}[A-ZÀ-ÖØ-Þ][\w'’\-]*[ \-]+"
+    r"(?:(?:von|van|de|du|des|der|den|le|la|auch|zu|del|di|da) )*[A-ZÀ-ÖØ-Þ]"
 )
 _NAME_AFTER_WEAK = re.compile(  # the same after a weak cue, whose gap takes no quotes
-    r"[\s:,\-–]{0,4}[A-ZÀ-ÖØ-Þ][\w'’\-]*[ \-]+(?:(?:von|van|de|du|des|der|den|le|la|auch|zu|del|di|da) )*"
-    r"[A-ZÀ-ÖØ-Þ]"
+    rf"[\s:,\-–]{{0,4}}{_TITLE}[A-ZÀ-ÖØ-Þ][\w'’\-]*[ \-]+"
+    r"(?:(?:von|van|de|du|des|der|den|le|la|auch|zu|del|di|da) )*[A-ZÀ-ÖØ-Þ]"
 )
 _CUE_ONLY_MAX_CHARS = 200  # a cue-introduced name alone counts only in a short, header-like line...
 _LEADING_CUE_CHARS = 24  # ...or right at the start of a longer one
@@ -304,14 +308,16 @@ class PiiDetector:
         short = len(seg) <= _CUE_ONLY_MAX_CHARS
         # in a long line only a cue that opens it counts ("Patient: Jane Roe was seen today for ... [300 chars]":
         # missed until 2026-11-28, found in review); anywhere in a short, header-like line
-        cue_ends = [c for c in self._cues.person_cue_ends(seg)
-                    if (short or c <= _LEADING_CUE_CHARS) and _NAME_AFTER_CUE.match(seg, c)]
+        person_cues = [c for c in self._cues.person_cue_ends(seg) if short or c <= _LEADING_CUE_CHARS]
+        cue_ends = [c for c in person_cues if _NAME_AFTER_CUE.match(seg, c)]
         salutation = _SALUTATION.match(seg) if whole_line and short else None
         if salutation:
             cue_ends.append(salutation.end())
         weak_ends = [m.end() for m in self._weak_person.finditer(seg) if _NAME_AFTER_WEAK.match(seg, m.end())] \
             if whole_line and len(seg) <= _WEAK_CUE_MAX_CHARS else []
         name_only = whole_line and _NAME_ONLY_LINE.fullmatch(seg) is not None
+        if self._titled_person(seg, strong, short and bool(ctx_ids), person_cues):
+            return strong | {"PERSON"} | ctx_any  # no spaCy needed: the title says it is a name
         if len(seg) > self.max_ner_chars or not (strong or cue_ends or (short and (ctx_ids or weak_ends))
                                                  or name_only):
             return strong
@@ -349,6 +355,21 @@ class PiiDetector:
         if strong:
             strong |= ctx_any
         return strong
+
+    def _titled_person(self, seg: str, strong: set[str], ctx_id: bool, person_cues: list[int]) -> bool:
+        """A name after a courtesy or academic title (``titles.titled_names``, any case: "bitte dr. hanns stahr
+        unter ...") counts where a name found by spaCy would: next to other personal data (one word is enough:
+        "Dr. Stahr, Tel. 030 1234567"), next to an uncued personal identifier in a short line or right after a
+        person cue (first and last name, as spaCy's names: "Patientin: dr. hanns stahr"). Not after a weak cue nor
+        as a line of its own: there spaCy's agreement is still asked for ("For Dr Pepper Zero:" is a soft drink)."""
+        if "PERSON" in strong or len(seg) > self.max_ner_chars or not (strong or ctx_id or person_cues):
+            return False  # most segments: no context a name could count in, no need to look for one
+        titled = titled_names(seg)
+        if strong:
+            return bool(titled)
+        full = [start for start, _, words in titled if words >= 2]
+        return bool(full) and (ctx_id or any(title_gap(seg[c:start]) for start in full for c in person_cues
+                                             if c <= start))
 
     def _blank_artifacts(self, seg: str) -> NlpArtifacts:
         """No NLP: the structured recognizers read the text and do their own context work."""

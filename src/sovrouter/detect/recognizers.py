@@ -52,6 +52,15 @@ CONTEXT_TYPES = (*(t + CTX_ID for t in _CTX_ID_TYPES), "DATE_OF_BIRTH" + CTX, "P
 _PRIORITY = {t: i for i, t in enumerate((*IDENTIFIER_TYPES, WEAK_DOB, *CONTEXT_TYPES))}
 _PASSPORT_SHAPE = re.compile(r"[A-Z]{1,2}\d{6,8}|\d{9}")
 _BIRTH_AFTER = re.compile(r"\W{0,3}(?:\w+\W+){0,2}?(?:geboren|born|née?)\b", re.I)
+# a call verb after the number, as German puts it at the end of the clause ("bitte unter 03494 22617
+# zurückrufen", "unter 0171 2345678 telefonisch erreichbar"), or a call-back phrase ("... 0171 2345678 to call me
+# back"): the number is a phone number as if the cue stood before it (2026-11-28). Only pronouns and adverbs of
+# calling between them ("Ziel von 1000000 Euro ist erreichbar" is no phone number).
+_CALL_AFTER = re.compile(
+    r"[\s,;:)]{1,3}(?:(?:bitte|gerne?|jederzeit|telefonisch|tagsüber|vormittags|nachmittags|abends|mich|uns|ihn|sie|"
+    r"ihr|mir|to|please|pour|me|le|la|svp)\s+){0,2}"
+    r"(?:zurückrufen|zurückzurufen|anrufen|anzurufen|erreichbar|rückruf\w*|call(?:ing)?\s+(?:me\s+|us\s+)?back|"
+    r"callback|rappeler|rappelez|joignable)\b", re.I)
 
 
 _Cand = IdMatch  # every identifier candidate, national ids included (``context_ok`` applies to ``_CTX_ID_TYPES``)
@@ -206,6 +215,9 @@ def decide_identifiers(text: str, cues: list[tuple[int, int, str]], context: boo
         # a self-evident format (valid IBAN, scheme card number, ...) stands unless an innocent cue is nearest
         if _cue_fits(nearest, c.type) or (c.self_evident and nearest in (None, *_SELF_EVIDENT_OK)):
             accepted.append(c)
+        elif (c.type == "PHONE" and nearest is None and _CALL_AFTER.match(text, c.end)
+              and f.valid_phone(text[c.start:c.end]) and not f.DATE_RE.fullmatch(text[c.start:c.end])):
+            accepted.append(c)  # "bitte unter 03494 22617 zurückrufen"
         elif c.type == "DATE_OF_BIRTH" and nearest is None and _BIRTH_AFTER.match(text, c.end):
             accepted.append(_Cand(WEAK_DOB, c.start, c.end, False))  # "ist am 13.02.1991 geboren"
         elif c.type == "DATE_OF_BIRTH" and nearest == "DATE_OF_BIRTH~weak":
@@ -310,6 +322,9 @@ _NAME_WORD = re.compile(
 )
 
 
+_INITIAL = re.compile(r"[A-ZÀ-ÖØ-Þ]\.")
+
+
 class ProperNameRecognizer(EntityRecognizer):
     """PERSON candidates: runs of >= 2 capitalised words with spaCy support (PROPN tag or PERSON/PER entity)."""
 
@@ -337,17 +352,27 @@ class ProperNameRecognizer(EntityRecognizer):
         def flush() -> None:
             while run and (run[0].is_stop or run[0].text == "-" or run[0].text.lower() in _LEADING_NOT_NAME):
                 run.pop(0)  # "When Lauren", "If Brinley": a capitalised function word is not part of a name
-            words = [t for t in run if t.text != "-" and t.text.lower() not in _PARTICLES]
+            words = [t for t in run if t.text != "-" and t.text.lower() not in _PARTICLES
+                     and not _INITIAL.fullmatch(t.text)]
             if len(words) >= 2 and any(t.pos_ == "PROPN" or t.idx in person_chars for t in words):
                 score = 0.95 if any(t.idx in person_chars for t in words) else 0.85  # NER agrees: 0.95
                 out.append(RecognizerResult("PERSON", run[0].idx, run[-1].idx + len(run[-1].text), score))
             run.clear()
 
-        for tok in nlp_artifacts.tokens:
+        tokens = list(nlp_artifacts.tokens)
+        for i, tok in enumerate(tokens):
             word = tok.text
-            name_like = (len(word) > 1 and _NAME_WORD.match(word) is not None and not _NOT_NAMES.match(word)
-                         and tok.idx not in cue_chars)
-            joiner = bool(run) and (word == "-" or word.lower() in _PARTICLES)
+            after = tokens[i + 1].text if i + 1 < len(tokens) else ""
+            shaped = len(word) > 1 and _NAME_WORD.match(word) is not None and not _NOT_NAMES.match(word)
+            # a cue word is a surname where NER reads it as the end of a person's name after a name word
+            # ("Michael Holder 078-05-1120", "Anna Kunde"); before another name word it is the cue ("Member Jane")
+            surname = (bool(run) and run[-1].idx in person_chars and tok.idx in person_chars
+                       and _NAME_WORD.match(run[-1].text) is not None and _NAME_WORD.match(after) is None)
+            name_like = shaped and (tok.idx not in cue_chars or surname)
+            # a middle initial between name words ("Hans D. Bauer", "Klaus-D. Austermühle"); never a name's first
+            # word ("D. Larry Joe" is an answer option)
+            initial = bool(run) and _INITIAL.fullmatch(word) is not None and _NAME_WORD.match(after) is not None
+            joiner = bool(run) and (word == "-" or word.lower() in _PARTICLES or initial)
             if name_like or joiner:
                 run.append(tok)
             else:
