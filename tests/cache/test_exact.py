@@ -243,3 +243,24 @@ async def test_one_lookup_or_store_deletes_a_bounded_number_of_rows() -> None:
         await served(cache, f"probe {len(held)}")
         held.append(cache.entry_count())
     assert held[-1] == 0 and all(0 < a - b <= DELETE_BATCH for a, b in pairwise(held))
+
+
+async def test_a_lowered_bound_is_applied_at_open_not_in_one_store(tmp_path: Path) -> None:
+    """A restart with a lower ``exact_max_entries`` (or on a file an earlier run filled further) left the whole
+    excess to the first store, on the event loop, in one statement: 29,100 rows for a file of 30,000 under a bound
+    of 1,000, though one store deletes about ``DELETE_BATCH`` rows at most (found in review, 2026-11-28). The
+    excess goes at open now, before any request; the bound holds after every store, as before."""
+    from sovrouter.cache.exact import DELETE_BATCH
+
+    path = tmp_path / "cache.sqlite"
+    full = ExactCache(WallClock(), path)
+    now = WallClock().now_ms()
+    full._db.executemany("INSERT INTO exact_cache VALUES (?, 't', ?, ?, 'x', '{}')",
+                         ((f"k{i}", now + i, now + 3_600_000.0) for i in range(3 * DELETE_BATCH)))
+    full.close()
+    cache = ExactCache(WallClock(), path, max_entries=DELETE_BATCH // 2)
+    evicted = cache.cache_gauges()["exact_evicted_total"]
+    await produce(cache, "after the restart", "r1")
+    assert cache.cache_gauges()["exact_evicted_total"] - evicted <= DELETE_BATCH
+    assert cache.entry_count() <= DELETE_BATCH // 2
+    cache.close()

@@ -13,7 +13,8 @@
   store: the oldest rows go first, down to 90% of the bound so that eviction is not paid on every store.
   SQLite runs on the event loop here, so one lookup or store deletes at most about ``DELETE_BATCH`` rows (30 ms):
   eviction goes down to 90% of the bound or one batch below it, whichever is more, and a purge that finds more
-  expired rows goes on at the next lookup or store. Until 2026-11-28 one statement evicted 10% of the bound
+  expired rows goes on at the next lookup or store. A file already over the bound at open (a lowered bound) is
+  cut at open, before any request. Until 2026-11-28 one statement evicted 10% of the bound
   (0.6 s for 20,000 rows, every request and /health waiting meanwhile; found in review).
 """
 
@@ -92,6 +93,9 @@ class ExactCache:
         self._next_purge_ms = -1.0  # the first call purges what an earlier run left behind
         self._purged = self._evicted = self._errors = 0
         self._rows_at_most = self._count()  # an upper bound on the row count, exact after each check
+        # a file over the bound (a lowered exact_max_entries, an earlier run's rows) is cut here, before any
+        # request: the first store cut it in one statement on the event loop until 2026-11-28 (found in review)
+        self._bound()
         # key -> the leader's flight; its result: True when the leader stored an answer (look again), False when it
         # gave up (its waiters go upstream at once, side by side: handing the lead to one waiter after another
         # made k identical requests during an outage take k times one request's worst case, one after another)

@@ -87,6 +87,11 @@ class CueIndex:
             words.setdefault(w.lower(), "INNOCENT")
         self._category = words
         self._re = cue_regex(tuple(words))
+        # the other categories' words, looked for again inside a national id's name: "numéro national",
+        # "nationaal nummer", "SV-Nummer" hold the phone cues "numéro" and "nummer", which the longer name took
+        # from the phone number after it (since 2026-11-28, found in review); the name speaks for its own shapes
+        # only (``_speaks_for``), the word inside it for the rest
+        self._inner = cue_regex(tuple(w for w, typ in words.items() if typ not in NATIONAL_ID_TYPES))
         self._cased_category = {w: typ for typ, ws in CASED_CUES.items() for w in ws}
         self._cased = cue_regex(tuple(self._cased_category), ignore_case=False)
         self._person = cue_regex(PERSON_CUES)
@@ -96,7 +101,11 @@ class CueIndex:
         found = [(m.start(), m.end(), self._category_of(m.group(0))) for m in self._re.finditer(text)]
         cased = [(m.start(), m.end(), self._cased_category[_COMPOUND_TAIL.sub("", m.group(0))])
                  for m in self._cased.finditer(text)]
-        return sorted(found + cased) if cased else found
+        inner = [(m.start(), m.end(), self._category_of(m.group(0)))
+                 for s, e, cat in found if cat in NATIONAL_ID_TYPES for m in self._inner.finditer(text, s, e)]
+        extra = cased + inner
+        # by end, a name after the word inside it: the nearest cue that speaks for a number is the last one
+        return sorted(found + extra, key=lambda c: (c[1], -c[0])) if extra else found
 
     def _category_of(self, word: str) -> str:
         w = word.lower()
