@@ -4,7 +4,9 @@ in-memory record sink. Use them in your own tests of routing and reliability cod
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import sys
+import threading
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from dataclasses import dataclass, field
 
 from sovrouter.contracts import Candidate, ModelCall, ModelResult, RequestRecord, StreamChunk
@@ -143,3 +145,36 @@ class FlakyAdapter:
                 await asyncio.sleep(self.chunk_delay_s)
             yield StreamChunk(candidate=self.candidate, delta=ch)
         yield StreamChunk(candidate=self.candidate, final=self._result())
+
+
+def counts_read_race(stats: MutableMapping[str, int], read: Callable[[], object], names: int = 200_000) -> list[
+        RuntimeError]:
+    """Count up to ``names`` names never counted before into ``stats`` (as the event loop does) while another thread
+    calls ``read`` in a loop (as ``/metrics`` does); returns the RuntimeErrors the reader met, empty when reading
+    the counts is safe ("dictionary changed size during iteration" otherwise). The thread switch interval is made
+    tiny for the run, so an unsafe read fails within a few thousand names."""
+    failures: list[RuntimeError] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                read()
+            except RuntimeError as exc:
+                failures.append(exc)
+                return
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for i in range(names):
+            stats[f"new_{i}"] += 1
+            if failures:
+                break
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(interval)
+    return failures

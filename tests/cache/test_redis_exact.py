@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from sovrouter.cache.redis_exact import RedisExactCache
 from sovrouter.clock import SimClock
 from sovrouter.contracts import Candidate, ContentPart, Detection, Message, ModelResult, NormalizedRequest
+from sovrouter.testing import counts_read_race
 from sovrouter.testing_redis import RedisServer
 from sovrouter.testing_upstream import closed_port_url
 
@@ -277,37 +278,15 @@ async def test_metrics_read_the_counts_safely_while_the_loop_adds_to_them() -> N
     """``/metrics`` runs in a worker thread and iterated ``stats`` while the event loop counted a new kind of
     event into it: ``RuntimeError: dictionary changed size during iteration``, a failed scrape (found in review,
     2026-11-28). Here the loop side counts many new names while another thread reads the gauges."""
-    import sys
-    import threading
-
     cache = RedisExactCache.from_url(SimClock(), closed_port_url().replace("http://", "redis://"))
     for i in range(2000):  # a long read: each scrape iterates every name
         cache.stats[f"seen_{i}"] += 1
-    failures: list[BaseException] = []
-    stop = threading.Event()
 
     def scrape() -> None:
-        while not stop.is_set():
-            try:
-                gauges = cache.cache_gauges()
-            except RuntimeError as exc:
-                failures.append(exc)
-                return
-            assert all(name.startswith("shared_exact_") for name in gauges)
+        assert all(name.startswith("shared_exact_") for name in cache.cache_gauges())
 
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    reader = threading.Thread(target=scrape)
-    reader.start()
     try:
-        for i in range(200_000):  # the loop side: a name not counted before, as a first error or wait would be
-            cache.stats[f"new_{i}"] += 1
-            if failures:
-                break
+        assert counts_read_race(cache.stats, scrape) == []
     finally:
-        stop.set()
-        reader.join()
-        sys.setswitchinterval(interval)
         await cache.aclose()
-    assert failures == []
     assert cache.cache_gauges()["shared_exact_new_0_total"] == 1.0

@@ -19,6 +19,7 @@ from sovrouter.cache.verifier import PairVerifier
 from sovrouter.clock import SimClock
 from sovrouter.contracts import Candidate, ContentPart, Detection, Message, ModelResult, NormalizedRequest
 from sovrouter.embed import HashingEmbedder
+from sovrouter.testing import counts_read_race
 from sovrouter.testing_redis import RedisServer, SwallowingStreamClient
 from sovrouter.testing_upstream import closed_port_url
 
@@ -254,35 +255,8 @@ async def test_another_embedding_models_vectors_never_mix_in() -> None:
 def test_metrics_read_the_counts_safely_while_the_loop_adds_to_them(counts: str) -> None:
     """As the shared exact cache's (found in review, 2026-11-28): ``/metrics`` iterates these counts from its worker
     thread while the event loop counts into them; a name counted for the first time failed the scrape."""
-    import sys
-    import threading
-
     cache = instance(MemoryEntryFeed())
     stats = cache.stats if counts == "shared" else cache.feed.stats
     for i in range(2000):
         stats[f"seen_{i}"] += 1
-    failures: list[BaseException] = []
-    stop = threading.Event()
-
-    def scrape() -> None:
-        while not stop.is_set():
-            try:
-                cache.cache_gauges()
-            except RuntimeError as exc:
-                failures.append(exc)
-                return
-
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    reader = threading.Thread(target=scrape)
-    reader.start()
-    try:
-        for i in range(200_000):
-            stats[f"new_{i}"] += 1
-            if failures:
-                break
-    finally:
-        stop.set()
-        reader.join()
-        sys.setswitchinterval(interval)
-    assert failures == []
+    assert counts_read_race(stats, cache.cache_gauges) == []

@@ -22,6 +22,7 @@ from sovrouter.testing import FakeAdapter, MemorySink
 
 TASK = "A baker makes 12 loaves an hour for 7 hours. How many loaves does the baker make?"
 NATIONAL = {"BR_CPF", "NL_BSN", "ES_NIF", "ES_NIE", "IT_FISCAL_CODE", "FR_NIR", "PL_PESEL"}
+NEW = {"DE_TAX_ID", "BE_NRN", "UK_NINO", "PT_NIF", "CH_AHV", "AT_SVNR"}  # since 2026-11-28
 
 
 def found(text: str, context: bool = False) -> list[tuple[str, int, int]]:
@@ -220,6 +221,21 @@ SENTENCES: list[tuple[str, set[str]]] = [
     # structured: the cue is the field name
     ('{"nome": "Ana Souza", "cpf": "52998224725"}', {"BR_CPF", "PERSON"}),
     ("naam;bsn\nPieter Bakker;123456782", {"NL_BSN", "PERSON"}),
+    # since 2026-11-28: six more types (test_national_ids_more.py)
+    ("Guten Tag, meine Steuer-ID ist 25 813 647 911, bitte in die Lohnabrechnung übernehmen.", {"DE_TAX_ID"}),
+    ("Goedemiddag, mijn rijksregisternummer is 90.02.14-123.03.", {"BE_NRN"}),
+    ("Bonjour, voici mon numéro national : 05112345635.", {"BE_NRN"}),
+    ("Hi, my National Insurance number is AB 12 34 56 C, please update payroll.", {"UK_NINO"}),
+    ("Bom dia, o meu número de contribuinte é 284 719 358.", {"PT_NIF"}),
+    ("Grüezi, meine AHV-Nummer ist 756.1234.5678.97.", {"CH_AHV"}),
+    ("Servus, meine SVNR lautet 1237 010180.", {"AT_SVNR"}),
+    # without a cue: a printed layout, or a specific one next to a name
+    ("Here it is: AB 12 34 56 C", {"UK_NINO"}),
+    ("Hans Müller 25 813 647 911", {"PERSON", "DE_TAX_ID"}),
+    ("John Smith AB123456C", {"PERSON", "UK_NINO"}),
+    # structured: the cue is the field name
+    ('{"name": "Hans Müller", "steuer_id": "25813647911"}', {"DE_TAX_ID", "PERSON"}),
+    ("nome;nif\nJoão Silva;123456789", {"PT_NIF", "PERSON"}),
 ]
 
 
@@ -236,10 +252,15 @@ def test_national_ids_in_requests(detector: PiiDetector, text: str, types: set[s
     ("Bestelnummer 123456782 is verzonden.", "Mijn BSN: 123456782."),
     ("Pedido 390.533.447-05 enviado.", "Meu CPF: 390.533.447-05."),
     ("Compute 52998224725 mod 97 and 12345678 mod 23.", "Meu CPF: 52998224725."),
+    ("Bestellnummer 25813647911 wurde versandt.", "Meine Steuer-ID: 25813647911."),
+    ("Encomenda 123456789 enviada.", "O meu NIF: 123456789."),
+    ("Order AB 12 34 56 C shipped.", "My NI number: AB 12 34 56 C."),
+    ("Compute 90021412303 mod 97 and 123456789 mod 11.", "Mijn rijksregisternummer: 90021412303."),
+    ("Budget prévu : 25 813 647 911 € sur dix ans.", "Steuer-ID: 25 813 647 911"),  # a French-grouped amount
 ])
 def test_look_alikes_in_requests(detector: PiiDetector, negative: str, positive: str) -> None:
     assert detector.detect_text(f"{negative}\n\n{TASK}").pii_types == []
-    assert set(detector.detect_text(f"{positive}\n\n{TASK}").pii_types) & NATIONAL
+    assert set(detector.detect_text(f"{positive}\n\n{TASK}").pii_types) & (NATIONAL | NEW)
 
 
 @pytest.mark.parametrize(("tenant", "text"), [
@@ -247,6 +268,10 @@ def test_look_alikes_in_requests(detector: PiiDetector, negative: str, positive:
     ("clinic-ca", "Il codice fiscale del paziente è RCCMNL83S18D969H. Riassumi la cartella."),
     ("eurobank", "Meu CPF é 529.982.247-25, preciso do extrato."),
     ("eurobank", "Mon numéro de sécurité sociale : 2 95 10 99 126 111 93. Résumez le dossier."),
+    ("clinic-ca", "Mijn rijksregisternummer is 90.02.14-123.03. Vat het dossier samen."),
+    ("clinic-ca", "My NI number is AB 12 34 56 C. Summarise my record."),
+    ("eurobank", "Meine Steuer-ID ist 25 813 647 911, bitte den Kontoauszug erklären."),
+    ("eurobank", "O meu NIF é 123456789, preciso do extrato."),
 ])
 async def test_a_national_id_takes_the_personal_data_branch(catalog: Catalog, tenants: Tenants, tenant: str,
                                                             text: str) -> None:
@@ -258,7 +283,7 @@ async def test_a_national_id_takes_the_personal_data_branch(catalog: Catalog, te
     pipe.detector = FailClosedDetector(PiiDetector())
     out = await pipe.handle(normalize_chat({"messages": [{"role": "user", "content": text}]}, tenant=tenant,
                                            request_id="r"))
-    assert set(out.record.detected_pii_types) & NATIONAL
+    assert set(out.record.detected_pii_types) & (NATIONAL | NEW)
     allowed = {s.id + "/" + d.id for s, d in catalog.pairs()
                if d.on_premises or (tenant == "eurobank" and d.region == "EU")}
     assert {v.candidate.key for v in out.record.policy if v.allowed} <= allowed

@@ -6,20 +6,11 @@ style ``AB 12 34 56 C``). Shapes and spans, the official checks, cue words in ea
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from sovrouter.build import assemble
-from sovrouter.catalog import Catalog, Tenants
-from sovrouter.clock import WallClock
-from sovrouter.config import Settings
-from sovrouter.contracts import Candidate
 from sovrouter.detect import national_ids as n
-from sovrouter.detect.detector import PII_TYPES, FailClosedDetector, PiiDetector
+from sovrouter.detect.detector import PII_TYPES
 from sovrouter.detect.recognizers import CueIndex, decide_identifiers
-from sovrouter.intake import normalize_chat
-from sovrouter.testing import FakeAdapter, MemorySink
 
 TASK = "A baker makes 12 loaves an hour for 7 hours. How many loaves does the baker make?"
 NEW = {"DE_TAX_ID", "BE_NRN", "UK_NINO", "PT_NIF", "CH_AHV", "AT_SVNR"}
@@ -255,69 +246,3 @@ def test_check_helpers() -> None:
     assert n.valid_ahv("756.1234.5678.97") and not n.valid_ahv("7571234567896")
     assert n.valid_svnr("1237 010180") and not n.valid_svnr("1238320180")
     assert set(PII_TYPES) >= NEW
-
-
-@pytest.fixture(scope="module")
-def detector() -> PiiDetector:
-    return PiiDetector(timeout_ms=60_000)
-
-
-SENTENCES: list[tuple[str, set[str]]] = [
-    ("Guten Tag, meine Steuer-ID ist 25 813 647 911, bitte in die Lohnabrechnung übernehmen.", {"DE_TAX_ID"}),
-    ("Goedemiddag, mijn rijksregisternummer is 90.02.14-123.03.", {"BE_NRN"}),
-    ("Bonjour, voici mon numéro national : 05112345635.", {"BE_NRN"}),
-    ("Hi, my National Insurance number is AB 12 34 56 C, please update payroll.", {"UK_NINO"}),
-    ("Bom dia, o meu número de contribuinte é 284 719 358.", {"PT_NIF"}),
-    ("Grüezi, meine AHV-Nummer ist 756.1234.5678.97.", {"CH_AHV"}),
-    ("Servus, meine SVNR lautet 1237 010180.", {"AT_SVNR"}),
-    # without a cue: a printed layout, or a specific one next to a name
-    ("Here it is: AB 12 34 56 C", {"UK_NINO"}),
-    ("Hans Müller 25 813 647 911", {"PERSON", "DE_TAX_ID"}),
-    ("John Smith AB123456C", {"PERSON", "UK_NINO"}),
-    # structured: the cue is the field name
-    ('{"name": "Hans Müller", "steuer_id": "25813647911"}', {"DE_TAX_ID", "PERSON"}),
-    ("nome;nif\nJoão Silva;123456789", {"PT_NIF", "PERSON"}),
-]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(("text", "types"), SENTENCES)
-def test_national_ids_in_requests(detector: PiiDetector, text: str, types: set[str]) -> None:
-    det = detector.detect_text(f"{text}\n\n{TASK}")
-    assert types <= set(det.pii_types) and det.has_personal_data
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(("negative", "positive"), [
-    ("Bestellnummer 25813647911 wurde versandt.", "Meine Steuer-ID: 25813647911."),
-    ("Encomenda 123456789 enviada.", "O meu NIF: 123456789."),
-    ("Order AB 12 34 56 C shipped.", "My NI number: AB 12 34 56 C."),
-    ("Compute 90021412303 mod 97 and 123456789 mod 11.", "Mijn rijksregisternummer: 90021412303."),
-    ("Budget prévu : 25 813 647 911 € sur dix ans.", "Steuer-ID: 25 813 647 911"),  # a French-grouped amount
-])
-def test_look_alikes_in_requests(detector: PiiDetector, negative: str, positive: str) -> None:
-    assert detector.detect_text(f"{negative}\n\n{TASK}").pii_types == []
-    assert set(detector.detect_text(f"{positive}\n\n{TASK}").pii_types) & NEW
-
-
-@pytest.mark.parametrize(("tenant", "text"), [
-    ("clinic-ca", "Mijn rijksregisternummer is 90.02.14-123.03. Vat het dossier samen."),
-    ("clinic-ca", "My NI number is AB 12 34 56 C. Summarise my record."),
-    ("eurobank", "Meine Steuer-ID ist 25 813 647 911, bitte den Kontoauszug erklären."),
-    ("eurobank", "O meu NIF é 123456789, preciso do extrato."),
-])
-async def test_a_national_id_takes_the_personal_data_branch(catalog: Catalog, tenants: Tenants, tenant: str,
-                                                            text: str) -> None:
-    """clinic-ca: personal data stays on premises; eurobank: in the EU or on premises."""
-    adapters = {Candidate(slot=s.id, deployment=d.id): FakeAdapter(Candidate(slot=s.id, deployment=d.id))
-                for s, d in catalog.pairs()}
-    cfg = Settings(catalog=Path("x"), tenants=Path("y"), policy="cedar", detector="none")
-    pipe = assemble(cfg, catalog, tenants, adapters, WallClock(), MemorySink())
-    pipe.detector = FailClosedDetector(PiiDetector())
-    out = await pipe.handle(normalize_chat({"messages": [{"role": "user", "content": text}]}, tenant=tenant,
-                                           request_id="r"))
-    assert set(out.record.detected_pii_types) & NEW
-    allowed = {s.id + "/" + d.id for s, d in catalog.pairs()
-               if d.on_premises or (tenant == "eurobank" and d.region == "EU")}
-    assert {v.candidate.key for v in out.record.policy if v.allowed} <= allowed
-    assert out.record.final is not None and out.record.final.key in allowed
