@@ -121,3 +121,41 @@ async def test_files_and_batches_of_the_file_layout_survive_the_upgrade(
     again = BatchService(tmp_path, pipeline)  # a second start imports nothing and loses nothing
     assert again.get("acme-us", "batch_done").status == "completed"
     again.store.close()
+
+
+def test_unusable_rows_of_the_earlier_layout_are_left_out_and_said_in_the_log(
+        tmp_path: Path, catalog: Catalog, tenants: Tenants, caplog: pytest.LogCaptureFixture) -> None:
+    """A file row whose bytes are gone from disk, or a batch row that does not read, cannot be served: it is left
+    out of the import (in the log) instead of keeping the gateway from starting (found in review)."""
+    _write_old_layout(tmp_path)
+    (tmp_path / "files" / "file-out.jsonl").unlink()
+    db = sqlite3.connect(tmp_path / "batches.sqlite", isolation_level=None)
+    db.execute("INSERT INTO batches VALUES (?, ?, ?, ?)", ("batch_cut", "acme-us", time.time(), '{"id": "batch_cu'))
+    db.close()
+    pipeline, _ = make_pipeline(catalog, tenants)
+    with caplog.at_level(logging.INFO, logger="sovrouter.batch"):
+        service = BatchService(tmp_path, pipeline)
+    assert "imported 1 files and 2 batches (3 answered lines)" in caplog.text
+    assert "1 files of the earlier layout without their bytes on disk, 1 batch rows that do not read" in caplog.text
+    assert service.content("acme-us", "file-in") == batch_file(10)
+    assert service.get("acme-us", "batch_done").status == "completed"
+    service.store.close()
+
+
+def test_tables_of_another_layout_under_the_same_names_are_left_alone(
+        tmp_path: Path, catalog: Catalog, tenants: Tenants, caplog: pytest.LogCaptureFixture) -> None:
+    """Only the earlier layout's tables are imported and dropped; tables ``files`` and ``batches`` of another
+    shape in the same file are not the gateway's to remove (a warning, and the store opens as usual)."""
+    db = sqlite3.connect(tmp_path / "batches.sqlite", isolation_level=None)
+    db.execute("CREATE TABLE files (path TEXT PRIMARY KEY, size INTEGER)")
+    db.execute("CREATE TABLE batches (name TEXT PRIMARY KEY)")
+    db.execute("INSERT INTO files VALUES ('notes.txt', 3)")
+    db.close()
+    pipeline, _ = make_pipeline(catalog, tenants)
+    with caplog.at_level(logging.INFO, logger="sovrouter.batch"):
+        service = BatchService(tmp_path, pipeline)
+    assert "not the earlier layout's; left as it is" in caplog.text
+    service.store.close()
+    db = sqlite3.connect(tmp_path / "batches.sqlite")
+    assert db.execute("SELECT path, size FROM files").fetchall() == [("notes.txt", 3)]
+    db.close()

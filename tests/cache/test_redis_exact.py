@@ -239,6 +239,27 @@ async def test_an_empty_answer_an_earlier_version_stored_is_a_miss(make: Factory
     await one.release(req("hello", "r2"))
 
 
+async def test_a_dropped_empty_answer_is_counted_on_metrics(make: Factory, redis_srv: RedisServer) -> None:
+    """Each empty answer an earlier version stored and this one drops shows on ``/metrics``
+    (``shared_exact_dropped_empty_total``), so an operator sees the upgrade's clean-up (found in review)."""
+    import json
+
+    from sovrouter.cache.exact import cache_key
+
+    one = make()
+    raw = aioredis.Redis.from_url(redis_srv.url)
+    try:
+        for text in ("hello", "again"):
+            value = json.dumps({"expires_ms": 1e12, "source_request_id": "old",
+                                "result": ModelResult(candidate=A, text="").model_dump(mode="json")})
+            await raw.set(f"{one.prefix}:e:{cache_key(req(text, 'old'))}", value, px=3_600_000)
+            await one.lookup(req(text, f"r-{text}"), NONE, [A])
+            await one.release(req(text, f"r-{text}"))
+    finally:
+        await raw.aclose()
+    assert one.cache_gauges()["shared_exact_dropped_empty_total"] == 2.0
+
+
 @pytest.mark.parametrize("how", ["late_reply", "cancelled"])
 async def test_a_lock_taken_as_its_lookup_failed_does_not_hold_later_requests(make: Factory, how: str) -> None:
     """The lock's ``SET NX`` may land although its lookup failed (a reply later than ``op_timeout_s``, or the

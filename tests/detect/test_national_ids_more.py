@@ -6,6 +6,8 @@ style ``AB 12 34 56 C``). Shapes and spans, the official checks, cue words in ea
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
 from sovrouter.detect import national_ids as n
@@ -74,6 +76,7 @@ CHECK_FAILURES = [
     ("rijksregisternummer 90.02.14-123.03", "rijksregisternummer 90.02.14-123.04"),
     ("rijksregisternummer 90.02.14-123.03", "rijksregisternummer 90.02.31-123.75"),  # mod 97 right, 31 February
     ("rijksregisternummer 90.02.14-123.03", "rijksregisternummer 90.02.14-000.29"),  # counter 000
+    ("rijksregisternummer 90.02.14-123.03", "rijksregisternummer 90.02.14-999.97"),  # counter 999
     ("rijksregisternummer 05.11.23-456.35", "rijksregisternummer 30.01.01-001.53"),  # the 2 rule, but born 2030
     ("NI number AB 12 34 56 C", "NI number QQ 12 34 56 C"),  # HMRC's example prefix, never issued
     ("NI number AB 12 34 56 C", "NI number GB 12 34 56 A"),  # a prefix never issued
@@ -154,6 +157,30 @@ HARD_NEGATIVES = [
 def test_innocent_look_alikes_are_not_national_ids(negative: str, positive: str) -> None:
     assert not bare(ids(negative, context=True)) & NEW
     assert ids(positive) & NEW
+
+
+def test_a_belgian_number_of_a_birth_after_today_is_not_read() -> None:
+    """``stdnum`` accepts a number born later in the current year (it reads the check of a birth from 2000 up to
+    this year): the date rule is ours. Built for the 31st of December of the year the test runs."""
+    born = dt.date(dt.date.today().year, 12, 31)
+    if born == dt.date.today():
+        pytest.skip("no later day this year")
+    head = f"{born:%y%m%d}123"
+    number = head + f"{97 - int('2' + head) % 97:02d}"
+    assert not n.valid_be_nrn(number)
+    assert not bare(ids(f"rijksregisternummer {number}", context=True)) & NEW
+    past = dt.date(2005, 11, 23)
+    head = f"{past:%y%m%d}123"
+    assert n.valid_be_nrn(head + f"{97 - int('2' + head) % 97:02d}")
+
+
+@pytest.mark.parametrize("prefix", ["BG", "GB", "KN", "NK", "NT", "TN", "ZZ",  # never issued
+                                    "DA", "FA", "IA", "QA", "UA", "VA",  # letters never first
+                                    "AD", "AF", "AI", "AO", "AQ", "AU", "AV"])  # nor second
+def test_a_nino_prefix_hmrc_never_issues_is_not_read(prefix: str) -> None:
+    assert not bare(ids(f"NI number {prefix} 12 34 56 A", context=True)) & NEW
+    assert not bare(ids(f"{prefix} 12 34 56 A", context=True)) & NEW  # nor as the self-evident printed layout
+    assert ids("NI number AB 12 34 56 A") == {"UK_NINO"}
 
 
 @pytest.mark.parametrize("text", [

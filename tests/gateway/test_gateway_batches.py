@@ -211,6 +211,27 @@ def test_two_gateway_instances_share_files_and_batches_through_postgresql(tmp_pa
         assert a.client(EURO_KEY).files.list().data == []
 
 
+def test_a_revoked_keys_batch_also_stops_with_a_shared_batch_store(tmp_path: Path, pg_srv: PostgresServer) -> None:
+    """The shared (PostgreSQL) store is wired apart from the local one: it must be told the configured keys too,
+    or a revoked key's batch taken from it runs to completion on every instance (found in review)."""
+    shared = BatchSettings(store=BatchStoreSettings(url=pg_srv.new_database(), poll_s=0.2, tenants=["acme-us"]))
+    second_key = "sk-acme-test-key-0003"
+    keys = [ApiKey(tenant="acme-us", key_sha256=hash_key(k)) for k in (ACME_KEY, second_key)]
+    with live_gateway(tmp_path / "a", api_keys=keys, batches=shared) as before:
+        before.primary.first_token_delay_s = before.backup.first_token_delay_s = 0.3
+        client = before.client(second_key)
+        batch = client.batches.create(input_file_id=_upload(client, [_line(f"r{i}", f"q {i}") for i in range(40)]),
+                                      endpoint="/v1/chat/completions", completion_window="24h")
+        deadline = time.monotonic() + 10
+        while before.primary.calls + before.backup.calls < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    with live_gateway(tmp_path / "b", batches=shared) as after:  # second_key is no longer configured
+        done = _wait(after.client(ACME_KEY), batch.id)
+        assert done.status == "failed" and done.errors is not None and done.errors.data is not None
+        assert [e.code for e in done.errors.data] == ["api_key_revoked"]
+        assert after.primary.calls + after.backup.calls == 0
+
+
 def test_a_lost_batch_store_is_a_clear_503_and_chat_goes_on(tmp_path: Path) -> None:
     if postgres_bin_dir() is None:
         pytest.skip("needs PostgreSQL")  # the session fixture makes CI fail loudly when it is missing

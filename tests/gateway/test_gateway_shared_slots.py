@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from sovrouter.gateway.shared_slots import RedisTenantSlots, lease_key, make_ten
 from sovrouter.gateway.wiring import build_live_pipeline
 from sovrouter.store.records import SQLiteRecordStore
 from sovrouter.telemetry.metrics import SharedSlotsCollector, TenantLabels
+from sovrouter.testing import counts_read_race
 from sovrouter.testing_redis import RedisServer, redis_server
 from sovrouter.testing_upstream import UpstreamBehaviour, closed_port_url, create_upstream_app
 
@@ -392,3 +394,60 @@ async def test_redis_failures_and_the_local_decisions_are_on_metrics(redis_srv: 
             assert seen["sovrouter_shared_in_flight_leases", ()] == 0
         finally:
             await slots.aclose()
+
+
+async def test_the_shared_limit_s_counters_on_metrics_sum_capped_tenants_and_keep_their_kinds_apart() -> None:
+    """Each series reads its own count: refusals of tenants beyond the labelled ones add up under ``other`` (one
+    series, the sum; not the last tenant's count), the failed takes and the backoff admissions stay apart, and the
+    lost leases are the ones counted (found in review)."""
+    slots = RedisTenantSlots.from_url(closed_port_url().replace("http://", "redis://"), 1, prefix="slots-collect")
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(SharedSlotsCollector(slots, TenantLabels(["t"])))
+    try:
+        slots.refused_by.update({("t", "shared"): 1, ("u", "instance"): 2, ("v", "instance"): 3, ("w", "shared"): 4})
+        slots.stats.update({"errors:take": 5, "local_only": 6, "lost": 7})
+        seen = _samples(generate_latest(registry).decode())
+        name = "sovrouter_shared_in_flight_refused_total"
+        refused = {labels: v for (n, labels), v in seen.items() if n == name}
+        assert refused == {(("by", "shared"), ("tenant", "t")): 1, (("by", "instance"), ("tenant", "other")): 5,
+                           (("by", "shared"), ("tenant", "other")): 4}
+        assert seen["sovrouter_shared_in_flight_local_only_total", (("why", "error"),)] == 5
+        assert seen["sovrouter_shared_in_flight_local_only_total", (("why", "backoff"),)] == 6
+        assert seen["sovrouter_shared_in_flight_leases_lost_total", ()] == 7
+    finally:
+        await slots.aclose()
+
+
+class _RefusedOf(MutableMapping[str, int]):
+    """``refused_by`` seen as a count per tenant (refused by the shared count), for :func:`counts_read_race`."""
+
+    def __init__(self, refused_by: Counter[tuple[str, str]]) -> None:
+        self.refused_by = refused_by
+
+    def __getitem__(self, tenant: str) -> int:
+        return self.refused_by[tenant, "shared"]
+
+    def __setitem__(self, tenant: str, n: int) -> None:
+        self.refused_by[tenant, "shared"] = n
+
+    def __delitem__(self, tenant: str) -> None:
+        del self.refused_by[tenant, "shared"]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([t for t, _ in self.refused_by])
+
+    def __len__(self) -> int:
+        return len(self.refused_by)
+
+
+async def test_metrics_read_the_refusals_safely_while_the_loop_adds_tenants() -> None:
+    """``/metrics`` runs in a worker thread: iterating ``refused_by`` while the event loop refuses a tenant never
+    refused before failed the scrape ("dictionary changed size during iteration")."""
+    slots = RedisTenantSlots.from_url(closed_port_url().replace("http://", "redis://"), 1, prefix="slots-race-read")
+    collector = SharedSlotsCollector(slots, TenantLabels(["t"]))
+    for i in range(2000):  # a long read: each scrape iterates every tenant
+        slots.refused_by[f"seen_{i}", "instance"] += 1
+    try:
+        assert counts_read_race(_RefusedOf(slots.refused_by), lambda: list(collector.collect())) == []
+    finally:
+        await slots.aclose()

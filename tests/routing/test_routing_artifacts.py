@@ -134,3 +134,28 @@ def test_a_router_trained_for_other_prompt_features_is_refused_at_load(tmp_path:
     _bundle_with_dense_features(len(PROMPT_FEATURES) + 1).save(old)
     with pytest.raises(ConfigError, match="retrain"):
         Bundle.load(old)
+
+
+def test_a_router_whose_answer_stage_models_read_other_widths_is_refused_at_load(tmp_path: Path) -> None:
+    """The load-time probe scores every stage model, not just the prompt models: a router whose prompt features
+    match but whose answer-reading stages were trained on another answer-feature layout would load and then fail
+    every cascade's review (found in review)."""
+    import numpy as np
+    import pytest
+
+    from sovrouter.errors import ConfigError
+    from sovrouter.routing.features import PROMPT_FEATURES
+
+    for name in ("stage1_first", "stage2_top", "stage3_top"):
+        bundle = _bundle_with_dense_features(len(PROMPT_FEATURES))
+        model = getattr(bundle.models, name)
+        model.coef = np.zeros((1, model.coef.shape[1] + 1), dtype=np.float32)  # one answer feature more
+        bundle.save(tmp_path / name)
+        with pytest.raises(ConfigError, match="retrain"):
+            Bundle.load(tmp_path / name)
+    stage4 = _bundle_with_dense_features(len(PROMPT_FEATURES))
+    model = stage4.models.stage4["frontier"]
+    model.coef = np.zeros((1, model.coef.shape[1] + 1), dtype=np.float32)
+    stage4.save(tmp_path / "stage4")
+    with pytest.raises(ConfigError, match="retrain"):
+        Bundle.load(tmp_path / "stage4")

@@ -358,3 +358,17 @@ async def test_an_answer_kept_after_a_failed_escalation_is_served_but_never_cach
     assert cache.entry_count() == 0
     again = await pipe.handle(_req().model_copy(update={"request_id": "r2"}))
     assert again.record.cache.kind == "miss"
+
+
+def test_a_request_sent_direct_by_its_gain_is_not_attributed_to_a_direct_domain(catalog: Catalog,
+                                                                                  tenants: Tenants) -> None:
+    """``direct_domain`` in the evidence names the domain only when the domain alone sent the request to top."""
+    router = _router(catalog, tenants, s1=(0.5, 0.9), s2=(0.5, 0.9))
+    router.thresholds.standard.direct_domains = ("chat_hard",)
+    gain = Signals(slot_prior={s: 0.1 for s in SLOT_ORDER} | {"frontier": 0.9}, route_features=[0.0] * 27,
+                   domain="math")
+    d = router.decide(_req(), gain, _all(catalog))
+    assert d.evidence["mode"] == "direct" and "direct_domain" not in d.evidence
+    both = gain.model_copy(update={"domain": "chat_hard"})
+    d = router.decide(_req(), both, _all(catalog))
+    assert d.evidence["mode"] == "direct" and "direct_domain" not in d.evidence

@@ -185,3 +185,18 @@ def test_the_curve_covers_the_direct_domains_selection_searches() -> None:
                              domain_options=options)
     front = curve(ev, sp, 0.5, grids=grids, domain_options=options)
     assert any(c <= m.cost_ratio + 1e-12 and q >= m.quality - 1e-12 for c, q, _ in front)
+
+
+def test_selection_sends_no_domain_direct_when_every_cascade_holds_its_floor() -> None:
+    """The options searched include no direct domain at all: where each domain's cascade already holds the floor,
+    selection keeps the cheap path for all of them rather than paying top for a whole domain (found in review)."""
+    ev, sp = _two_domains()
+    ev.scores[:] = 1.0  # local-small right everywhere
+    ev.exec_match[3] = True
+    grids = ((2.0,), (0.1,), (0.1,), (2.0,), (None,), (None,))
+    options = direct_domain_options(sp.domains)
+    assert options[0] == ()
+    th, m = select_thresholds(ev, sp, margin=0.0, domain_floor=-0.01, high_factor=0.5, grids=grids,
+                              domain_options=options)
+    assert th.direct_domains == ()
+    assert m.domain_diff == {"chat": 0.0, "math": 0.0}

@@ -145,3 +145,27 @@ def test_the_mark_of_the_first_shipper_is_kept_across_the_upgrade(tmp_path: Path
     assert a.ship() == 1  # only the row the first shipper had not copied
     assert [r.request_id for r in a] == ["a2"]
     a.close()
+
+
+def test_the_first_shipper_s_mark_does_not_replace_the_outbox_s_on_later_starts(tmp_path: Path, url: str) -> None:
+    """``records_shipped`` stays in the local file after the upgrade: every later start reads it again, and must
+    keep the outbox's own mark, which is further on (each restart copied everything since the upgrade again
+    otherwise; found in review)."""
+    path = tmp_path / "a" / "records.sqlite"
+    local = SQLiteRecordStore(path)
+    for i in range(3):
+        local.write(_record(f"a{i}", float(i)))
+    local.close()
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE IF NOT EXISTS records_shipped (k INTEGER PRIMARY KEY CHECK (k = 0), "
+                   "last_rowid INTEGER NOT NULL)")
+        db.execute("INSERT INTO records_shipped VALUES (0, ?) ON CONFLICT(k) DO UPDATE SET "
+                   "last_rowid = excluded.last_rowid", (2,))
+    a = _store(tmp_path, "a", url)
+    a.write(_record("a3", 3.0))
+    assert a.ship() == 2  # a2 and the new a3
+    a.close()
+    again = _store(tmp_path, "a", url)  # the next start: the outbox's mark (past a3) holds
+    assert again.ship() == 0
+    assert [r.request_id for r in again] == ["a2", "a3"]
+    again.close()

@@ -259,3 +259,23 @@ async def test_cache_hits_are_not_in_the_latency_of_the_route_that_made_the_answ
     assert _sum(s, "sovrouter_request_latency_seconds_sum", **route) >= 0.3
     assert _sum(s, "sovrouter_request_latency_seconds_count", slot="cache", deployment="exact") == 3
     assert _sum(s, "sovrouter_requests_total", **route) == 4  # served answers of the route: unchanged
+
+
+def test_semantic_and_exact_hits_each_have_their_latency_series_and_a_bypass_keeps_its_route() -> None:
+    """Both kinds of cache hit leave the latency of the route that made the cached answer (a semantic hit is as
+    fast as an exact one); a cache bypass is an upstream answer and stays in its route's latency (found in
+    review)."""
+    from sovrouter.contracts import CacheOutcome, RequestRecord
+
+    metrics = RequestMetrics()
+    route = Candidate(slot="sovereign-large", deployment="eu-sov")
+    for kind, latency_ms in (("miss", 900.0), ("bypass", 800.0), ("exact", 2.0), ("semantic", 40.0)):
+        metrics.observe(RequestRecord(request_id=kind, tenant="acme-us", data_class="public",
+                                      effective_class="public", modalities=["text"], arrived_ms=0.0, status="ok",
+                                      final=route, cache=CacheOutcome(kind=kind), latency_ms=latency_ms))
+    s = _samples(metrics.registry)
+    labels = {"slot": "sovereign-large", "deployment": "eu-sov"}
+    assert _sum(s, "sovrouter_request_latency_seconds_count", **labels) == 2
+    assert _sum(s, "sovrouter_request_latency_seconds_sum", **labels) == pytest.approx(1.7)
+    assert _sum(s, "sovrouter_request_latency_seconds_count", slot="cache", deployment="semantic") == 1
+    assert _sum(s, "sovrouter_request_latency_seconds_count", slot="cache", deployment="exact") == 1
