@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from sovrouter.contracts import (
@@ -147,21 +147,25 @@ def merged_gauges(*parts: object) -> dict[str, float]:
     return out
 
 
-class GaugeCounter(Counter[str]):
+_Key = TypeVar("_Key", bound=Hashable)
+
+
+class GaugeCounter(Counter[_Key]):
     """A ``Counter`` that the event loop counts into and ``/metrics`` reads from its worker thread: a name is set
     under a lock, and :meth:`snapshot` copies under it. Iterating a plain ``Counter`` there failed with
     "dictionary changed size during iteration" when the loop counted a name for the first time (found in review,
-    2026-11-28). Counting stays ``counter[name] += 1``."""
+    2026-11-28); so did copying one with ``list(counter.items())``, rarely (a garbage collection during the copy can
+    let the other thread run). Counting stays ``counter[name] += 1``."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         super().__init__()
 
-    def __setitem__(self, key: str, value: int) -> None:
+    def __setitem__(self, key: _Key, value: int) -> None:
         with self._lock:
             super().__setitem__(key, value)
 
-    def snapshot(self) -> dict[str, int]:
+    def snapshot(self) -> dict[_Key, int]:
         with self._lock:
             return dict(self)
 

@@ -41,7 +41,8 @@ class StreamBroadcast:
         self.max_len = max_len
         self.block_ms = block_ms
         self.retry_s = retry_s
-        self.stats = GaugeCounter()  # published, errors (and what the callers count; /metrics reads them)
+        # published, errors (and what the callers count; /metrics reads them)
+        self.stats: GaugeCounter[str] = GaugeCounter()
         self._tasks: set[asyncio.Task[None]] = set()
         self._readers: dict[str, asyncio.Task[None]] = {}
         self._last: dict[str, str] = {}  # key -> id of the last entry read (a restarted reader resumes after it)

@@ -65,7 +65,7 @@ class RedisExactCache:
         self.poll_s = poll_s
         self.op_timeout_s = op_timeout_s
         # hits, misses, leads, waits, store, errors (read by tests, benches, and /metrics from its worker thread)
-        self.stats = GaugeCounter()
+        self.stats: GaugeCounter[str] = GaugeCounter()
         self._release_script = client.register_script(_RELEASE)
         self._flights: dict[str, asyncio.Future[bool]] = {}  # key -> this process's leader or poller
         self._answered: set[str] = set()  # request ids that stored an answer, until their release

@@ -91,7 +91,7 @@ class EntryFeed(Protocol):
     """Broadcast of semantic-cache entries between instances."""
 
     instance: str
-    stats: GaugeCounter  # what the transport counts (published, delivered, errors)
+    stats: GaugeCounter[str]  # what the transport counts (published, delivered, errors)
 
     def publish(self, entry: SharedEntry) -> None: ...
 
@@ -106,7 +106,7 @@ class MemoryEntryFeed:
 
     instance: str = "memory"
     _hub: list[tuple[str, Apply]] = field(default_factory=list)
-    stats: GaugeCounter = field(default_factory=GaugeCounter)
+    stats: GaugeCounter[str] = field(default_factory=GaugeCounter)
 
     def view(self, instance: str) -> MemoryEntryFeed:
         return MemoryEntryFeed(instance, self._hub)
@@ -185,7 +185,8 @@ class SharedSemanticCache:
         self.local = local
         self.feed = feed
         self.scope = scope
-        self.stats = GaugeCounter()  # published, inserted, refused (read by /metrics from its worker thread)
+        # published, inserted, refused (read by /metrics from its worker thread)
+        self.stats: GaugeCounter[str] = GaugeCounter()
         self._subscribed = False
 
     def _subscribe(self) -> None:

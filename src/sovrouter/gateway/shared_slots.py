@@ -34,7 +34,6 @@ import hashlib
 import itertools
 import logging
 import secrets
-from collections import Counter
 from collections.abc import Awaitable, Coroutine
 from typing import Any
 
@@ -43,7 +42,7 @@ import redis.asyncio as aioredis
 from sovrouter.config import Settings, env_secret
 from sovrouter.errors import TooManyRequestsError
 from sovrouter.gateway.auth import TenantSlots, release_once, too_many
-from sovrouter.protocols import Release, TenantLimit
+from sovrouter.protocols import GaugeCounter, Release, TenantLimit
 from sovrouter.redis_streams import FAILURES
 
 log = logging.getLogger(__name__)
@@ -101,9 +100,9 @@ class RedisTenantSlots:
         self.instance = instance or secrets.token_hex(6)
         # taken, refused, released, refreshed, lost, errors (and "errors:{op}" per operation: take, count, refresh,
         # release), local_only (Redis not asked: within retry_s of a failure)
-        self.stats: Counter[str] = Counter()
+        self.stats: GaugeCounter[str] = GaugeCounter()
         # (tenant, "shared" | "instance") -> requests refused by every instance's count or by this one's own
-        self.refused_by: Counter[tuple[str, str]] = Counter()
+        self.refused_by: GaugeCounter[tuple[str, str]] = GaugeCounter()
         self._take = client.register_script(_TAKE)
         self._refresh = client.register_script(_REFRESH)
         self._count = client.register_script(_COUNT)

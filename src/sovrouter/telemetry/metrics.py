@@ -208,7 +208,7 @@ class SharedSlotsCollector(Collector):
                                       "that refused (shared: every instance's, instance: this one's)",
                                       labels=["tenant", "by"])
         sums: dict[tuple[str, str], int] = {}
-        for (tenant, by), n in list(self.slots.refused_by.items()):
+        for (tenant, by), n in self.slots.refused_by.snapshot().items():
             key = (self.tenants.label(tenant), by)
             sums[key] = sums.get(key, 0) + n
         for (tenant, by), n in sorted(sums.items()):
