@@ -126,12 +126,8 @@ def test_a_row_the_database_refuses_is_skipped_not_retried_forever(tmp_path: Pat
     store.close()
 
 
-def test_the_mark_of_the_first_shipper_is_kept_across_the_upgrade(tmp_path: Path, url: str) -> None:
-    """The first shipper (c3e6eb1, 2026-11-26) kept how far it got in table ``records_shipped``; the outbox that
-    replaced it the same day reads ``outbox_marks`` only, so an upgraded instance copied its whole local history
-    again before any new record (up to 500 rows a tick: the feedback endpoint of other instances said 404 for new
-    records meanwhile; found in review, 2026-11-28). The mark is written here as that version wrote it."""
-    path = tmp_path / "a" / "records.sqlite"
+def _first_shipper_state(path: Path) -> None:
+    """Three local records, of which the first shipper (c3e6eb1) had copied two, its mark as that version wrote it."""
     local = SQLiteRecordStore(path)
     for i in range(3):
         local.write(_record(f"a{i}", float(i)))
@@ -141,6 +137,14 @@ def test_the_mark_of_the_first_shipper_is_kept_across_the_upgrade(tmp_path: Path
                    "last_rowid INTEGER NOT NULL)")
         db.execute("INSERT INTO records_shipped VALUES (0, ?) ON CONFLICT(k) DO UPDATE SET "
                    "last_rowid = excluded.last_rowid", (2,))
+
+
+def test_the_mark_of_the_first_shipper_is_kept_across_the_upgrade(tmp_path: Path, url: str) -> None:
+    """The first shipper (c3e6eb1, 2026-11-26) kept how far it got in table ``records_shipped``; the outbox that
+    replaced it the same day reads ``outbox_marks`` only, so an upgraded instance copied its whole local history
+    again before any new record (up to 500 rows a tick: the feedback endpoint of other instances said 404 for new
+    records meanwhile; found in review, 2026-11-28). The mark is written here as that version wrote it."""
+    _first_shipper_state(tmp_path / "a" / "records.sqlite")
     a = _store(tmp_path, "a", url)
     assert a.ship() == 1  # only the row the first shipper had not copied
     assert [r.request_id for r in a] == ["a2"]
@@ -151,16 +155,7 @@ def test_the_first_shipper_s_mark_does_not_replace_the_outbox_s_on_later_starts(
     """``records_shipped`` stays in the local file after the upgrade: every later start reads it again, and must
     keep the outbox's own mark, which is further on (each restart copied everything since the upgrade again
     otherwise; found in review)."""
-    path = tmp_path / "a" / "records.sqlite"
-    local = SQLiteRecordStore(path)
-    for i in range(3):
-        local.write(_record(f"a{i}", float(i)))
-    local.close()
-    with sqlite3.connect(path) as db:
-        db.execute("CREATE TABLE IF NOT EXISTS records_shipped (k INTEGER PRIMARY KEY CHECK (k = 0), "
-                   "last_rowid INTEGER NOT NULL)")
-        db.execute("INSERT INTO records_shipped VALUES (0, ?) ON CONFLICT(k) DO UPDATE SET "
-                   "last_rowid = excluded.last_rowid", (2,))
+    _first_shipper_state(tmp_path / "a" / "records.sqlite")
     a = _store(tmp_path, "a", url)
     a.write(_record("a3", 3.0))
     assert a.ship() == 2  # a2 and the new a3
