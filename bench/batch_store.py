@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sovrouter.batch.service import BatchService, CreateBatch
+from sovrouter.batch.objects import CreateBatch
+from sovrouter.batch.service import BatchService
 from sovrouter.batch.store import BatchStore, store_url
 from sovrouter.build import assemble
 from sovrouter.catalog import Catalog, Tenants

@@ -46,7 +46,8 @@ def make_detector(settings: Settings) -> Detector:
 
 
 def make_policy(settings: Settings, catalog: Catalog, tenants: Tenants) -> Policy:
-    """The sovereignty policy. With API keys (a gateway), a keyed tenant no permit rule names, or a rule quoting a
+    """The sovereignty policy. With API keys (a gateway; ``api_keys`` and the ``api_keys_file`` as it reads at
+    start-up), a keyed tenant no permit rule names, or a rule quoting a
     sentence its tenant's written policy lacks, stops the start (``ConfigError``); without keys (replay) every
     tenant of the tenants file is checked and a disagreement is logged."""
     if settings.policy == "cedar":
@@ -55,6 +56,11 @@ def make_policy(settings: Settings, catalog: Catalog, tenants: Tenants) -> Polic
         policy = CedarPolicy(catalog, tenants, PolicySet(tenant_rules=settings.policy_rules),
                              timeout_ms=settings.policy_timeout_ms)
         keyed = {k.tenant for k in settings.api_keys}
+        if settings.api_keys_file is not None:  # the file's keys at start-up (read again later by the gateway)
+            from sovrouter.gateway.keyfile import read_keys
+
+            keyed |= {k.tenant for k in read_keys(settings.api_keys_file, {t.id for t in tenants.tenants},
+                                                   settings.api_keys)}
         problems = rule_problems(policy.policies, tenants, keyed or {t.id for t in tenants.tenants})
         if problems and keyed:
             raise ConfigError("; ".join(problems))

@@ -266,6 +266,12 @@ class Settings(BaseModel):
         if len({k.key_sha256 for k in keys}) != len(keys):
             raise ValueError("the same key is listed more than once")
         return keys
+    api_keys_file: Path | None = Field(
+        default=None, description="more API keys in a file of their own (YAML or JSON, entries as in api_keys; "
+                                  "relative to this file), read again when it changes: keys are added and revoked "
+                                  "without a restart (docs/gateway.md, \"Adding and revoking keys\")")
+    api_keys_reload_s: float = Field(default=5.0, gt=0, le=3600, allow_inf_nan=False,
+                                     description="how often, at most, api_keys_file is checked for a change")
     operator_keys: list[OperatorKey] = Field(
         default_factory=list, description="when set, /metrics and /dashboard need one of them (Bearer): they show "
                                           "every tenant's request ids, routes and costs (default: open; keep them "
@@ -347,6 +353,7 @@ class Settings(BaseModel):
                 "tenants": (base / settings.tenants).resolve(),
                 "state_dir": (base / settings.state_dir).resolve(),
                 "recalibration": here(settings.recalibration),
+                "api_keys_file": here(settings.api_keys_file),
                 "policy_rules": None if settings.policy_rules is None else [(base / r).resolve()
                                                                             for r in settings.policy_rules],
                 "artifacts": arts.model_copy(update={"router": here(arts.router),

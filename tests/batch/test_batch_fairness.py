@@ -9,7 +9,8 @@ from pathlib import Path
 from batch_helpers import CHAT, batch_file, make_pipeline
 
 from sovrouter.batch.gate import FairGate
-from sovrouter.batch.service import BatchService, CreateBatch
+from sovrouter.batch.objects import CreateBatch
+from sovrouter.batch.service import BatchService
 from sovrouter.catalog import Catalog, Tenants
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from batch_helpers import CHAT, make_pipeline
 
-from sovrouter.batch.service import BatchService, CreateBatch
+from sovrouter.batch.objects import CreateBatch
+from sovrouter.batch.service import BatchService
 from sovrouter.catalog import Catalog, Tenants
 from sovrouter.evalloop.loop import EvalSettings, build_observability
 

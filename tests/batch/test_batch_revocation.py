@@ -8,8 +8,9 @@ from pathlib import Path
 
 from batch_helpers import CHAT, batch_file, make_pipeline
 
+from sovrouter.batch.objects import CreateBatch
 from sovrouter.batch.revocation import KEY_REVOKED, STORE_NOT_ALLOWED, refusal
-from sovrouter.batch.service import BatchService, CreateBatch
+from sovrouter.batch.service import BatchService
 from sovrouter.catalog import Catalog, Tenants
 from sovrouter.config import hash_key
 
@@ -104,3 +105,34 @@ async def test_batches_stored_before_the_digest_was_kept_run_under_their_tenant(
         assert second.get("acme-us", batch_id).status == "completed"
         assert second.get("acme-us", batch_id).request_counts.completed == 3
     await second.aclose()
+
+
+async def test_a_running_batch_fails_at_the_next_renewal_once_its_key_is_revoked(
+        tmp_path: Path, catalog: Catalog, tenants: Tenants) -> None:
+    """Before ``api_keys_file`` a key was revoked by a restart, which the batch path checked when it took the
+    batch again; a key revoked while the gateway runs must stop its batches too."""
+    pipeline, adapters = make_pipeline(catalog, tenants, delay_s=0.05)
+    live_keys = {OLD, KEPT}
+    service = BatchService(tmp_path, pipeline, concurrency=2, lease_s=0.3, keys=lambda: live_keys)
+    await service.start()
+    f = service.upload("acme-us", "in.jsonl", "batch", batch_file(200))
+    batch = service.create("acme-us", CreateBatch(input_file_id=f.id, **CHAT), key_sha256=OLD)
+    for _ in range(500):
+        if len(service.store.results(batch.id)) >= 4:
+            break
+        await asyncio.sleep(0.01)
+    live_keys.discard(OLD)
+    for _ in range(500):
+        if service.get("acme-us", batch.id).status == "failed":
+            break
+        await asyncio.sleep(0.01)
+    failed = service.get("acme-us", batch.id)
+    assert failed.status == "failed" and failed.errors is not None
+    assert [e.code for e in failed.errors.data] == [KEY_REVOKED]
+    calls = sum(a.calls for a in adapters)
+    assert 0 < failed.request_counts.completed < 200 and failed.request_counts.completed <= calls
+    await asyncio.sleep(0.3)
+    assert sum(a.calls for a in adapters) == calls  # no line starts after the failure
+    out = service.content("acme-us", failed.output_file_id or "").decode().splitlines()
+    assert len(out) == failed.request_counts.completed  # what was answered is kept
+    await service.aclose()

@@ -11,7 +11,8 @@ import pytest
 from batch_helpers import CHAT, batch_file, make_pipeline
 from sqlalchemy.exc import OperationalError
 
-from sovrouter.batch.service import BatchService, CreateBatch, ExpiresAfter
+from sovrouter.batch.objects import CreateBatch, ExpiresAfter
+from sovrouter.batch.service import BatchService
 from sovrouter.catalog import Catalog, Tenants
 from sovrouter.errors import InvalidRequestError, NotFoundError, RequestTooLargeError
 

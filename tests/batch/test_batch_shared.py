@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from batch_helpers import CHAT, batch_file, make_pipeline
 
-from sovrouter.batch.service import BatchService, CreateBatch
+from sovrouter.batch.objects import CreateBatch
+from sovrouter.batch.service import BatchService
 from sovrouter.batch.store import BatchStore, store_url
 from sovrouter.catalog import Catalog, Tenants
 from sovrouter.errors import NotFoundError

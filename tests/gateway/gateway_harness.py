@@ -13,6 +13,7 @@ import openai
 from sovrouter.adapters.openai_http import new_client
 from sovrouter.config import ApiKey, BreakerSettings, ReliabilitySettings, Settings, Upstream, hash_key
 from sovrouter.gateway.app import create_app
+from sovrouter.gateway.auth import KeyRing
 from sovrouter.gateway.server import ServerThread
 from sovrouter.gateway.wiring import build_live_pipeline, make_batch_service
 from sovrouter.store.records import SQLiteRecordStore
@@ -79,8 +80,9 @@ def live_gateway(state_dir: Path, primary_down: bool = False, **overrides: Any) 
         settings = make_settings(state_dir, closed_port_url() if primary_down else p.url, b.url, **overrides)
         client = new_client()
         pipeline = build_live_pipeline(settings, client=client)
+        keys = KeyRing.from_settings(settings)  # as ``sovrouter serve`` wires it: one ring for chat and batches
         app = create_app(pipeline, settings, on_shutdown=[client.aclose],
-                         batches=make_batch_service(settings, pipeline))
+                         batches=make_batch_service(settings, pipeline, keys), keys=keys)
         gw = ServerThread(app, log_level="critical")
         with gw:
             try:

@@ -43,9 +43,8 @@ import time
 import uuid
 from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, Field, StringConstraints
 from sqlalchemy.exc import SQLAlchemyError
 
 from sovrouter.batch.fileio import (
@@ -58,7 +57,17 @@ from sovrouter.batch.fileio import (
     parse_lines,
 )
 from sovrouter.batch.gate import FairGate
-from sovrouter.batch.revocation import refusal
+from sovrouter.batch.objects import (
+    BatchEnd,
+    BatchError,
+    BatchErrors,
+    BatchObject,
+    CreateBatch,
+    ExpiresAfter,
+    FileObject,
+    RequestCounts,
+)
+from sovrouter.batch.revocation import Refusal, refusal
 from sovrouter.batch.runner import BatchRunner, deferrable
 from sovrouter.batch.store import BatchStore, store_url
 from sovrouter.contracts import DataClass
@@ -71,88 +80,10 @@ from sovrouter.errors import (
 )
 from sovrouter.pipeline import Pipeline
 
-BatchStatus = Literal["validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling",
-                      "cancelled"]
-BatchEnd = Literal["completed", "cancelled", "failed", "expired"]
 MAX_LINES = 50_000
 DEFAULT_MAX_FILE_BYTES = 100 * 1024 * 1024
 WINDOW_S = 24 * 3600
 log = logging.getLogger("sovrouter.batch")
-
-
-class FileObject(BaseModel):
-    id: str
-    object: Literal["file"] = "file"
-    bytes: int
-    created_at: int
-    filename: str
-    purpose: Literal["batch", "batch_output"]
-    status: Literal["processed"] = "processed"
-    expires_at: int | None = None
-
-
-class ExpiresAfter(BaseModel):
-    """OpenAI's ``expires_after`` (files) and ``output_expires_after`` (batches): delete the file this many seconds
-    after it was created (1 hour to 30 days)."""
-
-    anchor: Literal["created_at"]
-    seconds: int = Field(ge=3600, le=2_592_000)
-
-
-class RequestCounts(BaseModel):
-    total: int = 0
-    completed: int = 0
-    failed: int = 0
-
-
-class BatchError(BaseModel):
-    code: str
-    message: str
-    line: int | None = None
-    param: str | None = None
-
-
-class BatchErrors(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[BatchError] = Field(default_factory=list)
-
-
-class BatchObject(BaseModel):
-    id: str
-    object: Literal["batch"] = "batch"
-    endpoint: str
-    errors: BatchErrors | None = None
-    input_file_id: str
-    completion_window: str
-    status: BatchStatus
-    output_file_id: str | None = None
-    error_file_id: str | None = None
-    created_at: int
-    in_progress_at: int | None = None
-    expires_at: int
-    finalizing_at: int | None = None
-    completed_at: int | None = None
-    failed_at: int | None = None
-    cancelling_at: int | None = None
-    cancelled_at: int | None = None
-    expired_at: int | None = None
-    request_counts: RequestCounts = RequestCounts()
-    metadata: dict[str, str] | None = None
-    data_class: DataClass = Field(default="public", exclude=True)
-    output_expires_s: int | None = Field(default=None, exclude=True)  # output_expires_after, kept for the finish
-    key_sha256: str | None = Field(default=None, exclude=True)  # the creating key's digest (None: stored before)
-
-
-class CreateBatch(BaseModel):
-    """The body of ``POST /v1/batches``."""
-
-    input_file_id: str = Field(min_length=1, max_length=200)
-    endpoint: str
-    completion_window: str
-    # as OpenAI's: at most 16 pairs, keys up to 64 characters, values up to 512
-    metadata: dict[Annotated[str, StringConstraints(max_length=64)],
-                   Annotated[str, StringConstraints(max_length=512)]] | None = Field(default=None, max_length=16)
-    output_expires_after: ExpiresAfter | None = None
 
 
 class BatchService:
@@ -160,13 +91,15 @@ class BatchService:
 
     ``store``: a :class:`BatchStore`, or a folder for a local SQLite one. ``lease_s``: how long a batch stays held
     by an instance that stopped renewing (it renews every third of it); ``poll_s``: how often an idle worker looks
-    for batches other instances created or left; ``keys``: the configured key digests (:mod:`.revocation`)."""
+    for batches other instances created or left; ``keys``: the key digests in force, or what reads them now
+    (:meth:`~sovrouter.gateway.auth.KeyRing.digests`, which follows ``api_keys_file``; :mod:`.revocation`)."""
 
     def __init__(self, store: BatchStore | Path, pipeline: Pipeline, *, concurrency: int = 4,
                  max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, now: Callable[[], float] = time.time,
                  window_s: float = WINDOW_S, lease_s: float = 30.0, poll_s: float = 2.0,
                  retention_s: float | None = 30 * 86_400, purge_every_s: float = 3600.0,
-                 tenants: Collection[str] | None = None, keys: Collection[str] | None = None) -> None:
+                 tenants: Collection[str] | None = None,
+                 keys: Collection[str] | Callable[[], Collection[str]] | None = None) -> None:
         self.store = store if isinstance(store, BatchStore) else BatchStore(store_url(None, store))
         self.pipeline = deferrable(pipeline)
         self.concurrency = max(1, concurrency)
@@ -178,7 +111,8 @@ class BatchService:
         self.retention_s = retention_s
         self.purge_every_s = purge_every_s
         self.tenants = None if tenants is None else frozenset(tenants)
-        self.keys = None if keys is None else frozenset(keys)
+        self.keys = keys if keys is None or callable(keys) else frozenset(keys)
+        self._revoked: dict[str, Refusal] = {}  # running batches stopped because their key went
         self._purged_at = float("-inf")
         self.instance = "gw-" + uuid.uuid4().hex[:16]  # this process's name on the leases it holds
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -410,14 +344,14 @@ class BatchService:
         if batch.status != "in_progress":  # closed meanwhile (a cancel on this instance)
             await asyncio.to_thread(self.store.release, batch_id, self.instance)
             return
-        refused = refusal(tenant, batch.key_sha256, tenants=self.tenants, keys=self.keys)
-        if refused is not None:  # fail closed, before any line starts; the lines answered before go to its files
+        # fail closed, before any line starts; the lines answered before go to its files
+        if (refused := self._refusal(tenant, batch)) is not None:
             log.warning("batch %s: %s; failed", batch_id, refused.code)
             await self._end(batch_id, "failed", BatchError(code=refused.code, message=refused.message))
             return
         task = asyncio.create_task(self._run(tenant, batch))
         self._running[batch_id] = task
-        beat = asyncio.create_task(self._heartbeat(batch_id, task))
+        beat = asyncio.create_task(self._heartbeat(batch_id, task, tenant, batch))
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -444,9 +378,13 @@ class BatchService:
         log.warning("batch %s stopped without a cancel; it resumes when its lease lapses", batch_id)
         return False
 
-    async def _heartbeat(self, batch_id: str, task: asyncio.Task[None]) -> None:
-        """Renew the lease every third of it; stop the run when the batch was cancelled (on any instance) or
-        the lease went to another instance."""
+    def _refusal(self, tenant: str, batch: BatchObject) -> Refusal | None:
+        keys = self.keys() if callable(self.keys) else self.keys
+        return refusal(tenant, batch.key_sha256, tenants=self.tenants, keys=keys)
+
+    async def _heartbeat(self, batch_id: str, task: asyncio.Task[None], tenant: str, batch: BatchObject) -> None:
+        """Renew the lease every third of it; stop the run when the batch was cancelled (on any instance), the
+        lease went to another instance, or the key that created it was revoked (the batch fails)."""
         while not task.done():
             await asyncio.sleep(self.lease_s / 3)
             try:
@@ -459,6 +397,10 @@ class BatchService:
                 task.cancel()
                 return
             if status == "cancelling":
+                task.cancel()
+                return
+            if (refused := self._refusal(tenant, batch)) is not None:
+                self._revoked[batch_id] = refused
                 task.cancel()
                 return
 
@@ -488,6 +430,10 @@ class BatchService:
             self._lost.add(batch.id)
             return  # another instance holds the batch now and goes on with it
         except asyncio.CancelledError:
+            if (refused := self._revoked.pop(batch.id, None)) is not None and not self._closing:
+                log.warning("batch %s: %s; failed", batch.id, refused.code)
+                await self._end(batch.id, "failed", BatchError(code=refused.code, message=refused.message))
+                return
             if self._closing or batch.id in self._lost or self.get(tenant, batch.id).status != "cancelling":
                 raise  # shutdown or lease lost: the batch stays in progress and resumes (here or elsewhere)
             end = "cancelled"

@@ -15,6 +15,7 @@ from sovrouter.config import Settings
 from sovrouter.errors import ConfigError
 from sovrouter.evalloop.loop import observe_live
 from sovrouter.gateway.app import create_app
+from sovrouter.gateway.auth import KeyRing
 from sovrouter.gateway.wiring import build_live_pipeline, make_affinity_bus, make_batch_service, make_load_poller
 from sovrouter.protocols import AsyncClosable
 
@@ -83,10 +84,11 @@ def run(args: argparse.Namespace) -> int:
     for shipped in (pipeline.records, obs.signals):  # shared record and signal stores ship their last rows
         if isinstance(shipped, AsyncClosable):
             closers.append(shipped.aclose)
-    batches = make_batch_service(settings, observed)  # /v1/files, /v1/batches
+    keys = KeyRing.from_settings(settings)  # one ring for chat, files, batches and feedback (api_keys_file)
+    batches = make_batch_service(settings, observed, keys)  # /v1/files, /v1/batches
     stops = shutdown_order(poller.aclose if poller is not None else None, obs.loop.drain, client.aclose, closers)
     app = create_app(observed, settings, on_shutdown=stops,
-                     on_startup=[s.start for s in (bus, poller) if s is not None], batches=batches)
+                     on_startup=[s.start for s in (bus, poller) if s is not None], batches=batches, keys=keys)
     obs.mount(app)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     return 0

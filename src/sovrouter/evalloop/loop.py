@@ -40,6 +40,7 @@ from sovrouter.store.sql import database_url
 from sovrouter.telemetry.metrics import (
     CacheCollector,
     InFlightCollector,
+    KeyFileCollector,
     RequestMetrics,
     SharedSlotsCollector,
     TenantLabels,
@@ -165,6 +166,7 @@ class Observability:
     records: RecordSource | None = None
     _collectors_registered: bool = False
     _slots_registered: bool = False
+    _keys_registered: bool = False
 
     def sink(self, inner: RecordSink) -> TelemetrySink:
         return TelemetrySink(inner, self.metrics, self.tracer)
@@ -201,6 +203,9 @@ class Observability:
             # what the limit shared in Redis decided: invisible on /metrics until 2026-11-28
             self.metrics.registry.register(SharedSlotsCollector(gateway.slots, self.metrics.tenants))
             self._slots_registered = True
+        if gateway.keys.source is not None and not self._keys_registered:  # reloads of api_keys_file
+            self.metrics.registry.register(KeyFileCollector(gateway.keys))
+            self._keys_registered = True
         operators = None
         if gateway.settings.operator_keys:  # the operators' pages show every tenant's ids, routes and costs
             operators = KeyRing([ApiKey(tenant="operators", key_sha256=k.key_sha256)

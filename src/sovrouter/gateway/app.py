@@ -66,10 +66,10 @@ class Gateway:
     """The state and handlers of one app instance."""
 
     def __init__(self, pipeline: Pipeline, settings: Settings,
-                 request_ids: Callable[[], str] | None = None) -> None:
+                 request_ids: Callable[[], str] | None = None, keys: KeyRing | None = None) -> None:
         self.pipeline = pipeline
         self.settings = settings
-        self.keys = KeyRing(settings.api_keys)
+        self.keys = keys if keys is not None else KeyRing.from_settings(settings)
         # this instance's count per tenant, or every instance's in Redis with shared_in_flight (shared_slots.py)
         self.slots: TenantLimit = make_tenant_slots(settings)
         self.request_ids = request_ids or (lambda: uuid.uuid4().hex)
@@ -293,12 +293,14 @@ def create_app(
     request_ids: Callable[[], str] | None = None,
     on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
     batches: BatchService | None = None,
+    keys: KeyRing | None = None,
 ) -> FastAPI:
     """The gateway app for ``pipeline``. ``on_startup`` callbacks run in the serving loop before the first
     request (start background readers there); ``on_shutdown`` callbacks run after in-flight streams have drained
     (close HTTP clients there). ``request_ids`` overrides the request-id factory (tests). ``batches``: serve
-    ``/v1/files`` and ``/v1/batches`` from it (started and closed with the app)."""
-    gateway = Gateway(pipeline, settings, request_ids)
+    ``/v1/files`` and ``/v1/batches`` from it (started and closed with the app). ``keys``: the API keys (default:
+    :meth:`KeyRing.from_settings`; give the batch service's ring, so both see a revocation at once)."""
+    gateway = Gateway(pipeline, settings, request_ids, keys)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

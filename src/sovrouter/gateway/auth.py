@@ -1,6 +1,7 @@
 """API-key authentication: the tenant comes from the key, and only from the key; each tenant's slots.
 
-Keys are configured as sha256 hex digests (``settings.api_keys``); a presented key is hashed and compared with
+Keys are configured as sha256 hex digests (``settings.api_keys``, and ``api_keys_file``, read again when it
+changes: :mod:`~sovrouter.gateway.keyfile`); a presented key is hashed and compared with
 every configured digest in constant time (``hmac.compare_digest``), so neither the key nor the position of a
 match leaks through timing. Error messages never echo what was presented.
 """
@@ -9,11 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
-from sovrouter.config import ApiKey
+from sovrouter.catalog import Tenants
+from sovrouter.config import ApiKey, Settings
 from sovrouter.errors import AuthenticationError, TooManyRequestsError
+from sovrouter.gateway.keyfile import KeyFile
 from sovrouter.protocols import Release
 
 
@@ -26,8 +29,42 @@ class Caller:
 
 
 class KeyRing:
-    def __init__(self, keys: Sequence[ApiKey]) -> None:
-        self._keys = [(bytes.fromhex(k.key_sha256), k.tenant) for k in keys]
+    """The API keys in force: ``keys`` (the configuration's ``api_keys``), plus those of ``source`` (an
+    ``api_keys_file``, :mod:`~sovrouter.gateway.keyfile`), which is checked for changes as keys are presented."""
+
+    def __init__(self, keys: Sequence[ApiKey], source: KeyFile | None = None) -> None:
+        self._inline = tuple(keys)
+        self.source = source
+        self._keys = self._compile()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, known_tenants: Collection[str] | None = None) -> KeyRing:
+        """The ring of a gateway. ``known_tenants``: the tenants a key may name (default: the tenants file's); an
+        ``api_keys_file`` that does not read or validate raises :class:`~sovrouter.errors.ConfigError`."""
+        if settings.api_keys_file is None:
+            return cls(settings.api_keys)
+        if known_tenants is None:
+            known_tenants = {t.id for t in Tenants.load(settings.tenants).tenants}
+        return cls(settings.api_keys, KeyFile(settings.api_keys_file, known_tenants, settings.api_keys,
+                                              reload_s=settings.api_keys_reload_s))
+
+    def _compile(self) -> list[tuple[bytes, str]]:
+        extra = self.source.keys if self.source is not None else ()
+        return [(bytes.fromhex(k.key_sha256), k.tenant) for k in (*self._inline, *extra)]
+
+    def _current(self) -> list[tuple[bytes, str]]:
+        if self.source is not None and self.source.refresh():
+            self._keys = self._compile()  # one assignment: a reader sees the old list or the new one
+        return self._keys
+
+    @property
+    def count(self) -> int:
+        """How many keys are in force (as last read; reading this does not check the file)."""
+        return len(self._keys)
+
+    def digests(self) -> frozenset[str]:
+        """The sha256 hex digests of the keys in force now (a batch whose creating key is not among them fails)."""
+        return frozenset(stored.hex() for stored, _ in self._current())
 
     def tenant_for(self, authorization: str | None) -> str:
         """The tenant of an ``Authorization: Bearer <key>`` header; raises :class:`AuthenticationError`."""
@@ -44,7 +81,7 @@ class KeyRing:
             raise AuthenticationError("malformed Authorization header: expected 'Bearer <key>'")
         digest = hashlib.sha256(token.encode("utf-8")).digest()
         tenant: str | None = None
-        for stored, owner in self._keys:  # no early exit: every digest is compared
+        for stored, owner in self._current():  # no early exit: every digest is compared
             if hmac.compare_digest(stored, digest) and tenant is None:
                 tenant = owner
         if tenant is None:

@@ -28,7 +28,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sovrouter.batch.service import BatchService, CreateBatch, ExpiresAfter
+from sovrouter.batch.objects import CreateBatch, ExpiresAfter
+from sovrouter.batch.service import BatchService
 from sovrouter.errors import InvalidRequestError, RequestTooLargeError, SovrouterError, StoreUnavailableError
 from sovrouter.gateway.auth import KeyRing
 from sovrouter.gateway.errors import error_response, internal_error_response

@@ -25,6 +25,7 @@ from sovrouter.clock import WallClock
 from sovrouter.config import ReliabilitySettings, Settings, Upstream, env_secret
 from sovrouter.contracts import Candidate
 from sovrouter.errors import ConfigError
+from sovrouter.gateway.auth import KeyRing
 from sovrouter.pipeline import Pipeline
 from sovrouter.protocols import Clock, ModelAdapter
 from sovrouter.reuse.affinity_events import AffinityEventBus, RedisAffinityBus
@@ -161,17 +162,18 @@ def build_live_pipeline(
                     cache_path=str(settings.state_dir / "cache.sqlite"))
 
 
-def make_batch_service(settings: Settings, pipeline: Pipeline) -> BatchService | None:
+def make_batch_service(settings: Settings, pipeline: Pipeline, keys: KeyRing | None = None) -> BatchService | None:
     """``/v1/files`` and ``/v1/batches`` over ``pipeline``, stored under ``state_dir/batches`` (off when
-    ``batches.enabled`` is false)."""
+    ``batches.enabled`` is false). ``keys``: the gateway's ring (a batch whose creating key is no longer in it
+    fails; the ring follows ``api_keys_file``); default: ``api_keys`` as configured."""
     cfg = settings.batches
     if not cfg.enabled:
         return None
-    keys = [k.key_sha256 for k in settings.api_keys]  # a batch whose creating key is not listed is failed
+    keys_now = keys.digests if keys is not None else [k.key_sha256 for k in settings.api_keys]
     retention_s = None if cfg.retention_days is None else cfg.retention_days * 86_400
     if cfg.store is None:
         return BatchService(settings.state_dir / "batches", pipeline, concurrency=cfg.concurrency,
-                            max_file_bytes=cfg.max_file_bytes, retention_s=retention_s, keys=keys)
+                            max_file_bytes=cfg.max_file_bytes, retention_s=retention_s, keys=keys_now)
     url = store_url(cfg.store.url, settings.state_dir / "batches", cfg.store.password_env)
     try:
         store = BatchStore(url)
@@ -179,4 +181,4 @@ def make_batch_service(settings: Settings, pipeline: Pipeline) -> BatchService |
         raise ConfigError(f"batches.store: cannot open the database ({type(exc).__name__})") from None
     return BatchService(store, pipeline, concurrency=cfg.concurrency, max_file_bytes=cfg.max_file_bytes,
                         lease_s=cfg.store.lease_s, poll_s=cfg.store.poll_s, retention_s=retention_s,
-                        tenants=cfg.store.tenants, keys=keys)
+                        tenants=cfg.store.tenants, keys=keys_now)

@@ -19,6 +19,7 @@ from sovrouter.contracts import CallAttempt, Candidate, RequestRecord
 from sovrouter.protocols import CacheGauges
 
 if TYPE_CHECKING:
+    from sovrouter.gateway.auth import KeyRing
     from sovrouter.gateway.shared_slots import RedisTenantSlots
 
 NO_ROUTE = "none"
@@ -229,3 +230,25 @@ class SharedSlotsCollector(Collector):
                                   value=stats["lost"])
         yield GaugeMetricFamily(p + "leases", "leases this instance holds in the shared count now",
                                 value=self.slots.leases_held)
+
+
+class KeyFileCollector(Collector):
+    """The ``api_keys_file`` of a gateway (:mod:`~sovrouter.gateway.keyfile`), read at each scrape:
+    ``sovrouter_api_keys_file_reloads_total{result}`` (``ok``: a change read; ``error``: a changed file that did
+    not read or validate, the keys before it staying in force) and the gauge ``sovrouter_api_keys`` (keys in force:
+    the configuration's plus the file's)."""
+
+    def __init__(self, keys: KeyRing, namespace: str = "sovrouter") -> None:
+        self.keys = keys
+        self.namespace = namespace
+
+    def collect(self) -> Iterator[Metric]:
+        reloads = CounterMetricFamily(f"{self.namespace}_api_keys_file_reloads", "changes of api_keys_file read "
+                                      "(error: the file did not read or validate; the keys before stay in force)",
+                                      labels=["result"])
+        counts = self.keys.source.reloads if self.keys.source is not None else {"ok": 0, "error": 0}
+        for result in ("ok", "error"):
+            reloads.add_metric([result], counts[result])
+        yield reloads
+        yield GaugeMetricFamily(f"{self.namespace}_api_keys", "API keys in force (api_keys and api_keys_file)",
+                                value=self.keys.count)

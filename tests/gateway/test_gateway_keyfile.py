@@ -1,0 +1,210 @@
+"""``api_keys_file``: keys added and revoked without a restart, a wrong file keeping the keys read before, and
+every surface of a live gateway reading the same keys (batches: ``tests/batch/test_batch_revocation.py``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import openai
+import pytest
+from gateway_harness import ACME_KEY, live_gateway
+
+from sovrouter.config import ApiKey, Settings, hash_key
+from sovrouter.errors import AuthenticationError, ConfigError
+from sovrouter.gateway.auth import KeyRing
+from sovrouter.gateway.keyfile import KeyFile, read_keys
+
+TENANTS = {"acme-us", "eurobank"}
+ONE, TWO = hash_key("sk-file-one"), hash_key("sk-file-two")
+
+
+def _write(path: Path, entries: object) -> None:
+    """Written whole and renamed into place, as the module asks (and as a mounted Secret is updated)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(entries if isinstance(entries, str) else json.dumps(entries), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_the_file_reads_as_a_list_or_as_an_api_keys_section(tmp_path: Path) -> None:
+    path = tmp_path / "keys.yaml"
+    path.write_text(f"- tenant: acme-us\n  key_sha256: {ONE}\n", encoding="utf-8")
+    assert [k.key_sha256 for k in read_keys(path, TENANTS)] == [ONE]
+    path.write_text(f"api_keys:\n  - {{tenant: eurobank, key_sha256: {TWO}, label: ci}}\n", encoding="utf-8")
+    assert read_keys(path, TENANTS) == [ApiKey(tenant="eurobank", key_sha256=TWO, label="ci")]
+    path.write_text("[]", encoding="utf-8")
+    assert read_keys(path, TENANTS) == []
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("", "empty"),
+    ("   \n", "empty"),
+    ("- tenant: acme-us\n  key_sha256: [unclosed", "not valid YAML"),
+    (json.dumps([{"tenant": "acme-us", "key_sha256": "sk-plain-secret-pasted"}]), "0.key_sha256"),
+    (json.dumps([{"tenant": "acme-us", "key_sha256": ONE, "extra": "sk-plain-secret"}]), "0.extra"),
+    (json.dumps([{"tenant": "nobody", "key_sha256": ONE}]), "entry 0 names tenant 'nobody'"),
+    (json.dumps([{"tenant": "acme-us", "key_sha256": ONE}, {"tenant": "eurobank", "key_sha256": ONE}]),
+     "entry 1: the same key is listed more than once"),
+    (json.dumps({"keys": []}), "(root)"),
+])
+def test_a_wrong_file_is_a_config_error_that_echoes_no_value(tmp_path: Path, text: str, says: str) -> None:
+    path = tmp_path / "keys.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        read_keys(path, TENANTS)
+    assert says in err.value.message and str(path) in err.value.message
+    assert "sk-plain" not in err.value.message and ONE not in err.value.message
+
+
+def test_a_key_in_both_the_configuration_and_the_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    _write(path, [{"tenant": "eurobank", "key_sha256": ONE}])
+    with pytest.raises(ConfigError, match="listed more than once"):
+        read_keys(path, TENANTS, [ApiKey(tenant="acme-us", key_sha256=ONE)])
+    with pytest.raises(ConfigError, match="cannot read it"):
+        read_keys(tmp_path / "missing.json", TENANTS)
+
+
+def test_keys_are_added_and_revoked_without_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    _write(path, [{"tenant": "acme-us", "key_sha256": ONE}])
+    clock = Clock()
+    ring = KeyRing([ApiKey(tenant="eurobank", key_sha256=hash_key("sk-inline"))],
+                   KeyFile(path, TENANTS, reload_s=5.0, clock=clock))
+    assert ring.tenant_for("Bearer sk-file-one") == "acme-us"
+    assert ring.tenant_for("Bearer sk-inline") == "eurobank"
+    _write(path, [{"tenant": "eurobank", "key_sha256": TWO}])  # one revoked, one added
+    clock.t = 4.9  # not checked before reload_s has passed
+    assert ring.tenant_for("Bearer sk-file-one") == "acme-us"
+    clock.t = 5.0
+    with pytest.raises(AuthenticationError):
+        ring.tenant_for("Bearer sk-file-one")
+    assert ring.tenant_for("Bearer sk-file-two") == "eurobank"
+    assert ring.tenant_for("Bearer sk-inline") == "eurobank"  # the configuration's own keys stay
+    assert ring.digests() == {TWO, hash_key("sk-inline")}
+
+
+def test_a_wrong_file_keeps_the_keys_read_before_until_it_is_fixed(tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "keys.json"
+    _write(path, [{"tenant": "acme-us", "key_sha256": ONE}])
+    clock = Clock()
+    source = KeyFile(path, TENANTS, reload_s=1.0, clock=clock)
+    ring = KeyRing([], source)
+    for t, broken in enumerate(("[{\"tenant\": \"acme-us\", ", "", json.dumps([{"tenant": "x", "key_sha256": TWO}])),
+                               start=1):
+        _write(path, broken)
+        clock.t = float(t)
+        with caplog.at_level(logging.WARNING, logger="sovrouter.gateway.keyfile"):
+            assert ring.tenant_for("Bearer sk-file-one") == "acme-us"
+        assert source.reloads["error"] == t
+        assert "stay in force" in caplog.text and ONE not in caplog.text and TWO not in caplog.text
+    clock.t = 10.0  # unchanged since: not read (nor warned about) again
+    assert ring.tenant_for("Bearer sk-file-one") == "acme-us" and source.reloads["error"] == 3
+    path.unlink()  # gone: the keys read before stay
+    clock.t = 11.0
+    assert ring.tenant_for("Bearer sk-file-one") == "acme-us" and source.reloads["error"] == 4
+    _write(path, [{"tenant": "acme-us", "key_sha256": TWO}])
+    clock.t = 12.0
+    assert ring.tenant_for("Bearer sk-file-two") == "acme-us" and source.reloads == {"ok": 1, "error": 4}
+    with pytest.raises(AuthenticationError):
+        ring.tenant_for("Bearer sk-file-one")
+
+
+def test_a_wrong_file_at_start_up_stops_the_start(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    _write(path, [{"tenant": "nobody", "key_sha256": ONE}])
+    data = Path(__file__).resolve().parents[2] / "src" / "sovrouter" / "data" / "demo"
+    settings = Settings(catalog=data / "models.json", tenants=data / "tenants.json", api_keys_file=path)
+    with pytest.raises(ConfigError, match="names tenant 'nobody'"):
+        KeyRing.from_settings(settings)
+
+
+def test_the_file_is_found_relative_to_the_configuration(tmp_path: Path) -> None:
+    (tmp_path / "conf").mkdir()
+    cfg = tmp_path / "conf" / "gw.yaml"
+    cfg.write_text("catalog: models.json\ntenants: tenants.json\napi_keys_file: secrets/keys.yaml\n"
+                   "api_keys_reload_s: 0.5\n", encoding="utf-8")
+    settings = Settings.load(cfg)
+    assert settings.api_keys_file == (tmp_path / "conf" / "secrets" / "keys.yaml").resolve()
+    assert settings.api_keys_reload_s == 0.5
+
+
+def test_a_live_gateway_follows_the_file_with_the_official_client(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    _write(path, [{"tenant": "acme-us", "key_sha256": ONE}])
+    with live_gateway(tmp_path / "state", api_keys_file=path, api_keys_reload_s=0.05) as live:
+        ask = {"model": "auto", "messages": [{"role": "user", "content": "hello"}]}
+        assert live.client("sk-file-one").chat.completions.create(**ask).choices[0].message.content
+        assert live.client(ACME_KEY).chat.completions.create(**ask).choices  # api_keys still apply
+        _write(path, [{"tenant": "acme-us", "key_sha256": TWO}])
+        time.sleep(0.1)
+        with pytest.raises(openai.AuthenticationError) as err:
+            live.client("sk-file-one").chat.completions.create(**ask)
+        assert "sk-file" not in str(err.value.body) and ONE not in str(err.value.body)
+        assert live.client("sk-file-two").chat.completions.create(**ask).choices
+        with pytest.raises(openai.AuthenticationError):  # every surface reads the same ring
+            live.client("sk-file-one").files.list()
+
+
+
+def test_reloads_and_keys_in_force_are_on_metrics(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from sovrouter.telemetry.metrics import KeyFileCollector
+
+    path = tmp_path / "keys.json"
+    _write(path, [{"tenant": "acme-us", "key_sha256": ONE}])
+    clock = Clock()
+    ring = KeyRing([ApiKey(tenant="eurobank", key_sha256=hash_key("sk-inline"))],
+                   KeyFile(path, TENANTS, reload_s=1.0, clock=clock))
+    registry = CollectorRegistry()
+    registry.register(KeyFileCollector(ring))
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    assert value("sovrouter_api_keys") == 2
+    _write(path, "not: [valid")
+    clock.t = 1.0
+    ring.digests()
+    _write(path, [{"tenant": "acme-us", "key_sha256": ONE}, {"tenant": "acme-us", "key_sha256": TWO}])
+    clock.t = 2.0
+    ring.digests()
+    assert value("sovrouter_api_keys_file_reloads_total", result="error") == 1
+    assert value("sovrouter_api_keys_file_reloads_total", result="ok") == 1
+    assert value("sovrouter_api_keys") == 3
+
+
+def test_the_eval_loop_puts_the_key_file_on_metrics(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+    from gateway_harness import make_settings
+
+    from sovrouter.adapters.openai_http import new_client
+    from sovrouter.evalloop.loop import EvalSettings, build_observability
+    from sovrouter.gateway.app import create_app
+    from sovrouter.gateway.wiring import build_live_pipeline
+
+    path = tmp_path / "keys.json"
+    _write(path, [{"tenant": "acme-us", "key_sha256": ONE}])
+    settings = make_settings(tmp_path / "state", "http://127.0.0.1:9", "http://127.0.0.1:9", api_keys_file=path)
+    client = new_client()
+    pipeline = build_live_pipeline(settings, client=client)
+    obs = build_observability(EvalSettings())
+    app = create_app(obs.observe(pipeline), settings, on_shutdown=[client.aclose])
+    obs.mount(app)
+    with TestClient(app) as http:
+        body = http.get("/metrics").text
+    assert "sovrouter_api_keys 3.0" in body  # the configuration's two and the file's one
+    assert 'sovrouter_api_keys_file_reloads_total{result="error"} 0.0' in body
