@@ -53,6 +53,20 @@ def test_env_fields_take_a_variable_name_and_errors_never_print_a_value(tmp_path
     assert secret not in str(exc.value) and "line" in str(exc.value)
 
 
+@pytest.mark.parametrize("section", ["api_keys", "operator_keys"])
+def test_a_key_pasted_as_a_field_name_is_not_echoed(tmp_path: Path, section: str) -> None:
+    """``- sk-...: acme-us`` (a key mapped to its tenant) read as an unknown field named by the key: the message
+    named it (found in review, 2026-11-28). Known field names and the path stay visible."""
+    secret = "sk-live-SECRETVALUE123"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"catalog: c.json\ntenants: t.json\n{section}:\n  - {secret}: acme-us\n    label: x\n")
+    with pytest.raises(ConfigError) as exc:
+        Settings.load(cfg)
+    assert secret not in str(exc.value) and exc.value.__cause__ is None
+    assert f"{section}.0.(a field): Extra inputs are not permitted" in str(exc.value)
+    assert f"{section}.0.key_sha256: Field required" in str(exc.value)
+
+
 def test_a_key_for_an_unknown_tenant_is_refused_at_start(tmp_path: Path) -> None:
     from sovrouter.gateway.wiring import build_live_pipeline
     from sovrouter.testing_workload import DEMO_DATA

@@ -331,8 +331,8 @@ class Settings(BaseModel):
             raw = tomllib.loads(text) if p.suffix == ".toml" else yaml.load(text, Loader=_UniqueKeyLoader)
             settings = cls.model_validate(raw)
         except ValidationError as exc:  # field and reason only: values (a URL's password, a key) are not echoed
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors())
-            raise ConfigError(f"invalid configuration {p}: {problems}") from exc
+            problems = "; ".join(f"{error_place(e['loc'])}: {e['msg']}" for e in exc.errors())
+            raise ConfigError(f"invalid configuration {p}: {problems}") from None
         except _DuplicateKeyError as exc:  # the key is the file's own structure, not a value
             raise ConfigError(f"invalid configuration {p}: {exc}") from None
         except yaml.YAMLError as exc:  # where, never the offending text (it may be a secret pasted in)
@@ -361,6 +361,23 @@ class Settings(BaseModel):
                                                      "semantic_verifier": here(arts.semantic_verifier)}),
             }
         )
+
+
+_KEY_LISTS = {"api_keys": ApiKey, "operator_keys": OperatorKey}
+
+
+def error_place(loc: tuple[int | str, ...]) -> str:
+    """Where a validation error is, for a message: the path of field names and indexes, except that inside a key
+    entry (``api_keys``, ``operator_keys``) a name that is not one of the entry's fields shows as ``(a field)``:
+    ``- sk-live-...: acme-us``, a key mapped to its tenant, put the key into the message (found in review)."""
+    shown: list[str] = []
+    entry = _KEY_LISTS.get(str(loc[0])) if loc else None
+    for i, part in enumerate(loc):
+        if entry is not None and i >= 2 and isinstance(part, str) and part not in entry.model_fields:
+            shown.append("(a field)")
+        else:
+            shown.append(str(part))
+    return ".".join(shown) or "(root)"
 
 
 class _DuplicateKeyError(yaml.YAMLError):  # type: ignore[misc]

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
+from typing import Any
 
+import pytest
 from batch_helpers import CHAT, batch_file, make_pipeline
 
 from sovrouter.batch.objects import CreateBatch
@@ -135,4 +138,57 @@ async def test_a_running_batch_fails_at_the_next_renewal_once_its_key_is_revoked
     assert sum(a.calls for a in adapters) == calls  # no line starts after the failure
     out = service.content("acme-us", failed.output_file_id or "").decode().splitlines()
     assert len(out) == failed.request_counts.completed  # what was answered is kept
+    await service.aclose()
+
+
+async def test_a_key_just_added_to_the_file_is_honoured_by_another_instance_at_once(
+        tmp_path: Path, catalog: Catalog, tenants: Tenants) -> None:
+    """Instance A reads the file and accepts a key just added; instance B, which takes the batch from the shared
+    store, had read the file less than ``api_keys_reload_s`` before: it judged the batch on its stale keys and
+    failed it as revoked, for good (found in review, 2026-11-28). Failing a batch reads the file first."""
+    from sovrouter.gateway.auth import KeyRing
+    from sovrouter.gateway.keyfile import KeyFile
+
+    known = {t.id for t in tenants.tenants}
+    path = tmp_path / "keys.json"
+    path.write_text(json.dumps([{"tenant": "acme-us", "key_sha256": KEPT}]), encoding="utf-8")
+    now = [0.0]
+    b = KeyRing([], KeyFile(path, known, reload_s=5.0, clock=lambda: now[0]))
+    path.write_text(json.dumps([{"tenant": "acme-us", "key_sha256": KEPT},
+                                {"tenant": "acme-us", "key_sha256": hash_key("sk-acme-new")}]), encoding="utf-8")
+    now[0] = 1.0
+    a = KeyRing([], KeyFile(path, known, reload_s=5.0, clock=lambda: now[0]))
+    caller = a.caller("Bearer sk-acme-new")
+    pipeline, _ = make_pipeline(catalog, tenants)
+    service = BatchService(tmp_path / "store", pipeline, keys=b.digests)
+    await service.start()
+    f = service.upload("acme-us", "in.jsonl", "batch", batch_file(3))
+    batch = service.create(caller.tenant, CreateBatch(input_file_id=f.id, **CHAT), key_sha256=caller.key_sha256)
+    await _until(service, batch.id, ("completed", "failed"))
+    assert service.get("acme-us", batch.id).status == "completed"
+    await service.aclose()
+
+
+async def test_a_revocation_landing_as_the_batch_completes_leaves_nothing_behind(
+        tmp_path: Path, catalog: Catalog, tenants: Tenants, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The renewal that saw the key gone came while the completed batch was being closed: the batch completes
+    (every line was answered), and its revocation was kept in ``_revoked`` for good (found in review)."""
+    pipeline, _ = make_pipeline(catalog, tenants)
+    live = {OLD}
+    service = BatchService(tmp_path, pipeline, lease_s=0.15, keys=lambda: live)
+    finish = service.store.finish
+
+    def slow_finish(*args: Any, **kwargs: Any) -> bool:
+        live.discard(OLD)  # revoked while the batch closes; a renewal (every 0.05 s) comes in meanwhile
+        time.sleep(0.2)
+        return finish(*args, **kwargs)
+
+    monkeypatch.setattr(service.store, "finish", slow_finish)
+    await service.start()
+    f = service.upload("acme-us", "in.jsonl", "batch", batch_file(2))
+    batch = service.create("acme-us", CreateBatch(input_file_id=f.id, **CHAT), key_sha256=OLD)
+    await _until(service, batch.id, ("completed", "failed"))
+    await asyncio.sleep(0.1)
+    assert service.get("acme-us", batch.id).status == "completed"
+    assert service._revoked == {}
     await service.aclose()

@@ -208,3 +208,80 @@ def test_the_eval_loop_puts_the_key_file_on_metrics(tmp_path: Path) -> None:
         body = http.get("/metrics").text
     assert "sovrouter_api_keys 3.0" in body  # the configuration's two and the file's one
     assert 'sovrouter_api_keys_file_reloads_total{result="error"} 0.0' in body
+
+
+def test_a_key_pasted_as_a_field_name_is_not_echoed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``- sk-...: acme-us`` (a key mapped to its tenant) failed with ``0.sk-...: Extra inputs are not permitted``:
+    the key itself in the start-up error, or in the log after a change (found in review, 2026-11-28)."""
+    path = tmp_path / "keys.yaml"
+    path.write_text(f"- sk-live-pasted-4f9a: acme-us\n- {ONE}: eurobank\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        read_keys(path, TENANTS)
+    assert "sk-live" not in err.value.message and ONE not in err.value.message
+    assert "0.tenant: Field required" in err.value.message  # where and why stay
+    _write(path, [{"tenant": "acme-us", "key_sha256": ONE}])
+    clock = Clock()
+    ring = KeyRing([], KeyFile(path, TENANTS, reload_s=1.0, clock=clock))
+    path.write_text("- sk-live-pasted-4f9a: acme-us\n", encoding="utf-8")
+    clock.t = 1.0
+    with caplog.at_level(logging.WARNING, logger="sovrouter.gateway.keyfile"):
+        assert ring.tenant_for("Bearer sk-file-one") == "acme-us"
+    assert "stay in force" in caplog.text and "sk-live" not in caplog.text
+
+
+def test_a_rewrite_the_stat_cannot_tell_apart_is_still_read(tmp_path: Path) -> None:
+    """Same inode, size and modification time: a rewrite in place within one timestamp tick (coarse on many
+    kernels and filesystems), or a copy that keeps times. A key revoked so stayed valid until the file changed
+    again (found in review, 2026-11-28)."""
+    path = tmp_path / "keys.json"
+    path.write_text(json.dumps([{"tenant": "acme-us", "key_sha256": ONE}]), encoding="utf-8")
+    before = os.stat(path)
+    clock = Clock()
+    ring = KeyRing([], KeyFile(path, TENANTS, reload_s=1.0, clock=clock))
+    with path.open("r+", encoding="utf-8") as f:  # in place, the same length
+        f.write(json.dumps([{"tenant": "acme-us", "key_sha256": TWO}]))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(path)
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+    clock.t = 1.0
+    with pytest.raises(AuthenticationError):
+        ring.tenant_for("Bearer sk-file-one")
+    assert ring.tenant_for("Bearer sk-file-two") == "acme-us"
+
+
+def test_a_kubernetes_style_symlink_swap_is_read(tmp_path: Path) -> None:
+    """A Secret volume: ``keys.json -> ..data/keys.json``, ``..data -> ..<timestamp>``, swapped atomically."""
+    first, second = tmp_path / "..2026_11_28_a", tmp_path / "..2026_11_28_b"
+    for folder, digest in ((first, ONE), (second, TWO)):
+        folder.mkdir()
+        (folder / "keys.json").write_text(json.dumps([{"tenant": "acme-us", "key_sha256": digest}]),
+                                          encoding="utf-8")
+    (tmp_path / "..data").symlink_to(first.name)
+    (tmp_path / "keys.json").symlink_to("..data/keys.json")
+    clock = Clock()
+    ring = KeyRing([], KeyFile(tmp_path / "keys.json", TENANTS, reload_s=1.0, clock=clock))
+    assert ring.tenant_for("Bearer sk-file-one") == "acme-us"
+    (tmp_path / "..data_tmp").symlink_to(second.name)
+    os.replace(tmp_path / "..data_tmp", tmp_path / "..data")
+    clock.t = 1.0
+    assert ring.tenant_for("Bearer sk-file-two") == "acme-us"
+    with pytest.raises(AuthenticationError):
+        ring.tenant_for("Bearer sk-file-one")
+
+
+def test_the_batch_service_made_without_the_ring_still_reads_the_file(tmp_path: Path) -> None:
+    """``make_batch_service(settings, pipeline)`` read ``api_keys`` only: every batch created with a key of
+    ``api_keys_file`` was failed as revoked when taken."""
+    from gateway_harness import make_settings
+
+    from sovrouter.adapters.openai_http import new_client
+    from sovrouter.gateway.wiring import build_live_pipeline, make_batch_service
+
+    path = tmp_path / "keys.json"
+    _write(path, [{"tenant": "acme-us", "key_sha256": ONE}])
+    settings = make_settings(tmp_path / "state", "http://127.0.0.1:9", "http://127.0.0.1:9", api_keys_file=path)
+    service = make_batch_service(settings, build_live_pipeline(settings, client=new_client()))
+    assert service is not None and service.keys is not None
+    keys = service.keys() if callable(service.keys) else service.keys
+    assert ONE in keys and hash_key(ACME_KEY) in keys
+    service.store.close()

@@ -5,9 +5,10 @@ renewal while it runs (a key removed from ``api_keys_file`` is revoked without a
 - **The key that created it** (since 2026-11-28): a batch remembers the sha256 hex digest of the API key that
   created it (``key_sha256`` in its stored object; never the key, never shown by the API). An operator revokes a
   key by removing it from ``api_keys_file`` (read again by every instance) or from ``api_keys`` and restarting;
-  an instance whose keys no longer include that digest fails the batch (``failed``, error ``api_key_revoked``) instead of running it, even when its tenant still has
-  other keys: the credential that asked for the work was withdrawn. A batch stored before the digest was kept
-  (no ``key_sha256``) runs under its tenant, as before (it closes within its 24 h window).
+  an instance whose keys no longer include that digest fails the batch (``failed``, error ``api_key_revoked``)
+  instead of running it, even when its tenant still has other keys: the credential that asked for the work was
+  withdrawn. A batch stored before the digest was kept (no ``key_sha256``) runs under its tenant, as before (it
+  closes within its 24 h window).
 - **Its tenant's place in a shared store** (``batches.store.tenants``): a tenant delisted since the batch was
   created keeps nothing more in the store (``failed``, ``store_not_allowed``).
 

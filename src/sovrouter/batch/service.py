@@ -358,8 +358,9 @@ class BatchService:
             if self._closing:
                 raise  # shutdown: the batch resumes later
             # else, lease lost: another instance holds it now, and goes on with it; only a batch marked
-            # cancelling ends as cancelled (cancelled before its own handler ran); anything else resumes
-            if batch_id not in self._lost and await self._marked_cancelling(batch_id):
+            # cancelling ends as cancelled (cancelled before its own handler ran); anything else resumes. A
+            # revocation its run did not take was one that landed as the run closed the batch (it goes on)
+            if batch_id not in self._lost and batch_id not in self._revoked and await self._marked_cancelling(batch_id):
                 await self._end(batch_id, "cancelled")
         except SQLAlchemyError:  # the store went away: not the batch's fault; it resumes once the lease lapses
             log.warning("batch %s paused: the batch store is unreachable", batch_id)
@@ -370,6 +371,7 @@ class BatchService:
             beat.cancel()
             self._running.pop(batch_id, None)
             self._lost.discard(batch_id)
+            self._revoked.pop(batch_id, None)  # a revocation that landed as the run ended (its close under way)
 
     async def _marked_cancelling(self, batch_id: str) -> bool:
         stored = await asyncio.to_thread(self.store.batch, None, batch_id)

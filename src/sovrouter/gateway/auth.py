@@ -52,8 +52,8 @@ class KeyRing:
         extra = self.source.keys if self.source is not None else ()
         return [(bytes.fromhex(k.key_sha256), k.tenant) for k in (*self._inline, *extra)]
 
-    def _current(self) -> list[tuple[bytes, str]]:
-        if self.source is not None and self.source.refresh():
+    def _current(self, now: bool = False) -> list[tuple[bytes, str]]:
+        if self.source is not None and self.source.refresh(now):
             self._keys = self._compile()  # one assignment: a reader sees the old list or the new one
         return self._keys
 
@@ -63,8 +63,10 @@ class KeyRing:
         return len(self._keys)
 
     def digests(self) -> frozenset[str]:
-        """The sha256 hex digests of the keys in force now (a batch whose creating key is not among them fails)."""
-        return frozenset(stored.hex() for stored, _ in self._current())
+        """The sha256 hex digests of the keys in force now (a batch whose creating key is not among them fails),
+        the file checked whatever ``api_keys_reload_s`` says: failing a batch is for good, and another instance
+        may have accepted a key added since this one's last check (a batch of it was failed as revoked)."""
+        return frozenset(stored.hex() for stored, _ in self._current(now=True))
 
     def tenant_for(self, authorization: str | None) -> str:
         """The tenant of an ``Authorization: Bearer <key>`` header; raises :class:`AuthenticationError`."""

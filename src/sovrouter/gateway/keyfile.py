@@ -5,10 +5,12 @@ and revokes keys without restarting any instance.
   mapping with that list under ``api_keys`` (the section moved out of the configuration as it is). The keys in
   force are the configuration's ``api_keys`` plus the file's.
 - **When it is read**: at start-up (a file that does not read, parse or validate stops the start, as any
-  configuration error does), then whenever it changed (modification time, size or inode) at the next
-  authentication at least ``api_keys_reload_s`` after the previous check: a removed key is refused by every
-  instance within about that long, and a batch it created is failed at the owner's next lease renewal
-  (:mod:`sovrouter.batch.revocation`).
+  configuration error does), then whenever its content changed at the next authentication at least
+  ``api_keys_reload_s`` after the previous check: a removed key is refused by every instance within about that
+  long, and a batch it created is failed at the owner's next lease renewal (:mod:`sovrouter.batch.revocation`;
+  the batch path checks the file each time it asks, without waiting for ``api_keys_reload_s``). The content is
+  compared, not the modification time, size and inode: a rewrite in place of the same length within one
+  timestamp tick, or a copy that keeps times, leaves all three as they were (found in review).
 - **A file that is wrong after a change** (unreadable, not YAML, an entry that does not validate, a tenant the
   tenants file does not have, a digest listed twice, an empty file) keeps the keys read before, with a warning in
   the log and ``sovrouter_api_keys_file_reloads_total{result="error"}``; it is read again once it changes. Keeping
@@ -17,13 +19,15 @@ and revokes keys without restarting any instance.
   rename it into place (a Kubernetes Secret mounted as a volume is updated that way): a reader that meets a
   half-written list takes it as it stands until the next check.
 - Messages name the file, the entry's index and field and the tenant id (configuration, not a secret); never a
-  digest or any other value.
+  digest or any other value, nor an unknown field's name unless it is a plain word (``- sk-...: acme-us``, a key
+  mapped to its tenant, would otherwise put the key in the message).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import os
+import re
 import time
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
@@ -38,15 +42,16 @@ from sovrouter.errors import ConfigError
 log = logging.getLogger(__name__)
 
 _KEYS = TypeAdapter(list[ApiKey])
-Signature = tuple[int, int, int]
+_WORD = re.compile(r"[A-Za-z_]{1,40}")  # a field name shown as it is (a key or a digest has digits or dashes)
 
 
-def read_keys(path: Path, known_tenants: Collection[str], inline: Sequence[ApiKey] = ()) -> list[ApiKey]:
-    """The keys ``path`` lists, checked against the tenants and against ``inline`` (the configuration's own
-    ``api_keys``); raises :class:`ConfigError` saying what is wrong."""
+def read_keys(path: Path, known_tenants: Collection[str], inline: Sequence[ApiKey] = (),
+              data: bytes | None = None) -> list[ApiKey]:
+    """The keys ``path`` lists (``data``: its bytes, already read), checked against the tenants and against
+    ``inline`` (the configuration's own ``api_keys``); raises :class:`ConfigError` saying what is wrong."""
     where = f"api_keys_file {path}"
     try:
-        text = path.read_text(encoding="utf-8")
+        text = (path.read_bytes() if data is None else data).decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
         raise ConfigError(f"{where}: cannot read it ({why})") from None
@@ -65,7 +70,7 @@ def read_keys(path: Path, known_tenants: Collection[str], inline: Sequence[ApiKe
     try:
         keys = _KEYS.validate_python(raw)
     except ValidationError as exc:  # where and why only: the values may be digests
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors()[:3])
+        problems = "; ".join(f"{_place(e['loc'])}: {e['msg']}" for e in exc.errors()[:3])
         raise ConfigError(f"{where}: {problems}") from None
     bad = [f"entry {i} names tenant {k.tenant!r}" for i, k in enumerate(keys) if k.tenant not in known_tenants]
     if bad:
@@ -78,13 +83,20 @@ def read_keys(path: Path, known_tenants: Collection[str], inline: Sequence[ApiKe
     return keys
 
 
-def signature(path: Path) -> Signature | None:
-    """What tells a changed file: modification time (ns), size and inode; None when it cannot be stat'ed."""
+def _place(loc: tuple[int | str, ...]) -> str:
+    """Where a validation error is: indexes and field names, an unknown field's name only when it is a word."""
+    shown = (str(p) if isinstance(p, int) or p in ApiKey.model_fields or _WORD.fullmatch(p) else "(a field)"
+             for p in loc)
+    return ".".join(shown) or "(root)"
+
+
+def _contents(path: Path) -> tuple[bytes | None, bytes | None]:
+    """The file's bytes and their sha256 (what tells a changed file); (None, None) when it cannot be read."""
     try:
-        st = os.stat(path)
+        data = path.read_bytes()
     except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
+        return None, None
+    return data, hashlib.sha256(data).digest()
 
 
 class KeyFile:
@@ -97,24 +109,25 @@ class KeyFile:
         self.inline = tuple(inline)
         self.reload_s = reload_s
         self.clock = clock
-        self._seen = signature(path)
-        self.keys: tuple[ApiKey, ...] = tuple(read_keys(path, self.known_tenants, self.inline))
+        data, self._seen = _contents(path)
+        self.keys: tuple[ApiKey, ...] = tuple(read_keys(path, self.known_tenants, self.inline, data))
         self._next = clock() + reload_s
         self.reloads = {"ok": 0, "error": 0}
 
-    def refresh(self) -> bool:
-        """Read the file again when it changed and the last check is ``reload_s`` old; True when the keys in
-        force changed. A file that is wrong keeps the keys read before (see the module's notes)."""
-        now = self.clock()
-        if now < self._next:
+    def refresh(self, now: bool = False) -> bool:
+        """Read the file again when it changed and the last check is ``reload_s`` old (``now``: whatever its
+        age); True when the keys in force changed. A file that is wrong keeps the keys read before (see the
+        module's notes)."""
+        at = self.clock()
+        if at < self._next and not now:
             return False
-        self._next = now + self.reload_s
-        seen = signature(self.path)
+        self._next = at + self.reload_s
+        data, seen = _contents(self.path)
         if seen == self._seen:
             return False
         self._seen = seen  # read once per change: a wrong file is reported once, and read again when it changes
         try:
-            keys = tuple(read_keys(self.path, self.known_tenants, self.inline))
+            keys = tuple(read_keys(self.path, self.known_tenants, self.inline, data))
         except ConfigError as exc:
             self.reloads["error"] += 1
             log.warning("%s; the %d keys read before stay in force", exc, len(self.keys))

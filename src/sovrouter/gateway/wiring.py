@@ -165,11 +165,12 @@ def build_live_pipeline(
 def make_batch_service(settings: Settings, pipeline: Pipeline, keys: KeyRing | None = None) -> BatchService | None:
     """``/v1/files`` and ``/v1/batches`` over ``pipeline``, stored under ``state_dir/batches`` (off when
     ``batches.enabled`` is false). ``keys``: the gateway's ring (a batch whose creating key is no longer in it
-    fails; the ring follows ``api_keys_file``); default: ``api_keys`` as configured."""
+    fails; the ring follows ``api_keys_file``); default: a ring of its own from ``settings`` (with ``api_keys``
+    alone, every batch of a key in ``api_keys_file`` would fail as revoked)."""
     cfg = settings.batches
     if not cfg.enabled:
         return None
-    keys_now = keys.digests if keys is not None else [k.key_sha256 for k in settings.api_keys]
+    keys_now = (keys if keys is not None else KeyRing.from_settings(settings)).digests
     retention_s = None if cfg.retention_days is None else cfg.retention_days * 86_400
     if cfg.store is None:
         return BatchService(settings.state_dir / "batches", pipeline, concurrency=cfg.concurrency,
