@@ -363,7 +363,8 @@ class Settings(BaseModel):
         )
 
 
-_KEY_LISTS = {"api_keys": ApiKey, "operator_keys": OperatorKey}
+_KEY_FIELDS: dict[str, frozenset[str]] = {"api_keys": frozenset(ApiKey.model_fields),
+                                           "operator_keys": frozenset(OperatorKey.model_fields)}
 
 
 def error_place(loc: tuple[int | str, ...]) -> str:
@@ -371,9 +372,9 @@ def error_place(loc: tuple[int | str, ...]) -> str:
     entry (``api_keys``, ``operator_keys``) a name that is not one of the entry's fields shows as ``(a field)``:
     ``- sk-live-...: acme-us``, a key mapped to its tenant, put the key into the message (found in review)."""
     shown: list[str] = []
-    entry = _KEY_LISTS.get(str(loc[0])) if loc else None
+    fields = _KEY_FIELDS.get(str(loc[0])) if loc else None
     for i, part in enumerate(loc):
-        if entry is not None and i >= 2 and isinstance(part, str) and part not in entry.model_fields:
+        if fields is not None and i >= 2 and isinstance(part, str) and part not in fields:
             shown.append("(a field)")
         else:
             shown.append(str(part))
