@@ -92,3 +92,20 @@ def test_policy_rules_without_the_cedar_policy_are_refused(tmp_path: Path) -> No
                    encoding="utf-8")
     with pytest.raises(ConfigError, match="policy_rules needs policy: cedar"):
         Settings.load(cfg)
+
+
+def test_a_tenant_keyed_in_the_api_keys_file_is_checked_at_start_too(tmp_path: Path, catalog: Catalog,
+                                                                     tenants: Tenants) -> None:
+    """The keys in force are ``api_keys`` plus the file's: a tenant keyed in either without a permit rule stops
+    the start (it would be refused every request)."""
+    import json
+
+    newco = ApiKey(tenant="newco", key_sha256=hash_key("sk-newco-0001"))
+    path = tmp_path / "keys.json"
+    path.write_text(json.dumps([newco.model_dump()]), encoding="utf-8")
+    with pytest.raises(ConfigError, match="'newco' has no Cedar permit rule"):
+        make_policy(_settings(api_keys_file=path), catalog, _with_newco(tenants))
+    path.write_text(json.dumps([{"tenant": "acme-us", "key_sha256": hash_key("sk-acme-0002")}]), encoding="utf-8")
+    with pytest.raises(ConfigError, match="'newco' has no Cedar permit rule"):  # the configuration's keys count
+        make_policy(_settings(api_keys=[newco], api_keys_file=path), catalog, _with_newco(tenants))
+    assert make_policy(_settings(api_keys_file=path), catalog, _with_newco(tenants)) is not None

@@ -102,3 +102,14 @@ def test_yaml_merge_keys_still_load(tmp_path: Path) -> None:
                    "model: m}\n  c/d:\n    <<: *up\n    model: other\n")
     loaded = Settings.load(cfg)
     assert loaded.upstreams["c/d"].base_urls == ["http://h:1"] and loaded.upstreams["c/d"].model == "other"
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "3601", ".nan", ".inf"])
+def test_an_api_keys_reload_s_out_of_range_stops_the_start(tmp_path: Path, value: str) -> None:
+    """0 would read the key file at every request; more than an hour leaves a revoked key valid that long."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"catalog: c.json\ntenants: t.json\napi_keys_reload_s: {value}\n")
+    with pytest.raises(ConfigError, match="api_keys_reload_s"):
+        Settings.load(cfg)
+    cfg.write_text("catalog: c.json\ntenants: t.json\napi_keys_reload_s: 3600\n")
+    assert Settings.load(cfg).api_keys_reload_s == 3600

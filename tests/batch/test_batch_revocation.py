@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,15 @@ async def _until(service: BatchService, batch_id: str, states: tuple[str, ...]) 
             return
         await asyncio.sleep(0.01)
     raise AssertionError("batch did not reach " + "/".join(states))
+
+
+async def _answered(service: BatchService, batch_id: str, lines: int) -> None:
+    """Until at least ``lines`` of the batch are answered and stored (the run is under way)."""
+    for _ in range(1000):
+        if len(service.store.results(batch_id)) >= lines:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"fewer than {lines} lines answered")
 
 
 def test_refusal_judges_the_key_only_when_both_are_known() -> None:
@@ -69,10 +79,7 @@ async def test_a_batch_whose_key_is_revoked_mid_run_keeps_its_answers_and_calls_
     await first.start()
     f = first.upload("acme-us", "in.jsonl", "batch", batch_file(30))
     batch = first.create("acme-us", CreateBatch(input_file_id=f.id, **CHAT), key_sha256=OLD)
-    for _ in range(1000):
-        if len(first.store.results(batch.id)) >= 3:
-            break
-        await asyncio.sleep(0.01)
+    await _answered(first, batch.id, 3)
     await first.aclose()  # the restart that revokes the key
     calls_before = sum(a.calls for a in adapters)
 
@@ -120,15 +127,9 @@ async def test_a_running_batch_fails_at_the_next_renewal_once_its_key_is_revoked
     await service.start()
     f = service.upload("acme-us", "in.jsonl", "batch", batch_file(200))
     batch = service.create("acme-us", CreateBatch(input_file_id=f.id, **CHAT), key_sha256=OLD)
-    for _ in range(500):
-        if len(service.store.results(batch.id)) >= 4:
-            break
-        await asyncio.sleep(0.01)
+    await _answered(service, batch.id, 4)
     live_keys.discard(OLD)
-    for _ in range(500):
-        if service.get("acme-us", batch.id).status == "failed":
-            break
-        await asyncio.sleep(0.01)
+    await _until(service, batch.id, ("failed",))
     failed = service.get("acme-us", batch.id)
     assert failed.status == "failed" and failed.errors is not None
     assert [e.code for e in failed.errors.data] == [KEY_REVOKED]
@@ -170,9 +171,11 @@ async def test_a_key_just_added_to_the_file_is_honoured_by_another_instance_at_o
 
 
 async def test_a_revocation_landing_as_the_batch_completes_leaves_nothing_behind(
-        tmp_path: Path, catalog: Catalog, tenants: Tenants, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, catalog: Catalog, tenants: Tenants, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
     """The renewal that saw the key gone came while the completed batch was being closed: the batch completes
-    (every line was answered), and its revocation was kept in ``_revoked`` for good (found in review)."""
+    (every line was answered), its revocation was kept in ``_revoked`` for good (found in review), and no
+    warning says the batch stopped without a cancel and resumes."""
     pipeline, _ = make_pipeline(catalog, tenants)
     live = {OLD}
     service = BatchService(tmp_path, pipeline, lease_s=0.15, keys=lambda: live)
@@ -184,11 +187,61 @@ async def test_a_revocation_landing_as_the_batch_completes_leaves_nothing_behind
         return finish(*args, **kwargs)
 
     monkeypatch.setattr(service.store, "finish", slow_finish)
-    await service.start()
-    f = service.upload("acme-us", "in.jsonl", "batch", batch_file(2))
-    batch = service.create("acme-us", CreateBatch(input_file_id=f.id, **CHAT), key_sha256=OLD)
-    await _until(service, batch.id, ("completed", "failed"))
-    await asyncio.sleep(0.1)
+    with caplog.at_level(logging.WARNING, logger="sovrouter.batch"):
+        await service.start()
+        f = service.upload("acme-us", "in.jsonl", "batch", batch_file(2))
+        batch = service.create("acme-us", CreateBatch(input_file_id=f.id, **CHAT), key_sha256=OLD)
+        await _until(service, batch.id, ("completed", "failed"))
+        await asyncio.sleep(0.1)
     assert service.get("acme-us", batch.id).status == "completed"
     assert service._revoked == {}
+    assert "resumes" not in caplog.text and "stopped without a cancel" not in caplog.text
     await service.aclose()
+
+
+async def test_a_cancel_seen_at_the_same_renewal_as_a_revocation_ends_the_batch_cancelled(
+        tmp_path: Path, catalog: Catalog, tenants: Tenants, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client asked for the cancel (on another instance): the batch ends ``cancelled`` as asked, not
+    ``failed`` with ``api_key_revoked``; the renewal judges the lease and the cancel before the key."""
+    pipeline, _ = make_pipeline(catalog, tenants, delay_s=0.05)
+    live = {OLD}
+    service = BatchService(tmp_path, pipeline, concurrency=2, lease_s=0.3, keys=lambda: live)
+    renew, armed = service.store.renew, [False]
+
+    def renew_after_both(batch_id: str, *args: Any) -> str | None:
+        if armed[0] and OLD in live:  # another instance's cancel and the key's removal, before this renewal
+            service.store.update(batch_id, lambda meta: {**meta, "status": "cancelling",
+                                                         "cancelling_at": int(time.time())})
+            live.discard(OLD)
+        return renew(batch_id, *args)
+
+    monkeypatch.setattr(service.store, "renew", renew_after_both)
+    await service.start()
+    f = service.upload("acme-us", "in.jsonl", "batch", batch_file(200))
+    batch = service.create("acme-us", CreateBatch(input_file_id=f.id, **CHAT), key_sha256=OLD)
+    await _answered(service, batch.id, 2)
+    armed[0] = True
+    await _until(service, batch.id, ("cancelled", "failed"))
+    ended = service.get("acme-us", batch.id)
+    assert ended.status == "cancelled" and ended.errors is None and OLD not in live
+    await service.aclose()
+
+
+async def test_a_revoked_batch_is_logged_as_failed_not_as_resuming(
+        tmp_path: Path, catalog: Catalog, tenants: Tenants, caplog: pytest.LogCaptureFixture) -> None:
+    """The run that failed the batch returns: its owner must not take the stop for a lost lease and log that the
+    batch resumes (an operator would wait for a batch that is closed)."""
+    pipeline, _ = make_pipeline(catalog, tenants, delay_s=0.05)
+    live = {OLD}
+    service = BatchService(tmp_path, pipeline, concurrency=2, lease_s=0.3, keys=lambda: live)
+    await service.start()
+    f = service.upload("acme-us", "in.jsonl", "batch", batch_file(200))
+    batch = service.create("acme-us", CreateBatch(input_file_id=f.id, **CHAT), key_sha256=OLD)
+    await _answered(service, batch.id, 2)
+    with caplog.at_level(logging.WARNING, logger="sovrouter.batch"):
+        live.discard(OLD)
+        await _until(service, batch.id, ("failed",))
+        await asyncio.sleep(0.2)
+    assert f"batch {batch.id}: {KEY_REVOKED}; failed" in caplog.text and "resumes" not in caplog.text
+    await service.aclose()
+

@@ -285,3 +285,134 @@ def test_the_batch_service_made_without_the_ring_still_reads_the_file(tmp_path: 
     keys = service.keys() if callable(service.keys) else service.keys
     assert ONE in keys and hash_key(ACME_KEY) in keys
     service.store.close()
+
+
+def test_a_file_of_comments_only_lists_no_keys(tmp_path: Path) -> None:
+    """Not empty (that is refused), but nothing in it: ``# every key revoked`` or an empty ``api_keys:`` section
+    revokes the file's keys, as ``[]`` does."""
+    path = tmp_path / "keys.yaml"
+    for text in ("# every key revoked for now\n", "api_keys:\n", "null\n"):
+        path.write_text(text, encoding="utf-8")
+        assert read_keys(path, TENANTS) == []
+    _write(path, [{"tenant": "acme-us", "key_sha256": ONE}])
+    clock = Clock()
+    ring = KeyRing([], KeyFile(path, TENANTS, reload_s=1.0, clock=clock))
+    _write(path, "# all revoked\n")
+    clock.t = 1.0
+    with pytest.raises(AuthenticationError):
+        ring.tenant_for("Bearer sk-file-one")
+    assert ring.digests() == frozenset() and ring.source is not None and ring.source.reloads["error"] == 0
+
+
+def test_a_long_key_of_letters_only_is_not_echoed_as_a_field_name(tmp_path: Path) -> None:
+    """A plain word is shown (``extra``), up to 40 letters: a pasted key may be letters only."""
+    secret = "sk" + "Q" * 46  # no digit, no dash: a word but for its length
+    path = tmp_path / "keys.yaml"
+    path.write_text(f"- tenant: acme-us\n  key_sha256: {ONE}\n  {secret[2:]}: x\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        read_keys(path, TENANTS)
+    assert secret[2:] not in err.value.message and "0.(a field): Extra inputs are not permitted" in err.value.message
+
+
+def test_the_file_is_checked_at_most_every_reload_s_after_each_check(tmp_path: Path) -> None:
+    """Not only before the first check: each check puts the next one ``reload_s`` later (a file read, hashed and
+    parsed at every request of a busy gateway otherwise)."""
+    path = tmp_path / "keys.json"
+    _write(path, [{"tenant": "acme-us", "key_sha256": ONE}])
+    clock = Clock()
+    ring = KeyRing([], KeyFile(path, TENANTS, reload_s=5.0, clock=clock))
+    _write(path, [{"tenant": "acme-us", "key_sha256": TWO}])
+    clock.t = 1.0  # read at construction: the first check is reload_s later
+    assert ring.tenant_for("Bearer sk-file-one") == "acme-us"
+    clock.t = 5.0
+    assert ring.tenant_for("Bearer sk-file-two") == "acme-us"  # checked at 5.0; the next check is at 10.0
+    _write(path, [{"tenant": "acme-us", "key_sha256": ONE}])
+    clock.t = 9.9
+    assert ring.tenant_for("Bearer sk-file-two") == "acme-us"
+    clock.t = 10.0
+    assert ring.tenant_for("Bearer sk-file-one") == "acme-us"
+    with pytest.raises(AuthenticationError):
+        ring.tenant_for("Bearer sk-file-two")
+
+
+def test_a_rewrite_with_the_same_keys_is_a_good_reload_that_changes_nothing(tmp_path: Path) -> None:
+    """``reloads_total{result="ok"}`` counts every change read (an operator checks it after each edit), not only
+    those that changed the keys in force."""
+    from prometheus_client import CollectorRegistry
+
+    from sovrouter.telemetry.metrics import KeyFileCollector
+
+    path = tmp_path / "keys.json"
+    _write(path, [{"tenant": "acme-us", "key_sha256": ONE}])
+    clock = Clock()
+    source = KeyFile(path, TENANTS, reload_s=1.0, clock=clock)
+    registry = CollectorRegistry()
+    registry.register(KeyFileCollector(KeyRing([], source)))
+    _write(path, f"# reformatted\n- {{tenant: acme-us, key_sha256: {ONE}}}\n")
+    clock.t = 1.0
+    assert source.refresh() is False
+    assert source.reloads == {"ok": 1, "error": 0}
+    assert [k.key_sha256 for k in source.keys] == [ONE]
+    for result, count in (("ok", 1), ("error", 0)):  # each count under its own label
+        assert registry.get_sample_value("sovrouter_api_keys_file_reloads_total", {"result": result}) == count
+
+
+def test_a_key_both_in_api_keys_and_in_the_file_stops_the_start(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    _write(path, [{"tenant": "eurobank", "key_sha256": ONE}])
+    data = Path(__file__).resolve().parents[2] / "src" / "sovrouter" / "data" / "demo"
+    settings = Settings(catalog=data / "models.json", tenants=data / "tenants.json", api_keys_file=path,
+                        api_keys=[ApiKey(tenant="acme-us", key_sha256=ONE)])
+    with pytest.raises(ConfigError, match="listed more than once"):
+        KeyRing.from_settings(settings)
+
+
+def test_the_batch_service_follows_the_ring_it_is_given(tmp_path: Path) -> None:
+    """``make_batch_service(settings, pipeline, keys)`` reads the ring's keys each time it judges a batch (a
+    snapshot taken at start-up would never see a revocation, nor a key added since)."""
+    from gateway_harness import make_settings
+
+    from sovrouter.adapters.openai_http import new_client
+    from sovrouter.gateway.wiring import build_live_pipeline, make_batch_service
+
+    path = tmp_path / "keys.json"
+    _write(path, [{"tenant": "acme-us", "key_sha256": ONE}])
+    settings = make_settings(tmp_path / "state", "http://127.0.0.1:9", "http://127.0.0.1:9", api_keys_file=path)
+    ring = KeyRing.from_settings(settings)
+    service = make_batch_service(settings, build_live_pipeline(settings, client=new_client()), ring)
+    assert service is not None and callable(service.keys)
+    in_force = service.keys  # what the service asks each time it judges a batch
+    assert ONE in in_force() and TWO not in in_force()
+    _write(path, [{"tenant": "acme-us", "key_sha256": TWO}])
+    assert ONE not in in_force() and TWO in in_force() and hash_key(ACME_KEY) in in_force()
+    service.store.close()
+
+
+def test_metrics_show_no_key_file_when_there_is_none(tmp_path: Path) -> None:
+    """Without ``api_keys_file``, no reload counter (an operator would read ``0`` as a file read fine); a second
+    app mounted on the same observability registers the collector once."""
+    from fastapi.testclient import TestClient
+    from gateway_harness import make_settings
+
+    from sovrouter.adapters.openai_http import new_client
+    from sovrouter.evalloop.loop import EvalSettings, build_observability
+    from sovrouter.gateway.app import create_app
+    from sovrouter.gateway.wiring import build_live_pipeline
+
+    client = new_client()
+    obs = build_observability(EvalSettings())
+    plain = make_settings(tmp_path / "plain", "http://127.0.0.1:9", "http://127.0.0.1:9")
+    app = create_app(obs.observe(build_live_pipeline(plain, client=client)), plain)
+    obs.mount(app)
+    with TestClient(app) as http:
+        body = http.get("/metrics").text
+    assert "sovrouter_api_keys_file_reloads" not in body and "sovrouter_api_keys " not in body
+    path = tmp_path / "keys.json"
+    _write(path, [{"tenant": "acme-us", "key_sha256": ONE}])
+    keyed = make_settings(tmp_path / "keyed", "http://127.0.0.1:9", "http://127.0.0.1:9", api_keys_file=path)
+    pipeline = obs.observe(build_live_pipeline(keyed, client=client))
+    for _ in range(2):  # two apps (a reload of the app in one process): one collector
+        app = create_app(pipeline, keyed, on_shutdown=[client.aclose])
+        obs.mount(app)
+    with TestClient(app) as http:
+        assert "sovrouter_api_keys 3.0" in http.get("/metrics").text
