@@ -416,3 +416,27 @@ def test_metrics_show_no_key_file_when_there_is_none(tmp_path: Path) -> None:
         obs.mount(app)
     with TestClient(app) as http:
         assert "sovrouter_api_keys 3.0" in http.get("/metrics").text
+
+
+def test_keys_added_and_revoked_with_the_cli_on_a_live_gateway(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """The operator's path end to end: ``sovrouter keys new`` / ``keys revoke`` on the configuration's
+    ``api_keys_file`` while a gateway serves, the official client on the other side."""
+    from sovrouter.cli.main import main
+
+    path = tmp_path / "keys.yaml"
+    path.write_text("[]\n", encoding="utf-8")
+    data = Path(__file__).resolve().parents[2] / "src" / "sovrouter" / "data" / "demo"
+    cfg = tmp_path / "gw.yaml"
+    cfg.write_text(f"catalog: {data / 'models.json'}\ntenants: {data / 'tenants.json'}\napi_keys_file: keys.yaml\n",
+                   encoding="utf-8")
+    ask = {"model": "auto", "messages": [{"role": "user", "content": "hello"}]}
+    with live_gateway(tmp_path / "state", api_keys_file=path, api_keys_reload_s=0.05) as live:
+        assert main(["keys", "new", "--tenant", "acme-us", "--label", "ci", "--config", str(cfg)]) == 0
+        key = capsys.readouterr().err.split("key (shown once): ")[1].strip()
+        time.sleep(0.1)
+        assert live.client(key).chat.completions.create(**ask).choices
+        assert main(["keys", "revoke", "--label", "ci", "--config", str(cfg)]) == 0
+        time.sleep(0.1)
+        with pytest.raises(openai.AuthenticationError):
+            live.client(key).chat.completions.create(**ask)

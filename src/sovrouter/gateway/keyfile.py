@@ -25,11 +25,16 @@ and revokes keys without restarting any instance.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import json
 import logging
+import os
 import re
+import tempfile
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +143,49 @@ class KeyFile:
             log.info("api_keys_file %s: %d keys in force (%d before)", self.path, len(keys), len(self.keys))
         self.keys = keys
         return changed
+
+
+@contextlib.contextmanager
+def editing(path: Path) -> Iterator[None]:
+    """Hold ``path``'s edit lock (``<path>.lock``, ``flock``): two ``sovrouter keys`` runs on one file take turns
+    instead of one overwriting the other's change. Readers (the gateways) take no lock: they see the old file or
+    the new one, as :func:`write_keys` replaces it whole."""
+    lock = path.with_name(path.name + ".lock")
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"api_keys_file {path}: cannot take its edit lock ({exc.strerror})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def write_keys(path: Path, keys: Sequence[ApiKey]) -> None:
+    """Write ``keys`` to ``path`` the way the module asks: whole, to a temporary file beside it, flushed to disk,
+    then renamed over it (readers see the old list or the new one, never part of one). JSON for a ``.json`` file,
+    YAML otherwise (comments in a YAML file are not kept); the file keeps its permissions (0600 when new)."""
+    entries = [k.model_dump(exclude_defaults=True) for k in keys]
+    text = (json.dumps(entries, indent=1) + "\n" if path.suffix == ".json"
+            else yaml.safe_dump(entries, sort_keys=False) if entries else "[]\n")
+    try:
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        mode = 0o600
+    except OSError as exc:
+        raise ConfigError(f"api_keys_file {path}: cannot read it ({exc.strerror})") from None
+    tmp: str | None = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise ConfigError(f"api_keys_file {path}: cannot write it ({exc.strerror})") from None

@@ -1,0 +1,154 @@
+"""``sovrouter keys new / revoke / list`` on a configuration's ``api_keys_file``: written whole under an edit lock,
+read back by a gateway's ring without a restart; mistakes are one-line errors that change nothing."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sovrouter.cli.main import main
+from sovrouter.config import Settings, hash_key
+from sovrouter.errors import AuthenticationError
+from sovrouter.gateway.auth import KeyRing
+from sovrouter.gateway.keyfile import editing
+from sovrouter.testing_workload import DEMO_DATA
+
+INLINE = "sk-inline-0001"
+
+
+def _config(tmp_path: Path, keys_file: str | None = "secrets/keys.yaml") -> Path:
+    cfg = tmp_path / "gw.yaml"
+    raw: dict[str, object] = {"catalog": str(DEMO_DATA / "models.json"), "tenants": str(DEMO_DATA / "tenants.json"),
+                              "api_keys": [{"tenant": "eurobank", "key_sha256": hash_key(INLINE), "label": "ops"}]}
+    if keys_file is not None:
+        (tmp_path / keys_file).parent.mkdir(parents=True, exist_ok=True)
+        raw["api_keys_file"] = keys_file
+    cfg.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return cfg
+
+
+def _new(cfg: Path, capsys: pytest.CaptureFixture[str], tenant: str = "acme-us", label: str = "") -> str:
+    assert main(["keys", "new", "--tenant", tenant, "--config", str(cfg), "--label", label]) == 0
+    return capsys.readouterr().err.split("key (shown once): ")[1].strip()
+
+
+def test_new_adds_to_the_file_and_a_running_ring_takes_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _config(tmp_path)
+    first = _new(cfg, capsys, label="ci")
+    path = tmp_path / "secrets" / "keys.yaml"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # a new file is the owner's only
+    ring = KeyRing.from_settings(Settings.load(cfg))
+    assert ring.tenant_for(f"Bearer {first}") == "acme-us" and ring.tenant_for(f"Bearer {INLINE}") == "eurobank"
+    second = _new(cfg, capsys, tenant="eurobank")
+    assert hash_key(second) in ring.digests()  # read again at once (as the batch path asks), no restart
+    assert ring.tenant_for(f"Bearer {second}") == "eurobank"
+    entries = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert entries == [{"tenant": "acme-us", "key_sha256": hash_key(first), "label": "ci"},
+                       {"tenant": "eurobank", "key_sha256": hash_key(second)}]
+    assert first not in path.read_text(encoding="utf-8")  # only digests are stored
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]  # no temporary file left
+
+
+def test_revoke_removes_from_the_file_and_the_ring_refuses(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = _config(tmp_path)
+    by_label, by_digest, by_stdin, kept = (_new(cfg, capsys, label=x) for x in ("old", "d", "s", "keep"))
+    ring = KeyRing.from_settings(Settings.load(cfg))
+    assert main(["keys", "revoke", "--config", str(cfg), "--label", "old"]) == 0
+    assert "removed 1 key(s)" in capsys.readouterr().out
+    assert main(["keys", "revoke", "--config", str(cfg), "--sha256", hash_key(by_digest)[:12].upper()]) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO(by_stdin + "\n"))
+    assert main(["keys", "revoke", "--config", str(cfg), "--key-stdin"]) == 0
+    assert len(ring.digests()) == 2  # read again at once: the inline key and the one kept
+    for gone in (by_label, by_digest, by_stdin):
+        with pytest.raises(AuthenticationError):
+            ring.tenant_for(f"Bearer {gone}")
+    assert ring.tenant_for(f"Bearer {kept}") == "acme-us" and ring.tenant_for(f"Bearer {INLINE}") == "eurobank"
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["revoke", "--label", "nobody"], "no key in"),
+    (["revoke", "--label", "ops"], "in api_keys of"),  # the configuration's own key: reported, not edited
+    (["revoke", "--label", ""], "non-empty label"),
+    (["revoke", "--sha256", "abc"], "at least its first 12"),
+    (["revoke", "--sha256", "zz" * 8], "in hex"),
+    (["new", "--tenant", "nobody"], "has no tenant 'nobody'"),
+])
+def test_mistakes_change_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str],
+                                 said: str) -> None:
+    cfg = _config(tmp_path)
+    _new(cfg, capsys, label="one")
+    path = tmp_path / "secrets" / "keys.yaml"
+    before = path.read_bytes()
+    assert main(["keys", *argv, "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sovrouter: ") and said in err and "Traceback" not in err
+    assert path.read_bytes() == before
+
+
+def test_an_ambiguous_digest_prefix_removes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _config(tmp_path)
+    path = tmp_path / "secrets" / "keys.yaml"
+    path.write_text(yaml.safe_dump([{"tenant": "acme-us", "key_sha256": "a" * 12 + "0" * 52},
+                                    {"tenant": "acme-us", "key_sha256": "a" * 12 + "1" * 52}]), encoding="utf-8")
+    before = path.read_bytes()
+    assert main(["keys", "revoke", "--config", str(cfg), "--sha256", "a" * 12]) == 2
+    assert "more than one key" in capsys.readouterr().err and path.read_bytes() == before
+
+
+def test_without_a_key_file_new_prints_the_entry_and_revoke_points_at_api_keys(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _config(tmp_path, keys_file=None)
+    assert main(["keys", "new", "--tenant", "acme-us", "--config", str(cfg), "--label", "x"]) == 0
+    out = capsys.readouterr()
+    key = out.err.split("key (shown once): ")[1].strip()
+    assert out.out == f"- tenant: acme-us\n  key_sha256: {hash_key(key)}\n  label: x\n"
+    assert Settings.load(cfg).api_keys_file is None and not list(tmp_path.glob("*.yaml.lock"))
+    assert main(["keys", "revoke", "--config", str(cfg), "--label", "ops"]) == 2
+    assert "remove them there and restart" in capsys.readouterr().err
+
+
+def test_list_shows_where_each_key_is_and_no_whole_digest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _config(tmp_path)
+    key = _new(cfg, capsys, label="ci")
+    assert main(["keys", "list", "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"eurobank\tops\t{hash_key(INLINE)[:12]}\tapi_keys",
+                   f"acme-us\tci\t{hash_key(key)[:12]}\t{tmp_path / 'secrets' / 'keys.yaml'}"]
+
+
+def test_two_edits_at_once_both_land(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The edit lock: a second run waits for the first instead of writing over its change."""
+    cfg = _config(tmp_path)
+    path = tmp_path / "secrets" / "keys.yaml"
+    done = threading.Event()
+
+    def second() -> None:
+        main(["keys", "new", "--tenant", "eurobank", "--config", str(cfg)])
+        done.set()
+
+    with editing(path):  # an edit under way (as another `sovrouter keys` run holds it)
+        worker = threading.Thread(target=second)
+        worker.start()
+        assert not done.wait(0.3)  # waits for the lock
+        path.write_text(yaml.safe_dump([{"tenant": "acme-us", "key_sha256": hash_key("sk-first")}]),
+                        encoding="utf-8")
+    worker.join(10)
+    assert [e["tenant"] for e in yaml.safe_load(path.read_text(encoding="utf-8"))] == ["acme-us", "eurobank"]
+    capsys.readouterr()
+
+
+def test_a_json_file_stays_json_and_keeps_its_permissions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _config(tmp_path, keys_file="keys.json")
+    path = tmp_path / "keys.json"
+    path.write_text("[]", encoding="utf-8")
+    os.chmod(path, 0o640)
+    _new(cfg, capsys)
+    assert path.read_text(encoding="utf-8").lstrip().startswith("[")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
