@@ -16,8 +16,9 @@ and revokes keys without restarting any instance.
   the log and ``sovrouter_api_keys_file_reloads_total{result="error"}``; it is read again once it changes. Keeping
   the last good set is what configuration reloaders commonly do (a typo must not lock every tenant out); the
   price is that a revocation written into a broken file waits for the file to be fixed. Write the file whole and
-  rename it into place (a Kubernetes Secret mounted as a volume is updated that way): a reader that meets a
-  half-written list takes it as it stands until the next check.
+  rename it into place (``sovrouter keys new / revoke`` do, through :func:`write_keys` under :func:`editing`; a
+  Kubernetes Secret mounted as a volume is updated that way): a reader that meets a half-written list takes it
+  as it stands until the next check.
 - Messages name the file, the entry's index and field and the tenant id (configuration, not a secret); never a
   digest or any other value, nor an unknown field's name unless it is a plain word (``- sk-...: acme-us``, a key
   mapped to its tenant, would otherwise put the key in the message).
