@@ -353,7 +353,10 @@ class Settings(BaseModel):
                 "tenants": (base / settings.tenants).resolve(),
                 "state_dir": (base / settings.state_dir).resolve(),
                 "recalibration": here(settings.recalibration),
-                "api_keys_file": here(settings.api_keys_file),
+                # made absolute, its links not followed: a Secret volume's keys.yaml -> ..data/keys.yaml is
+                # swapped by relinking ..data, and the file it resolved to at start-up is deleted (found in review)
+                "api_keys_file": (None if settings.api_keys_file is None
+                                  else Path(os.path.abspath(base / settings.api_keys_file))),
                 "policy_rules": None if settings.policy_rules is None else [(base / r).resolve()
                                                                             for r in settings.policy_rules],
                 "artifacts": arts.model_copy(update={"router": here(arts.router),

@@ -440,3 +440,32 @@ def test_keys_added_and_revoked_with_the_cli_on_a_live_gateway(tmp_path: Path,
         time.sleep(0.1)
         with pytest.raises(openai.AuthenticationError):
             live.client(key).chat.completions.create(**ask)
+
+
+def test_a_secret_volume_named_in_the_configuration_is_followed(tmp_path: Path) -> None:
+    """``Settings.load`` resolved the path's links: the ring read ``..<first>/keys.json`` for ever, so after the
+    Secret's update (``..data`` relinked, the old folder deleted) a removed key stayed valid and a new one was
+    refused until a restart (found in review)."""
+    import shutil
+
+    first, second = tmp_path / "..2026_11_28_a", tmp_path / "..2026_11_28_b"
+    for folder, digest in ((first, ONE), (second, TWO)):
+        folder.mkdir()
+        (folder / "keys.json").write_text(json.dumps([{"tenant": "acme-us", "key_sha256": digest}]),
+                                          encoding="utf-8")
+    (tmp_path / "..data").symlink_to(first.name)
+    (tmp_path / "keys.json").symlink_to("..data/keys.json")
+    data = Path(__file__).resolve().parents[2] / "src" / "sovrouter" / "data" / "demo"
+    cfg = tmp_path / "gw.yaml"
+    cfg.write_text(f"catalog: {data / 'models.json'}\ntenants: {data / 'tenants.json'}\napi_keys_file: keys.json\n",
+                   encoding="utf-8")
+    settings = Settings.load(cfg)
+    assert settings.api_keys_file == tmp_path / "keys.json"
+    ring = KeyRing.from_settings(settings)
+    assert ring.tenant_for("Bearer sk-file-one") == "acme-us"
+    (tmp_path / "..data_tmp").symlink_to(second.name)
+    os.replace(tmp_path / "..data_tmp", tmp_path / "..data")
+    shutil.rmtree(first)
+    assert hash_key("sk-file-two") in ring.digests()  # read again at once
+    with pytest.raises(AuthenticationError):
+        ring.tenant_for("Bearer sk-file-one")

@@ -9,7 +9,8 @@
 - ``keys revoke --config C --label L | --sha256 D | --key-stdin``: removes the matching entries from the
   ``api_keys_file`` the same way; every instance refuses the key within ``api_keys_reload_s``, and a batch it
   created fails at its owner's next lease renewal. A key listed in the configuration's own ``api_keys`` is only
-  reported (remove it there and restart).
+  reported (remove it there and restart); when one matches, the exit status is 1, the others' removal done. A
+  symbolic link (a mounted Secret's file) is refused: edit it at its source.
 - ``keys list --config C``: tenant, label, the first 12 hex digits of each digest and where it is listed.
 """
 
@@ -19,6 +20,8 @@ import argparse
 import secrets
 import sys
 from pathlib import Path
+
+import yaml
 
 from sovrouter.catalog import Tenants
 from sovrouter.config import ApiKey, Settings, hash_key
@@ -66,12 +69,18 @@ def _tenant_ids(settings: Settings) -> set[str]:
 
 def _file_keys(settings: Settings, path: Path) -> list[ApiKey]:
     """The file's keys as a gateway would read them; a file not there yet is empty (``keys new`` creates it)."""
-    if not path.exists():
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
         return []
-    return read_keys(path, _tenant_ids(settings), settings.api_keys)
+    except OSError as exc:  # a folder it may not search: Path.exists() raised this one (a traceback)
+        raise ConfigError(f"api_keys_file {path}: cannot read it ({exc.strerror})") from None
+    return read_keys(path, _tenant_ids(settings), settings.api_keys, data)
 
 
 def new_cmd(args: argparse.Namespace) -> int:
+    if not args.label.isprintable():
+        raise ConfigError("--label takes printable characters only (no newline, tab or control character)")
     key = "sk-sov-" + secrets.token_urlsafe(32)
     entry = ApiKey(tenant=args.tenant, key_sha256=hash_key(key), label=args.label)
     settings = Settings.load(args.config) if args.config is not None else None
@@ -79,8 +88,9 @@ def new_cmd(args: argparse.Namespace) -> int:
         raise ConfigError(f"the tenants file {settings.tenants} has no tenant {args.tenant!r}")
     if settings is None or settings.api_keys_file is None:
         print(f"key (shown once): {key}", file=sys.stderr)
-        label = f"\n  label: {args.label}" if args.label else ""
-        print(f"- tenant: {args.tenant}\n  key_sha256: {entry.key_sha256}{label}")
+        # YAML's own writer: a label such as "#ci" or "yes", written as it is, read back as null or true
+        print(yaml.safe_dump([entry.model_dump(exclude_defaults=True)], sort_keys=False, allow_unicode=True),
+              end="")
         return 0
     path = settings.api_keys_file
     with editing(path):
@@ -130,8 +140,11 @@ def revoke_cmd(args: argparse.Namespace) -> int:
     removed = len(keys) - len(kept)
     print(f"removed {removed} key(s) from {path} ({len(kept)} left); every gateway instance refuses them within "
           f"api_keys_reload_s ({settings.api_keys_reload_s:g} s), and their running batches fail at the next "
-          "lease renewal" + (f"; {len(inline)} more match in api_keys (remove them there and restart)"
-                             if inline else ""))
+          "lease renewal")
+    if inline:  # still valid: a script's `revoke ... || alert` must hear of it
+        print(f"sovrouter: {len(inline)} more matching key(s) are in api_keys of {args.config} and stay valid: "
+              "remove them there and restart every instance", file=sys.stderr)
+        return 1
     return 0
 
 

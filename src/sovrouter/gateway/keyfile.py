@@ -146,11 +146,21 @@ class KeyFile:
         return changed
 
 
+def _not_a_link(path: Path) -> None:
+    """Refuse to edit a symbolic link: renaming over it would put a plain file in its place, cut off from what
+    it named (a Secret or ConfigMap volume's ``keys.yaml -> ..data/keys.yaml``, whose next update would then
+    never be seen; a file kept elsewhere and linked here)."""
+    if path.is_symlink():
+        raise ConfigError(f"api_keys_file {path} is a symbolic link (a mounted Secret?): edit what it names "
+                          "at its source, or name the file itself in the configuration")
+
+
 @contextlib.contextmanager
 def editing(path: Path) -> Iterator[None]:
     """Hold ``path``'s edit lock (``<path>.lock``, ``flock``): two ``sovrouter keys`` runs on one file take turns
     instead of one overwriting the other's change. Readers (the gateways) take no lock: they see the old file or
     the new one, as :func:`write_keys` replaces it whole."""
+    _not_a_link(path)
     lock = path.with_name(path.name + ".lock")
     try:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
@@ -163,30 +173,64 @@ def editing(path: Path) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
-def write_keys(path: Path, keys: Sequence[ApiKey]) -> None:
-    """Write ``keys`` to ``path`` the way the module asks: whole, to a temporary file beside it, flushed to disk,
-    then renamed over it (readers see the old list or the new one, never part of one). JSON for a ``.json`` file,
-    YAML otherwise (comments in a YAML file are not kept); the file keeps its permissions (0600 when new)."""
+def _text(path: Path, keys: Sequence[ApiKey]) -> bytes:
+    """The file's new bytes, checked to read back as ``keys``: JSON's ``\\ud83d\\udd11`` for a label's emoji
+    read back through YAML as two lone surrogates, and a character YAML does not allow raw stops every read."""
     entries = [k.model_dump(exclude_defaults=True) for k in keys]
-    text = (json.dumps(entries, indent=1) + "\n" if path.suffix == ".json"
+    text = (json.dumps(entries, indent=1, ensure_ascii=False) + "\n" if path.suffix.lower() == ".json"
             else yaml.safe_dump(entries, sort_keys=False) if entries else "[]\n")
     try:
-        mode = path.stat().st_mode & 0o777
+        data = text.encode("utf-8")
+        back = _KEYS.validate_python(yaml.safe_load(data.decode("utf-8")) or [])
+    except (UnicodeError, yaml.YAMLError, ValidationError):
+        back = None
+    if back != list(keys):
+        raise ConfigError(f"api_keys_file {path}: an entry would not read back as written (a label with a "
+                          "character that is not printable?); nothing was changed")
+    return data
+
+
+def write_keys(path: Path, keys: Sequence[ApiKey]) -> None:
+    """Write ``keys`` to ``path`` the way the module asks: whole, to a temporary file beside it, flushed to disk,
+    then renamed over it and the folder flushed (readers see the old list or the new one, never part of one; a
+    crash leaves one of the two). JSON for a ``.json`` file, YAML otherwise (comments in a YAML file are not kept,
+    nor the ``api_keys:`` mapping around the list); the file keeps its permissions, owner and group (0600 and the
+    caller's when new: a file ``sudo`` left root's would no longer read for a gateway, which then keeps the keys
+    read before, a revoked one among them). A symbolic link is refused."""
+    data = _text(path, keys)
+    _not_a_link(path)
+    try:
+        st: os.stat_result | None = path.stat()
     except FileNotFoundError:
-        mode = 0o600
+        st = None
     except OSError as exc:
         raise ConfigError(f"api_keys_file {path}: cannot read it ({exc.strerror})") from None
     tmp: str | None = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            if st is not None:
+                mine = os.fstat(fh.fileno())
+                if (mine.st_uid, mine.st_gid) != (st.st_uid, st.st_gid):
+                    try:
+                        os.fchown(fh.fileno(), st.st_uid, st.st_gid)
+                    except PermissionError:
+                        raise ConfigError(f"api_keys_file {path}: cannot keep its owner and group (uid "
+                                          f"{st.st_uid}, gid {st.st_gid}): run as its owner") from None
+            os.fchmod(fh.fileno(), 0o600 if st is None else st.st_mode & 0o777)
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
         os.replace(tmp, path)
+        tmp = None
+        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(folder)  # the rename itself reaches the disk: a revocation reported done stays done
+        finally:
+            os.close(folder)
     except OSError as exc:
+        raise ConfigError(f"api_keys_file {path}: cannot write it ({exc.strerror})") from None
+    finally:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-        raise ConfigError(f"api_keys_file {path}: cannot write it ({exc.strerror})") from None
