@@ -269,7 +269,8 @@ class Settings(BaseModel):
     api_keys_file: Path | None = Field(
         default=None, description="more API keys in a file of their own (YAML or JSON, entries as in api_keys; "
                                   "relative to this file), read again when it changes: keys are added and revoked "
-                                  "without a restart (docs/gateway.md, \"Adding and revoking keys\")")
+                                  "without a restart (`sovrouter keys new/revoke` edit it; docs/gateway.md, "
+                                  "\"Authentication\")")
     api_keys_reload_s: float = Field(default=5.0, gt=0, le=3600, allow_inf_nan=False,
                                      description="how often, at most, api_keys_file is checked for a change")
     operator_keys: list[OperatorKey] = Field(
