@@ -249,8 +249,9 @@ def test_a_rewrite_the_stat_cannot_tell_apart_is_still_read(tmp_path: Path) -> N
     assert ring.tenant_for("Bearer sk-file-two") == "acme-us"
 
 
-def test_a_kubernetes_style_symlink_swap_is_read(tmp_path: Path) -> None:
-    """A Secret volume: ``keys.json -> ..data/keys.json``, ``..data -> ..<timestamp>``, swapped atomically."""
+def _secret_volume(tmp_path: Path) -> tuple[Path, Path]:
+    """A Secret volume's layout, ``keys.json -> ..data/keys.json`` and ``..data -> ..<first>``, with the folder
+    of its next update (key ONE in the first, TWO in the second) beside it."""
     first, second = tmp_path / "..2026_11_28_a", tmp_path / "..2026_11_28_b"
     for folder, digest in ((first, ONE), (second, TWO)):
         folder.mkdir()
@@ -258,6 +259,12 @@ def test_a_kubernetes_style_symlink_swap_is_read(tmp_path: Path) -> None:
                                           encoding="utf-8")
     (tmp_path / "..data").symlink_to(first.name)
     (tmp_path / "keys.json").symlink_to("..data/keys.json")
+    return first, second
+
+
+def test_a_kubernetes_style_symlink_swap_is_read(tmp_path: Path) -> None:
+    """A Secret volume: ``keys.json -> ..data/keys.json``, ``..data -> ..<timestamp>``, swapped atomically."""
+    _, second = _secret_volume(tmp_path)
     clock = Clock()
     ring = KeyRing([], KeyFile(tmp_path / "keys.json", TENANTS, reload_s=1.0, clock=clock))
     assert ring.tenant_for("Bearer sk-file-one") == "acme-us"
@@ -448,13 +455,7 @@ def test_a_secret_volume_named_in_the_configuration_is_followed(tmp_path: Path) 
     refused until a restart (found in review)."""
     import shutil
 
-    first, second = tmp_path / "..2026_11_28_a", tmp_path / "..2026_11_28_b"
-    for folder, digest in ((first, ONE), (second, TWO)):
-        folder.mkdir()
-        (folder / "keys.json").write_text(json.dumps([{"tenant": "acme-us", "key_sha256": digest}]),
-                                          encoding="utf-8")
-    (tmp_path / "..data").symlink_to(first.name)
-    (tmp_path / "keys.json").symlink_to("..data/keys.json")
+    first, second = _secret_volume(tmp_path)
     data = Path(__file__).resolve().parents[2] / "src" / "sovrouter" / "data" / "demo"
     cfg = tmp_path / "gw.yaml"
     cfg.write_text(f"catalog: {data / 'models.json'}\ntenants: {data / 'tenants.json'}\napi_keys_file: keys.json\n",
