@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -371,14 +372,19 @@ _KEY_FIELDS: dict[str, frozenset[str]] = {"api_keys": frozenset(ApiKey.model_fie
                                            "operator_keys": frozenset(OperatorKey.model_fields)}
 
 
+_PLAIN_WORD = re.compile(r"[A-Za-z_]{1,40}")  # a misspelt field name (a key or a digest has digits or dashes)
+
+
 def error_place(loc: tuple[int | str, ...]) -> str:
     """Where a validation error is, for a message: the path of field names and indexes, except that inside a key
-    entry (``api_keys``, ``operator_keys``) a name that is not one of the entry's fields shows as ``(a field)``:
-    ``- sk-live-...: acme-us``, a key mapped to its tenant, put the key into the message (found in review)."""
+    entry (``api_keys``, ``operator_keys``) a name that is neither one of the entry's fields nor a plain word shows
+    as ``(a field)``: ``- sk-live-...: acme-us``, a key mapped to its tenant, put the key into the message (found
+    in review). ``api_keys_file`` reads its entries through this too (:mod:`sovrouter.gateway.keyfile`)."""
     shown: list[str] = []
     fields = _KEY_FIELDS.get(str(loc[0])) if loc else None
     for i, part in enumerate(loc):
-        if fields is not None and i >= 2 and isinstance(part, str) and part not in fields:
+        if (fields is not None and i >= 2 and isinstance(part, str) and part not in fields
+                and not _PLAIN_WORD.fullmatch(part)):
             shown.append("(a field)")
         else:
             shown.append(str(part))

@@ -32,7 +32,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import tempfile
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -42,13 +41,12 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from sovrouter.config import ApiKey
+from sovrouter.config import ApiKey, error_place
 from sovrouter.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 _KEYS = TypeAdapter(list[ApiKey])
-_WORD = re.compile(r"[A-Za-z_]{1,40}")  # a field name shown as it is (a key or a digest has digits or dashes)
 
 
 def read_keys(path: Path, known_tenants: Collection[str], inline: Sequence[ApiKey] = (),
@@ -90,10 +88,8 @@ def read_keys(path: Path, known_tenants: Collection[str], inline: Sequence[ApiKe
 
 
 def _place(loc: tuple[int | str, ...]) -> str:
-    """Where a validation error is: indexes and field names, an unknown field's name only when it is a word."""
-    shown = (str(p) if isinstance(p, int) or p in ApiKey.model_fields or _WORD.fullmatch(p) else "(a field)"
-             for p in loc)
-    return ".".join(shown) or "(root)"
+    """Where a validation error is: indexes and field names, as the configuration's ``api_keys`` are reported."""
+    return error_place(("api_keys", *loc)).removeprefix("api_keys").lstrip(".") or "(root)"
 
 
 def _contents(path: Path) -> tuple[bytes | None, bytes | None]:
