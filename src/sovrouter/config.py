@@ -228,6 +228,10 @@ class BatchStoreSettings(PostgresConnection):
                            description="a stopped instance's batches go to another instance after this")
     poll_s: float = Field(default=2.0, gt=0, le=600, allow_inf_nan=False,
                           description="how often an idle instance looks for batches created or left elsewhere")
+    key_grace_s: float = Field(default=300.0, ge=0, le=86_400, allow_inf_nan=False,
+                               description="a batch younger than this whose key this instance does not know is "
+                                           "left for an instance that does (a key just added may not have reached "
+                                           "every instance's api_keys_file yet), then failed as revoked")
 
 
 class SharedRecordsSettings(PostgresConnection):

@@ -245,3 +245,38 @@ async def test_a_revoked_batch_is_logged_as_failed_not_as_resuming(
     assert f"batch {batch.id}: {KEY_REVOKED}; failed" in caplog.text and "resumes" not in caplog.text
     await service.aclose()
 
+
+
+async def test_a_young_batch_of_a_key_unknown_here_waits_out_the_grace_then_fails(
+        tmp_path: Path, catalog: Catalog, tenants: Tenants) -> None:
+    """With a shared store a key just added may not have reached this instance's file: its batch is left alone
+    for ``key_grace_s`` (no line runs), then failed as revoked if the key is still unknown."""
+    pipeline, adapters = make_pipeline(catalog, tenants)
+    service = BatchService(tmp_path, pipeline, poll_s=0.05, keys=lambda: {KEPT}, key_grace_s=2.0)  # created_at: s
+    f = service.upload("acme-us", "in.jsonl", "batch", batch_file(3))
+    batch = service.create("acme-us", CreateBatch(input_file_id=f.id, **CHAT), key_sha256=OLD)
+    await service.start()
+    await asyncio.sleep(0.3)
+    assert service.get("acme-us", batch.id).status == "in_progress" and sum(a.calls for a in adapters) == 0
+    assert service.store.owner(batch.id) is None  # left for another instance
+    await _until(service, batch.id, ("failed",))
+    failed = service.get("acme-us", batch.id)
+    assert failed.errors is not None and [e.code for e in failed.errors.data] == [KEY_REVOKED]
+    assert sum(a.calls for a in adapters) == 0
+    await service.aclose()
+
+
+async def test_a_key_that_arrives_within_the_grace_runs_its_batch(tmp_path: Path, catalog: Catalog,
+                                                                  tenants: Tenants) -> None:
+    pipeline, adapters = make_pipeline(catalog, tenants)
+    live = {KEPT}
+    service = BatchService(tmp_path, pipeline, poll_s=0.05, keys=lambda: live, key_grace_s=60)
+    f = service.upload("acme-us", "in.jsonl", "batch", batch_file(3))
+    batch = service.create("acme-us", CreateBatch(input_file_id=f.id, **CHAT), key_sha256=OLD)
+    await service.start()
+    await asyncio.sleep(0.2)
+    assert service.get("acme-us", batch.id).status == "in_progress" and sum(a.calls for a in adapters) == 0
+    live.add(OLD)  # the instance's api_keys_file caught up
+    await _until(service, batch.id, ("completed", "failed"))
+    assert service.get("acme-us", batch.id).status == "completed" and sum(a.calls for a in adapters) == 3
+    await service.aclose()

@@ -210,3 +210,21 @@ async def test_kills_restarts_and_cancels_never_lose_or_repeat_a_line(instances:
             kept = _custom_ids(live[0], done.output_file_id) if done.output_file_id else []
             assert len(kept) == len(set(kept)) == counts.completed and counts.failed == 0
     assert kills > 0
+
+
+async def test_an_instance_that_does_not_know_a_new_key_leaves_its_batch_to_one_that_does(
+        instances: Factory) -> None:
+    """A key added to the file reaches instances one by one (a mounted Secret syncs per pod): the instance that
+    has not read it yet must not fail the batch for good as revoked; the one that knows the key runs it."""
+    new, old = "a" * 64, "b" * 64
+    stale, stale_calls = instances(keys=lambda: {old}, key_grace_s=60)  # type: ignore[arg-type]
+    fresh, fresh_calls = instances(keys=lambda: {old, new})  # type: ignore[arg-type]
+    await _start(stale)
+    f = stale.upload("acme-us", "in.jsonl", "batch", batch_file(4))
+    batch = stale.create("acme-us", CreateBatch(input_file_id=f.id, **CHAT), key_sha256=new)
+    await asyncio.sleep(0.3)  # the stale instance took it and left it
+    assert stale.get("acme-us", batch.id).status == "in_progress" and _calls(stale_calls) == 0
+    await _start(fresh)
+    await _until(fresh, batch.id, ("completed", "failed"))
+    assert fresh.get("acme-us", batch.id).status == "completed"
+    assert _calls(fresh_calls) == 4 and _calls(stale_calls) == 0

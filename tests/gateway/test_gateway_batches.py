@@ -221,7 +221,8 @@ def test_a_revoked_keys_batch_also_stops_with_a_shared_batch_store(tmp_path: Pat
     """The shared (PostgreSQL) store is wired apart from the local one: it must be told the configured keys too,
     or a revoked key's batch taken from it runs to completion on every instance (no test held this until a mutation
     review, 2026-11-28)."""
-    shared = BatchSettings(store=BatchStoreSettings(url=pg_srv.new_database(), poll_s=0.2, tenants=["acme-us"]))
+    shared = BatchSettings(store=BatchStoreSettings(url=pg_srv.new_database(), poll_s=0.2, tenants=["acme-us"],
+                                                    key_grace_s=0))  # the grace for new keys: test_batch_shared
     second_key = "sk-acme-test-key-0003"
     keys = [ApiKey(tenant="acme-us", key_sha256=hash_key(k)) for k in (ACME_KEY, second_key)]
     with live_gateway(tmp_path / "a", api_keys=keys, batches=shared) as before:

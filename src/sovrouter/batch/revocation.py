@@ -9,6 +9,9 @@ renewal while it runs (a key removed from ``api_keys_file`` is revoked without a
   instead of running it, even when its tenant still has other keys: the credential that asked for the work was
   withdrawn. A batch stored before the digest was kept (no ``key_sha256``) runs under its tenant, as before (it
   closes within its 24 h window).
+- **A key this instance does not know yet** (``key_grace_s``, shared stores only: ``batches.store.key_grace_s``):
+  a batch younger than that whose key is not in force here is left (lease released, looked at again later),
+  since a key just added to ``api_keys_file`` reaches instances one by one; after that it fails as above.
 - **Its tenant's place in a shared store** (``batches.store.tenants``): a tenant delisted since the batch was
   created keeps nothing more in the store (``failed``, ``store_not_allowed``).
 

@@ -67,7 +67,7 @@ from sovrouter.batch.objects import (
     FileObject,
     RequestCounts,
 )
-from sovrouter.batch.revocation import Refusal, refusal
+from sovrouter.batch.revocation import KEY_REVOKED, Refusal, refusal
 from sovrouter.batch.runner import BatchRunner, deferrable
 from sovrouter.batch.store import BatchStore, store_url
 from sovrouter.contracts import DataClass
@@ -99,7 +99,7 @@ class BatchService:
                  window_s: float = WINDOW_S, lease_s: float = 30.0, poll_s: float = 2.0,
                  retention_s: float | None = 30 * 86_400, purge_every_s: float = 3600.0,
                  tenants: Collection[str] | None = None,
-                 keys: Collection[str] | Callable[[], Collection[str]] | None = None) -> None:
+                 keys: Collection[str] | Callable[[], Collection[str]] | None = None, key_grace_s: float = 0.0) -> None:
         self.store = store if isinstance(store, BatchStore) else BatchStore(store_url(None, store))
         self.pipeline = deferrable(pipeline)
         self.concurrency = max(1, concurrency)
@@ -113,6 +113,8 @@ class BatchService:
         self.tenants = None if tenants is None else frozenset(tenants)
         self.keys = keys if keys is None or callable(keys) else frozenset(keys)
         self._revoked: dict[str, Refusal] = {}  # running batches stopped because their key went
+        self.key_grace_s = key_grace_s
+        self._deferred: dict[str, float] = {}  # batch id -> when to look at it again (its key unknown here yet)
         self._purged_at = float("-inf")
         self.instance = "gw-" + uuid.uuid4().hex[:16]  # this process's name on the leases it holds
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -299,8 +301,10 @@ class BatchService:
         """Claim the oldest open batch of each tenant with none running here (tenants share slots: FairGate)."""
         busy = {tenant for tenant, _ in self._owning.values()}
         took = False
-        for batch_id, tenant in await asyncio.to_thread(self.store.unowned_of, self.now()):
-            if tenant in busy or self._closing:
+        now = self.now()
+        self._deferred = {b: t for b, t in self._deferred.items() if t > now}
+        for batch_id, tenant in await asyncio.to_thread(self.store.unowned_of, now):
+            if tenant in busy or self._closing or batch_id in self._deferred:
                 continue
             if await asyncio.to_thread(self.store.claim, batch_id, self.instance, self.now(), self.lease_s):
                 busy.add(tenant)
@@ -344,8 +348,15 @@ class BatchService:
         if batch.status != "in_progress":  # closed meanwhile (a cancel on this instance)
             await asyncio.to_thread(self.store.release, batch_id, self.instance)
             return
+        refused = self._refusal(tenant, batch)
+        if refused is not None and refused.code == KEY_REVOKED and self.now() - batch.created_at < self.key_grace_s:
+            # a key so new that this instance's file may not hold it yet: left for one that knows it, or for later
+            log.info("batch %s: its key is not known here (yet); left for %.0f s", batch_id, self.poll_s * 5)
+            self._deferred[batch_id] = self.now() + self.poll_s * 5
+            await asyncio.to_thread(self.store.release, batch_id, self.instance)
+            return
         # fail closed, before any line starts; the lines answered before go to its files
-        if (refused := self._refusal(tenant, batch)) is not None:
+        if refused is not None:
             log.warning("batch %s: %s; failed", batch_id, refused.code)
             await self._end(batch_id, "failed", BatchError(code=refused.code, message=refused.message))
             return

@@ -182,4 +182,4 @@ def make_batch_service(settings: Settings, pipeline: Pipeline, keys: KeyRing | N
         raise ConfigError(f"batches.store: cannot open the database ({type(exc).__name__})") from None
     return BatchService(store, pipeline, concurrency=cfg.concurrency, max_file_bytes=cfg.max_file_bytes,
                         lease_s=cfg.store.lease_s, poll_s=cfg.store.poll_s, retention_s=retention_s,
-                        tenants=cfg.store.tenants, keys=keys_now)
+                        tenants=cfg.store.tenants, keys=keys_now, key_grace_s=cfg.store.key_grace_s)
