@@ -300,3 +300,18 @@ def test_a_matching_key_left_in_api_keys_is_exit_status_1(tmp_path: Path, capsys
     out = capsys.readouterr()
     assert "removed 1 key(s)" in out.out and "stay valid" in out.err
     assert yaml.safe_load((tmp_path / "secrets" / "keys.yaml").read_text(encoding="utf-8")) == []
+
+
+def test_a_key_typed_at_a_terminal_is_read_without_echo(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``keys hash`` / ``revoke --key-stdin`` at a terminal: read with getpass (no echo), not a plain readline."""
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    asked: list[str] = []
+    monkeypatch.setattr("sys.stdin", Terminal("sk-typed-not-read-this-way\n"))
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": asked.append(prompt) or "sk-typed")
+    assert main(["keys", "hash"]) == 0
+    assert capsys.readouterr().out.strip() == hash_key("sk-typed") and asked == ["key: "]

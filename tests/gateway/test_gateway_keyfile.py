@@ -158,7 +158,6 @@ def test_a_live_gateway_follows_the_file_with_the_official_client(tmp_path: Path
             live.client("sk-file-one").files.list()
 
 
-
 def test_reloads_and_keys_in_force_are_on_metrics(tmp_path: Path) -> None:
     from prometheus_client import CollectorRegistry
 

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import secrets
 import sys
 from pathlib import Path
@@ -55,12 +56,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def hash_cmd(args: argparse.Namespace) -> int:
-    key = args.key if args.key is not None else sys.stdin.readline().strip()
+    key = args.key if args.key is not None else _read_key()
     if not key:
         print("sovrouter: no key given", file=sys.stderr)
         return 2
     print(hash_key(key))
     return 0
+
+
+def _read_key() -> str:
+    """A key from stdin: piped, one line; typed at a terminal, without echo (``getpass``), so it stays off the
+    screen and out of a terminal's scrollback."""
+    if sys.stdin.isatty():
+        return getpass.getpass("key: ").strip()
+    return sys.stdin.readline().strip()
 
 
 def _tenant_ids(settings: Settings) -> set[str]:
@@ -105,7 +114,7 @@ def new_cmd(args: argparse.Namespace) -> int:
 def revoke_cmd(args: argparse.Namespace) -> int:
     settings = Settings.load(args.config)
     if args.key_stdin:
-        key = sys.stdin.readline().strip()
+        key = _read_key()
         if not key:
             raise ConfigError("no key on stdin")
         digest = hash_key(key)
