@@ -27,13 +27,14 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
-from sovrouter.cache.verifier import TreeEnsemble
+from sovrouter.cache.verifier import TreeEnsemble, TreeStack
 from sovrouter.catalog import estimate_tokens
 from sovrouter.contracts import NormalizedRequest
 from sovrouter.errors import ConfigError
@@ -137,6 +138,10 @@ class AnswerShapeModel:
     meta: dict[str, Any] = field(default_factory=dict)
     cues: CopyPredictor = field(default_factory=CopyPredictor)
 
+    @cached_property
+    def _trees(self) -> TreeStack:  # the three models walked in one pass (one request: ~30 us instead of ~90)
+        return TreeStack([self.copy, self.tokens_p50, self.tokens_p90])
+
     def _matrix(self, requests: list[NormalizedRequest]) -> tuple[NDArray[np.float64], list[CopyPrediction]]:
         cues = [self.cues.predict(r) for r in requests]
         x = np.asarray([prompt_features(r, c) for r, c in zip(requests, cues, strict=True)], dtype=np.float64)
@@ -153,9 +158,10 @@ class AnswerShapeModel:
     def predict_matrix(self, x: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64],
                                                              NDArray[np.float64]]:
         """Copy fraction (0-1), p50 and p90 answer tokens (p90 >= p50) for rows of ``prompt_features``."""
-        copy = np.clip(self.copy.raw(x), 0.0, 1.0)
-        p50 = np.expm1(np.clip(self.tokens_p50.raw(x), 0.0, MAX_LOG_TOKENS))
-        p90 = np.maximum(p50, np.expm1(np.clip(self.tokens_p90.raw(x), 0.0, MAX_LOG_TOKENS)))
+        raw_copy, raw_p50, raw_p90 = self._trees.raw(x)
+        copy = np.clip(raw_copy, 0.0, 1.0)
+        p50 = np.expm1(np.clip(raw_p50, 0.0, MAX_LOG_TOKENS))
+        p90 = np.maximum(p50, np.expm1(np.clip(raw_p90, 0.0, MAX_LOG_TOKENS)))
         return copy, p50, p90
 
     def shape(self, request: NormalizedRequest) -> AnswerShape:
