@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from sovrouter.catalog import Catalog, Tenants
@@ -10,7 +11,7 @@ from sovrouter.errors import UpstreamError
 from sovrouter.intake import normalize_chat
 from sovrouter.pipeline import Outcome
 from sovrouter.speculative.answer_shape import AnswerShape
-from sovrouter.speculative.shape_online import OnlineAnswerShape, ShapeObservingAdapter, template_key
+from sovrouter.speculative.shape_online import OnlineAnswerShape, ResidualWindow, ShapeObservingAdapter, template_key
 from sovrouter.testing import FailingAdapter, FakeAdapter
 
 PROMPT = "Here is the list of items: apples, pears, plums, cherries, grapes and figs. Repeat the list back to me."
@@ -61,6 +62,25 @@ def test_memory_is_bounded() -> None:
         online.observe(_req(f"prompt number {i:03d} that is unique " * 3, str(i)), "x y z")
     assert len(online._by_template) == 8 and len(online._global["t"]) == 16
     assert all(len(rows) <= 4 for rows in online._by_template.values())
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 64, 512])
+def test_window_statistics_equal_numpys_over_the_latest_rows(size: int) -> None:
+    rng = np.random.default_rng(size)
+    window = ResidualWindow(size)
+    rows: list[tuple[float, float, float]] = []
+    for i in range(3 * size + 5):
+        # ties and repeated values too (answers of one length give equal residuals)
+        a0, a1, a2 = (float(v) for v in np.round(rng.normal(size=3), 1 if i % 3 else 6))
+        row = (a0, a1, a2)
+        window.append(row)
+        rows = [*rows, row][-size:]
+        a = np.asarray(rows)
+        mean, median, p90 = window.stats()
+        assert len(window) == len(rows)
+        assert mean == pytest.approx(float(a[:, 0].mean()), rel=1e-12, abs=1e-15)
+        assert median == float(np.median(a[:, 1]))  # the same floats, not just close
+        assert p90 == float(np.percentile(a[:, 2], 90))
 
 
 def test_the_base_model_runs_once_per_request() -> None:
@@ -134,9 +154,12 @@ def test_answers_cut_short_or_that_only_call_functions_teach_nothing() -> None:
 async def test_learning_from_an_answer_leaves_the_event_loop_free() -> None:
     """Learning from an answer reads the whole prompt (the copy fraction: 0.5 s for a 1 MB prompt), and ran on the
     event loop after every upstream answer, holding every other request and /health meanwhile (found in review,
-    2026-11-28). It runs in a worker thread now: here it waits for an event only the event loop can set."""
+    2026-11-28). It runs in a worker thread now, unless prompt and answer are short enough that the hop to a thread
+    costs more than the work: here a long prompt's report waits for an event only the event loop can set."""
     import asyncio
     import threading
+
+    from sovrouter.speculative.shape_online import INLINE_CHARS
 
     freed = threading.Event()
     seen: list[bool] = []
@@ -148,13 +171,30 @@ async def test_learning_from_an_answer_leaves_the_event_loop_free() -> None:
         await asyncio.sleep(0.05)
         freed.set()
 
-    call = ModelCall(request=_req("hi", "r1"), allowed=[cand])
+    long = "word " * (INLINE_CHARS // 5)  # with the answer, just over the inline bound
+    call = ModelCall(request=_req(long, "r1"), allowed=[cand])
     result, _ = await asyncio.gather(adapter.generate(call), loop_side())
     assert result.text == "an answer" and seen == [True]
     freed.clear()
-    chunks, _ = await asyncio.gather(_collect(adapter.stream(call.model_copy(update={"request": _req("hi", "r2")}))),
+    chunks, _ = await asyncio.gather(_collect(adapter.stream(call.model_copy(update={"request": _req(long, "r2")}))),
                                      loop_side())
     assert "".join(c.delta for c in chunks) == "an answer" and seen == [True, True]
+
+
+async def test_a_short_answer_is_learned_from_without_a_thread_hop() -> None:
+    import threading
+
+    from sovrouter.speculative.shape_online import INLINE_CHARS
+
+    where: list[bool] = []
+    cand = Candidate(slot="s", deployment="d")
+    adapter = ShapeObservingAdapter(FakeAdapter(cand, text="an answer"),
+                                    lambda r, t: where.append(threading.current_thread() is threading.main_thread()))
+    short = "x" * (INLINE_CHARS - len("an answer"))  # exactly at the bound
+    for rid, text in (("a", short), ("b", short + "x")):
+        await adapter.generate(ModelCall(request=_req(text, rid), allowed=[cand]))
+        await _collect(adapter.stream(ModelCall(request=_req(text, rid + "s"), allowed=[cand])))
+    assert where == [True, True, False, False]
 
 
 async def _collect(stream: object) -> list:  # type: ignore[type-arg]
