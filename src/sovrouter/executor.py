@@ -53,6 +53,8 @@ class Executor:
                     return results[-1]
                 raise
             results.append(result)
+            if not decision.evidence.get("review", False):  # the router does not review this decision (as in
+                return result  # stream below); until 2026-11-28 a worker-thread hop per call (~60 us) asked anyway
             # off the event loop: a review may run verifiers and sandboxed code checks (tens of ms)
             nxt = await asyncio.to_thread(review, results)
             if nxt is None or nxt not in plan:

@@ -64,7 +64,9 @@ class Router(Protocol):
         self, request: NormalizedRequest, signals: Signals, decision: RouteDecision, results: Sequence[ModelResult]
     ) -> Candidate | None:
         """``None``: accept the last result. A later plan entry: escalate to it. The candidate of an earlier
-        result: serve that answer instead (e.g. the majority answer after an escalation)."""
+        result: serve that answer instead (e.g. the majority answer after an escalation). Called only for a
+        decision whose evidence says ``"review": True``; any other decision's first answer is served as it comes,
+        streamed or not."""
         ...
 
 

@@ -126,7 +126,7 @@ class _EvilRouter:
         self.plan = plan
 
     def decide(self, request: NormalizedRequest, signals: Signals, allowed: Sequence[Candidate]) -> RouteDecision:
-        return RouteDecision(plan=list(self.plan), router=self.name)
+        return RouteDecision(plan=list(self.plan), router=self.name, evidence={"review": True})
 
     def review(self, request: NormalizedRequest, signals: Signals, decision: RouteDecision,
                results: Sequence[ModelResult]) -> Candidate | None:
