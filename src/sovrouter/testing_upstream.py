@@ -51,6 +51,9 @@ class UpstreamBehaviour:
     chunks: int = 4
     first_token_delay_s: float = 0.0
     chunk_delay_s: float = 0.0
+    # after a stream's [DONE]: keep the body open this long, sending ``after_done`` (bytes) first, then end it
+    linger_after_done_s: float = 0.0
+    after_done: bytes = b""
     usage: bool = True
     # vLLM's per-request speculative-decoding metrics (``--per-request-spec-decode-metrics``): sent as
     # ``metrics.speculative_decoding`` with the completion, or on the usage chunk of a stream
@@ -67,6 +70,8 @@ class UpstreamBehaviour:
     scrapes: int = 0  # GET /metrics answered
     running: int = 0  # requests being answered now (a stream until its body ends)
     calls: int = 0
+    # the client connections calls came on (host, port): a client that reuses its connections shows few
+    peers: set[tuple[str, int]] = field(default_factory=set, repr=False)
     last_body: dict[str, Any] | None = field(default=None, repr=False)
 
 
@@ -104,6 +109,8 @@ def create_upstream_app(behaviour: UpstreamBehaviour) -> Starlette:
 
     async def answer(request: Request) -> Response:
         b.calls += 1
+        if request.client is not None:
+            b.peers.add((request.client.host, request.client.port))
         try:
             body = json.loads(await request.body())
         except ValueError:
@@ -227,6 +234,10 @@ async def _sse(b: UpstreamBehaviour, cid: str, text: str, n_in: int, n_out: int,
             last["metrics"] = {"speculative_decoding": b.spec_metrics}
         yield event(last)
     yield b"data: [DONE]\n\n"
+    if b.after_done:
+        yield b.after_done
+    if b.linger_after_done_s:
+        await asyncio.sleep(b.linger_after_done_s)
 
 
 def closed_port_url(host: str = "127.0.0.1") -> str:

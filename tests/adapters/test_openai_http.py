@@ -103,6 +103,49 @@ async def test_stream_yields_deltas_then_final_with_ttft(upstream: tuple[str, Up
     assert b.last_body["stream_options"] == {"include_usage": True}
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_calls_one_after_another_reuse_one_connection(upstream: tuple[str, UpstreamBehaviour],
+                                                           stream: bool) -> None:
+    """A streamed call stopped reading at ``[DONE]``, before the body's end, so the client could not put the
+    connection back in its pool: every streamed call opened a new one (a TCP, and for an https upstream a TLS,
+    handshake per call; found by profiling the gateway, 2026-11-28)."""
+    url, b = upstream
+    ad = OpenAIHTTPAdapter(C, [url])
+    try:
+        for _ in range(5):
+            if stream:
+                deltas, final = await _collect(ad, _call())
+                assert "".join(deltas) == "The answer is 42." and final is not None
+            else:
+                assert (await ad.generate(_call())).text == "The answer is 42."
+    finally:
+        await ad.aclose()
+    assert b.calls == 5 and len(b.peers) == 1
+
+
+@pytest.mark.parametrize("after", [b"", b"data: {not json\n\n: a comment\n\n"])
+async def test_a_body_kept_open_after_done_neither_delays_nor_spoils_the_answer(
+        upstream: tuple[str, UpstreamBehaviour], after: bytes) -> None:
+    """What follows [DONE] is read for at most DRAIN_S (to reuse the connection), never parsed: an upstream that
+    holds the body open, or sends more, still gives its complete answer at once; its connection is closed."""
+    import time
+
+    from sovrouter.adapters.openai_http import DRAIN_S
+
+    url, b = upstream
+    b.linger_after_done_s, b.after_done = 2.0, after
+    ad = OpenAIHTTPAdapter(C, [url])
+    try:
+        t0 = time.perf_counter()
+        deltas, final = await _collect(ad, _call())
+        took = time.perf_counter() - t0
+    finally:
+        await ad.aclose()
+    assert "".join(deltas) == "The answer is 42." and final is not None
+    assert final.text == "The answer is 42."  # type: ignore[attr-defined]
+    assert took < DRAIN_S + 1.0  # not the 2 s the body stays open
+
+
 def test_body_maps_media_parts_and_developer_role() -> None:
     req = normalize_chat({"messages": [
         {"role": "developer", "content": "be brief"},
