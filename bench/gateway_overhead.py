@@ -36,12 +36,13 @@ KEY = "sk-bench-0000"
 
 
 # ---------------------------------------------------------------------- server processes
-def serve_upstream(port: int) -> None:
+def serve_upstream(port: int, chunks: int = 4) -> None:
     import uvicorn
 
     from sovrouter.testing_upstream import UpstreamBehaviour, create_upstream_app
 
-    app = create_upstream_app(UpstreamBehaviour(reply="The answer is 42.", chunks=4))
+    reply = "The answer is 42." if chunks <= 4 else "tok " * chunks  # one piece per streamed event
+    app = create_upstream_app(UpstreamBehaviour(reply=reply, chunks=chunks))
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
@@ -157,7 +158,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     up_port, gw_port = _free_port(), _free_port()
     up_url, gw_url = f"http://127.0.0.1:{up_port}", f"http://127.0.0.1:{gw_port}"
     with tempfile.TemporaryDirectory() as state:
-        up = _spawn(["--serve-upstream", str(up_port)])
+        up = _spawn(["--serve-upstream", str(up_port), str(args.chunks)])
         gw = _spawn(["--serve-gateway", str(gw_port), up_url, state, args.detector, args.policy])
         try:
             _wait_up(up_url, up)
@@ -206,6 +207,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "loadavg_at_start": load_start, "loadavg_at_end": list(os.getloadavg()), "nice": args.nice},
         "config": {"rounds": args.rounds, "requests_per_round": args.requests, "warmup": args.warmup,
                    "throughput_requests": args.throughput_requests, "concurrency": args.concurrency,
+                   "stream_chunks": args.chunks,
                    "router": "baseline", "detector": args.detector, "policy": args.policy, "exact_cache": True,
                    "prompts": "unique (cache misses)", "client": "httpx keep-alive"},
         "target": {"added_p50_ms": 2.0, "added_p99_ms": 10.0},
@@ -217,7 +219,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-upstream":
-        serve_upstream(int(sys.argv[2]))
+        serve_upstream(int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 4)
         return 0
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-gateway":
         serve_gateway(int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6])
@@ -231,6 +233,9 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "gateway_overhead.json")
     ap.add_argument("--detector", default="none", choices=["none", "pii"])
     ap.add_argument("--policy", default="availability", choices=["availability", "cedar"])
+    ap.add_argument("--chunks", type=int, default=4,
+                    help="events in a streamed answer (a real answer streams one per token or so): the gateway's "
+                         "CPU per streamed request grows with it")
     ap.add_argument("--nice", type=int, default=0,
                     help="priority change for this run and its servers (negative needs root): isolates the figures "
                          "from other jobs on a shared box; recorded in the result")
