@@ -280,7 +280,7 @@ class OpenAIHTTPAdapter:
         started = self.timer()
         ok = rejected = abandoned = False
         try:
-            async with closing_stream(self._stream(index, body, request, started)) as chunks:  # the response
+            async with closing_stream(self._stream(index, body, call, started)) as chunks:  # the response
                 async for chunk in chunks:  # closes when the reader stops, not at garbage collection
                     yield chunk
             ok = True
@@ -294,8 +294,9 @@ class OpenAIHTTPAdapter:
             self.chooser.observe_done(request, self.replicas, index, ok, (self.timer() - started) * 1000.0,
                                       rejected=rejected, abandoned=abandoned)
 
-    async def _stream(self, index: int, body: bytes, request: NormalizedRequest,
+    async def _stream(self, index: int, body: bytes, call: ModelCall,
                       started: float) -> AsyncIterator[StreamChunk]:
+        request = call.request
         parser = _SSEParser(self.candidate.key)
         ttft: float | None = None
         try:
@@ -313,7 +314,7 @@ class OpenAIHTTPAdapter:
                         yield StreamChunk(candidate=self.candidate, delta=delta)
                         parser.calling = False
                     if parser.done:
-                        await _read_to_end(lines)
+                        await _read_to_end(lines, call.deadline_at)
                         break
         except httpx.ConnectTimeout as exc:  # never connected: the upstream had nothing (not billed)
             raise UpstreamUnavailableError(f"cannot reach upstream ({self.candidate.key}, ConnectTimeout)") from exc
@@ -347,11 +348,15 @@ class OpenAIHTTPAdapter:
 DRAIN_S = 0.05  # how long a stream's end after [DONE] is waited for before the connection is given up
 
 
-async def _read_to_end(lines: AsyncIterator[str]) -> None:
+async def _read_to_end(lines: AsyncIterator[str], deadline_at: float | None = None) -> None:
     """Read what follows ``[DONE]``: normally nothing but the end of the body, which must be read for the client to
     put the connection back in its pool (stopping at ``[DONE]`` cost every streamed call a new connection until
     2026-11-28). An upstream that sends more, or keeps the body open, gets ``DRAIN_S``; then the connection is
-    closed, as before, and the answer, complete at ``[DONE]``, stands."""
+    closed, as before, and the answer, complete at ``[DONE]``, stands. No drain when the call's deadline (the
+    timeout wrapper's ``deadline_at``) is less than two ``DRAIN_S`` away: its cancellation would go through the
+    drain and turn the complete answer into a timeout (review, 2026-11-28)."""
+    if deadline_at is not None and asyncio.get_running_loop().time() + 2 * DRAIN_S >= deadline_at:
+        return
     try:
         async with asyncio.timeout(DRAIN_S):
             async for _ in lines:
