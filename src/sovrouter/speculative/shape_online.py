@@ -53,32 +53,57 @@ class ResidualWindow:
     """The latest ``size`` residuals and their statistics, kept up to date as rows arrive: the two order
     statistics from sorted copies of their columns (an insertion and a removal per row), so reading them costs
     no sort. Until 2026-11-28 every decision turned the whole window into an array and sorted it (~0.1 ms per
-    request at the default 512 rows, on the gateway's request path). Not thread-safe (the owner locks)."""
+    request at the default 512 rows, on the gateway's request path). A NaN is counted, not sorted (it has no
+    place in a sorted list): while one is in the window its column's statistic is NaN, as numpy's. A window of
+    ``size`` 0 keeps nothing (as the ``deque(maxlen=0)`` it replaced). Not thread-safe (the owner locks)."""
 
     def __init__(self, size: int) -> None:
-        self.rows: deque[Residual] = deque(maxlen=max(1, size))
+        self.rows: deque[Residual] = deque(maxlen=max(0, size))
         self._p50: list[float] = []
         self._p90: list[float] = []
+        self._nans = [0, 0]  # NaNs in the p50 and p90 columns
 
     def __len__(self) -> int:
         return len(self.rows)
 
+    def _add(self, i: int, column: list[float], value: float) -> None:
+        if math.isnan(value):
+            self._nans[i] += 1
+        else:
+            bisect.insort(column, value)
+
+    def _remove(self, i: int, column: list[float], value: float) -> None:
+        if math.isnan(value):
+            self._nans[i] -= 1
+        else:
+            del column[bisect.bisect_left(column, value)]
+
     def append(self, row: Residual) -> None:
+        if self.rows.maxlen == 0:
+            return
         if len(self.rows) == self.rows.maxlen:
             old = self.rows[0]
-            del self._p50[bisect.bisect_left(self._p50, old[1])]
-            del self._p90[bisect.bisect_left(self._p90, old[2])]
+            self._remove(0, self._p50, old[1])
+            self._remove(1, self._p90, old[2])
         self.rows.append(row)
-        bisect.insort(self._p50, row[1])
-        bisect.insort(self._p90, row[2])
+        self._add(0, self._p50, row[1])
+        self._add(1, self._p90, row[2])
 
     def stats(self) -> Stats:
         """Mean of the copy residuals (correctly rounded, whatever the order), median of the p50 residuals and
         90th percentile (linear, as numpy's default) of the p90 residuals; the window must not be empty."""
         n = len(self.rows)
-        mean = math.fsum(r[0] for r in self.rows) / n
-        mid = self._p50
-        median = mid[n // 2] if n % 2 else (mid[n // 2 - 1] + mid[n // 2]) / 2.0
+        try:
+            mean = math.fsum(r[0] for r in self.rows) / n
+        except (OverflowError, ValueError):  # inf - inf, or a sum past the float range: numpy's NaN or inf
+            mean = sum(r[0] for r in self.rows) / n
+        if self._nans[0]:
+            median = math.nan
+        else:
+            mid = self._p50
+            median = mid[n // 2] if n % 2 else (mid[n // 2 - 1] + mid[n // 2]) / 2.0
+        if self._nans[1]:
+            return mean, median, math.nan
         at = 0.9 * (n - 1)
         lo = int(at)
         hi = min(lo + 1, n - 1)
