@@ -73,6 +73,29 @@ def test_stacked_trees_give_each_ensembles_own_floats_one_row_or_many() -> None:
         TreeStack([])
 
 
+def test_tree_arrays_that_do_not_walk_like_the_stated_trees_are_refused() -> None:
+    """Walked together with other ensembles, a negative child index would land in another ensemble's trees, and a
+    tree deeper than its stated depth would be walked further than on its own: both refused at load."""
+    good = PairVerifier.load().model
+    assert isinstance(good, TreeEnsemble)
+    raw = good.to_dict()
+    inner = next(i for i, leaf in enumerate(raw["nodes"]["leaf"]) if not leaf)
+    for field, value in (("left", -1), ("right", -2), ("feature", -1)):
+        bad = json.loads(json.dumps(raw))
+        bad["nodes"][field][inner] = value
+        with pytest.raises(ConfigError, match="out of range"):
+            TreeEnsemble.from_dict(bad, good.n_features)
+    shallow = dict(raw, depth=good.depth - 1)
+    with pytest.raises(ConfigError, match="deeper"):
+        TreeEnsemble.from_dict(shallow, good.n_features)
+    cycle = json.loads(json.dumps(raw))
+    root = raw["roots"][0]
+    cycle["nodes"]["left"][root] = cycle["nodes"]["right"][root] = root  # never reaches a leaf
+    with pytest.raises(ConfigError, match="deeper"):
+        TreeEnsemble.from_dict(cycle, good.n_features)
+    assert TreeEnsemble.from_dict(raw, good.n_features).depth == good.depth
+
+
 def test_corrupt_artifacts_are_config_errors() -> None:
     body = json.loads(PairVerifier.load().to_json())
     body["model"]["nodes"]["left"][0] = 10**9

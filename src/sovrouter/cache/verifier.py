@@ -148,9 +148,11 @@ class TreeEnsemble:
                 n_features=n_features)
         size = sizes.pop()
         inner = ~m.leaf
-        if (np.any(m.roots < 0) or np.any(m.roots >= size) or np.any(m.left[inner] >= size)
-                or np.any(m.right[inner] >= size) or np.any(m.feature[inner] >= n_features)):
+        if any(np.any(a < 0) or np.any(a >= bound) for a, bound in (
+                (m.roots, size), (m.left[inner], size), (m.right[inner], size), (m.feature[inner], n_features))):
             raise ConfigError("invalid pair verifier artifact: tree indices out of range")
+        if _tree_depth(m) > m.depth:  # a walk of ``depth`` steps would stop at an inner node (value 0)
+            raise ConfigError("invalid pair verifier artifact: trees deeper than the stated depth")
         return m
 
     @classmethod
@@ -175,6 +177,21 @@ class TreeEnsemble:
         raw = {"baseline": float(np.ravel(clf._baseline_prediction)[0]),
                "roots": roots, "depth": depth, "nodes": cols}
         return cls.from_dict(raw, int(clf.n_features_in_))
+
+
+def _tree_depth(trees: TreeEnsemble) -> int:
+    """The number of steps from the roots to the deepest leaf (the indices already checked in range); a cycle,
+    which never reaches a leaf, counts as deeper than any tree can be."""
+    frontier, depth = trees.roots, 0
+    while frontier.size:
+        frontier = frontier[~trees.leaf[frontier]]
+        if not frontier.size:
+            break
+        depth += 1
+        if depth > trees.leaf.shape[0]:
+            break
+        frontier = np.unique(np.concatenate([trees.left[frontier], trees.right[frontier]]))  # shared nodes once
+    return depth
 
 
 class TreeStack:
