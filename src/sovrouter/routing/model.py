@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -114,8 +115,18 @@ class LinearModel:
         return cls(coef=np.asarray(est.coef_, dtype=np.float32), intercept=np.asarray(est.intercept_,
                    dtype=np.float32), classes_=np.asarray(est.classes_))
 
+    @cached_property
+    def _weights(self) -> NDArray[np.float64]:
+        """``coef.T`` as the sparse product reads it: C order and float64. Given ``coef.T`` itself (a transposed
+        float32 view), scipy copied and converted the whole (d, k) matrix on every call: 0.3 ms per request for the
+        5-class domain model, where the product itself takes 3 us (same floats either way; 2026-11-28)."""
+        return np.ascontiguousarray(self.coef.T, dtype=np.float64)
+
+    def __getstate__(self) -> dict[str, Any]:  # the artifact holds the coefficients once, never this copy
+        return {k: v for k, v in self.__dict__.items() if k != "_weights"}
+
     def predict_proba(self, x: Any) -> NDArray[np.float64]:
-        scores = np.asarray(x @ self.coef.T, dtype=np.float64) + self.intercept
+        scores = np.asarray(x @ self._weights, dtype=np.float64) + self.intercept
         sig = 1.0 / (1.0 + np.exp(-np.clip(scores, -50, 50)))
         if self.coef.shape[0] == 1:
             return np.column_stack([1.0 - sig[:, 0], sig[:, 0]])
