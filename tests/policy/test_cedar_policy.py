@@ -305,3 +305,54 @@ def test_a_slot_of_unknown_licence_is_not_open_weights_to_heritage_archive(catal
     assert _licence(custom.slot("sovereign-large").licence) == "unknown"
     got = _allowed(CedarPolicy(custom, tenants), custom, "heritage-archive", "public", Detection(request_language="en"))
     assert got == {"local-small/edge"}
+
+
+def test_a_question_asked_again_is_answered_from_memory_with_the_same_verdicts(catalog: Catalog,
+                                                                              tenants: Tenants) -> None:
+    """Cedar is asked once per distinct (tenant, context, candidates): the same question again gets the verdicts
+    the engine gave, and anything that changes the context (personal data, class, language, detection failing),
+    the tenant or the candidates asks the engine again."""
+    calls: list[int] = []
+
+    def counting(batch: list[dict[str, Any]], *args: Any, **kwargs: Any) -> list[cedarpy.AuthzResult]:
+        calls.append(len(batch))
+        return cedarpy.is_authorized_batch(batch, *args, **kwargs)
+
+    policy = CedarPolicy(catalog, tenants, authorize=counting)
+    fresh = CedarPolicy(catalog, tenants)
+    questions = [("eurobank", "public", Detection()), ("eurobank", "public", PII),
+                 ("eurobank", "confidential", Detection()), ("clinic-ca", "public", PII),
+                 ("eurobank", "public", Detection(failed=True)), ("acme-us", "public", Detection()),
+                 ("eurobank", "public", Detection(language="de", request_language="de"))]
+    for _ in range(3):
+        for tenant, cls, det in questions:
+            got = policy.evaluate(_req(tenant, cls), det, _servable(catalog, tenant))
+            want = fresh.evaluate(_req(tenant, cls), det, _servable(catalog, tenant))
+            assert [(v.candidate, v.allowed, v.rule, v.policy_version) for v in got.verdicts] == \
+                [(v.candidate, v.allowed, v.rule, v.policy_version) for v in want.verdicts]
+            assert got.effective_class == want.effective_class and not got.failed
+    assert len(calls) == len(questions)  # once each
+    fewer = _servable(catalog, "eurobank")[:2]
+    policy.evaluate(_req("eurobank"), Detection(), fewer)
+    assert len(calls) == len(questions) + 1 and calls[-1] == 2
+
+
+def test_failures_are_never_remembered_and_the_memory_is_bounded(catalog: Catalog, tenants: Tenants) -> None:
+    state = {"broken": True}
+
+    def flaky(batch: list[dict[str, Any]], *args: Any, **kwargs: Any) -> list[cedarpy.AuthzResult]:
+        if state["broken"]:
+            raise RuntimeError("engine down")
+        return cedarpy.is_authorized_batch(batch, *args, **kwargs)
+
+    policy = CedarPolicy(catalog, tenants, authorize=flaky, memo_size=2)
+    assert policy.evaluate(_req("acme-us"), Detection(), _servable(catalog, "acme-us")).failed
+    state["broken"] = False
+    assert policy.evaluate(_req("acme-us"), Detection(), _servable(catalog, "acme-us")).allowed  # asked again
+    ticks = iter([0.0, 5.0, 5.0, 5.0, 5.0])  # over the time budget: refused, and not remembered either
+    slow = CedarPolicy(catalog, tenants, timeout_ms=1000.0, timer=lambda: next(ticks))
+    assert slow.evaluate(_req("acme-us"), Detection(), _servable(catalog, "acme-us")).failed
+    assert not slow._memo
+    for tenant in ("acme-us", "eurobank", "clinic-ca", "research-open"):
+        policy.evaluate(_req(tenant), Detection(), _servable(catalog, tenant))
+    assert len(policy._memo) == 2

@@ -19,7 +19,9 @@ import hashlib
 import json
 import logging
 import re
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -155,11 +157,22 @@ def rule_problems(policies: PolicySet, tenants: Tenants, tenant_ids: Iterable[st
 
 
 class CedarPolicy:
-    """The sovereignty ``Policy`` (``Settings.policy == "cedar"``)."""
+    """The sovereignty ``Policy`` (``Settings.policy == "cedar"``).
+
+    Cedar's answer is a pure function of what it is given: the policies, schema and entities (fixed for this
+    object's life), the tenant, the candidates and the request context built from the request and its detection.
+    So the last ``memo_size`` answers are kept, keyed on exactly those inputs that vary, and a request that asks
+    the same question again gets the same verdicts without a call into the engine: Cedar took ~0.4 ms per request
+    for the catalog's 7 deployments, on the event loop (2026-11-28), where most requests of a tenant share their
+    context. An engine failure, an erroring policy or an evaluation over its time budget is never kept."""
 
     def __init__(self, catalog: Catalog, tenants: Tenants, policies: PolicySet | None = None, *,
                  timeout_ms: float = 1000.0, timer: Callable[[], float] = time.perf_counter,
-                 authorize: Callable[..., list[cedarpy.AuthzResult]] = cedarpy.is_authorized_batch) -> None:
+                 authorize: Callable[..., list[cedarpy.AuthzResult]] = cedarpy.is_authorized_batch,
+                 memo_size: int = 4096) -> None:
+        self.memo_size = memo_size
+        self._memo: OrderedDict[tuple[str, str, tuple[str, ...]], list[tuple[bool, str]]] = OrderedDict()
+        self._memo_lock = threading.Lock()
         self.catalog = catalog
         self.policies = policies or PolicySet()
         self.timeout_ms = timeout_ms
@@ -203,10 +216,21 @@ class CedarPolicy:
         t0 = self.timer()
         eff = effective_class(request.data_class, detection)
         try:
+            key = (request.tenant, json.dumps(self._context(request, detection, eff), sort_keys=True),
+                   tuple(c.key for c in candidates))
+            with self._memo_lock:
+                known = self._memo.get(key)
+                if known is not None:
+                    self._memo.move_to_end(key)
+            if known is not None:
+                verdicts = [CandidateVerdict(candidate=c, allowed=allowed, rule=rule, policy_version=self.version)
+                            for c, (allowed, rule) in zip(candidates, known, strict=True)]
+                return PolicyVerdict(verdicts=verdicts, effective_class=eff, elapsed_ms=(self.timer() - t0) * 1000.0)
             verdicts = self._evaluate(request, detection, eff, candidates)
             elapsed = (self.timer() - t0) * 1000.0
             if elapsed > self.timeout_ms:
                 raise PolicyEngineError("policy evaluation exceeded its time budget")
+            self._remember(key, verdicts)
         except PolicyEngineError as exc:
             log.warning("policy evaluation failed (%s); allowing nothing", exc.message)
             refused = [CandidateVerdict(candidate=c, allowed=False, rule=ENGINE_FAILED,
@@ -215,14 +239,19 @@ class CedarPolicy:
                                  elapsed_ms=(self.timer() - t0) * 1000.0)
         return PolicyVerdict(verdicts=verdicts, effective_class=eff, elapsed_ms=(self.timer() - t0) * 1000.0)
 
-    def _evaluate(self, request: NormalizedRequest, detection: Detection, eff: DataClass,
-                  candidates: Sequence[Candidate]) -> list[CandidateVerdict]:
-        if not candidates:
-            return []
-        unknown = [c for c in candidates if c not in self._deployments]
-        if unknown:
-            raise PolicyEngineError("candidate not in the catalog the policy was built from")
-        context = {
+    def _remember(self, key: tuple[str, str, tuple[str, ...]], verdicts: Sequence[CandidateVerdict]) -> None:
+        if self.memo_size <= 0:
+            return
+        with self._memo_lock:
+            self._memo[key] = [(v.allowed, v.rule) for v in verdicts]
+            self._memo.move_to_end(key)
+            while len(self._memo) > self.memo_size:
+                self._memo.popitem(last=False)
+
+    @staticmethod
+    def _context(request: NormalizedRequest, detection: Detection, eff: DataClass) -> dict[str, Any]:
+        """The Cedar request context: everything of the request and its detection that a rule can read."""
+        return {
             "declared_class": request.data_class,
             "effective_class": eff,
             "class_rank": DATA_CLASS_ORDER.index(eff),
@@ -234,6 +263,15 @@ class CedarPolicy:
             "languages": sorted(set(detection.request_languages) | (
                 {detection.request_language} if detection.request_language else set())),
         }
+
+    def _evaluate(self, request: NormalizedRequest, detection: Detection, eff: DataClass,
+                  candidates: Sequence[Candidate]) -> list[CandidateVerdict]:
+        if not candidates:
+            return []
+        unknown = [c for c in candidates if c not in self._deployments]
+        if unknown:
+            raise PolicyEngineError("candidate not in the catalog the policy was built from")
+        context = self._context(request, detection, eff)
         tenant_uid = json.dumps(request.tenant)  # quoted and escaped as a Cedar string literal
         batch = [{"principal": f"Tenant::{tenant_uid}", "action": ACTION,
                   "resource": f"Deployment::{json.dumps(c.key)}", "context": context} for c in candidates]
