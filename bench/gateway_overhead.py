@@ -1,8 +1,8 @@
 """Added latency and throughput of the gateway, against calling the upstream directly, in the same run.
 
 Three processes on loopback: the test upstream (``sovrouter.testing_upstream``, zero delay), the gateway
-(``build_live_pipeline`` + ``create_app``: baseline router; by default availability policy and no detector
-(``--policy cedar --detector pii`` for the sovereignty components); exact cache on,
+(``build_live_pipeline`` + ``create_app``: by default the baseline router, availability policy and no detector;
+``--router learned --policy cedar --detector pii`` for the shipped defaults); exact cache on,
 SQLite records; every deployment served by that upstream), and this client. Each round sends the same number
 of requests with the same client (httpx, keep-alive) directly to the upstream and through the gateway,
 alternating which goes first; every prompt is unique (cache misses: the full request path, including the cache
@@ -46,7 +46,8 @@ def serve_upstream(port: int, chunks: int = 4) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
-def serve_gateway(port: int, upstream_url: str, state_dir: str, detector: str, policy: str) -> None:
+def serve_gateway(port: int, upstream_url: str, state_dir: str, detector: str, policy: str,
+                  router: str = "baseline") -> None:
     import uvicorn
 
     from sovrouter.adapters.openai_http import new_client
@@ -60,7 +61,7 @@ def serve_gateway(port: int, upstream_url: str, state_dir: str, detector: str, p
         catalog=DATA / "models.json", tenants=DATA / "tenants.json", state_dir=Path(state_dir),
         api_keys=[ApiKey(tenant="acme-us", key_sha256=hash_key(KEY))],
         upstreams={f"{s.id}/{d.id}": Upstream(base_urls=[upstream_url]) for s, d in catalog.pairs()},
-        router="baseline", detector=detector, policy=policy,
+        router=router, detector=detector, policy=policy,
     )
     client = new_client()
     app = create_app(build_live_pipeline(settings, client=client), settings, on_shutdown=[client.aclose])
@@ -159,7 +160,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     up_url, gw_url = f"http://127.0.0.1:{up_port}", f"http://127.0.0.1:{gw_port}"
     with tempfile.TemporaryDirectory() as state:
         up = _spawn(["--serve-upstream", str(up_port), str(args.chunks)])
-        gw = _spawn(["--serve-gateway", str(gw_port), up_url, state, args.detector, args.policy])
+        gw = _spawn(["--serve-gateway", str(gw_port), up_url, state, args.detector, args.policy, args.router])
         try:
             _wait_up(up_url, up)
             _wait_up(gw_url, gw)
@@ -208,7 +209,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "config": {"rounds": args.rounds, "requests_per_round": args.requests, "warmup": args.warmup,
                    "throughput_requests": args.throughput_requests, "concurrency": args.concurrency,
                    "stream_chunks": args.chunks,
-                   "router": "baseline", "detector": args.detector, "policy": args.policy, "exact_cache": True,
+                   "router": args.router, "detector": args.detector, "policy": args.policy, "exact_cache": True,
                    "prompts": "unique (cache misses)", "client": "httpx keep-alive"},
         "target": {"added_p50_ms": 2.0, "added_p99_ms": 10.0},
         "median_over_rounds": summary,
@@ -222,7 +223,8 @@ def main() -> int:
         serve_upstream(int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 4)
         return 0
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-gateway":
-        serve_gateway(int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6])
+        serve_gateway(int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6],
+                      sys.argv[7] if len(sys.argv) > 7 else "baseline")
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
@@ -233,6 +235,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "gateway_overhead.json")
     ap.add_argument("--detector", default="none", choices=["none", "pii"])
     ap.add_argument("--policy", default="availability", choices=["availability", "cedar"])
+    ap.add_argument("--router", default="baseline", choices=["baseline", "learned"],
+                    help="learned: the shipped router (with --detector pii --policy cedar: the shipped defaults)")
     ap.add_argument("--chunks", type=int, default=4,
                     help="events in a streamed answer (a real answer streams one per token or so): the gateway's "
                          "CPU per streamed request grows with it")
