@@ -356,3 +356,28 @@ def test_failures_are_never_remembered_and_the_memory_is_bounded(catalog: Catalo
     for tenant in ("acme-us", "eurobank", "clinic-ca", "research-open"):
         policy.evaluate(_req(tenant), Detection(), _servable(catalog, tenant))
     assert len(policy._memo) == 2
+
+
+def _catalog_with_slash(catalog: Catalog) -> Catalog:
+    raw = catalog.model_dump(mode="json")
+    for slot in raw["slots"]:
+        if slot["id"] == "frontier":
+            for dep in slot["deployments"]:
+                dep["id"] = "us/east"   # Deployment::"frontier/us/east"
+    return Catalog.model_validate(raw)
+
+
+def test_a_candidate_outside_the_catalog_is_refused_even_after_a_remembered_question(catalog: Catalog,
+                                                                                    tenants: Tenants) -> None:
+    """``Candidate.key`` is not one-to-one ("a/b" + "c" and "a" + "b/c"): keyed on it, a remembered verdict let a
+    candidate the policy never saw through, skipping the check the engine path makes (found in review)."""
+    cat = _catalog_with_slash(catalog)
+    known = Candidate(slot="frontier", deployment="us/east")
+    stranger = Candidate(slot="frontier/us", deployment="east")  # same .key, not in the catalog
+    assert known.key == stranger.key
+    fresh = CedarPolicy(cat, tenants)
+    assert fresh.evaluate(_req("acme-us"), Detection(), [stranger]).failed  # miss path: refused (engine-failed)
+    policy = CedarPolicy(cat, tenants)
+    assert policy.evaluate(_req("acme-us"), Detection(), [known]).allowed == [known]
+    got = policy.evaluate(_req("acme-us"), Detection(), [stranger])
+    assert got.failed and got.allowed == []  # hit path: must not allow a deployment the policy never saw

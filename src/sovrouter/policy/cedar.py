@@ -46,6 +46,8 @@ RULES_DIR = Path(__file__).resolve().parents[1] / "data" / "policy"  # shipped a
 DEFAULT_DENY = "default.deny"  # no permit applied (Cedar's implicit deny)
 ENGINE_FAILED = "policy.engine-failed"
 ACTION = 'Action::"route"'
+# (tenant, context as sorted JSON, each candidate's (slot, deployment)): what a remembered verdict is keyed on
+_MemoKey = tuple[str, str, tuple[tuple[str, str], ...]]
 
 
 def licence_kind(slot: Slot) -> str:
@@ -171,7 +173,7 @@ class CedarPolicy:
                  authorize: Callable[..., list[cedarpy.AuthzResult]] = cedarpy.is_authorized_batch,
                  memo_size: int = 4096) -> None:
         self.memo_size = memo_size
-        self._memo: OrderedDict[tuple[str, str, tuple[str, ...]], list[tuple[bool, str]]] = OrderedDict()
+        self._memo: OrderedDict[_MemoKey, list[tuple[bool, str]]] = OrderedDict()
         self._memo_lock = threading.Lock()
         self.catalog = catalog
         self.policies = policies or PolicySet()
@@ -216,8 +218,12 @@ class CedarPolicy:
         t0 = self.timer()
         eff = effective_class(request.data_class, detection)
         try:
+            # every candidate is checked on a hit too, and keyed by (slot, deployment): ``key`` is not one-to-one
+            # ("a/b"/"c" and "a"/"b/c"), so a candidate outside the catalog was allowed as a remembered one
+            if any(c not in self._deployments for c in candidates):
+                raise PolicyEngineError("candidate not in the catalog the policy was built from")
             key = (request.tenant, json.dumps(self._context(request, detection, eff), sort_keys=True),
-                   tuple(c.key for c in candidates))
+                   tuple((c.slot, c.deployment) for c in candidates))
             with self._memo_lock:
                 known = self._memo.get(key)
                 if known is not None:
@@ -239,7 +245,7 @@ class CedarPolicy:
                                  elapsed_ms=(self.timer() - t0) * 1000.0)
         return PolicyVerdict(verdicts=verdicts, effective_class=eff, elapsed_ms=(self.timer() - t0) * 1000.0)
 
-    def _remember(self, key: tuple[str, str, tuple[str, ...]], verdicts: Sequence[CandidateVerdict]) -> None:
+    def _remember(self, key: _MemoKey, verdicts: Sequence[CandidateVerdict]) -> None:
         if self.memo_size <= 0:
             return
         with self._memo_lock:

@@ -119,7 +119,8 @@ class LinearModel:
     def _weights(self) -> NDArray[np.float64]:
         """``coef.T`` as the sparse product reads it: C order and float64. Given ``coef.T`` itself (a transposed
         float32 view), scipy copied and converted the whole (d, k) matrix on every call: 0.3 ms per request for the
-        5-class domain model, where the product itself takes 3 us (same floats either way; 2026-11-28)."""
+        5-class domain model, where the product itself takes 3 us (the same floats for the float64 rows the
+        vectoriser makes; a float32 row is now multiplied in float64; 2026-11-28)."""
         return np.ascontiguousarray(self.coef.T, dtype=np.float64)
 
     def __getstate__(self) -> dict[str, Any]:  # the artifact holds the coefficients once, never this copy
