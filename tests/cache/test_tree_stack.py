@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from sovrouter.cache.verifier import TreeEnsemble, TreeStack
+from sovrouter.cache.verifier import PairVerifier, TreeEnsemble, TreeStack
 
 
 def _walk(trees: TreeEnsemble, x: np.ndarray) -> np.ndarray:
-    """The per-ensemble walk used until 2026-11-28 (as in test_semantic_verifier)."""
+    """Each row's score by the plain per-ensemble walk (the evaluation used until 2026-11-28)."""
     node = np.broadcast_to(trees.roots, (x.shape[0], trees.roots.shape[0])).copy()
     rows = np.arange(x.shape[0])[:, None]
     for _ in range(trees.depth):
@@ -17,6 +18,28 @@ def _walk(trees: TreeEnsemble, x: np.ndarray) -> np.ndarray:
         node = np.where(trees.leaf[node], node, np.where(go_left, trees.left[node], trees.right[node]))
     out: np.ndarray = trees.baseline + trees.value[node].sum(axis=1)
     return out
+
+
+def test_stacked_trees_give_each_ensembles_own_floats_one_row_or_many() -> None:
+    from sovrouter.speculative.answer_shape import AnswerShapeModel
+
+    shape = AnswerShapeModel.load()
+    verifier = PairVerifier.load().model
+    assert isinstance(verifier, TreeEnsemble)
+    rng = np.random.default_rng(3)
+    for ensembles in ([shape.copy, shape.tokens_p50, shape.tokens_p90], [verifier]):
+        n = ensembles[0].n_features
+        x = rng.normal(size=(300, n)) * rng.uniform(0.1, 50.0, size=n)
+        x[rng.uniform(size=x.shape) < 0.1] = np.nan  # missing values take each node's learned side
+        stack = TreeStack(ensembles)
+        expected = [_walk(e, x) for e in ensembles]
+        assert all(np.array_equal(a, b) for a, b in zip(stack.raw(x), expected, strict=True))
+        for i in range(0, 300, 7):  # the one-row path
+            got = stack.raw(x[i:i + 1])
+            assert all(np.array_equal(a, b[i:i + 1]) for a, b in zip(got, expected, strict=True))
+        assert all(a.shape == (0,) for a in stack.raw(np.zeros((0, n))))
+    with pytest.raises(ValueError):
+        TreeStack([])
 
 
 def test_ensembles_of_different_depths_stack_to_their_own_floats() -> None:
