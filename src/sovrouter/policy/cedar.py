@@ -222,7 +222,8 @@ class CedarPolicy:
             # ("a/b"/"c" and "a"/"b/c"), so a candidate outside the catalog was allowed as a remembered one
             if any(c not in self._deployments for c in candidates):
                 raise PolicyEngineError("candidate not in the catalog the policy was built from")
-            key = (request.tenant, json.dumps(self._context(request, detection, eff), sort_keys=True),
+            context = self._context(request, detection, eff)
+            key = (request.tenant, json.dumps(context, sort_keys=True),
                    tuple((c.slot, c.deployment) for c in candidates))
             with self._memo_lock:
                 known = self._memo.get(key)
@@ -232,7 +233,7 @@ class CedarPolicy:
                 verdicts = [CandidateVerdict(candidate=c, allowed=allowed, rule=rule, policy_version=self.version)
                             for c, (allowed, rule) in zip(candidates, known, strict=True)]
                 return PolicyVerdict(verdicts=verdicts, effective_class=eff, elapsed_ms=(self.timer() - t0) * 1000.0)
-            verdicts = self._evaluate(request, detection, eff, candidates)
+            verdicts = self._evaluate(request.tenant, context, candidates)
             elapsed = (self.timer() - t0) * 1000.0
             if elapsed > self.timeout_ms:
                 raise PolicyEngineError("policy evaluation exceeded its time budget")
@@ -270,21 +271,18 @@ class CedarPolicy:
                 {detection.request_language} if detection.request_language else set())),
         }
 
-    def _evaluate(self, request: NormalizedRequest, detection: Detection, eff: DataClass,
+    def _evaluate(self, tenant: str, context: dict[str, Any],
                   candidates: Sequence[Candidate]) -> list[CandidateVerdict]:
+        """Cedar's verdicts for ``candidates`` (each already checked to be in the catalog)."""
         if not candidates:
             return []
-        unknown = [c for c in candidates if c not in self._deployments]
-        if unknown:
-            raise PolicyEngineError("candidate not in the catalog the policy was built from")
-        context = self._context(request, detection, eff)
-        tenant_uid = json.dumps(request.tenant)  # quoted and escaped as a Cedar string literal
+        tenant_uid = json.dumps(tenant)  # quoted and escaped as a Cedar string literal
         batch = [{"principal": f"Tenant::{tenant_uid}", "action": ACTION,
                   "resource": f"Deployment::{json.dumps(c.key)}", "context": context} for c in candidates]
         try:
             entities = self._entities
-            if request.tenant not in self._known:
-                entities = entities.with_added_json_str(json.dumps([self._tenant_entity(request.tenant)]))
+            if tenant not in self._known:
+                entities = entities.with_added_json_str(json.dumps([self._tenant_entity(tenant)]))
             results = self._authorize(batch, self.policies.parsed, entities, schema=self.policies.parsed_schema)
         except (ValueError, RuntimeError, TypeError, KeyError) as exc:
             raise PolicyEngineError(f"Cedar evaluation error ({type(exc).__name__})") from exc
