@@ -37,6 +37,15 @@ class Clock:
         return self.t
 
 
+def _inline_and_file_ring(path: Path, reload_s: float) -> tuple[KeyRing, Clock]:
+    """One inline key (eurobank, ``sk-inline``) and a key file holding acme-us's ``sk-file-one``."""
+    _write(path, [{"tenant": "acme-us", "key_sha256": ONE}])
+    clock = Clock()
+    ring = KeyRing([ApiKey(tenant="eurobank", key_sha256=hash_key("sk-inline"))],
+                   KeyFile(path, TENANTS, reload_s=reload_s, clock=clock))
+    return ring, clock
+
+
 def test_the_file_reads_as_a_list_or_as_an_api_keys_section(tmp_path: Path) -> None:
     path = tmp_path / "keys.yaml"
     path.write_text(f"- tenant: acme-us\n  key_sha256: {ONE}\n", encoding="utf-8")
@@ -78,10 +87,7 @@ def test_a_key_in_both_the_configuration_and_the_file_is_refused(tmp_path: Path)
 
 def test_keys_are_added_and_revoked_without_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "keys.json"
-    _write(path, [{"tenant": "acme-us", "key_sha256": ONE}])
-    clock = Clock()
-    ring = KeyRing([ApiKey(tenant="eurobank", key_sha256=hash_key("sk-inline"))],
-                   KeyFile(path, TENANTS, reload_s=5.0, clock=clock))
+    ring, clock = _inline_and_file_ring(path, reload_s=5.0)
     assert ring.tenant_for("Bearer sk-file-one") == "acme-us"
     assert ring.tenant_for("Bearer sk-inline") == "eurobank"
     _write(path, [{"tenant": "eurobank", "key_sha256": TWO}])  # one revoked, one added
@@ -164,10 +170,7 @@ def test_reloads_and_keys_in_force_are_on_metrics(tmp_path: Path) -> None:
     from sovrouter.telemetry.metrics import KeyFileCollector
 
     path = tmp_path / "keys.json"
-    _write(path, [{"tenant": "acme-us", "key_sha256": ONE}])
-    clock = Clock()
-    ring = KeyRing([ApiKey(tenant="eurobank", key_sha256=hash_key("sk-inline"))],
-                   KeyFile(path, TENANTS, reload_s=1.0, clock=clock))
+    ring, clock = _inline_and_file_ring(path, reload_s=1.0)
     registry = CollectorRegistry()
     registry.register(KeyFileCollector(ring))
 
